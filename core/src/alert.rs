@@ -1,0 +1,298 @@
+//! Alerts: stable kinds, one identity per condition, severity, count, first/last seen, text.
+//! A retry re-raises the same identity as an update; sinks see the update, never a new alert.
+
+use crate::artifact::ArtifactKey;
+use crate::ids::{DbId, Millis, SiteId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The stable alert kinds (Contracts: Alerts). Their snake_case names are the wire names.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    MissingLog,
+    NoNewLogs,
+    BackupsPaused,
+    RestoreError,
+    ChecksumMismatch,
+    Backlog,
+    Reseed,
+    LinkDown,
+    PrimaryDown,
+    ArbiterUnreachable,
+    RecoverySiteLost,
+    StaleEpochArtifact,
+    Failover,
+    Switchover,
+    DrillFailed,
+    DiskSpace,
+}
+
+impl AlertKind {
+    pub const ALL: [AlertKind; 16] = [
+        AlertKind::MissingLog,
+        AlertKind::NoNewLogs,
+        AlertKind::BackupsPaused,
+        AlertKind::RestoreError,
+        AlertKind::ChecksumMismatch,
+        AlertKind::Backlog,
+        AlertKind::Reseed,
+        AlertKind::LinkDown,
+        AlertKind::PrimaryDown,
+        AlertKind::ArbiterUnreachable,
+        AlertKind::RecoverySiteLost,
+        AlertKind::StaleEpochArtifact,
+        AlertKind::Failover,
+        AlertKind::Switchover,
+        AlertKind::DrillFailed,
+        AlertKind::DiskSpace,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::MissingLog => "missing_log",
+            AlertKind::NoNewLogs => "no_new_logs",
+            AlertKind::BackupsPaused => "backups_paused",
+            AlertKind::RestoreError => "restore_error",
+            AlertKind::ChecksumMismatch => "checksum_mismatch",
+            AlertKind::Backlog => "backlog",
+            AlertKind::Reseed => "reseed",
+            AlertKind::LinkDown => "link_down",
+            AlertKind::PrimaryDown => "primary_down",
+            AlertKind::ArbiterUnreachable => "arbiter_unreachable",
+            AlertKind::RecoverySiteLost => "recovery_site_lost",
+            AlertKind::StaleEpochArtifact => "stale_epoch_artifact",
+            AlertKind::Failover => "failover",
+            AlertKind::Switchover => "switchover",
+            AlertKind::DrillFailed => "drill_failed",
+            AlertKind::DiskSpace => "disk_space",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<AlertKind> {
+        AlertKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Warning,
+    Failure,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Failure => "failure",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// What an alert is about, beyond its kind and database.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Subject {
+    None,
+    Artifact(ArtifactKey),
+    Site(SiteId),
+}
+
+/// One condition: kind + database + subject.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AlertId {
+    pub kind: AlertKind,
+    pub db: Option<DbId>,
+    pub subject: Subject,
+}
+
+/// How an alert event changes the condition.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertChange {
+    /// First raise of this identity.
+    Raised,
+    /// The same identity raised again (a retry, an escalation, a new figure in the text).
+    Updated,
+    /// The condition is resolved.
+    Cleared,
+    /// A one-off event (failover done, switchover done): not kept as a condition.
+    Notice,
+}
+
+/// What sinks receive.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertEvent {
+    pub id: AlertId,
+    pub change: AlertChange,
+    pub severity: Severity,
+    pub count: u32,
+    /// Monotonic times (the adapter turns them into UTC for display).
+    pub first_seen: Millis,
+    pub last_seen: Millis,
+    pub text: String,
+}
+
+/// An active condition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveAlert {
+    pub severity: Severity,
+    pub count: u32,
+    pub first_seen: Millis,
+    pub last_seen: Millis,
+    pub text: String,
+}
+
+/// The set of active conditions, ordered by identity so iteration is deterministic.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertBook {
+    active: BTreeMap<AlertId, ActiveAlert>,
+}
+
+impl AlertBook {
+    /// Raise (or re-raise as an update) a condition. The severity never goes down while the
+    /// condition lasts; `critical_after` escalates to critical counted from the first raise.
+    pub fn raise(
+        &mut self,
+        now: Millis,
+        id: AlertId,
+        severity: Severity,
+        critical_after: Option<Millis>,
+        text: String,
+    ) -> AlertEvent {
+        let (change, entry) = match self.active.get_mut(&id) {
+            Some(a) => {
+                a.count = a.count.saturating_add(1);
+                a.last_seen = now;
+                a.severity = a.severity.max(severity);
+                a.text = text;
+                (AlertChange::Updated, a)
+            }
+            None => {
+                let a = self.active.entry(id).or_insert(ActiveAlert {
+                    severity,
+                    count: 1,
+                    first_seen: now,
+                    last_seen: now,
+                    text,
+                });
+                (AlertChange::Raised, a)
+            }
+        };
+        if let Some(after) = critical_after {
+            if now.saturating_sub(entry.first_seen) >= after {
+                entry.severity = Severity::Critical;
+            }
+        }
+        AlertEvent {
+            id,
+            change,
+            severity: entry.severity,
+            count: entry.count,
+            first_seen: entry.first_seen,
+            last_seen: entry.last_seen,
+            text: entry.text.clone(),
+        }
+    }
+
+    /// Clear a condition; `None` when it was not active.
+    pub fn clear(&mut self, now: Millis, id: AlertId, text: Option<String>) -> Option<AlertEvent> {
+        let a = self.active.remove(&id)?;
+        Some(AlertEvent {
+            id,
+            change: AlertChange::Cleared,
+            severity: a.severity,
+            count: a.count,
+            first_seen: a.first_seen,
+            last_seen: now,
+            text: text.unwrap_or(a.text),
+        })
+    }
+
+    pub fn get(&self, id: &AlertId) -> Option<&ActiveAlert> {
+        self.active.get(id)
+    }
+    pub fn is_active(&self, id: &AlertId) -> bool {
+        self.active.contains_key(id)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&AlertId, &ActiveAlert)> {
+        self.active.iter()
+    }
+    pub fn len(&self) -> usize {
+        self.active.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.active.is_empty()
+    }
+    /// Active conditions of one database (ids sort by kind first, so this scans; it is only
+    /// used by status queries, never on the hot path).
+    pub fn for_db(&self, db: DbId) -> impl Iterator<Item = (&AlertId, &ActiveAlert)> {
+        self.active.iter().filter(move |(id, _)| id.db == Some(db))
+    }
+}
+
+/// A one-off notice event (not kept in the book).
+pub fn notice(now: Millis, id: AlertId, severity: Severity, text: String) -> AlertEvent {
+    AlertEvent {
+        id,
+        change: AlertChange::Notice,
+        severity,
+        count: 1,
+        first_seen: now,
+        last_seen: now,
+        text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> AlertId {
+        AlertId {
+            kind: AlertKind::RestoreError,
+            db: Some(DbId(1)),
+            subject: Subject::None,
+        }
+    }
+
+    #[test]
+    fn a_retry_updates_the_same_identity_and_escalates_from_the_first_raise() {
+        let mut b = AlertBook::default();
+        let e1 = b.raise(0, id(), Severity::Failure, Some(30 * 60_000), "a".into());
+        assert_eq!(e1.change, AlertChange::Raised);
+        let e2 = b.raise(
+            29 * 60_000,
+            id(),
+            Severity::Failure,
+            Some(30 * 60_000),
+            "b".into(),
+        );
+        assert_eq!(
+            (e2.change, e2.count, e2.severity),
+            (AlertChange::Updated, 2, Severity::Failure)
+        );
+        let e3 = b.raise(
+            30 * 60_000,
+            id(),
+            Severity::Failure,
+            Some(30 * 60_000),
+            "c".into(),
+        );
+        assert_eq!((e3.severity, e3.first_seen), (Severity::Critical, 0));
+        assert_eq!(b.len(), 1);
+        let c = b.clear(31 * 60_000, id(), None).unwrap();
+        assert_eq!(c.change, AlertChange::Cleared);
+        assert!(b.is_empty());
+        assert!(b.clear(32 * 60_000, id(), None).is_none());
+    }
+
+    #[test]
+    fn kind_names_round_trip() {
+        for k in AlertKind::ALL {
+            assert_eq!(AlertKind::from_name(k.as_str()), Some(k));
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! The engine configuration. One type, shared by `site.toml` (inside the adapter's own file) and
+//! the scenario files. Every field has a default from [`crate::defaults`]; unknown keys are
+//! rejected so a typo never silently falls back to a default.
+
+use crate::defaults as d;
+use crate::ids::{DbId, Millis, SiteId};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Site names; a site's [`SiteId`] is its index. Exactly two: the primary location and the
+    /// recovery location.
+    pub sites: Vec<String>,
+    /// The site that holds the first epoch.
+    pub initial_primary: String,
+    /// Database names; a database's [`DbId`] is its index.
+    pub databases: Vec<String>,
+    /// Whether an arbiter (witness) exists. Without one, automatic failover is off.
+    pub arbiter: bool,
+    pub schedule: Schedule,
+    pub shipping: Shipping,
+    pub restore: Restore,
+    pub alerts: Alerts,
+    pub lease: Lease,
+    pub failover: Failover,
+}
+
+/// When the primary takes backups (the recovery-location seed: weekly / daily / every 5 minutes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Schedule {
+    pub full_every_ms: Millis,
+    pub incremental_every_ms: Millis,
+    pub log_every_ms: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Shipping {
+    pub ack_timeout_ms: Millis,
+    pub retry_base_ms: Millis,
+    pub retry_max_ms: Millis,
+    pub max_in_flight: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Restore {
+    /// Databases restoring at the same time (each restores one artifact at a time).
+    pub parallelism: u32,
+    /// Attempts after which a failed restore is permanent (then a reseed, unless bypassed).
+    pub max_attempts: u32,
+    pub retry_delay_ms: Millis,
+    /// Outstanding commands (restores, fences, promotions) are re-issued after this long.
+    pub op_timeout_ms: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Alerts {
+    pub after_attempts: u32,
+    pub after_minutes: u64,
+    pub critical_after_minutes: u64,
+    pub no_new_logs_minutes: u64,
+    pub backlog_count: u32,
+    pub backlog_age_minutes: u64,
+    pub check_every_ms: Millis,
+    /// `disk_space` is raised under this many free MiB.
+    pub min_free_mib: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Lease {
+    pub lease_ms: Millis,
+    pub renew_every_ms: Millis,
+    /// Clock drift bound in parts per million of elapsed time.
+    pub max_drift_ppm: u64,
+    /// The longest time a fence (stop writes) takes.
+    pub fence_time_ms: Millis,
+    pub heartbeat_every_ms: Millis,
+    pub arbiter_timeout_ms: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Failover {
+    /// Fail over automatically when the primary site is lost (needs an arbiter).
+    pub automatic: bool,
+    pub probe_every_ms: Millis,
+    pub unhealthy_count: u32,
+    pub unhealthy_for_ms: Millis,
+    /// Auto Pilot: ask the primary's own agent for a local restart first, when it is reachable.
+    pub local_restart: bool,
+    pub local_restart_wait_ms: Millis,
+    /// Wait for an operator's confirmation before failing over.
+    pub confirm: bool,
+    pub confirm_timeout_ms: Millis,
+    /// What to do when the confirmation does not come in time.
+    pub on_confirm_timeout: OnConfirmTimeout,
+    /// Run the external fence (`fence_hook`) against the old primary before promoting.
+    pub fence_hook: bool,
+    /// Move the service identity (DNS/VIP/hook) after promotion.
+    pub switch_identity: bool,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnConfirmTimeout {
+    Proceed,
+    Abort,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            sites: vec!["primary".into(), "recovery".into()],
+            initial_primary: "primary".into(),
+            databases: vec!["app".into()],
+            arbiter: true,
+            schedule: Schedule::default(),
+            shipping: Shipping::default(),
+            restore: Restore::default(),
+            alerts: Alerts::default(),
+            lease: Lease::default(),
+            failover: Failover::default(),
+        }
+    }
+}
+impl Default for Schedule {
+    fn default() -> Self {
+        Schedule {
+            full_every_ms: d::FULL_EVERY,
+            incremental_every_ms: d::INCREMENTAL_EVERY,
+            log_every_ms: d::LOG_EVERY,
+        }
+    }
+}
+impl Default for Shipping {
+    fn default() -> Self {
+        Shipping {
+            ack_timeout_ms: d::SHIP_ACK_TIMEOUT,
+            retry_base_ms: d::SHIP_RETRY_BASE,
+            retry_max_ms: d::SHIP_RETRY_MAX,
+            max_in_flight: d::SHIP_MAX_IN_FLIGHT,
+        }
+    }
+}
+impl Default for Restore {
+    fn default() -> Self {
+        Restore {
+            parallelism: d::RESTORE_PARALLELISM,
+            max_attempts: d::RESTORE_MAX_ATTEMPTS,
+            retry_delay_ms: d::RESTORE_RETRY_DELAY,
+            op_timeout_ms: d::OP_TIMEOUT,
+        }
+    }
+}
+impl Default for Alerts {
+    fn default() -> Self {
+        Alerts {
+            after_attempts: d::ALERT_AFTER_ATTEMPTS,
+            after_minutes: d::ALERT_AFTER_MINUTES,
+            critical_after_minutes: d::CRITICAL_AFTER_MINUTES,
+            no_new_logs_minutes: d::NO_NEW_LOGS_MINUTES,
+            backlog_count: d::BACKLOG_COUNT,
+            backlog_age_minutes: d::BACKLOG_AGE_MINUTES,
+            check_every_ms: d::MONITOR_EVERY,
+            min_free_mib: 1024,
+        }
+    }
+}
+impl Default for Lease {
+    fn default() -> Self {
+        Lease {
+            lease_ms: d::LEASE,
+            renew_every_ms: d::LEASE_RENEW_EVERY,
+            max_drift_ppm: d::MAX_DRIFT_PPM,
+            fence_time_ms: d::FENCE_TIME,
+            heartbeat_every_ms: d::HEARTBEAT_EVERY,
+            arbiter_timeout_ms: d::ARBITER_TIMEOUT,
+        }
+    }
+}
+impl Default for Failover {
+    fn default() -> Self {
+        Failover {
+            automatic: true,
+            probe_every_ms: d::PROBE_EVERY,
+            unhealthy_count: d::UNHEALTHY_COUNT,
+            unhealthy_for_ms: d::UNHEALTHY_FOR,
+            local_restart: false,
+            local_restart_wait_ms: d::LOCAL_RESTART_WAIT,
+            confirm: false,
+            confirm_timeout_ms: d::CONFIRM_TIMEOUT,
+            on_confirm_timeout: OnConfirmTimeout::Abort,
+            fence_hook: false,
+            switch_identity: true,
+        }
+    }
+}
+
+/// A configuration that cannot run, with the field and what to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: &'static str,
+    pub problem: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "configuration field `{}`: {}", self.field, self.problem)
+    }
+}
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Check the values that serde cannot: relations between fields and ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |field, problem: String| Err(ConfigError { field, problem });
+        if self.sites.len() != 2 {
+            return err(
+                "sites",
+                format!(
+                    "exactly two sites are supported (primary and recovery location), found {}",
+                    self.sites.len()
+                ),
+            );
+        }
+        if self.sites[0] == self.sites[1] || self.sites.iter().any(|s| s.is_empty()) {
+            return err("sites", "site names must be non-empty and distinct".into());
+        }
+        if self.site_id(&self.initial_primary).is_none() {
+            return err(
+                "initial_primary",
+                format!(
+                    "{:?} is not a site; allowed values: {}",
+                    self.initial_primary,
+                    self.sites.join(", ")
+                ),
+            );
+        }
+        if self.databases.is_empty() {
+            return err("databases", "list at least one database".into());
+        }
+        if u32::try_from(self.databases.len()).is_err() {
+            return err("databases", "too many databases".into());
+        }
+        let mut names: Vec<&String> = self.databases.iter().collect();
+        names.sort();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return err("databases", format!("database {:?} is listed twice", w[0]));
+        }
+        if let Some(bad) = self
+            .databases
+            .iter()
+            .find(|n| n.is_empty() || n.contains('/'))
+        {
+            return err(
+                "databases",
+                format!("database name {bad:?} must be non-empty and contain no '/'"),
+            );
+        }
+        for (field, v) in [
+            ("schedule.log_every_ms", self.schedule.log_every_ms),
+            ("schedule.full_every_ms", self.schedule.full_every_ms),
+            (
+                "schedule.incremental_every_ms",
+                self.schedule.incremental_every_ms,
+            ),
+            ("shipping.ack_timeout_ms", self.shipping.ack_timeout_ms),
+            ("shipping.retry_base_ms", self.shipping.retry_base_ms),
+            ("restore.op_timeout_ms", self.restore.op_timeout_ms),
+            ("alerts.check_every_ms", self.alerts.check_every_ms),
+            ("lease.lease_ms", self.lease.lease_ms),
+            ("lease.renew_every_ms", self.lease.renew_every_ms),
+            ("lease.heartbeat_every_ms", self.lease.heartbeat_every_ms),
+            ("lease.arbiter_timeout_ms", self.lease.arbiter_timeout_ms),
+            ("failover.probe_every_ms", self.failover.probe_every_ms),
+        ] {
+            if v == 0 {
+                return err(field, "must be greater than 0".into());
+            }
+        }
+        if self.shipping.max_in_flight == 0 {
+            return err("shipping.max_in_flight", "must be at least 1".into());
+        }
+        if self.restore.parallelism == 0 {
+            return err("restore.parallelism", "must be at least 1".into());
+        }
+        if self.restore.max_attempts == 0 {
+            return err("restore.max_attempts", "must be at least 1".into());
+        }
+        if self.alerts.after_attempts == 0 {
+            return err("alerts.after_attempts", "must be at least 1".into());
+        }
+        if self.lease.max_drift_ppm >= 500_000 {
+            return err("lease.max_drift_ppm", "must be under 500000 (50%)".into());
+        }
+        if self.fence_margin() + self.lease.renew_every_ms >= self.lease.lease_ms {
+            return err(
+                "lease.lease_ms",
+                format!(
+                    "a lease of {} ms leaves no time to renew: it must exceed renew_every_ms ({}) + \
+                     drift margin ({}) + fence_time_ms ({})",
+                    self.lease.lease_ms,
+                    self.lease.renew_every_ms,
+                    self.drift_margin(),
+                    self.lease.fence_time_ms
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    pub fn site_id(&self, name: &str) -> Option<SiteId> {
+        self.sites
+            .iter()
+            .position(|s| s == name)
+            .map(|i| SiteId(i as u16))
+    }
+    pub fn site_name(&self, id: SiteId) -> &str {
+        self.sites
+            .get(usize::from(id.0))
+            .map(String::as_str)
+            .unwrap_or("?")
+    }
+    pub fn db_name(&self, id: DbId) -> &str {
+        self.databases
+            .get(id.0 as usize)
+            .map(String::as_str)
+            .unwrap_or("?")
+    }
+    pub fn db_id(&self, name: &str) -> Option<DbId> {
+        self.databases
+            .iter()
+            .position(|s| s == name)
+            .map(|i| DbId(i as u32))
+    }
+    pub fn db_count(&self) -> u32 {
+        self.databases.len() as u32
+    }
+    pub fn initial_primary_id(&self) -> SiteId {
+        self.site_id(&self.initial_primary).unwrap_or(SiteId(0))
+    }
+    /// The drift allowance over one lease: drift bound × lease length.
+    pub fn drift_margin(&self) -> Millis {
+        self.lease.lease_ms.saturating_mul(self.lease.max_drift_ppm) / 1_000_000
+    }
+    /// How long before its lease expiry (by its own clock) a primary must start fencing.
+    pub fn fence_margin(&self) -> Millis {
+        self.drift_margin() + self.lease.fence_time_ms
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_configuration_is_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let e = toml::from_str::<Config>("databses = [\"a\"]");
+        assert!(e.is_err());
+    }
+
+    #[test]
+    fn a_lease_too_short_to_renew_is_rejected_with_the_field() {
+        let mut c = Config::default();
+        c.lease.lease_ms = 2_500;
+        assert_eq!(c.validate().unwrap_err().field, "lease.lease_ms");
+    }
+}

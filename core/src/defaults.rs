@@ -1,0 +1,64 @@
+//! Every default in one place, with where it comes from.
+
+use crate::ids::{Millis, MINUTE};
+
+/// Recovery-location seed: a transaction log every 5 minutes.
+pub const LOG_EVERY: Millis = 5 * MINUTE;
+/// Recovery-location seed: a differential (incremental) backup daily.
+pub const INCREMENTAL_EVERY: Millis = 24 * 60 * MINUTE;
+/// Recovery-location seed: a full backup weekly.
+pub const FULL_EVERY: Millis = 7 * 24 * 60 * MINUTE;
+
+/// Recovery-location seed: alert after 3 restore attempts of the same artifact...
+pub const ALERT_AFTER_ATTEMPTS: u32 = 3;
+/// ...or after 15 minutes without a successful restore while one is failing.
+pub const ALERT_AFTER_MINUTES: u64 = 15;
+/// Recovery-location seed: escalate from failure to critical 30 minutes after the first raise.
+pub const CRITICAL_AFTER_MINUTES: u64 = 30;
+/// Recovery-location seed: "no new transaction logs in the last 15 minutes".
+pub const NO_NEW_LOGS_MINUTES: u64 = 15;
+/// Backlog: more than this many received-but-unrestored artifacts for one database...
+pub const BACKLOG_COUNT: u32 = 12;
+/// ...or the oldest unrestored one waiting longer than this.
+pub const BACKLOG_AGE_MINUTES: u64 = 30;
+/// A restore that fails this many times is permanent (unless a later artifact bypasses it).
+pub const RESTORE_MAX_ATTEMPTS: u32 = 10;
+/// Pause between restore attempts of the same artifact.
+pub const RESTORE_RETRY_DELAY: Millis = 60_000;
+/// How many databases restore at the same time (one artifact at a time per database).
+pub const RESTORE_PARALLELISM: u32 = 4;
+/// How often the monitor looks at every database.
+pub const MONITOR_EVERY: Millis = MINUTE;
+
+/// A ship not acknowledged within this time is retried.
+pub const SHIP_ACK_TIMEOUT: Millis = 60_000;
+/// First retry delay of a failed ship; doubles up to [`SHIP_RETRY_MAX`].
+pub const SHIP_RETRY_BASE: Millis = 1_000;
+pub const SHIP_RETRY_MAX: Millis = 60_000;
+/// How many ships may be outstanding at once (backpressure toward the transport).
+pub const SHIP_MAX_IN_FLIGHT: u32 = 64;
+/// Outstanding operations (fence, promote, restores...) are re-issued after this long.
+pub const OP_TIMEOUT: Millis = 120_000;
+
+/// Lease length granted by the arbiter.
+pub const LEASE: Millis = 10_000;
+/// The holder renews this often.
+pub const LEASE_RENEW_EVERY: Millis = 2_000;
+/// Clock drift bound, in parts per million of elapsed time (a 10 s lease may drift 1 ms at 100).
+pub const MAX_DRIFT_PPM: u64 = 50_000;
+/// The longest time a fence (stop writes) takes.
+pub const FENCE_TIME: Millis = 1_000;
+/// Heartbeat from primary to secondary (positions, pause state).
+pub const HEARTBEAT_EVERY: Millis = 1_000;
+/// Probe cadence at the secondary.
+pub const PROBE_EVERY: Millis = 1_000;
+/// Consecutive failed probes before the primary is called unhealthy...
+pub const UNHEALTHY_COUNT: u32 = 3;
+/// ...and for at least this long.
+pub const UNHEALTHY_FOR: Millis = 3_000;
+/// Auto Pilot (monitoring seed): wait this long for a local restart of the primary.
+pub const LOCAL_RESTART_WAIT: Millis = 30_000;
+/// How long a failover waits for an operator's confirmation when confirmation is on.
+pub const CONFIRM_TIMEOUT: Millis = 5 * MINUTE;
+/// How long the secondary waits for the arbiter to answer before it calls it unreachable.
+pub const ARBITER_TIMEOUT: Millis = 3_000;

@@ -1,0 +1,299 @@
+//! The engines' protocol: what goes in (`Input`), what comes out (`Output`), the commands the
+//! adapter executes and the messages engines send each other. Closed enums that read like a
+//! protocol, in the manner of str0m and quinn-proto.
+
+use crate::alert::AlertEvent;
+use crate::artifact::{ArtifactKey, ArtifactKind, ArtifactMeta};
+use crate::audit::AuditRecord;
+use crate::ids::{Checksum, DbId, Epoch, Lsn, Millis, OpId, SiteId};
+use crate::report::Report;
+use serde::{Deserialize, Serialize};
+
+/// Who a message goes to or comes from.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Peer {
+    Site(SiteId),
+    Arbiter,
+}
+
+/// Why a command failed, as the executor saw it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The driver's error code (exit code, SQLSTATE number, errno...).
+    pub code: i32,
+    pub message: String,
+    /// The executor knows retrying cannot help (e.g. the artifact is unreadable by the database).
+    pub permanent: bool,
+}
+
+/// What the secondary probes of the primary, from its own vantage point.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProbeTarget {
+    /// The primary's database service (SQL, TCP or HTTP probe).
+    Service,
+    /// The primary site's agent.
+    Site,
+}
+
+/// Requests from an operator (CLI or API).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OperatorRequest {
+    /// Planned, zero-loss role swap.
+    Switchover,
+    /// Unplanned failover now; `force` accepts the risk that the arbiter cannot confirm the
+    /// primary is gone.
+    Failover {
+        force: bool,
+    },
+    /// Planned switchover back to the original primary site once it is re-protected.
+    Failback,
+    /// Restore into a scratch copy, check, discard.
+    Drill {
+        db: Option<DbId>,
+    },
+    /// Maintenance: the primary's backups are paused (no-new-logs is then not a fault).
+    PauseBackups,
+    ResumeBackups,
+    /// Drop and recreate a secondary database from a new full backup.
+    Reseed {
+        db: DbId,
+    },
+    /// Confirm a failover that waits for confirmation.
+    ConfirmFailover,
+    /// Abort a failover that waits for confirmation.
+    AbortFailover,
+}
+
+/// Everything that can happen to an engine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Input {
+    /// A timer may be due (see `poll_timeout`).
+    Tick,
+    /// The process restarted and the engine was rebuilt from its journal: re-arm timers from
+    /// `now`, come back fenced, re-issue outstanding operations.
+    Restarted,
+    /// Primary: a new artifact is in the outbox with its manifest.
+    ArtifactDiscovered(ArtifactMeta),
+    /// Primary: the current write position of a database (carried by heartbeats, for RPO).
+    WritePosition { db: DbId, lsn: Lsn },
+    /// Primary: the transport could not deliver a ship.
+    ShipFailed {
+        op: OpId,
+        key: ArtifactKey,
+        to: SiteId,
+        reason: String,
+    },
+    /// Secondary: an artifact's file is fsynced and renamed into the inbox; the adapter computed
+    /// its checksum, the core decides whether it matches the manifest.
+    ArtifactReceived {
+        meta: ArtifactMeta,
+        computed: Checksum,
+        from: SiteId,
+    },
+    /// A command finished.
+    Completed {
+        op: OpId,
+        result: Result<(), Failure>,
+    },
+    /// A probe of the primary from this site.
+    Probe { target: ProbeTarget, ok: bool },
+    /// A message from another engine.
+    Message { from: Peer, msg: Message },
+    /// An operator's request.
+    Operator(OperatorRequest),
+    /// Free space where artifacts are kept.
+    DiskSpace { free_mib: u64 },
+}
+
+/// Things the adapter must do. Every command that has an effect carries an operation id;
+/// executors may run it twice; the core re-issues outstanding ones after a timeout or restart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Send an artifact's bytes (and manifest) to a site.
+    Ship {
+        op: OpId,
+        artifact: ArtifactMeta,
+        to: SiteId,
+    },
+    /// Restore (apply) a verified artifact to the database.
+    Restore { op: OpId, artifact: ArtifactMeta },
+    /// Rename the artifact's file and manifest to carry its new retry count.
+    Relabel { artifact: ArtifactMeta },
+    /// Take a backup (all databases when `db` is `None`).
+    TakeBackup {
+        op: OpId,
+        db: Option<DbId>,
+        kind: ArtifactKind,
+    },
+    /// Drop and recreate a database from a full backup. The old copy is kept until the new one
+    /// restored and verified.
+    Reseed { op: OpId, full: ArtifactMeta },
+    /// Remove an artifact file that is no longer needed (retention).
+    Discard { key: ArtifactKey },
+    /// Keep an artifact aside, never restore it (stale epoch, failed verification).
+    Quarantine {
+        artifact: ArtifactMeta,
+        reason: String,
+    },
+    /// Stop accepting writes on this site's databases.
+    Fence { op: OpId },
+    /// Accept writes again at this epoch (a primary that renewed or re-acquired its lease).
+    AllowWrites { op: OpId, epoch: Epoch },
+    /// Turn this site's standby databases into writable primaries at this epoch.
+    Promote { op: OpId, epoch: Epoch },
+    /// Run the configured external fence (power off, firewall, cloud API) against a site.
+    ExternalFence {
+        op: OpId,
+        target: SiteId,
+        epoch: Epoch,
+    },
+    /// Auto Pilot: restart the local database service.
+    RestartService { op: OpId },
+    /// Move the service identity (DNS/VIP/hook) to a site.
+    SwitchIdentity { op: OpId, to: SiteId, epoch: Epoch },
+    /// Restore the latest chain of a database into a scratch copy, run the check, discard it.
+    Drill { op: OpId, db: DbId, upto: Lsn },
+}
+
+impl Command {
+    pub fn op(&self) -> Option<OpId> {
+        match self {
+            Command::Ship { op, .. }
+            | Command::Restore { op, .. }
+            | Command::TakeBackup { op, .. }
+            | Command::Reseed { op, .. }
+            | Command::Fence { op }
+            | Command::AllowWrites { op, .. }
+            | Command::Promote { op, .. }
+            | Command::ExternalFence { op, .. }
+            | Command::RestartService { op }
+            | Command::SwitchIdentity { op, .. }
+            | Command::Drill { op, .. } => Some(*op),
+            Command::Relabel { .. } | Command::Discard { .. } | Command::Quarantine { .. } => None,
+        }
+    }
+}
+
+/// The primary's periodic word to the secondary: its epoch, whether backups are paused, and the
+/// write positions that changed since the last heartbeat (for RPO).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub epoch: Epoch,
+    pub seq: u64,
+    pub backups_paused: bool,
+    /// Whether the primary currently accepts writes.
+    pub writable: bool,
+    pub positions: Vec<(DbId, Lsn)>,
+    /// Observed write rate, in positions per second summed over databases (for `rpo_upper`).
+    pub write_rate_per_sec: u64,
+}
+
+/// What the arbiter sees of the lease.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArbiterView {
+    pub epoch: Epoch,
+    pub holder: Option<SiteId>,
+    /// The holder renewed within its lease (the arbiter still sees the primary).
+    pub holder_renewing: bool,
+    /// The lease has expired including the drift margin: a new epoch may be granted.
+    pub lease_lapsed: bool,
+    /// Milliseconds since the holder's last renewal, as the arbiter measures.
+    pub since_renewal_ms: Option<Millis>,
+}
+
+/// Messages between engines.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    // ---- site to site ----
+    /// The artifact is durably received and verified at the sender.
+    Ack {
+        key: ArtifactKey,
+    },
+    /// Verification failed at the sender: ship it again.
+    Resend {
+        key: ArtifactKey,
+    },
+    Heartbeat(Heartbeat),
+    /// Secondary to primary: take a new full backup of a database (reseed, rebuild).
+    RequestFull {
+        db: Option<DbId>,
+    },
+    /// Secondary to primary: Auto Pilot, restart your database service locally.
+    RestartRequest {
+        op: OpId,
+    },
+    /// Operator's planned switchover, forwarded to the primary.
+    SwitchoverRequest,
+    /// Primary to secondary: writes are stopped; these are the final positions, shipped.
+    SwitchoverFinal {
+        epoch: Epoch,
+        positions: Vec<(DbId, Lsn)>,
+    },
+    /// Secondary to primary: every final position is restored.
+    SwitchoverReady {
+        epoch: Epoch,
+    },
+    /// Primary to secondary: the switchover was abandoned; writes resumed.
+    SwitchoverAborted {
+        epoch: Epoch,
+        reason: String,
+    },
+    /// A site tells its peer about the epoch it holds (after promotion), so a returning old
+    /// primary learns it is stale.
+    EpochNotice {
+        epoch: Epoch,
+        holder: SiteId,
+    },
+
+    // ---- site to arbiter ----
+    /// The holder renews its lease (`req` matches the answer to the request).
+    Renew {
+        epoch: Epoch,
+        req: u64,
+    },
+    /// A site asks to hold the next epoch (failover), or re-acquire after restart.
+    Acquire {
+        seen: Epoch,
+        req: u64,
+        force: bool,
+    },
+    /// Planned switchover: the holder hands the next epoch to `to` and gives up its lease.
+    Handoff {
+        epoch: Epoch,
+        to: SiteId,
+        req: u64,
+    },
+    /// Ask for the arbiter's view.
+    Query {
+        req: u64,
+    },
+
+    // ---- arbiter to site ----
+    /// The lease is (re)granted: hold `epoch` for `lease_ms` from when you sent request `req`.
+    Granted {
+        epoch: Epoch,
+        lease_ms: Millis,
+        req: u64,
+    },
+    /// Not granted, with the arbiter's view.
+    Denied {
+        view: ArbiterView,
+        req: u64,
+        reason: String,
+    },
+    /// The arbiter's view, answering `Query` (or pushed after an epoch change).
+    View {
+        view: ArbiterView,
+        req: u64,
+    },
+}
+
+/// Everything an engine asks of its adapter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Output {
+    Command(Command),
+    Send { to: Peer, msg: Message },
+    Alert(AlertEvent),
+    Audit(AuditRecord),
+    Report(Report),
+}

@@ -1,0 +1,50 @@
+//! Reports of finished procedures: failover, switchover, drill.
+
+use crate::ids::{DbId, Epoch, Lsn, Millis, SiteId};
+use serde::{Deserialize, Serialize};
+
+/// Data loss of one database, as bounds (Contracts: RPO).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbLoss {
+    pub db: DbId,
+    pub restored: Lsn,
+    /// The last position the secondary knows the primary produced.
+    pub known_produced: Lsn,
+    /// `known_produced - restored`.
+    pub rpo_lower: u64,
+    /// `rpo_lower` plus what could have been written since the last heartbeat; `None` = unknown.
+    pub rpo_upper: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Report {
+    Failover {
+        epoch: Epoch,
+        new_primary: SiteId,
+        forced: bool,
+        /// Sum over databases.
+        rpo_lower: u64,
+        rpo_upper: Option<u64>,
+        /// Databases with a possible loss (others lost nothing).
+        losses: Vec<DbLoss>,
+        /// From detection of the failure to the promoted site being writable.
+        rto_ms: Millis,
+        detected_at: Millis,
+        writable_at: Millis,
+    },
+    Switchover {
+        epoch: Epoch,
+        new_primary: SiteId,
+        /// Always zero for a completed switchover.
+        rpo: u64,
+        duration_ms: Millis,
+    },
+    Drill {
+        db: DbId,
+        upto: Lsn,
+        ok: bool,
+        message: String,
+    },
+    /// A database was rebuilt from a full backup.
+    Reseeded { db: DbId, at: Lsn },
+}

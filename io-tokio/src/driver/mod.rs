@@ -1,0 +1,1 @@
+//! Drivers: how lifeboat talks to a database (backups, restore, promote, fence, probe).

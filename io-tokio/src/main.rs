@@ -1,0 +1,5 @@
+//! The `lifeboat` binary.
+
+fn main() {
+    eprintln!("lifeboat: the adapter is coming; see README.md");
+}

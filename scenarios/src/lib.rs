@@ -1,0 +1,1 @@
+//! Scenario files (TOML): topology, schedules, a timeline of faults and expectations.

@@ -1,0 +1,1 @@
+//! The deterministic simulator (coming with its issue): one seed decides the whole world.

@@ -1,0 +1,3 @@
+fn main() {
+    eprintln!("lifeboat-sim: coming; see README.md");
+}
