@@ -52,6 +52,8 @@ pub struct Restore {
     /// Attempts after which a failed restore is permanent (then a reseed, unless bypassed).
     pub max_attempts: u32,
     pub retry_delay_ms: Millis,
+    /// A hole no artifact covers, open this long, leads to a reseed.
+    pub reseed_after_minutes: u64,
     /// Outstanding commands (restores, fences, promotions) are re-issued after this long.
     pub op_timeout_ms: Millis,
 }
@@ -101,6 +103,11 @@ pub struct Failover {
     pub on_confirm_timeout: OnConfirmTimeout,
     /// Run the external fence (`fence_hook`) against the old primary before promoting.
     pub fence_hook: bool,
+    /// The primary raises `recovery_site_lost` when it has not heard from the recovery site
+    /// for this long.
+    pub peer_lost_after_ms: Millis,
+    /// A planned switchover that has not completed in this time is abandoned (writes resume).
+    pub switchover_timeout_ms: Millis,
     /// Move the service identity (DNS/VIP/hook) after promotion.
     pub switch_identity: bool,
 }
@@ -153,6 +160,7 @@ impl Default for Restore {
             parallelism: d::RESTORE_PARALLELISM,
             max_attempts: d::RESTORE_MAX_ATTEMPTS,
             retry_delay_ms: d::RESTORE_RETRY_DELAY,
+            reseed_after_minutes: d::RESEED_AFTER_MINUTES,
             op_timeout_ms: d::OP_TIMEOUT,
         }
     }
@@ -196,6 +204,8 @@ impl Default for Failover {
             confirm_timeout_ms: d::CONFIRM_TIMEOUT,
             on_confirm_timeout: OnConfirmTimeout::Abort,
             fence_hook: false,
+            peer_lost_after_ms: d::PEER_LOST_AFTER,
+            switchover_timeout_ms: d::SWITCHOVER_TIMEOUT,
             switch_identity: true,
         }
     }

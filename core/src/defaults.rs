@@ -62,3 +62,9 @@ pub const LOCAL_RESTART_WAIT: Millis = 30_000;
 pub const CONFIRM_TIMEOUT: Millis = 5 * MINUTE;
 /// How long the secondary waits for the arbiter to answer before it calls it unreachable.
 pub const ARBITER_TIMEOUT: Millis = 3_000;
+/// A hole in the chain that stays open this long leads to a reseed (the seed's critical point).
+pub const RESEED_AFTER_MINUTES: u64 = 30;
+/// The primary calls the recovery site lost after this long without a word from it.
+pub const PEER_LOST_AFTER: Millis = 60_000;
+/// A planned switchover not done in this time is abandoned and writes resume.
+pub const SWITCHOVER_TIMEOUT: Millis = 5 * MINUTE;

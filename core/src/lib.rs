@@ -14,10 +14,12 @@
 #![forbid(unsafe_code)]
 
 pub mod alert;
+pub mod arbiter;
 pub mod artifact;
 pub mod audit;
 pub mod config;
 pub mod defaults;
+pub mod engine;
 pub mod ids;
 pub mod journal;
 pub mod name;

@@ -130,6 +130,9 @@ pub enum Command {
     Reseed { op: OpId, full: ArtifactMeta },
     /// Remove an artifact file that is no longer needed (retention).
     Discard { key: ArtifactKey },
+    /// Retention at the secondary: remove the database's restored artifacts that end before
+    /// `before` (the chain since the newest retained full stays for drills and point in time).
+    Prune { db: DbId, before: Lsn },
     /// Keep an artifact aside, never restore it (stale epoch, failed verification).
     Quarantine {
         artifact: ArtifactMeta,
@@ -153,6 +156,10 @@ pub enum Command {
     SwitchIdentity { op: OpId, to: SiteId, epoch: Epoch },
     /// Restore the latest chain of a database into a scratch copy, run the check, discard it.
     Drill { op: OpId, db: DbId, upto: Lsn },
+    /// Probe the primary's service and site now (results come back as `Input::Probe`).
+    Probe,
+    /// Report the databases' write positions now (results come back as `Input::WritePosition`).
+    SamplePositions,
 }
 
 impl Command {
@@ -169,7 +176,12 @@ impl Command {
             | Command::RestartService { op }
             | Command::SwitchIdentity { op, .. }
             | Command::Drill { op, .. } => Some(*op),
-            Command::Relabel { .. } | Command::Discard { .. } | Command::Quarantine { .. } => None,
+            Command::Relabel { .. }
+            | Command::Discard { .. }
+            | Command::Prune { .. }
+            | Command::Quarantine { .. }
+            | Command::Probe
+            | Command::SamplePositions => None,
         }
     }
 }

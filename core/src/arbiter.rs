@@ -1,0 +1,256 @@
+//! The arbiter (witness): owns `(epoch, holder, lease expiry)` and is the only authority that
+//! starts a new epoch. It grants a new epoch to another site only after the old lease expired
+//! plus the maximum clock-drift margin, and tells a secondary whether it still sees the primary
+//! renewing — the third vantage point that separates a dead site from a dead link.
+
+use crate::audit::AuditRecord;
+use crate::config::Config;
+use crate::ids::{Epoch, Millis, SiteId};
+use crate::protocol::{ArbiterView, Input, Message, Output, Peer};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+/// The arbiter's durable state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArbiterState {
+    pub now: Millis,
+    pub started: bool,
+    pub epoch: Epoch,
+    pub holder: Option<SiteId>,
+    /// Lease expiry on the arbiter's clock.
+    pub lease_expiry: Millis,
+    pub last_renewal: Option<Millis>,
+}
+
+/// The arbiter engine. Same shape as every engine: `handle`, `poll_output`, `poll_timeout`.
+#[derive(Clone, Debug)]
+pub struct Arbiter {
+    cfg: Config,
+    st: ArbiterState,
+    out: VecDeque<Output>,
+}
+
+impl Arbiter {
+    pub fn new(cfg: Config) -> Self {
+        let holder = Some(cfg.initial_primary_id());
+        Arbiter {
+            st: ArbiterState {
+                now: 0,
+                started: false,
+                epoch: Epoch(1),
+                holder,
+                lease_expiry: 0,
+                last_renewal: None,
+            },
+            cfg,
+            out: VecDeque::new(),
+        }
+    }
+
+    pub fn from_state(cfg: Config, st: ArbiterState) -> Self {
+        Arbiter {
+            cfg,
+            st,
+            out: VecDeque::new(),
+        }
+    }
+
+    pub fn state(&self) -> &ArbiterState {
+        &self.st
+    }
+
+    pub fn epoch(&self) -> Epoch {
+        self.st.epoch
+    }
+
+    pub fn holder(&self) -> Option<SiteId> {
+        self.st.holder
+    }
+
+    /// The arbiter never needs a tick: it only answers.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        None
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    fn margin(&self) -> Millis {
+        self.cfg.drift_margin()
+    }
+
+    fn lapsed(&self, now: Millis) -> bool {
+        now >= self.st.lease_expiry + self.margin()
+    }
+
+    pub fn view(&self, now: Millis) -> ArbiterView {
+        ArbiterView {
+            epoch: self.st.epoch,
+            holder: self.st.holder,
+            holder_renewing: now < self.st.lease_expiry,
+            lease_lapsed: self.lapsed(now),
+            since_renewal_ms: self.st.last_renewal.map(|t| now.saturating_sub(t)),
+        }
+    }
+
+    pub fn handle(&mut self, now: Millis, input: Input) {
+        let now = now.max(self.st.now);
+        self.st.now = now;
+        if !self.st.started || matches!(input, Input::Restarted) {
+            // On start and after a restart the holder may still be writing: treat its lease as
+            // running from now, so no new epoch is granted before it could have lapsed.
+            self.st.started = true;
+            self.st.lease_expiry = self.st.lease_expiry.max(now + self.cfg.lease.lease_ms);
+        }
+        let Input::Message {
+            from: Peer::Site(site),
+            msg,
+        } = input
+        else {
+            return;
+        };
+        if usize::from(site.0) >= self.cfg.sites.len() {
+            return;
+        }
+        let lease = self.cfg.lease.lease_ms;
+        match msg {
+            Message::Renew { epoch, req } => {
+                if epoch == self.st.epoch && self.st.holder == Some(site) {
+                    self.grant(now, site, req, lease);
+                } else if epoch > self.st.epoch {
+                    // A forced failover took this epoch while we were unreachable: adopt it.
+                    self.audit(
+                        now,
+                        "adopt epoch",
+                        format!(
+                            "{} holds epoch {epoch}, taken without the arbiter",
+                            self.cfg.site_name(site)
+                        ),
+                    );
+                    self.st.epoch = epoch;
+                    self.st.holder = Some(site);
+                    self.grant(now, site, req, lease);
+                } else {
+                    self.deny(now, site, req, "not the holder of the current epoch");
+                }
+            }
+            Message::Acquire { seen, req, force } => {
+                if self.st.holder == Some(site) && seen == self.st.epoch {
+                    self.grant(now, site, req, lease);
+                } else if seen > self.st.epoch {
+                    self.st.epoch = seen;
+                    self.st.holder = Some(site);
+                    self.grant(now, site, req, lease);
+                } else if self.lapsed(now) {
+                    let old = self.st.holder;
+                    self.st.epoch = Epoch(self.st.epoch.0 + 1);
+                    self.st.holder = Some(site);
+                    self.audit(
+                        now,
+                        "new epoch",
+                        format!(
+                            "{} asked for it{} and the lease of {} expired (plus the drift margin)",
+                            self.cfg.site_name(site),
+                            if force { " (forced)" } else { "" },
+                            old.map_or("nobody", |o| self.cfg.site_name(o)),
+                        ),
+                    );
+                    self.grant(now, site, req, lease);
+                } else {
+                    self.deny(
+                        now,
+                        site,
+                        req,
+                        "the holder's lease has not expired (plus the drift margin)",
+                    );
+                }
+            }
+            Message::Handoff { epoch, to, req } => {
+                if epoch == self.st.epoch
+                    && self.st.holder == Some(site)
+                    && usize::from(to.0) < self.cfg.sites.len()
+                {
+                    self.st.epoch = Epoch(epoch.0 + 1);
+                    self.st.holder = Some(to);
+                    // The new holder's lease starts now; it renews to learn its timing.
+                    self.st.lease_expiry = now + lease;
+                    self.st.last_renewal = Some(now);
+                    self.audit(
+                        now,
+                        "hand-off",
+                        format!(
+                            "{} handed epoch {} to {}",
+                            self.cfg.site_name(site),
+                            self.st.epoch,
+                            self.cfg.site_name(to)
+                        ),
+                    );
+                    let view = self.view(now);
+                    self.out.push_back(Output::Send {
+                        to: Peer::Site(site),
+                        msg: Message::View {
+                            view: view.clone(),
+                            req,
+                        },
+                    });
+                    self.out.push_back(Output::Send {
+                        to: Peer::Site(to),
+                        msg: Message::View { view, req: 0 },
+                    });
+                } else {
+                    self.deny(
+                        now,
+                        site,
+                        req,
+                        "only the holder of the current epoch can hand it off",
+                    );
+                }
+            }
+            Message::Query { req } => {
+                let view = self.view(now);
+                self.out.push_back(Output::Send {
+                    to: Peer::Site(site),
+                    msg: Message::View { view, req },
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn grant(&mut self, now: Millis, site: SiteId, req: u64, lease: Millis) {
+        self.st.lease_expiry = self.st.lease_expiry.max(now + lease);
+        self.st.last_renewal = Some(now);
+        let epoch = self.st.epoch;
+        self.out.push_back(Output::Send {
+            to: Peer::Site(site),
+            msg: Message::Granted {
+                epoch,
+                lease_ms: lease,
+                req,
+            },
+        });
+    }
+
+    fn deny(&mut self, now: Millis, site: SiteId, req: u64, reason: &str) {
+        let view = self.view(now);
+        self.out.push_back(Output::Send {
+            to: Peer::Site(site),
+            msg: Message::Denied {
+                view,
+                req,
+                reason: reason.to_string(),
+            },
+        });
+    }
+
+    fn audit(&mut self, now: Millis, what: &str, why: String) {
+        self.out.push_back(Output::Audit(AuditRecord {
+            at: now,
+            epoch: self.st.epoch,
+            what: what.to_string(),
+            why,
+            inputs: vec![("lease_expiry".into(), self.st.lease_expiry.to_string())],
+        }));
+    }
+}

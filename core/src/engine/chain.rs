@@ -1,0 +1,331 @@
+//! One database's chain at the secondary: verified artifacts waiting to be restored, the restore
+//! position, and the chain rule that picks what to restore next.
+
+use crate::artifact::{ArtifactKey, ArtifactKind, ArtifactMeta};
+use crate::ids::{Lsn, Millis, OpId};
+use crate::protocol::Failure;
+use serde::{Deserialize, Serialize};
+
+/// A received, verified artifact that is not restored yet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub meta: ArtifactMeta,
+    pub received_at: Millis,
+    /// Failed restore attempts so far.
+    pub attempts: u32,
+    /// Not to be tried again before this time (after a failure).
+    pub retry_at: Option<Millis>,
+    /// When it first failed.
+    pub first_failure_at: Option<Millis>,
+    pub last_error: Option<Failure>,
+}
+
+/// A position no received artifact covers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    /// The restore position where the chain stops.
+    pub at: Lsn,
+    /// The first artifact after the gap.
+    pub next: ArtifactMeta,
+    pub since: Millis,
+    /// Restore passes that found the gap still open (the seed counts each read of the log
+    /// after the gap as an attempt).
+    pub attempts: u32,
+}
+
+/// What the chain rule says to do next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Nothing received is restorable now.
+    Nothing,
+    /// Restore this artifact (index into `pending`).
+    Restore(usize),
+    /// Only artifacts after a hole are available.
+    Gap { first_after: usize },
+    /// Only failed artifacts cover the position, and none may be retried yet.
+    Waiting,
+}
+
+/// A database's replication state at one site. Kept small: 100,000 of them must fit in well
+/// under a KiB each.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbState {
+    /// Restored position; `None` before the first full backup was restored.
+    pub position: Option<Lsn>,
+    /// `lsn_end` of the full backup the current chain is based on (for incrementals).
+    pub current_full: Option<Lsn>,
+    /// Received and verified, not yet restored, ordered by (lsn_start, lsn_end, kind).
+    pub pending: Vec<Pending>,
+    /// The restore in progress.
+    pub in_flight: Option<(OpId, ArtifactKey)>,
+    /// Waiting for a restore slot.
+    pub queued: bool,
+    /// The open gap, if any.
+    pub gap: Option<Gap>,
+    /// A reseed (drop and recreate from a new full) is under way since this time.
+    pub reseed_since: Option<Millis>,
+
+    // ---- log-shipping monitor fields ----
+    pub last_backup: Option<(ArtifactMeta, Millis)>,
+    pub last_copy: Option<(ArtifactMeta, Millis)>,
+    pub last_restore: Option<(ArtifactMeta, Millis)>,
+    pub last_restore_latency: Option<Millis>,
+    /// When the last transaction log arrived (or the engine started watching).
+    pub last_log_at: Millis,
+    /// Copies that failed verification and were re-requested.
+    pub recopies: u32,
+    /// The newest verified full backup kept for drills and reseeds.
+    pub retained_full: Option<ArtifactMeta>,
+
+    // ---- what the primary produced, as far as this site knows (RPO) ----
+    pub known_produced: Lsn,
+    /// At the primary: the database's write position.
+    pub write_position: Lsn,
+    /// At the primary: the write position changed since the last heartbeat.
+    pub position_dirty: bool,
+}
+
+fn order(m: &ArtifactMeta) -> (Lsn, Lsn, ArtifactKind) {
+    (m.key.lsn_start, m.key.lsn_end, m.key.kind)
+}
+
+impl DbState {
+    /// Whether `meta` is already restored past or already waiting.
+    pub fn covers(&self, meta: &ArtifactMeta) -> bool {
+        if let Some(p) = self.position {
+            if meta.key.lsn_end <= p {
+                return true;
+            }
+        }
+        self.pending.iter().any(|x| x.meta.key == meta.key)
+            || self.in_flight.is_some_and(|(_, k)| k == meta.key)
+    }
+
+    /// Insert a verified artifact in chain order. Returns false for a duplicate.
+    pub fn insert(&mut self, meta: ArtifactMeta, now: Millis) -> bool {
+        if self.pending.iter().any(|x| x.meta.key == meta.key) {
+            return false;
+        }
+        let idx = self
+            .pending
+            .partition_point(|x| order(&x.meta) <= order(&meta));
+        self.pending.insert(
+            idx,
+            Pending {
+                meta,
+                received_at: now,
+                attempts: 0,
+                retry_at: None,
+                first_failure_at: None,
+                last_error: None,
+            },
+        );
+        true
+    }
+
+    /// Remove pending artifacts that the position already covers; returns them.
+    pub fn drop_covered(&mut self) -> Vec<ArtifactMeta> {
+        let Some(p) = self.position else {
+            return Vec::new();
+        };
+        let mut gone = Vec::new();
+        self.pending.retain(|x| {
+            let covered = x.meta.key.lsn_end <= p;
+            if covered {
+                gone.push(x.meta);
+            }
+            !covered
+        });
+        gone
+    }
+
+    /// Whether a pending artifact may be applied at the current position (the chain rule).
+    pub fn applies(&self, m: &ArtifactMeta) -> bool {
+        match (self.position, m.key.kind) {
+            (None, ArtifactKind::Full) => true,
+            (None, _) => false,
+            // A full is restored only to start a chain or to bridge a hole (see `next`).
+            (Some(p), ArtifactKind::Full) => m.key.lsn_end > p,
+            (Some(p), ArtifactKind::Log) => m.key.lsn_start <= p && p < m.key.lsn_end,
+            (Some(p), ArtifactKind::Incremental) => {
+                m.base_full.is_some()
+                    && m.base_full == self.current_full
+                    && m.key.lsn_start <= p
+                    && p < m.key.lsn_end
+            }
+        }
+    }
+
+    /// The chain rule: among artifacts that apply at the position, prefer one that has not
+    /// failed, then the one reaching furthest (a later artifact covering a failed range bypasses
+    /// it). Fulls are used only to start a chain or when nothing else covers the position.
+    pub fn next(&self, now: Millis) -> Next {
+        if self.in_flight.is_some() || self.pending.is_empty() {
+            return Next::Nothing;
+        }
+        let mut best: Option<(usize, (bool, Lsn, u8))> = None;
+        let mut waiting = false;
+        let mut full: Option<usize> = None;
+        for (i, x) in self.pending.iter().enumerate() {
+            if !self.applies(&x.meta) {
+                continue;
+            }
+            if x.meta.key.kind == ArtifactKind::Full && self.position.is_some() {
+                if full.is_none_or(|f| self.pending[f].meta.key.lsn_end <= x.meta.key.lsn_end) {
+                    full = Some(i);
+                }
+                continue;
+            }
+            if x.retry_at.is_some_and(|t| t > now) {
+                waiting = true;
+                continue;
+            }
+            let kind_rank = match x.meta.key.kind {
+                ArtifactKind::Log => 0,
+                ArtifactKind::Incremental => 1,
+                ArtifactKind::Full => 2,
+            };
+            // Higher is better: not failed, reaches further, then logs before incrementals.
+            let score = (x.attempts == 0, x.meta.key.lsn_end, u8::MAX - kind_rank);
+            if best.as_ref().is_none_or(|(_, s)| score > *s) {
+                best = Some((i, score));
+            }
+        }
+        if self.position.is_none() {
+            // Start the chain from the newest full received.
+            return match self
+                .pending
+                .iter()
+                .enumerate()
+                .filter(|(_, x)| x.meta.key.kind == ArtifactKind::Full)
+                .filter(|(_, x)| x.retry_at.is_none_or(|t| t <= now))
+                .max_by_key(|(_, x)| (x.attempts == 0, x.meta.key.lsn_end))
+            {
+                Some((i, _)) => Next::Restore(i),
+                None if self
+                    .pending
+                    .iter()
+                    .any(|x| x.meta.key.kind == ArtifactKind::Full) =>
+                {
+                    Next::Waiting
+                }
+                None => Next::Nothing,
+            };
+        }
+        if let Some((i, _)) = best {
+            return Next::Restore(i);
+        }
+        if waiting {
+            return Next::Waiting;
+        }
+        if let Some(f) = full {
+            // Nothing else continues the chain, but a newer full does: that bridges the hole.
+            return Next::Gap { first_after: f };
+        }
+        // Nothing applies: the first artifact that starts beyond the position marks a gap.
+        let p = self.position.unwrap_or_default();
+        match self.pending.iter().position(|x| x.meta.key.lsn_start > p) {
+            Some(i) => Next::Gap { first_after: i },
+            None => Next::Nothing,
+        }
+    }
+
+    /// Received but unrestored artifacts, and the age of the oldest.
+    pub fn backlog(&self, now: Millis) -> (u32, Millis) {
+        let n = self.pending.len() as u32 + u32::from(self.in_flight.is_some());
+        let oldest = self
+            .pending
+            .iter()
+            .map(|x| x.received_at)
+            .min()
+            .map_or(0, |t| now.saturating_sub(t));
+        (n, oldest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{Checksum, DbId, Epoch, UtcMillis};
+
+    fn art(kind: ArtifactKind, s: u64, e: u64, base: Option<u64>) -> ArtifactMeta {
+        ArtifactMeta {
+            key: ArtifactKey {
+                db: DbId(0),
+                epoch: Epoch(1),
+                lsn_start: Lsn(s),
+                lsn_end: Lsn(e),
+                kind,
+            },
+            base_full: base.map(Lsn),
+            created_utc: UtcMillis(0),
+            size: 1,
+            checksum: Checksum(7),
+            retry: 0,
+        }
+    }
+
+    #[test]
+    fn a_chain_starts_only_from_a_full_backup() {
+        let mut d = DbState::default();
+        d.insert(art(ArtifactKind::Log, 10, 20, None), 0);
+        assert_eq!(d.next(0), Next::Nothing);
+        d.insert(art(ArtifactKind::Full, 0, 10, None), 0);
+        assert_eq!(d.next(0), Next::Restore(0));
+    }
+
+    #[test]
+    fn logs_apply_only_when_they_cover_the_position() {
+        let mut d = DbState {
+            position: Some(Lsn(10)),
+            current_full: Some(Lsn(10)),
+            ..Default::default()
+        };
+        d.insert(art(ArtifactKind::Log, 20, 30, None), 0);
+        assert!(matches!(d.next(0), Next::Gap { .. }));
+        d.insert(art(ArtifactKind::Log, 10, 20, None), 0);
+        assert_eq!(d.next(0), Next::Restore(0));
+    }
+
+    #[test]
+    fn an_incremental_applies_only_on_its_base_full() {
+        let mut d = DbState {
+            position: Some(Lsn(15)),
+            current_full: Some(Lsn(10)),
+            ..Default::default()
+        };
+        d.insert(art(ArtifactKind::Incremental, 10, 40, Some(99)), 0);
+        assert!(matches!(d.next(0), Next::Gap { .. }));
+        d.insert(art(ArtifactKind::Incremental, 10, 30, Some(10)), 0);
+        assert_eq!(d.pending[0].meta.key.lsn_end, Lsn(30));
+        assert_eq!(d.next(0), Next::Restore(0));
+    }
+
+    #[test]
+    fn a_later_artifact_covering_a_failed_one_is_preferred() {
+        let mut d = DbState {
+            position: Some(Lsn(10)),
+            current_full: Some(Lsn(0)),
+            ..Default::default()
+        };
+        d.insert(art(ArtifactKind::Log, 10, 20, None), 0);
+        d.pending[0].attempts = 1;
+        d.insert(art(ArtifactKind::Incremental, 0, 25, Some(0)), 0);
+        match d.next(0) {
+            Next::Restore(i) => assert_eq!(d.pending[i].meta.key.kind, ArtifactKind::Incremental),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn duplicates_are_harmless_and_covered_artifacts_are_dropped() {
+        let mut d = DbState {
+            position: Some(Lsn(20)),
+            ..Default::default()
+        };
+        assert!(d.insert(art(ArtifactKind::Log, 10, 20, None), 0));
+        assert!(!d.insert(art(ArtifactKind::Log, 10, 20, None), 0));
+        assert_eq!(d.drop_covered().len(), 1);
+        assert!(d.pending.is_empty());
+    }
+}

@@ -1,0 +1,181 @@
+//! The periodic look at every database: staleness, gaps, retry thresholds, backlog, pause.
+
+use super::{texts, Role, SiteEngine};
+use crate::alert::{AlertId, AlertKind, Severity, Subject};
+use crate::ids::{DbId, Millis, MINUTE};
+
+impl SiteEngine {
+    pub(super) fn monitor(&mut self, now: Millis) {
+        if !self.restores() {
+            return;
+        }
+        self.pause_check(now);
+        let a = self.cfg.alerts.clone();
+        let paused = self.st.peer.backups_paused || self.st.backups_paused;
+        let heartbeat_fresh = self
+            .st
+            .peer
+            .last_heartbeat_at
+            .is_some_and(|t| now.saturating_sub(t) < a.no_new_logs_minutes * MINUTE);
+        for i in 0..self.st.dbs.len() {
+            let db = DbId(i as u32);
+            let d = &self.st.dbs[i];
+            // No new transaction logs, unless paused, or the primary says nothing new was written.
+            let quiet = now.saturating_sub(d.last_log_at);
+            let received_end = d
+                .pending
+                .iter()
+                .map(|p| p.meta.key.lsn_end)
+                .chain(d.position)
+                .max()
+                .unwrap_or_default();
+            let idle = heartbeat_fresh && d.known_produced <= received_end;
+            if quiet >= a.no_new_logs_minutes * MINUTE && !paused && !idle {
+                let id = AlertId {
+                    kind: AlertKind::NoNewLogs,
+                    db: Some(db),
+                    subject: Subject::None,
+                };
+                let minutes = quiet / MINUTE;
+                // Re-raise once per threshold period, not every check.
+                let due = self.st.alerts.get(&id).is_none_or(|x| {
+                    now.saturating_sub(x.last_seen) >= a.no_new_logs_minutes * MINUTE
+                });
+                if due {
+                    let text = texts::no_new_logs(self.db_name(db), minutes);
+                    self.raise(
+                        now,
+                        AlertKind::NoNewLogs,
+                        Some(db),
+                        Subject::None,
+                        Severity::Failure,
+                        true,
+                        text,
+                    );
+                }
+            } else if paused || idle {
+                self.clear(now, AlertKind::NoNewLogs, Some(db), Subject::None);
+            }
+            // Backlog.
+            let (count, oldest) = self.st.dbs[i].backlog(now);
+            let id = AlertId {
+                kind: AlertKind::Backlog,
+                db: Some(db),
+                subject: Subject::None,
+            };
+            if count > a.backlog_count || (count > 0 && oldest >= a.backlog_age_minutes * MINUTE) {
+                let text = texts::backlog(self.db_name(db), count, oldest / MINUTE);
+                let changed = self.st.alerts.get(&id).is_none_or(|x| x.text != text);
+                if changed {
+                    self.raise(
+                        now,
+                        AlertKind::Backlog,
+                        Some(db),
+                        Subject::None,
+                        Severity::Warning,
+                        false,
+                        text,
+                    );
+                }
+            } else {
+                self.clear(now, AlertKind::Backlog, Some(db), Subject::None);
+            }
+            // Time-based thresholds of a failing restore and escalation to critical.
+            let failing: Vec<usize> = self.st.dbs[i]
+                .pending
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.first_failure_at.is_some())
+                .map(|(j, _)| j)
+                .collect();
+            for j in failing {
+                self.escalate_restore_error(now, db, j);
+            }
+            if self.st.dbs[i].gap.is_some() {
+                self.pump(now, db);
+                self.gap_escalate(now, db);
+            }
+        }
+    }
+
+    /// Raise the restore-error alert on time, and escalate it to critical on time, even when no
+    /// new attempt happens.
+    fn escalate_restore_error(&mut self, now: Millis, db: DbId, j: usize) {
+        let d = &self.st.dbs[db.0 as usize];
+        let p = &d.pending[j];
+        let id = AlertId {
+            kind: AlertKind::RestoreError,
+            db: Some(db),
+            subject: Subject::Artifact(p.meta.key),
+        };
+        let crit = self.cfg.alerts.critical_after_minutes * MINUTE;
+        match self.st.alerts.get(&id) {
+            None => self.restore_error_check(now, db, j),
+            Some(x)
+                if x.severity != Severity::Critical && now.saturating_sub(x.first_seen) >= crit =>
+            {
+                self.restore_error_check(now, db, j)
+            }
+            _ => {}
+        }
+    }
+
+    fn gap_escalate(&mut self, now: Millis, db: DbId) {
+        let id = AlertId {
+            kind: AlertKind::MissingLog,
+            db: Some(db),
+            subject: Subject::None,
+        };
+        let crit = self.cfg.alerts.critical_after_minutes * MINUTE;
+        if let Some(x) = self.st.alerts.get(&id) {
+            if x.severity != Severity::Critical && now.saturating_sub(x.first_seen) >= crit {
+                let text = x.text.clone();
+                self.raise(
+                    now,
+                    AlertKind::MissingLog,
+                    Some(db),
+                    Subject::None,
+                    Severity::Failure,
+                    true,
+                    text,
+                );
+            }
+        }
+    }
+
+    /// Backups paused at the primary: one site-level `backups_paused`, no `no_new_logs`.
+    pub(super) fn pause_check(&mut self, now: Millis) {
+        let site = if self.st.role == Role::Primary {
+            self.me
+        } else {
+            self.peer
+        };
+        let subject = Subject::Site(site);
+        let paused = self.st.peer.backups_paused || self.st.backups_paused;
+        if paused {
+            let since = self.st.peer.paused_since.unwrap_or(now);
+            let id = AlertId {
+                kind: AlertKind::BackupsPaused,
+                db: None,
+                subject,
+            };
+            if !self.st.alerts.is_active(&id) {
+                let text = texts::backups_paused(
+                    self.cfg.site_name(site),
+                    now.saturating_sub(since) / MINUTE,
+                );
+                self.raise(
+                    now,
+                    AlertKind::BackupsPaused,
+                    None,
+                    subject,
+                    Severity::Warning,
+                    false,
+                    text,
+                );
+            }
+        } else {
+            self.clear(now, AlertKind::BackupsPaused, None, subject);
+        }
+    }
+}

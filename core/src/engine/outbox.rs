@@ -1,0 +1,224 @@
+//! The primary's outbox: every artifact discovered is shipped to the recovery site and kept
+//! until that site acknowledges it as durably received and verified.
+
+use super::{Role, SiteEngine};
+use crate::alert::{AlertKind, Severity, Subject};
+use crate::artifact::{ArtifactKey, ArtifactMeta};
+use crate::ids::{Millis, OpId};
+use crate::protocol::Command;
+use serde::{Deserialize, Serialize};
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShipState {
+    /// Waiting for a shipping slot.
+    Queued,
+    /// Handed to the transport; waiting for the acknowledgement.
+    InFlight { op: OpId, sent_at: Millis },
+    /// Failed; shipped again after the backoff.
+    Backoff { until: Millis },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutEntry {
+    pub meta: ArtifactMeta,
+    pub state: ShipState,
+    /// Failed or timed-out ships so far.
+    pub attempts: u32,
+}
+
+impl SiteEngine {
+    pub(super) fn discovered(&mut self, now: Millis, meta: ArtifactMeta) {
+        if !self.valid_db(meta.key.db) {
+            return self.reject(now, "artifact", format!("unknown database {}", meta.key.db));
+        }
+        if let Err(why) = meta.check() {
+            return self.reject(now, "artifact", format!("malformed manifest: {why}"));
+        }
+        if meta.key.epoch != self.st.epoch || self.st.holder != self.me {
+            // Produced under an epoch this site no longer holds: keep it aside, never ship it.
+            return self.stale_artifact(now, meta);
+        }
+        let d = &mut self.st.dbs[meta.key.db.0 as usize];
+        d.last_backup = Some((meta, now));
+        if meta.key.lsn_end > d.write_position {
+            let db = meta.key.db;
+            self.write_position(db, meta.key.lsn_end);
+        }
+        if self.st.outbox.contains_key(&meta.key) {
+            return;
+        }
+        self.st.outbox.insert(
+            meta.key,
+            OutEntry {
+                meta,
+                state: ShipState::Queued,
+                attempts: 0,
+            },
+        );
+        self.st.ship_queue.push_back(meta.key);
+        self.try_ship(now);
+    }
+
+    fn ships(&self) -> bool {
+        matches!(
+            self.st.role,
+            Role::Primary | Role::Fenced | Role::SwitchingOver
+        )
+    }
+
+    pub(super) fn try_ship(&mut self, now: Millis) {
+        if !self.ships() {
+            return;
+        }
+        while self.st.ship_in_flight < self.cfg.shipping.max_in_flight {
+            let Some(key) = self.st.ship_queue.pop_front() else {
+                break;
+            };
+            let Some(e) = self.st.outbox.get(&key) else {
+                continue;
+            };
+            if e.state != ShipState::Queued {
+                continue;
+            }
+            let meta = e.meta;
+            let op = self.new_op();
+            if let Some(e) = self.st.outbox.get_mut(&key) {
+                e.state = ShipState::InFlight { op, sent_at: now };
+            }
+            self.st.ship_in_flight += 1;
+            let to = self.peer;
+            self.command(Command::Ship {
+                op,
+                artifact: meta,
+                to,
+            });
+        }
+    }
+
+    /// The recovery site has the artifact, durably and verified: forget it here.
+    pub(super) fn acked(&mut self, now: Millis, key: ArtifactKey) {
+        self.st.peer.last_heard = Some(now);
+        let Some(e) = self.st.outbox.remove(&key) else {
+            return;
+        };
+        if matches!(e.state, ShipState::InFlight { .. }) {
+            self.st.ship_in_flight -= 1;
+        }
+        if let ShipState::Backoff { until } = e.state {
+            self.st.timers.ship_backoff.remove(&(until, key));
+        }
+        self.command(Command::Discard { key });
+        self.try_ship(now);
+        self.switchover_progress(now);
+    }
+
+    /// The recovery site's copy failed verification: ship it again now.
+    pub(super) fn resend(&mut self, now: Millis, key: ArtifactKey) {
+        self.st.peer.last_heard = Some(now);
+        let Some(e) = self.st.outbox.get_mut(&key) else {
+            return;
+        };
+        e.attempts += 1;
+        match e.state {
+            ShipState::InFlight { .. } => self.st.ship_in_flight -= 1,
+            ShipState::Backoff { until } => {
+                self.st.timers.ship_backoff.remove(&(until, key));
+            }
+            ShipState::Queued => return,
+        }
+        e.state = ShipState::Queued;
+        self.st.ship_queue.push_back(key);
+        self.try_ship(now);
+    }
+
+    pub(super) fn ship_failed(&mut self, now: Millis, op: OpId, key: ArtifactKey, reason: &str) {
+        let Some(e) = self.st.outbox.get(&key) else {
+            return;
+        };
+        if !matches!(e.state, ShipState::InFlight { op: o, .. } if o == op) {
+            return;
+        }
+        self.st.ship_in_flight -= 1;
+        self.backoff(now, key);
+        let attempts = self.st.outbox.get(&key).map_or(0, |e| e.attempts);
+        if attempts == self.cfg.alerts.after_attempts {
+            self.audit(
+                now,
+                "ship retry".into(),
+                format!("shipping {key:?} failed {attempts} times: {reason}"),
+                Vec::new(),
+            );
+        }
+        self.try_ship(now);
+    }
+
+    fn backoff(&mut self, now: Millis, key: ArtifactKey) {
+        let Some(e) = self.st.outbox.get_mut(&key) else {
+            return;
+        };
+        e.attempts = e.attempts.saturating_add(1);
+        let c = &self.cfg.shipping;
+        let shift = e.attempts.saturating_sub(1).min(20);
+        let delay = c
+            .retry_base_ms
+            .saturating_mul(1 << shift)
+            .min(c.retry_max_ms);
+        let until = now + delay;
+        e.state = ShipState::Backoff { until };
+        self.st.timers.ship_backoff.insert((until, key));
+    }
+
+    /// Ships whose acknowledgement is overdue are retried.
+    pub(super) fn ship_sweep(&mut self, now: Millis) {
+        let timeout = self.cfg.shipping.ack_timeout_ms;
+        let overdue: Vec<ArtifactKey> = self
+            .st
+            .outbox
+            .iter()
+            .filter(|(_, e)| {
+                matches!(e.state, ShipState::InFlight { sent_at, .. } if now.saturating_sub(sent_at) >= timeout)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in overdue {
+            self.st.ship_in_flight -= 1;
+            self.backoff(now, key);
+        }
+        self.try_ship(now);
+        self.peer_lost_check(now);
+    }
+
+    /// At the primary: raise `recovery_site_lost` when the recovery site has been silent.
+    fn peer_lost_check(&mut self, now: Millis) {
+        if !matches!(self.st.role, Role::Primary | Role::Fenced) {
+            return;
+        }
+        let since = self.st.peer.last_heard.unwrap_or(self.st.peer.watch_since);
+        let silent = now.saturating_sub(since);
+        let subject = Subject::Site(self.peer);
+        if silent >= self.cfg.failover.peer_lost_after_ms {
+            let text = super::texts::recovery_site_lost(
+                self.cfg.site_name(self.peer),
+                silent / crate::ids::MINUTE,
+                self.st.outbox.len(),
+            );
+            if !self.st.alerts.is_active(&crate::alert::AlertId {
+                kind: AlertKind::RecoverySiteLost,
+                db: None,
+                subject,
+            }) {
+                self.raise(
+                    now,
+                    AlertKind::RecoverySiteLost,
+                    None,
+                    subject,
+                    Severity::Critical,
+                    false,
+                    text,
+                );
+            }
+        } else {
+            self.clear(now, AlertKind::RecoverySiteLost, None, subject);
+        }
+    }
+}

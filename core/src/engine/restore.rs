@@ -1,0 +1,543 @@
+//! The secondary's flow: receive -> verify -> order into the chain -> restore one at a time per
+//! database, with retries, bypass of failed artifacts, gaps and reseeds.
+
+use super::chain::{Gap, Next};
+use super::texts;
+use super::{OpPurpose, Role, SiteEngine, Timer};
+use crate::alert::{AlertKind, Severity, Subject};
+use crate::artifact::{ArtifactKind, ArtifactMeta};
+use crate::ids::{Checksum, DbId, Lsn, Millis, OpId, SiteId, MINUTE};
+use crate::protocol::{Command, Failure, Message, Peer};
+use crate::report::Report;
+
+impl SiteEngine {
+    /// Whether this site restores what it receives.
+    pub(super) fn restores(&self) -> bool {
+        matches!(
+            self.st.role,
+            Role::Secondary | Role::Promoting | Role::SwitchoverTarget | Role::Rebuilding
+        )
+    }
+
+    pub(super) fn received(
+        &mut self,
+        now: Millis,
+        meta: ArtifactMeta,
+        computed: Checksum,
+        from: SiteId,
+    ) {
+        let db = meta.key.db;
+        if !self.valid_db(db) {
+            return self.reject(now, "received artifact", format!("unknown database {db}"));
+        }
+        if let Err(why) = meta.check() {
+            self.command(Command::Quarantine {
+                artifact: meta,
+                reason: format!("malformed manifest: {why}"),
+            });
+            return self.reject(
+                now,
+                "received artifact",
+                format!("malformed manifest: {why}"),
+            );
+        }
+        if computed != meta.checksum {
+            return self.checksum_mismatch(now, meta, computed, from);
+        }
+        if meta.key.epoch < self.st.epoch {
+            // Durable here, so acknowledge it; but it is from an older epoch: never restore it.
+            self.send(Peer::Site(from), Message::Ack { key: meta.key });
+            return self.stale_artifact(now, meta);
+        }
+        if meta.key.epoch > self.st.epoch {
+            self.learn_epoch(now, meta.key.epoch, from);
+        }
+        let name_subject = Subject::Artifact(meta.key);
+        self.clear(now, AlertKind::ChecksumMismatch, Some(db), name_subject);
+        self.send(Peer::Site(from), Message::Ack { key: meta.key });
+        self.st.peer.last_heard = Some(now);
+
+        let d = &mut self.st.dbs[db.0 as usize];
+        d.last_copy = Some((meta, now));
+        if meta.key.lsn_end > d.known_produced {
+            d.known_produced = meta.key.lsn_end;
+        }
+        if meta.key.kind == ArtifactKind::Log {
+            d.last_log_at = now;
+        }
+        if d.last_backup
+            .is_none_or(|(b, _)| b.created_utc <= meta.created_utc)
+        {
+            d.last_backup = Some((meta, now));
+        }
+        if meta.key.kind == ArtifactKind::Log {
+            self.clear(now, AlertKind::NoNewLogs, Some(db), Subject::None);
+        }
+        let d = &mut self.st.dbs[db.0 as usize];
+        if meta.key.kind == ArtifactKind::Full
+            && d.retained_full
+                .is_none_or(|f| f.key.lsn_end < meta.key.lsn_end)
+        {
+            d.retained_full = Some(meta);
+            if let Some(p) = d.position {
+                let before = p.min(meta.key.lsn_end);
+                self.command(Command::Prune { db, before });
+            }
+        }
+        let d = &mut self.st.dbs[db.0 as usize];
+        if d.covers(&meta) {
+            return;
+        }
+        d.insert(meta, now);
+        self.pump(now, db);
+    }
+
+    fn checksum_mismatch(
+        &mut self,
+        now: Millis,
+        meta: ArtifactMeta,
+        computed: Checksum,
+        from: SiteId,
+    ) {
+        let db = meta.key.db;
+        let d = &mut self.st.dbs[db.0 as usize];
+        d.recopies = d.recopies.saturating_add(1);
+        let recopies = d.recopies;
+        self.command(Command::Quarantine {
+            artifact: meta,
+            reason: format!(
+                "checksum mismatch: manifest {} computed {}",
+                meta.checksum, computed
+            ),
+        });
+        self.send(Peer::Site(from), Message::Resend { key: meta.key });
+        let text = texts::checksum_mismatch(
+            self.db_name(db),
+            &self.label(&meta),
+            meta.checksum,
+            computed,
+            recopies,
+        );
+        self.raise(
+            now,
+            AlertKind::ChecksumMismatch,
+            Some(db),
+            Subject::Artifact(meta.key),
+            Severity::Warning,
+            false,
+            text,
+        );
+    }
+
+    /// An artifact from an epoch older than the current one: kept, never restored, alerted.
+    pub(super) fn stale_artifact(&mut self, now: Millis, meta: ArtifactMeta) {
+        self.st.quarantined += 1;
+        self.command(Command::Quarantine {
+            artifact: meta,
+            reason: format!("stale epoch {} (current {})", meta.key.epoch, self.st.epoch),
+        });
+        let text = texts::stale_epoch(
+            self.db_name(meta.key.db),
+            &self.label(&meta),
+            meta.key.epoch,
+            self.st.epoch,
+        );
+        let db = meta.key.db;
+        self.raise(
+            now,
+            AlertKind::StaleEpochArtifact,
+            Some(db),
+            Subject::None,
+            Severity::Warning,
+            false,
+            text,
+        );
+    }
+
+    /// The artifact's name label (the seed's naming convention).
+    pub(super) fn label(&self, meta: &ArtifactMeta) -> String {
+        crate::name::ArtifactName {
+            db: self.db_name(meta.key.db).to_string(),
+            created: crate::utc::UtcDateTime::from_millis(meta.created_utc),
+            kind: meta.key.kind,
+            retry: meta.retry,
+        }
+        .to_string()
+    }
+
+    pub(super) fn pump_all(&mut self, now: Millis) {
+        for i in 0..self.st.dbs.len() {
+            self.pump(now, DbId(i as u32));
+        }
+    }
+
+    /// Move one database forward as far as the chain rule allows.
+    pub(super) fn pump(&mut self, now: Millis, db: DbId) {
+        if !self.restores() {
+            return;
+        }
+        let i = db.0 as usize;
+        let Some(d) = self.st.dbs.get_mut(i) else {
+            return;
+        };
+        for gone in d.drop_covered() {
+            let _ = gone; // covered by the position: the copy stays for the retained chain
+        }
+        if d.in_flight.is_some() || d.queued {
+            return;
+        }
+        let reseeding = d.reseed_since.is_some();
+        let next = if reseeding {
+            reseed_candidate(d)
+        } else {
+            d.next(now)
+        };
+        match next {
+            Next::Restore(idx) => {
+                if self.st.restoring >= self.cfg.restore.parallelism {
+                    self.st.dbs[i].queued = true;
+                    self.st.ready.push_back(db);
+                    return;
+                }
+                self.start_restore(now, db, idx);
+            }
+            Next::Gap { first_after } => {
+                let d = &mut self.st.dbs[i];
+                let at = d.position.unwrap_or_default();
+                let next = d.pending[first_after].meta;
+                if d.gap
+                    .as_ref()
+                    .is_none_or(|g| g.at != at || g.next.key != next.key)
+                {
+                    d.gap = Some(Gap {
+                        at,
+                        next,
+                        since: now,
+                        attempts: 0,
+                    });
+                }
+                self.gap_check(now, db);
+            }
+            Next::Waiting => {
+                let d = &self.st.dbs[i];
+                if let Some(t) = d
+                    .pending
+                    .iter()
+                    .filter_map(|p| p.retry_at)
+                    .filter(|t| *t > now && *t != Millis::MAX)
+                    .min()
+                {
+                    self.st.timers.restore_retry.insert((t, db));
+                }
+            }
+            Next::Nothing => {
+                if self.st.dbs[i].gap.take().is_some() {
+                    self.clear(now, AlertKind::MissingLog, Some(db), Subject::None);
+                }
+            }
+        }
+    }
+
+    fn start_restore(&mut self, now: Millis, db: DbId, idx: usize) {
+        let i = db.0 as usize;
+        let d = &mut self.st.dbs[i];
+        let meta = d.pending[idx].meta;
+        let bridging = meta.key.kind == ArtifactKind::Full && d.position.is_some();
+        let key = meta.key;
+        self.st.restoring += 1;
+        let op = self.issue(now, OpPurpose::Restore { db }, |op| {
+            if bridging {
+                Command::Reseed { op, full: meta }
+            } else {
+                Command::Restore { op, artifact: meta }
+            }
+        });
+        self.st.dbs[i].in_flight = Some((op, key));
+    }
+
+    fn next_ready(&mut self, now: Millis) {
+        while self.st.restoring < self.cfg.restore.parallelism {
+            let Some(db) = self.st.ready.pop_front() else {
+                break;
+            };
+            if let Some(d) = self.st.dbs.get_mut(db.0 as usize) {
+                d.queued = false;
+            }
+            self.pump(now, db);
+        }
+    }
+
+    pub(super) fn restore_done(
+        &mut self,
+        now: Millis,
+        db: DbId,
+        op: OpId,
+        cmd: &Command,
+        result: Result<(), Failure>,
+    ) {
+        self.st.restoring = self.st.restoring.saturating_sub(1);
+        let i = db.0 as usize;
+        let key = match cmd {
+            Command::Restore { artifact, .. } => artifact.key,
+            Command::Reseed { full, .. } => full.key,
+            _ => return,
+        };
+        let d = &mut self.st.dbs[i];
+        if d.in_flight.is_some_and(|(o, _)| o == op) {
+            d.in_flight = None;
+        }
+        let Some(idx) = d.pending.iter().position(|p| p.meta.key == key) else {
+            self.pump(now, db);
+            return self.next_ready(now);
+        };
+        match result {
+            Ok(()) => {
+                let p = d.pending.remove(idx);
+                let meta = p.meta;
+                let before = d.position;
+                d.position = Some(meta.key.lsn_end);
+                if meta.key.kind == ArtifactKind::Full {
+                    d.current_full = Some(meta.key.lsn_end);
+                }
+                d.last_restore = Some((meta, now));
+                d.last_restore_latency = Some(now.saturating_sub(p.received_at));
+                d.gap = None;
+                let was_reseed =
+                    d.reseed_since.take().is_some() || matches!(cmd, Command::Reseed { .. });
+                // Any failure this artifact bypassed or overcame is resolved.
+                let failed: Vec<_> = self
+                    .st
+                    .alerts
+                    .for_db(db)
+                    .filter(|(id, _)| id.kind == AlertKind::RestoreError)
+                    .map(|(id, _)| id.subject)
+                    .collect();
+                for s in failed {
+                    if let Subject::Artifact(k) = s {
+                        if k.lsn_start < meta.key.lsn_end {
+                            self.clear(now, AlertKind::RestoreError, Some(db), s);
+                        }
+                    }
+                }
+                self.clear(now, AlertKind::MissingLog, Some(db), Subject::None);
+                if was_reseed {
+                    self.clear(now, AlertKind::Reseed, Some(db), Subject::None);
+                    self.report(Report::Reseeded {
+                        db,
+                        at: meta.key.lsn_end,
+                    });
+                    self.audit(
+                        now,
+                        format!("reseeded {}", self.db_name(db)),
+                        "the database was dropped and recreated from a full backup".into(),
+                        vec![
+                            ("from".into(), format!("{:?}", before.map(|l| l.0))),
+                            ("to".into(), meta.key.lsn_end.0.to_string()),
+                        ],
+                    );
+                }
+                self.pump(now, db);
+                self.role_progress(now);
+            }
+            Err(f) => {
+                let p = &mut d.pending[idx];
+                p.attempts = p.attempts.saturating_add(1);
+                p.meta.retry = p.meta.retry.saturating_add(1);
+                p.first_failure_at.get_or_insert(now);
+                let dead = f.permanent && p.attempts >= self.cfg.alerts.after_attempts
+                    || p.attempts >= self.cfg.restore.max_attempts;
+                p.retry_at = Some(if dead {
+                    Millis::MAX
+                } else {
+                    now + self.cfg.restore.retry_delay_ms
+                });
+                p.last_error = Some(f);
+                let meta = p.meta;
+                self.command(Command::Relabel { artifact: meta });
+                if !dead {
+                    self.st
+                        .timers
+                        .restore_retry
+                        .insert((now + self.cfg.restore.retry_delay_ms, db));
+                }
+                self.restore_error_check(now, db, idx);
+                if dead {
+                    self.start_reseed(now, db, "a restore failed permanently");
+                }
+                self.pump(now, db);
+            }
+        }
+        self.next_ready(now);
+    }
+
+    /// Raise (or update) the restore-error alert once its threshold is reached.
+    pub(super) fn restore_error_check(&mut self, now: Millis, db: DbId, idx: usize) {
+        let d = &self.st.dbs[db.0 as usize];
+        let Some(p) = d.pending.get(idx) else { return };
+        let Some(first) = p.first_failure_at else {
+            return;
+        };
+        let a = &self.cfg.alerts;
+        if p.attempts < a.after_attempts && now.saturating_sub(first) < a.after_minutes * MINUTE {
+            return;
+        }
+        let since = d.last_restore.map(|(_, t)| now.saturating_sub(t) / MINUTE);
+        let (code, message) = p
+            .last_error
+            .as_ref()
+            .map_or((0, ""), |e| (e.code, e.message.as_str()));
+        let text =
+            texts::restore_error(self.db_name(db), &self.label(&p.meta), since, code, message);
+        let key = p.meta.key;
+        self.raise(
+            now,
+            AlertKind::RestoreError,
+            Some(db),
+            Subject::Artifact(key),
+            Severity::Failure,
+            true,
+            text,
+        );
+    }
+
+    /// A hole stays open: count the attempt, alert past the thresholds, reseed past the limit.
+    pub(super) fn gap_check(&mut self, now: Millis, db: DbId) {
+        let i = db.0 as usize;
+        let retry = self.cfg.restore.retry_delay_ms.max(1);
+        let Some(g) = self.st.dbs[i].gap.as_mut() else {
+            return;
+        };
+        let attempts = 1 + (now.saturating_sub(g.since) / retry) as u32;
+        let new_attempt = attempts > g.attempts;
+        g.attempts = attempts;
+        let g = g.clone();
+        let a = self.cfg.alerts.clone();
+        let open = now.saturating_sub(g.since);
+        if new_attempt {
+            let mut next = g.next;
+            next.retry = attempts;
+            if let Some(p) = self.st.dbs[i]
+                .pending
+                .iter_mut()
+                .find(|p| p.meta.key == g.next.key)
+            {
+                p.meta.retry = attempts;
+            }
+            self.command(Command::Relabel { artifact: next });
+        }
+        if (attempts >= a.after_attempts || open >= a.after_minutes * MINUTE) && new_attempt {
+            let d = &self.st.dbs[i];
+            let after = d.last_restore.map(|(m, _)| m.created_utc);
+            let since = d.last_restore.map(|(_, t)| now.saturating_sub(t) / MINUTE);
+            let mut next = g.next;
+            next.retry = attempts;
+            let text = texts::missing_log(self.db_name(db), after, &self.label(&next), since);
+            self.raise(
+                now,
+                AlertKind::MissingLog,
+                Some(db),
+                Subject::None,
+                Severity::Failure,
+                true,
+                text,
+            );
+        }
+        if open >= self.cfg.restore.reseed_after_minutes * MINUTE {
+            self.start_reseed(now, db, "a hole in the chain that no artifact covers");
+        }
+        // Count the next attempt on time even when nothing else happens.
+        let next_at = g.since + u64::from(attempts) * retry;
+        self.st.timers.restore_retry.insert((next_at, db));
+    }
+
+    /// Request a new full backup at the primary; the next full received recreates the database.
+    pub(super) fn start_reseed(&mut self, now: Millis, db: DbId, why: &str) {
+        let i = db.0 as usize;
+        if self.st.dbs[i].reseed_since.is_some() {
+            return;
+        }
+        self.st.dbs[i].reseed_since = Some(now);
+        self.send_peer(Message::RequestFull { db: Some(db) });
+        let text = texts::reseed(self.db_name(db), why);
+        self.raise(
+            now,
+            AlertKind::Reseed,
+            Some(db),
+            Subject::None,
+            Severity::Failure,
+            false,
+            text,
+        );
+        self.audit(
+            now,
+            format!("reseed {}", self.db_name(db)),
+            why.to_string(),
+            vec![(
+                "position".into(),
+                format!("{:?}", self.st.dbs[i].position.map(|l| l.0)),
+            )],
+        );
+        self.pump(now, db);
+    }
+
+    pub(super) fn drill_done(
+        &mut self,
+        now: Millis,
+        db: DbId,
+        cmd: &Command,
+        result: Result<(), Failure>,
+    ) {
+        let upto = match cmd {
+            Command::Drill { upto, .. } => *upto,
+            _ => Lsn(0),
+        };
+        let subject = Subject::None;
+        match result {
+            Ok(()) => {
+                self.clear(now, AlertKind::DrillFailed, Some(db), subject);
+                self.report(Report::Drill {
+                    db,
+                    upto,
+                    ok: true,
+                    message: "restored and checked".into(),
+                });
+            }
+            Err(f) => {
+                let text = texts::drill_failed(self.db_name(db), f.code, &f.message);
+                self.raise(
+                    now,
+                    AlertKind::DrillFailed,
+                    Some(db),
+                    subject,
+                    Severity::Failure,
+                    false,
+                    text,
+                );
+                self.report(Report::Drill {
+                    db,
+                    upto,
+                    ok: false,
+                    message: f.message,
+                });
+            }
+        }
+        let _ = Timer::Monitor;
+    }
+}
+
+/// During a reseed only a full backup newer than the position helps.
+fn reseed_candidate(d: &super::DbState) -> Next {
+    let floor = d.position.unwrap_or_default();
+    match d
+        .pending
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.meta.key.kind == ArtifactKind::Full)
+        .filter(|(_, p)| d.position.is_none() || p.meta.key.lsn_end > floor)
+        .filter(|(_, p)| p.retry_at != Some(Millis::MAX))
+        .max_by_key(|(_, p)| p.meta.key.lsn_end)
+    {
+        Some((i, _)) => Next::Restore(i),
+        None => Next::Nothing,
+    }
+}

@@ -1,0 +1,152 @@
+//! Alert texts. The recovery-location seed's wording is kept exactly where it has one; times are
+//! UTC ISO 8601; "minutes since the last successful restore" says `never` when there was none.
+
+use crate::ids::{Checksum, Epoch, UtcMillis};
+
+fn minutes(m: Option<u64>) -> String {
+    m.map_or_else(|| "never".to_string(), |m| m.to_string())
+}
+
+pub fn missing_log(
+    db: &str,
+    after: Option<UtcMillis>,
+    next: &str,
+    since_restore: Option<u64>,
+) -> String {
+    let after = after.map_or_else(|| "never".to_string(), |t| t.to_string());
+    format!(
+        "For database [{db}] there is a missing transaction log between [{after}] and the \
+         transaction log [{next}]. It has been [{}] minutes since the last successful restore.",
+        minutes(since_restore)
+    )
+}
+
+pub fn no_new_logs(db: &str, minutes: u64) -> String {
+    format!("For database [{db}] there have been no new transaction logs in the last [{minutes}] minutes.")
+}
+
+pub fn restore_error(
+    db: &str,
+    path: &str,
+    since_restore: Option<u64>,
+    code: i32,
+    message: &str,
+) -> String {
+    format!(
+        "Errors occurred for database [{db}] while restoring the transaction log [{path}]. It has \
+         been [{}] minutes since the last successful restore. The error provided while restoring \
+         is: {code} {message}.",
+        minutes(since_restore)
+    )
+}
+
+pub fn backups_paused(site: &str, minutes: u64) -> String {
+    format!(
+        "Backups are paused for maintenance at site [{site}] (for [{minutes}] minutes); no new \
+         transaction logs are expected until they resume. This is not a fault."
+    )
+}
+
+pub fn checksum_mismatch(
+    db: &str,
+    path: &str,
+    expected: Checksum,
+    computed: Checksum,
+    recopies: u32,
+) -> String {
+    format!(
+        "For database [{db}] the copy of [{path}] failed verification (manifest checksum \
+         {expected}, computed {computed}); it was quarantined and requested again from the \
+         primary ([{recopies}] re-copies so far)."
+    )
+}
+
+pub fn backlog(db: &str, count: u32, oldest_minutes: u64) -> String {
+    format!(
+        "For database [{db}] [{count}] received artifacts are waiting to be restored; the oldest \
+         has waited [{oldest_minutes}] minutes."
+    )
+}
+
+pub fn reseed(db: &str, why: &str) -> String {
+    format!(
+        "For database [{db}] the chain cannot be continued ({why}); a new full backup was \
+         requested from the primary and the database will be dropped and recreated from it."
+    )
+}
+
+pub fn link_down(me: &str, primary: &str) -> String {
+    format!(
+        "The link from site [{me}] to the primary site [{primary}] is down, but the arbiter still \
+         sees the primary renewing its lease: this is a dead link, not a dead site. Not failing over."
+    )
+}
+
+pub fn primary_down(primary: &str, failed: u32, seconds: u64, lapsed: bool) -> String {
+    let arbiter = if lapsed {
+        "and the arbiter reports its lease lapsed"
+    } else {
+        "and the arbiter cannot confirm its lease lapsed"
+    };
+    format!("The primary site [{primary}] is down: [{failed}] failed probes over [{seconds}] seconds {arbiter}.")
+}
+
+pub fn arbiter_unreachable(me: &str) -> String {
+    format!(
+        "The arbiter is unreachable from site [{me}]; automatic failover is off until it answers \
+         again. An operator may force a failover (`lifeboat failover --force`), accepting the \
+         risk that the primary is still serving writes."
+    )
+}
+
+pub fn recovery_site_lost(site: &str, minutes: u64, unshipped: usize) -> String {
+    format!(
+        "The recovery site [{site}] has not been heard from for [{minutes}] minutes; the primary \
+         keeps serving without protection ([{unshipped}] artifacts waiting to be shipped)."
+    )
+}
+
+pub fn stale_epoch(db: &str, path: &str, epoch: Epoch, current: Epoch) -> String {
+    format!(
+        "For database [{db}] the artifact [{path}] comes from epoch [{epoch}], older than the \
+         current epoch [{current}]; it is quarantined (kept, never restored)."
+    )
+}
+
+pub fn drill_failed(db: &str, code: i32, message: &str) -> String {
+    format!("The drill for database [{db}] failed: {code} {message}.")
+}
+
+pub fn disk_space(site: &str, free_mib: u64, min_mib: u64) -> String {
+    format!(
+        "Free space for artifacts at site [{site}] is [{free_mib}] MiB, under the threshold of \
+         [{min_mib}] MiB; free space before it fills."
+    )
+}
+
+pub fn failover(
+    site: &str,
+    epoch: Epoch,
+    lower: u64,
+    upper: Option<u64>,
+    rto_ms: u64,
+    forced: bool,
+) -> String {
+    let upper = upper.map_or_else(|| "unknown".to_string(), |u| u.to_string());
+    let forced = if forced {
+        " (forced by an operator)"
+    } else {
+        ""
+    };
+    format!(
+        "Failover to site [{site}] completed at epoch [{epoch}]{forced}: data loss between \
+         [{lower}] and [{upper}] positions, [{rto_ms}] ms from detection to writable."
+    )
+}
+
+pub fn switchover(site: &str, epoch: Epoch, duration_ms: u64) -> String {
+    format!(
+        "Planned switchover to site [{site}] completed at epoch [{epoch}] with no data loss in \
+         [{duration_ms}] ms."
+    )
+}
