@@ -222,9 +222,10 @@ impl DbState {
             // Nothing else continues the chain, but a newer full does: that bridges the hole.
             return Next::Gap { first_after: f };
         }
-        // Nothing applies: the first artifact that starts beyond the position marks a gap.
+        // Nothing applies (a hole, or an incremental on another base): the first artifact that
+        // reaches beyond the position marks the gap.
         let p = self.position.unwrap_or_default();
-        match self.pending.iter().position(|x| x.meta.key.lsn_start > p) {
+        match self.pending.iter().position(|x| x.meta.key.lsn_end > p) {
             Some(i) => Next::Gap { first_after: i },
             None => Next::Nothing,
         }
