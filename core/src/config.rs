@@ -24,6 +24,9 @@ pub struct Config {
     pub alerts: Alerts,
     pub lease: Lease,
     pub failover: Failover,
+    /// Test-only: a deliberate defect the simulator must find.
+    #[cfg(feature = "planted-bugs")]
+    pub planted_bug: Option<crate::planted::PlantedBug>,
 }
 
 /// When the primary takes backups (the recovery-location seed: weekly / daily / every 5 minutes).
@@ -132,6 +135,8 @@ impl Default for Config {
             alerts: Alerts::default(),
             lease: Lease::default(),
             failover: Failover::default(),
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: None,
         }
     }
 }
@@ -354,6 +359,19 @@ impl Config {
     pub fn initial_primary_id(&self) -> SiteId {
         self.site_id(&self.initial_primary).unwrap_or(SiteId(0))
     }
+    /// Whether a planted bug is active (always false without the `planted-bugs` feature).
+    #[allow(unused_variables)]
+    pub fn planted(&self, bug: &str) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        {
+            return self
+                .planted_bug
+                .is_some_and(|b| serde_json_free_name(b) == bug);
+        }
+        #[cfg(not(feature = "planted-bugs"))]
+        false
+    }
+
     /// The drift allowance over one lease: drift bound × lease length.
     pub fn drift_margin(&self) -> Millis {
         self.lease.lease_ms.saturating_mul(self.lease.max_drift_ppm) / 1_000_000
@@ -384,5 +402,17 @@ mod tests {
         let mut c = Config::default();
         c.lease.lease_ms = 2_500;
         assert_eq!(c.validate().unwrap_err().field, "lease.lease_ms");
+    }
+}
+
+#[cfg(feature = "planted-bugs")]
+fn serde_json_free_name(b: crate::planted::PlantedBug) -> &'static str {
+    use crate::planted::PlantedBug as P;
+    match b {
+        P::SkipSelfFence => "skip_self_fence",
+        P::RestoreUnverified => "restore_unverified",
+        P::IgnoreDriftMargin => "ignore_drift_margin",
+        P::AcceptStaleEpoch => "accept_stale_epoch",
+        P::ForgetRetryCount => "forget_retry_count",
     }
 }

@@ -23,6 +23,8 @@ pub mod engine;
 pub mod ids;
 pub mod journal;
 pub mod name;
+#[cfg(feature = "planted-bugs")]
+pub mod planted;
 pub mod protocol;
 pub mod report;
 pub mod utc;

@@ -41,10 +41,10 @@ impl SiteEngine {
                 format!("malformed manifest: {why}"),
             );
         }
-        if computed != meta.checksum {
+        if computed != meta.checksum && !self.cfg.planted("restore_unverified") {
             return self.checksum_mismatch(now, meta, computed, from);
         }
-        if meta.key.epoch < self.st.epoch {
+        if meta.key.epoch < self.st.epoch && !self.cfg.planted("accept_stale_epoch") {
             // Durable here, so acknowledge it; but it is from an older epoch: never restore it.
             self.send(Peer::Site(from), Message::Ack { key: meta.key });
             return self.stale_artifact(now, meta);
@@ -341,7 +341,9 @@ impl SiteEngine {
             }
             Err(f) => {
                 let p = &mut d.pending[idx];
-                p.attempts = p.attempts.saturating_add(1);
+                if !self.cfg.planted("forget_retry_count") {
+                    p.attempts = p.attempts.saturating_add(1);
+                }
                 p.meta.retry = p.meta.retry.saturating_add(1);
                 p.first_failure_at.get_or_insert(now);
                 let dead = f.permanent && p.attempts >= self.cfg.alerts.after_attempts

@@ -1,0 +1,30 @@
+//! Test-only planted bugs (feature `planted-bugs`): the simulator's sweep must find each one.
+//! Without the feature this module is empty and the engines carry no trace of them.
+
+use serde::{Deserialize, Serialize};
+
+/// A deliberate defect to plant in the engines.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlantedBug {
+    /// The primary keeps accepting writes past its fence deadline.
+    SkipSelfFence,
+    /// A received artifact is accepted without comparing its checksum.
+    RestoreUnverified,
+    /// The arbiter grants a new epoch as soon as the lease expires, without the drift margin.
+    IgnoreDriftMargin,
+    /// Artifacts from an older epoch are restored like current ones.
+    AcceptStaleEpoch,
+    /// A failed restore does not count as an attempt (alerts never reach their threshold).
+    ForgetRetryCount,
+}
+
+impl PlantedBug {
+    pub const ALL: [PlantedBug; 5] = [
+        PlantedBug::SkipSelfFence,
+        PlantedBug::RestoreUnverified,
+        PlantedBug::IgnoreDriftMargin,
+        PlantedBug::AcceptStaleEpoch,
+        PlantedBug::ForgetRetryCount,
+    ];
+}
