@@ -20,6 +20,10 @@ pub struct ArbiterState {
     /// Lease expiry on the arbiter's clock.
     pub lease_expiry: Millis,
     pub last_renewal: Option<Millis>,
+    /// Added to the caller's `now`: monotonic time restarts with the process, and a restarted
+    /// arbiter continues its own time scale from where it stopped.
+    #[serde(default)]
+    pub clock_base: Millis,
 }
 
 /// The arbiter engine. Same shape as every engine: `handle`, `poll_output`, `poll_timeout`.
@@ -41,6 +45,7 @@ impl Arbiter {
                 holder,
                 lease_expiry: 0,
                 last_renewal: None,
+                clock_base: 0,
             },
             cfg,
             out: VecDeque::new(),
@@ -98,7 +103,12 @@ impl Arbiter {
     }
 
     pub fn handle(&mut self, now: Millis, input: Input) {
-        let now = now.max(self.st.now);
+        // A restarted process brings a new monotonic clock: continue from the old scale, or
+        // time would stand still and no lease would ever lapse.
+        if matches!(input, Input::Restarted) {
+            self.st.clock_base = self.st.now.saturating_sub(now);
+        }
+        let now = now.saturating_add(self.st.clock_base).max(self.st.now);
         self.st.now = now;
         if !self.st.started || matches!(input, Input::Restarted) {
             // On start and after a restart the holder may still be writing: treat its lease as
@@ -121,8 +131,13 @@ impl Arbiter {
             Message::Renew { epoch, req } => {
                 if epoch == self.st.epoch && self.st.holder == Some(site) {
                     self.grant(now, site, req, lease);
-                } else if epoch > self.st.epoch {
-                    // A forced failover took this epoch while we were unreachable: adopt it.
+                } else if epoch > self.st.epoch
+                    || (epoch == self.st.epoch && self.st.holder.is_none())
+                {
+                    // A forced failover took this epoch while we were unreachable: only a
+                    // holder renews, so adopt it (the old holder is then denied and demoted).
+                    self.st.epoch = epoch;
+                    self.st.holder = Some(site);
                     self.audit(
                         now,
                         "adopt epoch",
@@ -131,20 +146,38 @@ impl Arbiter {
                             self.cfg.site_name(site)
                         ),
                     );
-                    self.st.epoch = epoch;
-                    self.st.holder = Some(site);
                     self.grant(now, site, req, lease);
                 } else {
                     self.deny(now, site, req, "not the holder of the current epoch");
                 }
             }
             Message::Acquire { seen, req, force } => {
-                if self.st.holder == Some(site) && seen == self.st.epoch {
+                if self.st.holder == Some(site) && seen <= self.st.epoch {
+                    // The holder asks again (it missed our grant, or restarted mid-promotion):
+                    // give it the epoch it already holds instead of burning a new one.
                     self.grant(now, site, req, lease);
                 } else if seen > self.st.epoch {
+                    // Someone took epoch `seen` without us (a forced failover) and this site
+                    // heard of it. Never hand the same epoch to a second site: adopt the number,
+                    // treat its unknown holder's lease as running from now, and refuse for now;
+                    // the next epoch goes out once that lease lapsed like any other.
                     self.st.epoch = seen;
-                    self.st.holder = Some(site);
-                    self.grant(now, site, req, lease);
+                    self.st.holder = None;
+                    self.st.lease_expiry = self.st.lease_expiry.max(now + lease);
+                    self.audit(
+                        now,
+                        "adopt epoch",
+                        format!(
+                            "{} reports epoch {seen}, taken without the arbiter by a site unknown here",
+                            self.cfg.site_name(site)
+                        ),
+                    );
+                    self.deny(
+                        now,
+                        site,
+                        req,
+                        "a newer epoch was taken without the arbiter; its lease must lapse first",
+                    );
                 } else if self.lapsed(now) {
                     let old = self.st.holder;
                     self.st.epoch = Epoch(self.st.epoch.0 + 1);
@@ -248,12 +281,22 @@ impl Arbiter {
     }
 
     fn audit(&mut self, now: Millis, what: &str, why: String) {
+        let holder = self
+            .st
+            .holder
+            .map_or("nobody".to_string(), |h| self.cfg.site_name(h).to_string());
         self.out.push_back(Output::Audit(AuditRecord {
             at: now,
             epoch: self.st.epoch,
             what: what.to_string(),
             why,
-            inputs: vec![("lease_expiry".into(), self.st.lease_expiry.to_string())],
+            inputs: vec![
+                ("now".into(), now.to_string()),
+                ("holder".into(), holder),
+                ("lease_expiry".into(), self.st.lease_expiry.to_string()),
+                ("drift_margin_ms".into(), self.margin().to_string()),
+                ("last_renewal".into(), format!("{:?}", self.st.last_renewal)),
+            ],
         }));
     }
 }

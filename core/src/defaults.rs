@@ -68,3 +68,6 @@ pub const RESEED_AFTER_MINUTES: u64 = 30;
 pub const PEER_LOST_AFTER: Millis = 60_000;
 /// A planned switchover not done in this time is abandoned and writes resume.
 pub const SWITCHOVER_TIMEOUT: Millis = 5 * MINUTE;
+/// A `link_down` alert clears only after the link stayed up this long: a flapping link keeps one
+/// alert instead of a storm of raises and clears.
+pub const LINK_DOWN_CLEAR_AFTER: Millis = 60_000;

@@ -1,58 +1,919 @@
-//! Failover specifications, driven through the tiny deterministic harness.
+//! Failover specifications (issue 3), driven through the tiny deterministic harness: dead site
+//! versus dead link, self-fencing, unplanned failover with RPO bounds, planned switchover,
+//! re-protection and failback, forced failover, crashes mid-promotion, flapping links, restarts,
+//! Auto Pilot, confirmation, drills, recovery-site loss and the audit trail.
 
 mod common;
 use common::*;
+use lifeboat_core::alert::AlertChange;
+use lifeboat_core::config::OnConfirmTimeout;
 use lifeboat_core::engine::Role;
+use lifeboat_core::protocol::{Command, Heartbeat, Input, Message, OperatorRequest, Peer};
 use lifeboat_core::report::Report;
+use lifeboat_core::{ArtifactKind, Config, DbId, Epoch, Millis, SiteId};
+
+fn is_promote(c: &Command) -> bool {
+    matches!(c, Command::Promote { .. })
+}
+fn is_fence(c: &Command) -> bool {
+    matches!(c, Command::Fence { .. })
+}
+fn is_identity(c: &Command) -> bool {
+    matches!(c, Command::SwitchIdentity { .. })
+}
+
+/// Real time of a site's first `Promote` command.
+fn first_promote(h: &Harness, n: usize) -> Option<Millis> {
+    h.commands_of(n, is_promote).first().map(|(t, _)| *t)
+}
+
+/// The longest a lost primary may take to be replaced (detection to promote): the lease runs
+/// out, plus the drift margin, plus a probe and an arbiter query to notice it, plus slack for
+/// the drain and the epoch round trip.
+fn failover_bound(c: &Config) -> Millis {
+    c.lease.lease_ms + c.drift_margin() + 2 * c.failover.probe_every_ms + 1_000
+}
+
+fn assert_no_failover(h: &Harness) {
+    assert!(
+        h.commands_of(B, is_promote).is_empty(),
+        "the secondary was promoted:\n{}",
+        h.trace()
+    );
+    assert_eq!(h.sites[B].role(), Role::Secondary, "{}", h.trace());
+    assert_eq!(h.sites[A].role(), Role::Primary, "{}", h.trace());
+    assert_eq!(h.sites[B].epoch(), Epoch(1));
+    assert!(h.failover_report().is_none());
+}
 
 #[test]
 fn steady_state_ships_and_restores_with_no_alerts() {
     let mut h = Harness::new(config(2));
     h.run(60_000);
-    assert_eq!(h.sites[0].role(), Role::Primary, "{:#?}", h.audits);
-    assert_eq!(h.sites[1].role(), Role::Secondary);
-    assert!(h.db[0].write_pos[0] > 400);
-    assert!(
-        h.db[1].restored[0] > 0,
-        "nothing restored: {:?}",
-        h.commands.iter().take(30).collect::<Vec<_>>()
-    );
+    assert_eq!(h.sites[A].role(), Role::Primary, "{}", h.trace());
+    assert_eq!(h.sites[B].role(), Role::Secondary);
+    assert!(h.acked_at(A).len() > 500);
+    assert!(h.db[B].pos(0) > 0, "nothing restored");
     let bad: Vec<_> = h
         .alerts
         .iter()
-        .filter(|(_, a)| a.change != lifeboat_core::alert::AlertChange::Cleared)
+        .filter(|(_, _, a)| a.change != AlertChange::Cleared)
         .collect();
     assert!(bad.is_empty(), "{bad:#?}");
-    assert!(h.split_brain.is_none());
+    h.assert_safe();
 }
 
 #[test]
-fn primary_site_lost_fails_over_and_reports_rpo() {
-    let mut h = Harness::new(config(2));
+fn link_cut_between_sites_while_arbiter_sees_primary_raises_one_link_alert_and_no_failover() {
+    let mut h = Harness::new(config(1));
+    h.run(30_000);
+    h.cut(A, B);
+    h.run(50_000);
+    assert_no_failover(&h);
+    assert!(h.db[A].writable, "the primary must keep serving");
+    let link: Vec<_> = h.alerts_of("link_down");
+    assert_eq!(
+        link.len(),
+        1,
+        "raised exactly once, never updated: {link:#?}"
+    );
+    assert_eq!(link[0].change, AlertChange::Raised);
+    assert_eq!(link[0].id.subject, lifeboat_core::Subject::Site(SiteId(0)));
+    let no = h.audits_of(B, "no failover");
+    assert_eq!(no.len(), 1, "{}", h.trace());
+    assert!(!no[0].inputs.is_empty());
+    // The link heals: once it stayed up a while the alert clears; replication catches up
+    // (shipping retries back off up to `shipping.retry_max_ms`).
+    h.heal(A, B);
+    h.run(lifeboat_core::defaults::LINK_DOWN_CLEAR_AFTER + 10_000);
+    assert_eq!(h.alerts_of("link_down").len(), 2);
+    assert_eq!(h.alerts_of("link_down")[1].change, AlertChange::Cleared);
+    assert!(
+        h.db[B].pos(0) + 60 >= h.db[A].pos(0),
+        "{} vs {}",
+        h.db[B].pos(0),
+        h.db[A].pos(0)
+    );
+    h.assert_safe();
+}
+
+#[test]
+fn primary_site_lost_fails_over_within_the_bound_and_reports_rpo_bounds_and_rto() {
+    let cfg = config(2);
+    let mut h = Harness::new(cfg.clone());
     h.run(30_000);
     h.kill(A);
     let killed_at = h.t;
+    let last_hb = h.last_heartbeat_sent[A].unwrap();
     h.run(30_000);
-    assert_eq!(h.sites[1].role(), Role::Primary, "{:#?}", h.audits);
+    assert_eq!(h.sites[B].role(), Role::Primary, "{}", h.trace());
+    assert_eq!(h.sites[B].epoch(), Epoch(2));
+    assert_eq!(h.arbiter.epoch(), Epoch(2));
+    let promoted = first_promote(&h, B).expect("promoted");
+    assert!(
+        promoted - killed_at <= failover_bound(&cfg),
+        "promoted {} ms after the loss (bound {})",
+        promoted - killed_at,
+        failover_bound(&cfg)
+    );
     let Some(Report::Failover {
         rpo_lower,
         rpo_upper,
         rto_ms,
+        forced,
+        detected_at,
         writable_at,
         ..
     }) = h.failover_report().cloned()
     else {
-        panic!("no failover report: {:#?}", h.audits)
+        panic!("no failover report:\n{}", h.trace())
     };
-    let true_loss = h.db[0].write_pos[0] - h.db[1].restored[0].min(h.db[0].write_pos[0]);
-    let _ = writable_at;
-    println!(
-        "killed_at={killed_at} rto_ms={rto_ms} rpo=[{rpo_lower},{rpo_upper:?}] true={true_loss}"
-    );
+    assert!(!forced);
+    // The true loss: acknowledged writes the new primary does not hold.
+    let lost = h.missing_at(B).len() as u64;
     assert!(
-        rpo_lower <= true_loss as u64 && rpo_upper.is_some_and(|u| true_loss <= u),
-        "rpo [{rpo_lower},{rpo_upper:?}] true {true_loss}"
+        lost > 0,
+        "the harness writes every 100 ms; some must be lost"
     );
-    assert!(h.split_brain.is_none());
-    assert_eq!(h.db[1].identity_switches, 1);
+    let upper = rpo_upper.expect("heartbeats were seen: the upper bound is known");
+    assert!(
+        rpo_lower <= lost && lost <= upper,
+        "rpo [{rpo_lower}, {upper}] must contain the true loss {lost}"
+    );
+    assert!(rto_ms > 0 && writable_at > detected_at && rto_ms == writable_at - detected_at);
+    assert_eq!(h.db[B].identity_switches, 1);
+    assert_eq!(h.distinct_ops(B, is_identity).len(), 1);
+    assert!(h.db[B].writable && h.acked_at(B).len() > 100);
+    println!(
+        "failover (default lease configuration): last primary heartbeat -> Promote = {} ms; \
+         site loss -> Promote = {} ms; reported RTO {} ms; RPO [{rpo_lower}, {upper}] true {lost}",
+        promoted - last_hb,
+        promoted - killed_at,
+        rto_ms
+    );
+    h.assert_safe();
+}
+
+/// The closing-note figure: failover time from the primary's last heartbeat to the `Promote`
+/// command, with the default configuration, over site losses spread across a renewal period.
+#[test]
+fn failover_time_from_the_last_heartbeat_to_promote_with_the_default_configuration() {
+    let cfg = Config::default();
+    let mut times = Vec::new();
+    for phase in (0..cfg.lease.renew_every_ms).step_by(100) {
+        let mut h = Harness::new(cfg.clone());
+        h.run(30_000 + phase);
+        h.kill(A);
+        let last_hb = h.last_heartbeat_sent[A].unwrap();
+        let killed = h.t;
+        assert!(h.run_until(30_000, |h| first_promote(h, B).is_some()));
+        let promoted = first_promote(&h, B).unwrap();
+        assert!(promoted - killed <= failover_bound(&cfg));
+        times.push(promoted - last_hb);
+        h.assert_safe();
+    }
+    times.sort_unstable();
+    println!(
+        "failover time, last primary heartbeat -> Promote (default configuration, {} runs): \
+         min {} ms, median {} ms, max {} ms",
+        times.len(),
+        times[0],
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
+    assert!(times[times.len() - 1] <= failover_bound(&cfg) + cfg.lease.heartbeat_every_ms);
+}
+
+#[test]
+fn primary_cut_from_the_arbiter_only_fences_itself_before_the_secondary_is_promoted() {
+    let mut h = Harness::new(config(1));
+    h.run(30_000);
+    h.cut(A, ARB);
+    let cut_at = h.t;
+    h.run(40_000);
+    let fenced_at = h
+        .commands_of(A, is_fence)
+        .iter()
+        .map(|(t, _)| *t)
+        .find(|t| *t > cut_at)
+        .expect("the primary fenced itself");
+    let promoted = first_promote(&h, B).expect("the secondary took over");
+    assert!(
+        fenced_at < promoted,
+        "fence {fenced_at} after promote {promoted}"
+    );
+    let fence = h.audits_of(A, "fence");
+    assert!(fence.iter().any(|a| a.why.contains("fence deadline")));
+    // Real times: the old primary's last acknowledged write precedes the new primary's first.
+    let last_a = h.acked_at(A).last().unwrap().t;
+    let first_b = h.acked_at(B).first().expect("writes at the new primary").t;
+    assert!(
+        last_a < first_b,
+        "last write at A {last_a}, first at B {first_b}"
+    );
+    assert!(last_a <= fenced_at + h.fence_delay);
+    assert_eq!(h.sites[B].role(), Role::Primary);
+    // The old primary still reaches the new one: it learns the epoch and is rebuilt.
+    assert_eq!(h.sites[A].role(), Role::Secondary, "{}", h.trace());
+    assert!(!h.db[A].writable);
+    h.assert_safe();
+}
+
+/// Primary slow and arbiter fast by the drift bound, a fence that takes the longest configured
+/// time, the primary isolated: (last real time the old primary accepted writes, real time the
+/// new epoch began).
+fn isolate_primary_at_the_drift_bound(cfg: Config) -> (Millis, Millis, Harness) {
+    let ppm = cfg.lease.max_drift_ppm as i64;
+    let mut h = Harness::new(cfg.clone());
+    h.clocks[A] = Clock::new(1_000, -ppm);
+    h.clocks[ARB] = Clock::new(7_000, ppm);
+    assert_eq!(h.fence_delay, cfg.lease.fence_time_ms);
+    h.run(30_000);
+    h.cut(A, ARB);
+    h.cut(A, B);
+    h.run(30_000);
+    let (began, holder) = h.epoch_began[&2];
+    assert_eq!(holder, B);
+    (h.last_writable[A].unwrap(), began, h)
+}
+
+/// The secondary asks the arbiter often, so the new epoch begins as soon as it may.
+fn eager_config() -> Config {
+    let mut cfg = config(1);
+    cfg.failover.probe_every_ms = 50;
+    cfg
+}
+
+#[test]
+fn the_new_epoch_begins_only_after_the_old_primary_stopped_writing_at_the_drift_bound() {
+    let (last_a, began, h) = isolate_primary_at_the_drift_bound(eager_config());
+    assert!(
+        last_a < began,
+        "the old primary accepted writes at {last_a}, the new epoch began at {began}"
+    );
+    println!("margin at the drift bound: {} ms", began - last_a);
+    assert_eq!(h.sites[B].role(), Role::Primary);
+    h.assert_safe();
+}
+
+/// The oracle is sharp: an arbiter that forgets the drift margin is caught.
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn an_arbiter_ignoring_the_drift_margin_lets_two_writers_overlap() {
+    let mut cfg = eager_config();
+    cfg.planted_bug = Some(lifeboat_core::planted::PlantedBug::IgnoreDriftMargin);
+    let (last_a, began, h) = isolate_primary_at_the_drift_bound(cfg);
+    assert!(last_a >= began, "{last_a} < {began}");
+    assert!(!h.violations.is_empty());
+}
+
+#[test]
+fn planned_switchover_loses_nothing_and_reverses_replication_without_a_reseed() {
+    let mut h = Harness::new(config(2));
+    h.run(30_000);
+    h.operator(A, OperatorRequest::Switchover);
+    assert!(
+        h.run_until(30_000, |h| h.sites[B].state().procedure.is_none()
+            && h.sites[B].role() == Role::Primary)
+    );
+    assert_eq!(h.sites[B].epoch(), Epoch(2));
+    assert_eq!(h.arbiter.epoch(), Epoch(2));
+    // Zero loss: every write the old primary acknowledged is at the new one.
+    let missing = h.missing_at(B);
+    assert!(missing.is_empty(), "lost {missing:?}");
+    let Some(Report::Switchover { rpo, epoch, .. }) = h
+        .reports_of(B)
+        .into_iter()
+        .find(|r| matches!(r, Report::Switchover { .. }))
+        .cloned()
+    else {
+        panic!("no switchover report:\n{}", h.trace())
+    };
+    assert_eq!((rpo, epoch), (0, Epoch(2)));
+    assert!(h.run_until(5_000, |h| h.sites[A].role() == Role::Secondary));
+    let at_switch = h.db[A].pos(0);
+    h.run(30_000);
+    // Reverse replication: the old primary replays the new one's logs, no reseed.
+    assert!(h.db[A].pos(0) > at_switch, "{}", h.trace());
+    for db in 0..2 {
+        let (a, b) = (&h.db[A].hist[db], &h.db[B].hist[db]);
+        assert_eq!(
+            a[..],
+            b[..a.len()],
+            "the old primary holds a prefix of the new one"
+        );
+    }
+    assert!(h
+        .commands_of(A, |c| matches!(c, Command::Reseed { .. }))
+        .is_empty());
+    assert!(h.audits_of(A, "rebuild").is_empty());
+    assert_eq!(h.raised("reseed"), 0);
+    assert_eq!(h.db[B].identity_switches, 1);
+    h.assert_safe();
+}
+
+#[test]
+fn old_primary_returning_is_fenced_quarantines_its_artifacts_is_rebuilt_and_fails_back() {
+    let mut h = Harness::new(config(1));
+    h.run(30_000);
+    // The link to the recovery site goes first: logs pile up unshipped at the primary.
+    h.cut(A, B);
+    h.run(12_000);
+    let unshipped: Vec<_> = h.sites[A].unacknowledged().copied().collect();
+    assert!(!unshipped.is_empty());
+    h.kill(A);
+    h.run(30_000);
+    assert_eq!(h.sites[B].role(), Role::Primary, "{}", h.trace());
+    let b_writes = h.acked_at(B).len();
+    assert!(b_writes > 0);
+    // The old primary comes back and reaches both the arbiter and the new primary.
+    h.heal(A, B);
+    h.revive(A);
+    assert!(!h.sites[A].writable(), "comes back fenced");
+    assert!(h.run_until(60_000, |h| h.sites[A].role() == Role::Secondary));
+    assert_eq!(h.sites[A].epoch(), Epoch(2));
+    // Its unshipped epoch-1 artifacts are kept aside (at the site that holds them when the
+    // new epoch is known there), alerted, and never applied anywhere.
+    let quarantine = |n| h.commands_of(n, |c| matches!(c, Command::Quarantine { .. }));
+    let quarantined: Vec<_> = quarantine(A).into_iter().chain(quarantine(B)).collect();
+    for m in &unshipped {
+        assert!(
+            quarantined.iter().any(
+                |(_, c)| matches!(c, Command::Quarantine { artifact, .. } if artifact.key == m.key)
+            ),
+            "{m:?} not quarantined"
+        );
+        for n in [A, B] {
+            assert!(h
+                .commands_of(
+                    n,
+                    |c| matches!(c, Command::Restore { artifact, .. } if artifact.key == m.key)
+                )
+                .is_empty());
+        }
+    }
+    assert!(h.raised("stale_epoch_artifact") >= 1);
+    // Rebuilt from a full backup of the new primary's epoch.
+    assert!(!h
+        .commands_of(A, |c| matches!(c, Command::Restore { artifact, .. } | Command::Reseed { full: artifact, .. }
+            if artifact.key.kind == ArtifactKind::Full && artifact.key.epoch == Epoch(2)))
+        .is_empty());
+    h.run(10_000);
+    let (a, b) = (&h.db[A].hist[0], &h.db[B].hist[0]);
+    assert_eq!(
+        a[..],
+        b[..a.len()],
+        "rebuilt as a prefix of the new primary"
+    );
+    assert!(!h.db[A].writable);
+
+    // Failback is a planned switchover back: zero loss, epoch 3.
+    h.operator(A, OperatorRequest::Failback);
+    assert!(
+        h.run_until(30_000, |h| h.sites[A].role() == Role::Primary),
+        "{}",
+        h.trace()
+    );
+    assert_eq!(h.sites[A].epoch(), Epoch(3));
+    let lost: Vec<_> = h
+        .missing_at(A)
+        .into_iter()
+        .filter(|w| w.site == B)
+        .collect();
+    assert!(lost.is_empty(), "failback lost {lost:?}");
+    assert!(h.run_until(5_000, |h| h.sites[B].role() == Role::Secondary));
+    h.run(10_000);
+    assert!(h.db[A].writable && !h.db[B].writable);
+    h.assert_safe();
+}
+
+#[test]
+fn arbiter_down_then_primary_lost_never_fails_over_automatically_but_a_forced_failover_works() {
+    let mut h = Harness::new(config(1));
+    h.run(30_000);
+    h.kill_arbiter();
+    h.run(5_000);
+    h.kill(A);
+    h.run(60_000);
+    assert!(h.commands_of(B, is_promote).is_empty(), "{}", h.trace());
+    assert_eq!(h.sites[B].role(), Role::Secondary);
+    assert!(h.raised("arbiter_unreachable") >= 1);
+    assert!(h
+        .alerts
+        .iter()
+        .any(|(n, _, a)| *n == B && a.id.kind.as_str() == "arbiter_unreachable"));
+    // Without a force, the operator is refused.
+    h.operator(B, OperatorRequest::Failover { force: false });
+    h.run(5_000);
+    assert!(h.commands_of(B, is_promote).is_empty());
+    assert!(!h.audits_of(B, "reject failover").is_empty());
+    // Forced: the site takes the next epoch itself and says what it risks.
+    h.operator(B, OperatorRequest::Failover { force: true });
+    assert!(h.run_until(10_000, |h| h.sites[B].role() == Role::Primary));
+    assert_eq!(h.sites[B].epoch(), Epoch(2));
+    let own = h.audits_of(B, "self-assigned epoch");
+    assert_eq!(own.len(), 1);
+    assert!(own[0].why.contains("split-brain risk"), "{}", own[0].why);
+    h.run(1_000);
+    let Some(Report::Failover { forced, .. }) = h.failover_report() else {
+        panic!("no report:\n{}", h.trace())
+    };
+    assert!(forced);
+    assert!(h.db[B].writable);
+    // The arbiter returns and adopts the epoch the forced failover took...
+    h.restart_arbiter();
+    h.run(10_000);
+    assert_eq!(h.arbiter.epoch(), Epoch(2));
+    assert_eq!(h.arbiter.holder(), Some(SiteId(1)));
+    assert!(h.db[B].writable);
+    // ...so the old primary, when it returns, is refused and rebuilt, never writable.
+    h.revive(A);
+    assert!(
+        h.run_until(60_000, |h| h.sites[A].role() == Role::Secondary),
+        "{}",
+        h.trace()
+    );
+    assert!(h.db[B].writable);
+    h.assert_safe();
+}
+
+/// Where the secondary crashes during the promotion.
+#[derive(Copy, Clone, Debug)]
+enum CrashPoint {
+    /// The request for the new epoch is out, no answer yet.
+    Acquire,
+    /// Promote issued, not completed.
+    Promote,
+    /// SwitchIdentity issued, not completed.
+    Identity,
+}
+
+fn crash_mid_promotion(point: CrashPoint, down_for: Millis) {
+    let mut h = Harness::new(config(1));
+    h.run(30_000);
+    h.kill(A);
+    let reached = h.run_until(30_000, |h| match point {
+        CrashPoint::Acquire => h.sites[B]
+            .state()
+            .procedure
+            .as_ref()
+            .is_some_and(|p| matches!(p.step, lifeboat_core::engine::Step::Acquire { .. })),
+        CrashPoint::Promote => !h.commands_of(B, is_promote).is_empty(),
+        CrashPoint::Identity => !h.commands_of(B, is_identity).is_empty(),
+    });
+    assert!(reached, "{point:?} never reached:\n{}", h.trace());
+    h.crash(B);
+    h.run(down_for);
+    h.restart(B);
+    h.run(30_000);
+    assert_eq!(
+        h.sites[B].role(),
+        Role::Primary,
+        "{point:?}:\n{}",
+        h.trace()
+    );
+    assert!(h.sites[B].state().procedure.is_none());
+    assert!(h.db[B].writable, "{point:?}: promoted but not writable");
+    assert!(
+        h.acked_at(B).iter().any(|w| w.t > h.t - 10_000),
+        "{point:?}: writes flow"
+    );
+    assert_eq!(h.distinct_ops(B, is_identity).len(), 1, "{point:?}");
+    assert_eq!(h.distinct_ops(B, is_promote).len(), 1, "{point:?}");
+    let reports = h
+        .reports
+        .iter()
+        .filter(|(_, _, r)| matches!(r, Report::Failover { .. }))
+        .count();
+    assert_eq!(reports, 1, "{point:?}: one failover report");
+    assert_eq!(
+        h.sites[B].epoch(),
+        Epoch(2),
+        "{point:?} down {down_for}:\n{}",
+        h.trace()
+    );
+    h.assert_safe();
+}
+
+#[test]
+fn secondary_crashing_mid_promotion_completes_it_once_and_switches_identity_once() {
+    for point in [
+        CrashPoint::Acquire,
+        CrashPoint::Promote,
+        CrashPoint::Identity,
+    ] {
+        for down_for in [0, 3_000, 20_000] {
+            crash_mid_promotion(point, down_for);
+        }
+    }
+}
+
+#[test]
+fn flapping_link_neither_fails_over_nor_storms_alerts() {
+    // The default restore retry delay: a log delayed by shipping backoff is not a missing log.
+    let mut cfg = config(1);
+    cfg.restore.retry_delay_ms = Config::default().restore.retry_delay_ms;
+    let mut h = Harness::new(cfg);
+    h.run(20_000);
+    // Five minutes of a link that goes down and up at irregular intervals.
+    let pattern = [1_500, 4_000, 6_000, 2_500, 9_000, 700, 3_300, 5_100];
+    let mut i = 0;
+    while h.t < 320_000 {
+        h.cut(A, B);
+        h.run(pattern[i % pattern.len()]);
+        h.heal(A, B);
+        h.run(pattern[(i + 3) % pattern.len()]);
+        i += 1;
+    }
+    h.heal(A, B);
+    h.run(20_000);
+    assert_no_failover(&h);
+    let link = h.alerts_of("link_down").len();
+    assert!(
+        link <= 4,
+        "{link} link_down events in {i} flaps: {:#?}",
+        h.alerts_of("link_down")
+    );
+    assert!(h.alerts.len() <= 10, "alert storm: {:#?}", h.counts());
+    h.assert_safe();
+}
+
+#[test]
+fn every_engine_comes_back_fenced_after_a_restart_and_writable_only_after_renewing() {
+    let mut h = Harness::new(config(1));
+    h.run(20_000);
+    // The primary restarts while it cannot reach the arbiter: it stays fenced.
+    h.cut(A, ARB);
+    h.restart(A);
+    assert_eq!(h.sites[A].role(), Role::Fenced);
+    assert!(!h.sites[A].writable());
+    let now = h.t;
+    assert!(h.commands_of(A, is_fence).iter().any(|(t, _)| *t == now));
+    h.run(3_000);
+    assert!(!h.db[A].writable);
+    h.heal(A, ARB);
+    assert!(h.run_until(3_000, |h| h.db[A].writable));
+    assert_eq!(h.sites[A].role(), Role::Primary);
+    let allow = h.commands_of(A, |c| matches!(c, Command::AllowWrites { .. }));
+    assert!(
+        allow.last().unwrap().0 > 23_000,
+        "writable only after renewing"
+    );
+    // The secondary restarts: it stays a secondary and is never writable.
+    h.restart(B);
+    h.run(5_000);
+    assert_eq!(h.sites[B].role(), Role::Secondary);
+    assert!(!h.db[B].writable);
+    h.assert_safe();
+}
+
+#[test]
+fn a_restarted_engine_refuses_an_older_epoch() {
+    let mut h = Harness::new(config(1));
+    h.run(20_000);
+    h.operator(A, OperatorRequest::Switchover);
+    assert!(h.run_until(30_000, |h| h.sites[A].role() == Role::Secondary));
+    h.run(5_000);
+    h.restart(A);
+    h.restart(B);
+    h.run(5_000);
+    assert_eq!(
+        (h.sites[A].epoch(), h.sites[B].epoch()),
+        (Epoch(2), Epoch(2))
+    );
+    // A grant of the old epoch, a heartbeat of the old epoch and an artifact of the old epoch.
+    for n in [A, B] {
+        h.message(
+            n,
+            Peer::Arbiter,
+            Message::Granted {
+                epoch: Epoch(1),
+                lease_ms: 10_000,
+                req: 1,
+            },
+        );
+    }
+    h.message(
+        B,
+        Peer::Site(SiteId(0)),
+        Message::Heartbeat(Heartbeat {
+            epoch: Epoch(1),
+            seq: 1,
+            backups_paused: false,
+            writable: true,
+            positions: vec![],
+            write_rate_per_sec: 0,
+        }),
+    );
+    let pos = h.db[A].pos(0);
+    let old = h.artifact(
+        DbId(0),
+        ArtifactKind::Log,
+        pos,
+        pos + 10,
+        Epoch(1),
+        vec![0; 10],
+    );
+    h.feed(
+        A,
+        Input::ArtifactReceived {
+            meta: old,
+            computed: old.checksum,
+            from: SiteId(1),
+        },
+    );
+    h.run(5_000);
+    assert_eq!(
+        (h.sites[A].epoch(), h.sites[B].epoch()),
+        (Epoch(2), Epoch(2))
+    );
+    assert_eq!(h.sites[B].role(), Role::Primary);
+    assert_eq!(h.sites[A].role(), Role::Secondary);
+    assert!(!h
+        .commands_of(
+            A,
+            |c| matches!(c, Command::Quarantine { artifact, .. } if artifact.key == old.key)
+        )
+        .is_empty());
+    assert!(h
+        .commands_of(
+            A,
+            |c| matches!(c, Command::Restore { artifact, .. } if artifact.key == old.key)
+        )
+        .is_empty());
+    h.assert_safe();
+}
+
+#[test]
+fn a_restart_on_a_new_monotonic_clock_keeps_the_lease_safe() {
+    let mut h = Harness::new(config(1));
+    h.run(40_000);
+    // The primary's process restarts and its monotonic clock starts again near zero.
+    h.restart_with_clock(A, 0);
+    assert!(h.run_until(3_000, |h| h.db[A].writable), "{}", h.trace());
+    h.run(15_000);
+    assert!(h.db[A].writable);
+    // Then it is cut from everyone: it must fence in time, and the secondary takes over.
+    h.cut(A, ARB);
+    h.cut(A, B);
+    h.run(30_000);
+    assert!(!h.db[A].writable);
+    assert_eq!(h.sites[B].role(), Role::Primary, "{}", h.trace());
+    // The secondary restarts on a new clock too and keeps serving after renewing.
+    h.restart_with_clock(B, 5);
+    assert!(h.run_until(3_000, |h| h.db[B].writable), "{}", h.trace());
+    h.run(30_000);
+    assert!(h.db[B].writable);
+    h.assert_safe();
+}
+
+#[test]
+fn auto_pilot_restarts_the_primary_service_and_does_not_fail_over_when_it_recovers() {
+    let mut cfg = config(1);
+    cfg.failover.local_restart = true;
+    let mut h = Harness::new(cfg);
+    h.run(30_000);
+    // The database service dies; the site and its agent stay up.
+    h.db[A].service_up = false;
+    h.run(60_000);
+    let restarts = h.commands_of(A, |c| matches!(c, Command::RestartService { .. }));
+    assert_eq!(restarts.len(), 1, "{}", h.trace());
+    assert!(h.db[A].service_up);
+    assert_no_failover(&h);
+    assert!(h.acked_at(A).iter().any(|w| w.t > 80_000));
+    assert_eq!(
+        h.raised("link_down"),
+        0,
+        "the link is fine: the service was down"
+    );
+    h.assert_safe();
+}
+
+#[test]
+fn auto_pilot_fails_over_when_the_local_restart_does_not_help() {
+    let mut cfg = config(1);
+    cfg.failover.local_restart = true;
+    let wait = cfg.failover.local_restart_wait_ms;
+    let mut h = Harness::new(cfg.clone());
+    h.run(30_000);
+    h.db[A].service_up = false;
+    h.db[A].restart_fixes_service = false;
+    let down_at = h.t;
+    h.run(90_000);
+    assert!(!h
+        .commands_of(A, |c| matches!(c, Command::RestartService { .. }))
+        .is_empty());
+    let promoted = first_promote(&h, B).unwrap_or_else(|| panic!("{}", h.trace()));
+    assert!(promoted - down_at >= wait, "waited for the local restart");
+    assert!(
+        promoted - down_at <= wait + failover_bound(&cfg) + cfg.failover.unhealthy_for_ms,
+        "promoted {} ms after the service died",
+        promoted - down_at
+    );
+    assert_eq!(h.sites[B].role(), Role::Primary);
+    // The old primary's agent learns the new epoch and is rebuilt as the secondary.
+    assert!(h.run_until(60_000, |h| h.sites[A].role() == Role::Secondary));
+    h.assert_safe();
+}
+
+fn confirm_config(on_timeout: OnConfirmTimeout) -> Config {
+    let mut cfg = config(1);
+    cfg.failover.confirm = true;
+    cfg.failover.confirm_timeout_ms = 40_000;
+    cfg.failover.on_confirm_timeout = on_timeout;
+    cfg
+}
+
+#[test]
+fn failover_waits_for_confirmation_and_proceeds_once_confirmed() {
+    let mut h = Harness::new(confirm_config(OnConfirmTimeout::Abort));
+    h.run(30_000);
+    h.kill(A);
+    h.run(30_000);
+    assert!(
+        h.commands_of(B, is_promote).is_empty(),
+        "waits for the operator"
+    );
+    assert_eq!(h.sites[B].role(), Role::Promoting);
+    h.operator(B, OperatorRequest::ConfirmFailover);
+    assert!(h.run_until(5_000, |h| h.sites[B].role() == Role::Primary));
+    assert!(h.db[B].writable);
+    h.assert_safe();
+}
+
+#[test]
+fn unconfirmed_failover_proceeds_on_timeout_when_configured_to() {
+    let mut h = Harness::new(confirm_config(OnConfirmTimeout::Proceed));
+    h.run(30_000);
+    h.kill(A);
+    let killed = h.t;
+    h.run(90_000);
+    let promoted = first_promote(&h, B).unwrap_or_else(|| panic!("{}", h.trace()));
+    assert!(
+        promoted - killed >= 40_000,
+        "waited the confirmation timeout"
+    );
+    assert_eq!(h.sites[B].role(), Role::Primary);
+    assert_eq!(h.audits_of(B, "failover confirmation timed out").len(), 1);
+    h.assert_safe();
+}
+
+#[test]
+fn unconfirmed_failover_aborts_on_timeout_when_configured_to() {
+    let mut h = Harness::new(confirm_config(OnConfirmTimeout::Abort));
+    h.run(30_000);
+    h.kill(A);
+    h.run(150_000);
+    assert!(h.commands_of(B, is_promote).is_empty(), "{}", h.trace());
+    assert_eq!(h.sites[B].role(), Role::Secondary);
+    let aborts = h.audits_of(B, "abort");
+    assert_eq!(aborts.len(), 1, "aborted once, not asked again and again");
+    assert!(aborts[0].why.contains("confirmation"));
+    // The operator can still decide later.
+    h.operator(B, OperatorRequest::Failover { force: false });
+    assert!(h.run_until(10_000, |h| h.sites[B].role() == Role::Primary));
+    h.assert_safe();
+}
+
+#[test]
+fn drill_at_the_secondary_reports_and_the_primary_keeps_serving() {
+    let mut h = Harness::new(config(2));
+    h.run(30_000);
+    let before = h.acked_at(A).len();
+    h.operator(B, OperatorRequest::Drill { db: None });
+    h.run(5_000);
+    let drills = h.commands_of(B, |c| matches!(c, Command::Drill { .. }));
+    assert_eq!(drills.len(), 2, "one per database");
+    let ok = h
+        .reports_of(B)
+        .into_iter()
+        .filter(|r| matches!(r, Report::Drill { ok: true, .. }))
+        .count();
+    assert_eq!(ok, 2);
+    assert_eq!(h.db[B].identity_switches + h.db[A].identity_switches, 0);
+    assert!(h.commands_of(B, is_promote).is_empty());
+    assert_eq!(h.sites[A].role(), Role::Primary);
+    assert_eq!(h.sites[B].role(), Role::Secondary);
+    assert!(
+        h.acked_at(A).len() >= before + 45,
+        "the primary kept serving"
+    );
+    assert!(!h.db[B].writable);
+    // A drill at the primary is refused.
+    h.operator(A, OperatorRequest::Drill { db: None });
+    h.run(1_000);
+    assert!(h
+        .commands_of(A, |c| matches!(c, Command::Drill { .. }))
+        .is_empty());
+    h.assert_safe();
+}
+
+#[test]
+fn recovery_site_lost_raises_an_alert_at_the_primary_which_keeps_serving() {
+    let cfg = config(1);
+    let mut h = Harness::new(cfg.clone());
+    h.run(20_000);
+    h.kill(B);
+    let killed = h.t;
+    h.run(cfg.failover.peer_lost_after_ms + 40_000);
+    let lost: Vec<_> = h
+        .alerts
+        .iter()
+        .filter(|(n, _, a)| *n == A && a.id.kind.as_str() == "recovery_site_lost")
+        .collect();
+    assert_eq!(lost.len(), 1, "raised once: {lost:#?}");
+    assert!(lost[0].1 >= killed + cfg.failover.peer_lost_after_ms);
+    assert_eq!(h.sites[A].role(), Role::Primary);
+    assert!(h.db[A].writable);
+    assert!(h.acked_at(A).iter().any(|w| w.t > h.t - 1_000));
+    h.assert_safe();
+}
+
+#[test]
+fn every_decision_emits_an_audit_record_with_its_inputs() {
+    // Dead link: "no failover".
+    let mut h = Harness::new(config(1));
+    h.run(20_000);
+    h.cut(A, B);
+    h.run(10_000);
+    let no = h.audits_of(B, "no failover");
+    assert!(no
+        .iter()
+        .any(|a| a.inputs.iter().any(|(k, _)| k == "failed_probes")));
+
+    // Cut from the arbiter: fence, failover, new epoch (secondary and arbiter), promote.
+    let mut h = Harness::new(config(1));
+    h.run(20_000);
+    h.cut(A, ARB);
+    h.run(40_000);
+    let need = [
+        (A, "fence", "lease_expires"),
+        (B, "failover", "arbiter_lease_lapsed"),
+        (B, "new epoch", "epoch"),
+        (B, "promoted", "epoch"),
+        (ARB, "new epoch", "lease_expiry"),
+    ];
+    for (n, what, key) in need {
+        let recs = h.audits_of(n, what);
+        assert!(
+            recs.iter()
+                .any(|a| !a.why.is_empty() && a.inputs.iter().any(|(k, _)| k == key)),
+            "node {n}: no `{what}` audit with input `{key}`:\n{}",
+            h.trace()
+        );
+    }
+    // Every audit record says why.
+    assert!(h.audits.iter().all(|(_, _, a)| !a.why.is_empty()));
+}
+
+/// The oracles are sharp: each planted defect of the role machine is caught.
+#[cfg(feature = "planted-bugs")]
+mod planted {
+    use super::*;
+    use lifeboat_core::planted::PlantedBug;
+
+    #[test]
+    fn a_primary_that_skips_its_self_fence_is_caught() {
+        let mut cfg = config(1);
+        cfg.planted_bug = Some(PlantedBug::SkipSelfFence);
+        let mut h = Harness::new(cfg);
+        h.run(30_000);
+        h.cut(A, ARB);
+        h.cut(A, B);
+        h.run(30_000);
+        assert!(h.split_brain.is_some() && !h.violations.is_empty());
+    }
+
+    #[test]
+    fn a_secondary_that_accepts_a_stale_epoch_is_caught() {
+        let mut cfg = config(1);
+        cfg.planted_bug = Some(PlantedBug::AcceptStaleEpoch);
+        let mut h = Harness::new(cfg);
+        h.run(20_000);
+        h.operator(A, OperatorRequest::Switchover);
+        assert!(h.run_until(30_000, |h| h.sites[A].role() == Role::Secondary));
+        h.run(2_000);
+        let pos = h.db[A].pos(0);
+        let old = h.artifact(
+            DbId(0),
+            ArtifactKind::Log,
+            pos,
+            pos + 10,
+            Epoch(1),
+            vec![0; 10],
+        );
+        h.feed(
+            A,
+            Input::ArtifactReceived {
+                meta: old,
+                computed: old.checksum,
+                from: SiteId(1),
+            },
+        );
+        h.run(2_000);
+        assert!(h
+            .violations
+            .iter()
+            .any(|v| v.contains("of epoch 1 while at epoch 2")));
+    }
 }

@@ -64,6 +64,9 @@ pub struct DbState {
     pub gap: Option<Gap>,
     /// A reseed (drop and recreate from a new full) is under way since this time.
     pub reseed_since: Option<Millis>,
+    /// The engine started the reseed itself (a hole, a dead artifact): an artifact that continues
+    /// the chain cancels it. An operator's reseed or a rebuild is never cancelled.
+    pub reseed_auto: bool,
 
     // ---- log-shipping monitor fields ----
     pub last_backup: Option<(ArtifactMeta, Millis)>,
@@ -158,22 +161,18 @@ impl DbState {
 
     /// The chain rule: among artifacts that apply at the position, prefer one that has not
     /// failed, then the one reaching furthest (a later artifact covering a failed range bypasses
-    /// it). Fulls are used only to start a chain or when nothing else covers the position.
+    /// it). Fulls are used only to start a chain or by a reseed (see `restore.rs`).
     pub fn next(&self, now: Millis) -> Next {
         if self.in_flight.is_some() || self.pending.is_empty() {
             return Next::Nothing;
         }
         let mut best: Option<(usize, (bool, Lsn, u8))> = None;
         let mut waiting = false;
-        let mut full: Option<usize> = None;
         for (i, x) in self.pending.iter().enumerate() {
             if !self.applies(&x.meta) {
                 continue;
             }
             if x.meta.key.kind == ArtifactKind::Full && self.position.is_some() {
-                if full.is_none_or(|f| self.pending[f].meta.key.lsn_end <= x.meta.key.lsn_end) {
-                    full = Some(i);
-                }
                 continue;
             }
             if x.retry_at.is_some_and(|t| t > now) {
@@ -218,14 +217,16 @@ impl DbState {
         if waiting {
             return Next::Waiting;
         }
-        if let Some(f) = full {
-            // Nothing else continues the chain, but a newer full does: that bridges the hole.
-            return Next::Gap { first_after: f };
-        }
-        // Nothing applies (a hole, or an incremental on another base): the first artifact that
-        // reaches beyond the position marks the gap.
+        // Nothing applies (a hole, or an incremental on another base): the first log or
+        // incremental that reaches beyond the position marks the gap. A newer full alone is no
+        // hole: it only means the log that reaches it has not arrived yet (a false `missing_log`
+        // after every scheduled full otherwise); a reseed bridges a real hole with it.
         let p = self.position.unwrap_or_default();
-        match self.pending.iter().position(|x| x.meta.key.lsn_end > p) {
+        match self
+            .pending
+            .iter()
+            .position(|x| x.meta.key.lsn_end > p && x.meta.key.kind != ArtifactKind::Full)
+        {
             Some(i) => Next::Gap { first_after: i },
             None => Next::Nothing,
         }

@@ -77,6 +77,10 @@ pub struct SiteState {
     pub advanced_since_heartbeat: u64,
     pub procedure: Option<Procedure>,
     pub quarantined: u64,
+    /// Added to the caller's `now`: monotonic time restarts with the process, and a restarted
+    /// engine continues its own time scale from where it stopped (see `handle`).
+    #[serde(default)]
+    pub clock_base: Millis,
 }
 
 /// The site engine.
@@ -128,6 +132,7 @@ impl SiteEngine {
                 advanced_since_heartbeat: 0,
                 procedure: None,
                 quarantined: 0,
+                clock_base: 0,
             },
             out: VecDeque::new(),
             cfg,
@@ -171,7 +176,13 @@ impl SiteEngine {
 
     /// Feed one input. Never blocks, never panics on input.
     pub fn handle(&mut self, now: Millis, input: Input) {
-        let now = now.max(self.st.now);
+        // Monotonic time restarts with the process (Contracts: Restart). Without a rebase the
+        // engine's time would stand still until the new clock passed the old one, and a lease
+        // granted meanwhile would look valid far past its real expiry.
+        if matches!(input, Input::Restarted) {
+            self.st.clock_base = self.st.now.saturating_sub(now);
+        }
+        let now = now.saturating_add(self.st.clock_base).max(self.st.now);
         self.st.now = now;
         if !self.st.started {
             self.st.started = true;
@@ -211,9 +222,12 @@ impl SiteEngine {
     /// same scale as `now`).
     pub fn poll_timeout(&self) -> Option<Millis> {
         if !self.st.started {
-            return Some(self.st.now);
+            return Some(self.st.now.saturating_sub(self.st.clock_base));
         }
-        self.st.timers.next()
+        self.st
+            .timers
+            .next()
+            .map(|t| t.saturating_sub(self.st.clock_base))
     }
 
     // ---------------------------------------------------------------- plumbing
@@ -264,7 +278,14 @@ impl SiteEngine {
             }
             self.st.ship_queue.push_back(k);
         }
-        let ops: Vec<Command> = self.st.ops.values().map(|o| o.cmd.clone()).collect();
+        // A promotion waits for the lease to be renewed (role_restarted re-issues it then).
+        let ops: Vec<Command> = self
+            .st
+            .ops
+            .values()
+            .filter(|o| !matches!(o.cmd, Command::Promote { .. }))
+            .map(|o| o.cmd.clone())
+            .collect();
         for op in self.st.ops.values_mut() {
             op.issued_at = now;
         }
@@ -274,7 +295,8 @@ impl SiteEngine {
         for i in 0..self.st.dbs.len() {
             let d = &mut self.st.dbs[i];
             for p in &mut d.pending {
-                if p.retry_at.is_some() {
+                // A dead artifact (`Millis::MAX`) stays dead: a restart does not make it readable.
+                if p.retry_at.is_some_and(|t| t != Millis::MAX) {
                     p.retry_at = Some(now);
                 }
             }
@@ -423,6 +445,8 @@ impl SiteEngine {
         self.out.push_back(Output::Report(r));
     }
 
+    // One call site per alert condition reads best with every field of the identity spelled out.
+    #[allow(clippy::too_many_arguments)]
     fn raise(
         &mut self,
         now: Millis,
@@ -525,7 +549,11 @@ impl SiteEngine {
             return;
         };
         if lsn > d.write_position {
-            self.st.advanced_since_heartbeat += lsn.0 - d.write_position.0;
+            // Saturating: positions come from outside and may be absurd (found by fuzzing).
+            self.st.advanced_since_heartbeat = self
+                .st
+                .advanced_since_heartbeat
+                .saturating_add(lsn.0 - d.write_position.0);
             d.write_position = lsn;
             if !d.position_dirty {
                 d.position_dirty = true;

@@ -175,6 +175,18 @@ impl SiteEngine {
                 );
             }
         } else {
+            let id = AlertId {
+                kind: AlertKind::BackupsPaused,
+                db: None,
+                subject,
+            };
+            if self.st.alerts.is_active(&id) {
+                // Backups resumed: logs are due from now on, not overdue since before the pause
+                // (else `no_new_logs` fires at once after every maintenance window).
+                for d in &mut self.st.dbs {
+                    d.last_log_at = d.last_log_at.max(now);
+                }
+            }
             self.clear(now, AlertKind::BackupsPaused, None, subject);
         }
     }

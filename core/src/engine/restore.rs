@@ -101,6 +101,20 @@ impl SiteEngine {
     ) {
         let db = meta.key.db;
         let d = &mut self.st.dbs[db.0 as usize];
+        if d.covers(&meta) {
+            // A verified copy is here, or the position is past it (the primary re-shipped after a
+            // lost ack): a resend would go unanswered and its alert would never clear. Keep the
+            // bad copy aside and let the primary forget the artifact.
+            self.command(Command::Quarantine {
+                artifact: meta,
+                reason: format!(
+                    "checksum mismatch on a duplicate: manifest {} computed {}",
+                    meta.checksum, computed
+                ),
+            });
+            self.send(Peer::Site(from), Message::Ack { key: meta.key });
+            return;
+        }
         d.recopies = d.recopies.saturating_add(1);
         let recopies = d.recopies;
         self.command(Command::Quarantine {
@@ -180,17 +194,32 @@ impl SiteEngine {
         let Some(d) = self.st.dbs.get_mut(i) else {
             return;
         };
-        for gone in d.drop_covered() {
-            let _ = gone; // covered by the position: the copy stays for the retained chain
+        let gone = d.drop_covered();
+        // Covered by the position (the copy stays for the retained chain); a failure it had is
+        // bypassed now, so its alert is resolved.
+        for m in gone {
+            let subject = Subject::Artifact(m.key);
+            self.clear(now, AlertKind::RestoreError, Some(db), subject);
         }
+        let d = &self.st.dbs[i];
         if d.in_flight.is_some() || d.queued {
             return;
         }
         let reseeding = d.reseed_since.is_some();
-        let next = if reseeding {
-            reseed_candidate(d)
-        } else {
-            d.next(now)
+        let next = match d.reseed_since {
+            // The engine's own reseed still lets an untried log or incremental continue the
+            // chain: restoring it is far cheaper than recreating the database.
+            Some(_) if d.reseed_auto => match d.next(now) {
+                Next::Restore(idx)
+                    if d.pending[idx].attempts == 0
+                        && d.pending[idx].meta.key.kind != ArtifactKind::Full =>
+                {
+                    Next::Restore(idx)
+                }
+                _ => reseed_candidate(d),
+            },
+            Some(_) => reseed_candidate(d),
+            None => d.next(now),
         };
         match next {
             Next::Restore(idx) => {
@@ -220,18 +249,25 @@ impl SiteEngine {
             }
             Next::Waiting => {
                 let d = &self.st.dbs[i];
-                if let Some(t) = d
+                match d
                     .pending
                     .iter()
                     .filter_map(|p| p.retry_at)
                     .filter(|t| *t > now && *t != Millis::MAX)
                     .min()
                 {
-                    self.st.timers.restore_retry.insert((t, db));
+                    Some(t) => {
+                        self.st.timers.restore_retry.insert((t, db));
+                    }
+                    // Only dead artifacts stand at the position (e.g. a reseed's full left one in
+                    // the way): without this the database would wait forever.
+                    None => self.begin_reseed(now, db, "a restore failed permanently", true),
                 }
             }
             Next::Nothing => {
-                if self.st.dbs[i].gap.take().is_some() {
+                // A hole is not resolved by asking for a full: keep `missing_log` until the
+                // reseed restores one.
+                if !reseeding && self.st.dbs[i].gap.take().is_some() {
                     self.clear(now, AlertKind::MissingLog, Some(db), Subject::None);
                 }
             }
@@ -287,6 +323,7 @@ impl SiteEngine {
             d.in_flight = None;
         }
         let Some(idx) = d.pending.iter().position(|p| p.meta.key == key) else {
+            self.next_ready(now);
             self.pump(now, db);
             return self.next_ready(now);
         };
@@ -302,24 +339,30 @@ impl SiteEngine {
                 d.last_restore = Some((meta, now));
                 d.last_restore_latency = Some(now.saturating_sub(p.received_at));
                 d.gap = None;
+                // Only a full ends a reseed: a log that was running when an operator asked for
+                // one must not report the database recreated.
+                let full = meta.key.kind == ArtifactKind::Full;
                 let was_reseed =
-                    d.reseed_since.take().is_some() || matches!(cmd, Command::Reseed { .. });
-                // Any failure this artifact bypassed or overcame is resolved.
-                let failed: Vec<_> = self
-                    .st
-                    .alerts
-                    .for_db(db)
-                    .filter(|(id, _)| id.kind == AlertKind::RestoreError)
-                    .map(|(id, _)| id.subject)
-                    .collect();
-                for s in failed {
-                    if let Subject::Artifact(k) = s {
-                        if k.lsn_start < meta.key.lsn_end {
-                            self.clear(now, AlertKind::RestoreError, Some(db), s);
-                        }
-                    }
+                    full && (d.reseed_since.is_some() || matches!(cmd, Command::Reseed { .. }));
+                let cancelled = !full && d.reseed_auto && d.reseed_since.is_some();
+                if was_reseed || cancelled {
+                    d.reseed_since = None;
+                    d.reseed_auto = false;
                 }
+                // Its own failure is overcome; failures it bypassed clear in `pump`, once the
+                // position covers them (not merely overlaps them).
+                let own = Subject::Artifact(meta.key);
+                self.clear(now, AlertKind::RestoreError, Some(db), own);
                 self.clear(now, AlertKind::MissingLog, Some(db), Subject::None);
+                if cancelled {
+                    self.clear(now, AlertKind::Reseed, Some(db), Subject::None);
+                    self.audit(
+                        now,
+                        format!("reseed of {} cancelled", self.db_name(db)),
+                        "an artifact continued the chain before the new full backup arrived".into(),
+                        vec![("position".into(), meta.key.lsn_end.0.to_string())],
+                    );
+                }
                 if was_reseed {
                     self.clear(now, AlertKind::Reseed, Some(db), Subject::None);
                     self.report(Report::Reseeded {
@@ -336,6 +379,9 @@ impl SiteEngine {
                         ],
                     );
                 }
+                // Databases waiting for a slot go first: one with a backlog must not hold the
+                // slot it just freed until its whole backlog is restored.
+                self.next_ready(now);
                 self.pump(now, db);
                 self.role_progress(now);
             }
@@ -345,9 +391,14 @@ impl SiteEngine {
                     p.attempts = p.attempts.saturating_add(1);
                 }
                 p.meta.retry = p.meta.retry.saturating_add(1);
-                p.first_failure_at.get_or_insert(now);
+                let first = *p.first_failure_at.get_or_insert(now);
+                // A transient failure is permanent only past both limits: with the defaults
+                // (10 attempts a minute apart) it would otherwise recreate the database before
+                // its alert could reach the seed's 15-minute and 30-minute points.
+                let failing_for = now.saturating_sub(first);
                 let dead = f.permanent && p.attempts >= self.cfg.alerts.after_attempts
-                    || p.attempts >= self.cfg.restore.max_attempts;
+                    || p.attempts >= self.cfg.restore.max_attempts
+                        && failing_for >= self.cfg.restore.reseed_after_minutes * MINUTE;
                 p.retry_at = Some(if dead {
                     Millis::MAX
                 } else {
@@ -364,8 +415,9 @@ impl SiteEngine {
                 }
                 self.restore_error_check(now, db, idx);
                 if dead {
-                    self.start_reseed(now, db, "a restore failed permanently");
+                    self.begin_reseed(now, db, "a restore failed permanently", true);
                 }
+                self.next_ready(now);
                 self.pump(now, db);
             }
         }
@@ -445,20 +497,30 @@ impl SiteEngine {
             );
         }
         if open >= self.cfg.restore.reseed_after_minutes * MINUTE {
-            self.start_reseed(now, db, "a hole in the chain that no artifact covers");
+            self.begin_reseed(now, db, "a hole in the chain that no artifact covers", true);
         }
         // Count the next attempt on time even when nothing else happens.
         let next_at = g.since + u64::from(attempts) * retry;
         self.st.timers.restore_retry.insert((next_at, db));
     }
 
-    /// Request a new full backup at the primary; the next full received recreates the database.
+    /// An operator's reseed: request a new full backup at the primary; the next full received
+    /// recreates the database, whatever else arrives meanwhile.
     pub(super) fn start_reseed(&mut self, now: Millis, db: DbId, why: &str) {
+        self.begin_reseed(now, db, why, false);
+    }
+
+    /// Request a new full backup at the primary; the next full received recreates the database.
+    /// `auto`: the engine decided it, and an artifact that continues the chain first cancels it.
+    pub(super) fn begin_reseed(&mut self, now: Millis, db: DbId, why: &str, auto: bool) {
         let i = db.0 as usize;
         if self.st.dbs[i].reseed_since.is_some() {
+            // An operator's request makes a running reseed one that nothing cancels.
+            self.st.dbs[i].reseed_auto &= auto;
             return;
         }
         self.st.dbs[i].reseed_since = Some(now);
+        self.st.dbs[i].reseed_auto = auto;
         self.send_peer(Message::RequestFull { db: Some(db) });
         let text = texts::reseed(self.db_name(db), why);
         self.raise(

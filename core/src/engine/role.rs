@@ -59,6 +59,10 @@ pub struct LeaseState {
     /// No arbiter manages the lease (two-site setup, or a forced failover without the arbiter).
     pub unmanaged: bool,
     pub last_grant_at: Option<Millis>,
+    /// The primary gave its lease up (its database service could not be restarted): it does
+    /// not renew, so the lease lapses and the recovery site can take over.
+    #[serde(default)]
+    pub resigned: bool,
 }
 
 impl LeaseState {
@@ -96,30 +100,72 @@ pub struct PeerView {
     pub arbiter_view: Option<ArbiterView>,
     pub arbiter_view_at: Option<Millis>,
     pub arbiter_query: Option<(u64, Millis)>,
+    /// The first good service probe of the current good streak (alert hysteresis).
+    #[serde(default)]
+    pub healthy_since: Option<Millis>,
+    /// When Auto Pilot last asked the primary's agent for a local restart.
+    #[serde(default)]
+    pub local_restart_at: Option<Millis>,
+    /// When an operator (or an unanswered confirmation) declined a failover: not asked again
+    /// until the primary has been seen healthy.
+    #[serde(default)]
+    pub declined_at: Option<Millis>,
+    /// The recovery site asked for a full backup while this site could not take one (in the
+    /// middle of a switchover or a takeover): `Some(None)` = every database. Taken once this
+    /// site accepts writes.
+    #[serde(default)]
+    pub full_wanted: Option<Option<DbId>>,
 }
 
 /// A step of a role procedure.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Step {
-    LocalRestart { until: Millis },
-    Confirm { until: Millis },
+    LocalRestart {
+        until: Millis,
+    },
+    Confirm {
+        until: Millis,
+    },
     Drain,
-    Acquire { req: u64, sent_at: Millis },
-    ExternalFence { op: OpId },
-    Promote { op: OpId },
-    SwitchIdentity { op: OpId },
+    Acquire {
+        req: u64,
+        sent_at: Millis,
+    },
+    ExternalFence {
+        op: OpId,
+    },
+    /// The new epoch is ours; restores issued before it are still running.
+    Settle,
+    /// The promotion's operation; issued only while the lease is valid (after a restart or a
+    /// lapse it waits for the renewal and goes out again with the same id).
+    Promote {
+        op: OpId,
+    },
+    SwitchIdentity {
+        op: OpId,
+    },
     // planned switchover, primary side
-    StopWrites { op: OpId },
-    FinalLog { op: OpId },
+    StopWrites {
+        op: OpId,
+    },
+    FinalLog {
+        op: OpId,
+    },
     Shipping,
     AwaitReady,
-    Handoff { req: u64 },
+    Handoff {
+        req: u64,
+    },
     // planned switchover, target side
     ReachFinal,
     AwaitEpoch,
-    Renew { req: u64 },
+    Renew {
+        req: u64,
+    },
     // rebuild
-    AwaitFulls { asked_at: Millis },
+    AwaitFulls {
+        asked_at: Millis,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,6 +244,17 @@ impl SiteEngine {
         for d in &mut self.st.dbs {
             d.last_log_at = d.last_log_at.max(now.saturating_sub(0));
         }
+        // A promotion never goes out again before the lease is renewed (Contracts: Restart:
+        // writable only after renewing). `restarted` held it back; the renewal re-issues it
+        // with the same id (see `resume_promotion`).
+        self.st
+            .ops
+            .retain(|_, e| !matches!(e.cmd, Command::Promote { .. }));
+        let promoting = self
+            .st
+            .procedure
+            .as_ref()
+            .is_some_and(|p| p.new_epoch.is_some() || matches!(p.step, Step::Promote { .. }));
         match self.st.role {
             Role::Primary | Role::Fenced => {
                 self.st.role = Role::Primary; // so become_fenced audits the change
@@ -209,25 +266,25 @@ impl SiteEngine {
                 }
             }
             Role::SwitchingOver | Role::Demoted => {
-                let op = self.new_op_id();
-                self.command(Command::Fence { op });
+                self.become_fenced(now, "restarted: every engine comes back fenced");
                 self.st.timers.set(Timer::LeaseRenew, now);
             }
-            Role::Promoting => {
-                let op = self.new_op_id();
-                self.command(Command::Fence { op });
-                if self
-                    .st
-                    .procedure
-                    .as_ref()
-                    .is_some_and(|p| p.new_epoch.is_some())
-                {
+            Role::Promoting | Role::SwitchoverTarget => {
+                // Its database may have been promoted before the crash: fenced until renewed.
+                self.become_fenced(
+                    now,
+                    "restarted in the middle of a takeover: fenced until renewed",
+                );
+                if promoting {
                     // The epoch is ours, but the lease timing died with the process: renew.
                     self.st.timers.set(Timer::LeaseRenew, now);
                 }
-                self.st.timers.set(Timer::RoleStep, now);
             }
-            Role::Secondary | Role::SwitchoverTarget | Role::Rebuilding => {}
+            Role::Secondary | Role::Rebuilding => {}
+        }
+        if self.st.procedure.is_some() {
+            // The procedure's deadline died with the old process: look at it again now.
+            self.st.timers.set(Timer::RoleStep, now);
         }
     }
 
@@ -254,11 +311,41 @@ impl SiteEngine {
         );
     }
 
+    /// Whether this site may let its database accept writes now: it holds a lease that is
+    /// valid until past the fence deadline (Contracts: Safety model), or no arbiter manages it.
+    fn lease_ok(&self, now: Millis) -> bool {
+        if self.st.lease.resigned {
+            return false;
+        }
+        self.st.lease.unmanaged
+            || self
+                .st
+                .lease
+                .expires
+                .is_some_and(|e| now < e.saturating_sub(self.cfg.fence_margin()))
+    }
+
+    fn arm_fence_deadline(&mut self) {
+        if let Some(e) = self.st.lease.expires {
+            let deadline = e.saturating_sub(self.cfg.fence_margin());
+            self.st.timers.set(Timer::FenceDeadline, deadline);
+        }
+    }
+
     fn allow_writes(&mut self, now: Millis, why: &str) {
+        if !self.lease_ok(now) {
+            // Every path to writable goes through here: never without a lease that outlives
+            // the fence deadline, or a primary could write after the arbiter moved on.
+            return;
+        }
         let op = self.new_op_id();
         let epoch = self.st.epoch;
         self.command(Command::AllowWrites { op, epoch });
         self.st.role = Role::Primary;
+        self.arm_fence_deadline();
+        if let Some(db) = self.st.peer.full_wanted.take() {
+            self.take_backup(now, db, ArtifactKind::Full);
+        }
         for d in &mut self.st.dbs {
             if let Some(p) = d.position {
                 d.write_position = d.write_position.max(p);
@@ -268,7 +355,10 @@ impl SiteEngine {
             now,
             "allow writes".into(),
             why.into(),
-            vec![Self::kv("epoch", epoch)],
+            vec![
+                Self::kv("epoch", epoch),
+                Self::kv("lease_expires", format!("{:?}", self.st.lease.expires)),
+            ],
         );
     }
 
@@ -307,9 +397,10 @@ impl SiteEngine {
     // ------------------------------------------------------------ lease
 
     fn renews(&self) -> bool {
-        if !self.cfg.arbiter || self.st.lease.unmanaged && !self.cfg.arbiter {
+        if !self.cfg.arbiter || self.st.lease.resigned {
             return false;
         }
+        let step = self.st.procedure.as_ref().map(|p| &p.step);
         match self.st.role {
             Role::Primary | Role::Fenced | Role::SwitchingOver => true,
             Role::Promoting => self
@@ -317,11 +408,10 @@ impl SiteEngine {
                 .procedure
                 .as_ref()
                 .is_some_and(|p| p.new_epoch.is_some()),
-            Role::SwitchoverTarget => self
-                .st
-                .procedure
-                .as_ref()
-                .is_some_and(|p| matches!(p.step, Step::Renew { .. })),
+            Role::SwitchoverTarget => matches!(
+                step,
+                Some(Step::Renew { .. } | Step::Promote { .. } | Step::SwitchIdentity { .. })
+            ),
             _ => false,
         }
     }
@@ -386,8 +476,9 @@ impl SiteEngine {
         if epoch < self.st.epoch {
             return;
         }
-        if epoch > self.st.epoch {
-            // Only an Acquire (failover) or a hand-off gives us a newer epoch.
+        if epoch > self.st.epoch || self.st.holder != self.me {
+            // Only an Acquire (failover) or a hand-off gives us an epoch: the grant itself is
+            // the arbiter's word that we hold it, whatever we heard before.
             let expecting = matches!(self.st.role, Role::Promoting | Role::SwitchoverTarget);
             if !expecting {
                 return;
@@ -398,22 +489,26 @@ impl SiteEngine {
         if self.st.holder != self.me {
             return;
         }
+        if self.cfg.arbiter {
+            // The arbiter manages this lease (again, after a forced failover it adopted).
+            self.st.lease.unmanaged = false;
+        }
         let expires = sent_at + lease_ms;
         self.st.lease.expires = Some(self.st.lease.expires.map_or(expires, |e| e.max(expires)));
         let deadline = expires.saturating_sub(self.cfg.fence_margin());
         self.st.timers.set(Timer::FenceDeadline, deadline);
-        if !self
+        if self
             .st
             .timers
             .get(Timer::LeaseRenew)
-            .is_some_and(|t| t > now)
+            .is_none_or(|t| t <= now)
         {
             self.st
                 .timers
                 .set(Timer::LeaseRenew, now + self.cfg.lease.renew_every_ms);
         }
         match self.st.role {
-            Role::Fenced if self.st.lease.valid_at(now) && now < deadline => {
+            Role::Fenced if self.lease_ok(now) => {
                 self.allow_writes(now, "lease renewed");
             }
             Role::Promoting | Role::SwitchoverTarget => self.procedure_granted(now, epoch, req),
@@ -432,11 +527,28 @@ impl SiteEngine {
             self.st.timers.set(Timer::FenceDeadline, deadline);
             return;
         }
-        if self.st.role == Role::Primary {
-            self.become_fenced(
+        if self.cfg.planted("skip_self_fence") {
+            return;
+        }
+        match self.st.role {
+            Role::Primary => self.become_fenced(
                 now,
                 "the lease could not be renewed before the fence deadline",
-            );
+            ),
+            Role::Promoting | Role::SwitchoverTarget => {
+                // A promotion in flight may already have made the database writable: fence it
+                // and hold the promotion until the lease is renewed (`resume_promotion`).
+                if let Some(Step::Promote { op }) = self.st.procedure.as_ref().map(|p| &p.step) {
+                    let op = *op;
+                    if self.st.ops.remove(&op).is_some() {
+                        self.become_fenced(
+                            now,
+                            "the lease ran out while the promotion was in flight",
+                        );
+                    }
+                }
+            }
+            _ => {}
         }
     }
 
@@ -456,7 +568,28 @@ impl SiteEngine {
         }
         match self.st.role {
             Role::Promoting => {
-                self.abort_procedure(now, &format!("the arbiter refused a new epoch: {reason}"))
+                let at_acquire = self
+                    .st
+                    .procedure
+                    .as_ref()
+                    .filter(|p| matches!(p.step, Step::Acquire { .. }))
+                    .map(|p| p.started_at);
+                // A lease that is about to lapse (a race with our view, or an operator who
+                // knows the site is gone) is worth waiting for, for at most one lease period;
+                // a primary still renewing after that is alive.
+                let patience = self.cfg.lease.lease_ms
+                    + self.cfg.drift_margin()
+                    + self.cfg.lease.arbiter_timeout_ms;
+                match at_acquire {
+                    Some(started) if now.saturating_sub(started) < patience => {
+                        let retry = now + self.cfg.failover.probe_every_ms;
+                        self.st.timers.set(Timer::RoleStep, retry);
+                    }
+                    _ => self.abort_procedure(
+                        now,
+                        &format!("the arbiter refused a new epoch: {reason}"),
+                    ),
+                }
             }
             Role::SwitchingOver => {
                 if let Some(p) = self.st.procedure.as_mut() {
@@ -477,6 +610,7 @@ impl SiteEngine {
             return;
         }
         let old = self.st.epoch;
+        let was_holder = self.st.holder == self.me;
         self.st.epoch = epoch;
         self.st.holder = holder;
         self.audit(
@@ -489,16 +623,84 @@ impl SiteEngine {
             ],
         );
         if holder == self.me {
+            // Ours (the grant itself was lost, a notice told us): what is older is stale now.
+            self.quarantine_older(now);
+            if self.st.role == Role::Secondary {
+                self.claim_handoff(now);
+            }
             return;
         }
         match self.st.role {
             Role::Primary | Role::Fenced | Role::Demoted => self.demote(now),
-            Role::SwitchingOver => self.switchover_handed_off(now),
-            Role::Promoting => self.abort_procedure(now, "another site holds a newer epoch"),
-            Role::Secondary | Role::SwitchoverTarget | Role::Rebuilding => {
+            Role::SwitchingOver
+                if epoch.0 == old.0 + 1
+                    && self
+                        .st
+                        .procedure
+                        .as_ref()
+                        .is_some_and(|p| matches!(p.step, Step::Handoff { .. })) =>
+            {
+                // We asked for the hand-off only after the target restored every final
+                // position, and wrote nothing since: its history contains ours, no rebuild.
+                self.switchover_handed_off(now)
+            }
+            Role::SwitchingOver => {
+                // The epoch moved on before our hand-off (a failover while the switchover was
+                // stuck): the new primary may lack our last writes and we may have diverged.
+                self.st.procedure = None;
+                self.demote(now);
+            }
+            Role::Promoting | Role::SwitchoverTarget if was_holder => {
+                // It held the older epoch and may have promoted already: a stale primary.
+                self.st.procedure = None;
+                self.demote(now);
+            }
+            Role::Promoting => {
+                // Nothing of ours was promoted: stand down, whatever step it was at.
+                if let Some(p) = self.st.procedure.as_mut() {
+                    p.new_epoch = None;
+                }
+                self.abort_procedure(now, "another site holds a newer epoch");
+                self.quarantine_older(now);
+            }
+            Role::SwitchoverTarget => {
+                self.abandon_target(now, "another site holds a newer epoch");
+                self.quarantine_older(now);
+            }
+            Role::Secondary | Role::Rebuilding => {
                 self.quarantine_older(now);
             }
         }
+    }
+
+    /// The arbiter handed this secondary the epoch (a hand-off it stopped waiting for): take
+    /// it the way a switchover target does, renewing before it promotes.
+    fn claim_handoff(&mut self, now: Millis) {
+        self.st.role = Role::SwitchoverTarget;
+        self.st.procedure = Some(Procedure::new(
+            ProcKind::Switchover,
+            Step::AwaitEpoch,
+            now,
+            now,
+        ));
+        self.audit(
+            now,
+            "take over".into(),
+            "the arbiter handed this site the epoch".into(),
+            vec![Self::kv("epoch", self.st.epoch)],
+        );
+        self.switchover_renew(now);
+    }
+
+    /// Secondary side of a switchover that will not complete: back to watching the primary.
+    fn abandon_target(&mut self, now: Millis, why: &str) {
+        if self.st.role != Role::SwitchoverTarget {
+            return;
+        }
+        self.st.procedure = None;
+        self.st.timers.cancel(Timer::RoleStep);
+        self.st.role = Role::Secondary;
+        self.audit(now, "switchover aborted".into(), why.into(), vec![]);
     }
 
     /// Pending artifacts of an older epoch are quarantined: kept, never restored.
@@ -646,23 +848,33 @@ impl SiteEngine {
     fn on_heartbeat(&mut self, now: Millis, from: SiteId, hb: Heartbeat) {
         self.st.peer.last_heard = Some(now);
         if hb.epoch > self.st.epoch {
-            // The sender holds a newer epoch only if the arbiter gave it one.
-            self.learn_epoch(now, hb.epoch, from);
+            // A heartbeat says which epoch the sender knows, not who holds it: a rebuilt old
+            // primary knows the new epoch without holding it (and the holder may be this very
+            // site, whose grant was lost). Learn it from the arbiter, or from the sender's
+            // notice, which names the holder.
+            if self.cfg.arbiter && self.st.peer.arbiter_query.is_none() {
+                self.query_arbiter(now);
+            }
+            return;
         }
         if hb.epoch < self.st.epoch {
-            if hb.writable || !hb.positions.is_empty() {
-                let holder = self.st.holder;
-                self.send_peer(Message::EpochNotice {
-                    epoch: self.st.epoch,
-                    holder,
-                });
-            }
+            // The sender is behind: tell it who holds the epoch now.
+            let holder = self.st.holder;
+            self.send_peer(Message::EpochNotice {
+                epoch: self.st.epoch,
+                holder,
+            });
             return;
         }
         if from != self.st.holder {
             return;
         }
         self.st.peer.last_heartbeat_at = Some(now);
+        if self.st.role == Role::SwitchoverTarget && hb.writable && hb.epoch == self.st.epoch {
+            // The primary accepts writes again: it abandoned the switchover (the notice was
+            // lost). If it did not, it says the final positions again and we resume.
+            self.abandon_target(now, "the primary accepts writes again");
+        }
         if hb.backups_paused != self.st.peer.backups_paused {
             self.st.peer.backups_paused = hb.backups_paused;
             self.st.peer.paused_since = hb.backups_paused.then_some(now);
@@ -731,12 +943,6 @@ impl SiteEngine {
         {
             self.switchover_renew(now);
         }
-        if self.st.role == Role::SwitchingOver
-            && view.epoch > Epoch(0)
-            && view.holder != Some(self.me)
-        {
-            self.switchover_handed_off(now);
-        }
         self.evaluate(now);
     }
 
@@ -746,15 +952,26 @@ impl SiteEngine {
         }
         let p = &mut self.st.peer;
         match (target, ok) {
-            (ProbeTarget::Site, ok) => p.site_reachable = ok,
+            (ProbeTarget::Site, ok) => {
+                // Reachability only qualifies the service probes; deciding on it alone would
+                // see a healed link with a stale failure count as a dead service.
+                p.site_reachable = ok;
+                return;
+            }
             (ProbeTarget::Service, true) => {
                 p.failed_probes = 0;
                 p.first_failure = None;
+                p.declined_at = None;
                 p.ok_streak = p.ok_streak.saturating_add(1);
+                let healthy_since = *p.healthy_since.get_or_insert(now);
                 if p.ok_streak >= self.cfg.failover.unhealthy_count {
                     let subject = Subject::Site(self.st.holder);
-                    self.clear(now, AlertKind::LinkDown, None, subject);
                     self.clear(now, AlertKind::PrimaryDown, None, subject);
+                    // Hysteresis: a link that flaps keeps its one alert instead of raising and
+                    // clearing it with every flap; it clears once the link stayed up a while.
+                    if now.saturating_sub(healthy_since) >= crate::defaults::LINK_DOWN_CLEAR_AFTER {
+                        self.clear(now, AlertKind::LinkDown, None, subject);
+                    }
                 }
                 // Auto Pilot succeeded: the primary came back by itself.
                 if self.st.procedure.as_ref().is_some_and(|p| {
@@ -765,6 +982,7 @@ impl SiteEngine {
             }
             (ProbeTarget::Service, false) => {
                 p.ok_streak = 0;
+                p.healthy_since = None;
                 p.failed_probes = p.failed_probes.saturating_add(1);
                 p.first_failure.get_or_insert(now);
             }
@@ -801,6 +1019,13 @@ impl SiteEngine {
             subject,
         };
         match view {
+            Some(v)
+                if v.holder_renewing
+                    && v.holder == Some(primary)
+                    && self.st.peer.site_reachable =>
+            {
+                self.service_down(now, &v);
+            }
             Some(v) if v.holder_renewing && v.holder == Some(primary) => {
                 let id = AlertId {
                     kind: AlertKind::LinkDown,
@@ -848,9 +1073,19 @@ impl SiteEngine {
                         text,
                     );
                 }
-                if self.cfg.failover.automatic && self.st.procedure.is_none() {
+                if self.cfg.failover.automatic
+                    && self.st.procedure.is_none()
+                    && !self.declined_this_episode()
+                {
                     let detected = p_first(&self.st.peer, now);
-                    self.start_failover(now, false, detected, &v);
+                    self.start_failover(
+                        now,
+                        false,
+                        false,
+                        detected,
+                        &v,
+                        "the primary is unhealthy from here and the arbiter reports its lease lapsed",
+                    );
                 }
             }
             Some(_) => {} // not renewing, not lapsed yet: wait for the lease to run out
@@ -875,24 +1110,127 @@ impl SiteEngine {
         }
     }
 
+    /// An operator (or an unanswered confirmation) declined a failover during this outage.
+    fn declined_this_episode(&self) -> bool {
+        let p = &self.st.peer;
+        p.declined_at
+            .is_some_and(|d| p.first_failure.is_some_and(|f| f <= d))
+    }
+
+    /// Auto Pilot already asked for a local restart during this outage.
+    fn restart_tried_this_episode(&self) -> bool {
+        let p = &self.st.peer;
+        p.local_restart_at
+            .is_some_and(|t| p.first_failure.is_some_and(|f| f <= t))
+    }
+
+    /// The primary's agent answers and still renews, but its database service does not: not a
+    /// dead link and not a dead site. Auto Pilot (when configured) asks the agent to restart
+    /// the service; if that fails the agent gives up its lease and the failover follows.
+    fn service_down(&mut self, now: Millis, v: &ArbiterView) {
+        let primary = self.st.holder;
+        let subject = Subject::Site(primary);
+        let id = AlertId {
+            kind: AlertKind::PrimaryDown,
+            db: None,
+            subject,
+        };
+        let failed = self.st.peer.failed_probes;
+        if !self.st.alerts.is_active(&id) {
+            let secs = self
+                .st
+                .peer
+                .first_failure
+                .map_or(0, |t| now.saturating_sub(t) / 1000);
+            let text = service_down_text(self.cfg.site_name(primary), failed, secs);
+            self.raise(
+                now,
+                AlertKind::PrimaryDown,
+                None,
+                subject,
+                Severity::Critical,
+                false,
+                text,
+            );
+            self.audit(
+                now,
+                "no failover".into(),
+                "the primary's service is down but its agent answers and the arbiter sees it renewing".into(),
+                vec![
+                    Self::kv("failed_probes", failed),
+                    Self::kv("site_reachable", true),
+                    Self::kv("arbiter_holder_renewing", v.holder_renewing),
+                    Self::kv("local_restart", self.cfg.failover.local_restart),
+                ],
+            );
+        }
+        if self.cfg.failover.automatic
+            && self.cfg.failover.local_restart
+            && self.st.procedure.is_none()
+            && !self.restart_tried_this_episode()
+            && !self.declined_this_episode()
+        {
+            let detected = p_first(&self.st.peer, now);
+            self.start_failover(
+                now,
+                false,
+                false,
+                detected,
+                v,
+                "Auto Pilot: the primary's service is down while its agent answers; a local restart comes first",
+            );
+        }
+    }
+
+    /// The primary's agent could not restart its database service (Auto Pilot): give the lease
+    /// up so that it lapses and the recovery site takes over.
+    fn resign(&mut self, now: Millis, why: &str) {
+        if !self.cfg.arbiter || !matches!(self.st.role, Role::Primary | Role::Fenced) {
+            return;
+        }
+        self.st.lease.resigned = true;
+        self.st.timers.cancel(Timer::LeaseRenew);
+        if self.st.role == Role::Primary {
+            self.become_fenced(now, "resigning the lease: the database service is down");
+        }
+        self.audit(
+            now,
+            "resign".into(),
+            format!("{why}: the lease is left to lapse so the recovery site can take over"),
+            vec![
+                Self::kv("epoch", self.st.epoch),
+                Self::kv("lease_expires", format!("{:?}", self.st.lease.expires)),
+            ],
+        );
+    }
+
     // ------------------------------------------------------------ unplanned failover
 
+    /// `by_operator`: an operator asked for it, which is the confirmation (and skips Auto Pilot).
     fn start_failover(
         &mut self,
         now: Millis,
         forced: bool,
+        by_operator: bool,
         detected_at: Millis,
         view: &ArbiterView,
+        why: &str,
     ) {
         self.st.role = Role::Promoting;
         let f = self.cfg.failover.clone();
-        let step = if f.local_restart && self.st.peer.site_reachable && !forced {
+        let automatic = !forced && !by_operator;
+        let step = if f.local_restart
+            && self.st.peer.site_reachable
+            && automatic
+            && !self.restart_tried_this_episode()
+        {
             let op = self.new_op_id();
+            self.st.peer.local_restart_at = Some(now);
             self.send_peer(Message::RestartRequest { op });
             Step::LocalRestart {
                 until: now + f.local_restart_wait_ms,
             }
-        } else if f.confirm && !forced {
+        } else if f.confirm && automatic {
             Step::Confirm {
                 until: now + f.confirm_timeout_ms,
             }
@@ -908,11 +1246,7 @@ impl SiteEngine {
         self.audit(
             now,
             "failover".into(),
-            if forced {
-                "an operator forced a failover".into()
-            } else {
-                "the primary is unhealthy from here and the arbiter reports its lease lapsed".into()
-            },
+            why.into(),
             vec![
                 Self::kv("failed_probes", self.st.peer.failed_probes),
                 Self::kv(
@@ -923,6 +1257,8 @@ impl SiteEngine {
                 Self::kv("arbiter_lease_lapsed", view.lease_lapsed),
                 Self::kv("arbiter_holder_renewing", view.holder_renewing),
                 Self::kv("forced", forced),
+                Self::kv("site_reachable", self.st.peer.site_reachable),
+                Self::kv("step", format!("{step:?}")),
             ],
         );
         match step {
@@ -937,6 +1273,7 @@ impl SiteEngine {
         let Some(p) = self.st.procedure.clone() else {
             return;
         };
+        let arbiter_timeout = self.cfg.lease.arbiter_timeout_ms;
         match (&p.kind, &p.step) {
             (_, Step::LocalRestart { until }) if now >= *until => {
                 let f = &self.cfg.failover;
@@ -957,24 +1294,51 @@ impl SiteEngine {
                             now,
                             "failover confirmation timed out".into(),
                             "configured to proceed".into(),
-                            vec![],
+                            vec![Self::kv(
+                                "confirm_timeout_ms",
+                                self.cfg.failover.confirm_timeout_ms,
+                            )],
                         );
                         self.set_step(Step::Drain);
                         self.drain_step(now);
                     }
-                    crate::config::OnConfirmTimeout::Abort => self.abort_procedure(
-                        now,
-                        "no operator confirmation in time (configured to abort)",
-                    ),
+                    crate::config::OnConfirmTimeout::Abort => {
+                        // Declined: not asked again until the primary has been seen healthy.
+                        self.st.peer.declined_at = Some(now);
+                        self.abort_procedure(
+                            now,
+                            "no operator confirmation in time (configured to abort)",
+                        )
+                    }
                 }
             }
             (_, Step::Drain) => self.drain_step(now),
             (_, Step::Acquire { .. }) => self.acquire(now),
+            (_, Step::Settle) => self.after_epoch(now),
             (
-                _,
+                ProcKind::Switchover,
                 Step::AwaitReady | Step::Shipping | Step::StopWrites { .. } | Step::FinalLog { .. },
-            ) if now.saturating_sub(p.started_at) >= self.cfg.failover.switchover_timeout_ms => {
-                self.abort_switchover(now, "the switchover did not complete in time");
+            ) => {
+                let until = p.started_at + self.cfg.failover.switchover_timeout_ms;
+                if now >= until {
+                    self.abort_switchover(now, "the switchover did not complete in time");
+                    return;
+                }
+                match p.step {
+                    // The final positions or the target's answer may have been lost.
+                    Step::AwaitReady => {
+                        let epoch = self.st.epoch;
+                        self.send_peer(Message::SwitchoverFinal {
+                            epoch,
+                            positions: p.final_positions.clone(),
+                        });
+                    }
+                    Step::Shipping => self.switchover_progress(now),
+                    _ => {}
+                }
+                self.st
+                    .timers
+                    .set(Timer::RoleStep, (now + arbiter_timeout).min(until));
             }
             (_, Step::Handoff { .. }) => {
                 // No answer from the arbiter: ask again (hand-off is idempotent there).
@@ -983,9 +1347,7 @@ impl SiteEngine {
                 let to = self.peer;
                 self.set_step(Step::Handoff { req });
                 self.send(Peer::Arbiter, Message::Handoff { epoch, to, req });
-                self.st
-                    .timers
-                    .set(Timer::RoleStep, now + self.cfg.lease.arbiter_timeout_ms);
+                self.st.timers.set(Timer::RoleStep, now + arbiter_timeout);
             }
             (ProcKind::Rebuild, Step::AwaitFulls { .. }) => {
                 // Ask again: the request or the fulls may have been lost.
@@ -996,12 +1358,28 @@ impl SiteEngine {
                     .set(Timer::RoleStep, now + self.cfg.restore.op_timeout_ms);
             }
             (_, Step::AwaitEpoch | Step::ReachFinal) => {
+                // The primary may have died or abandoned the switchover without a word: once
+                // it is overdue and the arbiter still names the primary, watch it again.
+                let overdue = now.saturating_sub(p.started_at)
+                    >= self.cfg.failover.switchover_timeout_ms + 2 * arbiter_timeout;
+                let fresh = self
+                    .st
+                    .peer
+                    .arbiter_view_at
+                    .is_some_and(|t| now.saturating_sub(t) <= 2 * arbiter_timeout);
+                let peer_holds = self
+                    .st
+                    .peer
+                    .arbiter_view
+                    .as_ref()
+                    .is_some_and(|v| v.epoch == self.st.epoch && v.holder == Some(self.peer));
+                if overdue && fresh && peer_holds {
+                    return self.abandon_target(now, "the switchover did not complete in time");
+                }
                 if self.cfg.arbiter {
                     self.query_arbiter(now);
                 }
-                self.st
-                    .timers
-                    .set(Timer::RoleStep, now + self.cfg.lease.arbiter_timeout_ms);
+                self.st.timers.set(Timer::RoleStep, now + arbiter_timeout);
             }
             (_, Step::Renew { .. }) => {
                 self.switchover_renew(now);
@@ -1059,13 +1437,7 @@ impl SiteEngine {
             return;
         }
         self.pump_all(now);
-        if self.st.restoring > 0
-            || self
-                .st
-                .dbs
-                .iter()
-                .any(|d| d.in_flight.is_some() || d.queued)
-        {
+        if self.restores_in_flight() {
             return; // role_progress comes back when restores finish
         }
         let now_ = now;
@@ -1077,8 +1449,16 @@ impl SiteEngine {
         {
             return;
         }
-        self.compute_rpo(now);
         self.acquire(now);
+    }
+
+    fn restores_in_flight(&self) -> bool {
+        self.st.restoring > 0
+            || self
+                .st
+                .dbs
+                .iter()
+                .any(|d| d.in_flight.is_some() || d.queued)
     }
 
     fn compute_rpo(&mut self, now: Millis) {
@@ -1135,6 +1515,13 @@ impl SiteEngine {
             if let Some(p) = self.st.procedure.as_mut() {
                 p.new_epoch = Some(epoch);
             }
+            if self.cfg.arbiter {
+                // Keep telling the arbiter: once it answers it adopts this epoch, and the old
+                // primary, should it come back, is refused instead of re-granted.
+                self.st
+                    .timers
+                    .set(Timer::LeaseRenew, now + self.cfg.lease.renew_every_ms);
+            }
             self.quarantine_older(now);
             return self.after_epoch(now);
         }
@@ -1167,43 +1554,53 @@ impl SiteEngine {
                     now,
                     "new epoch".into(),
                     "the arbiter granted the next epoch".into(),
-                    vec![Self::kv("epoch", epoch)],
+                    vec![
+                        Self::kv("epoch", epoch),
+                        Self::kv("lease_expires", format!("{:?}", self.st.lease.expires)),
+                    ],
                 );
                 self.quarantine_older(now);
                 self.after_epoch(now);
             }
             (ProcKind::Failover { .. }, _) if p.new_epoch.is_some() => {
-                // Lease renewed after a restart mid-promotion: resume where we were.
-                self.st.timers.set(Timer::RoleStep, now);
+                // Lease renewed after a restart or a lapse mid-promotion: resume where we were.
                 self.resume_promotion(now);
             }
             (ProcKind::Switchover, Step::Renew { .. }) => {
-                let op = self.new_op_id();
-                self.st.ops.insert(
-                    op,
-                    super::OpEntry {
-                        cmd: Command::Promote { op, epoch },
-                        issued_at: now,
-                        purpose: OpPurpose::Role,
-                    },
-                );
-                self.set_step(Step::Promote { op });
-                self.command(Command::Promote { op, epoch });
+                self.st.timers.cancel(Timer::RoleStep);
+                self.quarantine_older(now);
+                self.promote(now);
+            }
+            (ProcKind::Switchover, Step::Promote { .. }) => self.resume_promotion(now),
+            _ => {}
+        }
+    }
+
+    /// The lease is (again) valid: a promotion held back for it goes out, with its id.
+    fn resume_promotion(&mut self, now: Millis) {
+        let step = self.st.procedure.as_ref().map(|p| p.step.clone());
+        match step {
+            Some(Step::Acquire { .. }) => self.after_epoch(now),
+            Some(Step::Promote { op }) if !self.st.ops.contains_key(&op) => {
+                self.issue_promote(now, op)
             }
             _ => {}
         }
     }
 
-    fn resume_promotion(&mut self, now: Millis) {
-        // Outstanding role operations were re-issued with their ids on restart; nothing to do
-        // unless the procedure was between steps.
-        let step = self.st.procedure.as_ref().map(|p| p.step.clone());
-        if let Some(Step::Acquire { .. }) = step {
-            self.after_epoch(now);
-        }
-    }
-
     fn after_epoch(&mut self, now: Millis) {
+        if self.restores_in_flight() {
+            // Restores issued before the epoch was ours finish first: nothing is ever restored
+            // into a database that accepts writes. role_progress comes back when one finishes;
+            // the timer too, for a restore whose artifact was quarantined meanwhile.
+            self.set_step(Step::Settle);
+            self.st
+                .timers
+                .set(Timer::RoleStep, now + self.cfg.failover.probe_every_ms);
+            return;
+        }
+        // The data-loss bounds as of the promotion: nothing is restored after this point.
+        self.compute_rpo(now);
         let epoch = self.st.epoch;
         if self.cfg.failover.fence_hook {
             let target = self.peer;
@@ -1219,9 +1616,35 @@ impl SiteEngine {
     }
 
     fn promote(&mut self, now: Millis) {
-        let epoch = self.st.epoch;
-        let op = self.issue(now, OpPurpose::Role, |op| Command::Promote { op, epoch });
+        let op = self.new_op_id();
         self.set_step(Step::Promote { op });
+        self.issue_promote(now, op);
+    }
+
+    /// Issue (or re-issue, same id) the promotion, only under a valid lease.
+    fn issue_promote(&mut self, now: Millis, op: OpId) {
+        if !self.lease_ok(now) {
+            return self.audit(
+                now,
+                "promotion waits".into(),
+                "the lease must be renewed before the database may accept writes".into(),
+                vec![
+                    Self::kv("epoch", self.st.epoch),
+                    Self::kv("lease_expires", format!("{:?}", self.st.lease.expires)),
+                ],
+            );
+        }
+        let epoch = self.st.epoch;
+        let cmd = Command::Promote { op, epoch };
+        self.st.ops.insert(
+            op,
+            super::OpEntry {
+                cmd: cmd.clone(),
+                issued_at: now,
+                purpose: OpPurpose::Role,
+            },
+        );
+        self.command(cmd);
     }
 
     pub(super) fn role_op_done(
@@ -1239,7 +1662,12 @@ impl SiteEngine {
                 format!("{} {}", f.code, f.message),
                 vec![Self::kv("command", format!("{cmd:?}"))],
             );
-            if !matches!(cmd, Command::RestartService { .. }) {
+            if matches!(cmd, Command::RestartService { .. }) {
+                self.resign(
+                    now,
+                    "Auto Pilot: the local restart of the database service failed",
+                );
+            } else {
                 self.st.ops.insert(
                     op,
                     super::OpEntry {
@@ -1257,6 +1685,11 @@ impl SiteEngine {
                 self.abort_switchover(now, "writes could not be stopped");
             }
             return;
+        }
+        if matches!(cmd, Command::RestartService { .. }) && self.st.lease.resigned {
+            // The service is back: take the lease up again.
+            self.st.lease.resigned = false;
+            self.st.timers.set(Timer::LeaseRenew, now);
         }
         let Some(p) = self.st.procedure.clone() else {
             return;
@@ -1287,6 +1720,15 @@ impl SiteEngine {
 
     fn promoted(&mut self, now: Millis) {
         self.st.role = Role::Primary;
+        if let Some(db) = self.st.peer.full_wanted.take() {
+            self.take_backup(now, db, ArtifactKind::Full);
+        }
+        if self.lease_ok(now) {
+            self.arm_fence_deadline();
+        } else {
+            // The lease ran out while the promotion completed: fenced until renewed.
+            self.become_fenced(now, "promoted, but the lease must be renewed first");
+        }
         for d in &mut self.st.dbs {
             if let Some(p) = d.position {
                 d.write_position = d.write_position.max(p);
@@ -1371,6 +1813,7 @@ impl SiteEngine {
     pub(super) fn role_progress(&mut self, now: Millis) {
         match self.st.procedure.as_ref().map(|p| (&p.kind, &p.step)) {
             Some((ProcKind::Failover { .. }, Step::Drain)) => self.drain_step(now),
+            Some((ProcKind::Failover { .. }, Step::Settle)) => self.after_epoch(now),
             Some((ProcKind::Switchover, Step::ReachFinal)) => self.switchover_target_check(now),
             Some((ProcKind::Rebuild, _)) => self.rebuild_progress(now),
             _ => {}
@@ -1389,6 +1832,20 @@ impl SiteEngine {
                     self.st.role.as_str()
                 ),
                 vec![],
+            );
+        }
+        // Writes stop first: never for a recovery site that is not there to take over.
+        let silent = self
+            .st
+            .peer
+            .last_heard
+            .map_or(Millis::MAX, |t| now.saturating_sub(t));
+        if silent > 3 * self.cfg.lease.heartbeat_every_ms {
+            return self.audit(
+                now,
+                "switchover refused".into(),
+                "the recovery site has not been heard from recently".into(),
+                vec![Self::kv("silent_ms", silent)],
             );
         }
         self.st.role = Role::SwitchingOver;
@@ -1412,7 +1869,7 @@ impl SiteEngine {
     }
 
     /// Primary side: once the final log is acknowledged, tell the target the final positions.
-    pub(super) fn switchover_progress(&mut self, _now: Millis) {
+    pub(super) fn switchover_progress(&mut self, now: Millis) {
         if !self
             .st
             .procedure
@@ -1440,9 +1897,28 @@ impl SiteEngine {
         }
         let epoch = self.st.epoch;
         self.send_peer(Message::SwitchoverFinal { epoch, positions });
+        // Said again until the target answers (step_deadline), within the switchover timeout.
+        let until = self.st.procedure.as_ref().map_or(now, |p| {
+            p.started_at + self.cfg.failover.switchover_timeout_ms
+        });
+        self.st.timers.set(
+            Timer::RoleStep,
+            (now + self.cfg.lease.arbiter_timeout_ms).min(until),
+        );
     }
 
     fn on_switchover_final(&mut self, now: Millis, epoch: Epoch, positions: Vec<(DbId, Lsn)>) {
+        if epoch == self.st.epoch
+            && !matches!(self.st.role, Role::Secondary | Role::SwitchoverTarget)
+        {
+            // Say so at once, or the primary keeps its writes stopped until its timeout.
+            let reason = format!(
+                "the recovery site cannot take over: it is {}",
+                self.st.role.as_str()
+            );
+            self.send_peer(Message::SwitchoverAborted { epoch, reason });
+            return;
+        }
         if epoch != self.st.epoch
             || !matches!(self.st.role, Role::Secondary | Role::SwitchoverTarget)
         {
@@ -1556,12 +2032,18 @@ impl SiteEngine {
         if self.st.role != Role::SwitchoverTarget {
             return;
         }
+        // Only before the promotion: a notice or a view arriving later must not start another.
+        if !self.st.procedure.as_ref().is_some_and(|p| {
+            matches!(
+                p.step,
+                Step::AwaitEpoch | Step::ReachFinal | Step::Renew { .. }
+            )
+        }) {
+            return;
+        }
         if !self.cfg.arbiter {
             self.st.lease.unmanaged = true;
-            let epoch = self.st.epoch;
-            let op = self.issue(now, OpPurpose::Role, |op| Command::Promote { op, epoch });
-            self.set_step(Step::Promote { op });
-            return;
+            return self.promote(now);
         }
         let req = self.new_req();
         self.st.lease.remember(req, now);
@@ -1602,7 +2084,9 @@ impl SiteEngine {
             }
             (Peer::Site(s), Message::RequestFull { db }) if s == self.peer => {
                 self.st.peer.last_heard = Some(now);
-                if self.st.role == Role::Primary {
+                // A fenced holder answers too (a backup needs no writes): the rebuild of the
+                // peer must not wait for the next request because our lease was being renewed.
+                if matches!(self.st.role, Role::Primary | Role::Fenced) {
                     self.audit(
                         now,
                         "full backup".into(),
@@ -1610,6 +2094,18 @@ impl SiteEngine {
                         vec![Self::kv("db", format!("{db:?}"))],
                     );
                     self.take_backup(now, db, ArtifactKind::Full);
+                } else if matches!(
+                    self.st.role,
+                    Role::SwitchingOver | Role::Promoting | Role::SwitchoverTarget
+                ) {
+                    // Remembered until writes resume here: asking again would wait for the
+                    // rebuild's long retry.
+                    let merged = match self.st.peer.full_wanted {
+                        Some(Some(d)) if Some(d) == db => db,
+                        Some(_) => None,
+                        None => db,
+                    };
+                    self.st.peer.full_wanted = Some(merged);
                 }
             }
             (Peer::Site(s), Message::RestartRequest { .. }) if s == self.peer => {
@@ -1632,6 +2128,16 @@ impl SiteEngine {
                     self.st.procedure = None;
                     self.st.role = Role::Secondary;
                     self.audit(now, "switchover aborted".into(), reason, vec![]);
+                } else if self.st.role == Role::SwitchingOver
+                    && epoch == self.st.epoch
+                    && !self
+                        .st
+                        .procedure
+                        .as_ref()
+                        .is_some_and(|p| matches!(p.step, Step::Handoff { .. }))
+                {
+                    // The target refused (it is rebuilding, or promoting itself).
+                    self.abort_switchover(now, &reason);
                 }
             }
             (Peer::Site(s), Message::EpochNotice { epoch, holder }) if s == self.peer => {
@@ -1707,7 +2213,12 @@ impl SiteEngine {
                     return self.reject(now, "failover", "the arbiter does not report the primary's lease lapsed; use --force to accept the risk".into());
                 }
                 let detected = p_first(&self.st.peer, now);
-                self.start_failover(now, force, detected, &view);
+                let why = if force {
+                    "an operator forced a failover"
+                } else {
+                    "an operator asked for a failover and the arbiter reports the lease lapsed"
+                };
+                self.start_failover(now, force, true, detected, &view, why);
             }
             OperatorRequest::ConfirmFailover => {
                 if self
@@ -1727,6 +2238,7 @@ impl SiteEngine {
                         Step::Confirm { .. } | Step::LocalRestart { .. } | Step::Drain
                     )
                 }) {
+                    self.st.peer.declined_at = Some(now);
                     self.abort_procedure(now, "aborted by an operator");
                 }
             }
@@ -1790,4 +2302,14 @@ impl SiteEngine {
 
 fn p_first(p: &PeerView, now: Millis) -> Millis {
     p.first_failure.unwrap_or(now)
+}
+
+/// `primary_down` when the primary's agent answers but its database service does not. (Kept
+/// here beside its only use; it belongs with the other texts in `texts.rs`.)
+fn service_down_text(primary: &str, failed: u32, seconds: u64) -> String {
+    format!(
+        "The database service of the primary site [{primary}] is down: [{failed}] failed probes \
+         over [{seconds}] seconds, while its agent answers and the arbiter sees it renewing its \
+         lease. Not failing over while the lease is held."
+    )
 }
