@@ -363,13 +363,10 @@ impl Config {
     #[allow(unused_variables)]
     pub fn planted(&self, bug: &str) -> bool {
         #[cfg(feature = "planted-bugs")]
-        {
-            return self
-                .planted_bug
-                .is_some_and(|b| serde_json_free_name(b) == bug);
-        }
+        let on = self.planted_bug.is_some_and(|b| planted_name(b) == bug);
         #[cfg(not(feature = "planted-bugs"))]
-        false
+        let on = false;
+        on
     }
 
     /// The drift allowance over one lease: drift bound × lease length.
@@ -379,6 +376,18 @@ impl Config {
     /// How long before its lease expiry (by its own clock) a primary must start fencing.
     pub fn fence_margin(&self) -> Millis {
         self.drift_margin() + self.lease.fence_time_ms
+    }
+}
+
+#[cfg(feature = "planted-bugs")]
+fn planted_name(b: crate::planted::PlantedBug) -> &'static str {
+    use crate::planted::PlantedBug as P;
+    match b {
+        P::SkipSelfFence => "skip_self_fence",
+        P::RestoreUnverified => "restore_unverified",
+        P::IgnoreDriftMargin => "ignore_drift_margin",
+        P::AcceptStaleEpoch => "accept_stale_epoch",
+        P::ForgetRetryCount => "forget_retry_count",
     }
 }
 
@@ -402,17 +411,5 @@ mod tests {
         let mut c = Config::default();
         c.lease.lease_ms = 2_500;
         assert_eq!(c.validate().unwrap_err().field, "lease.lease_ms");
-    }
-}
-
-#[cfg(feature = "planted-bugs")]
-fn serde_json_free_name(b: crate::planted::PlantedBug) -> &'static str {
-    use crate::planted::PlantedBug as P;
-    match b {
-        P::SkipSelfFence => "skip_self_fence",
-        P::RestoreUnverified => "restore_unverified",
-        P::IgnoreDriftMargin => "ignore_drift_margin",
-        P::AcceptStaleEpoch => "accept_stale_epoch",
-        P::ForgetRetryCount => "forget_retry_count",
     }
 }

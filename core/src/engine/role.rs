@@ -1,6 +1,12 @@
 //! Roles, leases and epochs: the primary renews its lease and fences itself in time; the
 //! secondary tells a dead site from a dead link and fails over; planned switchover, rebuild of a
 //! returning old primary, drills. Every decision emits an audit record.
+//!
+//! One rule holds every path together: a database is made writable (`AllowWrites`, `Promote`)
+//! only under a lease that outlives the fence deadline (`lease_ok`), and the fence deadline
+//! timer is armed whenever it is. A restart, a lapse or a lost grant therefore never leaves a
+//! writable database behind; the procedure waits for the renewal and re-issues the same
+//! operation. The proof is `tests/failover.rs` and `tests/failover_props.rs`.
 
 use super::{texts, OpPurpose, SiteEngine, Timer};
 use crate::alert::{AlertId, AlertKind, Severity, Subject};
