@@ -1,1 +1,162 @@
 //! Transport between sites and the arbiter: framed messages and artifact streaming over TCP.
+//!
+//! ```text
+//! frame.rs   the frame format: magic, version, kind, length, crc32, payload; typed errors
+//! wire.rs    the protocol's frames (Hello, Message, ShipOffer, Chunk...) and framed halves
+//! inbox.rs   where received artifacts land, their names and manifests, the fsync steps
+//! ship.rs    one artifact transfer: sender and receiver, resumable, bounded memory
+//! link.rs    the handshake, the control link both ends share, backoff, errors
+//! dialer.rs  Transport: dials one peer, keeps the control link up, ships artifacts
+//! listener.rs Listener: accepts peers, serves control and ship links
+//! ```
+//!
+//! Use:
+//!
+//! ```no_run
+//! # use lifeboat_io_tokio::transport::*;
+//! # use lifeboat_core::{Peer, SiteId, Message, ArtifactMeta};
+//! # async fn demo(meta: ArtifactMeta) -> anyhow::Result<()> {
+//! let (events_tx, mut events) = tokio::sync::mpsc::channel(256);
+//! let inbox = Inbox::open("/var/lib/lifeboat/inbox", vec!["sales".into()])?;
+//! let me = Peer::Site(SiteId(1));
+//! let _listener = Listener::bind("0.0.0.0:7400", me, inbox, TransportConfig::default(), events_tx.clone()).await?;
+//! let primary = Transport::connect("primary.example:7400", me, TransportConfig::default(), events_tx);
+//! primary.send_message(Message::Query { req: 1 }).await?;
+//! primary.ship(meta, "/var/lib/lifeboat/outbox/sales_2026_11_22_03_05_00_tlog_0".as_ref()).await?;
+//! while let Some(event) = events.recv().await {
+//!     if let Some(input) = event.to_input() { /* engine.handle(now, input) */ }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! There is no authentication or encryption: run it on a private link or inside a VPN/tunnel.
+
+mod dialer;
+pub mod frame;
+pub mod inbox;
+mod link;
+mod listener;
+mod ship;
+pub mod wire;
+
+#[cfg(test)]
+mod testkit;
+#[cfg(test)]
+mod tests;
+
+pub use dialer::Transport;
+pub use inbox::{Inbox, Manifest, ManifestError};
+pub use link::{Backoff, SendError, ShipError};
+pub use listener::Listener;
+pub use ship::{ShipErrorKind, Shipped};
+
+use lifeboat_core::{ArtifactMeta, Checksum, Input, Message, Peer};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Bytes per artifact chunk (1 MiB): large enough that per-frame costs vanish, small enough that
+/// a resumed transfer repeats little.
+pub const DEFAULT_CHUNK_SIZE: usize = 1024 * 1024;
+/// Chunks in flight between a disk thread and the network, on each side.
+pub const DEFAULT_WINDOW: usize = 4;
+/// TCP connect.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// From connect to `Welcome`.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// One frame in transit, a write, the receiver's fsync before `ShipDone`.
+pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// A control link's dialer pings this often (the core's heartbeat is 1 s; pings only matter
+/// when the engines are quiet).
+pub const DEFAULT_KEEPALIVE_EVERY: Duration = Duration::from_secs(2);
+/// A link with no frame for this long is dead: well under the 10 s lease, several pings long.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(8);
+/// First reconnection delay; it doubles up to [`DEFAULT_BACKOFF_MAX`].
+pub const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_millis(100);
+/// Longest reconnection delay: a returning peer is found within this.
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Attempts of one `ship` call before `ShipFailed` goes to the core (which retries on its own
+/// timer, `defaults::SHIP_RETRY_BASE`..`SHIP_RETRY_MAX`).
+pub const DEFAULT_SHIP_ATTEMPTS: u32 = 3;
+
+/// Timeouts, backoff and sizes of the transport. Every default is a constant above.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransportConfig {
+    pub connect_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub io_timeout: Duration,
+    pub keepalive_every: Duration,
+    pub idle_timeout: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// Bytes per chunk; clamped to the frame limit.
+    pub chunk_size: usize,
+    /// Chunks in flight between disk and network on each side.
+    pub window: usize,
+    pub ship_attempts: u32,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            io_timeout: DEFAULT_IO_TIMEOUT,
+            keepalive_every: DEFAULT_KEEPALIVE_EVERY,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            backoff_initial: DEFAULT_BACKOFF_INITIAL,
+            backoff_max: DEFAULT_BACKOFF_MAX,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            window: DEFAULT_WINDOW,
+            ship_attempts: DEFAULT_SHIP_ATTEMPTS,
+        }
+    }
+}
+
+impl TransportConfig {
+    fn chunk_len(&self) -> usize {
+        self.chunk_size.clamp(1, frame::MAX_FRAME_LEN as usize)
+    }
+}
+
+/// What the transport hands the agent loop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A message from another engine.
+    Message { from: Peer, msg: Message },
+    /// An artifact is in the inbox at `path`, fsynced and renamed, its manifest beside it.
+    /// `computed` is the xxh3-64 of the bytes received; the core compares it with
+    /// `meta.checksum` and decides.
+    ArtifactReceived {
+        meta: ArtifactMeta,
+        computed: Checksum,
+        path: PathBuf,
+        from: Peer,
+    },
+}
+
+impl Event {
+    /// The engine input this event is. `None` for an artifact from the arbiter, which never
+    /// ships any.
+    pub fn to_input(&self) -> Option<Input> {
+        match self {
+            Event::Message { from, msg } => Some(Input::Message {
+                from: *from,
+                msg: msg.clone(),
+            }),
+            Event::ArtifactReceived {
+                meta,
+                computed,
+                from: Peer::Site(site),
+                ..
+            } => Some(Input::ArtifactReceived {
+                meta: *meta,
+                computed: *computed,
+                from: *site,
+            }),
+            Event::ArtifactReceived {
+                from: Peer::Arbiter,
+                ..
+            } => None,
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! The dialing side: [`Transport`] keeps a control link to one peer and ships artifacts to it.
+
+use super::link::{
+    dial, finish_control_link, run_control_link, spawn_keepalive, AbortOnDrop, Backoff,
+    ControlLink, Dialed, LinkEnd, SendError, ShipError,
+};
+use super::ship::{send_artifact, ShipErrorKind, Shipped};
+use super::wire::{Frame, LinkKind};
+use super::{Event, TransportConfig};
+use lifeboat_core::{ArtifactMeta, Message, Peer};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+/// The dialing side of a peer: a control link kept open, and artifact shipping.
+pub struct Transport {
+    shared: Arc<DialShared>,
+    _dial_loop: AbortOnDrop,
+}
+
+struct DialShared {
+    addr: String,
+    me: Peer,
+    cfg: TransportConfig,
+    link: watch::Sender<Option<ControlLink>>,
+}
+
+impl Transport {
+    /// Start dialing `addr` (`host:port`) as `me`, in the background, reconnecting forever with
+    /// capped exponential backoff. Messages the peer sends arrive on `events`. Must be called
+    /// inside a tokio runtime. Dropping the `Transport` closes the link.
+    pub fn connect(
+        addr: impl Into<String>,
+        me: Peer,
+        cfg: TransportConfig,
+        events: mpsc::Sender<Event>,
+    ) -> Transport {
+        let shared = Arc::new(DialShared {
+            addr: addr.into(),
+            me,
+            cfg,
+            link: watch::Sender::new(None),
+        });
+        let dial_loop = AbortOnDrop(tokio::spawn(dial_loop(shared.clone(), events)));
+        Transport {
+            shared,
+            _dial_loop: dial_loop,
+        }
+    }
+
+    /// The address this transport dials.
+    pub fn addr(&self) -> &str {
+        &self.shared.addr
+    }
+
+    /// The peer on the other end, while the control link is up.
+    pub fn remote(&self) -> Option<Peer> {
+        self.shared.link.borrow().as_ref().map(|l| l.remote)
+    }
+
+    /// Wait up to `within` for the control link; the peer on the other end.
+    pub async fn wait_connected(&self, within: Duration) -> Option<Peer> {
+        self.wait_link(within).await.map(|l| l.remote)
+    }
+
+    async fn wait_link(&self, within: Duration) -> Option<ControlLink> {
+        let mut rx = self.shared.link.subscribe();
+        let link = match tokio::time::timeout(within, rx.wait_for(Option::is_some)).await {
+            Ok(Ok(link)) => link.clone(),
+            _ => None,
+        };
+        link
+    }
+
+    /// Send a message over the control link, waiting up to the connect timeout for it to be up.
+    pub async fn send_message(&self, msg: Message) -> Result<(), SendError> {
+        let waited = self.shared.cfg.connect_timeout;
+        let link = self
+            .wait_link(waited)
+            .await
+            .ok_or_else(|| SendError::NotConnected {
+                addr: self.shared.addr.clone(),
+                waited,
+            })?;
+        link.send(&Frame::Message(msg))
+            .await
+            .map_err(|source| SendError::Link {
+                to: self.shared.addr.clone(),
+                source,
+            })
+    }
+
+    /// Ship an artifact file and its manifest. Returns once the receiver has fsynced and renamed
+    /// it, with the checksum the receiver computed. Network failures are retried up to
+    /// `ship_attempts` times with backoff, each attempt resuming where the receiver stopped.
+    pub async fn ship(&self, meta: ArtifactMeta, path: &Path) -> Result<Shipped, ShipError> {
+        let cfg = &self.shared.cfg;
+        let mut backoff = Backoff::new(cfg.backoff_initial, cfg.backoff_max);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let kind = match self.ship_once(&meta, path).await {
+                Ok(shipped) => return Ok(shipped),
+                Err(kind) => kind,
+            };
+            if !kind.is_retryable() || attempts >= cfg.ship_attempts.max(1) {
+                return Err(ShipError {
+                    key: meta.key,
+                    path: path.to_path_buf(),
+                    to: self.shared.addr.clone(),
+                    attempts,
+                    kind,
+                });
+            }
+            debug!(to = %self.shared.addr, key = ?meta.key, attempts, error = %kind, "ship attempt failed; retrying");
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+
+    async fn ship_once(&self, meta: &ArtifactMeta, path: &Path) -> Result<Shipped, ShipErrorKind> {
+        let s = &self.shared;
+        let mut conn = dial(&s.addr, s.me, LinkKind::Ship, &s.cfg).await?;
+        let result = send_artifact(&mut conn.reader, &mut conn.writer, meta, path, &s.cfg).await;
+        conn.writer.shutdown().await;
+        result
+    }
+}
+
+async fn dial_loop(shared: Arc<DialShared>, events: mpsc::Sender<Event>) {
+    let cfg = &shared.cfg;
+    let addr = shared.addr.as_str();
+    let mut backoff = Backoff::new(cfg.backoff_initial, cfg.backoff_max);
+    let mut failures = 0u32;
+    loop {
+        match dial(addr, shared.me, LinkKind::Control, cfg).await {
+            Ok(Dialed {
+                remote,
+                mut reader,
+                writer,
+            }) => {
+                backoff.reset();
+                failures = 0;
+                info!(%addr, peer = ?remote, "control link up");
+                let link = ControlLink::new(remote, writer);
+                shared.link.send_replace(Some(link.clone()));
+                let keepalive = spawn_keepalive(link.clone(), cfg.keepalive_every);
+                let end = run_control_link(&mut reader, &link, &events, cfg.idle_timeout).await;
+                drop(keepalive);
+                shared.link.send_replace(None);
+                finish_control_link(&link, addr, &end).await;
+                if matches!(end, LinkEnd::EventsDropped) {
+                    return;
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                // Say it once loudly, then quietly: a peer may stay away for hours.
+                if failures == 1 {
+                    warn!(%addr, error = %e, "cannot reach peer; retrying with backoff");
+                } else {
+                    debug!(%addr, error = %e, failures, "still cannot reach peer");
+                }
+            }
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}

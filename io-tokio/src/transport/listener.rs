@@ -1,0 +1,269 @@
+//! The accepting side: [`Listener`] serves control and ship links and receives artifacts into its
+//! inbox.
+
+use super::frame::FrameError;
+use super::inbox::Inbox;
+use super::link::{
+    finish_control_link, run_control_link, AbortOnDrop, ControlLink, LinkEnd, SendError,
+};
+use super::ship::receive_artifact;
+use super::wire::{Frame, FrameReader, FrameWriter, LinkKind, Welcome, PROTOCOL_VERSION};
+use super::{Event, TransportConfig};
+use lifeboat_core::{Message, Peer};
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+/// The accepting side: serves control and ship links, receives artifacts into its inbox.
+pub struct Listener {
+    local_addr: SocketAddr,
+    shared: Arc<ListenShared>,
+    _accept_loop: AbortOnDrop,
+}
+
+struct ListenShared {
+    me: Peer,
+    inbox: Inbox,
+    cfg: TransportConfig,
+    events: mpsc::Sender<Event>,
+    /// The newest control link of each peer, with the id of its connection.
+    peers: std::sync::Mutex<HashMap<Peer, (u64, ControlLink)>>,
+}
+
+impl Listener {
+    /// Listen on `addr` as `me`. Messages and received artifacts arrive on `events`. Dropping
+    /// the `Listener` closes every connection it accepted.
+    pub async fn bind(
+        addr: impl ToSocketAddrs,
+        me: Peer,
+        inbox: Inbox,
+        cfg: TransportConfig,
+        events: mpsc::Sender<Event>,
+    ) -> io::Result<Listener> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let shared = Arc::new(ListenShared {
+            me,
+            inbox,
+            cfg,
+            events,
+            peers: std::sync::Mutex::new(HashMap::new()),
+        });
+        let accept_loop = AbortOnDrop(tokio::spawn(accept_loop(listener, shared.clone())));
+        info!(%local_addr, ?me, "listening");
+        Ok(Listener {
+            local_addr,
+            shared,
+            _accept_loop: accept_loop,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn inbox(&self) -> &Inbox {
+        &self.shared.inbox
+    }
+
+    /// The peers with an open control link to this listener.
+    pub fn connected_peers(&self) -> Vec<Peer> {
+        let mut peers: Vec<Peer> = self.shared.peers().keys().copied().collect();
+        peers.sort();
+        peers
+    }
+
+    /// Send a message to a peer over the control link it opened to us.
+    pub async fn send_to(&self, to: Peer, msg: Message) -> Result<(), SendError> {
+        let link = self
+            .shared
+            .peers()
+            .get(&to)
+            .map(|(_, link)| link.clone())
+            .ok_or(SendError::NoLinkTo { peer: to })?;
+        link.send(&Frame::Message(msg))
+            .await
+            .map_err(|source| SendError::Link {
+                to: format!("{to:?}"),
+                source,
+            })
+    }
+}
+
+impl ListenShared {
+    fn peers(&self) -> std::sync::MutexGuard<'_, HashMap<Peer, (u64, ControlLink)>> {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<ListenShared>) {
+    let mut connections = JoinSet::new();
+    let mut next_id = 0u64;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, addr)) => {
+                    next_id += 1;
+                    connections.spawn(serve_connection(stream, addr, shared.clone(), next_id));
+                }
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+/// Close a connection because of something the peer did, saying why (log and `Close` frame).
+async fn hang_up<W: tokio::io::AsyncWrite + Unpin>(
+    writer: &mut FrameWriter<W>,
+    addr: SocketAddr,
+    peer: Option<Peer>,
+    reason: impl fmt::Display,
+) {
+    let reason = reason.to_string();
+    warn!(%addr, ?peer, %reason, "closing connection");
+    writer.close(&reason).await;
+}
+
+async fn serve_connection(stream: TcpStream, addr: SocketAddr, shared: Arc<ListenShared>, id: u64) {
+    let cfg = &shared.cfg;
+    let _ = stream.set_nodelay(true);
+    let (r, w) = stream.into_split();
+    let mut reader = FrameReader::new(r);
+    let mut writer = FrameWriter::new(w, cfg.io_timeout);
+    let hello = match reader.next(cfg.handshake_timeout).await {
+        Ok(Frame::Hello(hello)) => hello,
+        Ok(other) => {
+            let reason = format!("expected Hello, got a {:?} frame", other.kind());
+            return hang_up(&mut writer, addr, None, reason).await;
+        }
+        Err(e) => return hang_up(&mut writer, addr, None, format!("handshake: {e}")).await,
+    };
+    let from = hello.peer;
+    if hello.protocol != PROTOCOL_VERSION {
+        let reason = format!(
+            "protocol version {} is not supported; this side speaks {PROTOCOL_VERSION}",
+            hello.protocol
+        );
+        return hang_up(&mut writer, addr, Some(from), reason).await;
+    }
+    let welcome = Frame::Welcome(Welcome {
+        protocol: PROTOCOL_VERSION,
+        peer: shared.me,
+    });
+    debug!(%addr, peer = ?from, link = ?hello.link, "connection accepted");
+    match hello.link {
+        LinkKind::Control => serve_control(reader, writer, welcome, addr, from, &shared, id).await,
+        LinkKind::Ship => {
+            if let Err(e) = writer.send(&welcome).await {
+                warn!(%addr, peer = ?from, error = %e, "handshake failed");
+                return;
+            }
+            serve_ship(reader, writer, addr, from, &shared).await
+        }
+    }
+}
+
+async fn serve_control(
+    mut reader: FrameReader<OwnedReadHalf>,
+    writer: FrameWriter<OwnedWriteHalf>,
+    welcome: Frame,
+    addr: SocketAddr,
+    from: Peer,
+    shared: &ListenShared,
+    id: u64,
+) {
+    let link = ControlLink::new(from, writer);
+    // Registered before `Welcome`: once the dialer is connected, `send_to` reaches it.
+    shared.peers().insert(from, (id, link.clone()));
+    let end = match link.send(&welcome).await {
+        Ok(()) => {
+            run_control_link(&mut reader, &link, &shared.events, shared.cfg.idle_timeout).await
+        }
+        Err(e) => LinkEnd::Failed(e),
+    };
+    {
+        let mut peers = shared.peers();
+        if peers.get(&from).is_some_and(|(owner, _)| *owner == id) {
+            peers.remove(&from);
+        }
+    }
+    finish_control_link(&link, &addr.to_string(), &end).await;
+}
+
+async fn serve_ship(
+    mut reader: FrameReader<OwnedReadHalf>,
+    mut writer: FrameWriter<OwnedWriteHalf>,
+    addr: SocketAddr,
+    from: Peer,
+    shared: &ListenShared,
+) {
+    let cfg = &shared.cfg;
+    loop {
+        match reader.next(cfg.idle_timeout).await {
+            Ok(Frame::ShipOffer(meta)) => {
+                let received = match receive_artifact(
+                    &shared.inbox,
+                    meta,
+                    &mut reader,
+                    &mut writer,
+                    cfg,
+                )
+                .await
+                {
+                    Ok(received) => received,
+                    Err(e) => return hang_up(&mut writer, addr, Some(from), e).await,
+                };
+                info!(
+                    %addr,
+                    peer = ?from,
+                    path = %received.path.display(),
+                    resumed_from = received.resumed_from,
+                    computed = %received.computed,
+                    "artifact received"
+                );
+                let computed = received.computed;
+                let event = Event::ArtifactReceived {
+                    meta: received.meta,
+                    computed,
+                    path: received.path,
+                    from,
+                };
+                if shared.events.send(event).await.is_err() {
+                    return hang_up(&mut writer, addr, Some(from), "shutting down").await;
+                }
+                if let Err(e) = writer.send(&Frame::ShipDone { computed }).await {
+                    warn!(%addr, peer = ?from, error = %e, "could not confirm a received artifact; the sender will offer it again");
+                    return;
+                }
+            }
+            Ok(Frame::Ping) => {
+                if writer.send(&Frame::Pong).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Frame::Close { reason }) => {
+                debug!(%addr, peer = ?from, %reason, "ship link closed by the peer");
+                return;
+            }
+            Ok(other) => {
+                let reason = format!("unexpected {:?} frame on a ship link", other.kind());
+                return hang_up(&mut writer, addr, Some(from), reason).await;
+            }
+            Err(FrameError::Closed) => return,
+            Err(e) => return hang_up(&mut writer, addr, Some(from), e).await,
+        }
+    }
+}

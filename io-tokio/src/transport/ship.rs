@@ -1,0 +1,475 @@
+//! Artifact streaming over a ship link: the sender's and the receiver's half of one transfer.
+//!
+//! Memory stays bounded on both sides: a disk thread and the network task hand chunks over a
+//! channel of `window` chunks, so neither side holds more than `window + 2` chunks of a file.
+//! The receiver hashes (xxh3-64) as the bytes arrive; on resume it re-hashes the prefix it already
+//! holds, so the checksum it reports is always over the whole file.
+
+use super::frame::{FrameError, FrameKind};
+use super::inbox::{fsync_dir, manifest_path, stage_manifest, Claim, Inbox};
+use super::wire::{Frame, FrameReader, FrameWriter};
+use super::TransportConfig;
+use lifeboat_core::{ArtifactKey, ArtifactMeta, Checksum};
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use xxhash_rust::xxh3::Xxh3Default;
+
+/// How one `ship` went.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Shipped {
+    /// The receiver already held this many bytes (a resumed transfer when non-zero).
+    pub resumed_from: u64,
+    /// Bytes sent by the attempt that completed.
+    pub bytes_sent: u64,
+    /// The checksum the receiver computed over the whole file. Compare it with the manifest's to
+    /// know at once whether the copy is good; the receiving engine decides and acks.
+    pub computed: Checksum,
+}
+
+/// An artifact's identity in words: `transaction log of db#0 [100, 200) epoch 3`.
+pub(crate) struct KeyText<'a>(pub &'a ArtifactKey);
+
+impl fmt::Display for KeyText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let k = self.0;
+        write!(
+            f,
+            "{} of {} [{}, {}) epoch {}",
+            k.kind.text_word(),
+            k.db,
+            k.lsn_start,
+            k.lsn_end,
+            k.epoch
+        )
+    }
+}
+
+/// Why one ship attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ShipErrorKind {
+    #[error("cannot read the artifact file: {0}; check the outbox")]
+    Source(io::Error),
+    #[error(
+        "the file holds {actual} bytes but its manifest says {expected}; \
+         the file or its manifest is wrong, take the backup again"
+    )]
+    SizeMismatch { actual: u64, expected: u64 },
+    #[error("cannot connect: {0}")]
+    Connect(io::Error),
+    #[error("no connection within {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+    #[error("the receiver refused the artifact: {0}")]
+    Refused(String),
+    #[error("the receiver closed the link: {0}; the next attempt resumes where it stopped")]
+    Closed(String),
+    #[error("the link failed: {0}; the next attempt resumes where the receiver stopped")]
+    Link(#[from] FrameError),
+    #[error("protocol error: the receiver answered with a {0:?} frame")]
+    Unexpected(FrameKind),
+}
+
+impl ShipErrorKind {
+    /// Whether trying again soon may help (network trouble), or not (a bad file, a refusal).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ShipErrorKind::Connect(_)
+                | ShipErrorKind::ConnectTimeout(_)
+                | ShipErrorKind::Link(_)
+                | ShipErrorKind::Closed(_)
+                | ShipErrorKind::Unexpected(_)
+        )
+    }
+}
+
+/// Send one artifact over an open ship link.
+pub(crate) async fn send_artifact<R, W>(
+    reader: &mut FrameReader<R>,
+    writer: &mut FrameWriter<W>,
+    meta: &ArtifactMeta,
+    path: &Path,
+    cfg: &TransportConfig,
+) -> Result<Shipped, ShipErrorKind>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let (source, actual) = {
+        let path = path.to_path_buf();
+        blocking(move || {
+            let file = File::open(path)?;
+            let len = file.metadata()?.len();
+            Ok((file, len))
+        })
+        .await
+        .map_err(ShipErrorKind::Source)?
+    };
+    if actual != meta.size {
+        return Err(ShipErrorKind::SizeMismatch {
+            actual,
+            expected: meta.size,
+        });
+    }
+
+    writer.send(&Frame::ShipOffer(*meta)).await?;
+    let offset = match reader.next(cfg.io_timeout).await? {
+        Frame::ShipResume { offset } if offset <= meta.size => offset,
+        Frame::ShipResume { offset } => {
+            return Err(ShipErrorKind::Refused(format!(
+                "it claims {offset} bytes of a {}-byte artifact",
+                meta.size
+            )))
+        }
+        Frame::Close { reason } => return Err(ShipErrorKind::Refused(reason)),
+        other => return Err(ShipErrorKind::Unexpected(other.kind())),
+    };
+
+    // A disk thread reads ahead by at most `window` chunks; the network drains them.
+    let (tx, mut rx) = mpsc::channel::<io::Result<Vec<u8>>>(cfg.window.max(1));
+    let chunk = cfg.chunk_len();
+    let remaining = meta.size - offset;
+    tokio::task::spawn_blocking(move || read_ahead(source, offset, remaining, chunk, tx));
+    let mut sent = 0u64;
+    while let Some(next) = rx.recv().await {
+        let bytes = next.map_err(ShipErrorKind::Source)?;
+        if let Err(e) = writer.send_chunk(&bytes).await {
+            return Err(explain_failure(reader, e).await);
+        }
+        sent += bytes.len() as u64;
+    }
+    if sent != remaining {
+        return Err(ShipErrorKind::Source(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "the file ended after {} of {} bytes",
+                offset + sent,
+                meta.size
+            ),
+        )));
+    }
+    if let Err(e) = writer.send(&Frame::ShipEnd).await {
+        return Err(explain_failure(reader, e).await);
+    }
+    match reader.next(cfg.io_timeout).await? {
+        Frame::ShipDone { computed } => Ok(Shipped {
+            resumed_from: offset,
+            bytes_sent: sent,
+            computed,
+        }),
+        Frame::Close { reason } => Err(ShipErrorKind::Closed(reason)),
+        other => Err(ShipErrorKind::Unexpected(other.kind())),
+    }
+}
+
+/// The disk side of a send: read `remaining` bytes from `offset` in chunks into the channel.
+fn read_ahead(
+    mut file: File,
+    offset: u64,
+    mut remaining: u64,
+    chunk: usize,
+    tx: mpsc::Sender<io::Result<Vec<u8>>>,
+) {
+    if let Err(e) = file.seek(SeekFrom::Start(offset)) {
+        let _ = tx.blocking_send(Err(e));
+        return;
+    }
+    while remaining > 0 {
+        let n = remaining.min(chunk as u64) as usize;
+        let mut buf = Vec::with_capacity(n);
+        let read = match (&mut file).take(n as u64).read_to_end(&mut buf) {
+            Ok(got) if got == n => Ok(buf),
+            Ok(got) => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the file ended {} bytes early", remaining - got as u64),
+            )),
+            Err(e) => Err(e),
+        };
+        let failed = read.is_err();
+        if tx.blocking_send(read).is_err() || failed {
+            return; // the network side gave up, or the error is on its way
+        }
+        remaining -= n as u64;
+    }
+}
+
+/// A write failed: the receiver may have said why before closing. Look briefly.
+async fn explain_failure<R: AsyncRead + Unpin>(
+    reader: &mut FrameReader<R>,
+    error: FrameError,
+) -> ShipErrorKind {
+    match reader.next(Duration::from_millis(500)).await {
+        Ok(Frame::Close { reason }) => ShipErrorKind::Closed(reason),
+        _ => ShipErrorKind::Link(error),
+    }
+}
+
+/// An artifact durably in the inbox.
+#[derive(Clone, Debug)]
+pub(crate) struct Received {
+    pub meta: ArtifactMeta,
+    pub computed: Checksum,
+    pub path: PathBuf,
+    pub resumed_from: u64,
+}
+
+/// Why receiving an artifact stopped. The partial file keeps every byte that passed its frame
+/// checksum, so the next offer resumes from there.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReceiveError {
+    #[error("{}: {source}", KeyText(.key))]
+    Link {
+        key: ArtifactKey,
+        source: FrameError,
+    },
+    #[error(
+        "{}: disk error on {}: {source}; check free space and permissions",
+        KeyText(.key),
+        .path.display()
+    )]
+    Disk {
+        key: ArtifactKey,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("{}: the sender sent {got} bytes of a {size}-byte artifact", KeyText(.key))]
+    WrongLength {
+        key: ArtifactKey,
+        got: u64,
+        size: u64,
+    },
+    #[error("{}: unexpected {kind:?} frame during the transfer", KeyText(.key))]
+    Unexpected { key: ArtifactKey, kind: FrameKind },
+    #[error(
+        "{}: its file name {name} already holds a different artifact, the {}; \
+         two artifacts of one database and kind were made in the same second",
+        KeyText(.key),
+        KeyText(.other)
+    )]
+    NameTaken {
+        key: ArtifactKey,
+        name: String,
+        other: ArtifactKey,
+    },
+    #[error("{}: a newer offer of the same artifact took over", KeyText(.key))]
+    Superseded { key: ArtifactKey },
+}
+
+/// Receive one offered artifact into the inbox. Returns once the file is fsynced and renamed
+/// and its manifest written; the caller then reports it and answers `ShipDone`.
+pub(crate) async fn receive_artifact<R, W>(
+    inbox: &Inbox,
+    meta: ArtifactMeta,
+    reader: &mut FrameReader<R>,
+    writer: &mut FrameWriter<W>,
+    cfg: &TransportConfig,
+) -> Result<Received, ReceiveError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let key = meta.key;
+    let claim: Claim = match tokio::time::timeout(cfg.io_timeout, inbox.claims.claim(key)).await {
+        Ok(claim) => claim,
+        Err(_) => return Err(ReceiveError::Superseded { key }),
+    };
+    let final_path = inbox.artifact_path(&meta);
+    let partial = inbox.partial_path(&meta);
+    let disk = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ReceiveError::Disk { key, path, source }
+    };
+    if let Some(other) = inbox.name_taken_by(&meta) {
+        return Err(name_taken(key, &final_path, other));
+    }
+
+    let (file, hasher, offset) = {
+        let p = partial.clone();
+        blocking(move || open_partial(&p, meta.size))
+            .await
+            .map_err(disk(&partial))?
+    };
+    writer
+        .send(&Frame::ShipResume { offset })
+        .await
+        .map_err(|source| ReceiveError::Link { key, source })?;
+
+    // The network task checks and forwards chunks; a disk thread writes, hashes and fsyncs.
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(cfg.window.max(1));
+    let sink = tokio::task::spawn_blocking(move || write_behind(file, hasher, offset, rx));
+    let streamed = tokio::select! {
+        r = stream_chunks(reader, tx, key, offset, meta.size, cfg.io_timeout) => r,
+        () = claim.superseded() => Err(ReceiveError::Superseded { key }),
+    };
+    // The manifest is staged (written, fsynced) while the disk thread fsyncs the bytes.
+    let staged = streamed.is_ok().then(|| {
+        let (artifact, meta) = (final_path.clone(), meta);
+        tokio::task::spawn_blocking(move || stage_manifest(&artifact, &meta))
+    });
+    // Always let the disk thread finish: the prefix is then durable for the next resume.
+    let written = match sink.await {
+        Ok(Ok(written)) => written,
+        Ok(Err(e)) => return Err(disk(&partial)(e)),
+        Err(join) => return Err(disk(&partial)(io::Error::other(join))),
+    };
+    streamed?;
+    let (computed, total) = written;
+    if total != meta.size {
+        return Err(ReceiveError::WrongLength {
+            key,
+            got: total,
+            size: meta.size,
+        });
+    }
+    let staged = match staged {
+        Some(job) => job.await.unwrap_or_else(|join| Err(io::Error::other(join))),
+        None => Err(io::Error::other("the manifest was not staged")),
+    }
+    .map_err(disk(&final_path))?;
+
+    // Durable order: bytes fsynced and manifest staged (done), rename the bytes, then the
+    // manifest, then one directory fsync makes both names durable. The renames reach the journal
+    // in this order, so a manifest beside a file always means the file is complete.
+    if let Some(other) = inbox.name_taken_by(&meta) {
+        return Err(name_taken(key, &final_path, other));
+    }
+    {
+        let (from, to, dir) = (
+            partial.clone(),
+            final_path.clone(),
+            inbox.dir().to_path_buf(),
+        );
+        blocking(move || {
+            fs::rename(&from, &to)?;
+            fs::rename(&staged, manifest_path(&to))?;
+            fsync_dir(&dir)
+        })
+        .await
+        .map_err(disk(&final_path))?;
+    }
+    drop(claim);
+    Ok(Received {
+        meta,
+        computed: Checksum(computed),
+        path: final_path,
+        resumed_from: offset,
+    })
+}
+
+fn name_taken(key: ArtifactKey, path: &Path, other: ArtifactKey) -> ReceiveError {
+    ReceiveError::NameTaken {
+        key,
+        name: path.display().to_string(),
+        other,
+    }
+}
+
+/// Read chunks off the link into the disk thread until `ShipEnd`, never past `size`.
+async fn stream_chunks<R: AsyncRead + Unpin>(
+    reader: &mut FrameReader<R>,
+    tx: mpsc::Sender<Vec<u8>>,
+    key: ArtifactKey,
+    offset: u64,
+    size: u64,
+    io_timeout: Duration,
+) -> Result<(), ReceiveError> {
+    let mut received = offset;
+    loop {
+        let frame = reader
+            .next(io_timeout)
+            .await
+            .map_err(|source| ReceiveError::Link { key, source })?;
+        match frame {
+            Frame::Chunk(bytes) => {
+                received += bytes.len() as u64;
+                if received > size {
+                    return Err(ReceiveError::WrongLength {
+                        key,
+                        got: received,
+                        size,
+                    });
+                }
+                if tx.send(bytes).await.is_err() {
+                    return Ok(()); // the disk thread failed; its error is the one to report
+                }
+            }
+            Frame::ShipEnd if received == size => return Ok(()),
+            Frame::ShipEnd => {
+                return Err(ReceiveError::WrongLength {
+                    key,
+                    got: received,
+                    size,
+                })
+            }
+            other => {
+                return Err(ReceiveError::Unexpected {
+                    key,
+                    kind: other.kind(),
+                })
+            }
+        }
+    }
+}
+
+/// Open (or create) the partial file, drop it if it is longer than the artifact, hash the prefix
+/// it holds and position at its end.
+fn open_partial(path: &Path, size: u64) -> io::Result<(File, Xxh3Default, u64)> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    let mut held = file.metadata()?.len();
+    if held > size {
+        file.set_len(0)?;
+        held = 0;
+    }
+    let mut hasher = Xxh3Default::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = held;
+    file.seek(SeekFrom::Start(0))?;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        file.read_exact(&mut buf[..n])?;
+        hasher.update(&buf[..n]);
+        left -= n as u64;
+    }
+    file.seek(SeekFrom::Start(held))?;
+    Ok((file, hasher, held))
+}
+
+/// The disk side of a receive: write and hash every chunk, then fsync (also after an
+/// interruption, so the prefix survives a crash). Returns the digest and the file's length.
+fn write_behind(
+    mut file: File,
+    mut hasher: Xxh3Default,
+    offset: u64,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+) -> io::Result<(u64, u64)> {
+    let mut total = offset;
+    while let Some(bytes) = rx.blocking_recv() {
+        file.write_all(&bytes)?;
+        hasher.update(&bytes);
+        total += bytes.len() as u64;
+    }
+    file.sync_all()?;
+    Ok((hasher.digest(), total))
+}
+
+/// Run blocking file work off the async threads.
+async fn blocking<T, F>(f: F) -> io::Result<T>
+where
+    F: FnOnce() -> io::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|join| Err(io::Error::other(join)))
+}

@@ -1,0 +1,598 @@
+//! End-to-end specifications of the transport: real sockets on 127.0.0.1, real files.
+
+use super::frame::{encode_frame, FrameKind, MAX_FRAME_LEN};
+use super::inbox::{artifact_file_name, manifest_path, read_manifest};
+use super::link::dial;
+use super::testkit::{Fault, Proxy};
+use super::wire::{Frame, FrameReader, Hello, LinkKind, PROTOCOL_VERSION};
+use super::*;
+use lifeboat_core::{ArtifactKey, ArtifactKind, DbId, Epoch, Lsn, SiteId, UtcMillis};
+use rand::{RngCore, SeedableRng};
+use std::path::Path;
+use tempfile::TempDir;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use xxhash_rust::xxh3::xxh3_64;
+
+const WAIT: Duration = Duration::from_secs(10);
+const MIB: u64 = 1024 * 1024;
+const PRIMARY: Peer = Peer::Site(SiteId(0));
+const SECONDARY: Peer = Peer::Site(SiteId(1));
+
+fn config() -> TransportConfig {
+    TransportConfig {
+        connect_timeout: Duration::from_secs(2),
+        handshake_timeout: Duration::from_secs(2),
+        io_timeout: Duration::from_secs(5),
+        keepalive_every: Duration::from_millis(100),
+        idle_timeout: Duration::from_secs(1),
+        backoff_initial: Duration::from_millis(10),
+        backoff_max: Duration::from_millis(100),
+        chunk_size: 256 * 1024,
+        window: 4,
+        ship_attempts: 3,
+    }
+}
+
+/// The recovery site: a listener with an inbox, and the events it reports.
+struct Secondary {
+    listener: Listener,
+    events: mpsc::Receiver<Event>,
+    _dir: TempDir,
+}
+
+async fn secondary() -> Secondary {
+    let addr = "127.0.0.1:0";
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = Inbox::open(dir.path().join("inbox"), vec!["sales".into()]).unwrap();
+    let (tx, events) = mpsc::channel(64);
+    let listener = Listener::bind(addr, SECONDARY, inbox, config(), tx)
+        .await
+        .unwrap();
+    Secondary {
+        listener,
+        events,
+        _dir: dir,
+    }
+}
+
+fn primary(addr: impl ToString, cfg: TransportConfig) -> (Transport, mpsc::Receiver<Event>) {
+    let (tx, rx) = mpsc::channel(64);
+    (Transport::connect(addr.to_string(), PRIMARY, cfg, tx), rx)
+}
+
+/// An artifact file of `size` random bytes in `dir`, with its manifest's meta.
+fn artifact(dir: &Path, size: u64, seed: u64) -> (ArtifactMeta, std::path::PathBuf) {
+    let mut bytes = vec![0u8; size as usize];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut bytes);
+    let meta = ArtifactMeta {
+        key: ArtifactKey {
+            db: DbId(0),
+            epoch: Epoch(1),
+            lsn_start: Lsn(seed * 100),
+            lsn_end: Lsn(seed * 100 + 100),
+            kind: ArtifactKind::Log,
+        },
+        base_full: None,
+        created_utc: UtcMillis(1_795_316_700_000 + seed as i64 * 1000),
+        size,
+        checksum: Checksum(xxh3_64(&bytes)),
+        retry: 0,
+    };
+    let path = dir.join(artifact_file_name(&meta, "sales"));
+    std::fs::write(&path, &bytes).unwrap();
+    (meta, path)
+}
+
+async fn next_event(events: &mut mpsc::Receiver<Event>) -> Event {
+    tokio::time::timeout(WAIT, events.recv())
+        .await
+        .expect("an event in time")
+        .expect("the event channel is open")
+}
+
+async fn next_artifact(events: &mut mpsc::Receiver<Event>) -> (ArtifactMeta, Checksum, PathBuf) {
+    loop {
+        if let Event::ArtifactReceived {
+            meta,
+            computed,
+            path,
+            from,
+        } = next_event(events).await
+        {
+            assert_eq!(from, PRIMARY);
+            return (meta, computed, path);
+        }
+    }
+}
+
+fn assert_same_file(a: &Path, b: &Path) {
+    let (a_bytes, b_bytes) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    assert!(
+        a_bytes == b_bytes,
+        "{} and {} differ",
+        a.display(),
+        b.display()
+    );
+}
+
+fn partial_files(inbox: &Path) -> Vec<String> {
+    std::fs::read_dir(inbox)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".partial"))
+        .collect()
+}
+
+fn partial_len(inbox: &Path) -> u64 {
+    partial_files(inbox)
+        .iter()
+        .map(|name| std::fs::metadata(inbox.join(name)).map_or(0, |m| m.len()))
+        .sum()
+}
+
+#[tokio::test]
+async fn a_message_round_trips_from_dialer_to_listener_and_back() {
+    let mut site = secondary().await;
+    let (transport, mut replies) = primary(site.listener.local_addr(), config());
+    transport
+        .send_message(Message::Query { req: 7 })
+        .await
+        .unwrap();
+    assert_eq!(
+        next_event(&mut site.events).await,
+        Event::Message {
+            from: PRIMARY,
+            msg: Message::Query { req: 7 }
+        }
+    );
+    assert_eq!(transport.remote(), Some(SECONDARY));
+    assert_eq!(site.listener.connected_peers(), vec![PRIMARY]);
+    site.listener
+        .send_to(PRIMARY, Message::RequestFull { db: None })
+        .await
+        .unwrap();
+    let reply = next_event(&mut replies).await;
+    assert_eq!(
+        reply,
+        Event::Message {
+            from: SECONDARY,
+            msg: Message::RequestFull { db: None }
+        }
+    );
+    assert!(matches!(
+        reply.to_input(),
+        Some(Input::Message {
+            from: SECONDARY,
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
+async fn sending_to_a_peer_without_a_control_link_says_so() {
+    let site = secondary().await;
+    let err = site
+        .listener
+        .send_to(Peer::Arbiter, Message::Query { req: 1 })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SendError::NoLinkTo {
+                peer: Peer::Arbiter
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_control_link_survives_idle_periods_thanks_to_keepalives() {
+    let mut site = secondary().await;
+    let (transport, _replies) = primary(site.listener.local_addr(), config());
+    assert_eq!(transport.wait_connected(WAIT).await, Some(SECONDARY));
+    tokio::time::sleep(config().idle_timeout * 3).await;
+    assert_eq!(site.listener.connected_peers(), vec![PRIMARY]);
+    transport
+        .send_message(Message::Query { req: 1 })
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_event(&mut site.events).await,
+        Event::Message { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_5_mib_artifact_arrives_byte_identical_with_its_checksum_and_manifest() {
+    let mut site = secondary().await;
+    let outbox = tempfile::tempdir().unwrap();
+    let (meta, source) = artifact(outbox.path(), 5 * MIB, 1);
+    let (transport, _) = primary(site.listener.local_addr(), config());
+
+    let shipped = transport.ship(meta, &source).await.unwrap();
+    assert_eq!(shipped.resumed_from, 0);
+    assert_eq!(shipped.bytes_sent, 5 * MIB);
+    assert_eq!(shipped.computed, meta.checksum);
+
+    let (got, computed, path) = next_artifact(&mut site.events).await;
+    assert_eq!(got, meta);
+    assert_eq!(computed, meta.checksum);
+    assert_eq!(
+        computed,
+        Checksum(xxh3_64(&std::fs::read(&source).unwrap()))
+    );
+    assert_same_file(&source, &path);
+    assert_eq!(path.file_name(), source.file_name());
+    assert_eq!(read_manifest(&manifest_path(&path)).unwrap(), meta);
+    assert!(partial_files(site.listener.inbox().dir()).is_empty());
+}
+
+#[tokio::test]
+async fn an_empty_artifact_ships_too() {
+    let mut site = secondary().await;
+    let outbox = tempfile::tempdir().unwrap();
+    let (meta, source) = artifact(outbox.path(), 0, 2);
+    let (transport, _) = primary(site.listener.local_addr(), config());
+    transport.ship(meta, &source).await.unwrap();
+    let (_, computed, path) = next_artifact(&mut site.events).await;
+    assert_eq!(computed, meta.checksum);
+    assert_eq!(std::fs::metadata(path).unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn a_transfer_cut_midway_resumes_within_one_ship_and_completes_with_the_right_checksum() {
+    let mut site = secondary().await;
+    let proxy = Proxy::start(
+        site.listener.local_addr(),
+        Fault::CutAfter(2 * MIB + 1000),
+        1,
+    )
+    .await;
+    let outbox = tempfile::tempdir().unwrap();
+    let (meta, source) = artifact(outbox.path(), 5 * MIB, 3);
+    let (transport, _) = primary(proxy.addr, config());
+
+    let shipped = transport.ship(meta, &source).await.unwrap();
+    assert_eq!(proxy.fired(), 1);
+    assert!(
+        shipped.resumed_from > 0 && shipped.resumed_from < meta.size,
+        "{shipped:?}"
+    );
+    assert_eq!(shipped.resumed_from % config().chunk_size as u64, 0);
+    assert_eq!(shipped.bytes_sent, meta.size - shipped.resumed_from);
+    assert_eq!(shipped.computed, meta.checksum);
+
+    let (_, computed, path) = next_artifact(&mut site.events).await;
+    assert_eq!(computed, meta.checksum);
+    assert_same_file(&source, &path);
+}
+
+#[tokio::test]
+async fn a_failed_ship_leaves_a_prefix_that_the_next_ship_resumes_from() {
+    let mut site = secondary().await;
+    let proxy = Proxy::start(site.listener.local_addr(), Fault::CutAfter(3 * MIB), 1).await;
+    let outbox = tempfile::tempdir().unwrap();
+    let (meta, source) = artifact(outbox.path(), 5 * MIB, 4);
+    let once = TransportConfig {
+        ship_attempts: 1,
+        ..config()
+    };
+    let (transport, _) = primary(proxy.addr, once);
+
+    let err = transport.ship(meta, &source).await.unwrap_err();
+    assert!(err.kind.is_retryable(), "{err}");
+    assert_eq!(err.attempts, 1);
+    let text = err.to_string();
+    assert!(text.contains("transaction log of db#0"), "{text}");
+    assert!(text.contains(&source.display().to_string()), "{text}");
+
+    // The receiver keeps what arrived before the cut (11 whole chunks of the 3 MiB).
+    let inbox = site.listener.inbox().dir().to_path_buf();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while partial_len(&inbox) < 2 * MIB {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no partial file kept"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let shipped = transport.ship(meta, &source).await.unwrap();
+    assert!(shipped.resumed_from >= 2 * MIB, "{shipped:?}");
+    assert_eq!(shipped.computed, meta.checksum);
+    let (_, computed, path) = next_artifact(&mut site.events).await;
+    assert_eq!(computed, meta.checksum);
+    assert_same_file(&source, &path);
+}
+
+#[tokio::test]
+async fn a_byte_flipped_on_the_wire_fails_the_frame_crc_and_the_retry_delivers_the_right_bytes() {
+    let mut site = secondary().await;
+    let proxy = Proxy::start(site.listener.local_addr(), Fault::FlipByte(3 * MIB / 2), 1).await;
+    let outbox = tempfile::tempdir().unwrap();
+    let (meta, source) = artifact(outbox.path(), 5 * MIB, 5);
+    let (transport, _) = primary(proxy.addr, config());
+
+    let shipped = transport.ship(meta, &source).await.unwrap();
+    assert_eq!(proxy.fired(), 1);
+    // Every chunk before the damaged one passed its checksum and was kept.
+    assert!(shipped.resumed_from >= MIB, "{shipped:?}");
+    assert_eq!(shipped.computed, meta.checksum);
+    let (_, computed, path) = next_artifact(&mut site.events).await;
+    assert_eq!(computed, meta.checksum);
+    assert_same_file(&source, &path);
+}
+
+#[tokio::test]
+async fn bytes_corrupted_beyond_the_frames_reach_are_reported_with_a_different_computed_checksum() {
+    let mut site = secondary().await;
+    let proxy = Proxy::start(site.listener.local_addr(), Fault::CorruptChunkResealed, 1).await;
+    let outbox = tempfile::tempdir().unwrap();
+    let (meta, source) = artifact(outbox.path(), 2 * MIB, 6);
+    let (transport, _) = primary(proxy.addr, config());
+
+    // The transport delivers and reports; rejecting is the core's decision.
+    let shipped = transport.ship(meta, &source).await.unwrap();
+    assert_eq!(proxy.fired(), 1);
+    assert_ne!(shipped.computed, meta.checksum);
+    let (got, computed, path) = next_artifact(&mut site.events).await;
+    assert_eq!(got.checksum, meta.checksum);
+    assert_ne!(computed, meta.checksum);
+    let received = std::fs::read(&path).unwrap();
+    assert_eq!(computed, Checksum(xxh3_64(&received)));
+    let original = std::fs::read(&source).unwrap();
+    let differing = original
+        .iter()
+        .zip(&received)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(differing, 1);
+}
+
+#[tokio::test]
+async fn a_file_whose_size_differs_from_its_manifest_is_not_shipped() {
+    let site = secondary().await;
+    let outbox = tempfile::tempdir().unwrap();
+    let (mut meta, source) = artifact(outbox.path(), 1000, 7);
+    meta.size += 1;
+    let (transport, _) = primary(site.listener.local_addr(), config());
+    let err = transport.ship(meta, &source).await.unwrap_err();
+    assert!(
+        matches!(
+            err.kind,
+            ShipErrorKind::SizeMismatch {
+                actual: 1000,
+                expected: 1001
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(err.attempts, 1);
+}
+
+#[tokio::test]
+async fn a_different_artifact_with_the_same_name_is_refused_not_overwritten() {
+    let mut site = secondary().await;
+    let outbox = tempfile::tempdir().unwrap();
+    let (meta, source) = artifact(outbox.path(), 1000, 8);
+    let (transport, _) = primary(site.listener.local_addr(), config());
+    transport.ship(meta, &source).await.unwrap();
+    let (_, _, path) = next_artifact(&mut site.events).await;
+
+    let mut twin = meta;
+    twin.key.lsn_start = meta.key.lsn_end;
+    twin.key.lsn_end = Lsn(meta.key.lsn_end.0 + 5);
+    let err = transport.ship(twin, &source).await.unwrap_err();
+    assert!(matches!(err.kind, ShipErrorKind::Refused(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("already holds a different artifact"),
+        "{err}"
+    );
+    assert_eq!(read_manifest(&manifest_path(&path)).unwrap(), meta);
+}
+
+#[tokio::test]
+async fn a_newer_offer_of_the_same_artifact_takes_over_a_half_open_transfer() {
+    let mut site = secondary().await;
+    let addr = site.listener.local_addr().to_string();
+    let outbox = tempfile::tempdir().unwrap();
+    let (meta, source) = artifact(outbox.path(), 3 * MIB, 9);
+    let bytes = std::fs::read(&source).unwrap();
+    let chunk = config().chunk_size;
+
+    // A sender that stalls after two chunks, its connection still open.
+    let mut stale = dial(&addr, PRIMARY, LinkKind::Ship, &config())
+        .await
+        .unwrap();
+    stale.writer.send(&Frame::ShipOffer(meta)).await.unwrap();
+    assert_eq!(
+        stale.reader.next(WAIT).await.unwrap(),
+        Frame::ShipResume { offset: 0 }
+    );
+    stale.writer.send_chunk(&bytes[..chunk]).await.unwrap();
+    stale
+        .writer
+        .send_chunk(&bytes[chunk..2 * chunk])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let (transport, _) = primary(&addr, config());
+    let shipped = transport.ship(meta, &source).await.unwrap();
+    assert_eq!(shipped.resumed_from, 2 * chunk as u64);
+    assert_eq!(shipped.computed, meta.checksum);
+    let (_, computed, path) = next_artifact(&mut site.events).await;
+    assert_eq!(computed, meta.checksum);
+    assert_same_file(&source, &path);
+    match stale.reader.next(WAIT).await {
+        Ok(Frame::Close { reason }) => assert!(reason.contains("newer offer"), "{reason}"),
+        other => panic!("expected a Close frame, got {other:?}"),
+    }
+}
+
+/// Open a raw ship link (handshake done) to hand-craft what follows.
+async fn raw_link(addr: SocketAddr) -> (FrameReader<OwnedReadHalf>, OwnedWriteHalf) {
+    let (r, mut w) = TcpStream::connect(addr).await.unwrap().into_split();
+    let hello = Hello {
+        protocol: PROTOCOL_VERSION,
+        peer: Peer::Site(SiteId(9)),
+        link: LinkKind::Ship,
+    };
+    w.write_all(&encode_frame(FrameKind::Hello, &hello).unwrap())
+        .await
+        .unwrap();
+    let mut reader = FrameReader::new(r);
+    assert!(matches!(
+        reader.next(WAIT).await.unwrap(),
+        Frame::Welcome(_)
+    ));
+    (reader, w)
+}
+
+/// The listener closes the connection with a `Close` frame whose reason contains `needle`.
+async fn assert_closed_because(reader: &mut FrameReader<OwnedReadHalf>, needle: &str) {
+    match reader.next(WAIT).await {
+        Ok(Frame::Close { reason }) => {
+            assert!(reason.contains(needle), "{reason:?} lacks {needle:?}")
+        }
+        other => panic!("expected Close containing {needle:?}, got {other:?}"),
+    }
+    assert!(reader.next(WAIT).await.is_err(), "the connection is closed");
+}
+
+use std::net::SocketAddr;
+
+#[tokio::test]
+async fn bad_frames_close_the_connection_with_a_reason_and_the_listener_keeps_serving() {
+    let mut site = secondary().await;
+    let addr = site.listener.local_addr();
+    let message = encode_frame(FrameKind::Message, &Message::Query { req: 1 }).unwrap();
+
+    let mut bad_crc = message.clone();
+    bad_crc[8] ^= 0xFF;
+    let mut oversized = message.clone();
+    oversized[4..8].copy_from_slice(&(MAX_FRAME_LEN + 1).to_be_bytes());
+    let truncated = message[..message.len() - 2].to_vec();
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        (
+            "garbage",
+            b"GET / HTTP/1.1\r\nHost: lifeboat\r\n\r\n".to_vec(),
+            "not a lifeboat frame",
+        ),
+        ("bad crc", bad_crc, "fails its checksum"),
+        ("oversized", oversized, "exceeds the limit"),
+        ("truncated", truncated, "truncated frame"),
+    ];
+    for (what, bytes, needle) in cases {
+        let (mut reader, mut w) = raw_link(addr).await;
+        w.write_all(&bytes).await.unwrap();
+        w.shutdown().await.unwrap(); // the truncated case needs the end of stream
+        assert_closed_because(&mut reader, needle).await;
+        eprintln!("{what}: closed as expected");
+    }
+
+    // Garbage instead of a handshake is refused the same way.
+    let (r, mut w) = TcpStream::connect(addr).await.unwrap().into_split();
+    w.write_all(&[0xAB; 64]).await.unwrap();
+    let mut reader = FrameReader::new(r);
+    assert_closed_because(&mut reader, "handshake: not a lifeboat frame").await;
+
+    // Nothing was reported, and the listener still serves everyone else.
+    let (transport, _) = primary(addr, config());
+    transport
+        .send_message(Message::Query { req: 2 })
+        .await
+        .unwrap();
+    assert_eq!(
+        next_event(&mut site.events).await,
+        Event::Message {
+            from: PRIMARY,
+            msg: Message::Query { req: 2 }
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_peer_speaking_another_protocol_version_is_refused_with_a_reason() {
+    let site = secondary().await;
+    let (r, mut w) = TcpStream::connect(site.listener.local_addr())
+        .await
+        .unwrap()
+        .into_split();
+    let hello = Hello {
+        protocol: PROTOCOL_VERSION + 1,
+        peer: PRIMARY,
+        link: LinkKind::Control,
+    };
+    w.write_all(&encode_frame(FrameKind::Hello, &hello).unwrap())
+        .await
+        .unwrap();
+    let mut reader = FrameReader::new(r);
+    assert_closed_because(&mut reader, "protocol version 2 is not supported").await;
+}
+
+#[tokio::test]
+async fn the_dialer_reconnects_after_the_listener_restarts() {
+    let site = secondary().await;
+    let addr = site.listener.local_addr();
+    let (transport, _) = primary(addr, config());
+    assert_eq!(transport.wait_connected(WAIT).await, Some(SECONDARY));
+    drop(site);
+
+    // The old listener's socket closes once its task is dropped: retry the bind briefly.
+    let mut site = loop {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = Inbox::open(dir.path(), vec![]).unwrap();
+        let (tx, events) = mpsc::channel(64);
+        match Listener::bind(addr, SECONDARY, inbox, config(), tx).await {
+            Ok(listener) => {
+                break Secondary {
+                    listener,
+                    events,
+                    _dir: dir,
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            Err(e) => panic!("rebinding {addr}: {e}"),
+        }
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        assert!(tokio::time::Instant::now() < deadline, "no reconnection");
+        // A message written into the old, dying link may be lost: the engines re-send.
+        let _ = transport.send_message(Message::Query { req: 3 }).await;
+        if let Ok(Some(event)) =
+            tokio::time::timeout(Duration::from_millis(100), site.events.recv()).await
+        {
+            assert!(matches!(event, Event::Message { from: PRIMARY, .. }));
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_message_to_an_unreachable_peer_fails_after_the_connect_timeout() {
+    // Bind then drop, so the port is (very likely) closed.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cfg = TransportConfig {
+        connect_timeout: Duration::from_millis(200),
+        ..config()
+    };
+    let (transport, _) = primary(addr, cfg);
+    let err = transport
+        .send_message(Message::Query { req: 4 })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SendError::NotConnected { .. }), "{err}");
+}

@@ -1,0 +1,279 @@
+//! The typed frames of the lifeboat protocol, and the framed halves of a connection.
+//!
+//! A connection starts with `Hello` (dialer) and `Welcome` (listener); after that a *control*
+//! link carries `Message`s both ways plus `Ping`/`Pong`, and a *ship* link carries artifacts:
+//!
+//! ```text
+//! sender                         receiver
+//! ShipOffer(meta)          ->
+//!                          <-    ShipResume { offset }     bytes it already holds
+//! Chunk(bytes) ... ShipEnd ->                              from `offset` to `meta.size`
+//!                          <-    ShipDone { computed }     after fsync + rename + manifest
+//! ```
+//!
+//! Either side may end a connection with `Close { reason }` so the other can log why.
+
+use super::frame::{
+    decode_payload, encode_payload, read_frame, write_frame, FrameError, FrameKind, RawFrame,
+};
+use lifeboat_core::{ArtifactMeta, Checksum, Message, Peer};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+
+/// The version of the protocol spoken inside the frames (the `Hello` exchange checks it).
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Buffer of each connection half: small frames coalesce, large chunks pass straight through.
+const IO_BUFFER: usize = 64 * 1024;
+
+/// What a connection is for.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LinkKind {
+    /// Messages between engines, both ways, kept open with keepalives.
+    Control,
+    /// Artifacts, one after another, from the dialer to the listener.
+    Ship,
+}
+
+/// The dialer's first frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol: u16,
+    pub peer: Peer,
+    pub link: LinkKind,
+}
+
+/// The listener's answer to `Hello`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub protocol: u16,
+    pub peer: Peer,
+}
+
+/// One decoded frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    Hello(Hello),
+    Welcome(Welcome),
+    Close { reason: String },
+    Ping,
+    Pong,
+    Message(Message),
+    ShipOffer(ArtifactMeta),
+    ShipResume { offset: u64 },
+    Chunk(Vec<u8>),
+    ShipEnd,
+    ShipDone { computed: Checksum },
+}
+
+impl Frame {
+    pub fn kind(&self) -> FrameKind {
+        match self {
+            Frame::Hello(_) => FrameKind::Hello,
+            Frame::Welcome(_) => FrameKind::Welcome,
+            Frame::Close { .. } => FrameKind::Close,
+            Frame::Ping => FrameKind::Ping,
+            Frame::Pong => FrameKind::Pong,
+            Frame::Message(_) => FrameKind::Message,
+            Frame::ShipOffer(_) => FrameKind::ShipOffer,
+            Frame::ShipResume { .. } => FrameKind::ShipResume,
+            Frame::Chunk(_) => FrameKind::Chunk,
+            Frame::ShipEnd => FrameKind::ShipEnd,
+            Frame::ShipDone { .. } => FrameKind::ShipDone,
+        }
+    }
+
+    /// The payload bytes of this frame.
+    pub fn encode_payload(&self) -> Result<Vec<u8>, FrameError> {
+        let kind = self.kind();
+        match self {
+            Frame::Hello(h) => encode_payload(kind, h),
+            Frame::Welcome(w) => encode_payload(kind, w),
+            Frame::Close { reason } => encode_payload(kind, reason),
+            Frame::Ping | Frame::Pong | Frame::ShipEnd => Ok(Vec::new()),
+            Frame::Message(m) => encode_payload(kind, m),
+            Frame::ShipOffer(meta) => encode_payload(kind, meta),
+            Frame::ShipResume { offset } => encode_payload(kind, offset),
+            Frame::Chunk(bytes) => Ok(bytes.clone()),
+            Frame::ShipDone { computed } => encode_payload(kind, computed),
+        }
+    }
+
+    /// Decode a frame that passed its checks.
+    pub fn decode(raw: RawFrame) -> Result<Frame, FrameError> {
+        let kind = raw.kind;
+        let p = &raw.payload;
+        let empty = |frame: Frame| {
+            if p.is_empty() {
+                Ok(frame)
+            } else {
+                Err(FrameError::Malformed {
+                    kind,
+                    reason: format!("expected no payload, found {} bytes", p.len()),
+                })
+            }
+        };
+        Ok(match kind {
+            FrameKind::Hello => Frame::Hello(decode_payload(kind, p)?),
+            FrameKind::Welcome => Frame::Welcome(decode_payload(kind, p)?),
+            FrameKind::Close => Frame::Close {
+                reason: decode_payload(kind, p)?,
+            },
+            FrameKind::Ping => empty(Frame::Ping)?,
+            FrameKind::Pong => empty(Frame::Pong)?,
+            FrameKind::ShipEnd => empty(Frame::ShipEnd)?,
+            FrameKind::Message => Frame::Message(decode_payload(kind, p)?),
+            FrameKind::ShipOffer => Frame::ShipOffer(decode_payload(kind, p)?),
+            FrameKind::ShipResume => Frame::ShipResume {
+                offset: decode_payload(kind, p)?,
+            },
+            FrameKind::Chunk => Frame::Chunk(raw.payload),
+            FrameKind::ShipDone => Frame::ShipDone {
+                computed: decode_payload(kind, p)?,
+            },
+        })
+    }
+}
+
+/// The reading half of a framed connection.
+pub struct FrameReader<R> {
+    inner: BufReader<R>,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(inner: R) -> Self {
+        FrameReader {
+            inner: BufReader::with_capacity(IO_BUFFER, inner),
+        }
+    }
+
+    /// The next frame, within `within`. Not cancel-safe (see [`read_frame`]).
+    pub async fn next(&mut self, within: Duration) -> Result<Frame, FrameError> {
+        Frame::decode(read_frame(&mut self.inner, within).await?)
+    }
+}
+
+/// The writing half of a framed connection; every write gives up after its `io_timeout`.
+pub struct FrameWriter<W> {
+    inner: BufWriter<W>,
+    io_timeout: Duration,
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    pub fn new(inner: W, io_timeout: Duration) -> Self {
+        FrameWriter {
+            inner: BufWriter::with_capacity(IO_BUFFER, inner),
+            io_timeout,
+        }
+    }
+
+    /// Write and flush one frame.
+    pub async fn send(&mut self, frame: &Frame) -> Result<(), FrameError> {
+        match frame {
+            Frame::Chunk(bytes) => self.send_chunk(bytes).await,
+            other => {
+                let payload = other.encode_payload()?;
+                write_frame(&mut self.inner, other.kind(), &payload, self.io_timeout).await
+            }
+        }
+    }
+
+    /// Write a `Chunk` straight from the caller's buffer (no copy).
+    pub async fn send_chunk(&mut self, bytes: &[u8]) -> Result<(), FrameError> {
+        write_frame(&mut self.inner, FrameKind::Chunk, bytes, self.io_timeout).await
+    }
+
+    /// Best effort: tell the peer why, then shut the write side. Errors are ignored because the
+    /// connection is being abandoned anyway; a short timeout keeps a stuck peer from holding us.
+    pub async fn close(&mut self, reason: &str) {
+        let short = self.io_timeout.min(Duration::from_secs(1));
+        let Ok(payload) = encode_payload(FrameKind::Close, &reason) else {
+            return;
+        };
+        let _ = write_frame(&mut self.inner, FrameKind::Close, &payload, short).await;
+        let _ = tokio::time::timeout(short, self.inner.shutdown()).await;
+    }
+
+    /// Shut the write side without a reason (a clean end).
+    pub async fn shutdown(&mut self) {
+        let short = self.io_timeout.min(Duration::from_secs(1));
+        let _ = tokio::time::timeout(short, self.inner.shutdown()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::frame::decode_frame;
+    use lifeboat_core::{ArtifactKey, ArtifactKind, DbId, Epoch, Lsn, SiteId, UtcMillis};
+
+    fn meta() -> ArtifactMeta {
+        ArtifactMeta {
+            key: ArtifactKey {
+                db: DbId(2),
+                epoch: Epoch(3),
+                lsn_start: Lsn(100),
+                lsn_end: Lsn(200),
+                kind: ArtifactKind::Log,
+            },
+            base_full: None,
+            created_utc: UtcMillis(1_795_000_000_000),
+            size: 42,
+            checksum: Checksum(0xdead_beef),
+            retry: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn every_frame_round_trips_over_a_pipe() {
+        let frames = vec![
+            Frame::Hello(Hello {
+                protocol: PROTOCOL_VERSION,
+                peer: Peer::Site(SiteId(1)),
+                link: LinkKind::Ship,
+            }),
+            Frame::Welcome(Welcome {
+                protocol: PROTOCOL_VERSION,
+                peer: Peer::Arbiter,
+            }),
+            Frame::Close {
+                reason: "bye".into(),
+            },
+            Frame::Ping,
+            Frame::Pong,
+            Frame::Message(Message::Query { req: 9 }),
+            Frame::ShipOffer(meta()),
+            Frame::ShipResume { offset: 1 << 40 },
+            Frame::Chunk(vec![1, 2, 3]),
+            Frame::ShipEnd,
+            Frame::ShipDone {
+                computed: Checksum(77),
+            },
+        ];
+        let (a, b) = tokio::io::duplex(1024);
+        let sent = frames.clone();
+        let t = Duration::from_secs(5);
+        let writer = tokio::spawn(async move {
+            let mut w = FrameWriter::new(a, t);
+            for f in &sent {
+                w.send(f).await.unwrap();
+            }
+        });
+        let mut r = FrameReader::new(b);
+        for f in &frames {
+            assert_eq!(&r.next(t).await.unwrap(), f);
+        }
+        writer.await.unwrap();
+    }
+
+    #[test]
+    fn a_ping_with_a_payload_is_malformed() {
+        let bytes = super::super::frame::encode_frame(FrameKind::Ping, &5u8).unwrap();
+        let (raw, _) = decode_frame(&bytes).unwrap();
+        assert!(matches!(
+            Frame::decode(raw),
+            Err(FrameError::Malformed { .. })
+        ));
+    }
+}
