@@ -1,1 +1,187 @@
 //! Drivers: how lifeboat talks to a database (backups, restore, promote, fence, probe).
+//!
+//! One trait, [`Driver`], and two implementations:
+//! - [`sqlite::SqliteDriver`], the embedded default: full backups are consistent copies of the
+//!   database file, incrementals and logs are page deltas, the LSN is the header's change
+//!   counter (one per committed transaction), the fence is a held SQLite write lock;
+//! - [`exec::ExecDriver`]: one command template per operation, for any database.
+//!
+//! **Blocking.** Every method blocks on file and database I/O; the agent calls them through
+//! `tokio::task::spawn_blocking` (a `Driver` is `Send + Sync`, share it as `Arc<dyn Driver>`).
+//! Implementations serialise the operations on one database internally, so calls for different
+//! databases may run in parallel and a call may safely be repeated (the core re-issues
+//! operations after a timeout or a restart: a repeated restore is a verified no-op).
+//!
+//! **Artifacts.** A driver writes each backup into an outbox directory under its seed-convention
+//! name with a manifest beside it ([`manifest`]), and returns it as an [`ArtifactFile`]
+//! (path + [`Manifest`], whose [`Manifest::meta`] is the core's `ArtifactMeta`).
+//! [`verify_artifact`] checks a file against its manifest (`lifeboat verify <file>`).
+//!
+//! **Errors.** [`DriverError`] carries a kind, a code, a message naming the file, the database
+//! and what to do next, and whether retrying can help; [`DriverError::to_failure`] is the core's
+//! `Failure`.
+
+pub mod error;
+pub mod exec;
+pub mod manifest;
+pub mod sqlite;
+
+mod durable;
+
+pub use error::{DriverError, ErrorKind, LIFEBOAT_CODE_BASE};
+pub use exec::{CommandTemplate, ExecConfig, ExecDriver};
+pub use manifest::{
+    check_bytes, discover, hash_file, read_manifest, relabel, verify_artifact, ArtifactFile,
+    Discovery, Manifest, MANIFEST_FORMAT_VERSION,
+};
+pub use sqlite::{SqliteConfig, SqliteDriver};
+
+use lifeboat_core::{ArtifactKind, DbId, Epoch, Lsn, UtcMillis};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// One database a driver manages. Its [`DbId`] is its index in the list given to the driver,
+/// which must be the order of the core configuration's `databases`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSpec {
+    /// The database's name, as in the core configuration and in artifact names.
+    pub name: String,
+    /// Where the database lives: the SQLite file, or whatever the exec templates expect as
+    /// `{target}` (a data directory, a connection string).
+    pub path: PathBuf,
+}
+
+/// Take a backup of one database into `outbox`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupRequest {
+    pub db: DbId,
+    pub kind: ArtifactKind,
+    /// The epoch the primary holds; stamped on the artifact.
+    pub epoch: Epoch,
+    /// Wall-clock creation time (UTC), for the manifest and the file name.
+    pub created_utc: UtcMillis,
+    pub outbox: PathBuf,
+}
+
+/// What a drill found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrillOutcome {
+    pub db: DbId,
+    /// The position the scratch copy reached.
+    pub position: Lsn,
+    /// How many artifacts were restored into the scratch copy.
+    pub applied: usize,
+    /// The check's verdict (`ok`).
+    pub check: String,
+}
+
+/// How lifeboat talks to a database. See the module documentation for the blocking model.
+pub trait Driver: Send + Sync {
+    /// The driver's configuration name (`sqlite`, `exec`).
+    fn kind(&self) -> &'static str;
+
+    /// The databases this driver manages, indexed by [`DbId`].
+    fn databases(&self) -> &[DatabaseSpec];
+
+    /// Primary: take a backup and publish it in the outbox. Returns the new artifacts: none when
+    /// nothing changed since the last artifact of that kind (logs, incrementals).
+    fn take_backup(&self, request: &BackupRequest) -> Result<Vec<ArtifactFile>, DriverError>;
+
+    /// List the artifacts in a directory (an outbox after a restart, an inbox): those with a
+    /// readable manifest and a file, plus the problems with the others. Does not hash files.
+    fn discover(&self, dir: &Path) -> Result<Discovery, DriverError> {
+        manifest::discover(dir)
+    }
+
+    /// The database's current position: its write position at a primary (for RPO), its restore
+    /// position at a secondary.
+    fn position(&self, db: DbId) -> Result<Lsn, DriverError>;
+
+    /// Secondary: restore (apply) a received artifact to the database and return the new
+    /// position. The artifact's bytes are checked against its manifest first; a full replaces
+    /// the database, an incremental or log is applied in place and verified.
+    fn restore(&self, artifact: &ArtifactFile) -> Result<Lsn, DriverError>;
+
+    /// Secondary: drop and recreate the database from a full backup. The old copy stays in
+    /// service until the new one is restored and verified, then they are swapped.
+    fn reseed(&self, full: &ArtifactFile) -> Result<Lsn, DriverError>;
+
+    /// Make this site's copy of the database the writable primary at `epoch`. Returns the
+    /// position it starts from.
+    fn promote(&self, db: DbId, epoch: Epoch) -> Result<Lsn, DriverError>;
+
+    /// Stop the database accepting writes. Only a live agent can hold a fence: if the agent
+    /// dies, the fence goes with it (the external fence hook covers that case).
+    fn fence(&self, db: DbId) -> Result<(), DriverError>;
+
+    /// Accept writes again (a primary that renewed or re-acquired its lease at `epoch`).
+    fn unfence(&self, db: DbId, epoch: Epoch) -> Result<(), DriverError>;
+
+    /// Is the database service healthy (it answers a trivial query)?
+    fn probe(&self, db: DbId) -> Result<(), DriverError>;
+
+    /// Restore `chain` (a full first, or deltas applied over a copy of the current database)
+    /// into a scratch copy, run the check, discard the copy. The database is not touched.
+    fn drill(&self, db: DbId, chain: &[ArtifactFile]) -> Result<DrillOutcome, DriverError>;
+}
+
+/// The spec of `db`, or a configuration error naming the driver.
+fn spec_of<'a>(
+    specs: &'a [DatabaseSpec],
+    db: DbId,
+    driver: &str,
+) -> Result<&'a DatabaseSpec, DriverError> {
+    specs.get(db.0 as usize).ok_or_else(|| {
+        DriverError::new(
+            ErrorKind::Config,
+            format!(
+                "the {driver} driver has no database {db} (it knows {}): the driver's database \
+                 list must match the configuration's `databases`",
+                specs.len()
+            ),
+        )
+    })
+}
+
+/// An artifact must name the same database as this site's database of the same index.
+fn check_artifact_db(spec: &DatabaseSpec, artifact: &ArtifactFile) -> Result<(), DriverError> {
+    if artifact.manifest.db == spec.name {
+        return Ok(());
+    }
+    Err(DriverError::new(
+        ErrorKind::Config,
+        format!(
+            "artifact {} is for database {:?} ({}), but {} on this site is {:?}: both sites must \
+             list the same databases in the same order",
+            artifact.path.display(),
+            artifact.manifest.db,
+            artifact.manifest.db_id,
+            artifact.manifest.db_id,
+            spec.name
+        ),
+    ))
+}
+
+/// Database names must be usable in file names and unique.
+fn check_specs(specs: &[DatabaseSpec], driver: &str) -> Result<(), DriverError> {
+    for (i, spec) in specs.iter().enumerate() {
+        if spec.name.is_empty() || spec.name.contains(['/', '\0']) || spec.name.starts_with('.') {
+            return Err(DriverError::new(
+                ErrorKind::Config,
+                format!(
+                    "{driver} driver: database name {:?} is empty, starts with `.` or contains \
+                     `/`; it must be usable in artifact file names",
+                    spec.name
+                ),
+            ));
+        }
+        if specs[..i].iter().any(|other| other.name == spec.name) {
+            return Err(DriverError::new(
+                ErrorKind::Config,
+                format!("{driver} driver: database {:?} is listed twice", spec.name),
+            ));
+        }
+    }
+    Ok(())
+}
