@@ -1,0 +1,149 @@
+//! The simulated world's defaults: the engine configuration the swarm runs with and the
+//! parameters of the world around the engines (clients, databases, network, disks). Scenario
+//! files override both.
+//!
+//! The engine configuration keeps the recovery-location seed's alert thresholds, restore
+//! retries and 5-minute logs, and scales the slow cadences so a simulated day stays cheap: full
+//! backups every 14 h and incrementals every 2 h (the seed's weekly / daily, divided by
+//! [`BACKUP_SCALE`]), and leases, heartbeats and probes in seconds rather than per second.
+
+use crate::duration::Span;
+use lifeboat_core::config::Config;
+use lifeboat_core::{Millis, MINUTE};
+use serde::{Deserialize, Serialize};
+
+/// The seed's weekly full and daily incremental backups are divided by this factor.
+pub const BACKUP_SCALE: u64 = 12;
+/// Databases in the default world.
+pub const DATABASES: usize = 10;
+
+/// The engine configuration of the default simulated world.
+pub fn world_config() -> Config {
+    let mut c = Config {
+        sites: vec!["primary".into(), "recovery".into()],
+        initial_primary: "primary".into(),
+        databases: (0..DATABASES).map(|i| format!("db{i:02}")).collect(),
+        arbiter: true,
+        ..Config::default()
+    };
+    c.schedule.full_every_ms = 7 * 24 * 60 * MINUTE / BACKUP_SCALE;
+    c.schedule.incremental_every_ms = 24 * 60 * MINUTE / BACKUP_SCALE;
+    c.schedule.log_every_ms = 5 * MINUTE;
+    c.lease.lease_ms = 30_000;
+    c.lease.renew_every_ms = 5_000;
+    c.lease.fence_time_ms = 2_000;
+    c.lease.heartbeat_every_ms = 5_000;
+    c.lease.arbiter_timeout_ms = 10_000;
+    c.failover.probe_every_ms = 5_000;
+    c.failover.unhealthy_count = 3;
+    c.failover.unhealthy_for_ms = 15_000;
+    c.failover.fence_hook = true;
+    c.failover.peer_lost_after_ms = 2 * MINUTE;
+    c
+}
+
+/// The world around the engines. Every bound is a named field with its default here.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorldParams {
+    /// Simulated length of one seed's run.
+    pub hours: f64,
+    /// Transactions per second per database that the clients commit (each database's rate
+    /// varies around it by up to ±50%).
+    pub write_rate: f64,
+    /// How often clients commit a batch.
+    pub client_tick: Span,
+    /// One-way latency of every link, before faults.
+    pub latency: Span,
+    /// Artifact transfer speed, in bytes per millisecond.
+    pub bytes_per_ms: u64,
+    /// Bytes per transaction in a log (sizes artifacts).
+    pub bytes_per_tx: u64,
+    /// Time a restore takes: a fixed part...
+    pub restore_base: Span,
+    /// ...plus this per 1000 transactions applied.
+    pub restore_per_ktx: Span,
+    /// Time a backup takes.
+    pub backup_time: Span,
+    /// Time a promotion or an external fence takes.
+    pub role_op_time: Span,
+    /// Disk capacity for artifacts at each site, in MiB.
+    pub disk_mib: u64,
+    /// How often each agent reports free space.
+    pub disk_report_every: Span,
+    /// Faults happen only inside this fraction of the run; the rest lets the world heal.
+    pub fault_window: f64,
+    /// Engines journal every input (needed only by crash and restart faults; turned on
+    /// automatically when the schedule has one).
+    pub journal: bool,
+    /// Snapshot the engine state every this many journal records (bounds replay).
+    pub snapshot_every: u64,
+    /// The sending adapter checks an artifact file against its manifest before shipping it, and
+    /// reports a damaged outbox copy as a failed ship instead of sending bad bytes.
+    pub sender_verifies: bool,
+    /// Time an identity switch (DNS / VIP) takes.
+    pub identity_time: Span,
+}
+
+impl Default for WorldParams {
+    fn default() -> Self {
+        WorldParams {
+            hours: 24.0,
+            write_rate: 2.0,
+            client_tick: Span(5_000),
+            latency: Span(20),
+            bytes_per_ms: 100_000,
+            bytes_per_tx: 2_000,
+            restore_base: Span(500),
+            restore_per_ktx: Span(1_000),
+            backup_time: Span(2_000),
+            role_op_time: Span(5_000),
+            disk_mib: 1 << 20,
+            disk_report_every: Span(10 * MINUTE),
+            fault_window: 0.7,
+            journal: false,
+            snapshot_every: 4_096,
+            sender_verifies: true,
+            identity_time: Span(30_000),
+        }
+    }
+}
+
+impl WorldParams {
+    pub fn run_ms(&self) -> Millis {
+        (self.hours * 3_600_000.0).round() as Millis
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.hours > 0.0 && self.hours <= 24.0 * 365.0) {
+            return Err(format!(
+                "world.hours must be in (0, 8760], found {}",
+                self.hours
+            ));
+        }
+        if !(self.write_rate >= 0.0 && self.write_rate <= 1_000_000.0) {
+            return Err("world.write_rate must be in [0, 1e6] transactions per second".into());
+        }
+        if self.client_tick.0 == 0 || self.bytes_per_ms == 0 || self.snapshot_every == 0 {
+            return Err(
+                "world.client_tick, world.bytes_per_ms and world.snapshot_every must be above 0"
+                    .into(),
+            );
+        }
+        if !(self.fault_window > 0.0 && self.fault_window <= 1.0) {
+            return Err("world.fault_window must be in (0, 1]".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_world_configuration_is_valid() {
+        world_config().validate().unwrap();
+        WorldParams::default().validate().unwrap();
+    }
+}

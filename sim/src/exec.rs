@@ -1,0 +1,783 @@
+//! The adapter of the simulated world: how each command an engine emits is executed (ship,
+//! restore, backup, fence, promote, probe...), with the faults that act on it. Results come
+//! back later as inputs, like a real adapter's.
+
+use crate::net::ARBITER;
+use crate::world::{Body, Ev, Received, World};
+use lifeboat_core::protocol::{Command, Failure, Input, ProbeTarget};
+use lifeboat_core::{
+    AlertKind, ArtifactKind, ArtifactMeta, Checksum, DbId, Epoch, Lsn, Millis, OpId, SiteId,
+};
+use rand::Rng;
+
+/// The longest a single restore takes, however slow the disk.
+pub const MAX_RESTORE: Millis = 30 * 60_000;
+
+fn failure(code: i32, message: &str, permanent: bool) -> Failure {
+    Failure {
+        code,
+        message: message.to_string(),
+        permanent,
+    }
+}
+
+impl World {
+    /// Deliver inputs to a site's adapter after `after` ms (at least 1), for this incarnation.
+    pub fn local(&mut self, node: usize, after: Millis, inputs: Vec<Input>) {
+        let inc = self.nodes[node].inc;
+        self.q
+            .push(self.now + after.max(1), Ev::Local { node, inc, inputs });
+    }
+
+    fn complete(&mut self, s: usize, op: OpId, result: Result<(), Failure>, after: Millis) {
+        self.local(s, after, vec![Input::Completed { op, result }]);
+    }
+
+    pub fn complete_inc(
+        &mut self,
+        s: usize,
+        inc: u32,
+        op: OpId,
+        result: Result<(), Failure>,
+        after: Millis,
+    ) {
+        self.q.push(
+            self.now + after.max(1),
+            Ev::Local {
+                node: s,
+                inc,
+                inputs: vec![Input::Completed { op, result }],
+            },
+        );
+    }
+
+    /// Whether an operation must run now (not running already, not finished: then its result
+    /// is reported again).
+    fn first_run(&mut self, s: usize, op: OpId) -> bool {
+        if self.sites[s].running.contains(&op) {
+            return false;
+        }
+        if let Some(result) = self.sites[s].finished.get(&op).cloned() {
+            self.complete(s, op, result, 1);
+            return false;
+        }
+        self.sites[s].running.insert(op);
+        true
+    }
+
+    pub fn execute(&mut self, s: usize, cmd: Command) {
+        if !self.sites[s].alive {
+            return;
+        }
+        let once = matches!(
+            cmd,
+            Command::Restore { .. }
+                | Command::Reseed { .. }
+                | Command::TakeBackup { .. }
+                | Command::Drill { .. }
+        );
+        if once && !self.first_run(s, cmd.op().unwrap_or_default()) {
+            return;
+        }
+        match cmd {
+            Command::Ship { op, artifact, to } => self.ship(s, op, artifact, to),
+            Command::Restore { op, artifact } | Command::Reseed { op, full: artifact } => {
+                self.restore(s, op, artifact)
+            }
+            Command::Relabel { .. } => {}
+            Command::TakeBackup { op, db, kind } => self.backup(s, op, db, kind),
+            Command::Discard { key } => {
+                self.sites[s].outbox.remove(&key);
+            }
+            Command::Prune { db, before } => {
+                let pos = self.sites[s].dbs.get(db.0 as usize).map_or(0, |d| d.pos);
+                self.sites[s]
+                    .inbox
+                    .retain(|k, _| !(k.db == db && k.lsn_end < before && k.lsn_end.0 <= pos));
+            }
+            Command::Quarantine { artifact, reason } => {
+                let site = &mut self.sites[s];
+                let stale = reason.starts_with("stale epoch");
+                match site.inbox.get(&artifact.key) {
+                    // A bad duplicate was kept aside: the good copy stays.
+                    Some(c) if !c.bad && !stale => {}
+                    Some(_) => {
+                        site.inbox.remove(&artifact.key);
+                    }
+                    None => {
+                        site.outbox.remove(&artifact.key);
+                    }
+                }
+                if reason.starts_with("stale epoch") {
+                    self.out.stale_quarantined += 1;
+                }
+            }
+            Command::Fence { op } => {
+                let site = &mut self.sites[s];
+                site.write_gen += 1;
+                let gen = site.write_gen;
+                let most = self.cfg.lease.fence_time_ms;
+                let delay = if most == 0 {
+                    0
+                } else {
+                    self.rng.exec.gen_range(0..=most)
+                };
+                let inc = self.nodes[s].inc;
+                self.q.push(
+                    self.now + delay,
+                    Ev::FenceApply {
+                        site: s,
+                        inc,
+                        gen,
+                        op,
+                    },
+                );
+            }
+            Command::AllowWrites { op, epoch } => self.open_writes(s, op, epoch, false),
+            Command::Promote { op, epoch } => self.open_writes(s, op, epoch, true),
+            Command::ExternalFence { op, target, epoch } => {
+                let t = target.0 as usize;
+                if t < 2 && t != s {
+                    self.settle();
+                    let site = &mut self.sites[t];
+                    site.fence_epoch = site.fence_epoch.max(epoch);
+                    if site.db_epoch < epoch {
+                        self.close_writes(t);
+                    }
+                }
+                let after = self.params.role_op_time.0;
+                self.complete(s, op, Ok(()), after);
+            }
+            Command::RestartService { op } => {
+                let after = self.params.role_op_time.0;
+                self.complete(s, op, Ok(()), after);
+            }
+            Command::SwitchIdentity { op, to, .. } => {
+                let to = (to.0 as usize).min(1);
+                if self.truth.identity != to {
+                    self.truth.identity = to;
+                    self.out.identity_moves += 1;
+                }
+                let after = self.params.identity_time.0;
+                self.complete(s, op, Ok(()), after);
+            }
+            Command::Drill { op, .. } => {
+                let after = 3 * self.params.restore_base.0;
+                self.finish_op(s, op, Ok(()), after);
+            }
+            Command::Probe => self.probe(s),
+            Command::SamplePositions => {
+                self.settle();
+                let site = &mut self.sites[s];
+                let mut inputs = Vec::new();
+                for (i, d) in site.dbs.iter().enumerate() {
+                    if d.pos > site.reported[i] {
+                        site.reported[i] = d.pos;
+                        inputs.push(Input::WritePosition {
+                            db: DbId(i as u32),
+                            lsn: Lsn(d.pos),
+                        });
+                    }
+                }
+                if !inputs.is_empty() {
+                    self.local(s, 1, inputs);
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ writes
+
+    fn open_writes(&mut self, s: usize, op: OpId, epoch: Epoch, promote: bool) {
+        if epoch < self.sites[s].fence_epoch {
+            let msg = format!(
+                "the database refuses writes: fenced externally at epoch {}",
+                self.sites[s].fence_epoch
+            );
+            return self.complete(s, op, Err(failure(13, &msg, true)), 1);
+        }
+        if epoch < self.sites[s].db_epoch {
+            let name = self.node_name(s);
+            let had = self.sites[s].db_epoch;
+            self.violation(
+                "epochs_grow",
+                format!("{name}: asked to open its databases at epoch {epoch} after epoch {had}"),
+            );
+        }
+        self.settle();
+        if epoch > self.truth.epoch {
+            // Self-assigned (a forced failover without the arbiter).
+            self.truth.epoch = epoch;
+            self.truth.epoch_began = self.now;
+        }
+        let site = &mut self.sites[s];
+        site.write_gen += 1;
+        site.writable = true;
+        site.db_epoch = epoch;
+        self.truth.writer_of_epoch.entry(epoch).or_insert(s);
+        if promote {
+            let st = self.sites[s].states();
+            self.sites[s].promote_state.entry(epoch).or_insert(st);
+        }
+        let after = if promote {
+            self.params.role_op_time.0
+        } else {
+            1
+        };
+        self.complete(s, op, Ok(()), after);
+    }
+
+    // ------------------------------------------------------------------ probes
+
+    fn probe(&mut self, s: usize) {
+        let p = 1 - s;
+        let link = self.net.up(s, p) && self.net.up(p, s);
+        let mut service = link && self.sites[p].alive;
+        if service && self.net.faulty() {
+            let loss = self.net.p_loss();
+            if loss > 0.0 && self.rng.net.gen_bool(loss) {
+                service = false;
+            }
+        }
+        let agent = service && self.nodes[p].up;
+        let after = if service {
+            2 * self.net.base_latency.max(1)
+        } else {
+            // A probe that gets no answer times out.
+            (self.cfg.failover.probe_every_ms / 2).clamp(1, 1_000)
+        };
+        self.local(
+            s,
+            after,
+            vec![
+                Input::Probe {
+                    target: ProbeTarget::Service,
+                    ok: service,
+                },
+                Input::Probe {
+                    target: ProbeTarget::Site,
+                    ok: agent,
+                },
+            ],
+        );
+    }
+
+    // ------------------------------------------------------------------ backups
+
+    fn backup(&mut self, s: usize, op: OpId, db: Option<DbId>, kind: ArtifactKind) {
+        let took = self.params.backup_time.0 * if kind == ArtifactKind::Full { 4 } else { 1 };
+        if self.active.stalled > 0 {
+            let f = failure(
+                1,
+                "the backup job did not run (its schedule is disabled)",
+                false,
+            );
+            return self.finish_op(s, op, Err(f), took);
+        }
+        self.settle();
+        let dbs: Vec<usize> = match db {
+            Some(d) if (d.0 as usize) < self.sites[s].dbs.len() => vec![d.0 as usize],
+            Some(_) => Vec::new(),
+            None => (0..self.sites[s].dbs.len()).collect(),
+        };
+        let epoch = self.sites[s].db_epoch.max(Epoch(1));
+        let mut found = Vec::new();
+        for i in dbs {
+            let d = self.sites[s].dbs[i].clone();
+            let (start, end, base) = match kind {
+                ArtifactKind::Log if d.pos > d.logged_upto => (d.logged_upto, d.pos, None),
+                ArtifactKind::Incremental => match d.base_full {
+                    Some(f) if d.pos > f => (f, d.pos, Some(f)),
+                    _ => continue,
+                },
+                ArtifactKind::Full => (d.pos, d.pos, None),
+                _ => continue,
+            };
+            match kind {
+                ArtifactKind::Log => self.sites[s].dbs[i].logged_upto = end,
+                ArtifactKind::Full => self.sites[s].dbs[i].base_full = Some(end),
+                ArtifactKind::Incremental => {}
+            }
+            if kind == ArtifactKind::Log {
+                let lost = self
+                    .active
+                    .never_ship
+                    .iter()
+                    .position(|x| x.is_none_or(|x| x.0 as usize == i));
+                if let Some(k) = lost {
+                    // Produced, then lost before anything could discover it: a hole.
+                    self.active.never_ship.remove(k);
+                    self.oracle.never_shipped(s, i, start, end);
+                    continue;
+                }
+            }
+            let cut = crate::world::Cut {
+                kind,
+                start,
+                end,
+                base_full: base,
+                epoch,
+            };
+            let meta = self.make_artifact(s, i, cut);
+            found.push(Input::ArtifactDiscovered(meta));
+        }
+        if !found.is_empty() {
+            self.local(s, took, found);
+        }
+        self.finish_op(s, op, Ok(()), took + 1);
+    }
+
+    /// An operation run once finishes: remember its result, report it.
+    fn finish_op(&mut self, s: usize, op: OpId, result: Result<(), Failure>, after: Millis) {
+        self.sites[s].running.remove(&op);
+        self.sites[s].finished.insert(op, result.clone());
+        self.complete(s, op, result, after);
+    }
+
+    // ------------------------------------------------------------------ shipping
+
+    fn ship(&mut self, s: usize, op: OpId, meta: ArtifactMeta, to: SiteId) {
+        let t = to.0 as usize;
+        let key = meta.key;
+        let fail = |w: &mut World, reason: &str, after: Millis| {
+            w.local(
+                s,
+                after,
+                vec![Input::ShipFailed {
+                    op,
+                    key,
+                    to,
+                    reason: reason.to_string(),
+                }],
+            )
+        };
+        if t >= 2 || t == s {
+            return fail(self, "no such site", 1);
+        }
+        let Some(body) = self.sites[s].outbox.get(&key).copied() else {
+            return fail(self, "the artifact file is not in the outbox", 1);
+        };
+        if body.damaged && self.params.sender_verifies {
+            return fail(
+                self,
+                "the outbox copy does not match its manifest checksum (damaged at rest)",
+                1,
+            );
+        }
+        if self.oracle.shipped(s, key, self.now) {
+            let name = self.node_name(s);
+            return self.violation(
+                "liveness",
+                format!(
+                    "{name} shipped {key:?} more than {} times within an hour (a ship storm)",
+                    crate::oracle::SHIP_STORM
+                ),
+            );
+        }
+        if !self.net.up(s, t) || !self.node_reachable(t) {
+            return fail(self, "connection timed out", 3_000);
+        }
+        let transfer = meta.size / self.params.bytes_per_ms;
+        let mut copies = 1;
+        let faulty =
+            self.net.faulty() || !self.net.corrupt.is_empty() || !self.net.truncate.is_empty();
+        if faulty {
+            let loss = self.net.p_loss();
+            if loss > 0.0 && self.rng.net.gen_bool(loss) {
+                let d = self.net.delay(&mut self.rng.net);
+                return fail(self, "connection reset during the transfer", d + transfer);
+            }
+            let dup = self.net.p_dup();
+            if dup > 0.0 && self.rng.net.gen_bool(dup) {
+                copies = 2;
+            }
+        }
+        let inc = self.nodes[t].inc;
+        for _ in 0..copies {
+            let mut bad = body.damaged;
+            if faulty {
+                let pc = self.net.p_corrupt();
+                let pt = self.net.p_truncate();
+                if pc > 0.0 && self.rng.net.gen_bool(pc) {
+                    bad = true;
+                }
+                if pt > 0.0 && self.rng.net.gen_bool(pt) {
+                    bad = true;
+                }
+            }
+            let d = if faulty {
+                self.net.delay(&mut self.rng.net)
+            } else {
+                self.net.base_latency.max(1)
+            };
+            self.q.push(
+                self.now + d + transfer,
+                Ev::Arrive(Box::new(crate::world::Arrival {
+                    from: s,
+                    to: t,
+                    inc,
+                    meta,
+                    body,
+                    bad,
+                })),
+            );
+        }
+    }
+
+    /// A copy lands: fsynced and renamed into the inbox, then reported with its computed
+    /// checksum (the engine decides whether it matches).
+    pub fn arrive(
+        &mut self,
+        from: usize,
+        to: usize,
+        inc: u32,
+        meta: ArtifactMeta,
+        body: Body,
+        bad: bool,
+    ) {
+        if !self.sites[to].alive || !self.nodes[to].up || self.nodes[to].inc != inc {
+            return;
+        }
+        let computed = if bad {
+            Checksum(meta.checksum.0 ^ (crate::trace::mix(&[self.now, meta.key.lsn_end.0]) | 1))
+        } else {
+            meta.checksum
+        };
+        let mut rotten = false;
+        if !bad && self.sites[to].damage_inbox > 0 && meta.key.kind != ArtifactKind::Full {
+            self.sites[to].damage_inbox -= 1;
+            rotten = true;
+        }
+        let held = self.sites[to].inbox.get(&meta.key).is_some_and(|c| !c.bad);
+        let i = meta.key.db.0 as usize;
+        let covered = self.sites[to]
+            .dbs
+            .get(i)
+            .is_none_or(|d| d.pos >= meta.key.lsn_end.0);
+        // A copy that fails verification is received beside a good one, never over it.
+        if !(bad && held) {
+            self.sites[to].inbox.insert(
+                meta.key,
+                Received {
+                    body,
+                    bad,
+                    rotten,
+                    at: self.now,
+                },
+            );
+        }
+        self.oracle.received(to, &meta, bad, self.now);
+        let db = meta.key.db;
+        // A damaged copy of an artifact the site still needs must be flagged at once.
+        let expect = (bad && !held && !covered).then(|| {
+            (
+                AlertKind::ChecksumMismatch,
+                Some(db),
+                format!(
+                    "a copy of {:?} failed verification (manifest {}, computed {computed})",
+                    meta.key, meta.checksum
+                ),
+            )
+        });
+        self.feed(
+            to,
+            Input::ArtifactReceived {
+                meta,
+                computed,
+                from: SiteId(from as u16),
+            },
+            expect,
+        );
+        self.oracle_gap_eval(to, db.0 as usize);
+    }
+
+    // ------------------------------------------------------------------ restores
+
+    fn restore(&mut self, s: usize, op: OpId, meta: ArtifactMeta) {
+        self.oracle_restore_issued(s, &meta);
+        let key = meta.key;
+        if let Some(k) = self
+            .active
+            .poison_next
+            .iter()
+            .position(|x| x.is_none_or(|d| d == key.db))
+        {
+            if key.kind != ArtifactKind::Full && !self.sites[s].poisoned.contains(&key) {
+                self.active.poison_next.remove(k);
+                self.sites[s].poisoned.insert(key);
+            }
+        }
+        let txs = if key.kind == ArtifactKind::Full {
+            key.lsn_end.0
+        } else {
+            key.lsn_end.0.saturating_sub(key.lsn_start.0)
+        };
+        let base = self.params.restore_base.0 + self.params.restore_per_ktx.0 * txs / 1000;
+        let took = ((base as f64 * self.active.slow_factor()) as Millis).clamp(1, MAX_RESTORE);
+        self.sites[s].restore_ends.insert(op, self.now + took);
+        let inc = self.nodes[s].inc;
+        self.q.push(
+            self.now + took,
+            Ev::RestoreDone {
+                site: s,
+                inc,
+                op,
+                meta: Box::new(meta),
+            },
+        );
+    }
+
+    pub fn restore_done(&mut self, s: usize, _inc: u32, op: OpId, meta: ArtifactMeta) {
+        if !self.sites[s].alive {
+            self.sites[s].running.remove(&op);
+            return;
+        }
+        self.sites[s].restore_ends.remove(&op);
+        let key = meta.key;
+        let i = key.db.0 as usize;
+        if i >= self.sites[s].dbs.len() {
+            return;
+        }
+        let copy = self.sites[s].inbox.get(&key).copied();
+        let p_fail = self.active.p_restore_fail();
+        let result: Result<(), Failure> = match copy {
+            None => Err(failure(
+                2,
+                "the artifact file is not in the inbox (removed or quarantined)",
+                false,
+            )),
+            // The database reports a damaged file; the executor cannot tell a bad read from a
+            // bad file, so it does not call it permanent.
+            Some(c) if c.rotten => Err(failure(
+                22,
+                "the backup set is damaged: a page checksum does not match",
+                false,
+            )),
+            Some(_) if self.sites[s].poisoned.contains(&key) => Err(failure(
+                3241,
+                "the media family on the device is incorrectly formed",
+                true,
+            )),
+            Some(_) if p_fail > 0.0 && self.rng.exec.gen_bool(p_fail) => Err(failure(
+                4305,
+                "the restore was interrupted (transient I/O error)",
+                false,
+            )),
+            Some(c) => self.apply(s, i, &meta, c),
+        };
+        let new_failure = if result.is_ok() {
+            self.oracle_restored(s, i);
+            false
+        } else {
+            self.oracle_restore_failed(s, op, &meta, self.now)
+        };
+        self.sites[s].running.remove(&op);
+        if !self.nodes[s].up {
+            self.sites[s].finished.insert(op, result);
+            return;
+        }
+        self.sites[s].finished.insert(op, result.clone());
+        let expect = self.oracle_restore_error_expectation(s, &meta, new_failure);
+        self.feed(s, Input::Completed { op, result }, expect);
+        self.oracle_gap_eval(s, i);
+    }
+
+    /// Apply an artifact's content to a database (the database's own chain checks).
+    fn apply(
+        &mut self,
+        s: usize,
+        i: usize,
+        meta: &ArtifactMeta,
+        c: Received,
+    ) -> Result<(), Failure> {
+        let key = meta.key;
+        let d = self.sites[s].dbs[i].clone();
+        let (start, end) = (key.lsn_start.0, key.lsn_end.0);
+        let new = match key.kind {
+            ArtifactKind::Full => {
+                if c.bad {
+                    self.lin[i].garbage(end)
+                } else {
+                    (end, c.body.lin)
+                }
+            }
+            ArtifactKind::Log | ArtifactKind::Incremental => {
+                if d.pos >= end {
+                    return Ok(()); // already applied: restoring twice is harmless
+                }
+                if d.pos < start {
+                    return Err(failure(
+                        4305,
+                        "the log in this backup set begins too late to apply to the database",
+                        false,
+                    ));
+                }
+                if c.bad || !self.lin[i].agree(d.lin, c.body.lin, d.pos) {
+                    // Content from another history (or damaged): the database takes it, and no
+                    // longer matches anyone's history.
+                    self.lin[i].garbage(end)
+                } else {
+                    (end, c.body.lin)
+                }
+            }
+        };
+        let dm = &mut self.sites[s].dbs[i];
+        dm.pos = new.0;
+        dm.lin = new.1;
+        dm.logged_upto = new.0;
+        if key.kind == ArtifactKind::Full {
+            dm.base_full = Some(end);
+        }
+        self.trace.add(&[self.now, s as u64, i as u64, new.0]);
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ disks
+
+    pub fn report_disk(&mut self, s: usize) {
+        if !self.sites[s].alive || !self.nodes[s].up {
+            return;
+        }
+        let used: u64 = self.sites[s]
+            .outbox
+            .values()
+            .map(|b| b.meta.size)
+            .sum::<u64>()
+            + self.sites[s]
+                .inbox
+                .values()
+                .map(|r| r.body.meta.size)
+                .sum::<u64>();
+        let min = self.cfg.alerts.min_free_mib;
+        let free = if self.active.disk_pressure > 0 {
+            min / 2
+        } else {
+            self.params.disk_mib.saturating_sub(used >> 20)
+        };
+        let expect = (free < min).then(|| {
+            (
+                AlertKind::DiskSpace,
+                None,
+                format!("free space reported at {free} MiB, under the {min} MiB threshold"),
+            )
+        });
+        self.feed(s, Input::DiskSpace { free_mib: free }, expect);
+    }
+
+    // ------------------------------------------------------------------ crashes and sites
+
+    /// The node's process dies (the site's database keeps running).
+    pub fn crash(&mut self, n: usize) {
+        if !self.nodes[n].up {
+            return;
+        }
+        let rng = &mut self.rng.fault;
+        let lost = self.nodes[n].crash(|unsynced| {
+            if unsynced == 0 || rng.gen_bool(0.5) {
+                unsynced
+            } else {
+                rng.gen_range(0..unsynced)
+            }
+        });
+        self.trace.add(&[self.now, n as u64, 0xC2A5, lost as u64]);
+        let name = self.node_name(n);
+        self.trace.note(self.now, || {
+            format!("{name} CRASH ({lost} unsynced journal bytes lost)")
+        });
+        self.oracle.node_down(n, self.now);
+    }
+
+    /// The node's process starts again from its journal.
+    pub fn restart(&mut self, n: usize) {
+        if self.nodes[n].up || (n < 2 && !self.sites[n].alive) {
+            return;
+        }
+        let me = (n != ARBITER).then_some(SiteId(n as u16));
+        let replay = match self.nodes[n].recover(&self.cfg, me) {
+            Ok(r) => r,
+            Err(e) => {
+                let name = self.node_name(n);
+                return self.violation("journal_replay", format!("{name}: restart failed: {e}"));
+            }
+        };
+        self.out.restarts += 1;
+        if replay.torn {
+            self.out.torn_tails += 1;
+        }
+        if let Some(before) = self.nodes[n].before_crash.take() {
+            if *before != self.nodes[n].state() {
+                let name = self.node_name(n);
+                self.violation(
+                    "journal_replay",
+                    format!(
+                        "{name}: replaying the whole journal ({} records) did not reproduce the \
+                         engine's state before the crash",
+                        replay.records
+                    ),
+                );
+            }
+        }
+        let epoch = self.nodes[n].engine.epoch();
+        if epoch < self.nodes[n].durable_epoch {
+            let name = self.node_name(n);
+            let had = self.nodes[n].durable_epoch;
+            self.violation(
+                "epochs_grow",
+                format!("{name}: came back from its journal at epoch {epoch}, after acting at epoch {had}"),
+            );
+        }
+        self.nodes[n].max_epoch = epoch;
+        let name = self.node_name(n);
+        let torn = replay.torn;
+        self.trace.note(self.now, || {
+            format!(
+                "{name} RESTART: {} records replayed{}",
+                replay.records,
+                if torn { ", torn tail truncated" } else { "" }
+            )
+        });
+        self.oracle.node_up(n, self.now);
+        self.nodes[n].wake_at = None;
+        self.feed(n, Input::Restarted, None);
+        if n < 2 {
+            // The adapter scans its outbox on start: files the engine has not seen are found.
+            let found: Vec<Input> = self.sites[n]
+                .outbox
+                .values()
+                .map(|b| Input::ArtifactDiscovered(b.meta))
+                .collect();
+            if !found.is_empty() {
+                self.local(n, 1, found);
+            }
+            self.report_disk(n);
+        }
+    }
+
+    /// A whole site is lost: database and agent.
+    pub fn kill_site(&mut self, s: usize) {
+        if !self.sites[s].alive {
+            return;
+        }
+        let was_primary = self.current_primary() == s;
+        self.settle();
+        self.close_writes(s);
+        self.crash(s);
+        self.sites[s].alive = false;
+        self.sites[s].running.clear();
+        self.sites[s].restore_ends.clear();
+        self.oracle.site_lost(s, self.now);
+        self.oracle_site_lost(s, was_primary);
+    }
+
+    /// A lost site comes back with its disk: the databases come up fenced, the agent restarts
+    /// from its journal.
+    pub fn revive_site(&mut self, s: usize) {
+        if self.sites[s].alive {
+            return;
+        }
+        self.sites[s].alive = true;
+        self.sites[s].writable = false;
+        self.sites[s].reported = vec![0; self.sites[s].dbs.len()];
+        self.restart(s);
+    }
+}

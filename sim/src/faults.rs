@@ -1,0 +1,295 @@
+//! Applying a schedule's faults to the world: each named mode starts (and, for windows, ends)
+//! at its time, on targets resolved when it starts.
+
+use crate::net::ARBITER;
+use crate::world::{Ev, World};
+use lifeboat_core::protocol::{Input, OperatorRequest};
+use lifeboat_core::{DbId, SiteId};
+use lifeboat_scenarios::{FaultMode, NodeRef};
+
+impl World {
+    fn resolve(&self, r: &NodeRef) -> Option<usize> {
+        let primary = SiteId(self.current_primary() as u16);
+        match r {
+            NodeRef::Arbiter => Some(ARBITER),
+            other => other.resolve(&self.cfg, primary).map(|s| s.0 as usize),
+        }
+    }
+
+    fn db_of(&self, name: &Option<String>) -> Option<DbId> {
+        name.as_ref().and_then(|n| self.cfg.db_id(n))
+    }
+
+    fn operator(&mut self, node: usize, req: OperatorRequest) {
+        if node < 2 && self.sites[node].alive && self.nodes[node].up {
+            self.feed(node, Input::Operator(req), None);
+        }
+    }
+
+    pub fn fault_start(&mut self, i: usize) {
+        let f = self.schedule[i].clone();
+        let Some(mode) = f.mode else { return };
+        let name = f.summary();
+        self.trace.note(self.now, || format!("FAULT start {name}"));
+        self.trace.add(&[self.now, 0xFA, i as u64]);
+        let primary = self.current_primary();
+        let secondary = 1 - primary;
+        let until = (f.duration.0 > 0).then(|| self.now + f.duration.0);
+        let mut targets = Vec::new();
+        match mode {
+            FaultMode::Partition | FaultMode::PartitionOneWay => {
+                let (Some(a), Some(b)) = (
+                    f.from.as_ref().and_then(|r| self.resolve(r)),
+                    f.to.as_ref().and_then(|r| self.resolve(r)),
+                ) else {
+                    return;
+                };
+                if a == b {
+                    return;
+                }
+                self.net.cut(a, b);
+                if mode == FaultMode::Partition {
+                    self.net.cut(b, a);
+                }
+                targets = vec![a, b];
+            }
+            FaultMode::Isolate => {
+                let n = f
+                    .site
+                    .as_ref()
+                    .and_then(|r| self.resolve(r))
+                    .unwrap_or(primary);
+                for m in 0..3 {
+                    if m != n {
+                        self.net.cut(n, m);
+                        self.net.cut(m, n);
+                    }
+                }
+                targets = vec![n];
+            }
+            FaultMode::Latency => {
+                let lat = f.latency.map_or(100, |s| s.0);
+                let jit = f.jitter.map_or(0, |s| s.0);
+                self.net.latency.push((i, lat, jit));
+            }
+            FaultMode::Loss => self.net.loss.push((i, f.probability.unwrap_or(0.01))),
+            FaultMode::Duplication => self
+                .net
+                .duplication
+                .push((i, f.probability.unwrap_or(0.01))),
+            FaultMode::Reorder => self.net.reorder.push((
+                i,
+                f.probability.unwrap_or(0.1),
+                f.latency.map_or(1_000, |s| s.0),
+            )),
+            FaultMode::CorruptInTransit => {
+                self.net.corrupt.push((i, f.probability.unwrap_or(0.05)))
+            }
+            FaultMode::TruncateInTransit => {
+                self.net.truncate.push((i, f.probability.unwrap_or(0.05)))
+            }
+            FaultMode::CorruptAtRest | FaultMode::TruncateAtRest => {
+                let s = f
+                    .site
+                    .as_ref()
+                    .and_then(|r| self.resolve(r))
+                    .filter(|&s| s < 2)
+                    .unwrap_or(primary);
+                let n = f.count.unwrap_or(1);
+                if s == primary {
+                    self.sites[s].damage_outbox += n;
+                } else {
+                    self.sites[s].damage_inbox += n;
+                }
+            }
+            FaultMode::NeverShipped => {
+                let db = self.db_of(&f.db);
+                for _ in 0..f.count.unwrap_or(1) {
+                    self.active.never_ship.push(db);
+                }
+            }
+            FaultMode::BackupsPaused => {
+                self.sites[primary].paused = true;
+                self.oracle.paused_changed(true, self.now);
+                self.operator(primary, OperatorRequest::PauseBackups);
+                targets = vec![primary];
+            }
+            FaultMode::BackupsStalled => self.active.stalled += 1,
+            FaultMode::RestoreErrorTransient => self
+                .active
+                .restore_fail
+                .push((i, f.probability.unwrap_or(0.2))),
+            FaultMode::RestoreErrorPermanent => {
+                let db = self.db_of(&f.db);
+                for _ in 0..f.count.unwrap_or(1) {
+                    self.active.poison_next.push(db);
+                }
+            }
+            FaultMode::SlowRestores => self.active.slow.push((i, f.factor.unwrap_or(20.0))),
+            FaultMode::DiskPressure => {
+                self.active.disk_pressure += 1;
+                for s in 0..2 {
+                    self.report_disk(s);
+                }
+            }
+            FaultMode::EngineCrash => {
+                let n = f
+                    .site
+                    .as_ref()
+                    .and_then(|r| self.resolve(r))
+                    .unwrap_or(primary);
+                self.crash(n);
+                let back = self.now + f.duration.0.max(100);
+                self.q.push(back, Ev::Restart { node: n });
+                return self.set_targets(i, vec![n]);
+            }
+            FaultMode::ClockDrift => {
+                let nodes: Vec<usize> = match f.site.as_ref().and_then(|r| self.resolve(r)) {
+                    Some(n) => vec![n],
+                    None => vec![0, 1, ARBITER],
+                };
+                for &n in &nodes {
+                    let ppm = f.drift_ppm.unwrap_or(0);
+                    self.nodes[n].clock.set_rate(self.now, ppm);
+                    self.rearm(n);
+                }
+                targets = nodes;
+            }
+            FaultMode::ClockStep => {
+                let n = f
+                    .site
+                    .as_ref()
+                    .and_then(|r| self.resolve(r))
+                    .unwrap_or(ARBITER);
+                self.nodes[n]
+                    .clock
+                    .step(self.now, f.step.map_or(0, |s| s.0));
+                self.rearm(n);
+            }
+            FaultMode::SiteLoss => {
+                let s = f
+                    .site
+                    .as_ref()
+                    .and_then(|r| self.resolve(r))
+                    .filter(|&s| s < 2)
+                    .unwrap_or(primary);
+                self.kill_site(s);
+                return;
+            }
+            FaultMode::OldPrimaryReturns => {
+                let s = f
+                    .site
+                    .as_ref()
+                    .and_then(|r| self.resolve(r))
+                    .filter(|&s| s < 2)
+                    .unwrap_or(primary);
+                self.kill_site(s);
+                targets = vec![s];
+            }
+            FaultMode::ArbiterLoss => {
+                self.crash(ARBITER);
+                self.oracle.arbiter_lost(self.now);
+                targets = vec![ARBITER];
+            }
+            FaultMode::Switchover => self.operator(primary, OperatorRequest::Switchover),
+            FaultMode::Failback => self.operator(primary, OperatorRequest::Failback),
+            FaultMode::Drill => {
+                let db = self.db_of(&f.db);
+                self.operator(secondary, OperatorRequest::Drill { db })
+            }
+            FaultMode::ForcedFailover => {
+                self.operator(secondary, OperatorRequest::Failover { force: true })
+            }
+        }
+        self.set_targets(i, targets);
+        if let Some(t) = until {
+            if !matches!(
+                mode,
+                FaultMode::CorruptAtRest
+                    | FaultMode::TruncateAtRest
+                    | FaultMode::NeverShipped
+                    | FaultMode::RestoreErrorPermanent
+                    | FaultMode::ClockStep
+                    | FaultMode::Switchover
+                    | FaultMode::Failback
+                    | FaultMode::Drill
+                    | FaultMode::ForcedFailover
+            ) {
+                self.q.push(t, Ev::FaultEnd(i));
+            }
+        }
+    }
+
+    fn set_targets(&mut self, i: usize, targets: Vec<usize>) {
+        self.active.targets.insert(i, targets);
+    }
+
+    pub fn fault_end(&mut self, i: usize) {
+        let f = self.schedule[i].clone();
+        let Some(mode) = f.mode else { return };
+        let name = f.summary();
+        self.trace.note(self.now, || format!("FAULT end {name}"));
+        self.trace.add(&[self.now, 0xFB, i as u64]);
+        let targets = self.active.targets.remove(&i).unwrap_or_default();
+        match mode {
+            FaultMode::Partition | FaultMode::PartitionOneWay => {
+                if let [a, b] = targets[..] {
+                    self.net.heal(a, b);
+                    if mode == FaultMode::Partition {
+                        self.net.heal(b, a);
+                    }
+                }
+            }
+            FaultMode::Isolate => {
+                if let [n] = targets[..] {
+                    for m in 0..3 {
+                        if m != n {
+                            self.net.heal(n, m);
+                            self.net.heal(m, n);
+                        }
+                    }
+                }
+            }
+            FaultMode::Latency
+            | FaultMode::Loss
+            | FaultMode::Duplication
+            | FaultMode::Reorder
+            | FaultMode::CorruptInTransit
+            | FaultMode::TruncateInTransit => self.net.remove_fault(i),
+            FaultMode::BackupsPaused => {
+                if let [s] = targets[..] {
+                    self.sites[s].paused = false;
+                    self.oracle.paused_changed(false, self.now);
+                    self.operator(s, OperatorRequest::ResumeBackups);
+                }
+            }
+            FaultMode::BackupsStalled => {
+                self.active.stalled = self.active.stalled.saturating_sub(1)
+            }
+            FaultMode::RestoreErrorTransient => self.active.restore_fail.retain(|x| x.0 != i),
+            FaultMode::SlowRestores => self.active.slow.retain(|x| x.0 != i),
+            FaultMode::DiskPressure => {
+                self.active.disk_pressure = self.active.disk_pressure.saturating_sub(1);
+                for s in 0..2 {
+                    self.report_disk(s);
+                }
+            }
+            FaultMode::ClockDrift => {
+                for n in targets {
+                    self.nodes[n].clock.set_rate(self.now, 0);
+                    self.rearm(n);
+                }
+            }
+            FaultMode::OldPrimaryReturns => {
+                if let [s] = targets[..] {
+                    self.revive_site(s);
+                }
+            }
+            FaultMode::ArbiterLoss => {
+                self.restart(ARBITER);
+                self.oracle.arbiter_back(self.now);
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! The oracles: checkers separate from the engines they judge (TigerBeetle's `state_checker`
+//! in spirit). They watch the world — databases, disks, links, what each engine emits — and
+//! record a violation with the seed's time when an invariant breaks:
+//!
+//! | oracle | invariant |
+//! |---|---|
+//! | `one_writer` | at most one site accepts writes; no write is acknowledged at an epoch older than the newest (split brain) — `world.rs` |
+//! | `prefix` | every secondary database is a prefix of the writer's history (`history.rs`) |
+//! | `verified_restore` | nothing that failed verification is restored (`restores.rs`) |
+//! | `stale_restore` | nothing from an epoch older than the newest is restored (`restores.rs`) |
+//! | `epochs_grow` | no engine's epoch goes down, across restarts too — `world.rs`, `exec.rs` |
+//! | `switchover_loss` | a planned switchover loses no acknowledged transaction (`history.rs`) |
+//! | `rpo_bounds` | a failover's true loss lies within its reported `[rpo_lower, rpo_upper]` (`history.rs`) |
+//! | `alert_threshold` | corruption, gaps, staleness, backlog, failing restores, disk pressure and a silent recovery site raise their alert within the threshold (`alerts.rs`) |
+//! | `quiet` | a run without faults raises no alert (`alerts.rs`) |
+//! | `catch_up` | after the faults heal, a writer exists and the secondary catches up within a bound (`liveness.rs`) |
+//! | `rto` | with the arbiter reachable, a lost primary site is replaced within the RTO bound (`liveness.rs`) |
+//! | `journal_replay` | replaying a whole journal reproduces the engine's state (`exec.rs`) |
+//! | `engine_panic`, `liveness` | engines never panic and never livelock — `world.rs` |
+
+mod alerts;
+mod history;
+mod liveness;
+mod restores;
+
+pub use liveness::Check;
+
+use lifeboat_core::{AlertKind, ArtifactKey, ArtifactKind, ArtifactMeta, DbId, Millis, OpId};
+use std::collections::BTreeMap;
+
+/// More ships of one artifact than this within a simulated hour is a storm (a retry loop
+/// without backoff): shipping once a second for an hour is already far beyond any backoff.
+pub const SHIP_STORM: u32 = 3_600;
+
+/// A restore that failed, as the world executed it.
+#[derive(Clone, Debug)]
+pub struct FailRec {
+    /// Distinct operations that failed (an operation re-issued with the same id counts once,
+    /// as the engine counts it).
+    pub ops: Vec<OpId>,
+    pub first: Millis,
+}
+
+/// What the oracles remember between events.
+#[derive(Clone, Debug, Default)]
+pub struct Oracles {
+    /// The schedule has no fault (operator actions aside): nothing may be alerted.
+    pub clean: bool,
+    /// Last raise (or update) of (site, kind, database).
+    pub last_raise: BTreeMap<(usize, AlertKind, Option<DbId>), Millis>,
+    /// Active conditions per (site, kind, database): raises minus clears.
+    pub active: BTreeMap<(usize, AlertKind, Option<DbId>), i32>,
+    pub up_since: [Millis; 3],
+    pub role_since: [Millis; 2],
+    pub last_delivery: [[Millis; 3]; 3],
+    /// Per site and database: when the last good log arrived, and the furthest position
+    /// received in a good copy.
+    pub last_log: [Vec<Millis>; 2],
+    pub received_end: [Vec<u64>; 2],
+    /// The writer's positions at the previous tick.
+    pub writer_prev: Vec<u64>,
+    /// An open hole per site and database: (since, at position).
+    pub gap_since: [Vec<Option<(Millis, u64)>>; 2],
+    pub failures: [BTreeMap<ArtifactKey, FailRec>; 2],
+    /// Operator pauses in effect, and when that last changed.
+    pub pauses: u32,
+    pub pause_changed: Option<Millis>,
+    pub arbiter_down: bool,
+    /// Logs produced and lost before shipping: (site, db, start, end).
+    pub holes: Vec<(usize, usize, u64, u64)>,
+    pub catch_up_mark: Option<(usize, Vec<u64>)>,
+    /// Ships per (site, artifact) in the current simulated hour.
+    pub ships: BTreeMap<(usize, ArtifactKey), (Millis, u32)>,
+}
+
+impl Oracles {
+    pub fn new(dbs: usize) -> Self {
+        Oracles {
+            last_log: [vec![0; dbs], vec![0; dbs]],
+            received_end: [vec![0; dbs], vec![0; dbs]],
+            writer_prev: vec![0; dbs],
+            gap_since: [vec![None; dbs], vec![None; dbs]],
+            ..Default::default()
+        }
+    }
+
+    /// Count a ship; true when it makes a storm.
+    pub fn shipped(&mut self, site: usize, key: ArtifactKey, now: Millis) -> bool {
+        let hour = now / 3_600_000;
+        if self.ships.len() > 100_000 {
+            self.ships.retain(|_, v| v.0 == hour);
+        }
+        let e = self.ships.entry((site, key)).or_insert((hour, 0));
+        if e.0 != hour {
+            *e = (hour, 0);
+        }
+        e.1 += 1;
+        e.1 > SHIP_STORM
+    }
+
+    pub fn delivered(&mut self, from: usize, to: usize, now: Millis) {
+        self.last_delivery[from][to] = now;
+    }
+    pub fn role_changed(&mut self, site: usize, now: Millis) {
+        self.role_since[site] = now;
+    }
+    pub fn node_down(&mut self, _n: usize, _now: Millis) {}
+    pub fn node_up(&mut self, n: usize, now: Millis) {
+        self.up_since[n] = now;
+        if n < 2 {
+            self.role_since[n] = now;
+        }
+    }
+    pub fn site_lost(&mut self, _s: usize, _now: Millis) {}
+    pub fn paused_changed(&mut self, paused: bool, now: Millis) {
+        if paused {
+            self.pauses += 1;
+        } else {
+            self.pauses = self.pauses.saturating_sub(1);
+        }
+        self.pause_changed = Some(now);
+    }
+    pub fn arbiter_lost(&mut self, _now: Millis) {
+        self.arbiter_down = true;
+    }
+    pub fn arbiter_back(&mut self, _now: Millis) {
+        self.arbiter_down = false;
+    }
+    pub fn never_shipped(&mut self, site: usize, db: usize, start: u64, end: u64) {
+        self.holes.push((site, db, start, end));
+    }
+    pub fn received(&mut self, site: usize, meta: &ArtifactMeta, bad: bool, now: Millis) {
+        let i = meta.key.db.0 as usize;
+        if bad || i >= self.last_log[site].len() {
+            return;
+        }
+        if meta.key.kind == ArtifactKind::Log {
+            self.last_log[site][i] = now;
+        }
+        let e = &mut self.received_end[site][i];
+        *e = (*e).max(meta.key.lsn_end.0);
+    }
+
+    /// Raised or updated at or after `t`, or active now.
+    pub fn raised_since(&self, site: usize, kind: AlertKind, db: Option<DbId>, t: Millis) -> bool {
+        self.last_raise
+            .get(&(site, kind, db))
+            .is_some_and(|&at| at >= t)
+            || self.active.get(&(site, kind, db)).is_some_and(|&n| n > 0)
+    }
+}

@@ -1,0 +1,86 @@
+//! Engine bugs the simulator found, kept as runnable specifications. Each is `#[ignore]`d with
+//! the reason until the engine is fixed; re-enable it then (`cargo test -p lifeboat-tests --
+//! --ignored`).
+
+use lifeboat_scenarios::{FaultMode, FaultSpec, NodeRef, WorldParams};
+use lifeboat_sim::spec::FaultChoice;
+use lifeboat_sim::sweep::describe_violation;
+use lifeboat_sim::RunSpec;
+
+/// The primary's copy of one log is damaged on its disk and its adapter ships the bytes as they
+/// are (`sender_verifies = false`). Every copy fails verification at the recovery site, which
+/// answers `Resend`; `SiteEngine::resend` (core/src/engine/outbox.rs) re-queues and ships again
+/// at once, with no backoff and no attempt limit: one ship every round trip (~50 ms), 3600 in
+/// about three minutes, until a reseed happens to cover the log. A duplicated `Resend` adds a
+/// second copy to the loop each time (the loop multiplies under `duplication`).
+#[test]
+#[ignore = "engine bug: Resend re-ships at once with no backoff (core/src/engine/outbox.rs, SiteEngine::resend)"]
+fn a_damaged_outbox_copy_is_not_reshipped_in_a_tight_loop() {
+    let mut spec = RunSpec::swarm(2.0);
+    spec.name = "resend storm".into();
+    spec.world = WorldParams {
+        hours: 2.0,
+        sender_verifies: false,
+        ..spec.world
+    };
+    let mut f = FaultSpec::new(FaultMode::CorruptAtRest, 3_600_000, 0);
+    f.site = Some(NodeRef::CurrentPrimary);
+    f.count = Some(1);
+    spec.faults = FaultChoice::Fixed(vec![f]);
+    for seed in 0..2 {
+        let o = spec.run_seed(seed);
+        assert!(o.ok(), "{}", describe_violation(&spec, &o));
+    }
+}
+
+fn fault(mode: FaultMode, at_min: u64, minutes: u64) -> FaultSpec {
+    FaultSpec::new(mode, at_min * 60_000, minutes * 60_000)
+}
+
+/// A hole in db03 (a log never shipped) leads to a reseed at the recovery site; the primary's
+/// backup job is down when the reseed's `RequestFull` arrives, so that full backup fails. Nothing
+/// asks again: `begin_reseed` (core/src/engine/restore.rs) sends `RequestFull` once, the primary
+/// only audits a failed backup (`OpPurpose::Backup` in core/src/engine/mod.rs, `completed`), and
+/// a `RequestFull` that arrives while the peer is not `Primary` is dropped (role.rs). db03 stays
+/// behind until the next scheduled full backup (weekly by default): oracle `catch_up`.
+/// Found by the swarm: seeds 500, 510 and 621 of `lifeboat-sim run --seeds 200..800 --hours 24`.
+#[test]
+#[ignore = "engine bug: a reseed's RequestFull is never retried (core/src/engine/restore.rs, begin_reseed)"]
+fn a_reseed_whose_full_backup_failed_asks_for_it_again() {
+    let mut spec = RunSpec::swarm(5.0);
+    spec.name = "reseed request lost".into();
+    // No incremental bridges the hole in the meantime (they would cancel the reseed).
+    spec.config.schedule.incremental_every_ms = 50_400_000;
+    let mut hole = fault(FaultMode::NeverShipped, 60, 0);
+    hole.db = Some("db03".into());
+    hole.count = Some(1);
+    spec.faults = FaultChoice::Fixed(vec![hole, fault(FaultMode::BackupsStalled, 80, 40)]);
+    for seed in 0..2 {
+        let o = spec.run_seed(seed);
+        assert!(o.ok(), "{}", describe_violation(&spec, &o));
+    }
+}
+
+/// The operator pauses the primary's backups; the primary site is lost (so the operator's
+/// resume never reaches it) and fails over; it comes back and is rebuilt as the secondary with
+/// its old `backups_paused` still set. As a secondary it keeps using its own pause flag
+/// (`monitor` in core/src/engine/monitor.rs: `paused = peer.backups_paused || st.backups_paused`),
+/// so when the new primary's backups silently stop, `no_new_logs` never comes: oracle
+/// `alert_threshold`. Found by the swarm: seed 613 of `--seeds 200..800 --hours 24`.
+#[test]
+#[ignore = "engine bug: a secondary's own stale backups_paused silences no_new_logs (core/src/engine/monitor.rs)"]
+fn a_returning_old_primary_does_not_keep_its_backup_pause_as_a_secondary() {
+    let mut spec = RunSpec::swarm(5.0);
+    spec.name = "stale pause".into();
+    let mut lost = fault(FaultMode::OldPrimaryReturns, 60, 60);
+    lost.site = Some(NodeRef::CurrentPrimary);
+    spec.faults = FaultChoice::Fixed(vec![
+        fault(FaultMode::BackupsPaused, 30, 60),
+        lost,
+        fault(FaultMode::BackupsStalled, 180, 40),
+    ]);
+    for seed in 0..2 {
+        let o = spec.run_seed(seed);
+        assert!(o.ok(), "{}", describe_violation(&spec, &o));
+    }
+}
