@@ -1,0 +1,347 @@
+//! `lifeboat wal-push %p --config <wal.toml>` (PostgreSQL's `archive_command`) and
+//! `lifeboat wal-fetch %f %p --config <wal.toml>` (its `restore_command`). Both run as
+//! PostgreSQL's user, in the data directory, and talk to the agent only through the spool.
+//!
+//! **wal-push** exits 0 only once the file is durable in the spool (written to a temporary name,
+//! fsynced, renamed, directory fsynced): PostgreSQL may then recycle the segment. A segment
+//! becomes a segment artifact (its timeline's `.history` inside) in `push/`, where the agent's
+//! `take_backup(Log)` stamps it with the epoch and publishes it into the outbox. `.history`
+//! files go to `history/` (they travel inside the segments of their timeline); `.partial` and
+//! `.backup` files go to `aside/` (kept, never shipped: a `.partial` is the old timeline's tail
+//! that the promoted site already replayed, a `.backup` file is informational).
+//!
+//! **wal-fetch** serves only what the agent made servable in `serve/`, after checking the whole
+//! artifact against its manifest and the payload against the artifact's header; a damaged copy
+//! is refused (exit 1, logged), never handed to PostgreSQL. A segment that is not there yet is
+//! exit 1 ("not yet"), after waiting up to `fetch_wait_ms` when it is the one right after the
+//! last served (the agent is about to serve it). Exit codes stay below 126: PostgreSQL treats a
+//! higher one as fatal.
+
+use super::config::WalConfig;
+use super::segment::{self, HistoryFile, SegmentHeader, SEGMENT_FORMAT_VERSION};
+use super::spool;
+use super::wal::{scan_segment, segment_range, valid_segment_size, PgLsn, WalFile, MIN_SEGMENT};
+use crate::driver::manifest;
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// File suffix of a segment artifact in `push/` and `serve/`.
+pub const SEGMENT_SUFFIX: &str = ".lbwal";
+
+/// Why wal-push or wal-fetch did not succeed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WalError {
+    /// wal-fetch: the file is not servable (yet). PostgreSQL will ask again.
+    NotThere(String),
+    /// wal-fetch: the servable copy is damaged; it was not handed to PostgreSQL.
+    Refused(String),
+    /// Anything else (unreadable file, full disk, unknown file name, bad configuration).
+    Failed(String),
+}
+
+impl fmt::Display for WalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WalError::NotThere(m) => write!(f, "not available yet: {m}"),
+            WalError::Refused(m) => write!(f, "refused: {m}"),
+            WalError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+fn io_err(what: impl fmt::Display) -> impl FnOnce(std::io::Error) -> WalError {
+    move |e| WalError::Failed(format!("{what}: {e}"))
+}
+
+/// What wal-push did with a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pushed {
+    /// A segment, now a segment artifact in `push/`.
+    Segment(PathBuf),
+    /// The same segment was already pushed (PostgreSQL repeats a push after a crash).
+    AlreadyPushed(PathBuf),
+    /// A `.history` file, kept in `history/`.
+    History(PathBuf),
+    /// A `.partial` or `.backup` file, kept in `aside/`.
+    Aside(PathBuf),
+}
+
+/// Build the segment artifact for segment file `name` with `bytes`. `final_segment` cuts the
+/// range at the end of valid WAL (a fenced primary's last, incomplete segment).
+pub fn segment_artifact(
+    name: &str,
+    bytes: &[u8],
+    segment_size: u64,
+    history_dir: &Path,
+    final_segment: bool,
+) -> Result<(SegmentHeader, Vec<u8>), WalError> {
+    let Some(WalFile::Segment { timeline, segno }) = WalFile::parse(name, segment_size) else {
+        return Err(WalError::Failed(format!(
+            "{name} is not a WAL segment name for {segment_size}-byte segments"
+        )));
+    };
+    let scan = scan_segment(bytes, segno, segment_size)
+        .map_err(|e| WalError::Failed(format!("WAL segment {name} cannot be archived: {e}")))?;
+    let (start, end) = segment_range(segno, segment_size);
+    let lsn_end = if final_segment { scan.valid_end } else { end };
+    if lsn_end <= start {
+        return Err(WalError::Failed(format!(
+            "WAL segment {name} holds no complete record yet"
+        )));
+    }
+    let replay_target = scan.last_record_end.map(|t| t.min(lsn_end));
+    let mut history = Vec::new();
+    if timeline > 1 {
+        let hname = WalFile::History { timeline }.name(segment_size);
+        if let Ok(text) = fs::read_to_string(history_dir.join(&hname)) {
+            history.push(HistoryFile { name: hname, text });
+        }
+    }
+    let header = SegmentHeader {
+        format_version: SEGMENT_FORMAT_VERSION,
+        wal_file: name.to_string(),
+        timeline,
+        segno,
+        segment_size,
+        lsn_start: start,
+        lsn_end,
+        replay_target,
+        replay_floor: scan.last_record_start.filter(|_| replay_target.is_some()),
+        final_segment,
+        payload_size: 0,
+        payload_xxh3: String::new(),
+        history,
+    };
+    let bytes = segment::encode(header, bytes);
+    let (header, _) = segment::decode(&bytes).map_err(|e| WalError::Failed(e.to_string()))?;
+    Ok((header, bytes))
+}
+
+/// `archive_command`: make `segment_path` (`%p`) durable in the spool. Returns only when it is.
+pub fn wal_push(segment_path: &Path, cfg: &WalConfig) -> Result<Pushed, WalError> {
+    let name = segment_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| WalError::Failed(format!("{} names no file", segment_path.display())))?;
+    let size = fs::metadata(segment_path)
+        .map_err(io_err(format!("reading {}", segment_path.display())))?
+        .len();
+    let segment_size = if cfg.segment_size > 0 {
+        cfg.segment_size
+    } else if valid_segment_size(size) {
+        size
+    } else {
+        MIN_SEGMENT
+    };
+    let keep = |dir: PathBuf| -> Result<PathBuf, WalError> {
+        let bytes = fs::read(segment_path)
+            .map_err(io_err(format!("reading {}", segment_path.display())))?;
+        let dest = dir.join(&name);
+        spool::write_durably(&dest, &bytes)
+            .map_err(io_err(format!("writing {}", dest.display())))?;
+        Ok(dest)
+    };
+    match WalFile::parse(&name, segment_size) {
+        Some(WalFile::Segment { .. }) => {
+            if size != segment_size {
+                return Err(WalError::Failed(format!(
+                    "{} is {size} bytes, this cluster's segments are {segment_size}",
+                    segment_path.display()
+                )));
+            }
+            let bytes = fs::read(segment_path)
+                .map_err(io_err(format!("reading {}", segment_path.display())))?;
+            let (_, artifact) =
+                segment_artifact(&name, &bytes, segment_size, &cfg.history_dir(), false)?;
+            let dest = cfg.push_dir().join(format!("{name}{SEGMENT_SUFFIX}"));
+            if let Ok(old) = fs::read(&dest) {
+                // PostgreSQL pushes a segment again when it crashed before recording the
+                // first push: the same bytes are fine, different bytes are never overwritten.
+                let same = segment::decode(&old)
+                    .map(|(_, p)| p == &bytes[..])
+                    .unwrap_or(false);
+                if same {
+                    return Ok(Pushed::AlreadyPushed(dest));
+                }
+                return Err(WalError::Failed(format!(
+                    "{} already holds a different {name}: two clusters share this spool, or \
+                     the cluster was re-created; move the old file away",
+                    dest.display()
+                )));
+            }
+            spool::write_durably(&dest, &artifact)
+                .map_err(io_err(format!("writing {}", dest.display())))?;
+            Ok(Pushed::Segment(dest))
+        }
+        Some(WalFile::History { .. }) => keep(cfg.history_dir()).map(Pushed::History),
+        Some(WalFile::Partial { .. } | WalFile::BackupLabel { .. }) => {
+            keep(cfg.aside_dir()).map(Pushed::Aside)
+        }
+        None => Err(WalError::Failed(format!(
+            "{name} is not a file PostgreSQL archives (segment, .history, .partial, .backup)"
+        ))),
+    }
+}
+
+/// What wal-fetch handed to PostgreSQL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fetched {
+    Segment { lsn_start: u64, lsn_end: u64 },
+    History,
+}
+
+/// The highest segment number currently servable.
+fn last_served_segno(serve: &Path, segment_size: u64) -> Option<u64> {
+    spool::list(serve)
+        .ok()?
+        .into_iter()
+        .filter_map(|(n, _)| {
+            let wal = n.strip_suffix(SEGMENT_SUFFIX)?;
+            match WalFile::parse(wal, segment_size)? {
+                WalFile::Segment { segno, .. } => Some(segno),
+                _ => None,
+            }
+        })
+        .max()
+}
+
+/// `restore_command`: hand PostgreSQL the servable, verified copy of `name` (`%f`) at `dest`
+/// (`%p`). Every call is recorded in `serve/requests.log`.
+pub fn wal_fetch(name: &str, dest: &Path, cfg: &WalConfig) -> Result<Fetched, WalError> {
+    let result = fetch(name, dest, cfg);
+    let outcome = match &result {
+        Ok(_) => "served".to_string(),
+        Err(WalError::NotThere(_)) => "missing".to_string(),
+        Err(WalError::Refused(why)) => format!("refused {}", why.replace('\n', " ")),
+        Err(WalError::Failed(why)) => format!("failed {}", why.replace('\n', " ")),
+    };
+    let _ = spool::append_line(
+        &cfg.request_log(),
+        &format!("{} {name} {outcome}", spool::unix_ms()),
+    );
+    result
+}
+
+fn fetch(name: &str, dest: &Path, cfg: &WalConfig) -> Result<Fetched, WalError> {
+    let serve = cfg.serve_dir();
+    let segment_size = if cfg.segment_size > 0 {
+        cfg.segment_size
+    } else {
+        MIN_SEGMENT
+    };
+    match WalFile::parse(name, segment_size) {
+        Some(WalFile::History { .. }) => {
+            let src = serve.join(name);
+            match fs::read(&src) {
+                Ok(bytes) => {
+                    fs::write(dest, bytes)
+                        .map_err(io_err(format!("writing {}", dest.display())))?;
+                    Ok(Fetched::History)
+                }
+                Err(_) => Err(WalError::NotThere(name.to_string())),
+            }
+        }
+        Some(WalFile::Segment { segno, .. }) => {
+            let src = serve.join(format!("{name}{SEGMENT_SUFFIX}"));
+            if !src.exists() {
+                let next = last_served_segno(&serve, segment_size).map(|s| s + 1);
+                if next != Some(segno) || cfg.fetch_wait_ms == 0 {
+                    return Err(WalError::NotThere(name.to_string()));
+                }
+                let until = Instant::now() + Duration::from_millis(cfg.fetch_wait_ms);
+                while !src.exists() {
+                    if Instant::now() >= until {
+                        return Err(WalError::NotThere(name.to_string()));
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            serve_segment(name, &src, dest)
+        }
+        _ => Err(WalError::NotThere(name.to_string())),
+    }
+}
+
+fn serve_segment(name: &str, src: &Path, dest: &Path) -> Result<Fetched, WalError> {
+    let artifact = manifest::verify_artifact(src).map_err(|e| match e.kind {
+        crate::driver::ErrorKind::NotFound => WalError::NotThere(name.to_string()),
+        _ => WalError::Refused(format!("{name}: {e}")),
+    })?;
+    let bytes = fs::read(&artifact.path).map_err(io_err(format!("reading {}", src.display())))?;
+    let (header, payload) =
+        segment::decode(&bytes).map_err(|e| WalError::Refused(format!("{name}: {e}")))?;
+    if header.wal_file != name
+        || header.lsn_start != artifact.manifest.lsn_start.0
+        || header.lsn_end != artifact.manifest.lsn_end.0
+    {
+        return Err(WalError::Refused(format!(
+            "{name}: the artifact holds {} {}..{}, its manifest says {}..{}",
+            header.wal_file,
+            PgLsn(header.lsn_start),
+            PgLsn(header.lsn_end),
+            PgLsn(artifact.manifest.lsn_start.0),
+            PgLsn(artifact.manifest.lsn_end.0)
+        )));
+    }
+    fs::write(dest, payload).map_err(io_err(format!("writing {}", dest.display())))?;
+    Ok(Fetched::Segment {
+        lsn_start: header.lsn_start,
+        lsn_end: header.lsn_end,
+    })
+}
+
+const USAGE: &str = "usage: lifeboat wal-push <%p> --config <wal.toml>\n       \
+                     lifeboat wal-fetch <%f> <%p> --config <wal.toml>";
+
+/// Run `wal-push …` or `wal-fetch …` from command-line words (without the program name) and
+/// return the exit code: 0 done, 1 not done (PostgreSQL retries), 2 bad usage. For binaries
+/// that stand in for `lifeboat` (tests, benchmarks); the `lifeboat` binary wires the same
+/// functions as clap subcommands.
+pub fn run(args: &[String]) -> i32 {
+    let mut words = Vec::new();
+    let mut config = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--config" || a == "-c" {
+            config = it.next().cloned();
+        } else if let Some(v) = a.strip_prefix("--config=") {
+            config = Some(v.to_string());
+        } else {
+            words.push(a.clone());
+        }
+    }
+    let Some(config) = config else {
+        eprintln!("{USAGE}");
+        return 2;
+    };
+    let cfg = match WalConfig::load(Path::new(&config)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("lifeboat: {e}");
+            return 2;
+        }
+    };
+    match words.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["wal-push", path] => match wal_push(Path::new(path), &cfg) {
+            Ok(_) => 0,
+            Err(e) => {
+                eprintln!("lifeboat wal-push {path}: {e}");
+                1
+            }
+        },
+        ["wal-fetch", name, dest] => match wal_fetch(name, Path::new(dest), &cfg) {
+            Ok(_) => 0,
+            Err(WalError::NotThere(_)) => 1,
+            Err(e) => {
+                eprintln!("lifeboat wal-fetch {name}: {e}");
+                1
+            }
+        },
+        _ => {
+            eprintln!("{USAGE}");
+            2
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! The artifact that carries one WAL segment: a small header, then the segment's bytes as
+//! PostgreSQL wrote them.
+//!
+//! ```text
+//! "LBPGWAL\n"            8 bytes, magic
+//! header length          u32, little endian
+//! header                 JSON: format_version first, the WAL file name, timeline, segment
+//!                        number and size, the LSN range, the replay target, the payload's
+//!                        size and xxh3-64, and the timeline's `.history` file(s)
+//! payload                the segment file, byte for byte (always a whole segment)
+//! ```
+//!
+//! The manifest beside the artifact checksums the whole file; the header checksums the payload
+//! again so `wal-fetch` can refuse a damaged copy even where no manifest travels with it. The
+//! seed-convention artifact name says nothing about timelines: the header does.
+
+use super::wal::{segment_range, PgLsn};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The segment artifact format this build writes and reads.
+pub const SEGMENT_FORMAT_VERSION: u32 = 1;
+/// The first bytes of every segment artifact.
+pub const MAGIC: &[u8; 8] = b"LBPGWAL\n";
+/// A header larger than this is garbage (history files are small).
+const MAX_HEADER: usize = 1 << 20;
+
+/// A timeline history file travelling with the segments of its timeline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryFile {
+    /// `TTTTTTTT.history`.
+    pub name: String,
+    pub text: String,
+}
+
+/// What a segment artifact says about its segment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentHeader {
+    pub format_version: u32,
+    /// The segment's file name (`%f`), which `wal-fetch` serves it under.
+    pub wal_file: String,
+    pub timeline: u32,
+    pub segno: u64,
+    pub segment_size: u64,
+    /// `segno * segment_size`.
+    pub lsn_start: u64,
+    /// The segment's end, or for a final segment cut at a fence, where its valid WAL ends.
+    pub lsn_end: u64,
+    /// Replay has consumed the segment once `pg_last_wal_replay_lsn()` reaches this: the end of
+    /// the last record that ends inside it. `None` when one record spans the whole segment.
+    pub replay_target: Option<u64>,
+    /// Where the record ending at `replay_target` starts. PostgreSQL reads one record ahead of
+    /// replay: once it asks for the next segment it has read and checked every record of this
+    /// one, and replay stands at least here.
+    pub replay_floor: Option<u64>,
+    /// Cut at the end of valid WAL (the fenced primary's last, incomplete segment).
+    pub final_segment: bool,
+    pub payload_size: u64,
+    /// xxh3-64 of the payload, 16 lowercase hex digits.
+    pub payload_xxh3: String,
+    /// The `.history` file of the segment's timeline (none on timeline 1).
+    pub history: Vec<HistoryFile>,
+}
+
+/// Why bytes are not a segment artifact (or not a consistent one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentError(pub String);
+
+impl fmt::Display for SegmentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn hex(sum: u64) -> String {
+    format!("{sum:016x}")
+}
+
+impl SegmentHeader {
+    /// Structural checks: the range is the segment's (or a prefix of it, for a final
+    /// segment), the replay target lies inside it.
+    pub fn check(&self) -> Result<(), SegmentError> {
+        let bad = |why: String| Err(SegmentError(format!("segment {}: {why}", self.wal_file)));
+        if self.format_version != SEGMENT_FORMAT_VERSION {
+            return bad(format!(
+                "format version {} (this lifeboat reads {SEGMENT_FORMAT_VERSION})",
+                self.format_version
+            ));
+        }
+        let (start, end) = segment_range(self.segno, self.segment_size);
+        if self.lsn_start != start {
+            return bad(format!(
+                "starts at {}, segment {} starts at {}",
+                PgLsn(self.lsn_start),
+                self.segno,
+                PgLsn(start)
+            ));
+        }
+        if self.lsn_end <= self.lsn_start || self.lsn_end > end {
+            return bad(format!(
+                "ends at {}, outside {}..{}",
+                PgLsn(self.lsn_end),
+                PgLsn(start),
+                PgLsn(end)
+            ));
+        }
+        if !self.final_segment && self.lsn_end != end {
+            return bad("a complete segment must end at the segment's end".into());
+        }
+        if let Some(t) = self.replay_target {
+            if t <= self.lsn_start || t > self.lsn_end {
+                return bad(format!("replay target {} outside its range", PgLsn(t)));
+            }
+        }
+        if self.payload_size != self.segment_size {
+            return bad(format!(
+                "payload is {} bytes, a segment is {}",
+                self.payload_size, self.segment_size
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Encode a segment artifact. The payload's checksum and size are filled in here.
+pub fn encode(mut header: SegmentHeader, payload: &[u8]) -> Vec<u8> {
+    header.payload_size = payload.len() as u64;
+    header.payload_xxh3 = hex(xxhash_rust::xxh3::xxh3_64(payload));
+    let json = serde_json::to_vec(&header).expect("a segment header always encodes");
+    let mut out = Vec::with_capacity(MAGIC.len() + 4 + json.len() + payload.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Decode a segment artifact and check its payload against the header's checksum.
+pub fn decode(bytes: &[u8]) -> Result<(SegmentHeader, &[u8]), SegmentError> {
+    if bytes.len() < MAGIC.len() + 4 || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(SegmentError(
+            "not a lifeboat WAL segment artifact (bad magic)".into(),
+        ));
+    }
+    let len = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
+    if len > MAX_HEADER || 12 + len > bytes.len() {
+        return Err(SegmentError(format!(
+            "header length {len} does not fit the {} byte file",
+            bytes.len()
+        )));
+    }
+    let header: SegmentHeader = serde_json::from_slice(&bytes[12..12 + len])
+        .map_err(|e| SegmentError(format!("header is not valid: {e}")))?;
+    header.check()?;
+    let payload = &bytes[12 + len..];
+    if payload.len() as u64 != header.payload_size {
+        return Err(SegmentError(format!(
+            "segment {}: payload is {} bytes, the header says {}",
+            header.wal_file,
+            payload.len(),
+            header.payload_size
+        )));
+    }
+    let sum = hex(xxhash_rust::xxh3::xxh3_64(payload));
+    if sum != header.payload_xxh3 {
+        return Err(SegmentError(format!(
+            "segment {}: payload checksum {sum}, the header says {}",
+            header.wal_file, header.payload_xxh3
+        )));
+    }
+    Ok((header, payload))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> SegmentHeader {
+        SegmentHeader {
+            format_version: SEGMENT_FORMAT_VERSION,
+            wal_file: "000000020000000000000003".into(),
+            timeline: 2,
+            segno: 3,
+            segment_size: 1 << 20,
+            lsn_start: 3 << 20,
+            lsn_end: 4 << 20,
+            replay_target: Some((4 << 20) - 80),
+            replay_floor: Some((4 << 20) - 160),
+            final_segment: false,
+            payload_size: 0,
+            payload_xxh3: String::new(),
+            history: vec![HistoryFile {
+                name: "00000002.history".into(),
+                text: "1\t0/3000A0\tno recovery target specified\n".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_segment_artifact_round_trips_with_its_history() {
+        let payload = vec![7u8; 1 << 20];
+        let bytes = encode(header(), &payload);
+        let (h, p) = decode(&bytes).unwrap();
+        assert_eq!(p, &payload[..]);
+        assert_eq!(h.history.len(), 1);
+        assert_eq!(h.payload_size, 1 << 20);
+    }
+
+    #[test]
+    fn one_flipped_payload_byte_is_refused() {
+        let mut bytes = encode(header(), &vec![7u8; 1 << 20]);
+        let n = bytes.len();
+        bytes[n - 100] ^= 1;
+        let e = decode(&bytes).unwrap_err();
+        assert!(e.0.contains("checksum"), "{e}");
+    }
+
+    #[test]
+    fn inconsistent_headers_are_refused() {
+        let mut h = header();
+        h.lsn_end = (4 << 20) - 8;
+        assert!(decode(&encode(h.clone(), &vec![0u8; 1 << 20])).is_err());
+        h.final_segment = true;
+        h.replay_target = Some(h.lsn_end);
+        assert!(decode(&encode(h, &vec![0u8; 1 << 20])).is_ok());
+        assert!(decode(b"LBPGWAL\n\xff\xff\xff\x7f").is_err());
+        assert!(decode(b"not a segment").is_err());
+    }
+}

@@ -1,0 +1,530 @@
+//! PostgreSQL's write-ahead log as lifeboat sees it: positions, file names, segment ranges,
+//! timelines, and a structural walk of a segment's records.
+//!
+//! **LSN.** lifeboat's `Lsn` *is* PostgreSQL's 64-bit WAL byte position (`0/3000028` is
+//! `0x3000028`). Timelines share that space: a new timeline continues from its switch point, so
+//! positions keep growing across promotions and the core's chain rule applies unchanged.
+//!
+//! **Segment ranges.** Segment number `n` of a cluster whose segment size is `s` covers
+//! `[n*s, (n+1)*s)`. Its file name is `TTTTTTTT` (timeline) then `n / (2^32/s)` and
+//! `n % (2^32/s)`, eight hex digits each.
+//!
+//! **Other archive files.** `TTTTTTTT.history` (a timeline's ancestry, written at promotion),
+//! `<segment>.partial` (the last, incomplete segment of the old timeline, archived by a promoted
+//! standby) and `<segment>.XXXXXXXX.backup` (a base backup's history file).
+
+use std::fmt;
+
+/// The WAL page size of stock PostgreSQL builds (`XLOG_BLCKSZ`).
+pub const WAL_PAGE: u64 = 8192;
+/// `XLOG_PAGE_MAGIC` of PostgreSQL 15: a page header with another value is not 15's WAL.
+pub const PAGE_MAGIC_PG15: u16 = 0xD110;
+/// Segment sizes PostgreSQL accepts (`initdb --wal-segsize`, in MiB: powers of two, 1..=1024).
+pub const MIN_SEGMENT: u64 = 1 << 20;
+pub const MAX_SEGMENT: u64 = 1 << 30;
+
+const SHORT_HEADER: u64 = 24; // MAXALIGN(sizeof(XLogPageHeaderData))
+const LONG_HEADER: u64 = 40; // MAXALIGN(sizeof(XLogLongPageHeaderData))
+const RECORD_HEADER: u64 = 24; // sizeof(XLogRecord)
+const XLP_FIRST_IS_CONTRECORD: u16 = 0x0001;
+const XLP_LONG_HEADER: u16 = 0x0002;
+const RM_XLOG_ID: u8 = 0;
+const XLOG_SWITCH: u8 = 0x40;
+
+/// A WAL position printed the PostgreSQL way (`0/3000028`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PgLsn(pub u64);
+
+impl PgLsn {
+    /// Parse `X/Y` (hex halves), as `pg_current_wal_lsn()` prints it.
+    pub fn parse(text: &str) -> Option<PgLsn> {
+        let (hi, lo) = text.trim().split_once('/')?;
+        if hi.is_empty() || lo.is_empty() || hi.len() > 8 || lo.len() > 8 {
+            return None;
+        }
+        let hi = u32::from_str_radix(hi, 16).ok()?;
+        let lo = u32::from_str_radix(lo, 16).ok()?;
+        Some(PgLsn((u64::from(hi) << 32) | u64::from(lo)))
+    }
+}
+
+impl fmt::Display for PgLsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
+    }
+}
+
+/// Whether `size` is a segment size PostgreSQL can have.
+pub fn valid_segment_size(size: u64) -> bool {
+    size.is_power_of_two() && (MIN_SEGMENT..=MAX_SEGMENT).contains(&size)
+}
+
+/// `[segno * size, (segno + 1) * size)`.
+pub fn segment_range(segno: u64, segment_size: u64) -> (u64, u64) {
+    (segno * segment_size, (segno + 1) * segment_size)
+}
+
+/// The segment holding position `lsn`.
+pub fn segment_of(lsn: u64, segment_size: u64) -> u64 {
+    lsn / segment_size
+}
+
+/// What a file in PostgreSQL's archive is, by its name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum WalFile {
+    /// A complete WAL segment.
+    Segment { timeline: u32, segno: u64 },
+    /// `TTTTTTTT.history`: the timeline's ancestry.
+    History { timeline: u32 },
+    /// `<segment>.partial`: the old timeline's last segment, archived at promotion.
+    Partial { timeline: u32, segno: u64 },
+    /// `<segment>.XXXXXXXX.backup`: a base backup's history file.
+    BackupLabel {
+        timeline: u32,
+        segno: u64,
+        offset: u32,
+    },
+}
+
+fn hex8(s: &str) -> Option<u32> {
+    if s.len() == 8 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        u32::from_str_radix(s, 16).ok()
+    } else {
+        None
+    }
+}
+
+/// Segments per 4 GiB "log id" (the middle eight hex digits of a segment name).
+fn segs_per_id(segment_size: u64) -> u64 {
+    0x1_0000_0000 / segment_size
+}
+
+fn parse_segment(name: &str, segment_size: u64) -> Option<(u32, u64)> {
+    if name.len() != 24 {
+        return None;
+    }
+    let tli = hex8(&name[0..8])?;
+    let hi = u64::from(hex8(&name[8..16])?);
+    let lo = u64::from(hex8(&name[16..24])?);
+    let per = segs_per_id(segment_size);
+    if lo >= per || tli == 0 {
+        return None;
+    }
+    Some((tli, hi * per + lo))
+}
+
+impl WalFile {
+    /// Parse an archive file name (`%f`). Segment names depend on the segment size.
+    pub fn parse(name: &str, segment_size: u64) -> Option<WalFile> {
+        if let Some(tli) = name.strip_suffix(".history") {
+            let timeline = hex8(tli)?;
+            return (timeline > 0).then_some(WalFile::History { timeline });
+        }
+        if let Some(seg) = name.strip_suffix(".partial") {
+            let (timeline, segno) = parse_segment(seg, segment_size)?;
+            return Some(WalFile::Partial { timeline, segno });
+        }
+        if let Some(rest) = name.strip_suffix(".backup") {
+            let (seg, off) = rest.split_once('.')?;
+            let (timeline, segno) = parse_segment(seg, segment_size)?;
+            let offset = hex8(off)?;
+            return Some(WalFile::BackupLabel {
+                timeline,
+                segno,
+                offset,
+            });
+        }
+        let (timeline, segno) = parse_segment(name, segment_size)?;
+        Some(WalFile::Segment { timeline, segno })
+    }
+
+    /// The file name PostgreSQL gives it.
+    pub fn name(&self, segment_size: u64) -> String {
+        let seg = |tli: u32, segno: u64| {
+            let per = segs_per_id(segment_size);
+            format!("{:08X}{:08X}{:08X}", tli, segno / per, segno % per)
+        };
+        match self {
+            WalFile::Segment { timeline, segno } => seg(*timeline, *segno),
+            WalFile::History { timeline } => format!("{timeline:08X}.history"),
+            WalFile::Partial { timeline, segno } => format!("{}.partial", seg(*timeline, *segno)),
+            WalFile::BackupLabel {
+                timeline,
+                segno,
+                offset,
+            } => format!("{}.{offset:08X}.backup", seg(*timeline, *segno)),
+        }
+    }
+}
+
+/// The name of segment `segno` on `timeline`.
+pub fn segment_name(timeline: u32, segno: u64, segment_size: u64) -> String {
+    WalFile::Segment { timeline, segno }.name(segment_size)
+}
+
+/// What a structural walk of one segment found. Records are followed by their lengths across
+/// page headers; CRCs are not checked (PostgreSQL does that when it replays).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentScan {
+    /// The end (next record's start, as `pg_last_wal_replay_lsn()` reports it) of the last
+    /// record that ends inside the segment; the segment's end after an `XLOG_SWITCH` record.
+    /// `None` when no record ends in it (one record spans the whole segment).
+    pub last_record_end: Option<u64>,
+    /// Where that last record starts (`None` when it started in an earlier segment). A reader
+    /// that has validated every record of the segment and already asks for the next segment has
+    /// replayed at least up to here.
+    pub last_record_start: Option<u64>,
+    /// Where valid WAL in the file stops: the segment's end for a complete segment, the end of
+    /// the last whole record for a segment still being written (or cut short).
+    pub valid_end: u64,
+    /// The segment ends with a switch record (`pg_switch_wal()`, `archive_timeout`).
+    pub switched: bool,
+    /// Records that start in the segment.
+    pub records: u64,
+}
+
+/// Why a segment could not be walked at all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScanError {
+    WrongSize { size: u64, expected: u64 },
+    BadFirstPage(String),
+}
+
+impl fmt::Display for ScanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ScanError::WrongSize { size, expected } => {
+                write!(f, "the file is {size} bytes, a segment is {expected}")
+            }
+            ScanError::BadFirstPage(why) => write!(f, "its first page is not WAL: {why}"),
+        }
+    }
+}
+
+struct Page {
+    info: u16,
+    rem_len: u32,
+    header: u64,
+}
+
+fn le_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// The page header at segment offset `off` if it is a valid PostgreSQL 15 header for position
+/// `base + off`.
+fn page_at(bytes: &[u8], base: u64, off: u64) -> Option<Page> {
+    let o = off as usize;
+    if o + SHORT_HEADER as usize > bytes.len() || le_u16(bytes, o) != PAGE_MAGIC_PG15 {
+        return None;
+    }
+    if le_u64(bytes, o + 8) != base + off {
+        return None;
+    }
+    let info = le_u16(bytes, o + 2);
+    let header = if info & XLP_LONG_HEADER != 0 {
+        LONG_HEADER
+    } else {
+        SHORT_HEADER
+    };
+    Some(Page {
+        info,
+        rem_len: le_u32(bytes, o + 16),
+        header,
+    })
+}
+
+fn maxalign(x: u64) -> u64 {
+    (x + 7) & !7
+}
+
+/// Walk the records of segment `segno` (the file's bytes): find where the last record inside it
+/// ends and where valid WAL stops. Works on complete segments and on files still being written.
+pub fn scan_segment(bytes: &[u8], segno: u64, segment_size: u64) -> Result<SegmentScan, ScanError> {
+    if bytes.len() as u64 != segment_size {
+        return Err(ScanError::WrongSize {
+            size: bytes.len() as u64,
+            expected: segment_size,
+        });
+    }
+    let base = segno * segment_size;
+    let seg_end = base + segment_size;
+    let first = page_at(bytes, base, 0).ok_or_else(|| {
+        ScanError::BadFirstPage(format!(
+            "no PostgreSQL 15 page header for {} at offset 0",
+            PgLsn(base)
+        ))
+    })?;
+    if first.info & XLP_LONG_HEADER == 0 {
+        return Err(ScanError::BadFirstPage("no long page header".into()));
+    }
+    let mut scan = SegmentScan {
+        last_record_end: None,
+        last_record_start: None,
+        valid_end: base + first.header,
+        switched: false,
+        records: 0,
+    };
+    // Skip the tail of a record that started in an earlier segment.
+    let mut ptr = base + first.header;
+    if first.info & XLP_FIRST_IS_CONTRECORD != 0 {
+        match skip_data(bytes, base, ptr, u64::from(first.rem_len)) {
+            Some(end) if end <= seg_end => {
+                ptr = maxalign(end);
+                scan.last_record_end = Some(ptr);
+                scan.valid_end = ptr;
+            }
+            Some(_) => return Ok(scan_full(scan, seg_end)),
+            None => return Ok(scan),
+        }
+    }
+    loop {
+        // A record starts at a page boundary only after that page's header.
+        if ptr >= seg_end {
+            scan.valid_end = seg_end;
+            return Ok(scan);
+        }
+        if ptr.is_multiple_of(WAL_PAGE) {
+            match page_at(bytes, base, ptr - base) {
+                Some(p) if p.info & XLP_FIRST_IS_CONTRECORD == 0 => ptr += p.header,
+                _ => return Ok(scan),
+            }
+        }
+        let o = (ptr - base) as usize;
+        let tot_len = u64::from(le_u32(bytes, o));
+        if tot_len < RECORD_HEADER {
+            return Ok(scan); // zeroes: the end of valid WAL
+        }
+        let page_left = WAL_PAGE - ptr % WAL_PAGE;
+        let (rmid, info) = if page_left >= RECORD_HEADER {
+            (bytes[o + 17], bytes[o + 16])
+        } else {
+            (u8::MAX, 0) // a header split across pages is never a switch record's
+        };
+        let Some(end) = skip_data(bytes, base, ptr, tot_len) else {
+            return Ok(scan); // the rest of the record is not written yet
+        };
+        scan.records += 1;
+        if rmid == RM_XLOG_ID && info & 0xF0 == XLOG_SWITCH {
+            scan.switched = true;
+            scan.last_record_start = Some(ptr);
+            scan.last_record_end = Some(seg_end);
+            scan.valid_end = seg_end;
+            return Ok(scan);
+        }
+        if end > seg_end {
+            return Ok(scan_full(scan, seg_end));
+        }
+        scan.last_record_start = Some(ptr);
+        ptr = maxalign(end);
+        scan.last_record_end = Some(ptr);
+        scan.valid_end = ptr;
+    }
+}
+
+/// A record runs past the segment's end: everything in the file is valid WAL.
+fn scan_full(mut scan: SegmentScan, seg_end: u64) -> SegmentScan {
+    scan.valid_end = seg_end;
+    scan
+}
+
+/// Follow `len` bytes of record data starting at `ptr` (a record's start, or just after the
+/// first page header for a continuation), crossing page headers. Returns the position after
+/// the last byte; a position past the segment means the record continues in the next segment.
+/// `None` when a page it needs is not valid WAL yet.
+fn skip_data(bytes: &[u8], base: u64, ptr: u64, len: u64) -> Option<u64> {
+    let seg_end = base + bytes.len() as u64;
+    let mut pos = ptr;
+    let mut left = len;
+    loop {
+        let page_left = WAL_PAGE - pos % WAL_PAGE;
+        if left <= page_left {
+            return Some(pos + left);
+        }
+        left -= page_left;
+        pos += page_left; // the next page's start
+        if pos >= seg_end {
+            return Some(seg_end + left);
+        }
+        let p = page_at(bytes, base, pos - base)?;
+        if p.info & XLP_FIRST_IS_CONTRECORD == 0 || u64::from(p.rem_len) != left {
+            return None;
+        }
+        pos += p.header;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEG: u64 = 1 << 20;
+
+    #[test]
+    fn lsn_parses_and_prints_the_postgresql_way() {
+        assert_eq!(PgLsn::parse("0/3000028"), Some(PgLsn(0x300_0028)));
+        assert_eq!(PgLsn::parse("1A/FF"), Some(PgLsn((0x1A << 32) | 0xFF)));
+        assert_eq!(PgLsn(0x300_0028).to_string(), "0/3000028");
+        for bad in ["", "0", "/1", "g/1", "123456789/0", "0/"] {
+            assert_eq!(PgLsn::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn segment_names_round_trip_for_every_kind_and_size() {
+        for size in [SEG, 16 * SEG, 1 << 30] {
+            for segno in [1, 255, 256, 4095, 4096, 70_000] {
+                let f = WalFile::Segment { timeline: 3, segno };
+                let name = f.name(size);
+                assert_eq!(WalFile::parse(&name, size), Some(f), "{name}");
+                let p = WalFile::Partial { timeline: 2, segno };
+                assert_eq!(WalFile::parse(&p.name(size), size), Some(p));
+            }
+        }
+        assert_eq!(
+            segment_name(1, 0x10, 16 * SEG),
+            "000000010000000000000010",
+            "PostgreSQL's default 16 MiB segments"
+        );
+        // 1 MiB segments: 4096 per log id.
+        assert_eq!(segment_name(1, 4096, SEG), "000000010000000100000000");
+        assert_eq!(
+            WalFile::parse("00000002.history", SEG),
+            Some(WalFile::History { timeline: 2 })
+        );
+        assert_eq!(
+            WalFile::parse("00000001000000000000000B.00000028.backup", SEG),
+            Some(WalFile::BackupLabel {
+                timeline: 1,
+                segno: 11,
+                offset: 0x28
+            })
+        );
+        for bad in [
+            "RECOVERYXLOG",
+            "00000000.history",
+            "000000010000000000001000",
+            "00000001000000000000000",
+            "000000010000000000000010.tmp",
+        ] {
+            assert_eq!(WalFile::parse(bad, SEG), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn segment_ranges_are_half_open_and_adjacent() {
+        assert_eq!(segment_range(3, SEG), (3 * SEG, 4 * SEG));
+        assert_eq!(segment_of(4 * SEG - 1, SEG), 3);
+        assert_eq!(segment_of(4 * SEG, SEG), 4);
+        assert!(valid_segment_size(SEG) && valid_segment_size(16 * SEG));
+        assert!(!valid_segment_size(3 * SEG) && !valid_segment_size(SEG / 2));
+    }
+
+    /// Build a segment: long header, then records of the given total lengths (laid out across
+    /// page headers the way PostgreSQL does), then zeroes.
+    fn build(segno: u64, records: &[(u32, u8, u8)], first_cont: Option<u32>) -> Vec<u8> {
+        let base = segno * SEG;
+        let mut b = vec![0u8; SEG as usize];
+        let header = |b: &mut Vec<u8>, off: u64, info: u16, rem: u32| {
+            let o = off as usize;
+            b[o..o + 2].copy_from_slice(&PAGE_MAGIC_PG15.to_le_bytes());
+            b[o + 2..o + 4].copy_from_slice(&info.to_le_bytes());
+            b[o + 4..o + 8].copy_from_slice(&1u32.to_le_bytes());
+            b[o + 8..o + 16].copy_from_slice(&(base + off).to_le_bytes());
+            b[o + 16..o + 20].copy_from_slice(&rem.to_le_bytes());
+        };
+        let mut first_info = XLP_LONG_HEADER;
+        if first_cont.is_some() {
+            first_info |= XLP_FIRST_IS_CONTRECORD;
+        }
+        header(&mut b, 0, first_info, first_cont.unwrap_or(0));
+        let mut pos = LONG_HEADER + maxalign(u64::from(first_cont.unwrap_or(0)));
+        for &(len, rmid, info) in records {
+            if pos.is_multiple_of(WAL_PAGE) {
+                header(&mut b, pos, 0, 0);
+                pos += SHORT_HEADER;
+            }
+            let o = pos as usize;
+            b[o..o + 4].copy_from_slice(&len.to_le_bytes());
+            b[o + 16] = info;
+            b[o + 17] = rmid;
+            let mut left = u64::from(len);
+            let mut p = pos;
+            loop {
+                let page_left = WAL_PAGE - p % WAL_PAGE;
+                if left <= page_left {
+                    p += left;
+                    break;
+                }
+                left -= page_left;
+                p += page_left;
+                if p >= SEG {
+                    return b;
+                }
+                header(&mut b, p, XLP_FIRST_IS_CONTRECORD, left as u32);
+                p += SHORT_HEADER;
+            }
+            pos = maxalign(p);
+        }
+        b
+    }
+
+    #[test]
+    fn a_partly_written_segment_ends_where_its_last_whole_record_ends() {
+        let b = build(5, &[(100, 10, 0), (30, 10, 0)], None);
+        let s = scan_segment(&b, 5, SEG).unwrap();
+        let end = 5 * SEG + LONG_HEADER + 104 + 32;
+        assert_eq!(s.last_record_end, Some(end));
+        assert_eq!(s.last_record_start, Some(5 * SEG + LONG_HEADER + 104));
+        assert_eq!(s.valid_end, end);
+        assert_eq!(s.records, 2);
+        assert!(!s.switched);
+    }
+
+    #[test]
+    fn records_cross_page_headers_and_a_switch_record_ends_the_segment() {
+        let b = build(
+            7,
+            &[(20_000, 10, 0), (24, RM_XLOG_ID, XLOG_SWITCH)],
+            Some(50),
+        );
+        let s = scan_segment(&b, 7, SEG).unwrap();
+        assert!(s.switched);
+        assert_eq!(s.last_record_end, Some(8 * SEG));
+        assert_eq!(s.valid_end, 8 * SEG);
+        assert_eq!(s.records, 2);
+    }
+
+    #[test]
+    fn a_record_running_into_the_next_segment_leaves_the_last_end_before_it() {
+        let mut recs = vec![(8000u32, 10u8, 0u8); 130];
+        recs.push((60_000, 10, 0));
+        let b = build(2, &recs, None);
+        let s = scan_segment(&b, 2, SEG).unwrap();
+        assert_eq!(s.records, 131, "the spanning record starts here too");
+        assert_eq!(s.valid_end, 3 * SEG, "the file is full of valid WAL");
+        let last = s.last_record_end.unwrap();
+        assert!(last < 3 * SEG && last > 2 * SEG);
+    }
+
+    #[test]
+    fn garbage_and_wrong_sizes_are_refused_not_misread() {
+        assert!(matches!(
+            scan_segment(&[0u8; 10], 1, SEG),
+            Err(ScanError::WrongSize { .. })
+        ));
+        assert!(matches!(
+            scan_segment(&vec![0u8; SEG as usize], 1, SEG),
+            Err(ScanError::BadFirstPage(_))
+        ));
+        // A segment recycled from another position: its page address is wrong.
+        let b = build(9, &[(100, 10, 0)], None);
+        assert!(scan_segment(&b, 10, SEG).is_err());
+    }
+}
