@@ -1,4 +1,25 @@
 //! The production adapter: it turns the world into engine inputs and executes engine outputs.
+//!
+//! ```text
+//! agent/         the site agent: engine loop, command executor, probes, alert sinks, files
+//! arbiter_proc   the arbiter process
+//! journal_store  the engine journal and snapshots on disk; the engines' monotonic clock
+//! config         site.toml and arbiter.toml
+//! status, http   /status, /metrics, /health, operator requests; a minimal HTTP/1.1
+//! cli/           operator commands and the status table
+//! demo           `lifeboat demo`
+//! driver/        databases (sqlite, exec)
+//! transport/     frames, links, artifact shipping
+//! ```
 
+pub mod agent;
+pub mod arbiter_proc;
+pub mod cli;
+pub mod config;
+pub mod demo;
 pub mod driver;
+pub mod http;
+pub mod journal_store;
+pub mod pg;
+pub mod status;
 pub mod transport;

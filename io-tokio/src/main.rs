@@ -1,5 +1,278 @@
-//! The `lifeboat` binary.
+//! The `lifeboat` binary: site agents, the arbiter, operator commands and the demo.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use lifeboat_io_tokio::cli::{self, exit, Target};
+use lifeboat_io_tokio::config::{ArbiterFile, SiteFile};
+use lifeboat_io_tokio::{agent, arbiter_proc, demo};
+use std::path::PathBuf;
+
+const EXIT_CODES: &str = "Exit codes: 0 success; 1 the request was refused or did not complete, a \
+verification failed, or the demo failed; 2 bad usage or an invalid configuration file; 3 the \
+agent could not be reached; 4 the agent or arbiter stopped on an error (journal, disk, address \
+in use). wal-push / wal-fetch: 0 done; 1 not done yet (PostgreSQL retries); 2 bad usage or configuration.";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lifeboat",
+    version,
+    about = "A warm recovery site for your databases: ship, verify, restore, fail over safely.",
+    after_help = EXIT_CODES
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
+    log_format: LogFormat,
+    /// Log filter (tracing env-filter syntax), default $LIFEBOAT_LOG or `info`.
+    #[arg(long, global = true)]
+    log: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run a site agent.
+    Agent {
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+    },
+    /// Run the arbiter (witness).
+    Arbiter {
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+    },
+    /// One table for all sites: role, epoch, last backup / copy / restore, latency, alerts.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Planned, zero-loss switchover to the other site.
+    Switchover {
+        #[command(flatten)]
+        target: Target,
+        /// Seconds to wait for the switchover report (0: do not wait).
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
+    },
+    /// Unplanned failover to this (recovery) site.
+    Failover {
+        /// Accept the risk that the arbiter cannot confirm the primary is gone.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
+    },
+    /// Planned switchover back to the original primary once it is re-protected.
+    Failback {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
+    },
+    /// Restore the latest chain into a scratch copy, check it, discard it.
+    Drill {
+        /// One database (default: all).
+        #[arg(long)]
+        db: Option<String>,
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
+    },
+    /// Maintenance: the primary's backups are paused (no-new-logs is then not a fault).
+    Pause {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// End the maintenance pause.
+    Resume {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Drop and recreate a secondary database from a new full backup.
+    Reseed {
+        db: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Configuration files.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+    /// Check an artifact file against its manifest (size and checksum).
+    Verify { artifact: PathBuf },
+    /// PostgreSQL's archive_command: put a finished WAL segment durably into the agent's spool.
+    /// Exit 0 only once it is fsynced there; 1 tells PostgreSQL to retry.
+    WalPush {
+        /// `%p`: the segment's path, relative to the data directory.
+        path: String,
+        /// The `wal.toml` the postgres driver wrote for this database.
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+    },
+    /// PostgreSQL's restore_command: hand over the next verified segment. Exit 1 when it is
+    /// not there yet (PostgreSQL asks again).
+    WalFetch {
+        /// `%f`: the file PostgreSQL wants.
+        name: String,
+        /// `%p`: where to put it.
+        dest: String,
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+    },
+    /// Primary, recovery site and arbiter on loopback; kill the primary; watch the failover.
+    Demo {
+        /// Keep the demo's temporary directory.
+        #[arg(long)]
+        keep: bool,
+        /// Use this directory instead of a new temporary one.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCmd {
+    /// Validate a site or arbiter file without starting anything.
+    Check { file: PathBuf },
+}
+
+fn init_logs(format: LogFormat, filter: Option<String>) {
+    let filter = filter
+        .or_else(|| std::env::var("LIFEBOAT_LOG").ok())
+        .unwrap_or_else(|| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lifeboat: cannot start the async runtime: {e}");
+            std::process::exit(exit::RUNTIME);
+        }
+    }
+}
 
 fn main() {
-    eprintln!("lifeboat: the adapter is coming; see README.md");
+    let cli = Cli::parse();
+    let quiet_default = matches!(
+        cli.cmd,
+        Cmd::Status { .. }
+            | Cmd::Config { .. }
+            | Cmd::Verify { .. }
+            | Cmd::Demo { .. }
+            | Cmd::WalPush { .. }
+            | Cmd::WalFetch { .. }
+    ) && cli.log.is_none();
+    init_logs(
+        cli.log_format,
+        if quiet_default {
+            Some(std::env::var("LIFEBOAT_LOG").unwrap_or_else(|_| "warn".into()))
+        } else {
+            cli.log
+        },
+    );
+    let code = match cli.cmd {
+        Cmd::Agent { config } => match SiteFile::load(&config) {
+            Err(e) => {
+                eprintln!("lifeboat agent: {e}");
+                exit::USAGE
+            }
+            Ok(file) => match runtime().block_on(agent::run(file, config)) {
+                Ok(()) => exit::OK,
+                Err(e) => {
+                    eprintln!("lifeboat agent: {e:#}");
+                    exit::RUNTIME
+                }
+            },
+        },
+        Cmd::Arbiter { config } => match ArbiterFile::load(&config) {
+            Err(e) => {
+                eprintln!("lifeboat arbiter: {e}");
+                exit::USAGE
+            }
+            Ok(file) => match runtime().block_on(arbiter_proc::run(file)) {
+                Ok(()) => exit::OK,
+                Err(e) => {
+                    eprintln!("lifeboat arbiter: {e:#}");
+                    exit::RUNTIME
+                }
+            },
+        },
+        Cmd::Status { json, target } => runtime().block_on(cli::status(&target, json)),
+        Cmd::Switchover { target, wait } => {
+            runtime().block_on(cli::operator(&target, "switchover", "", wait))
+        }
+        Cmd::Failover {
+            force,
+            target,
+            wait,
+        } => {
+            let q = if force { "?force=1" } else { "" };
+            runtime().block_on(cli::operator(&target, "failover", q, wait))
+        }
+        Cmd::Failback { target, wait } => {
+            runtime().block_on(cli::operator(&target, "failback", "", wait))
+        }
+        Cmd::Drill { db, target, wait } => {
+            let q = db.map(|d| format!("?db={d}")).unwrap_or_default();
+            runtime().block_on(cli::operator(&target, "drill", &q, wait))
+        }
+        Cmd::Pause { target } => runtime().block_on(cli::operator(&target, "pause", "", 0)),
+        Cmd::Resume { target } => runtime().block_on(cli::operator(&target, "resume", "", 0)),
+        Cmd::Reseed { db, target } => {
+            runtime().block_on(cli::operator(&target, "reseed", &format!("?db={db}"), 0))
+        }
+        Cmd::Config {
+            cmd: ConfigCmd::Check { file },
+        } => match lifeboat_io_tokio::config::check_any(&file) {
+            Ok(msg) => {
+                println!("{msg}");
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                exit::USAGE
+            }
+        },
+        Cmd::Verify { artifact } => cli::verify::run(&artifact),
+        Cmd::WalPush { path, config } => lifeboat_io_tokio::pg::cli::run(&[
+            "wal-push".into(),
+            path,
+            "--config".into(),
+            config.display().to_string(),
+        ]),
+        Cmd::WalFetch { name, dest, config } => lifeboat_io_tokio::pg::cli::run(&[
+            "wal-fetch".into(),
+            name,
+            dest,
+            "--config".into(),
+            config.display().to_string(),
+        ]),
+        Cmd::Demo { keep, dir } => runtime().block_on(demo::run(keep, dir)),
+    };
+    std::process::exit(code);
 }

@@ -1,0 +1,188 @@
+//! Alert sinks: every alert event goes to the structured log, and to each configured exec hook
+//! and webhook. Sinks run off the engine loop; a slow or failing sink never delays a decision.
+
+use crate::config::SinkConfig;
+use crate::http;
+use lifeboat_core::alert::{AlertChange, AlertEvent, Subject};
+use lifeboat_core::Config;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+/// Time limit of one webhook POST or exec hook.
+pub const SINK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Alerts waiting for slow sinks; beyond this the oldest waiting ones are dropped (and logged).
+const SINK_QUEUE: usize = 1024;
+
+/// The JSON every sink receives.
+pub fn alert_json(
+    cfg: &Config,
+    site: &str,
+    ev: &AlertEvent,
+    utc_of: impl Fn(u64) -> String,
+) -> serde_json::Value {
+    let subject = match ev.id.subject {
+        Subject::None => serde_json::Value::Null,
+        Subject::Site(s) => serde_json::json!({"site": cfg.site_name(s)}),
+        Subject::Artifact(k) => serde_json::json!({
+            "artifact": {"db": cfg.db_name(k.db), "kind": k.kind.name_word(), "epoch": k.epoch.0,
+                         "lsn_start": k.lsn_start.0, "lsn_end": k.lsn_end.0}
+        }),
+    };
+    serde_json::json!({
+        "site": site,
+        "kind": ev.id.kind.as_str(),
+        "db": ev.id.db.map(|d| cfg.db_name(d).to_string()),
+        "subject": subject,
+        "change": match ev.change {
+            AlertChange::Raised => "raised",
+            AlertChange::Updated => "updated",
+            AlertChange::Cleared => "cleared",
+            AlertChange::Notice => "notice",
+        },
+        "severity": ev.severity.as_str(),
+        "count": ev.count,
+        "first_seen": utc_of(ev.first_seen),
+        "last_seen": utc_of(ev.last_seen),
+        "text": ev.text,
+    })
+}
+
+/// Start the sink task; send alert JSON documents into the returned channel.
+pub fn start(sinks: Vec<SinkConfig>) -> mpsc::Sender<serde_json::Value> {
+    let (tx, mut rx) = mpsc::channel::<serde_json::Value>(SINK_QUEUE);
+    tokio::spawn(async move {
+        while let Some(doc) = rx.recv().await {
+            log_alert(&doc);
+            for s in &sinks {
+                match s {
+                    SinkConfig::Log => {}
+                    SinkConfig::Exec { command } => {
+                        if let Err(e) = exec_hook(command, &doc).await {
+                            warn!(command = ?command, error = %e, "alert exec hook failed");
+                        }
+                    }
+                    SinkConfig::Webhook { url } => {
+                        let body = serde_json::to_vec(&doc).unwrap_or_default();
+                        match http::request(
+                            "POST",
+                            url,
+                            Some(("application/json", &body)),
+                            SINK_TIMEOUT,
+                        )
+                        .await
+                        {
+                            Ok((s, _)) if (200..300).contains(&s) => {}
+                            Ok((s, _)) => warn!(%url, status = s, "webhook refused the alert"),
+                            Err(e) => warn!(%url, error = %e, "webhook failed"),
+                        }
+                    }
+                }
+            }
+        }
+    });
+    tx
+}
+
+fn log_alert(doc: &serde_json::Value) {
+    let kind = doc["kind"].as_str().unwrap_or("?");
+    let sev = doc["severity"].as_str().unwrap_or("?");
+    let change = doc["change"].as_str().unwrap_or("?");
+    let text = doc["text"].as_str().unwrap_or("");
+    let count = doc["count"].as_u64().unwrap_or(0);
+    match sev {
+        "critical" | "failure" if change != "cleared" => {
+            error!(alert = kind, severity = sev, change, count, "{text}")
+        }
+        "warning" if change != "cleared" => {
+            warn!(alert = kind, severity = sev, change, count, "{text}")
+        }
+        _ => info!(alert = kind, severity = sev, change, count, "{text}"),
+    }
+}
+
+async fn exec_hook(command: &[String], doc: &serde_json::Value) -> Result<(), String> {
+    let (prog, args) = command.split_first().ok_or("empty command")?;
+    let mut cmd = tokio::process::Command::new(prog);
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for (k, key) in [
+        ("LIFEBOAT_ALERT_KIND", "kind"),
+        ("LIFEBOAT_ALERT_SEVERITY", "severity"),
+        ("LIFEBOAT_ALERT_CHANGE", "change"),
+        ("LIFEBOAT_ALERT_TEXT", "text"),
+        ("LIFEBOAT_ALERT_SITE", "site"),
+    ] {
+        cmd.env(k, doc[key].as_str().unwrap_or(""));
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {prog}: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let body = serde_json::to_vec(doc).unwrap_or_default();
+        let _ = stdin.write_all(&body).await;
+    }
+    let out = tokio::time::timeout(SINK_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| format!("{prog} ran longer than {SINK_TIMEOUT:?}"))?
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{prog} exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Run a hook command (fence, identity, restart) with placeholders replaced; exit code and
+/// stderr come back as the failure.
+pub async fn run_hook(
+    command: &[String],
+    vars: &[(&str, String)],
+    timeout: Duration,
+) -> Result<(), (i32, String)> {
+    let expand = |s: &String| {
+        let mut s = s.clone();
+        for (k, v) in vars {
+            s = s.replace(&format!("{{{k}}}"), v);
+        }
+        s
+    };
+    let parts: Vec<String> = command.iter().map(expand).collect();
+    let Some((prog, args)) = parts.split_first() else {
+        return Err((1, "empty hook command".into()));
+    };
+    let mut cmd = tokio::process::Command::new(prog);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = cmd
+        .spawn()
+        .map_err(|e| (127, format!("cannot start {prog}: {e}")))?;
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Err(_) => Err((
+            124,
+            format!("{prog} ran longer than {timeout:?} and was killed"),
+        )),
+        Ok(Err(e)) => Err((1, format!("{prog}: {e}"))),
+        Ok(Ok(out)) if out.status.success() => Ok(()),
+        Ok(Ok(out)) => Err((
+            out.status.code().unwrap_or(1),
+            format!(
+                "{prog} exited with {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        )),
+    }
+}

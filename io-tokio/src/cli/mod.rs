@@ -1,0 +1,189 @@
+//! Operator commands: they reach the local agent over its HTTP address (`http` in site.toml, or
+//! `--agent host:port`), and `status` also asks the other site's agent (`peer_http`).
+
+mod table;
+pub mod verify;
+
+use crate::config::SiteFile;
+use crate::http;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub use table::render;
+
+/// Exit codes of the `lifeboat` binary (documented in `--help` and the README).
+pub mod exit {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// The request was refused or did not complete, a verification failed, the demo failed.
+    pub const FAILED: i32 = 1;
+    /// Bad usage or an invalid configuration file.
+    pub const USAGE: i32 = 2;
+    /// The agent could not be reached.
+    pub const UNREACHABLE: i32 = 3;
+    /// The agent or arbiter stopped on an error (journal, disk, bind).
+    pub const RUNTIME: i32 = 4;
+}
+
+/// Where the local agent answers.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Target {
+    /// The local agent's site.toml (its `http` address is used).
+    #[arg(long, short = 'c', conflicts_with = "agent")]
+    pub config: Option<PathBuf>,
+    /// The local agent's HTTP address (host:port); default $LIFEBOAT_AGENT or 127.0.0.1:7480.
+    #[arg(long)]
+    pub agent: Option<String>,
+}
+
+impl Target {
+    pub fn addr(&self) -> Result<String, (i32, String)> {
+        if let Some(a) = &self.agent {
+            return Ok(a.clone());
+        }
+        if let Some(p) = &self.config {
+            return SiteFile::load(p)
+                .map(|f| f.http)
+                .map_err(|e| (exit::USAGE, e.to_string()));
+        }
+        Ok(std::env::var("LIFEBOAT_AGENT").unwrap_or_else(|_| "127.0.0.1:7480".into()))
+    }
+}
+
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+pub async fn get_status(addr: &str) -> Result<Value, String> {
+    let (code, body) =
+        http::request("GET", &format!("http://{addr}/status"), None, TIMEOUT).await?;
+    if code != 200 {
+        return Err(format!("{addr} answered HTTP {code}"));
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("{addr}: not a status document: {e}"))
+}
+
+/// Status of the local site and, when it names one, the other site.
+pub async fn all_status(addr: &str) -> Result<Vec<(String, Result<Value, String>)>, String> {
+    let local = get_status(addr).await?;
+    let mut out = vec![(addr.to_string(), Ok(local.clone()))];
+    if let Some(peer) = local["peer_http"].as_str() {
+        out.push((peer.to_string(), get_status(peer).await));
+    }
+    Ok(out)
+}
+
+pub async fn status(target: &Target, as_json: bool) -> i32 {
+    let addr = match target.addr() {
+        Ok(a) => a,
+        Err((code, msg)) => {
+            eprintln!("lifeboat status: {msg}");
+            return code;
+        }
+    };
+    match all_status(&addr).await {
+        Ok(sites) => {
+            if as_json {
+                let docs: Vec<Value> = sites
+                    .iter()
+                    .map(|(a, r)| match r {
+                        Ok(d) => d.clone(),
+                        Err(e) => serde_json::json!({"http": a, "error": e}),
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({ "sites": docs }))
+                        .unwrap_or_default()
+                );
+            } else {
+                print!("{}", render(&sites));
+            }
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!(
+                "lifeboat status: cannot reach the agent at {addr}: {e}\n\
+                 is `lifeboat agent` running? pass --config site.toml or --agent host:port"
+            );
+            exit::UNREACHABLE
+        }
+    }
+}
+
+/// The reports of `kind` the sites hold, as (site, seq, report).
+fn reports_of(sites: &[(String, Result<Value, String>)], kind: &str) -> Vec<(String, u64, Value)> {
+    let mut out = Vec::new();
+    for d in sites.iter().filter_map(|(_, r)| r.as_ref().ok()) {
+        let site = d["site"].as_str().unwrap_or("?").to_string();
+        for r in d["reports"].as_array().into_iter().flatten() {
+            if r["kind"] == kind {
+                out.push((site.clone(), r["seq"].as_u64().unwrap_or(0), r.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Send an operator request and, for role changes, wait for the report.
+pub async fn operator(target: &Target, name: &str, query: &str, wait: u64) -> i32 {
+    let addr = match target.addr() {
+        Ok(a) => a,
+        Err((code, msg)) => {
+            eprintln!("lifeboat {name}: {msg}");
+            return code;
+        }
+    };
+    let report_kind = match name {
+        "switchover" | "failback" => Some("switchover"),
+        "failover" => Some("failover"),
+        "drill" => Some("drill"),
+        _ => None,
+    };
+    let before = match all_status(&addr).await {
+        Ok(s) => report_kind.map_or_else(Vec::new, |k| reports_of(&s, k)),
+        Err(e) => {
+            eprintln!("lifeboat {name}: cannot reach the agent at {addr}: {e}");
+            return exit::UNREACHABLE;
+        }
+    };
+    let url = format!("http://{addr}/operator/{name}{query}");
+    match http::request("POST", &url, None, TIMEOUT).await {
+        Ok((202, _)) => println!("{name}: accepted by the agent at {addr}"),
+        Ok((code, body)) => {
+            eprintln!(
+                "lifeboat {name}: refused (HTTP {code}): {}",
+                String::from_utf8_lossy(&body).trim()
+            );
+            return exit::FAILED;
+        }
+        Err(e) => {
+            eprintln!("lifeboat {name}: {e}");
+            return exit::UNREACHABLE;
+        }
+    }
+    let Some(kind) = report_kind else {
+        return exit::OK;
+    };
+    if wait == 0 {
+        return exit::OK;
+    }
+    let deadline = Instant::now() + Duration::from_secs(wait);
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Ok(sites) = all_status(&addr).await {
+            let new = reports_of(&sites, kind)
+                .into_iter()
+                .find(|(site, seq, _)| !before.iter().any(|(s, q, _)| s == site && q == seq));
+            if let Some((_, _, r)) = new {
+                println!("{name}: done: {r}");
+                let ok = r["ok"].as_bool().unwrap_or(true);
+                return if ok { exit::OK } else { exit::FAILED };
+            }
+        }
+    }
+    eprintln!(
+        "lifeboat {name}: no {kind} report within {wait} s; the request may have been refused \
+         (see `lifeboat status` and the agent's log: `recent_decisions`)"
+    );
+    exit::FAILED
+}

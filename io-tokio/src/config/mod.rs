@@ -1,0 +1,621 @@
+//! The adapter's configuration files: `site.toml` (one per site agent) and `arbiter.toml`.
+//!
+//! A site file is the core [`Config`] under `[engine]` plus what only the adapter needs: this
+//! site's name, its addresses, where it keeps data, the database driver, probes, alert sinks and
+//! hooks. Unknown keys are rejected everywhere; errors name the file, the line, the field and
+//! the allowed values.
+//!
+//! ```toml
+//! site = "primary"                 # this site: one of engine.sites
+//! listen = "127.0.0.1:7401"        # transport (other sites and the arbiter dial this)
+//! peer = "10.0.0.2:7401"           # the other site's transport address
+//! arbiter = "10.0.0.3:7400"        # the arbiter's address (omit with engine.arbiter = false)
+//! http = "127.0.0.1:7481"          # /status, /metrics, /health and operator requests
+//! peer_http = "10.0.0.2:7481"      # the other site's http address (status table, probes)
+//! data_dir = "/var/lib/lifeboat"   # journal, inbox, outbox, quarantine (relative: to this file)
+//!
+//! [engine]                         # lifeboat_core::Config (every field has a default)
+//! sites = ["primary", "recovery"]
+//! databases = ["app"]
+//!
+//! [driver]                         # see the driver module
+//! [[probes.service]]               # how the recovery site probes the primary's service
+//! kind = "http"                    # tcp | http | sql | exec
+//! [[alerts]]                       # alert sinks: log | exec | webhook
+//! kind = "webhook"
+//! url = "http://127.0.0.1:9000/alerts"
+//! [hooks]                          # commands run for the engine
+//! fence = ["/usr/local/bin/fence-old-primary"]
+//! ```
+
+mod driver;
+
+pub use driver::{database_specs, open_driver, DriverConfig};
+use lifeboat_core::Config;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Default HTTP timeout of probes and webhooks.
+pub const DEFAULT_PROBE_TIMEOUT_MS: u64 = 1_000;
+/// Snapshot the engine state every this many journal records (bounds replay time).
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 2_000;
+/// How often free disk space is measured and fed to the engine.
+pub const DEFAULT_DISK_CHECK_EVERY_MS: u64 = 10_000;
+
+/// `site.toml`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteFile {
+    /// This site's name: one of `engine.sites`.
+    pub site: String,
+    /// Transport listen address.
+    pub listen: String,
+    /// The other site's transport address.
+    pub peer: String,
+    /// The arbiter's transport address; required when `engine.arbiter` is true.
+    #[serde(default)]
+    pub arbiter: Option<String>,
+    /// HTTP address of this agent (status, metrics, health, operator requests).
+    pub http: String,
+    /// HTTP address of the other site's agent (status table; default service probe).
+    #[serde(default)]
+    pub peer_http: Option<String>,
+    /// Journal, inbox, outbox, quarantine and database files live under here.
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub engine: Config,
+    #[serde(default)]
+    pub driver: DriverConfig,
+    #[serde(default)]
+    pub probes: Probes,
+    #[serde(default)]
+    pub alerts: Vec<SinkConfig>,
+    #[serde(default)]
+    pub hooks: Hooks,
+    #[serde(default)]
+    pub journal: JournalSettings,
+    #[serde(default)]
+    pub disk: DiskSettings,
+}
+
+/// `arbiter.toml`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArbiterFile {
+    pub listen: String,
+    #[serde(default)]
+    pub http: Option<String>,
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub engine: Config,
+    #[serde(default)]
+    pub journal: JournalSettings,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Probes {
+    /// Probes of the primary's service; every one must pass. Empty: an HTTP probe of the peer
+    /// agent's `/health` (which runs the SQL probe through its driver).
+    pub service: Vec<ProbeConfig>,
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+pub enum ProbeConfig {
+    /// A TCP connect succeeds.
+    Tcp { addr: String },
+    /// An HTTP GET answers with `expect` (default 200).
+    Http {
+        url: String,
+        #[serde(default)]
+        expect: Option<u16>,
+    },
+    /// The driver's SQL probe of the local database (use at a site that can reach it).
+    Sql,
+    /// A command exits 0.
+    Exec { command: Vec<String> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+pub enum SinkConfig {
+    /// Structured log line (always on; listing it changes nothing).
+    Log,
+    /// Run a command with the alert as JSON on stdin and `LIFEBOAT_ALERT_*` variables.
+    Exec { command: Vec<String> },
+    /// HTTP POST of the alert as JSON (`http://host:port/path`).
+    Webhook { url: String },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Hooks {
+    /// External fence of the other site (power off, firewall, cloud API); `{target}` and
+    /// `{epoch}` are replaced. Needed when `engine.failover.fence_hook` is true.
+    pub fence: Option<Vec<String>>,
+    /// Move the service identity (DNS, VIP) to this site; `{site}` and `{epoch}` are replaced.
+    pub identity: Option<Vec<String>>,
+    /// Restart the local database service (Auto Pilot).
+    pub restart: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalSettings {
+    pub snapshot_every: u64,
+}
+
+impl Default for JournalSettings {
+    fn default() -> Self {
+        JournalSettings {
+            snapshot_every: DEFAULT_SNAPSHOT_EVERY,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiskSettings {
+    pub check_every_ms: u64,
+}
+
+impl Default for DiskSettings {
+    fn default() -> Self {
+        DiskSettings {
+            check_every_ms: DEFAULT_DISK_CHECK_EVERY_MS,
+        }
+    }
+}
+
+/// A configuration file that cannot be used: where and why, and what to do.
+#[derive(Debug)]
+pub struct ConfigFileError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.column {
+                write!(f, ":{col}")?;
+            }
+        }
+        if let Some(field) = &self.field {
+            write!(f, ": field `{field}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigFileError {}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, col)
+}
+
+/// The line where `field` (dotted, e.g. `engine.lease.lease_ms`) is set, best effort: the last
+/// segment as a key after the table header of the segments before it.
+fn find_field_line(text: &str, field: &str) -> Option<usize> {
+    let parts: Vec<&str> = field.split('.').collect();
+    let (key, tables) = parts.split_last()?;
+    let want = tables.join(".");
+    let mut current = String::new();
+    let mut fallback = None;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if let Some(h) = line.strip_prefix('[') {
+            current = h
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .trim()
+                .to_string();
+            continue;
+        }
+        let Some((k, _)) = line.split_once('=') else {
+            continue;
+        };
+        let k = k.trim();
+        let full = if current.is_empty() {
+            k.to_string()
+        } else {
+            format!("{current}.{k}")
+        };
+        if full == field || (k == *key && current == want) {
+            return Some(i + 1);
+        }
+        if k == *key || full.ends_with(&format!(".{key}")) {
+            fallback.get_or_insert(i + 1);
+        }
+    }
+    fallback
+}
+
+fn parse_toml<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    text: &str,
+) -> Result<T, ConfigFileError> {
+    toml::from_str::<T>(text).map_err(|e| {
+        let (line, column) = match e.span() {
+            Some(span) => {
+                let (l, c) = line_col(text, span.start);
+                (Some(l), Some(c))
+            }
+            None => (None, None),
+        };
+        let message = e.message().trim().to_string();
+        // "unknown field `x`, expected one of ..." already names the allowed values.
+        let field = message
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split('`').next())
+            .map(str::to_string);
+        ConfigFileError {
+            file: path.to_path_buf(),
+            line,
+            column,
+            field,
+            message: format!("{message}; fix the file and run `lifeboat config check` again"),
+        }
+    })
+}
+
+fn read(path: &Path) -> Result<String, ConfigFileError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigFileError {
+        file: path.to_path_buf(),
+        line: None,
+        column: None,
+        field: None,
+        message: format!("cannot read it: {e}"),
+    })
+}
+
+fn semantic(path: &Path, text: &str, field: &str, message: String) -> ConfigFileError {
+    ConfigFileError {
+        file: path.to_path_buf(),
+        line: find_field_line(text, field),
+        column: None,
+        field: Some(field.to_string()),
+        message,
+    }
+}
+
+fn engine_check(path: &Path, text: &str, engine: &Config) -> Result<(), ConfigFileError> {
+    engine.validate().map_err(|e| {
+        let field = format!("engine.{}", e.field);
+        semantic(path, text, &field, e.problem)
+    })
+}
+
+fn addr_check(path: &Path, text: &str, field: &str, addr: &str) -> Result<(), ConfigFileError> {
+    let ok = addr
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(semantic(
+            path,
+            text,
+            field,
+            format!("{addr:?} is not a `host:port` address (for example \"127.0.0.1:7401\")"),
+        ))
+    }
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.parent().unwrap_or(Path::new(".")).join(p)
+    }
+}
+
+impl SiteFile {
+    /// Read, parse and validate a site file. Relative paths are resolved against its directory.
+    pub fn load(path: &Path) -> Result<SiteFile, ConfigFileError> {
+        let text = read(path)?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<SiteFile, ConfigFileError> {
+        let mut f: SiteFile = parse_toml(path, text)?;
+        engine_check(path, text, &f.engine)?;
+        if f.engine.site_id(&f.site).is_none() {
+            return Err(semantic(
+                path,
+                text,
+                "site",
+                format!(
+                    "{:?} is not one of the sites; allowed values: {}",
+                    f.site,
+                    f.engine.sites.join(", ")
+                ),
+            ));
+        }
+        addr_check(path, text, "listen", &f.listen)?;
+        addr_check(path, text, "peer", &f.peer)?;
+        addr_check(path, text, "http", &f.http)?;
+        if let Some(a) = &f.peer_http {
+            addr_check(path, text, "peer_http", a)?;
+        }
+        match (&f.arbiter, f.engine.arbiter) {
+            (Some(a), _) => addr_check(path, text, "arbiter", a)?,
+            (None, true) => {
+                return Err(semantic(
+                    path,
+                    text,
+                    "arbiter",
+                    "engine.arbiter is true (the default) but no arbiter address is set: add \
+                     `arbiter = \"host:port\"`, or set `arbiter = false` under [engine] to run \
+                     two sites without a witness (automatic failover is then off)"
+                        .into(),
+                ))
+            }
+            (None, false) => {}
+        }
+        if f.engine.failover.fence_hook && f.hooks.fence.is_none() {
+            return Err(semantic(
+                path,
+                text,
+                "engine.failover.fence_hook",
+                "is true but [hooks] has no `fence` command: add one, or set it to false".into(),
+            ));
+        }
+        for (name, cmd) in [
+            ("hooks.fence", &f.hooks.fence),
+            ("hooks.identity", &f.hooks.identity),
+            ("hooks.restart", &f.hooks.restart),
+        ] {
+            if cmd.as_ref().is_some_and(|c| c.is_empty()) {
+                return Err(semantic(
+                    path,
+                    text,
+                    name,
+                    "an empty command: give the program and its arguments".into(),
+                ));
+            }
+        }
+        for (i, p) in f.probes.service.iter().enumerate() {
+            match p {
+                ProbeConfig::Tcp { addr } => {
+                    addr_check(path, text, &format!("probes.service[{i}].addr"), addr)?
+                }
+                ProbeConfig::Http { url, .. } if crate::http::parse_url(url).is_none() => {
+                    return Err(semantic(
+                        path,
+                        text,
+                        "url",
+                        format!("{url:?} is not an http://host:port/path URL"),
+                    ))
+                }
+                ProbeConfig::Exec { command } if command.is_empty() => {
+                    return Err(semantic(path, text, "command", "an empty command".into()))
+                }
+                _ => {}
+            }
+        }
+        for s in &f.alerts {
+            match s {
+                SinkConfig::Webhook { url } if crate::http::parse_url(url).is_none() => {
+                    return Err(semantic(
+                        path,
+                        text,
+                        "url",
+                        format!("{url:?} is not an http://host:port/path URL"),
+                    ))
+                }
+                SinkConfig::Exec { command } if command.is_empty() => {
+                    return Err(semantic(path, text, "command", "an empty command".into()))
+                }
+                _ => {}
+            }
+        }
+        if f.journal.snapshot_every == 0 {
+            return Err(semantic(
+                path,
+                text,
+                "journal.snapshot_every",
+                "must be at least 1".into(),
+            ));
+        }
+        if f.disk.check_every_ms == 0 {
+            return Err(semantic(
+                path,
+                text,
+                "disk.check_every_ms",
+                "must be greater than 0".into(),
+            ));
+        }
+        let listed = f.driver.listed();
+        if !listed.is_empty() {
+            let names: Vec<&String> = listed.iter().map(|d| &d.name).collect();
+            let want: Vec<&String> = f.engine.databases.iter().collect();
+            if names != want {
+                return Err(semantic(
+                    path,
+                    text,
+                    "driver.databases",
+                    format!(
+                        "lists {names:?}; it must list engine.databases in the same order: {want:?}"
+                    ),
+                ));
+            }
+        } else if matches!(f.driver, DriverConfig::Postgres(_)) {
+            return Err(semantic(
+                path,
+                text,
+                "driver.databases",
+                "is empty; the postgres driver needs one [[driver.databases]] entry (name, data_dir, port) per engine database".into(),
+            ));
+        }
+        f.driver.resolve_paths(|p| resolve(path, p));
+        f.data_dir = resolve(path, &f.data_dir);
+        Ok(f)
+    }
+
+    pub fn site_id(&self) -> lifeboat_core::SiteId {
+        self.engine
+            .site_id(&self.site)
+            .unwrap_or(lifeboat_core::SiteId(0))
+    }
+}
+
+impl ArbiterFile {
+    pub fn load(path: &Path) -> Result<ArbiterFile, ConfigFileError> {
+        let text = read(path)?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<ArbiterFile, ConfigFileError> {
+        let mut f: ArbiterFile = parse_toml(path, text)?;
+        engine_check(path, text, &f.engine)?;
+        addr_check(path, text, "listen", &f.listen)?;
+        if let Some(a) = &f.http {
+            addr_check(path, text, "http", a)?;
+        }
+        f.data_dir = resolve(path, &f.data_dir);
+        Ok(f)
+    }
+}
+
+/// Which kind of file a path holds, judged by its keys: a site file has `site`.
+pub fn check_any(path: &Path) -> Result<String, ConfigFileError> {
+    let text = read(path)?;
+    let is_site = text.lines().any(|l| {
+        l.trim_start().starts_with("site") && l.contains('=') && {
+            let k = l.split('=').next().unwrap_or("").trim();
+            k == "site"
+        }
+    });
+    if is_site {
+        let f = SiteFile::parse(path, &text)?;
+        Ok(format!(
+            "{}: a valid site file for site {:?} ({} database(s): {}; arbiter {})",
+            path.display(),
+            f.site,
+            f.engine.databases.len(),
+            f.engine.databases.join(", "),
+            if f.engine.arbiter { "on" } else { "off" }
+        ))
+    } else {
+        let f = ArbiterFile::parse(path, &text)?;
+        Ok(format!(
+            "{}: a valid arbiter file (listen {}; sites {})",
+            path.display(),
+            f.listen,
+            f.engine.sites.join(", ")
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+site = "primary"
+listen = "127.0.0.1:7401"
+peer = "127.0.0.1:7402"
+arbiter = "127.0.0.1:7400"
+http = "127.0.0.1:7481"
+data_dir = "data"
+"#;
+
+    #[test]
+    fn a_minimal_site_file_is_valid_and_resolves_data_dir_beside_it() {
+        let f = SiteFile::parse(Path::new("/etc/lifeboat/site.toml"), MIN).unwrap();
+        assert_eq!(f.data_dir, PathBuf::from("/etc/lifeboat/data"));
+        assert_eq!(f.site_id(), lifeboat_core::SiteId(0));
+    }
+
+    #[test]
+    fn an_unknown_key_names_file_line_and_the_allowed_fields() {
+        let text = format!("{MIN}\n[engine]\ndatabses = [\"a\"]\n");
+        let e = SiteFile::parse(Path::new("site.toml"), &text).unwrap_err();
+        let s = e.to_string();
+        assert_eq!(e.line, Some(10), "{s}");
+        assert!(s.contains("databses") && s.contains("databases"), "{s}");
+    }
+
+    #[test]
+    fn a_semantic_error_names_the_field_and_its_line() {
+        let text = format!("{MIN}\n[engine.lease]\nlease_ms = 2500\n");
+        let e = SiteFile::parse(Path::new("site.toml"), &text).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("engine.lease.lease_ms"));
+        assert_eq!(e.line, Some(10), "{e}");
+    }
+
+    #[test]
+    fn a_site_that_is_not_configured_lists_the_allowed_values() {
+        let text = MIN.replace("site = \"primary\"", "site = \"paris\"");
+        let e = SiteFile::parse(Path::new("site.toml"), &text).unwrap_err();
+        assert!(e.to_string().contains("primary, recovery"), "{e}");
+        assert_eq!(e.line, Some(2));
+    }
+
+    #[test]
+    fn a_postgres_driver_table_parses_and_its_paths_resolve_beside_the_file() {
+        let text = format!(
+            "{MIN}\n[engine]\ndatabases = [\"sales\"]\n[driver]\nkind = \"postgres\"\n\
+             spool_dir = \"spool\"\n[[driver.databases]]\nname = \"sales\"\n\
+             data_dir = \"pg/sales\"\nport = 5432\n"
+        );
+        let f = SiteFile::parse(Path::new("/etc/lifeboat/site.toml"), &text).unwrap();
+        let DriverConfig::Postgres(p) = &f.driver else {
+            panic!("not the postgres driver: {:?}", f.driver)
+        };
+        assert_eq!(p.spool_dir, PathBuf::from("/etc/lifeboat/spool"));
+        assert_eq!(
+            p.databases[0].data_dir,
+            PathBuf::from("/etc/lifeboat/pg/sales")
+        );
+        let specs = database_specs(&f);
+        assert_eq!(specs[0].name, "sales");
+    }
+
+    #[test]
+    fn a_postgres_driver_without_databases_is_refused_with_what_to_add() {
+        let text = format!(
+            "{MIN}\n[engine]\ndatabases = [\"sales\"]\n[driver]\nkind = \"postgres\"\n\
+             spool_dir = \"spool\"\ndatabases = []\n"
+        );
+        let e = SiteFile::parse(Path::new("site.toml"), &text).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("driver.databases"), "{e}");
+        assert!(e.to_string().contains("data_dir"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_postgres_key_is_rejected_by_name() {
+        let text = format!(
+            "{MIN}\n[driver]\nkind = \"postgres\"\nspool_dir = \"s\"\narchive_timout_s = 5\n\
+             databases = []\n"
+        );
+        let e = SiteFile::parse(Path::new("site.toml"), &text).unwrap_err();
+        assert!(e.to_string().contains("archive_timout_s"), "{e}");
+    }
+
+    #[test]
+    fn an_exec_driver_reads_its_command_templates() {
+        let text = format!(
+            "{MIN}\n[engine]\ndatabases = [\"app\"]\n[driver]\nkind = \"exec\"\n\
+             [driver.commands]\nposition = \"cat {{target}}/lsn\"\n\
+             restore = [\"restore.sh\", \"{{artifact}}\"]\n"
+        );
+        let f = SiteFile::parse(Path::new("site.toml"), &text).unwrap();
+        let DriverConfig::Exec { commands, .. } = &f.driver else {
+            panic!("not the exec driver: {:?}", f.driver)
+        };
+        assert!(commands.position.is_some() && commands.restore.is_some());
+    }
+}

@@ -1,0 +1,282 @@
+//! A minimal HTTP/1.1 server and client over tokio TCP: enough for `/status`, `/metrics`,
+//! `/health`, operator requests, HTTP probes and webhooks, without a web framework.
+//! One request per connection (`Connection: close`), bodies bounded.
+
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, warn};
+
+/// Largest request or response body accepted.
+pub const MAX_BODY: usize = 4 << 20;
+/// Longest header section accepted.
+const MAX_HEADER_LINES: usize = 100;
+/// A request must arrive within this.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: String,
+    /// Path without the query.
+    pub path: String,
+    /// `key=value` pairs of the query string (no percent-decoding beyond `+` and `%20`).
+    pub query: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn json(status: u16, value: &serde_json::Value) -> Response {
+        Response {
+            status,
+            content_type: "application/json",
+            body: serde_json::to_vec_pretty(value).unwrap_or_default(),
+        }
+    }
+    pub fn text(status: u16, body: impl Into<String>) -> Response {
+        Response {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into().into_bytes(),
+        }
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        202 => "Accepted",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
+/// Split `http://host:port/path?query` into (`host:port`, `/path?query`).
+pub fn parse_url(url: &str) -> Option<(String, String)> {
+    let rest = url.strip_prefix("http://")?;
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = hostport.rsplit_once(':')?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return None;
+    }
+    Some((hostport.to_string(), path.to_string()))
+}
+
+fn parse_query(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|s| !s.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            let dec = |s: &str| s.replace('+', " ").replace("%20", " ");
+            (dec(k), dec(v))
+        })
+        .collect()
+}
+
+/// Serve until the task is dropped. `handler` is called once per request.
+pub async fn serve<H>(listener: TcpListener, handler: Arc<H>)
+where
+    H: Fn(Request) -> Response + Send + Sync + 'static,
+{
+    loop {
+        let (stream, addr) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(error = %e, "http accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(REQUEST_TIMEOUT, handle_conn(stream, handler)).await {
+                Ok(Err(e)) => debug!(%addr, error = %e, "http request failed"),
+                Err(_) => debug!(%addr, "http request timed out"),
+                Ok(Ok(())) => {}
+            }
+        });
+    }
+}
+
+async fn handle_conn<H>(stream: TcpStream, handler: Arc<H>) -> std::io::Result<()>
+where
+    H: Fn(Request) -> Response + Send + Sync + 'static,
+{
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    let response = match read_request(&mut r).await {
+        Ok(req) => handler(req),
+        Err(msg) => Response::text(400, format!("{msg}\n")),
+    };
+    let head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        response.status,
+        reason(response.status),
+        response.content_type,
+        response.body.len()
+    );
+    w.write_all(head.as_bytes()).await?;
+    w.write_all(&response.body).await?;
+    w.shutdown().await
+}
+
+async fn read_headers<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+) -> Result<(String, usize), String> {
+    let mut first = String::new();
+    r.read_line(&mut first)
+        .await
+        .map_err(|e| format!("reading the request line: {e}"))?;
+    let mut len = 0usize;
+    for _ in 0..MAX_HEADER_LINES {
+        let mut line = String::new();
+        let n = r
+            .read_line(&mut line)
+            .await
+            .map_err(|e| format!("reading headers: {e}"))?;
+        if n == 0 || line == "\r\n" || line == "\n" {
+            return Ok((first, len));
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.trim().eq_ignore_ascii_case("content-length") {
+                len = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| "bad Content-Length".to_string())?;
+            }
+        }
+    }
+    Err("too many header lines".into())
+}
+
+async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<Request, String> {
+    let (first, len) = read_headers(r).await?;
+    let mut parts = first.split_whitespace();
+    let method = parts.next().ok_or("empty request line")?.to_string();
+    let target = parts.next().ok_or("no request target")?;
+    if len > MAX_BODY {
+        return Err(format!("body of {len} bytes exceeds {MAX_BODY}"));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)
+        .await
+        .map_err(|e| format!("reading the body: {e}"))?;
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    Ok(Request {
+        method,
+        path: path.to_string(),
+        query: parse_query(query),
+        body,
+    })
+}
+
+/// One HTTP request; the status and body of the answer.
+pub async fn request(
+    method: &str,
+    url: &str,
+    body: Option<(&str, &[u8])>,
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>), String> {
+    let (hostport, path) =
+        parse_url(url).ok_or_else(|| format!("{url:?} is not an http:// URL"))?;
+    let fut = async {
+        let mut s = TcpStream::connect(&hostport)
+            .await
+            .map_err(|e| format!("cannot connect to {hostport}: {e}"))?;
+        let (ctype, bytes) = body.unwrap_or(("text/plain", &[]));
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: {ctype}\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            bytes.len()
+        );
+        s.write_all(head.as_bytes())
+            .await
+            .map_err(|e| format!("writing to {hostport}: {e}"))?;
+        s.write_all(bytes)
+            .await
+            .map_err(|e| format!("writing to {hostport}: {e}"))?;
+        let mut r = BufReader::new(s);
+        let (status_line, len) = read_headers(&mut r).await?;
+        let status: u16 = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("{hostport} answered {status_line:?}, not HTTP"))?;
+        let mut out = Vec::new();
+        if len > 0 {
+            out.resize(len.min(MAX_BODY), 0);
+            r.read_exact(&mut out)
+                .await
+                .map_err(|e| format!("reading from {hostport}: {e}"))?;
+        } else {
+            r.take(MAX_BODY as u64)
+                .read_to_end(&mut out)
+                .await
+                .map_err(|e| format!("reading from {hostport}: {e}"))?;
+        }
+        Ok((status, out))
+    };
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| format!("{url}: no answer within {timeout:?}"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_address_and_path() {
+        assert_eq!(
+            parse_url("http://127.0.0.1:80/a?b=1"),
+            Some(("127.0.0.1:80".into(), "/a?b=1".into()))
+        );
+        assert_eq!(parse_url("http://h:1"), Some(("h:1".into(), "/".into())));
+        assert_eq!(parse_url("https://h:1/"), None);
+        assert_eq!(parse_url("http://h/"), None);
+    }
+
+    #[tokio::test]
+    async fn a_request_reaches_the_handler_and_the_answer_comes_back() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let h = Arc::new(|r: Request| {
+            Response::text(200, format!("{} {} {:?}", r.method, r.path, r.param("x")))
+        });
+        let task = tokio::spawn(serve(l, h));
+        let (status, body) = request(
+            "POST",
+            &format!("http://{addr}/p?x=7"),
+            Some(("text/plain", b"hi")),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(String::from_utf8(body).unwrap(), "POST /p Some(\"7\")");
+        task.abort();
+    }
+}

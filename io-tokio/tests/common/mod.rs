@@ -1,0 +1,562 @@
+//! End-to-end harness: real `lifeboat` processes on loopback in a temporary directory, a SQLite
+//! writer that counts acknowledged commits, a blocking HTTP client, and a TCP proxy that can cut
+//! a link or corrupt bytes in transit.
+#![allow(dead_code)]
+
+use lifeboat_io_tokio::demo::{arbiter_toml, site_toml, SitePorts};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_lifeboat");
+
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let ls: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+/// GET or POST on loopback; (status, body).
+pub fn http(method: &str, port: u16, path: &str) -> Option<(u16, Vec<u8>)> {
+    let mut s = TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().unwrap(),
+        Duration::from_secs(2),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, buf[split + 4..].to_vec()))
+}
+
+pub fn status(port: u16) -> Option<Value> {
+    let (code, body) = http("GET", port, "/status")?;
+    (code == 200).then(|| serde_json::from_slice(&body).ok())?
+}
+
+pub fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while t.elapsed() < within {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {within:?} waiting for {what}");
+}
+
+/// A TCP proxy: forwards to `target`; `cut` closes every connection and refuses new ones until
+/// `heal`; `corrupt_next` flips one byte of the next large write (an artifact chunk).
+pub struct Proxy {
+    pub port: u16,
+    cut: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    corrupt: Arc<AtomicBool>,
+    pub corrupted: Arc<AtomicU64>,
+}
+
+impl Proxy {
+    pub fn start(port: u16, target: u16) -> Proxy {
+        let cut = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let corrupt = Arc::new(AtomicBool::new(false));
+        let corrupted = Arc::new(AtomicU64::new(0));
+        let (c, cs, cr, cd) = (
+            cut.clone(),
+            conns.clone(),
+            corrupt.clone(),
+            corrupted.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut listener: Option<TcpListener> = None;
+            loop {
+                if c.load(Ordering::SeqCst) {
+                    listener = None;
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+                if listener.is_none() {
+                    match TcpListener::bind(("127.0.0.1", port)) {
+                        Ok(l) => {
+                            l.set_nonblocking(true).unwrap();
+                            listener = Some(l);
+                        }
+                        Err(_) => {
+                            std::thread::sleep(Duration::from_millis(20));
+                            continue;
+                        }
+                    }
+                }
+                match listener.as_ref().unwrap().accept() {
+                    Ok((down, _)) => {
+                        down.set_nonblocking(false).unwrap();
+                        let Ok(up) = TcpStream::connect(("127.0.0.1", target)) else {
+                            continue;
+                        };
+                        cs.lock().unwrap().push(down.try_clone().unwrap());
+                        cs.lock().unwrap().push(up.try_clone().unwrap());
+                        pump(
+                            down.try_clone().unwrap(),
+                            up.try_clone().unwrap(),
+                            cr.clone(),
+                            cd.clone(),
+                        );
+                        pump(up, down, Arc::new(AtomicBool::new(false)), cd.clone());
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Proxy {
+            port,
+            cut,
+            conns,
+            corrupt,
+            corrupted,
+        }
+    }
+
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    pub fn heal(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+
+    pub fn corrupt_next(&self) {
+        self.corrupt.store(true, Ordering::SeqCst);
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, corrupt: Arc<AtomicBool>, done: Arc<AtomicU64>) {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if n > 2048 && corrupt.swap(false, Ordering::SeqCst) {
+                buf[n / 2] ^= 0x5a;
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Both);
+        let _ = from.shutdown(Shutdown::Both);
+    });
+}
+
+/// Options of a cluster.
+#[derive(Clone, Default)]
+pub struct Opts {
+    /// Lines added under `[engine.failover]`.
+    pub failover: &'static str,
+    /// Lines added under `[engine.restore]`.
+    pub restore: &'static str,
+    /// Text appended to both site files (e.g. `[[alerts]]` sinks).
+    pub site_extra: String,
+    /// Route the recovery site's view of the primary (transport and http) through a proxy,
+    /// and the primary's view of the recovery site through another.
+    pub proxies: bool,
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub arb_http: u16,
+    pub pri_http: u16,
+    pub rec_http: u16,
+    pub pri_listen: u16,
+    pub rec_listen: u16,
+    pub pri_db: PathBuf,
+    pub rec_db: PathBuf,
+    configs: HashMap<&'static str, (&'static str, PathBuf)>,
+    procs: HashMap<&'static str, Child>,
+    pub to_primary: Option<Proxy>,
+    pub to_primary_http: Option<Proxy>,
+    pub to_recovery: Option<Proxy>,
+}
+
+impl Cluster {
+    pub fn start(opts: Opts) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let p = free_ports(10);
+        let (arb_listen, arb_http, pri_listen, pri_http, rec_listen, rec_http) =
+            (p[0], p[1], p[2], p[3], p[4], p[5]);
+        let (to_primary, to_recovery) = if opts.proxies {
+            (
+                Some((Proxy::start(p[6], pri_listen), Proxy::start(p[7], pri_http))),
+                Some(Proxy::start(p[8], rec_listen)),
+            )
+        } else {
+            (None, None)
+        };
+        let pri_db = dir.path().join("primary-db/app.db");
+        let rec_db = dir.path().join("recovery-db/app.db");
+        std::fs::create_dir_all(pri_db.parent().unwrap()).unwrap();
+        std::fs::create_dir_all(rec_db.parent().unwrap()).unwrap();
+        let c = rusqlite::Connection::open(&pri_db).unwrap();
+        c.execute_batch(
+            "PRAGMA journal_mode=DELETE; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL);",
+        )
+        .unwrap();
+        drop(c);
+        // Frequent snapshots: restarts exercise snapshot + replay, not only replay.
+        let tune = |s: String| {
+            s.replace("snapshot_every = 500", "snapshot_every = 50")
+                .replace(
+                    "unhealthy_for_ms = 600\n",
+                    &format!("unhealthy_for_ms = 600\n{}\n", opts.failover),
+                )
+                .replace(
+                    "op_timeout_ms = 5000\n",
+                    &format!("op_timeout_ms = 5000\n{}\n", opts.restore),
+                )
+        };
+        let d = dir.path();
+        let (rec_peer, rec_peer_http) = match &to_primary {
+            Some((t, h)) => (t.port, h.port),
+            None => (pri_listen, pri_http),
+        };
+        let pri_peer = to_recovery.as_ref().map_or(rec_listen, |p| p.port);
+        let write = |name: &str, text: String| {
+            let path = d.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let arb = write(
+            "arbiter.toml",
+            tune(arbiter_toml(arb_listen, arb_http, &d.join("arbiter"))),
+        );
+        let pri = write(
+            "primary.toml",
+            tune(site_toml(
+                "primary",
+                SitePorts {
+                    listen: pri_listen,
+                    peer: pri_peer,
+                    arbiter: arb_listen,
+                    http: pri_http,
+                    peer_http: rec_http,
+                },
+                &d.join("primary"),
+                &pri_db,
+            )),
+        );
+        let rec = write(
+            "recovery.toml",
+            tune(site_toml(
+                "recovery",
+                SitePorts {
+                    listen: rec_listen,
+                    peer: rec_peer,
+                    arbiter: arb_listen,
+                    http: rec_http,
+                    peer_http: rec_peer_http,
+                },
+                &d.join("recovery"),
+                &rec_db,
+            )),
+        );
+        for f in [&pri, &rec] {
+            let mut text = std::fs::read_to_string(f).unwrap();
+            text.push_str(&opts.site_extra);
+            std::fs::write(f, text).unwrap();
+        }
+        let mut configs = HashMap::new();
+        configs.insert("arbiter", ("arbiter", arb));
+        configs.insert("primary", ("agent", pri));
+        configs.insert("recovery", ("agent", rec));
+        let mut cl = Cluster {
+            dir,
+            arb_http,
+            pri_http,
+            rec_http,
+            pri_listen,
+            rec_listen,
+            pri_db,
+            rec_db,
+            configs,
+            procs: HashMap::new(),
+            to_primary_http: to_primary.as_ref().map(|(_, h)| Proxy {
+                port: h.port,
+                cut: h.cut.clone(),
+                conns: h.conns.clone(),
+                corrupt: h.corrupt.clone(),
+                corrupted: h.corrupted.clone(),
+            }),
+            to_primary: to_primary.map(|(t, _)| t),
+            to_recovery,
+        };
+        for n in ["arbiter", "primary", "recovery"] {
+            cl.spawn(n);
+        }
+        let pri_http = cl.pri_http;
+        wait_for(
+            "the primary to accept writes",
+            Duration::from_secs(20),
+            || status(pri_http).is_some_and(|d| d["writable"] == true),
+        );
+        cl
+    }
+
+    pub fn path(&self, name: &str) -> &Path {
+        &self.configs[name].1
+    }
+
+    pub fn spawn(&mut self, name: &'static str) {
+        let (sub, cfg) = self.configs[name].clone();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{name}.log")))
+            .unwrap();
+        let child = Command::new(BIN)
+            .arg(sub)
+            .arg("--config")
+            .arg(&cfg)
+            .env("LIFEBOAT_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        self.procs.insert(name, child);
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self, name: &str) {
+        if let Some(mut c) = self.procs.remove(name) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    pub fn cut_link(&self) {
+        self.to_primary.as_ref().unwrap().cut();
+        self.to_primary_http.as_ref().unwrap().cut();
+        self.to_recovery.as_ref().unwrap().cut();
+    }
+
+    pub fn restored(&self) -> Option<u64> {
+        status(self.rec_http)?["databases"][0]["restored_lsn"].as_u64()
+    }
+
+    /// The primary database's position as the file says (its change counter, the driver's LSN).
+    pub fn primary_lsn(&self) -> Option<u64> {
+        let bytes = std::fs::read(&self.pri_db).ok()?;
+        let b = bytes.get(24..28)?;
+        Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as u64)
+    }
+
+    /// Dump the logs when a test fails (kept in the temp dir otherwise).
+    pub fn dump_logs(&self) {
+        for n in ["arbiter", "primary", "recovery"] {
+            let l = self.log(n);
+            let lines: Vec<&str> = l.lines().collect();
+            eprintln!("--- {n} (last 40 lines) ---");
+            for line in &lines[lines.len().saturating_sub(40)..] {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        for (_, mut c) in self.procs.drain() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A writer: one row per transaction, counting the commits SQLite acknowledged.
+pub struct Writer {
+    stop: Arc<AtomicBool>,
+    pub committed: Arc<AtomicU64>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    pub fn start(db: &Path, every: Duration) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let committed = Arc::new(AtomicU64::new(0));
+        let (s, c, db) = (stop.clone(), committed.clone(), db.to_path_buf());
+        let handle = std::thread::spawn(move || {
+            let conn = rusqlite::Connection::open(&db).unwrap();
+            conn.busy_timeout(Duration::from_millis(50)).unwrap();
+            while !s.load(Ordering::SeqCst) {
+                let id = c.load(Ordering::SeqCst) + 1;
+                if conn
+                    .execute(
+                        "INSERT INTO t(id, v) VALUES (?1, 'row ' || ?1)",
+                        [id as i64],
+                    )
+                    .is_ok()
+                {
+                    c.store(id, Ordering::SeqCst);
+                }
+                std::thread::sleep(every);
+            }
+        });
+        Writer {
+            stop,
+            committed,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stop and return how many commits were acknowledged.
+    pub fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        self.committed.load(Ordering::SeqCst)
+    }
+}
+
+/// (count, min id, max id, rows with wrong contents) of a database's table.
+pub fn rows(db: &Path) -> (u64, u64, u64, u64) {
+    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap();
+    c.query_row(
+        "SELECT count(*), coalesce(min(id),0), coalesce(max(id),0), coalesce(sum(v != 'row ' || id),0) FROM t",
+        [],
+        |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, i64>(2)? as u64,
+                r.get::<_, i64>(3)? as u64,
+            ))
+        },
+    )
+    .unwrap()
+}
+
+/// Assert the database holds exactly rows 1..=n with the right contents.
+pub fn assert_prefix(db: &Path, n: u64) {
+    let (count, min, max, wrong) = rows(db);
+    assert_eq!(
+        (count, max, wrong),
+        (n, n, 0),
+        "rows 1..={n} expected (min {min})"
+    );
+}
+
+pub fn reports(port: u16, kind: &str) -> Vec<Value> {
+    status(port)
+        .map(|d| {
+            d["reports"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| r["kind"] == kind)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn alert_kinds(port: u16) -> Vec<String> {
+    let Some(d) = status(port) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = d["alerts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(d["recent_alerts"].as_array().into_iter().flatten())
+        .filter_map(|a| a["kind"].as_str().map(str::to_string))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// A webhook receiver: records the JSON body of every POST.
+pub struct Webhook {
+    pub port: u16,
+    pub bodies: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Webhook {
+    pub fn start() -> Webhook {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let bodies: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let b = bodies.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    let mut s = s;
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 8192];
+                    while let Ok(n) = s.read(&mut chunk) {
+                        if n == 0 {
+                            break;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..at]).to_lowercase();
+                            let len: usize = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse().ok())
+                                .unwrap_or(0);
+                            if buf.len() >= at + 4 + len {
+                                if let Ok(v) = serde_json::from_slice(&buf[at + 4..at + 4 + len]) {
+                                    b.lock().unwrap().push(v);
+                                }
+                                break;
+                            }
+                        }
+                    }
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+                });
+            }
+        });
+        Webhook { port, bodies }
+    }
+
+    pub fn kinds(&self) -> Vec<String> {
+        self.bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v["kind"].as_str().map(str::to_string))
+            .collect()
+    }
+}
