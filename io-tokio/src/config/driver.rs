@@ -32,7 +32,7 @@ pub enum DriverConfig {
         #[serde(default)]
         databases: Vec<DatabaseSpec>,
         #[serde(default)]
-        commands: ExecConfig,
+        commands: Box<ExecConfig>,
     },
     /// PostgreSQL clusters: WAL archiving, base backups, a warm standby (see the README's
     /// "Protect a PostgreSQL database in five steps").
@@ -158,7 +158,7 @@ pub fn open_driver(file: &SiteFile) -> anyhow::Result<Arc<dyn Driver>> {
             Ok(Arc::new(SqliteDriver::open(c, specs)?))
         }
         DriverConfig::Exec { commands, .. } => {
-            Ok(Arc::new(ExecDriver::new(commands.clone(), specs)?))
+            Ok(Arc::new(ExecDriver::new((**commands).clone(), specs)?))
         }
         DriverConfig::Postgres(p) => Ok(Arc::new(PostgresDriver::open(p.clone())?)),
     }
