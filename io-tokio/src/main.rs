@@ -104,6 +104,9 @@ enum Cmd {
         db: String,
         #[command(flatten)]
         target: Target,
+        /// Seconds to wait for the rebuild, showing the copy's progress (0: do not wait).
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
     },
     /// Configuration files.
     Config {
@@ -243,8 +246,8 @@ fn main() {
         }
         Cmd::Pause { target } => runtime().block_on(cli::operator(&target, "pause", "", 0)),
         Cmd::Resume { target } => runtime().block_on(cli::operator(&target, "resume", "", 0)),
-        Cmd::Reseed { db, target } => {
-            runtime().block_on(cli::operator(&target, "reseed", &format!("?db={db}"), 0))
+        Cmd::Reseed { db, target, wait } => {
+            runtime().block_on(cli::operator(&target, "reseed", &format!("?db={db}"), wait))
         }
         Cmd::Config {
             cmd: ConfigCmd::Check { file },

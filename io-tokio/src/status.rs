@@ -43,6 +43,8 @@ struct Inner {
     reports: Vec<Value>,
     health: Option<bool>,
     work: Vec<(String, Value)>,
+    /// The transport's artifact transfers (sending and receiving), read live by `doc()`.
+    transfers: Vec<crate::transport::Transfers>,
     /// How this process started: journal replay and any torn tail that was truncated.
     recovery: Value,
     /// Recent latencies from a log's creation at the primary to its verification here.
@@ -158,8 +160,25 @@ impl StatusBoard {
         self.inner().work.retain(|(w, _)| w != id);
     }
 
+    /// Show these transfers' byte progress in the status document.
+    pub fn watch_transfers(&self, t: crate::transport::Transfers) {
+        self.inner().transfers.push(t);
+    }
+
+    /// The status document, with the transfers' byte progress as of now.
     pub fn doc(&self) -> Value {
-        self.inner().doc.clone()
+        let i = self.inner();
+        let mut doc = i.doc.clone();
+        let transfers: Vec<Value> = i
+            .transfers
+            .iter()
+            .flat_map(|t| t.snapshot())
+            .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
+            .collect();
+        if let Some(o) = doc.as_object_mut() {
+            o.insert("transfers".into(), Value::Array(transfers));
+        }
+        doc
     }
 
     pub fn health(&self) -> (bool, Value) {

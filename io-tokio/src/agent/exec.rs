@@ -213,7 +213,6 @@ impl Executor {
         let feed = self.feed.clone();
         let files = self.files.clone();
         let transport = self.ship.clone();
-        let board = self.board.clone();
         let name =
             crate::transport::inbox::artifact_file_name(&meta, self.cfg.db_name(meta.key.db));
         let _ = self.me;
@@ -234,13 +233,8 @@ impl Executor {
                 .await;
                 return;
             };
-            let id = format!("ship:{op}");
-            board.work_start(
-                id.clone(),
-                json!({"work": "ship", "file": name, "size": meta.size}),
-            );
+            // Its byte progress shows in `/status` under `transfers`.
             let result = transport.ship(meta, &path).await;
-            board.work_done(&id);
             match result {
                 Ok(s) => debug!(file = %name, resumed_from = s.resumed_from, "shipped"),
                 Err(e) => {

@@ -134,6 +134,7 @@ pub async fn run(file: SiteFile, config_path: std::path::PathBuf) -> anyhow::Res
     }
     let inbox = Inbox::open(file.data_dir.join("inbox"), cfg.databases.clone())
         .with_context(|| format!("opening the inbox under {}", file.data_dir.display()))?;
+    let receiving = inbox.transfers().clone();
     let tcfg = TransportConfig::default();
     let listener = Arc::new(
         Listener::bind(
@@ -176,6 +177,8 @@ pub async fn run(file: SiteFile, config_path: std::path::PathBuf) -> anyhow::Res
 
     // ---- executor, sinks, status
     let board = Arc::new(StatusBoard::new(&file));
+    board.watch_transfers(receiving);
+    board.watch_transfers(peer_dial.transfers().clone());
     board
         .set_recovery(json!({"resumed": resumed, "replayed_records": replayed, "torn_tail": torn}));
     let exec = Arc::new(

@@ -124,6 +124,29 @@ fn reports_of(sites: &[(String, Result<Value, String>)], kind: &str) -> Vec<(Str
     out
 }
 
+/// While a command waits: the procedure step and the transfers of every site, on stderr, each
+/// line printed again only when it changed (a large reseed copy shows its bar filling).
+fn show_progress(sites: &[(String, Result<Value, String>)], before: Vec<String>) -> Vec<String> {
+    let mut now = Vec::new();
+    for d in sites.iter().filter_map(|(_, r)| r.as_ref().ok()) {
+        let site = d["site"].as_str().unwrap_or("?");
+        if let Some(p) = d["procedure"].as_object() {
+            now.push(format!(
+                "{site}: {} step {}",
+                p.get("kind").and_then(Value::as_str).unwrap_or("?"),
+                p.get("step").and_then(Value::as_str).unwrap_or("?")
+            ));
+        }
+        now.extend(table::transfer_lines(site, d));
+    }
+    for line in &now {
+        if !before.contains(line) {
+            eprintln!("  {line}");
+        }
+    }
+    now
+}
+
 /// Send an operator request and, for role changes, wait for the report.
 pub async fn operator(target: &Target, name: &str, query: &str, wait: u64) -> i32 {
     let addr = match target.addr() {
@@ -161,16 +184,21 @@ pub async fn operator(target: &Target, name: &str, query: &str, wait: u64) -> i3
             return exit::UNREACHABLE;
         }
     }
-    let Some(kind) = report_kind else {
-        return exit::OK;
-    };
     if wait == 0 {
         return exit::OK;
     }
+    let Some(kind) = report_kind else {
+        return match query.strip_prefix("?db=") {
+            Some(db) if name == "reseed" => wait_reseed(&addr, db, wait).await,
+            _ => exit::OK,
+        };
+    };
     let deadline = Instant::now() + Duration::from_secs(wait);
+    let mut shown = Vec::new();
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(250)).await;
         if let Ok(sites) = all_status(&addr).await {
+            shown = show_progress(&sites, shown);
             let new = reports_of(&sites, kind)
                 .into_iter()
                 .find(|(site, seq, _)| !before.iter().any(|(s, q, _)| s == site && q == seq));
@@ -184,6 +212,39 @@ pub async fn operator(target: &Target, name: &str, query: &str, wait: u64) -> i3
     eprintln!(
         "lifeboat {name}: no {kind} report within {wait} s; the request may have been refused \
          (see `lifeboat status` and the agent's log: `recent_decisions`)"
+    );
+    exit::FAILED
+}
+
+/// Wait until the recovery site's database `db` went through its reseed (the new full backup
+/// received, restored and verified), showing the copy's progress.
+async fn wait_reseed(addr: &str, db: &str, wait: u64) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(wait);
+    let mut shown = Vec::new();
+    let mut seen = false;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let Ok(sites) = all_status(addr).await else {
+            continue;
+        };
+        shown = show_progress(&sites, shown);
+        let entry = sites
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok())
+            .flat_map(|d| d["databases"].as_array().cloned().unwrap_or_default())
+            .find(|e| e["name"] == db && !e["reseeding_ms"].is_null());
+        match entry {
+            Some(_) => seen = true,
+            None if seen => {
+                println!("reseed: done: {db} was rebuilt from a new full backup");
+                return exit::OK;
+            }
+            None => {}
+        }
+    }
+    eprintln!(
+        "lifeboat reseed: {db} was not rebuilt within {wait} s (see `lifeboat status`; the \
+         reseed goes on in the background)"
     );
     exit::FAILED
 }

@@ -46,6 +46,30 @@ pub fn bar(done: u64, total: u64) -> String {
     )
 }
 
+/// One line per artifact transfer under way at a site: direction, file, a bar and the bytes.
+pub fn transfer_lines(site: &str, doc: &Value) -> Vec<String> {
+    doc["transfers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let size = t["size"].as_u64().unwrap_or(0);
+            let done = t["done"].as_u64().unwrap_or(0);
+            let verb = match t["direction"].as_str() {
+                Some("send") => "sending",
+                _ => "receiving",
+            };
+            format!(
+                "{site}: {verb} {} {} {}/{} MiB",
+                t["file"].as_str().unwrap_or("?"),
+                bar(done, size),
+                done >> 20,
+                size >> 20
+            )
+        })
+        .collect()
+}
+
 pub fn render(sites: &[(String, Result<Value, String>)]) -> String {
     let head = [
         "SITE",
@@ -157,6 +181,7 @@ pub fn render(sites: &[(String, Result<Value, String>)]) -> String {
                 }
             ));
         }
+        notes.extend(transfer_lines(&site, d));
         if let Some(t) = d["thresholds"].as_object() {
             notes.push(format!(
                 "{site}: thresholds: logs every {}; no new logs after {} min; restore alert after \
@@ -222,5 +247,19 @@ mod tests {
     fn progress_bars_fill_by_tens() {
         assert_eq!(bar(5, 10), "[#####.....]  50%");
         assert_eq!(bar(0, 0), "[##########] 100%");
+    }
+
+    #[test]
+    fn transfers_show_a_bar_and_their_mebibytes() {
+        let doc = serde_json::json!({"transfers": [
+            {"direction": "receive", "file": "sales_2026_11_22_03_05_00_full_0", "size": 64u64 << 20,
+             "done": 16u64 << 20, "resumed_from": 0},
+        ]});
+        assert_eq!(
+            transfer_lines("recovery", &doc),
+            vec![
+                "recovery: receiving sales_2026_11_22_03_05_00_full_0 [##........]  25% 16/64 MiB"
+            ]
+        );
     }
 }

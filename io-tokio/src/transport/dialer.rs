@@ -25,6 +25,7 @@ struct DialShared {
     me: Peer,
     cfg: TransportConfig,
     link: watch::Sender<Option<ControlLink>>,
+    transfers: super::Transfers,
 }
 
 impl Transport {
@@ -42,12 +43,18 @@ impl Transport {
             me,
             cfg,
             link: watch::Sender::new(None),
+            transfers: super::Transfers::default(),
         });
         let dial_loop = AbortOnDrop(tokio::spawn(dial_loop(shared.clone(), events)));
         Transport {
             shared,
             _dial_loop: dial_loop,
         }
+    }
+
+    /// The artifacts being shipped now, with their byte progress.
+    pub fn transfers(&self) -> &super::Transfers {
+        &self.shared.transfers
     }
 
     /// The address this transport dials.
@@ -122,7 +129,15 @@ impl Transport {
     async fn ship_once(&self, meta: &ArtifactMeta, path: &Path) -> Result<Shipped, ShipErrorKind> {
         let s = &self.shared;
         let mut conn = dial(&s.addr, s.me, LinkKind::Ship, &s.cfg).await?;
-        let result = send_artifact(&mut conn.reader, &mut conn.writer, meta, path, &s.cfg).await;
+        let result = send_artifact(
+            &mut conn.reader,
+            &mut conn.writer,
+            meta,
+            path,
+            &s.cfg,
+            &s.transfers,
+        )
+        .await;
         conn.writer.shutdown().await;
         result
     }

@@ -167,6 +167,7 @@ pub struct Inbox {
     dir: PathBuf,
     db_names: Vec<String>,
     pub(crate) claims: Arc<Claims>,
+    transfers: super::Transfers,
 }
 
 impl Inbox {
@@ -179,7 +180,13 @@ impl Inbox {
             dir,
             db_names,
             claims: Arc::new(Claims::default()),
+            transfers: super::Transfers::default(),
         })
+    }
+
+    /// The artifacts being received now, with their byte progress.
+    pub fn transfers(&self) -> &super::Transfers {
+        &self.transfers
     }
 
     pub fn dir(&self) -> &Path {

@@ -36,6 +36,7 @@ pub mod frame;
 pub mod inbox;
 mod link;
 mod listener;
+pub mod progress;
 mod ship;
 pub mod wire;
 
@@ -48,6 +49,7 @@ pub use dialer::Transport;
 pub use inbox::{Inbox, Manifest, ManifestError};
 pub use link::{Backoff, SendError, ShipError};
 pub use listener::Listener;
+pub use progress::{Direction, Transfer, Transfers};
 pub use ship::{ShipErrorKind, Shipped};
 
 use lifeboat_core::{ArtifactMeta, Checksum, Input, Message, Peer};

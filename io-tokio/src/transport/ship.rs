@@ -96,6 +96,7 @@ pub(crate) async fn send_artifact<R, W>(
     meta: &ArtifactMeta,
     path: &Path,
     cfg: &TransportConfig,
+    transfers: &super::Transfers,
 ) -> Result<Shipped, ShipErrorKind>
 where
     R: AsyncRead + Unpin,
@@ -136,6 +137,14 @@ where
     let chunk = cfg.chunk_len();
     let remaining = meta.size - offset;
     tokio::task::spawn_blocking(move || read_ahead(source, offset, remaining, chunk, tx));
+    let progress = transfers.start(
+        super::Direction::Send,
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        meta.size,
+        offset,
+    );
     let mut sent = 0u64;
     while let Some(next) = rx.recv().await {
         let bytes = next.map_err(ShipErrorKind::Source)?;
@@ -143,6 +152,7 @@ where
             return Err(explain_failure(reader, e).await);
         }
         sent += bytes.len() as u64;
+        progress.set(offset + sent);
     }
     if sent != remaining {
         return Err(ShipErrorKind::Source(io::Error::new(
@@ -300,11 +310,20 @@ where
         .await
         .map_err(|source| ReceiveError::Link { key, source })?;
 
+    let progress = inbox.transfers().start(
+        super::Direction::Receive,
+        final_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        meta.size,
+        offset,
+    );
     // The network task checks and forwards chunks; a disk thread writes, hashes and fsyncs.
     let (tx, rx) = mpsc::channel::<Vec<u8>>(cfg.window.max(1));
     let sink = tokio::task::spawn_blocking(move || write_behind(file, hasher, offset, rx));
     let streamed = tokio::select! {
-        r = stream_chunks(reader, tx, key, offset, meta.size, cfg.io_timeout) => r,
+        r = stream_chunks(reader, tx, key, offset, meta.size, cfg.io_timeout, &progress) => r,
         () = claim.superseded() => Err(ReceiveError::Superseded { key }),
     };
     // The manifest is staged (written, fsynced) while the disk thread fsyncs the bytes.
@@ -378,6 +397,7 @@ async fn stream_chunks<R: AsyncRead + Unpin>(
     offset: u64,
     size: u64,
     io_timeout: Duration,
+    progress: &super::progress::Progress,
 ) -> Result<(), ReceiveError> {
     let mut received = offset;
     loop {
@@ -398,6 +418,7 @@ async fn stream_chunks<R: AsyncRead + Unpin>(
                 if tx.send(bytes).await.is_err() {
                     return Ok(()); // the disk thread failed; its error is the one to report
                 }
+                progress.set(received);
             }
             Frame::ShipEnd if received == size => return Ok(()),
             Frame::ShipEnd => {

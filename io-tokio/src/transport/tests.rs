@@ -9,6 +9,7 @@ use super::*;
 use lifeboat_core::{ArtifactKey, ArtifactKind, DbId, Epoch, Lsn, SiteId, UtcMillis};
 use rand::{RngCore, SeedableRng};
 use std::path::Path;
+use std::sync::Arc;
 use tempfile::TempDir;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -595,4 +596,47 @@ async fn a_message_to_an_unreachable_peer_fails_after_the_connect_timeout() {
         .await
         .unwrap_err();
     assert!(matches!(err, SendError::NotConnected { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_ends_report_byte_progress_while_a_large_artifact_moves_and_forget_it_after() {
+    let mut site = secondary().await;
+    let outbox = tempfile::tempdir().unwrap();
+    let (meta, source) = artifact(outbox.path(), 24 * MIB, 9);
+    let cfg = TransportConfig {
+        chunk_size: 64 * 1024,
+        ..config()
+    };
+    let (transport, _) = primary(site.listener.local_addr(), cfg);
+    let sending = transport.transfers().clone();
+    let receiving = site.listener.inbox().transfers().clone();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for t in sending.snapshot().into_iter().chain(receiving.snapshot()) {
+                    seen.push((t.direction, t.done, t.size));
+                }
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+            seen
+        })
+    };
+    transport.ship(meta, &source).await.unwrap();
+    let _ = next_artifact(&mut site.events).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = sampler.await.unwrap();
+    for dir in [Direction::Send, Direction::Receive] {
+        let dones: Vec<u64> = seen.iter().filter(|s| s.0 == dir).map(|s| s.1).collect();
+        assert!(
+            dones.iter().any(|&d| d > 0 && d < 24 * MIB),
+            "{dir:?}: no progress between 0 and the size was seen: {dones:?}"
+        );
+        assert!(dones.windows(2).all(|w| w[0] <= w[1]), "{dir:?}: {dones:?}");
+        assert!(seen.iter().all(|s| s.2 == 24 * MIB));
+    }
+    assert!(transport.transfers().snapshot().is_empty());
+    assert!(site.listener.inbox().transfers().snapshot().is_empty());
 }
