@@ -89,6 +89,18 @@ enum Cmd {
         #[arg(long, default_value_t = 120)]
         wait: u64,
     },
+    /// Confirm a failover that waits for an operator (`engine.failover.confirm = true`).
+    Confirm {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
+    },
+    /// Abort a failover that waits for an operator's confirmation.
+    Abort {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Maintenance: the primary's backups are paused (no-new-logs is then not a fault).
     Pause {
         #[command(flatten)]
@@ -244,6 +256,10 @@ fn main() {
             let q = db.map(|d| format!("?db={d}")).unwrap_or_default();
             runtime().block_on(cli::operator(&target, "drill", &q, wait))
         }
+        Cmd::Confirm { target, wait } => {
+            runtime().block_on(cli::operator(&target, "confirm", "", wait))
+        }
+        Cmd::Abort { target } => runtime().block_on(cli::operator(&target, "abort", "", 0)),
         Cmd::Pause { target } => runtime().block_on(cli::operator(&target, "pause", "", 0)),
         Cmd::Resume { target } => runtime().block_on(cli::operator(&target, "resume", "", 0)),
         Cmd::Reseed { db, target, wait } => {

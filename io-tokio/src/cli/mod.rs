@@ -158,7 +158,7 @@ pub async fn operator(target: &Target, name: &str, query: &str, wait: u64) -> i3
     };
     let report_kind = match name {
         "switchover" | "failback" => Some("switchover"),
-        "failover" => Some("failover"),
+        "failover" | "confirm" => Some("failover"),
         "drill" => Some("drill"),
         _ => None,
     };

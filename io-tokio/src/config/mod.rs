@@ -618,4 +618,31 @@ data_dir = "data"
         };
         assert!(commands.position.is_some() && commands.restore.is_some());
     }
+
+    /// The README's example files (the ```toml blocks that start with `# site.toml` and
+    /// `# arbiter.toml`) are valid: the documentation cannot drift from the parser.
+    #[test]
+    fn the_readme_example_files_are_valid() {
+        let readme = include_str!("../../../README.md");
+        let block = |first: &str| -> String {
+            let start = readme
+                .find(&format!("```toml\n{first}"))
+                .unwrap_or_else(|| panic!("the README has a ```toml block starting with {first}"));
+            let body = &readme[start + "```toml\n".len()..];
+            body[..body.find("```").expect("the block ends")].to_string()
+        };
+        let site = SiteFile::parse(Path::new("/etc/lifeboat/site.toml"), &block("# site.toml"))
+            .unwrap_or_else(|e| panic!("README site.toml: {e}"));
+        assert_eq!(site.engine.databases, vec!["sales".to_string()]);
+        assert_eq!(
+            database_specs(&site)[0].path,
+            PathBuf::from("/srv/app/sales.sqlite")
+        );
+        let arb = ArbiterFile::parse(
+            Path::new("/etc/lifeboat/arbiter.toml"),
+            &block("# arbiter.toml"),
+        )
+        .unwrap_or_else(|e| panic!("README arbiter.toml: {e}"));
+        assert_eq!(arb.engine.sites, site.engine.sites);
+    }
 }
