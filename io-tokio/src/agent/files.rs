@@ -31,14 +31,9 @@ fn fsync_dir(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
-/// Read a manifest in either format: the transport's inbox (`{"format":1,"meta":..}`) or the
-/// driver's outbox (`{"format_version":1,...}`).
+/// Read the manifest beside an artifact (the inbox and the outbox share one format).
 pub fn read_any_manifest(artifact: &Path) -> Option<ArtifactMeta> {
-    let mpath = ti::manifest_path(artifact);
-    if let Ok(meta) = ti::read_manifest(&mpath) {
-        return Some(meta);
-    }
-    dm::read_manifest(artifact).ok().map(|a| a.meta())
+    ti::read_manifest(&ti::manifest_path(artifact)).ok()
 }
 
 impl ArtifactFiles {
@@ -115,13 +110,13 @@ impl ArtifactFiles {
                     new.display()
                 )));
             }
-            ti::write_manifest(&new, meta)?;
+            ti::write_manifest(&new, meta, db_name)?;
             fs::rename(&old, &new)?;
             fsync_dir(&self.inbox)?;
             let _ = fs::remove_file(ti::manifest_path(&old));
             fsync_dir(&self.inbox)?;
         } else {
-            ti::write_manifest(&new, meta)?;
+            ti::write_manifest(&new, meta, db_name)?;
         }
         Ok(())
     }

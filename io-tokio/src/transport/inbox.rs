@@ -20,7 +20,7 @@
 use lifeboat_core::name::ArtifactName;
 use lifeboat_core::utc::UtcDateTime;
 use lifeboat_core::{ArtifactKey, ArtifactMeta, DbId};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -28,19 +28,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{watch, OwnedMutexGuard};
 
-/// The version of the manifest format; the first field of every manifest.
-pub const MANIFEST_FORMAT: u32 = 1;
+/// The version of the manifest format (one format for the whole adapter: the driver's
+/// [`crate::driver::Manifest`]); the first field of every manifest.
+pub use crate::driver::manifest::MANIFEST_FORMAT_VERSION as MANIFEST_FORMAT;
 /// Extension of a manifest beside its artifact.
 pub const MANIFEST_EXTENSION: &str = "manifest";
 /// Extension of a transfer under way (hidden files, so directory scans skip them).
 pub const PARTIAL_EXTENSION: &str = "partial";
-
-/// The manifest beside an artifact file: `{"format":1,"meta":{...}}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
-    pub format: u32,
-    pub meta: ArtifactMeta,
-}
 
 /// A manifest that cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -99,8 +93,8 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
 
 /// Write `artifact`'s manifest durably: a temporary file, fsync, rename, fsync the directory.
 /// Returns the manifest's path.
-pub fn write_manifest(artifact: &Path, meta: &ArtifactMeta) -> io::Result<PathBuf> {
-    let tmp = stage_manifest(artifact, meta)?;
+pub fn write_manifest(artifact: &Path, meta: &ArtifactMeta, db_name: &str) -> io::Result<PathBuf> {
+    let tmp = stage_manifest(artifact, meta, db_name)?;
     let path = manifest_path(artifact);
     fs::rename(&tmp, &path)?;
     fsync_dir(parent_dir(&path))?;
@@ -116,14 +110,13 @@ pub fn staged_manifest_path(artifact: &Path) -> PathBuf {
 }
 
 /// Write and fsync `artifact`'s manifest under its staged name (see [`staged_manifest_path`]);
-/// the caller renames it beside the artifact and fsyncs the directory.
-pub fn stage_manifest(artifact: &Path, meta: &ArtifactMeta) -> io::Result<PathBuf> {
+/// the caller renames it beside the artifact and fsyncs the directory. The format is the one the
+/// drivers write in the outbox (`{"format_version":1,"db":...}`), so a file and its manifest
+/// read the same wherever they are.
+pub fn stage_manifest(artifact: &Path, meta: &ArtifactMeta, db_name: &str) -> io::Result<PathBuf> {
     let tmp = staged_manifest_path(artifact);
-    let manifest = Manifest {
-        format: MANIFEST_FORMAT,
-        meta: *meta,
-    };
-    let json = serde_json::to_vec_pretty(&manifest).map_err(io::Error::other)?;
+    let manifest = crate::driver::Manifest::from_meta(meta, db_name);
+    let json = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
     let mut file = File::create(&tmp)?;
     file.write_all(&json)?;
     file.sync_all()?;
@@ -134,7 +127,7 @@ pub fn stage_manifest(artifact: &Path, meta: &ArtifactMeta) -> io::Result<PathBu
 pub fn read_manifest(path: &Path) -> Result<ArtifactMeta, ManifestError> {
     #[derive(Deserialize)]
     struct FormatOnly {
-        format: u32,
+        format_version: u32,
     }
     let bytes = fs::read(path).map_err(|source| ManifestError::Io {
         path: path.to_path_buf(),
@@ -145,14 +138,14 @@ pub fn read_manifest(path: &Path) -> Result<ArtifactMeta, ManifestError> {
         source,
     };
     let format: FormatOnly = serde_json::from_slice(&bytes).map_err(json)?;
-    if format.format != MANIFEST_FORMAT {
+    if format.format_version != MANIFEST_FORMAT {
         return Err(ManifestError::UnsupportedFormat {
             path: path.to_path_buf(),
-            found: format.format,
+            found: format.format_version,
         });
     }
-    let manifest: Manifest = serde_json::from_slice(&bytes).map_err(json)?;
-    Ok(manifest.meta)
+    let manifest: crate::driver::Manifest = serde_json::from_slice(&bytes).map_err(json)?;
+    Ok(manifest.meta())
 }
 
 fn parent_dir(path: &Path) -> &Path {
@@ -369,12 +362,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let artifact = dir.path().join("app_2026_11_22_03_05_00_incr_0");
         let m = meta(ArtifactKind::Incremental, 0);
-        let path = write_manifest(&artifact, &m).unwrap();
+        let path = write_manifest(&artifact, &m, "app").unwrap();
         let text = fs::read_to_string(&path).unwrap();
         assert!(
-            text.trim_start().starts_with("{\n  \"format\": 1"),
+            text.starts_with("{\"format_version\":1,\"db\":\"app\""),
             "{text}"
         );
+        // The same format the drivers write: their reader accepts it.
+        let read = crate::driver::read_manifest(&artifact).unwrap();
+        assert_eq!(read.meta(), m);
         assert_eq!(read_manifest(&path).unwrap(), m);
         assert!(!staged_manifest_path(&artifact).exists());
         assert_eq!(
@@ -387,7 +383,7 @@ mod tests {
     fn a_manifest_of_a_newer_format_is_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.manifest");
-        fs::write(&path, br#"{"format": 2, "meta": "whatever"}"#).unwrap();
+        fs::write(&path, br#"{"format_version": 2, "db": "whatever"}"#).unwrap();
         let err = read_manifest(&path).unwrap_err();
         assert!(
             matches!(err, ManifestError::UnsupportedFormat { found: 2, .. }),
@@ -404,7 +400,7 @@ mod tests {
         other.key.lsn_start = Lsn(250);
         other.key.lsn_end = Lsn(300);
         assert_eq!(inbox.name_taken_by(&m), None);
-        write_manifest(&inbox.artifact_path(&other), &other).unwrap();
+        write_manifest(&inbox.artifact_path(&other), &other, "app").unwrap();
         assert_eq!(inbox.name_taken_by(&m), Some(other.key));
         assert_eq!(inbox.name_taken_by(&other), None);
     }

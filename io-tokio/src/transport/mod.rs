@@ -46,7 +46,7 @@ mod testkit;
 mod tests;
 
 pub use dialer::Transport;
-pub use inbox::{Inbox, Manifest, ManifestError};
+pub use inbox::{Inbox, ManifestError};
 pub use link::{Backoff, SendError, ShipError};
 pub use listener::Listener;
 pub use progress::{Direction, Transfer, Transfers};

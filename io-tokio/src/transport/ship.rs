@@ -328,8 +328,8 @@ where
     };
     // The manifest is staged (written, fsynced) while the disk thread fsyncs the bytes.
     let staged = streamed.is_ok().then(|| {
-        let (artifact, meta) = (final_path.clone(), meta);
-        tokio::task::spawn_blocking(move || stage_manifest(&artifact, &meta))
+        let (artifact, meta, db_name) = (final_path.clone(), meta, inbox.db_name(meta.key.db));
+        tokio::task::spawn_blocking(move || stage_manifest(&artifact, &meta, &db_name))
     });
     // Always let the disk thread finish: the prefix is then durable for the next resume.
     let written = match sink.await {
