@@ -322,8 +322,8 @@ async fn read_frame_now<R: AsyncRead + Unpin>(r: &mut R) -> Result<RawFrame, Fra
     }
     let h = decode_header(&header)?;
     let len = h.len as usize;
-    // Read into spare capacity: no zeroing of a buffer about to be overwritten.
-    let mut payload = Vec::with_capacity(len);
+    // Read into spare capacity of a recycled buffer: no fresh mapping, no zeroing.
+    let mut payload = super::buffers::take(len);
     while payload.len() < len {
         let want = (len - payload.len()) as u64;
         if (&mut *r).take(want).read_buf(&mut payload).await? == 0 {

@@ -31,6 +31,7 @@
 //!
 //! There is no authentication or encryption: run it on a private link or inside a VPN/tunnel.
 
+mod buffers;
 mod dialer;
 pub mod frame;
 pub mod inbox;

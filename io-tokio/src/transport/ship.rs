@@ -152,6 +152,7 @@ where
             return Err(explain_failure(reader, e).await);
         }
         sent += bytes.len() as u64;
+        super::buffers::give(bytes);
         progress.set(offset + sent);
     }
     if sent != remaining {
@@ -192,7 +193,7 @@ fn read_ahead(
     }
     while remaining > 0 {
         let n = remaining.min(chunk as u64) as usize;
-        let mut buf = Vec::with_capacity(n);
+        let mut buf = super::buffers::take(n);
         let read = match (&mut file).take(n as u64).read_to_end(&mut buf) {
             Ok(got) if got == n => Ok(buf),
             Ok(got) => Err(io::Error::new(
@@ -479,6 +480,7 @@ fn write_behind(
         file.write_all(&bytes)?;
         hasher.update(&bytes);
         total += bytes.len() as u64;
+        super::buffers::give(bytes);
     }
     file.sync_all()?;
     Ok((hasher.digest(), total))
