@@ -460,21 +460,12 @@ async fn demo(dir: &Path, started: Instant) -> Result<String, String> {
                     rec_db.display()
                 )
             })?;
-    let (count, min, max, wrong): (u64, u64, u64, u64) = conn
-        .query_row(
-            "SELECT count(*), coalesce(min(id),0), coalesce(max(id),0), \
-             coalesce(sum(v != 'row ' || id),0) FROM t",
-            [],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)? as u64,
-                    r.get::<_, i64>(1)? as u64,
-                    r.get::<_, i64>(2)? as u64,
-                    r.get::<_, i64>(3)? as u64,
-                ))
-            },
-        )
-        .map_err(|x| format!("reading the new primary's database: {x}"))?;
+    let TableSummary {
+        count,
+        min,
+        max,
+        wrong,
+    } = table_summary(&conn).map_err(|x| format!("reading the new primary's database: {x}"))?;
     drop(conn);
     let k = max;
     let prefix = count == k && (k == 0 || min == 1) && wrong == 0 && k <= committed;
@@ -516,4 +507,32 @@ async fn demo(dir: &Path, started: Instant) -> Result<String, String> {
     Ok(format!(
         "demo: rpo_txns={loss} rto_ms={rto_ms} verified=yes"
     ))
+}
+
+/// What the demo's table `t` holds: the workload writes row `i` as `(i, 'row i')`, so the
+/// committed prefix 1..=k is `count == max == k`, `min == 1`, `wrong == 0`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct TableSummary {
+    pub count: u64,
+    pub min: u64,
+    pub max: u64,
+    /// Rows whose contents are not what the workload wrote.
+    pub wrong: u64,
+}
+
+/// Read the [`TableSummary`] of table `t`.
+pub fn table_summary(conn: &rusqlite::Connection) -> rusqlite::Result<TableSummary> {
+    conn.query_row(
+        "SELECT count(*), coalesce(min(id),0), coalesce(max(id),0), \
+         coalesce(sum(v != 'row ' || id),0) FROM t",
+        [],
+        |r| {
+            Ok(TableSummary {
+                count: r.get::<_, i64>(0)? as u64,
+                min: r.get::<_, i64>(1)? as u64,
+                max: r.get::<_, i64>(2)? as u64,
+                wrong: r.get::<_, i64>(3)? as u64,
+            })
+        },
+    )
 }

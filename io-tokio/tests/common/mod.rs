@@ -449,19 +449,8 @@ impl Writer {
 pub fn rows(db: &Path) -> (u64, u64, u64, u64) {
     let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .unwrap();
-    c.query_row(
-        "SELECT count(*), coalesce(min(id),0), coalesce(max(id),0), coalesce(sum(v != 'row ' || id),0) FROM t",
-        [],
-        |r| {
-            Ok((
-                r.get::<_, i64>(0)? as u64,
-                r.get::<_, i64>(1)? as u64,
-                r.get::<_, i64>(2)? as u64,
-                r.get::<_, i64>(3)? as u64,
-            ))
-        },
-    )
-    .unwrap()
+    let s = lifeboat_io_tokio::demo::table_summary(&c).unwrap();
+    (s.count, s.min, s.max, s.wrong)
 }
 
 /// Assert the database holds exactly rows 1..=n with the right contents.
