@@ -19,6 +19,7 @@ use lifeboat_core::{
 };
 use serde_json::json;
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -43,7 +44,13 @@ pub struct Executor {
     board: Arc<StatusBoard>,
     role_q: mpsc::UnboundedSender<Job>,
     data_q: mpsc::UnboundedSender<Job>,
+    /// The epoch while this site is the writable primary, else 0: logs the database finishes
+    /// on its own are collected and announced only then.
+    writable_epoch: Arc<AtomicU64>,
 }
+
+/// How often the driver is asked for logs the database finished on its own.
+const COLLECT_LOGS_EVERY: Duration = Duration::from_millis(500);
 
 fn failure(code: i32, message: impl Into<String>, permanent: bool) -> Failure {
     Failure {
@@ -98,7 +105,14 @@ impl Executor {
             board,
             role_q,
             data_q,
+            writable_epoch: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// The engine's role after a batch of inputs: the epoch when it is the writable primary.
+    pub fn set_writable_epoch(&self, epoch: Option<Epoch>) {
+        self.writable_epoch
+            .store(epoch.map_or(0, |e| e.0), Ordering::SeqCst);
     }
 
     /// Periodic work that feeds the engine facts: free disk space, local health.
@@ -112,6 +126,45 @@ impl Executor {
                     me.feed.send(Input::DiskSpace { free_mib }).await;
                 }
                 tokio::time::sleep(every).await;
+            }
+        });
+        // Logs the database finished by itself (PostgreSQL's archive_timeout) ship at once,
+        // not at the next scheduled log backup.
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(COLLECT_LOGS_EVERY).await;
+                let epoch = me.writable_epoch.load(Ordering::SeqCst);
+                if epoch == 0 {
+                    continue;
+                }
+                let (d, outbox) = (me.driver.clone(), me.files.outbox.clone());
+                let made = tokio::task::spawn_blocking(move || {
+                    let mut out = Vec::new();
+                    for i in 0..d.databases().len() as u32 {
+                        let req = BackupRequest {
+                            db: DbId(i),
+                            kind: ArtifactKind::Log,
+                            epoch: Epoch(epoch),
+                            created_utc: crate::status::utc_now(),
+                            outbox: outbox.clone(),
+                        };
+                        match d.collect_logs(&req) {
+                            Ok(a) => out.extend(a),
+                            Err(e) => debug!(error = %e, "collecting finished logs failed"),
+                        }
+                    }
+                    out
+                })
+                .await
+                .unwrap_or_default();
+                for a in made {
+                    let meta = a.meta();
+                    info!(file = %a.path.display(), lsn_start = meta.key.lsn_start.0,
+                          lsn_end = meta.key.lsn_end.0, "log finished by the database");
+                    me.files.remember_outbox(meta.key, a.path.clone());
+                    me.feed.send(Input::ArtifactDiscovered(meta)).await;
+                }
             }
         });
         let me = self.clone();

@@ -88,6 +88,15 @@ pub trait Driver: Send + Sync {
     /// nothing changed since the last artifact of that kind (logs, incrementals).
     fn take_backup(&self, request: &BackupRequest) -> Result<Vec<ArtifactFile>, DriverError>;
 
+    /// Primary: publish the logs the database finished on its own since the last call (e.g.
+    /// PostgreSQL's `archive_timeout`), without forcing a new one. The agent calls it often
+    /// while this site is the writable primary, so such logs ship at once instead of at the
+    /// next scheduled log backup. Default: none.
+    fn collect_logs(&self, request: &BackupRequest) -> Result<Vec<ArtifactFile>, DriverError> {
+        let _ = request;
+        Ok(Vec::new())
+    }
+
     /// List the artifacts in a directory (an outbox after a restart, an inbox): those with a
     /// readable manifest and a file, plus the problems with the others. Does not hash files.
     fn discover(&self, dir: &Path) -> Result<Discovery, DriverError> {

@@ -303,6 +303,19 @@ impl Driver for PostgresDriver {
         }
     }
 
+    fn collect_logs(&self, request: &BackupRequest) -> Result<Vec<ArtifactFile>, DriverError> {
+        let slot = self.slot(request.db)?;
+        // Cheap when PostgreSQL archived nothing: one directory listing, no server round trip.
+        if !primary::has_pushed(slot) {
+            return Ok(Vec::new());
+        }
+        // A backup or a restore holds the database: the next call publishes.
+        let Ok(mut st) = slot.state.try_lock() else {
+            return Ok(Vec::new());
+        };
+        primary::publish_pushed(slot, &mut st, request)
+    }
+
     fn discover(&self, dir: &Path) -> Result<Discovery, DriverError> {
         crate::driver::manifest::discover(dir)
     }

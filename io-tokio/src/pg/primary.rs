@@ -62,7 +62,8 @@ fn switch_and_wait(d: &PostgresDriver, slot: &Slot) -> Result<Option<String>, Dr
         return Err(DriverError::new(
             ErrorKind::Config,
             format!(
-                "database {}: archive_mode is off, so PostgreSQL archives nothing; restart it                  once so that {}/lifeboat.conf takes effect",
+                "database {}: archive_mode is off, so PostgreSQL archives nothing; restart it \
+                 once so that {}/lifeboat.conf takes effect",
                 slot.name(),
                 s.data_dir().display()
             ),
@@ -73,7 +74,8 @@ fn switch_and_wait(d: &PostgresDriver, slot: &Slot) -> Result<Option<String>, Dr
         return Err(DriverError::new(
             ErrorKind::Config,
             format!(
-                "database {}: archive_command is {command:?}, not lifeboat's wal-push (is it                  overridden in postgresql.auto.conf?); remove the override and reload",
+                "database {}: archive_command is {command:?}, not lifeboat's wal-push (is it \
+                 overridden in postgresql.auto.conf?); remove the override and reload",
                 slot.name()
             ),
         ));
@@ -86,24 +88,34 @@ fn switch_and_wait(d: &PostgresDriver, slot: &Slot) -> Result<Option<String>, Dr
     }
     let target = s.query_one(&format!("select pg_walfile_name('{}')", PgLsn(end - 1)))?;
     let deadline = Instant::now() + Duration::from_millis(d.cfg.archive_wait_ms);
+    // Archived once PostgreSQL no longer marks it `.ready`, and it is `.done` or already
+    // recycled. (`last_archived_wal` alone cannot say: after a base backup it names the
+    // `.backup` file, after a promotion the `.history` file.)
+    let status = |ext: &str| format!("pg_stat_file('pg_wal/archive_status/{target}.{ext}', true)");
+    let archived_sql = format!(
+        "select coalesce(last_failed_wal, '') || '|' || (coalesce(last_failed_time, 'epoch') > \
+         coalesce(last_archived_time, 'epoch'))::text || '|' || (({ready}).size is null and \
+         (({done}).size is not null or (pg_stat_file('pg_wal/{target}', true)).size is null))::text \
+         from pg_stat_archiver",
+        ready = status("ready"),
+        done = status("done"),
+    );
     loop {
-        let row = s.query_one(
-            "select coalesce(last_archived_wal, '') || '|' || coalesce(last_failed_wal, '')              || '|' || (coalesce(last_failed_time, 'epoch') >              coalesce(last_archived_time, 'epoch'))::text from pg_stat_archiver",
-        )?;
+        let row = s.query_one(&archived_sql)?;
         let mut f = row.split('|');
-        let (archived, failed, failing) = (
-            f.next().unwrap_or(""),
+        let (failed, failing, archived) = (
             f.next().unwrap_or(""),
             f.next() == Some("true"),
+            f.next() == Some("true"),
         );
-        // Names of one timeline sort by position; a later timeline sorts after.
-        if archived.len() == 24 && archived >= target.as_str() {
+        if archived {
             return Ok(None);
         }
         if Instant::now() >= deadline {
             let problem = if failing {
                 format!(
-                    "database {}: archive_command fails (last failure: {failed}); WAL piles up                      in pg_wal and is not shipped; the server log {} says why",
+                    "database {}: archive_command fails (last failure: {failed}); WAL piles up \
+                 in pg_wal and is not shipped; the server log {} says why",
                     slot.name(),
                     s.log_file.display()
                 )
@@ -182,10 +194,17 @@ fn final_segment(slot: &Slot, st: &PgState) -> Result<(), DriverError> {
     Ok(())
 }
 
+/// Whether `wal-push` left a segment in the spool that is not published yet.
+pub fn has_pushed(slot: &Slot) -> bool {
+    spool::list(&slot.wal.push_dir())
+        .map(|files| files.iter().any(|(n, _)| n.ends_with(SEGMENT_SUFFIX)))
+        .unwrap_or(false)
+}
+
 /// Publish every pushed segment into the outbox, stamped with the request's epoch, oldest
 /// first. A damaged spool file is moved aside (PostgreSQL already recycled the segment: the
 /// chain gets a hole that the secondary reports).
-fn publish_pushed(
+pub fn publish_pushed(
     slot: &Slot,
     st: &mut PgState,
     req: &BackupRequest,
@@ -225,9 +244,11 @@ fn publish_pushed(
             let _ = fs::remove_file(&path);
             continue;
         }
-        let created = fs::metadata(&path)
-            .map(|m| m.mtime() * 1000 + m.mtime_nsec() / 1_000_000)
-            .unwrap_or(req.created_utc.0);
+        let created = st.log_created(
+            fs::metadata(&path)
+                .map(|m| m.mtime() * 1000 + m.mtime_nsec() / 1_000_000)
+                .unwrap_or(req.created_utc.0),
+        );
         let staged = manifest::staging_path(&req.outbox, slot.name(), ArtifactKind::Log);
         move_or_copy(&path, &staged)?;
         let a = manifest::publish(
