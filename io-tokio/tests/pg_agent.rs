@@ -1,0 +1,921 @@
+//! PostgreSQL 15 through the real agents: two clusters made by `initdb --wal-segsize=1`, two
+//! `lifeboat agent` processes with the postgres driver and a `lifeboat arbiter`, a SQL write
+//! workload. The engines decide (failover, reseed, re-copy); the tests only write, kill, corrupt,
+//! lose a segment, ask for a switchover, and check rows against WAL positions.
+//!
+//! Ground truth: every batch of rows the writer commits is recorded with `pg_current_wal_lsn()`
+//! just before and just after it, so its commit record ends in `(before, after]`. A standby
+//! replayed to `r` holds every batch with `after <= r` and none with `before >= r`.
+//!
+//! Servers run as the `postgres` user when the tests run as root (CI); `archive_command` and
+//! `restore_command` run a copy of the `lifeboat` binary that user can execute. Without
+//! PostgreSQL the tests pass with a message, except in CI (`CI=true`), where they fail.
+
+mod common;
+
+use common::{alert_kinds, free_ports, reports, status, wait_for, Proxy, BIN};
+use lifeboat_io_tokio::pg::cluster::{self, psql, psql_each, ScratchDir};
+use lifeboat_io_tokio::pg::wal::{self, PgLsn};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// One PostgreSQL world at a time: two servers and three agents fill a 2-core machine.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const ROWS_PER_BATCH: u64 = 20;
+const SEGMENT: u64 = 1 << 20;
+
+/// PostgreSQL is there, or the test is skipped (a failure in CI).
+fn postgres_or_skip(test: &str) -> Option<MutexGuard<'static, ()>> {
+    if let Err(why) = cluster::available() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("PostgreSQL tests cannot run in CI: {why}");
+        }
+        eprintln!("skipping {test}: {why}");
+        return None;
+    }
+    Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The world: arbiter, sites "a" (first primary) and "b"
+
+#[derive(Clone, Default)]
+struct Opts {
+    /// Lines added under `[engine.schedule]` (replacing the defaults named there).
+    log_every_ms: Option<u64>,
+    /// `archive_timeout_s` of both drivers.
+    archive_timeout_s: Option<u64>,
+    /// Lines added under `[engine.restore]`.
+    restore: &'static str,
+    /// Lines added under `[engine.alerts]`.
+    alerts: &'static str,
+    /// Lines added under `[engine.failover]`.
+    failover: &'static str,
+    /// Route a's shipping to b through a proxy that can corrupt bytes in transit.
+    proxy_to_b: bool,
+}
+
+struct Site {
+    name: &'static str,
+    listen: u16,
+    http: u16,
+    pg: u16,
+    pgdata: PathBuf,
+    config: PathBuf,
+    data_dir: PathBuf,
+}
+
+struct World {
+    scratch: ScratchDir,
+    sites: [Site; 2],
+    configs: HashMap<&'static str, (&'static str, PathBuf)>,
+    procs: HashMap<&'static str, Child>,
+    proxy: Option<Proxy>,
+    started: Instant,
+}
+
+fn engine_toml(o: &Opts) -> String {
+    format!(
+        r#"
+[engine]
+sites = ["a", "b"]
+initial_primary = "a"
+databases = ["app"]
+arbiter = true
+
+[engine.schedule]
+log_every_ms = {log}
+full_every_ms = 3600000
+incremental_every_ms = 3600000
+
+[engine.shipping]
+ack_timeout_ms = 10000
+retry_base_ms = 200
+retry_max_ms = 2000
+
+[engine.restore]
+retry_delay_ms = 500
+op_timeout_ms = 60000
+{restore}
+
+[engine.alerts]
+check_every_ms = 1000
+min_free_mib = 16
+{alerts}
+
+[engine.lease]
+lease_ms = 3000
+renew_every_ms = 500
+fence_time_ms = 500
+heartbeat_every_ms = 300
+arbiter_timeout_ms = 1000
+
+[engine.failover]
+probe_every_ms = 250
+unhealthy_count = 3
+unhealthy_for_ms = 1000
+{failover}
+"#,
+        log = o.log_every_ms.unwrap_or(1000),
+        restore = o.restore,
+        alerts = o.alerts,
+        failover = o.failover,
+    )
+}
+
+impl World {
+    fn start(o: Opts) -> World {
+        let scratch = ScratchDir::new("agents").expect("a scratch directory");
+        // PostgreSQL's user runs archive_command / restore_command: a copy it may execute.
+        let bin = scratch.dir("bin").join("lifeboat");
+        std::fs::copy(BIN, &bin).expect("copying the lifeboat binary");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let p = free_ports(10);
+        let (arb_listen, arb_http) = (p[0], p[1]);
+        let mk = |name: &'static str, listen, http, pg| {
+            let root = scratch.dir(name);
+            Site {
+                name,
+                listen,
+                http,
+                pg,
+                pgdata: root.join("pgdata"),
+                config: root.join("site.toml"),
+                data_dir: root.join("agent"),
+            }
+        };
+        let sites = [mk("a", p[2], p[3], p[4]), mk("b", p[5], p[6], p[7])];
+        let proxy = o.proxy_to_b.then(|| Proxy::start(p[8], sites[1].listen));
+        // a's cluster exists; b's is made by the first base backup the engine ships.
+        let c = cluster::Cluster::initdb(&sites[0].pgdata, sites[0].pg, 1).expect("initdb");
+        std::mem::forget(c); // the scratch guard stops every server under it
+        let engine = engine_toml(&o);
+        for (i, s) in sites.iter().enumerate() {
+            let other = &sites[1 - i];
+            let peer = match (&proxy, i) {
+                (Some(px), 0) => px.port,
+                _ => other.listen,
+            };
+            let text = format!(
+                "site = \"{name}\"\nlisten = \"127.0.0.1:{listen}\"\npeer = \"127.0.0.1:{peer}\"\n\
+                 arbiter = \"127.0.0.1:{arb_listen}\"\nhttp = \"127.0.0.1:{http}\"\n\
+                 peer_http = \"127.0.0.1:{peer_http}\"\ndata_dir = \"{data}\"\n\n\
+                 [driver]\nkind = \"postgres\"\nbin_dir = \"{pgbin}\"\nspool_dir = \"{spool}\"\n\
+                 lifeboat_bin = \"{bin}\"\narchive_timeout_s = {at}\nretrieve_retry_ms = 200\n\
+                 replay_timeout_ms = 30000\nstall_ms = 5000\n\n\
+                 [[driver.databases]]\nname = \"app\"\ndata_dir = \"{pgdata}\"\nport = {pg}\n\
+                 {engine}",
+                name = s.name,
+                listen = s.listen,
+                http = s.http,
+                peer_http = other.http,
+                data = s.data_dir.display(),
+                pgbin = cluster::bin_dir().display(),
+                spool = scratch.dir(&format!("{}/spool", s.name)).display(),
+                bin = bin.display(),
+                at = o.archive_timeout_s.unwrap_or(60),
+                pgdata = s.pgdata.display(),
+                pg = s.pg,
+            );
+            std::fs::write(&s.config, text).unwrap();
+        }
+        let arb = scratch.path.join("arbiter.toml");
+        std::fs::write(
+            &arb,
+            format!(
+                "listen = \"127.0.0.1:{arb_listen}\"\nhttp = \"127.0.0.1:{arb_http}\"\n\
+                 data_dir = \"{}\"\n{engine}",
+                scratch.dir("arbiter").display()
+            ),
+        )
+        .unwrap();
+        let mut configs = HashMap::new();
+        configs.insert("arbiter", ("arbiter", arb));
+        configs.insert("a", ("agent", sites[0].config.clone()));
+        configs.insert("b", ("agent", sites[1].config.clone()));
+        let mut w = World {
+            scratch,
+            sites,
+            configs,
+            procs: HashMap::new(),
+            proxy,
+            started: Instant::now(),
+        };
+        for n in ["arbiter", "a", "b"] {
+            w.spawn(n);
+        }
+        let a = w.site("a").http;
+        wait_for("a to accept writes", Duration::from_secs(30), || {
+            status(a).is_some_and(|d| d["writable"] == true)
+        });
+        let pg = w.site("a").pg;
+        wait_for("a's server to answer", Duration::from_secs(30), || {
+            psql(pg, "select 1").is_ok()
+        });
+        psql(
+            pg,
+            "create table t(id bigserial primary key, batch int not null, v text not null)",
+        )
+        .unwrap();
+        // The recovery site has no copy yet: ask for its first base backup (README step 5).
+        let (ok, out) = lifeboat(&[
+            "reseed",
+            "app",
+            "--agent",
+            &format!("127.0.0.1:{}", w.site("b").http),
+            "--wait",
+            "120",
+        ]);
+        assert!(ok, "the first reseed of b: {out}");
+        let b = w.site("b").pg;
+        wait_for("b's standby to answer", Duration::from_secs(60), || {
+            in_recovery(b) == Some(true)
+        });
+        w
+    }
+
+    fn site(&self, name: &str) -> &Site {
+        self.sites.iter().find(|s| s.name == name).unwrap()
+    }
+
+    fn spawn(&mut self, name: &'static str) {
+        let (sub, cfg) = self.configs[name].clone();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.scratch.path.join(format!("{name}.log")))
+            .unwrap();
+        let child = Command::new(BIN)
+            .arg(sub)
+            .arg("--config")
+            .arg(&cfg)
+            .env("LIFEBOAT_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        self.procs.insert(name, child);
+    }
+
+    /// SIGKILL an agent or the arbiter.
+    fn kill(&mut self, name: &str) {
+        if let Some(mut c) = self.procs.remove(name) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.scratch.path.join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// The restored position b's (or a's) agent reports.
+    fn restored(&self, site: &str) -> Option<u64> {
+        status(self.site(site).http)?["databases"][0]["restored_lsn"].as_u64()
+    }
+
+    /// Wait until `site`'s standby holds exactly `rows` rows and its agent reports a restored
+    /// position at or past `lsn`.
+    fn converge(&self, site: &str, rows: u64, lsn: u64, within: Duration) {
+        let s = self.site(site);
+        wait_for(
+            &format!("{site} to replay {rows} rows up to {}", PgLsn(lsn)),
+            within,
+            || count(s.pg) == Some(rows) && self.restored(site).is_some_and(|r| r >= lsn),
+        );
+    }
+
+    fn dump(&self) {
+        for n in ["arbiter", "a", "b"] {
+            let l = self.log(n);
+            let lines: Vec<&str> = l.lines().collect();
+            eprintln!("--- {n} (last 60 lines) ---");
+            for line in &lines[lines.len().saturating_sub(60)..] {
+                eprintln!("{line}");
+            }
+        }
+        for s in &self.sites {
+            let log = self
+                .scratch
+                .path
+                .join(s.name)
+                .join("spool/app/postgresql.log");
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("--- PostgreSQL at {} (last 30 lines) ---", s.name);
+            for line in &lines[lines.len().saturating_sub(30)..] {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump();
+        }
+        for (_, mut c) in self.procs.drain() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        eprintln!("    world ran {:.1}s", self.started.elapsed().as_secs_f64());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQL helpers and the writer
+
+fn count(port: u16) -> Option<u64> {
+    psql(port, "select count(*) from t")
+        .ok()?
+        .first()?
+        .parse()
+        .ok()
+}
+
+fn lsn(port: u16, sql: &str) -> Option<u64> {
+    PgLsn::parse(psql(port, sql).ok()?.first()?).map(|l| l.0)
+}
+
+fn replay_lsn(port: u16) -> Option<u64> {
+    lsn(port, "select pg_last_wal_replay_lsn()")
+}
+
+fn in_recovery(port: u16) -> Option<bool> {
+    Some(psql(port, "select pg_is_in_recovery()").ok()?.first()? == "t")
+}
+
+/// Batch ids present at a server, with their row counts.
+fn batches_at(port: u16) -> BTreeMap<u64, u64> {
+    psql(
+        port,
+        "select batch, count(*) from t group by batch order by batch",
+    )
+    .unwrap()
+    .iter()
+    .filter_map(|l| {
+        let (b, n) = l.split_once('|')?;
+        Some((b.parse().ok()?, n.parse().ok()?))
+    })
+    .collect()
+}
+
+#[derive(Clone, Debug)]
+struct Batch {
+    /// The `batch` column of its rows.
+    #[allow(dead_code)] // shown by Debug in failure messages
+    id: u64,
+    /// `pg_current_wal_lsn()` before the insert: its commit record ends after this.
+    before: u64,
+    /// After the commit was acknowledged: the commit record ends at or before this. `None` when
+    /// the insert was attempted but not acknowledged (the server died): it may or may not exist.
+    after: Option<u64>,
+}
+
+#[derive(Default)]
+struct Log {
+    batches: Vec<Batch>,
+}
+
+impl Log {
+    fn acked(&self) -> impl Iterator<Item = &Batch> {
+        self.batches.iter().filter(|b| b.after.is_some())
+    }
+    fn rows_acked(&self) -> u64 {
+        self.acked().count() as u64 * ROWS_PER_BATCH
+    }
+    /// Rows that a replica replayed to `r` must hold.
+    fn rows_surely_at(&self, r: u64) -> u64 {
+        self.acked().filter(|b| b.after.unwrap() <= r).count() as u64 * ROWS_PER_BATCH
+    }
+    /// Rows that a replica replayed to `r` may hold.
+    fn rows_maybe_at(&self, r: u64) -> u64 {
+        self.batches.iter().filter(|b| b.before < r).count() as u64 * ROWS_PER_BATCH
+    }
+    fn last_after(&self) -> u64 {
+        self.acked().map(|b| b.after.unwrap()).max().unwrap_or(0)
+    }
+}
+
+/// One batch of rows in its own transaction, with the write position before and after.
+fn write_batch(port: u16, log: &Mutex<Log>) -> bool {
+    let id = log.lock().unwrap().batches.len() as u64 + 1;
+    let Some(before) = lsn(port, "select pg_current_wal_lsn()") else {
+        return false;
+    };
+    log.lock().unwrap().batches.push(Batch {
+        id,
+        before,
+        after: None,
+    });
+    let out = psql_each(
+        port,
+        &[
+            &format!(
+                "insert into t(batch, v) select {id}, md5(g::text) || repeat('x', 200) \
+                 from generate_series(1, {ROWS_PER_BATCH}) g"
+            ),
+            "select pg_current_wal_lsn()",
+        ],
+    );
+    let after = out
+        .ok()
+        .and_then(|o| o.last().and_then(|l| PgLsn::parse(l)).map(|l| l.0));
+    match after {
+        Some(a) => {
+            log.lock().unwrap().batches.last_mut().unwrap().after = Some(a);
+            true
+        }
+        None => false,
+    }
+}
+
+/// A writer thread: a batch every `every` into the server on `port` until stopped or until the
+/// server refuses (then it keeps trying: a fenced or killed primary takes nothing).
+struct Writer {
+    stop: Arc<AtomicBool>,
+    log: Arc<Mutex<Log>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(port: u16, log: Arc<Mutex<Log>>, every: Duration) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, l) = (stop.clone(), log.clone());
+        let handle = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                // An insert attempted but not acknowledged may or may not exist: keep it, and
+                // write no more to a server that failed.
+                if !write_batch(port, &l)
+                    && l.lock()
+                        .unwrap()
+                        .batches
+                        .last()
+                        .is_some_and(|b| b.after.is_none())
+                {
+                    break;
+                }
+                std::thread::sleep(every);
+            }
+        });
+        Writer {
+            stop,
+            log,
+            handle: Some(handle),
+        }
+    }
+
+    fn stop(mut self) -> Arc<Mutex<Log>> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        self.log.clone()
+    }
+}
+
+/// The replica on `port` holds a prefix of the batches consistent with having replayed WAL to
+/// somewhere in `[r1, r2]`: every batch acknowledged by `r1`, none begun after `r2`, no hole,
+/// no partial batch. Returns its row count.
+fn check_prefix(port: u16, log: &Log, r1: u64, r2: u64) -> u64 {
+    let got = batches_at(port);
+    let rows: u64 = got.values().sum();
+    let ids: Vec<u64> = got.keys().copied().collect();
+    let n = ids.len() as u64;
+    assert_eq!(ids, (1..=n).collect::<Vec<_>>(), "batches form a prefix");
+    assert!(
+        got.values().all(|&c| c == ROWS_PER_BATCH),
+        "whole batches only"
+    );
+    assert!(
+        rows >= log.rows_surely_at(r1) && rows <= log.rows_maybe_at(r2),
+        "{rows} rows at the replica replayed to {}..{}: expected {}..={}",
+        PgLsn(r1),
+        PgLsn(r2),
+        log.rows_surely_at(r1),
+        log.rows_maybe_at(r2)
+    );
+    rows
+}
+
+/// Where valid WAL ends in a (crashed) cluster's pg_wal: the highest segment that holds WAL.
+fn wal_end(pgdata: &Path) -> u64 {
+    let mut best = 0;
+    for e in std::fs::read_dir(pgdata.join("pg_wal")).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(wal::WalFile::Segment { segno, .. }) = wal::WalFile::parse(&name, SEGMENT) else {
+            continue;
+        };
+        let Ok(bytes) = std::fs::read(e.path()) else {
+            continue;
+        };
+        if let Ok(scan) = wal::scan_segment(&bytes, segno, SEGMENT) {
+            if scan.valid_end > segno * SEGMENT {
+                best = best.max(scan.valid_end);
+            }
+        }
+    }
+    best
+}
+
+fn lifeboat(args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+/// 1. Steady shipping through the agents: the standby's rows always match the primary's at the
+///    replayed position, and everything committed arrives.
+#[test]
+fn agents_ship_postgres_wal_and_the_standby_matches_the_primary_at_the_shipped_lsn() {
+    let Some(_serial) = postgres_or_skip("steady") else {
+        return;
+    };
+    let w = World::start(Opts::default());
+    let (a, b) = (w.site("a").pg, w.site("b").pg);
+    let log = Arc::new(Mutex::new(Log::default()));
+    let writer = Writer::start(a, log.clone(), Duration::from_millis(20));
+    wait_for("b's standby to answer", Duration::from_secs(60), || {
+        in_recovery(b) == Some(true)
+    });
+    let mut samples = 0;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(8) {
+        std::thread::sleep(Duration::from_millis(700));
+        let (Some(r1), Some(_)) = (replay_lsn(b), count(b)) else {
+            continue;
+        };
+        let snapshot = Log {
+            batches: log.lock().unwrap().batches.clone(),
+        };
+        let got = batches_at(b);
+        let r2 = replay_lsn(b).unwrap();
+        let rows: u64 = got.values().sum();
+        let _ = check_prefix(b, &snapshot, r1, r2.max(r1));
+        eprintln!(
+            "    standby at {}..{}: {rows} rows of {} acknowledged",
+            PgLsn(r1),
+            PgLsn(r2),
+            snapshot.rows_acked()
+        );
+        samples += u64::from(rows > 0);
+    }
+    let log = writer.stop();
+    let log = log.lock().unwrap();
+    assert!(log.acked().count() > 50, "the writer committed too little");
+    assert!(samples > 3, "the standby showed rows while the writer ran");
+    let total = count(a).unwrap();
+    assert_eq!(total, log.rows_acked());
+    w.converge("b", total, log.last_after(), Duration::from_secs(30));
+    check_prefix(b, &log, log.last_after(), log.last_after());
+    let d = status(w.site("b").http).unwrap();
+    assert_eq!(d["role"], "secondary");
+    assert!(d["databases"][0]["last_restore"]["file"]
+        .as_str()
+        .is_some_and(|f| f.starts_with("app_")));
+    let kinds = alert_kinds(w.site("b").http);
+    assert!(
+        !kinds.iter().any(|k| k == "restore_error"
+            || k == "missing_log"
+            || k == "primary_down"
+            || k == "checksum_mismatch"),
+        "a clean run raises nothing: {kinds:?}"
+    );
+}
+
+/// 2. The primary's server and agent are killed under a write load: b's engine fails over on
+///    its own (arbiter lease lapsed, probes failing), the promoted standby holds every row
+///    committed up to the restored position, accepts writes, and the WAL really lost lies
+///    within the reported RPO bounds. Then a's agent returns: a is rebuilt from b's base backup
+///    and replays b's WAL (protection in reverse).
+#[test]
+fn killed_postgres_primary_fails_over_and_the_true_loss_lies_within_the_reported_rpo() {
+    let Some(_serial) = postgres_or_skip("failover") else {
+        return;
+    };
+    let mut w = World::start(Opts::default());
+    let (a, b) = (w.site("a").pg, w.site("b").pg);
+    let b_http = w.site("b").http;
+    let log = Arc::new(Mutex::new(Log::default()));
+    let writer = Writer::start(a, log.clone(), Duration::from_millis(10));
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(w.restored("b").is_some_and(|r| r > 0));
+    // The site dies: its agent, then its server, while the writer writes.
+    w.kill("a");
+    cluster::stop_immediately(&w.site("a").pgdata);
+    let killed = Instant::now();
+    let log = writer.stop();
+    let log = log.lock().unwrap();
+    let end = wal_end(&w.site("a").pgdata);
+    assert!(
+        end >= log.last_after(),
+        "the crashed primary's WAL holds every commit"
+    );
+    wait_for("b's engine to fail over", Duration::from_secs(60), || {
+        !reports(b_http, "failover").is_empty()
+    });
+    let detected = killed.elapsed();
+    let r = reports(b_http, "failover").remove(0);
+    eprintln!("    failover report: {r}");
+    let d = status(b_http).unwrap();
+    assert_eq!(d["role"], "primary");
+    assert_eq!(d["writable"], true);
+    assert_eq!(r["forced"], false, "the engine decided");
+    wait_for(
+        "b's server to leave recovery",
+        Duration::from_secs(30),
+        || in_recovery(b) == Some(false),
+    );
+    // Where b's replay ended: the switch point its new timeline's history records.
+    let history = psql(b, "select pg_read_file('pg_wal/00000002.history')").unwrap();
+    let restored = history
+        .iter()
+        .find_map(|l| l.split('\t').nth(1).and_then(PgLsn::parse))
+        .unwrap_or_else(|| panic!("no switch point in {history:?}"))
+        .0;
+    if let Some(l) = r["losses"].as_array().and_then(|l| l.first()) {
+        // The engine's restored position is the end of the last segment restored.
+        assert!(l["restored_lsn"].as_u64().unwrap() >= restored, "{l}");
+    }
+    let kept = check_prefix(b, &log, restored, restored);
+    let lost_rows = log.rows_acked().saturating_sub(kept);
+    let true_loss = end.saturating_sub(restored);
+    let lower = r["rpo_lower"].as_u64().unwrap();
+    let upper = r["rpo_upper"].as_u64();
+    eprintln!(
+        "    restored {} of a's WAL ending at {}: {true_loss} bytes ({lost_rows} acknowledged \
+         rows) lost; reported RPO [{lower}, {upper:?}]; report after {detected:?}, rto_ms {}",
+        PgLsn(restored),
+        PgLsn(end),
+        r["rto_ms"]
+    );
+    assert!(
+        lower <= true_loss && upper.is_none_or(|u| true_loss <= u),
+        "true loss {true_loss} outside [{lower}, {upper:?}]"
+    );
+    // Every acknowledged row lost was committed in the reported window (restored, end].
+    for bt in log.acked() {
+        if bt.after.unwrap() > restored {
+            assert!(bt.before < end, "{bt:?} ends after the crashed WAL");
+        }
+    }
+    // The promoted standby accepts writes.
+    let after = Mutex::new(Log::default());
+    for _ in 0..3 {
+        assert!(write_batch(b, &after), "b takes writes");
+    }
+    assert_eq!(count(b), Some(kept + 3 * ROWS_PER_BATCH));
+
+    // a returns: rebuilt from b's base backup, then it replays b's WAL.
+    w.spawn("a");
+    wait_for(
+        "a to be rebuilt as b's standby",
+        Duration::from_secs(120),
+        || in_recovery(a) == Some(true) && count(a) == count(b),
+    );
+    for _ in 0..3 {
+        assert!(write_batch(b, &after));
+    }
+    let n = count(b).unwrap();
+    wait_for("a to replay b's new rows", Duration::from_secs(60), || {
+        count(a) == Some(n)
+    });
+    assert_eq!(
+        status(w.site("a").http).unwrap()["role"],
+        "secondary",
+        "protection continues in reverse"
+    );
+}
+
+/// 3. Planned switchover under a write load: zero acknowledged rows lost; the old primary
+///    becomes b's standby and replays b's timeline without a reseed.
+#[test]
+fn postgres_switchover_loses_no_committed_row_and_the_old_primary_follows_the_new_one() {
+    let Some(_serial) = postgres_or_skip("switchover") else {
+        return;
+    };
+    let w = World::start(Opts::default());
+    let (a, b) = (w.site("a").pg, w.site("b").pg);
+    let log = Arc::new(Mutex::new(Log::default()));
+    let writer = Writer::start(a, log.clone(), Duration::from_millis(10));
+    std::thread::sleep(Duration::from_secs(3));
+    let t = Instant::now();
+    let (ok, out) = lifeboat(&[
+        "switchover",
+        "--agent",
+        &format!("127.0.0.1:{}", w.site("a").http),
+        "--wait",
+        "90",
+    ]);
+    let took = t.elapsed();
+    let log = writer.stop();
+    let log = log.lock().unwrap();
+    assert!(ok, "switchover: {out}");
+    let r = reports(w.site("b").http, "switchover");
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["rpo"], 0, "{r:?}");
+    eprintln!("    switchover in {took:?}: {}", r[0]);
+    assert_eq!(status(w.site("b").http).unwrap()["role"], "primary");
+    assert_eq!(in_recovery(b), Some(false));
+    // Zero loss: every acknowledged batch is at b (the one cut off by the fence may be too).
+    let kept = check_prefix(b, &log, u64::MAX, u64::MAX);
+    assert!(kept >= log.rows_acked());
+    assert!(log.rows_acked() > 0);
+    wait_for("a to become the secondary", Duration::from_secs(30), || {
+        status(w.site("a").http).is_some_and(|d| d["role"] == "secondary")
+    });
+    let after = Mutex::new(Log::default());
+    for _ in 0..3 {
+        assert!(write_batch(b, &after), "b takes writes");
+    }
+    let n = count(b).unwrap();
+    wait_for("a to replay b's rows", Duration::from_secs(60), || {
+        count(a) == Some(n)
+    });
+    assert_eq!(in_recovery(a), Some(true));
+    let kinds = alert_kinds(w.site("a").http);
+    assert!(
+        !kinds.iter().any(|k| k == "reseed"),
+        "no reseed after a switchover: {kinds:?}"
+    );
+}
+
+/// 4. Segments corrupted in transit: the damage is detected, the segment copied again, and
+///    PostgreSQL never sees a damaged byte (no rejection in its log, every row arrives).
+#[test]
+fn postgres_segments_corrupted_in_transit_are_copied_again_and_never_replayed() {
+    let Some(_serial) = postgres_or_skip("corrupt") else {
+        return;
+    };
+    let w = World::start(Opts {
+        proxy_to_b: true,
+        ..Opts::default()
+    });
+    let (a, b) = (w.site("a").pg, w.site("b").pg);
+    let log = Arc::new(Mutex::new(Log::default()));
+    let writer = Writer::start(a, log.clone(), Duration::from_millis(20));
+    let proxy = w.proxy.as_ref().unwrap();
+    for i in 1..=3 {
+        proxy.corrupt_next();
+        wait_for("a corrupted transfer", Duration::from_secs(20), || {
+            proxy.corrupted.load(Ordering::SeqCst) >= i
+        });
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let log = writer.stop();
+    let log = log.lock().unwrap();
+    w.converge(
+        "b",
+        log.rows_acked(),
+        log.last_after(),
+        Duration::from_secs(60),
+    );
+    check_prefix(b, &log, log.last_after(), log.last_after());
+    let pglog = std::fs::read_to_string(w.scratch.path.join("b/spool/app/postgresql.log"))
+        .unwrap_or_default();
+    for bad in [
+        "incorrect resource manager",
+        "invalid record",
+        "invalid magic",
+    ] {
+        assert!(!pglog.contains(bad), "PostgreSQL saw damaged WAL: {bad}");
+    }
+    let kinds = alert_kinds(w.site("b").http);
+    assert!(!kinds.iter().any(|k| k == "restore_error"), "{kinds:?}");
+    let caught = w
+        .log("b")
+        .lines()
+        .filter(|l| l.contains("fails its checksum") || l.contains("checksum_mismatch"))
+        .count();
+    assert!(caught >= 1, "b's agent says what it caught");
+    eprintln!(
+        "    alerts at b: {kinds:?}; {} transfers damaged",
+        proxy.corrupted.load(Ordering::SeqCst)
+    );
+}
+
+/// 5. A segment lost for good (removed from the primary's outbox before it could ship): b's
+///    engine sees the hole, alerts `missing_log`, reseeds from a new base backup, and replay
+///    resumes after it.
+#[test]
+fn a_hole_in_the_postgres_wal_chain_alerts_then_reseeds_and_replay_resumes() {
+    let Some(_serial) = postgres_or_skip("hole") else {
+        return;
+    };
+    let mut w = World::start(Opts {
+        restore: "reseed_after_minutes = 0",
+        alerts: "after_attempts = 1",
+        ..Opts::default()
+    });
+    let (a, b) = (w.site("a").pg, w.site("b").pg);
+    let log = Mutex::new(Log::default());
+    write_batch(a, &log);
+    w.converge("b", ROWS_PER_BATCH, 0, Duration::from_secs(30));
+    // b's agent is down: a's segments wait in its outbox.
+    w.kill("b");
+    let outbox = w.site("a").data_dir.join("outbox");
+    let logs_in_outbox = || -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&outbox)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let n = p.file_name().unwrap().to_string_lossy().to_string();
+                n.contains("_tlog_") && !n.ends_with(".manifest")
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = logs_in_outbox().len();
+    for _ in 0..4 {
+        write_batch(a, &log);
+        std::thread::sleep(Duration::from_millis(1200));
+    }
+    wait_for(
+        "three new segments in a's outbox",
+        Duration::from_secs(20),
+        || logs_in_outbox().len() >= before + 3,
+    );
+    // Lose the second-newest for good (PostgreSQL recycled its own copy long ago).
+    let v = logs_in_outbox();
+    let lost = &v[v.len() - 2];
+    let manifest = PathBuf::from(format!("{}.manifest", lost.display()));
+    std::fs::remove_file(lost).unwrap();
+    std::fs::remove_file(&manifest).unwrap();
+    w.spawn("b");
+    let b_http = w.site("b").http;
+    wait_for("a missing_log alert at b", Duration::from_secs(60), || {
+        alert_kinds(b_http).contains(&"missing_log".to_string())
+    });
+    // The first reseed seeded b at the start; the second one heals the hole.
+    wait_for("b to be reseeded", Duration::from_secs(90), || {
+        reports(b_http, "reseeded").len() >= 2 && in_recovery(b) == Some(true)
+    });
+    let r = reports(b_http, "reseeded");
+    eprintln!("    reseeds at b: {r:?}");
+    let kinds = alert_kinds(b_http);
+    assert!(kinds.contains(&"reseed".to_string()), "{kinds:?}");
+    // Replay resumes after the new base backup.
+    for _ in 0..3 {
+        write_batch(a, &log);
+    }
+    let log = log.lock().unwrap();
+    w.converge(
+        "b",
+        log.rows_acked(),
+        log.last_after(),
+        Duration::from_secs(60),
+    );
+    check_prefix(b, &log, log.last_after(), log.last_after());
+}
+
+/// `archive_timeout` bounds the RPO when writes are rare: with scheduled log backups far
+/// apart, one row written is at the standby within `archive_timeout` and a little slack.
+#[test]
+fn archive_timeout_ships_a_lone_row_within_the_timeout() {
+    let Some(_serial) = postgres_or_skip("archive_timeout") else {
+        return;
+    };
+    let w = World::start(Opts {
+        log_every_ms: Some(600_000),
+        archive_timeout_s: Some(2),
+        ..Opts::default()
+    });
+    let (a, b) = (w.site("a").pg, w.site("b").pg);
+    let log = Mutex::new(Log::default());
+    // Quiet first: whatever the start wrote is shipped.
+    std::thread::sleep(Duration::from_secs(3));
+    let t = Instant::now();
+    assert!(write_batch(a, &log));
+    wait_for(
+        "the lone row at the standby",
+        Duration::from_secs(30),
+        || count(b) == Some(ROWS_PER_BATCH),
+    );
+    let took = t.elapsed();
+    eprintln!("    a lone row reached the standby in {took:?} (archive_timeout 2 s)");
+    assert!(
+        took < Duration::from_secs(2 + 4),
+        "archive_timeout did not bound the RPO: {took:?}"
+    );
+}
