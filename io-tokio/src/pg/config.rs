@@ -257,6 +257,34 @@ mod tests {
         );
     }
 
+    /// The README's `site.toml` and `arbiter.toml` load the way the agent and the arbiter load
+    /// them, with the postgres driver and the same engine settings on both.
+    #[test]
+    fn the_readme_site_and_arbiter_files_load() {
+        let readme = include_str!("README-section.md");
+        let block = |first: &str| {
+            let start = readme
+                .find(&format!("```toml\n{first}"))
+                .unwrap_or_else(|| panic!("a toml block starting with {first}"))
+                + "```toml\n".len();
+            let end = start + readme[start..].find("```").expect("the block ends");
+            &readme[start..end]
+        };
+        let dir = Path::new("/etc/lifeboat");
+        let site = crate::config::SiteFile::parse(&dir.join("site.toml"), block("site = "))
+            .expect("the README's site.toml loads");
+        let arbiter =
+            crate::config::ArbiterFile::parse(&dir.join("arbiter.toml"), block("listen = "))
+                .expect("the README's arbiter.toml loads");
+        assert_eq!(site.engine, arbiter.engine);
+        assert_eq!(site.engine.databases, vec!["sales".to_string()]);
+        let crate::config::DriverConfig::Postgres(pg) = &site.driver else {
+            panic!("the README's driver is postgres");
+        };
+        assert_eq!(pg.databases[0].name, site.engine.databases[0]);
+        assert_eq!(pg.archive_timeout_s, 60);
+    }
+
     #[test]
     fn wal_toml_round_trips() {
         let w = WalConfig {
