@@ -222,6 +222,19 @@ impl WalConfig {
     }
 }
 
+/// The README's "Protect a PostgreSQL database in five steps" section, which tests hold to the
+/// code (its configuration blocks must load, its `lifeboat.conf` must be what the driver writes).
+#[cfg(test)]
+pub(crate) fn readme_section() -> &'static str {
+    let readme = include_str!("../../../README.md");
+    let start = readme
+        .find("## Protect a PostgreSQL database in five steps")
+        .expect("the README has the PostgreSQL section");
+    let rest = &readme[start..];
+    let end = rest[3..].find("\n## ").map_or(rest.len(), |i| i + 3);
+    &rest[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,7 +252,7 @@ mod tests {
         struct Site {
             driver: Driver,
         }
-        let readme = include_str!("README-section.md");
+        let readme = readme_section();
         let start = readme
             .find("[driver]")
             .expect("the README has a [driver] table");
@@ -261,7 +274,7 @@ mod tests {
     /// them, with the postgres driver and the same engine settings on both.
     #[test]
     fn the_readme_site_and_arbiter_files_load() {
-        let readme = include_str!("README-section.md");
+        let readme = readme_section();
         let block = |first: &str| {
             let start = readme
                 .find(&format!("```toml\n{first}"))

@@ -177,7 +177,7 @@ mod tests {
             5432,
             Path::new("/var/lib/lifeboat/pg-spool/sales/wal.toml"),
         );
-        let readme = include_str!("README-section.md");
+        let readme = crate::pg::config::readme_section();
         let start = readme
             .find("```ini\n")
             .expect("the README shows lifeboat.conf")
