@@ -1,6 +1,6 @@
-//! Engine bugs the simulator found, kept as runnable specifications. Each is `#[ignore]`d with
-//! the reason until the engine is fixed; re-enable it then (`cargo test -p lifeboat-tests --
-//! --ignored`).
+//! Engine bugs the simulator found, kept as runnable specifications: each failed before its fix
+//! and guards against its return. (A newly found one starts `#[ignore]`d with the reason until
+//! the engine is fixed.)
 
 use lifeboat_scenarios::{FaultMode, FaultSpec, NodeRef, WorldParams};
 use lifeboat_sim::spec::FaultChoice;
@@ -14,7 +14,6 @@ use lifeboat_sim::RunSpec;
 /// about three minutes, until a reseed happens to cover the log. A duplicated `Resend` adds a
 /// second copy to the loop each time (the loop multiplies under `duplication`).
 #[test]
-#[ignore = "engine bug: Resend re-ships at once with no backoff (core/src/engine/outbox.rs, SiteEngine::resend)"]
 fn a_damaged_outbox_copy_is_not_reshipped_in_a_tight_loop() {
     let mut spec = RunSpec::swarm(2.0);
     spec.name = "resend storm".into();

@@ -112,22 +112,38 @@ impl SiteEngine {
         self.switchover_progress(now);
     }
 
-    /// The recovery site's copy failed verification: ship it again now.
+    /// The recovery site's copy failed verification: ship it again. The first re-copy goes at
+    /// once (damage in transit is usually a one-off); later ones wait out the same backoff as a
+    /// failed ship, so a copy damaged at the source cannot turn into a ship storm, and a
+    /// duplicated request while one is pending changes nothing.
     pub(super) fn resend(&mut self, now: Millis, key: ArtifactKey) {
         self.st.peer.last_heard = Some(now);
         let Some(e) = self.st.outbox.get_mut(&key) else {
             return;
         };
-        e.attempts += 1;
         match e.state {
             ShipState::InFlight { .. } => self.st.ship_in_flight -= 1,
-            ShipState::Backoff { until } => {
-                self.st.timers.ship_backoff.remove(&(until, key));
-            }
-            ShipState::Queued => return,
+            ShipState::Backoff { .. } | ShipState::Queued => return,
         }
-        e.state = ShipState::Queued;
-        self.st.ship_queue.push_back(key);
+        if e.attempts == 0 {
+            e.attempts = 1;
+            e.state = ShipState::Queued;
+            self.st.ship_queue.push_back(key);
+        } else {
+            self.backoff(now, key);
+        }
+        let attempts = self.st.outbox.get(&key).map_or(0, |e| e.attempts);
+        if attempts == self.cfg.alerts.after_attempts {
+            self.audit(
+                now,
+                "ship retry".into(),
+                format!(
+                    "the recovery site refused {attempts} copies of {key:?}: the primary's copy \
+                     may be damaged; re-copies now wait out the ship backoff"
+                ),
+                Vec::new(),
+            );
+        }
         self.try_ship(now);
     }
 
