@@ -1186,7 +1186,13 @@ fn secondary_reseeds_again_when_the_new_full_leaves_a_dead_artifact_in_the_way()
         .filter(|(_, m)| matches!(m, Message::RequestFull { .. }))
         .map(|(t, _)| t)
         .collect();
-    assert_eq!(asked.len(), 2, "asked for another full: {asked:?}");
+    // Asked at the first reseed (7 min), again when none had come after the op timeout, and
+    // for the second reseed once the full at 150 was restored (9 min).
+    assert_eq!(asked.first(), Some(&(7 * MINUTE)), "{asked:?}");
+    assert!(
+        asked.len() >= 2 && *asked.last().unwrap() >= 9 * MINUTE,
+        "asked for another full: {asked:?}"
+    );
     s.receive(12 * MINUTE, full(0, 210, 12));
     assert_eq!(s.position(0), Some(210));
 }
@@ -1792,8 +1798,18 @@ impl Run {
                         (ArtifactKind::Full, Some(p)) => reseed && e > p,
                         (_, None) => false,
                         (ArtifactKind::Log, Some(p)) => s <= p && p < e,
+                        // On the chain's own full, or on a verified full of the same history
+                        // that the position has passed.
                         (ArtifactKind::Incremental, Some(p)) => {
-                            artifact.base_full.map(|b| b.0) == db.current_full && s <= p && p < e
+                            let base = artifact.base_full.map(|b| b.0);
+                            let passed = base.is_some_and(|b| b <= p)
+                                && self.verified.iter().any(|(k, _)| {
+                                    k.db == key.db
+                                        && k.kind == ArtifactKind::Full
+                                        && k.epoch == key.epoch
+                                        && Some(k.lsn_end.0) == base
+                                });
+                            (base == db.current_full || passed) && s <= p && p < e
                         }
                     };
                     prop_assert!(fits, "out of chain: {:?} {:?} at {:?}", o, key, db);
@@ -1959,4 +1975,55 @@ proptest! {
     ) {
         run_steps([k0, k1], steps)?;
     }
+}
+
+// ------------------------------------------------------------------ first copy and later fulls
+
+#[test]
+fn a_new_recovery_site_asks_for_a_full_backup_instead_of_waiting_for_the_weekly_one() {
+    let cfg = config(2);
+    let check = cfg.alerts.check_every_ms;
+    let every = cfg.restore.op_timeout_ms;
+    let mut s = Site::secondary(cfg).restoring_ok();
+    s.run_until(check);
+    let asked = |s: &Site| {
+        s.sent()
+            .into_iter()
+            .filter(|(_, m)| matches!(m, Message::RequestFull { .. }))
+            .collect::<Vec<_>>()
+    };
+    // Both databases lack a copy: one request for all of them.
+    assert_eq!(asked(&s).len(), 1, "{:?}", s.sent());
+    assert!(matches!(asked(&s)[0].1, Message::RequestFull { db: None }));
+    // Not answered: asked again, but not at every check.
+    s.run_until(every - 1);
+    assert_eq!(asked(&s).len(), 1);
+    s.run_until(every + check);
+    assert_eq!(asked(&s).len(), 2);
+    // One database got its full: only the other is asked for.
+    s.receive(s.now, full(0, 100, 1));
+    assert_eq!(s.position(0), Some(100));
+    s.run_until(2 * every + 2 * check);
+    let last = asked(&s).last().unwrap().1.clone();
+    assert!(
+        matches!(last, Message::RequestFull { db: Some(DbId(1)) }),
+        "{last:?}"
+    );
+}
+
+#[test]
+fn an_incremental_on_a_newer_full_applies_once_logs_carried_the_copy_past_that_full() {
+    let mut s = seeded_secondary(config(1));
+    s.receive(MINUTE, log(0, 100, 200, 1));
+    assert_eq!(s.position(0), Some(200));
+    // The primary takes a new full at 200 (received, not restored: logs carry the copy), then a
+    // log is lost and an incremental on the new full bridges the hole.
+    s.receive(2 * MINUTE, full(0, 200, 2));
+    s.receive(3 * MINUTE, incr(0, 200, 400, 200, 4));
+    assert_eq!(
+        s.position(0),
+        Some(400),
+        "no reseed for a hole an incremental covers"
+    );
+    assert_eq!(s.active(AlertKind::Reseed), 0);
 }

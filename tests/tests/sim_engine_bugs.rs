@@ -44,7 +44,6 @@ fn fault(mode: FaultMode, at_min: u64, minutes: u64) -> FaultSpec {
 /// behind until the next scheduled full backup (weekly by default): oracle `catch_up`.
 /// Found by the swarm: seeds 500, 510 and 621 of `lifeboat-sim run --seeds 200..800 --hours 24`.
 #[test]
-#[ignore = "engine bug: a reseed's RequestFull is never retried (core/src/engine/restore.rs, begin_reseed)"]
 fn a_reseed_whose_full_backup_failed_asks_for_it_again() {
     let mut spec = RunSpec::swarm(5.0);
     spec.name = "reseed request lost".into();
@@ -67,7 +66,6 @@ fn a_reseed_whose_full_backup_failed_asks_for_it_again() {
 /// so when the new primary's backups silently stop, `no_new_logs` never comes: oracle
 /// `alert_threshold`. Found by the swarm: seed 613 of `--seeds 200..800 --hours 24`.
 #[test]
-#[ignore = "engine bug: a secondary's own stale backups_paused silences no_new_logs (core/src/engine/monitor.rs)"]
 fn a_returning_old_primary_does_not_keep_its_backup_pause_as_a_secondary() {
     let mut spec = RunSpec::swarm(5.0);
     spec.name = "stale pause".into();

@@ -67,6 +67,10 @@ pub struct DbState {
     /// The engine started the reseed itself (a hole, a dead artifact): an artifact that continues
     /// the chain cancels it. An operator's reseed or a rebuild is never cancelled.
     pub reseed_auto: bool,
+    /// When this site last asked the primary for a full backup of the database (first copy or
+    /// reseed); asked again every `restore.op_timeout_ms` until one arrives.
+    #[serde(default)]
+    pub full_asked_at: Option<Millis>,
 
     // ---- log-shipping monitor fields ----
     pub last_backup: Option<(ArtifactMeta, Millis)>,
@@ -150,11 +154,16 @@ impl DbState {
             // A full is restored only to start a chain or to bridge a hole (see `next`).
             (Some(p), ArtifactKind::Full) => m.key.lsn_end > p,
             (Some(p), ArtifactKind::Log) => m.key.lsn_start <= p && p < m.key.lsn_end,
+            // An incremental holds every page changed since its base full: it applies at any
+            // position inside its range whose history contains that full, i.e. the full the
+            // chain started from, or a newer verified full of this lineage the position passed
+            // (logs carried the database over it; after a switchover the new primary's fulls).
             (Some(p), ArtifactKind::Incremental) => {
-                m.base_full.is_some()
-                    && m.base_full == self.current_full
-                    && m.key.lsn_start <= p
-                    && p < m.key.lsn_end
+                let base_known = m.base_full == self.current_full
+                    || self
+                        .retained_full
+                        .is_some_and(|f| m.base_full == Some(f.key.lsn_end) && f.key.lsn_end <= p);
+                m.base_full.is_some() && base_known && m.key.lsn_start <= p && p < m.key.lsn_end
             }
         }
     }

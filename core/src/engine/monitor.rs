@@ -2,7 +2,9 @@
 
 use super::{texts, Role, SiteEngine};
 use crate::alert::{AlertId, AlertKind, Severity, Subject};
+use crate::artifact::ArtifactKind;
 use crate::ids::{DbId, Millis, MINUTE};
+use crate::protocol::Message;
 
 impl SiteEngine {
     pub(super) fn monitor(&mut self, now: Millis) {
@@ -10,6 +12,7 @@ impl SiteEngine {
             return;
         }
         self.pause_check(now);
+        self.ask_for_fulls(now);
         let a = self.cfg.alerts.clone();
         let paused = self.st.peer.backups_paused || self.st.backups_paused;
         let heartbeat_fresh = self
@@ -139,6 +142,49 @@ impl SiteEngine {
                     true,
                     text,
                 );
+            }
+        }
+    }
+
+    /// A secondary database that needs a full backup — it has none yet (a new recovery site
+    /// must not wait for the primary's weekly full), or a reseed waits for one — asks the
+    /// primary, and asks again every `restore.op_timeout_ms` until one arrives: the request, or
+    /// the backup it asked for, may have been lost or failed. When every database needs one, a
+    /// single request asks for all of them.
+    fn ask_for_fulls(&mut self, now: Millis) {
+        if self.st.role != Role::Secondary {
+            return; // a rebuild asks on its own step timer
+        }
+        let every = self.cfg.restore.op_timeout_ms;
+        let mut wanted = Vec::new();
+        for (i, d) in self.st.dbs.iter().enumerate() {
+            let needs = d.position.is_none() || d.reseed_since.is_some();
+            let full_here = d
+                .pending
+                .iter()
+                .any(|p| p.meta.key.kind == ArtifactKind::Full && p.retry_at.is_none())
+                || d.in_flight
+                    .is_some_and(|(_, k)| k.kind == ArtifactKind::Full);
+            let due = d
+                .full_asked_at
+                .is_none_or(|t| now.saturating_sub(t) >= every);
+            if needs && !full_here && due {
+                wanted.push(i);
+            }
+        }
+        if wanted.is_empty() {
+            return;
+        }
+        for &i in &wanted {
+            self.st.dbs[i].full_asked_at = Some(now);
+        }
+        if wanted.len() == self.st.dbs.len() && wanted.len() > 1 {
+            self.send_peer(Message::RequestFull { db: None });
+        } else {
+            for i in wanted {
+                self.send_peer(Message::RequestFull {
+                    db: Some(DbId(i as u32)),
+                });
             }
         }
     }

@@ -335,6 +335,7 @@ impl SiteEngine {
                 d.position = Some(meta.key.lsn_end);
                 if meta.key.kind == ArtifactKind::Full {
                     d.current_full = Some(meta.key.lsn_end);
+                    d.full_asked_at = None;
                 }
                 d.last_restore = Some((meta, now));
                 d.last_restore_latency = Some(now.saturating_sub(p.received_at));
@@ -521,6 +522,7 @@ impl SiteEngine {
         }
         self.st.dbs[i].reseed_since = Some(now);
         self.st.dbs[i].reseed_auto = auto;
+        self.st.dbs[i].full_asked_at = Some(now);
         self.send_peer(Message::RequestFull { db: Some(db) });
         let text = texts::reseed(self.db_name(db), why);
         self.raise(

@@ -736,6 +736,9 @@ impl SiteEngine {
     fn demote(&mut self, now: Millis) {
         self.become_fenced(now, "a newer epoch exists: this site is a stale primary");
         self.st.role = Role::Demoted;
+        // Its maintenance pause was about its own backups; as a secondary it must hear the new
+        // primary's, or a stale pause would silence `no_new_logs`.
+        self.st.backups_paused = false;
         self.st.timers.cancel(Timer::FenceDeadline);
         self.st.lease = LeaseState::default();
         let stale: Vec<_> = self.st.outbox.values().map(|e| e.meta).collect();
@@ -2021,6 +2024,7 @@ impl SiteEngine {
             }
         }
         self.st.role = Role::Secondary;
+        self.st.backups_paused = false; // the pause was about this site's backups
         self.st.lease = LeaseState::default();
         self.st.timers.cancel(Timer::FenceDeadline);
         self.st.timers.cancel(Timer::RoleStep);

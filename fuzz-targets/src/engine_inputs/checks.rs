@@ -65,8 +65,18 @@ impl World<'_> {
                         covers,
                         "site {site} restores a log that does not cover position {p:?}: {meta:?}"
                     ),
+                    // On the chain's own full, or on a full verified here that the position
+                    // has passed (logs carried the copy over it).
                     (false, ArtifactKind::Incremental) => assert!(
-                        covers && meta.base_full.is_some() && meta.base_full == d.current_full,
+                        covers
+                            && meta.base_full.is_some()
+                            && (meta.base_full == d.current_full
+                                || self.verified[site].iter().any(|(k, _)| {
+                                    k.db == key.db
+                                        && k.kind == ArtifactKind::Full
+                                        && Some(k.lsn_end) == meta.base_full
+                                        && p.is_some_and(|p| k.lsn_end <= p)
+                                })),
                         "site {site} restores an incremental that does not apply at {p:?} on \
                          full {:?}: {meta:?}",
                         d.current_full
@@ -100,9 +110,21 @@ impl World<'_> {
                     "site {site} database {db}: a hole between {p:?} and {meta:?}"
                 );
                 if meta.key.kind == ArtifactKind::Incremental {
-                    assert_eq!(
-                        meta.base_full, m.current_full,
-                        "site {site} database {db}: incremental on another full: {meta:?}"
+                    // Its base is the full this copy started from, or a full of the same epoch
+                    // (the same history) that the copy has already passed.
+                    let base = meta.base_full;
+                    let passed = base.is_some_and(|b| b <= p)
+                        && self.produced.iter().any(|(k, _)| {
+                            k.db == meta.key.db
+                                && k.kind == ArtifactKind::Full
+                                && k.epoch == meta.key.epoch
+                                && Some(k.lsn_end) == base
+                        });
+                    assert!(
+                        base == m.current_full || passed,
+                        "site {site} database {db}: incremental on another full (copy at \
+                         {p:?} from full {:?}): {meta:?}",
+                        m.current_full
                     );
                 }
                 m.position = Some(meta.key.lsn_end);
