@@ -144,6 +144,9 @@ fn primary_site_lost_fails_over_within_the_bound_and_reports_rpo_bounds_and_rto(
     assert_eq!(h.db[B].identity_switches, 1);
     assert_eq!(h.distinct_ops(B, is_identity).len(), 1);
     assert!(h.db[B].writable && h.acked_at(B).len() > 100);
+    // A dead site is never reported as a dead link, not even while the arbiter's lease on the
+    // dead primary runs out.
+    assert_eq!(h.raised("link_down"), 0, "{}", h.trace());
     println!(
         "failover (default lease configuration): last primary heartbeat -> Promote = {} ms; \
          site loss -> Promote = {} ms; reported RTO {} ms; RPO [{rpo_lower}, {upper}] true {lost}",

@@ -1022,6 +1022,7 @@ impl SiteEngine {
             (Some(v), Some(t)) if now.saturating_sub(t) <= fresh_within => Some(v.clone()),
             _ => None,
         };
+        let view_age = p.arbiter_view_at.map_or(0, |t| now.saturating_sub(t));
         let down_id = AlertId {
             kind: AlertKind::PrimaryDown,
             db: None,
@@ -1035,6 +1036,15 @@ impl SiteEngine {
             {
                 self.service_down(now, &v);
             }
+            // The arbiter's lease outlives a dead holder by up to a lease length. A holder whose
+            // last renewal (as of now: the view's age counts) is over two renewal periods old
+            // is not "seen renewing": neither a dead link nor (yet) a dead site; the lease
+            // lapse decides.
+            Some(v)
+                if v.holder_renewing
+                    && v.holder == Some(primary)
+                    && v.since_renewal_ms
+                        .is_some_and(|s| s + view_age > 2 * self.cfg.lease.renew_every_ms) => {}
             Some(v) if v.holder_renewing && v.holder == Some(primary) => {
                 let id = AlertId {
                     kind: AlertKind::LinkDown,
@@ -1473,12 +1483,20 @@ impl SiteEngine {
     fn compute_rpo(&mut self, now: Millis) {
         let mut lower = 0u64;
         let mut losses = Vec::new();
+        // Writes that could have happened since the last heartbeat: its age (plus one heartbeat
+        // of sampling lag) at twice the peak observed rate. Unknown without any heartbeat.
+        let extra = self.st.peer.last_heartbeat_at.map(|t| {
+            let age = now.saturating_sub(t) + self.cfg.lease.heartbeat_every_ms;
+            (self.st.peer.peak_rate.saturating_mul(2).saturating_mul(age)).div_ceil(1000)
+        });
         for (i, d) in self.st.dbs.iter().enumerate() {
             let restored = d.position.unwrap_or_default();
             let known = d.known_produced.max(restored);
             let l = known.0 - restored.0;
             lower += l;
-            if l > 0 {
+            // Every database that may have lost something is listed: a known loss, or an upper
+            // bound above zero (or unknown).
+            if l > 0 || extra.is_none_or(|x| x > 0) {
                 losses.push(DbLoss {
                     db: DbId(i as u32),
                     restored,
@@ -1488,12 +1506,6 @@ impl SiteEngine {
                 });
             }
         }
-        // Writes that could have happened since the last heartbeat: its age (plus one heartbeat
-        // of sampling lag) at twice the peak observed rate. Unknown without any heartbeat.
-        let extra = self.st.peer.last_heartbeat_at.map(|t| {
-            let age = now.saturating_sub(t) + self.cfg.lease.heartbeat_every_ms;
-            (self.st.peer.peak_rate.saturating_mul(2).saturating_mul(age)).div_ceil(1000)
-        });
         let upper = extra.map(|x| lower + x);
         for l in &mut losses {
             l.rpo_upper = extra.map(|x| l.rpo_lower + x);
