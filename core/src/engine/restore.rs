@@ -303,6 +303,32 @@ impl SiteEngine {
         }
     }
 
+    /// A restore completed after its artifact left `pending` (an epoch change quarantined it
+    /// while the database applied it). The database did change: the position says so, and the
+    /// copy is rebuilt, since it now holds writes of an older epoch that may have diverged.
+    fn restored_after_drop(&mut self, now: Millis, db: DbId, cmd: &Command) {
+        let meta = match cmd {
+            Command::Restore { artifact, .. } => *artifact,
+            Command::Reseed { full, .. } => *full,
+            _ => return,
+        };
+        let d = &mut self.st.dbs[db.0 as usize];
+        if d.position.is_none_or(|p| p < meta.key.lsn_end) {
+            d.position = Some(meta.key.lsn_end);
+            if meta.key.kind == ArtifactKind::Full {
+                d.current_full = Some(meta.key.lsn_end);
+            }
+        }
+        if meta.key.epoch < self.st.epoch && self.st.role == Role::Secondary {
+            self.begin_reseed(
+                now,
+                db,
+                "a restore of an older epoch's artifact completed after the epoch changed",
+                false,
+            );
+        }
+    }
+
     pub(super) fn restore_done(
         &mut self,
         now: Millis,
@@ -319,10 +345,14 @@ impl SiteEngine {
             _ => return,
         };
         let d = &mut self.st.dbs[i];
-        if d.in_flight.is_some_and(|(o, _)| o == op) {
+        let ours = d.in_flight.is_some_and(|(o, _)| o == op);
+        if ours {
             d.in_flight = None;
         }
         let Some(idx) = d.pending.iter().position(|p| p.meta.key == key) else {
+            if ours && result.is_ok() {
+                self.restored_after_drop(now, db, cmd);
+            }
             self.next_ready(now);
             self.pump(now, db);
             return self.next_ready(now);

@@ -92,7 +92,6 @@ impl World<'_> {
         let db = meta.key.db.0 as usize;
         let m = &mut self.model[site][db];
         if reseed || meta.key.kind == ArtifactKind::Full {
-            self.diverged[site][db] = false;
             m.position = Some(meta.key.lsn_end);
             m.current_full = Some(meta.key.lsn_end);
             return;
@@ -146,7 +145,7 @@ impl World<'_> {
             self.cov.max_epoch = self.cov.max_epoch.max(engine.epoch().0);
             self.cov.roles.insert((s, role.as_str()));
             for db in 0..self.dbs() {
-                if self.restores[s].values().any(|r| r.db == db) || self.diverged[s][db] {
+                if self.restores[s].values().any(|r| r.db == db) {
                     continue;
                 }
                 let Some(p) = engine.db(DbId(db as u32)).and_then(|d| d.position) else {

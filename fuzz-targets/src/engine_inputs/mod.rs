@@ -70,8 +70,6 @@ pub struct Coverage {
     /// `(site, role)` pairs seen.
     pub roles: BTreeSet<(usize, &'static str)>,
     pub max_epoch: u64,
-    /// Successful restores the engine ignored after an epoch change (a known issue).
-    pub known_issue_ignored_completion: u64,
 }
 
 impl Coverage {
@@ -86,7 +84,6 @@ impl Coverage {
         self.restarts += o.restarts;
         self.roles.extend(o.roles.iter().copied());
         self.max_epoch = self.max_epoch.max(o.max_epoch);
-        self.known_issue_ignored_completion += o.known_issue_ignored_completion;
     }
 }
 
@@ -137,12 +134,8 @@ struct World<'a> {
     cov: Coverage,
     /// `LIFEBOAT_FUZZ_TRACE=1`: print every input and output to stderr (to read a failure).
     trace: bool,
-    /// `LIFEBOAT_FUZZ_STRICT=1`: known issues are failures too.
-    strict: bool,
     /// What each restore operation did when the database first executed it.
     op_results: [BTreeMap<OpId, Result<(), Failure>>; 2],
-    /// Databases whose engine lost track of a restore (the known issue): not compared.
-    diverged: [Vec<bool>; 2],
 }
 
 fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
@@ -214,9 +207,7 @@ impl<'a> World<'a> {
             digest: digest.then_some(0xcbf2_9ce4_8422_2325),
             cov: Coverage::default(),
             trace: std::env::var_os("LIFEBOAT_FUZZ_TRACE").is_some_and(|v| v == "1"),
-            strict: std::env::var_os("LIFEBOAT_FUZZ_STRICT").is_some_and(|v| v == "1"),
             op_results: [BTreeMap::new(), BTreeMap::new()],
-            diverged: [vec![false; dbs], vec![false; dbs]],
         }
     }
 
