@@ -1161,7 +1161,7 @@ impl SiteEngine {
                 .peer
                 .first_failure
                 .map_or(0, |t| now.saturating_sub(t) / 1000);
-            let text = service_down_text(self.cfg.site_name(primary), failed, secs);
+            let text = texts::service_down(self.cfg.site_name(primary), failed, secs);
             self.raise(
                 now,
                 AlertKind::PrimaryDown,
@@ -2324,14 +2324,4 @@ impl SiteEngine {
 
 fn p_first(p: &PeerView, now: Millis) -> Millis {
     p.first_failure.unwrap_or(now)
-}
-
-/// `primary_down` when the primary's agent answers but its database service does not. (Kept
-/// here beside its only use; it belongs with the other texts in `texts.rs`.)
-fn service_down_text(primary: &str, failed: u32, seconds: u64) -> String {
-    format!(
-        "The database service of the primary site [{primary}] is down: [{failed}] failed probes \
-         over [{seconds}] seconds, while its agent answers and the arbiter sees it renewing its \
-         lease. Not failing over while the lease is held."
-    )
 }

@@ -150,3 +150,12 @@ pub fn switchover(site: &str, epoch: Epoch, duration_ms: u64) -> String {
          [{duration_ms}] ms."
     )
 }
+
+/// `primary_down` while the site answers and holds its lease: only its database service is down.
+pub fn service_down(primary: &str, failed: u32, seconds: u64) -> String {
+    format!(
+        "The database service of the primary site [{primary}] is down: [{failed}] failed probes \
+         over [{seconds}] seconds, while its agent answers and the arbiter sees it renewing its \
+         lease. Not failing over while the lease is held."
+    )
+}
