@@ -147,8 +147,37 @@ pub struct ActiveAlert {
 
 /// The set of active conditions, ordered by identity so iteration is deterministic.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "AlertBookState", into = "AlertBookState")]
 pub struct AlertBook {
     active: BTreeMap<AlertId, ActiveAlert>,
+    /// Active conditions per kind: most clears and lookups on the hot path are of kinds with
+    /// none active, and answer without searching the map. Derived from `active`, never stored.
+    kinds: [u32; AlertKind::ALL.len()],
+}
+
+/// What an [`AlertBook`] stores (the per-kind counts are rebuilt on load).
+#[derive(Clone, Serialize, Deserialize)]
+struct AlertBookState {
+    active: BTreeMap<AlertId, ActiveAlert>,
+}
+
+impl From<AlertBookState> for AlertBook {
+    fn from(s: AlertBookState) -> AlertBook {
+        let mut kinds = [0; AlertKind::ALL.len()];
+        for id in s.active.keys() {
+            kinds[id.kind as usize] += 1;
+        }
+        AlertBook {
+            active: s.active,
+            kinds,
+        }
+    }
+}
+
+impl From<AlertBook> for AlertBookState {
+    fn from(b: AlertBook) -> AlertBookState {
+        AlertBookState { active: b.active }
+    }
 }
 
 impl AlertBook {
@@ -171,6 +200,7 @@ impl AlertBook {
                 (AlertChange::Updated, a)
             }
             None => {
+                self.kinds[id.kind as usize] += 1;
                 let a = self.active.entry(id).or_insert(ActiveAlert {
                     severity,
                     count: 1,
@@ -199,7 +229,11 @@ impl AlertBook {
 
     /// Clear a condition; `None` when it was not active.
     pub fn clear(&mut self, now: Millis, id: AlertId, text: Option<String>) -> Option<AlertEvent> {
+        if self.kinds[id.kind as usize] == 0 {
+            return None;
+        }
         let a = self.active.remove(&id)?;
+        self.kinds[id.kind as usize] -= 1;
         Some(AlertEvent {
             id,
             change: AlertChange::Cleared,
@@ -212,10 +246,13 @@ impl AlertBook {
     }
 
     pub fn get(&self, id: &AlertId) -> Option<&ActiveAlert> {
+        if self.kinds[id.kind as usize] == 0 {
+            return None;
+        }
         self.active.get(id)
     }
     pub fn is_active(&self, id: &AlertId) -> bool {
-        self.active.contains_key(id)
+        self.kinds[id.kind as usize] != 0 && self.active.contains_key(id)
     }
     pub fn iter(&self) -> impl Iterator<Item = (&AlertId, &ActiveAlert)> {
         self.active.iter()
@@ -294,5 +331,26 @@ mod tests {
         for k in AlertKind::ALL {
             assert_eq!(AlertKind::from_name(k.as_str()), Some(k));
         }
+    }
+
+    #[test]
+    fn a_book_loaded_from_its_bytes_still_finds_and_clears_its_alerts() {
+        let mut b = AlertBook::default();
+        b.raise(0, id(), Severity::Failure, None, "x".into());
+        let other = AlertId {
+            kind: AlertKind::Backlog,
+            ..id()
+        };
+        assert!(
+            b.clear(1, other, None).is_none(),
+            "a kind with nothing active"
+        );
+        let bytes = bincode::serialize(&b).unwrap();
+        let mut loaded: AlertBook = bincode::deserialize(&bytes).unwrap();
+        assert_eq!(loaded, b);
+        assert!(loaded.is_active(&id()));
+        assert!(loaded.clear(2, id(), None).is_some());
+        assert!(!loaded.is_active(&id()) && loaded.is_empty());
+        assert!(loaded.clear(3, id(), None).is_none());
     }
 }

