@@ -1,0 +1,627 @@
+//! Unplanned failover: detection, Auto Pilot, confirmation, drain, the new epoch, fence, promote, identity, the report.
+
+use super::*;
+use crate::alert::{AlertKind, Severity, Subject};
+use crate::artifact::ArtifactKind;
+use crate::engine::{texts, OpPurpose, SiteEngine, Timer};
+use crate::ids::{DbId, Epoch, Millis, OpId};
+use crate::protocol::{ArbiterView, Command, Failure, Message, Peer};
+use crate::report::{DbLoss, Report};
+
+impl SiteEngine {
+    /// `by_operator`: an operator asked for it, which is the confirmation (and skips Auto Pilot).
+    pub(in crate::engine) fn start_failover(
+        &mut self,
+        now: Millis,
+        forced: bool,
+        by_operator: bool,
+        detected_at: Millis,
+        view: &ArbiterView,
+        why: &str,
+    ) {
+        self.st.role = Role::Promoting;
+        let f = self.cfg.failover.clone();
+        let automatic = !forced && !by_operator;
+        let step = if f.local_restart
+            && self.st.peer.site_reachable
+            && automatic
+            && !self.restart_tried_this_episode()
+        {
+            let op = self.new_op_id();
+            self.st.peer.local_restart_at = Some(now);
+            self.send_peer(Message::RestartRequest { op });
+            Step::LocalRestart {
+                until: now + f.local_restart_wait_ms,
+            }
+        } else if f.confirm && automatic {
+            Step::Confirm {
+                until: now + f.confirm_timeout_ms,
+            }
+        } else {
+            Step::Drain
+        };
+        self.st.procedure = Some(Procedure::new(
+            ProcKind::Failover { forced },
+            step.clone(),
+            now,
+            detected_at,
+        ));
+        self.audit(
+            now,
+            "failover".into(),
+            why.into(),
+            vec![
+                Self::kv("failed_probes", self.st.peer.failed_probes),
+                Self::kv(
+                    "first_failure_at",
+                    format!("{:?}", self.st.peer.first_failure),
+                ),
+                Self::kv("arbiter_epoch", view.epoch),
+                Self::kv("arbiter_lease_lapsed", view.lease_lapsed),
+                Self::kv("arbiter_holder_renewing", view.holder_renewing),
+                Self::kv("forced", forced),
+                Self::kv("site_reachable", self.st.peer.site_reachable),
+                Self::kv("step", format!("{step:?}")),
+            ],
+        );
+        match step {
+            Step::LocalRestart { until } | Step::Confirm { until } => {
+                self.st.timers.set(Timer::RoleStep, until)
+            }
+            _ => self.drain_step(now),
+        }
+    }
+
+    pub(in crate::engine) fn step_deadline(&mut self, now: Millis) {
+        let Some(p) = self.st.procedure.clone() else {
+            return;
+        };
+        let arbiter_timeout = self.cfg.lease.arbiter_timeout_ms;
+        match (&p.kind, &p.step) {
+            (_, Step::LocalRestart { until }) if now >= *until => {
+                let f = &self.cfg.failover;
+                let forced = matches!(p.kind, ProcKind::Failover { forced: true });
+                if f.confirm && !forced {
+                    let until = now + f.confirm_timeout_ms;
+                    self.set_step(Step::Confirm { until });
+                    self.st.timers.set(Timer::RoleStep, until);
+                } else {
+                    self.set_step(Step::Drain);
+                    self.drain_step(now);
+                }
+            }
+            (_, Step::Confirm { until }) if now >= *until => {
+                match self.cfg.failover.on_confirm_timeout {
+                    crate::config::OnConfirmTimeout::Proceed => {
+                        self.audit(
+                            now,
+                            "failover confirmation timed out".into(),
+                            "configured to proceed".into(),
+                            vec![Self::kv(
+                                "confirm_timeout_ms",
+                                self.cfg.failover.confirm_timeout_ms,
+                            )],
+                        );
+                        self.set_step(Step::Drain);
+                        self.drain_step(now);
+                    }
+                    crate::config::OnConfirmTimeout::Abort => {
+                        // Declined: not asked again until the primary has been seen healthy.
+                        self.st.peer.declined_at = Some(now);
+                        self.abort_procedure(
+                            now,
+                            "no operator confirmation in time (configured to abort)",
+                        )
+                    }
+                }
+            }
+            (_, Step::Drain) => self.drain_step(now),
+            (_, Step::Acquire { .. }) => self.acquire(now),
+            (_, Step::Settle) => self.after_epoch(now),
+            (
+                ProcKind::Switchover,
+                Step::AwaitReady | Step::Shipping | Step::StopWrites { .. } | Step::FinalLog { .. },
+            ) => {
+                let until = p.started_at + self.cfg.failover.switchover_timeout_ms;
+                if now >= until {
+                    self.abort_switchover(now, "the switchover did not complete in time");
+                    return;
+                }
+                match p.step {
+                    // The final positions or the target's answer may have been lost.
+                    Step::AwaitReady => {
+                        let epoch = self.st.epoch;
+                        self.send_peer(Message::SwitchoverFinal {
+                            epoch,
+                            positions: p.final_positions.clone(),
+                        });
+                    }
+                    Step::Shipping => self.switchover_progress(now),
+                    _ => {}
+                }
+                self.st
+                    .timers
+                    .set(Timer::RoleStep, (now + arbiter_timeout).min(until));
+            }
+            (_, Step::Handoff { .. }) => {
+                // No answer from the arbiter: ask again (hand-off is idempotent there).
+                let req = self.new_req();
+                let epoch = self.st.epoch;
+                let to = self.peer;
+                self.set_step(Step::Handoff { req });
+                self.send(Peer::Arbiter, Message::Handoff { epoch, to, req });
+                self.st.timers.set(Timer::RoleStep, now + arbiter_timeout);
+            }
+            (ProcKind::Rebuild, Step::AwaitFulls { .. }) => {
+                // Ask again: the request or the fulls may have been lost.
+                self.send_peer(Message::RequestFull { db: None });
+                self.set_step(Step::AwaitFulls { asked_at: now });
+                self.st
+                    .timers
+                    .set(Timer::RoleStep, now + self.cfg.restore.op_timeout_ms);
+            }
+            (_, Step::AwaitEpoch | Step::ReachFinal) => {
+                // The primary may have died or abandoned the switchover without a word: once
+                // it is overdue and the arbiter still names the primary, watch it again.
+                let overdue = now.saturating_sub(p.started_at)
+                    >= self.cfg.failover.switchover_timeout_ms + 2 * arbiter_timeout;
+                let fresh = self
+                    .st
+                    .peer
+                    .arbiter_view_at
+                    .is_some_and(|t| now.saturating_sub(t) <= 2 * arbiter_timeout);
+                let peer_holds = self
+                    .st
+                    .peer
+                    .arbiter_view
+                    .as_ref()
+                    .is_some_and(|v| v.epoch == self.st.epoch && v.holder == Some(self.peer));
+                if overdue && fresh && peer_holds {
+                    return self.abandon_target(now, "the switchover did not complete in time");
+                }
+                if self.cfg.arbiter {
+                    self.query_arbiter(now);
+                }
+                self.st.timers.set(Timer::RoleStep, now + arbiter_timeout);
+            }
+            (_, Step::Renew { .. }) => {
+                self.switchover_renew(now);
+            }
+            _ => {
+                if let Some(at) = self.step_until(&p.step) {
+                    self.st.timers.set(Timer::RoleStep, at);
+                }
+            }
+        }
+    }
+
+    pub(in crate::engine) fn step_until(&self, s: &Step) -> Option<Millis> {
+        match s {
+            Step::LocalRestart { until } | Step::Confirm { until } => Some(*until),
+            _ => None,
+        }
+    }
+
+    pub(in crate::engine) fn set_step(&mut self, step: Step) {
+        if let Some(p) = self.st.procedure.as_mut() {
+            p.step = step;
+        }
+    }
+
+    pub(in crate::engine) fn abort_procedure(&mut self, now: Millis, why: &str) {
+        let Some(p) = self.st.procedure.take() else {
+            return;
+        };
+        self.st.timers.cancel(Timer::RoleStep);
+        if let ProcKind::Failover { .. } = p.kind {
+            if p.new_epoch.is_some() {
+                // We already hold the new epoch: promotion must finish, not abort.
+                self.st.procedure = Some(p);
+                return;
+            }
+            self.st.role = Role::Secondary;
+        }
+        self.audit(
+            now,
+            "abort".into(),
+            why.into(),
+            vec![Self::kv("procedure", format!("{:?}", p.kind))],
+        );
+    }
+
+    /// Drain: restore everything received and verified before taking over.
+    pub(in crate::engine) fn drain_step(&mut self, now: Millis) {
+        if !self
+            .st
+            .procedure
+            .as_ref()
+            .is_some_and(|p| p.step == Step::Drain)
+        {
+            return;
+        }
+        self.pump_all(now);
+        if self.restores_in_flight() {
+            return; // role_progress comes back when restores finish
+        }
+        let now_ = now;
+        if self
+            .st
+            .dbs
+            .iter()
+            .any(|d| matches!(d.next(now_), crate::engine::Next::Restore(_)))
+        {
+            return;
+        }
+        self.acquire(now);
+    }
+
+    pub(in crate::engine) fn restores_in_flight(&self) -> bool {
+        self.st.restoring > 0
+            || self
+                .st
+                .dbs
+                .iter()
+                .any(|d| d.in_flight.is_some() || d.queued)
+    }
+
+    pub(in crate::engine) fn compute_rpo(&mut self, now: Millis) {
+        let mut lower = 0u64;
+        let mut losses = Vec::new();
+        // Writes that could have happened since the last heartbeat: its age (plus one heartbeat
+        // of sampling lag) at twice the peak observed rate. Unknown without any heartbeat.
+        let extra = self.st.peer.last_heartbeat_at.map(|t| {
+            let age = now.saturating_sub(t) + self.cfg.lease.heartbeat_every_ms;
+            (self.st.peer.peak_rate.saturating_mul(2).saturating_mul(age)).div_ceil(1000)
+        });
+        for (i, d) in self.st.dbs.iter().enumerate() {
+            let restored = d.position.unwrap_or_default();
+            let known = d.known_produced.max(restored);
+            let l = known.0 - restored.0;
+            lower += l;
+            // Every database that may have lost something is listed: a known loss, or an upper
+            // bound above zero (or unknown).
+            if l > 0 || extra.is_none_or(|x| x > 0) {
+                losses.push(DbLoss {
+                    db: DbId(i as u32),
+                    restored,
+                    known_produced: known,
+                    rpo_lower: l,
+                    rpo_upper: None,
+                });
+            }
+        }
+        let upper = extra.map(|x| lower + x);
+        for l in &mut losses {
+            l.rpo_upper = extra.map(|x| l.rpo_lower + x);
+        }
+        if let Some(p) = self.st.procedure.as_mut() {
+            p.rpo = Some((lower, upper, losses));
+        }
+    }
+
+    pub(in crate::engine) fn acquire(&mut self, now: Millis) {
+        let forced = matches!(
+            self.st.procedure.as_ref().map(|p| &p.kind),
+            Some(ProcKind::Failover { forced: true })
+        );
+        let arbiter_silent = self.st.peer.arbiter_view_at.is_none_or(|t| {
+            now.saturating_sub(t)
+                > self.cfg.lease.arbiter_timeout_ms + self.cfg.failover.probe_every_ms
+        });
+        if !self.cfg.arbiter || (forced && arbiter_silent) {
+            // No witness to ask: the operator accepted the risk. Take the next epoch ourselves.
+            let epoch = Epoch(self.st.epoch.0 + 1);
+            self.audit(now, "self-assigned epoch".into(), "forced failover without a reachable arbiter: the old primary may still be serving (split-brain risk accepted by the operator)".into(), vec![
+                Self::kv("epoch", epoch),
+            ]);
+            self.st.epoch = epoch;
+            self.st.holder = self.me;
+            self.st.lease.unmanaged = true;
+            if let Some(p) = self.st.procedure.as_mut() {
+                p.new_epoch = Some(epoch);
+            }
+            if self.cfg.arbiter {
+                // Keep telling the arbiter: once it answers it adopts this epoch, and the old
+                // primary, should it come back, is refused instead of re-granted.
+                self.st
+                    .timers
+                    .set(Timer::LeaseRenew, now + self.cfg.lease.renew_every_ms);
+            }
+            self.quarantine_older(now);
+            return self.after_epoch(now);
+        }
+        let req = self.new_req();
+        self.st.lease.remember(req, now);
+        self.set_step(Step::Acquire { req, sent_at: now });
+        let seen = self.st.epoch;
+        self.send(
+            Peer::Arbiter,
+            Message::Acquire {
+                seen,
+                req,
+                force: forced,
+            },
+        );
+        self.st
+            .timers
+            .set(Timer::RoleStep, now + self.cfg.lease.arbiter_timeout_ms);
+    }
+
+    pub(in crate::engine) fn procedure_granted(&mut self, now: Millis, epoch: Epoch, _req: u64) {
+        let Some(p) = self.st.procedure.as_mut() else {
+            return;
+        };
+        match (&p.kind, &p.step) {
+            (ProcKind::Failover { .. }, Step::Acquire { .. }) => {
+                p.new_epoch = Some(epoch);
+                self.st.timers.cancel(Timer::RoleStep);
+                self.audit(
+                    now,
+                    "new epoch".into(),
+                    "the arbiter granted the next epoch".into(),
+                    vec![
+                        Self::kv("epoch", epoch),
+                        Self::kv("lease_expires", format!("{:?}", self.st.lease.expires)),
+                    ],
+                );
+                self.quarantine_older(now);
+                self.after_epoch(now);
+            }
+            (ProcKind::Failover { .. }, _) if p.new_epoch.is_some() => {
+                // Lease renewed after a restart or a lapse mid-promotion: resume where we were.
+                self.resume_promotion(now);
+            }
+            (ProcKind::Switchover, Step::Renew { .. }) => {
+                self.st.timers.cancel(Timer::RoleStep);
+                self.quarantine_older(now);
+                self.promote(now);
+            }
+            (ProcKind::Switchover, Step::Promote { .. }) => self.resume_promotion(now),
+            _ => {}
+        }
+    }
+
+    /// The lease is (again) valid: a promotion held back for it goes out, with its id.
+    pub(in crate::engine) fn resume_promotion(&mut self, now: Millis) {
+        let step = self.st.procedure.as_ref().map(|p| p.step.clone());
+        match step {
+            Some(Step::Acquire { .. }) => self.after_epoch(now),
+            Some(Step::Promote { op }) if !self.st.ops.contains_key(&op) => {
+                self.issue_promote(now, op)
+            }
+            _ => {}
+        }
+    }
+
+    pub(in crate::engine) fn after_epoch(&mut self, now: Millis) {
+        if self.restores_in_flight() {
+            // Restores issued before the epoch was ours finish first: nothing is ever restored
+            // into a database that accepts writes. role_progress comes back when one finishes;
+            // the timer too, for a restore whose artifact was quarantined meanwhile.
+            self.set_step(Step::Settle);
+            self.st
+                .timers
+                .set(Timer::RoleStep, now + self.cfg.failover.probe_every_ms);
+            return;
+        }
+        // The data-loss bounds as of the promotion: nothing is restored after this point.
+        self.compute_rpo(now);
+        let epoch = self.st.epoch;
+        if self.cfg.failover.fence_hook {
+            let target = self.peer;
+            let op = self.issue(now, OpPurpose::Role, |op| Command::ExternalFence {
+                op,
+                target,
+                epoch,
+            });
+            self.set_step(Step::ExternalFence { op });
+        } else {
+            self.promote(now);
+        }
+    }
+
+    pub(in crate::engine) fn promote(&mut self, now: Millis) {
+        let op = self.new_op_id();
+        self.set_step(Step::Promote { op });
+        self.issue_promote(now, op);
+    }
+
+    /// Issue (or re-issue, same id) the promotion, only under a valid lease.
+    pub(in crate::engine) fn issue_promote(&mut self, now: Millis, op: OpId) {
+        if !self.lease_ok(now) {
+            return self.audit(
+                now,
+                "promotion waits".into(),
+                "the lease must be renewed before the database may accept writes".into(),
+                vec![
+                    Self::kv("epoch", self.st.epoch),
+                    Self::kv("lease_expires", format!("{:?}", self.st.lease.expires)),
+                ],
+            );
+        }
+        let epoch = self.st.epoch;
+        let cmd = Command::Promote { op, epoch };
+        self.st.ops.insert(
+            op,
+            crate::engine::OpEntry {
+                cmd: cmd.clone(),
+                issued_at: now,
+                purpose: OpPurpose::Role,
+            },
+        );
+        self.command(cmd);
+    }
+
+    pub(in crate::engine) fn role_op_done(
+        &mut self,
+        now: Millis,
+        op: OpId,
+        cmd: &Command,
+        result: Result<(), Failure>,
+    ) {
+        if let Err(f) = &result {
+            // Retry the same operation (same id) after the op timeout.
+            self.audit(
+                now,
+                "operation failed".into(),
+                format!("{} {}", f.code, f.message),
+                vec![Self::kv("command", format!("{cmd:?}"))],
+            );
+            if matches!(cmd, Command::RestartService { .. }) {
+                self.resign(
+                    now,
+                    "Auto Pilot: the local restart of the database service failed",
+                );
+            } else {
+                self.st.ops.insert(
+                    op,
+                    crate::engine::OpEntry {
+                        cmd: cmd.clone(),
+                        issued_at: now,
+                        purpose: OpPurpose::Role,
+                    },
+                );
+            }
+            if let (Command::Fence { .. }, Some(Step::StopWrites { .. })) =
+                (cmd, self.st.procedure.as_ref().map(|p| &p.step))
+            {
+                // Writes could not be stopped: a switchover cannot go on safely.
+                self.st.ops.remove(&op);
+                self.abort_switchover(now, "writes could not be stopped");
+            }
+            return;
+        }
+        if matches!(cmd, Command::RestartService { .. }) && self.st.lease.resigned {
+            // The service is back: take the lease up again.
+            self.st.lease.resigned = false;
+            self.st.timers.set(Timer::LeaseRenew, now);
+        }
+        let Some(p) = self.st.procedure.clone() else {
+            return;
+        };
+        match (&p.step, cmd) {
+            (Step::ExternalFence { op: o }, Command::ExternalFence { .. }) if *o == op => {
+                self.promote(now)
+            }
+            (Step::Promote { op: o }, Command::Promote { .. }) if *o == op => self.promoted(now),
+            (Step::SwitchIdentity { op: o }, Command::SwitchIdentity { .. }) if *o == op => {
+                self.finish(now)
+            }
+            (Step::StopWrites { op: o }, Command::Fence { .. }) if *o == op => {
+                let op = self.issue(now, OpPurpose::Role, |op| Command::TakeBackup {
+                    op,
+                    db: None,
+                    kind: ArtifactKind::Log,
+                });
+                self.set_step(Step::FinalLog { op });
+            }
+            (Step::FinalLog { op: o }, Command::TakeBackup { .. }) if *o == op => {
+                self.set_step(Step::Shipping);
+                self.switchover_progress(now);
+            }
+            _ => {}
+        }
+    }
+
+    pub(in crate::engine) fn promoted(&mut self, now: Millis) {
+        self.st.role = Role::Primary;
+        if let Some(db) = self.st.peer.full_wanted.take() {
+            self.take_backup(now, db, ArtifactKind::Full);
+        }
+        if self.lease_ok(now) {
+            self.arm_fence_deadline();
+        } else {
+            // The lease ran out while the promotion completed: fenced until renewed.
+            self.become_fenced(now, "promoted, but the lease must be renewed first");
+        }
+        for d in &mut self.st.dbs {
+            if let Some(p) = d.position {
+                d.write_position = d.write_position.max(p);
+            }
+        }
+        if let Some(p) = self.st.procedure.as_mut() {
+            p.writable_at = Some(now);
+        }
+        self.audit(
+            now,
+            "promoted".into(),
+            "this site accepts writes".into(),
+            vec![Self::kv("epoch", self.st.epoch)],
+        );
+        if self.cfg.failover.switch_identity {
+            let epoch = self.st.epoch;
+            let to = self.me;
+            let op = self.issue(now, OpPurpose::Role, |op| Command::SwitchIdentity {
+                op,
+                to,
+                epoch,
+            });
+            self.set_step(Step::SwitchIdentity { op });
+        } else {
+            self.finish(now);
+        }
+    }
+
+    pub(in crate::engine) fn finish(&mut self, now: Millis) {
+        let Some(p) = self.st.procedure.take() else {
+            return;
+        };
+        self.st.timers.cancel(Timer::RoleStep);
+        let epoch = self.st.epoch;
+        let site = self.cfg.site_name(self.me).to_string();
+        match p.kind {
+            ProcKind::Failover { forced } => {
+                let (lower, upper, losses) = p.rpo.unwrap_or((0, None, Vec::new()));
+                let writable_at = p.writable_at.unwrap_or(now);
+                let rto = writable_at.saturating_sub(p.detected_at);
+                let text = texts::failover(&site, epoch, lower, upper, rto, forced);
+                self.notice(now, AlertKind::Failover, Severity::Critical, text);
+                let subject = Subject::Site(self.peer);
+                self.clear(now, AlertKind::PrimaryDown, None, subject);
+                self.clear(now, AlertKind::LinkDown, None, subject);
+                self.report(Report::Failover {
+                    epoch,
+                    new_primary: self.me,
+                    forced,
+                    rpo_lower: lower,
+                    rpo_upper: upper,
+                    losses,
+                    rto_ms: rto,
+                    detected_at: p.detected_at,
+                    writable_at,
+                });
+            }
+            ProcKind::Switchover => {
+                let duration = now.saturating_sub(p.started_at);
+                let text = texts::switchover(&site, epoch, duration);
+                self.notice(now, AlertKind::Switchover, Severity::Warning, text);
+                self.report(Report::Switchover {
+                    epoch,
+                    new_primary: self.me,
+                    rpo: 0,
+                    duration_ms: duration,
+                });
+            }
+            ProcKind::Rebuild => {}
+        }
+        // Protection in reverse: the peer learns who holds the epoch now.
+        let holder = self.me;
+        self.send_peer(Message::EpochNotice { epoch, holder });
+        self.st.peer.last_heard = None;
+        self.st.peer.watch_since = now;
+        self.st.peer.last_heartbeat_at = None;
+        self.st.peer.failed_probes = 0;
+        self.st.peer.first_failure = None;
+    }
+
+    /// Called when restores complete: procedures waiting on restores move on.
+    pub(in crate::engine) fn role_progress(&mut self, now: Millis) {
+        match self.st.procedure.as_ref().map(|p| (&p.kind, &p.step)) {
+            Some((ProcKind::Failover { .. }, Step::Drain)) => self.drain_step(now),
+            Some((ProcKind::Failover { .. }, Step::Settle)) => self.after_epoch(now),
+            Some((ProcKind::Switchover, Step::ReachFinal)) => self.switchover_target_check(now),
+            Some((ProcKind::Rebuild, _)) => self.rebuild_progress(now),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! Heartbeats between the sites and probes of the primary: a dead site or a dead link.
+
+use super::*;
+use crate::alert::{AlertId, AlertKind, Severity, Subject};
+use crate::engine::{texts, SiteEngine, Timer};
+use crate::ids::{DbId, Lsn, Millis, SiteId};
+use crate::protocol::{ArbiterView, Command, Heartbeat, Message, Peer, ProbeTarget};
+
+impl SiteEngine {
+    pub(in crate::engine) fn heartbeat(&mut self, _now: Millis) {
+        self.st.heartbeat_seq += 1;
+        let primary = self.holds_epoch();
+        if primary {
+            self.command(Command::SamplePositions);
+        }
+        let positions: Vec<(DbId, Lsn)> = if primary {
+            let dirty = std::mem::take(&mut self.st.dirty);
+            dirty
+                .into_iter()
+                .filter_map(|db| {
+                    let d = self.st.dbs.get_mut(db.0 as usize)?;
+                    d.position_dirty = false;
+                    Some((db, d.write_position))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let every = self.cfg.lease.heartbeat_every_ms.max(1);
+        let rate =
+            std::mem::take(&mut self.st.advanced_since_heartbeat).saturating_mul(1000) / every;
+        let hb = Heartbeat {
+            epoch: self.st.epoch,
+            seq: self.st.heartbeat_seq,
+            backups_paused: self.st.backups_paused,
+            writable: self.writable(),
+            positions,
+            write_rate_per_sec: if primary { rate } else { 0 },
+        };
+        self.send_peer(Message::Heartbeat(hb));
+    }
+
+    pub(in crate::engine) fn on_heartbeat(&mut self, now: Millis, from: SiteId, hb: Heartbeat) {
+        self.st.peer.last_heard = Some(now);
+        if hb.epoch > self.st.epoch {
+            // A heartbeat says which epoch the sender knows, not who holds it: a rebuilt old
+            // primary knows the new epoch without holding it (and the holder may be this very
+            // site, whose grant was lost). Learn it from the arbiter, or from the sender's
+            // notice, which names the holder.
+            if self.cfg.arbiter && self.st.peer.arbiter_query.is_none() {
+                self.query_arbiter(now);
+            }
+            return;
+        }
+        if hb.epoch < self.st.epoch {
+            // The sender is behind: tell it who holds the epoch now.
+            let holder = self.st.holder;
+            self.send_peer(Message::EpochNotice {
+                epoch: self.st.epoch,
+                holder,
+            });
+            return;
+        }
+        if from != self.st.holder {
+            return;
+        }
+        self.st.peer.last_heartbeat_at = Some(now);
+        if self.st.role == Role::SwitchoverTarget && hb.writable && hb.epoch == self.st.epoch {
+            // The primary accepts writes again: it abandoned the switchover (the notice was
+            // lost). If it did not, it says the final positions again and we resume.
+            self.abandon_target(now, "the primary accepts writes again");
+        }
+        if hb.backups_paused != self.st.peer.backups_paused {
+            self.st.peer.backups_paused = hb.backups_paused;
+            self.st.peer.paused_since = hb.backups_paused.then_some(now);
+            self.pause_check(now);
+        }
+        self.st.peer.peak_rate = self.st.peer.peak_rate.max(hb.write_rate_per_sec);
+        for (db, lsn) in hb.positions {
+            if let Some(d) = self.st.dbs.get_mut(db.0 as usize) {
+                d.known_produced = d.known_produced.max(lsn);
+            }
+        }
+    }
+
+    pub(in crate::engine) fn watches_primary(&self) -> bool {
+        matches!(
+            self.st.role,
+            Role::Secondary | Role::SwitchoverTarget | Role::Promoting
+        )
+    }
+
+    pub(in crate::engine) fn probe_tick(&mut self, now: Millis) {
+        if !self.watches_primary() {
+            return;
+        }
+        self.command(Command::Probe);
+        if !self.cfg.arbiter {
+            return;
+        }
+        match self.st.peer.arbiter_query {
+            Some((_, sent)) if now.saturating_sub(sent) < self.cfg.lease.arbiter_timeout_ms => {}
+            Some(_) => {
+                self.arbiter_unreachable(now);
+                self.query_arbiter(now);
+            }
+            None => self.query_arbiter(now),
+        }
+        self.evaluate(now);
+    }
+
+    pub(in crate::engine) fn query_arbiter(&mut self, now: Millis) {
+        let req = self.new_req();
+        let first = self.st.peer.arbiter_query.map_or(now, |(_, t)| t);
+        self.st.peer.arbiter_query = Some((req, first));
+        self.send(Peer::Arbiter, Message::Query { req });
+    }
+
+    pub(in crate::engine) fn on_view(&mut self, now: Millis, view: ArbiterView) {
+        self.st.peer.arbiter_query = None;
+        self.clear(
+            now,
+            AlertKind::ArbiterUnreachable,
+            None,
+            Subject::Site(self.me),
+        );
+        if let Some(holder) = view.holder {
+            if view.epoch > self.st.epoch {
+                self.learn_epoch(now, view.epoch, holder);
+            }
+        }
+        self.st.peer.arbiter_view = Some(view.clone());
+        self.st.peer.arbiter_view_at = Some(now);
+        // A hand-off to us: renew to start our lease.
+        if self.st.role == Role::SwitchoverTarget
+            && view.holder == Some(self.me)
+            && view.epoch == self.st.epoch
+        {
+            self.switchover_renew(now);
+        }
+        self.evaluate(now);
+    }
+
+    pub(in crate::engine) fn probe_result(&mut self, now: Millis, target: ProbeTarget, ok: bool) {
+        if !self.watches_primary() {
+            return;
+        }
+        let p = &mut self.st.peer;
+        match (target, ok) {
+            (ProbeTarget::Site, ok) => {
+                // Reachability only qualifies the service probes; deciding on it alone would
+                // see a healed link with a stale failure count as a dead service.
+                p.site_reachable = ok;
+                return;
+            }
+            (ProbeTarget::Service, true) => {
+                p.failed_probes = 0;
+                p.first_failure = None;
+                p.declined_at = None;
+                p.ok_streak = p.ok_streak.saturating_add(1);
+                let healthy_since = *p.healthy_since.get_or_insert(now);
+                if p.ok_streak >= self.cfg.failover.unhealthy_count {
+                    let subject = Subject::Site(self.st.holder);
+                    self.clear(now, AlertKind::PrimaryDown, None, subject);
+                    // Hysteresis: a link that flaps keeps its one alert instead of raising and
+                    // clearing it with every flap; it clears once the link stayed up a while.
+                    if now.saturating_sub(healthy_since) >= crate::defaults::LINK_DOWN_CLEAR_AFTER {
+                        self.clear(now, AlertKind::LinkDown, None, subject);
+                    }
+                }
+                // Auto Pilot succeeded: the primary came back by itself.
+                if self.st.procedure.as_ref().is_some_and(|p| {
+                    matches!(p.step, Step::LocalRestart { .. } | Step::Confirm { .. })
+                }) {
+                    self.abort_procedure(now, "the primary is healthy again");
+                }
+            }
+            (ProbeTarget::Service, false) => {
+                p.ok_streak = 0;
+                p.healthy_since = None;
+                p.failed_probes = p.failed_probes.saturating_add(1);
+                p.first_failure.get_or_insert(now);
+            }
+        }
+        self.evaluate(now);
+    }
+
+    pub(in crate::engine) fn unhealthy(&self, now: Millis) -> bool {
+        let p = &self.st.peer;
+        let f = &self.cfg.failover;
+        p.failed_probes >= f.unhealthy_count
+            && p.first_failure
+                .is_some_and(|t| now.saturating_sub(t) >= f.unhealthy_for_ms)
+    }
+
+    /// Dead site or dead link? Decide from our probes and the arbiter's view.
+    pub(in crate::engine) fn evaluate(&mut self, now: Millis) {
+        if self.st.role != Role::Secondary || !self.unhealthy(now) {
+            return;
+        }
+        let primary = self.st.holder;
+        let subject = Subject::Site(primary);
+        let p = &self.st.peer;
+        let failed = p.failed_probes;
+        let secs = p.first_failure.map_or(0, |t| now.saturating_sub(t) / 1000);
+        let fresh_within = self.cfg.lease.arbiter_timeout_ms + self.cfg.failover.probe_every_ms;
+        let view = match (&p.arbiter_view, p.arbiter_view_at) {
+            (Some(v), Some(t)) if now.saturating_sub(t) <= fresh_within => Some(v.clone()),
+            _ => None,
+        };
+        let view_age = p.arbiter_view_at.map_or(0, |t| now.saturating_sub(t));
+        let down_id = AlertId {
+            kind: AlertKind::PrimaryDown,
+            db: None,
+            subject,
+        };
+        match view {
+            Some(v)
+                if v.holder_renewing
+                    && v.holder == Some(primary)
+                    && self.st.peer.site_reachable =>
+            {
+                self.service_down(now, &v);
+            }
+            // The arbiter's lease outlives a dead holder by up to a lease length. A holder whose
+            // last renewal (as of now: the view's age counts) is over two renewal periods old
+            // is not "seen renewing": neither a dead link nor (yet) a dead site; the lease
+            // lapse decides.
+            Some(v)
+                if v.holder_renewing
+                    && v.holder == Some(primary)
+                    && v.since_renewal_ms
+                        .is_some_and(|s| s + view_age > 2 * self.cfg.lease.renew_every_ms) => {}
+            Some(v) if v.holder_renewing && v.holder == Some(primary) => {
+                let id = AlertId {
+                    kind: AlertKind::LinkDown,
+                    db: None,
+                    subject,
+                };
+                if !self.st.alerts.is_active(&id) {
+                    let text =
+                        texts::link_down(self.cfg.site_name(self.me), self.cfg.site_name(primary));
+                    self.raise(
+                        now,
+                        AlertKind::LinkDown,
+                        None,
+                        subject,
+                        Severity::Failure,
+                        false,
+                        text,
+                    );
+                    self.audit(
+                        now,
+                        "no failover".into(),
+                        "the arbiter still sees the primary renewing: dead link, not dead site"
+                            .into(),
+                        vec![
+                            Self::kv("failed_probes", failed),
+                            Self::kv(
+                                "arbiter_since_renewal_ms",
+                                format!("{:?}", v.since_renewal_ms),
+                            ),
+                        ],
+                    );
+                }
+            }
+            Some(v) if v.lease_lapsed => {
+                self.clear(now, AlertKind::LinkDown, None, subject);
+                if !self.st.alerts.is_active(&down_id) {
+                    let text = texts::primary_down(self.cfg.site_name(primary), failed, secs, true);
+                    self.raise(
+                        now,
+                        AlertKind::PrimaryDown,
+                        None,
+                        subject,
+                        Severity::Critical,
+                        false,
+                        text,
+                    );
+                }
+                if self.cfg.failover.automatic
+                    && self.st.procedure.is_none()
+                    && !self.declined_this_episode()
+                {
+                    let detected = p_first(&self.st.peer, now);
+                    self.start_failover(
+                        now,
+                        false,
+                        false,
+                        detected,
+                        &v,
+                        "the primary is unhealthy from here and the arbiter reports its lease lapsed",
+                    );
+                }
+            }
+            Some(_) => {} // not renewing, not lapsed yet: wait for the lease to run out
+            None => {
+                if !self.st.alerts.is_active(&down_id) {
+                    let text =
+                        texts::primary_down(self.cfg.site_name(primary), failed, secs, false);
+                    self.raise(
+                        now,
+                        AlertKind::PrimaryDown,
+                        None,
+                        subject,
+                        Severity::Critical,
+                        false,
+                        text,
+                    );
+                }
+                if self.cfg.arbiter {
+                    self.arbiter_unreachable(now);
+                }
+            }
+        }
+    }
+
+    /// An operator (or an unanswered confirmation) declined a failover during this outage.
+    pub(in crate::engine) fn declined_this_episode(&self) -> bool {
+        let p = &self.st.peer;
+        p.declined_at
+            .is_some_and(|d| p.first_failure.is_some_and(|f| f <= d))
+    }
+
+    /// Auto Pilot already asked for a local restart during this outage.
+    pub(in crate::engine) fn restart_tried_this_episode(&self) -> bool {
+        let p = &self.st.peer;
+        p.local_restart_at
+            .is_some_and(|t| p.first_failure.is_some_and(|f| f <= t))
+    }
+
+    /// The primary's agent answers and still renews, but its database service does not: not a
+    /// dead link and not a dead site. Auto Pilot (when configured) asks the agent to restart
+    /// the service; if that fails the agent gives up its lease and the failover follows.
+    pub(in crate::engine) fn service_down(&mut self, now: Millis, v: &ArbiterView) {
+        let primary = self.st.holder;
+        let subject = Subject::Site(primary);
+        let id = AlertId {
+            kind: AlertKind::PrimaryDown,
+            db: None,
+            subject,
+        };
+        let failed = self.st.peer.failed_probes;
+        if !self.st.alerts.is_active(&id) {
+            let secs = self
+                .st
+                .peer
+                .first_failure
+                .map_or(0, |t| now.saturating_sub(t) / 1000);
+            let text = texts::service_down(self.cfg.site_name(primary), failed, secs);
+            self.raise(
+                now,
+                AlertKind::PrimaryDown,
+                None,
+                subject,
+                Severity::Critical,
+                false,
+                text,
+            );
+            self.audit(
+                now,
+                "no failover".into(),
+                "the primary's service is down but its agent answers and the arbiter sees it renewing".into(),
+                vec![
+                    Self::kv("failed_probes", failed),
+                    Self::kv("site_reachable", true),
+                    Self::kv("arbiter_holder_renewing", v.holder_renewing),
+                    Self::kv("local_restart", self.cfg.failover.local_restart),
+                ],
+            );
+        }
+        if self.cfg.failover.automatic
+            && self.cfg.failover.local_restart
+            && self.st.procedure.is_none()
+            && !self.restart_tried_this_episode()
+            && !self.declined_this_episode()
+        {
+            let detected = p_first(&self.st.peer, now);
+            self.start_failover(
+                now,
+                false,
+                false,
+                detected,
+                v,
+                "Auto Pilot: the primary's service is down while its agent answers; a local restart comes first",
+            );
+        }
+    }
+
+    /// The primary's agent could not restart its database service (Auto Pilot): give the lease
+    /// up so that it lapses and the recovery site takes over.
+    pub(in crate::engine) fn resign(&mut self, now: Millis, why: &str) {
+        if !self.cfg.arbiter || !matches!(self.st.role, Role::Primary | Role::Fenced) {
+            return;
+        }
+        self.st.lease.resigned = true;
+        self.st.timers.cancel(Timer::LeaseRenew);
+        if self.st.role == Role::Primary {
+            self.become_fenced(now, "resigning the lease: the database service is down");
+        }
+        self.audit(
+            now,
+            "resign".into(),
+            format!("{why}: the lease is left to lapse so the recovery site can take over"),
+            vec![
+                Self::kv("epoch", self.st.epoch),
+                Self::kv("lease_expires", format!("{:?}", self.st.lease.expires)),
+            ],
+        );
+    }
+}

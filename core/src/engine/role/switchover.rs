@@ -1,0 +1,265 @@
+//! Planned switchover and failback: final log, exact positions, epoch hand-off, reverse replication.
+
+use super::*;
+use crate::engine::{OpPurpose, SiteEngine, Timer};
+use crate::ids::{DbId, Epoch, Lsn, Millis};
+use crate::protocol::{Command, Message, Peer};
+
+impl SiteEngine {
+    pub(in crate::engine) fn start_switchover(&mut self, now: Millis) {
+        if self.st.role != Role::Primary || self.st.procedure.is_some() {
+            return self.audit(
+                now,
+                "switchover refused".into(),
+                format!(
+                    "this site is {} (must be a primary without a procedure in progress)",
+                    self.st.role.as_str()
+                ),
+                vec![],
+            );
+        }
+        // Writes stop first: never for a recovery site that is not there to take over.
+        let silent = self
+            .st
+            .peer
+            .last_heard
+            .map_or(Millis::MAX, |t| now.saturating_sub(t));
+        if silent > 3 * self.cfg.lease.heartbeat_every_ms {
+            return self.audit(
+                now,
+                "switchover refused".into(),
+                "the recovery site has not been heard from recently".into(),
+                vec![Self::kv("silent_ms", silent)],
+            );
+        }
+        self.st.role = Role::SwitchingOver;
+        let op = self.issue(now, OpPurpose::Role, |op| Command::Fence { op });
+        self.st.procedure = Some(Procedure::new(
+            ProcKind::Switchover,
+            Step::StopWrites { op },
+            now,
+            now,
+        ));
+        self.st.timers.set(
+            Timer::RoleStep,
+            now + self.cfg.failover.switchover_timeout_ms,
+        );
+        self.audit(
+            now,
+            "switchover".into(),
+            "planned switchover requested by an operator".into(),
+            vec![Self::kv("to", self.cfg.site_name(self.peer))],
+        );
+    }
+
+    /// Primary side: once the final log is acknowledged, tell the target the final positions.
+    pub(in crate::engine) fn switchover_progress(&mut self, now: Millis) {
+        if !self
+            .st
+            .procedure
+            .as_ref()
+            .is_some_and(|p| p.step == Step::Shipping)
+        {
+            return;
+        }
+        if !self.st.outbox.is_empty() {
+            return;
+        }
+        let positions: Vec<(DbId, Lsn)> = self
+            .st
+            .dbs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let last = d.last_backup.map_or(Lsn(0), |(m, _)| m.key.lsn_end);
+                (DbId(i as u32), d.write_position.max(last))
+            })
+            .collect();
+        if let Some(p) = self.st.procedure.as_mut() {
+            p.final_positions = positions.clone();
+            p.step = Step::AwaitReady;
+        }
+        let epoch = self.st.epoch;
+        self.send_peer(Message::SwitchoverFinal { epoch, positions });
+        // Said again until the target answers (step_deadline), within the switchover timeout.
+        let until = self.st.procedure.as_ref().map_or(now, |p| {
+            p.started_at + self.cfg.failover.switchover_timeout_ms
+        });
+        self.st.timers.set(
+            Timer::RoleStep,
+            (now + self.cfg.lease.arbiter_timeout_ms).min(until),
+        );
+    }
+
+    pub(in crate::engine) fn on_switchover_final(
+        &mut self,
+        now: Millis,
+        epoch: Epoch,
+        positions: Vec<(DbId, Lsn)>,
+    ) {
+        if epoch == self.st.epoch
+            && !matches!(self.st.role, Role::Secondary | Role::SwitchoverTarget)
+        {
+            // Say so at once, or the primary keeps its writes stopped until its timeout.
+            let reason = format!(
+                "the recovery site cannot take over: it is {}",
+                self.st.role.as_str()
+            );
+            self.send_peer(Message::SwitchoverAborted { epoch, reason });
+            return;
+        }
+        if epoch != self.st.epoch
+            || !matches!(self.st.role, Role::Secondary | Role::SwitchoverTarget)
+        {
+            return;
+        }
+        self.st.role = Role::SwitchoverTarget;
+        let mut p = Procedure::new(ProcKind::Switchover, Step::ReachFinal, now, now);
+        for (db, lsn) in &positions {
+            if let Some(d) = self.st.dbs.get_mut(db.0 as usize) {
+                d.known_produced = d.known_produced.max(*lsn);
+            }
+        }
+        p.final_positions = positions;
+        self.st.procedure = Some(p);
+        self.st.timers.set(
+            Timer::RoleStep,
+            now + self.cfg.failover.switchover_timeout_ms,
+        );
+        self.pump_all(now);
+        self.switchover_target_check(now);
+    }
+
+    pub(in crate::engine) fn switchover_target_check(&mut self, now: Millis) {
+        let Some(p) = self.st.procedure.as_ref() else {
+            return;
+        };
+        if p.step != Step::ReachFinal {
+            return;
+        }
+        let reached = p.final_positions.iter().all(|(db, lsn)| {
+            self.st
+                .dbs
+                .get(db.0 as usize)
+                .is_some_and(|d| d.position.unwrap_or_default() >= *lsn)
+        });
+        if !reached {
+            return;
+        }
+        self.set_step(Step::AwaitEpoch);
+        let epoch = self.st.epoch;
+        self.send_peer(Message::SwitchoverReady { epoch });
+        self.audit(
+            now,
+            "switchover ready".into(),
+            "every final position is restored".into(),
+            vec![],
+        );
+    }
+
+    pub(in crate::engine) fn on_switchover_ready(&mut self, now: Millis, epoch: Epoch) {
+        if self.st.role != Role::SwitchingOver || epoch != self.st.epoch {
+            return;
+        }
+        if !self
+            .st
+            .procedure
+            .as_ref()
+            .is_some_and(|p| p.step == Step::AwaitReady)
+        {
+            return;
+        }
+        let req = self.new_req();
+        self.set_step(Step::Handoff { req });
+        let to = self.peer;
+        if !self.cfg.arbiter {
+            // No witness: the hand-off is between the two sites.
+            let next = Epoch(epoch.0 + 1);
+            self.send_peer(Message::EpochNotice {
+                epoch: next,
+                holder: to,
+            });
+            self.learn_epoch(now, next, to);
+            return;
+        }
+        self.send(Peer::Arbiter, Message::Handoff { epoch, to, req });
+        self.st
+            .timers
+            .set(Timer::RoleStep, now + self.cfg.lease.arbiter_timeout_ms);
+    }
+
+    /// Primary side: the arbiter gave the epoch to the target; this site is the secondary now,
+    /// with exactly the target's data (no reseed).
+    pub(in crate::engine) fn switchover_handed_off(&mut self, now: Millis) {
+        if self.st.role != Role::SwitchingOver {
+            return;
+        }
+        if let Some(p) = self.st.procedure.take() {
+            for (db, lsn) in p.final_positions {
+                if let Some(d) = self.st.dbs.get_mut(db.0 as usize) {
+                    d.position = Some(lsn);
+                    d.known_produced = lsn;
+                    d.last_log_at = now;
+                }
+            }
+        }
+        self.st.role = Role::Secondary;
+        self.st.backups_paused = false; // the pause was about this site's backups
+        self.st.lease = LeaseState::default();
+        self.st.timers.cancel(Timer::FenceDeadline);
+        self.st.timers.cancel(Timer::RoleStep);
+        self.st.peer.last_heartbeat_at = None;
+        self.st.peer.watch_since = now;
+        self.audit(
+            now,
+            "handed off".into(),
+            "planned switchover: this site is the secondary now".into(),
+            vec![Self::kv("epoch", self.st.epoch)],
+        );
+    }
+
+    pub(in crate::engine) fn switchover_renew(&mut self, now: Millis) {
+        if self.st.role != Role::SwitchoverTarget {
+            return;
+        }
+        // Only before the promotion: a notice or a view arriving later must not start another.
+        if !self.st.procedure.as_ref().is_some_and(|p| {
+            matches!(
+                p.step,
+                Step::AwaitEpoch | Step::ReachFinal | Step::Renew { .. }
+            )
+        }) {
+            return;
+        }
+        if !self.cfg.arbiter {
+            self.st.lease.unmanaged = true;
+            return self.promote(now);
+        }
+        let req = self.new_req();
+        self.st.lease.remember(req, now);
+        self.set_step(Step::Renew { req });
+        let epoch = self.st.epoch;
+        self.send(Peer::Arbiter, Message::Renew { epoch, req });
+        self.st
+            .timers
+            .set(Timer::RoleStep, now + self.cfg.lease.arbiter_timeout_ms);
+    }
+
+    pub(in crate::engine) fn abort_switchover(&mut self, now: Millis, why: &str) {
+        if self.st.role != Role::SwitchingOver {
+            return;
+        }
+        self.st.procedure = None;
+        self.st.timers.cancel(Timer::RoleStep);
+        let epoch = self.st.epoch;
+        self.send_peer(Message::SwitchoverAborted {
+            epoch,
+            reason: why.to_string(),
+        });
+        self.audit(now, "switchover aborted".into(), why.into(), vec![]);
+        self.st.role = Role::Fenced;
+        if self.st.lease.valid_at(now) {
+            self.allow_writes(now, "switchover aborted: writes resume");
+        }
+    }
+}
