@@ -130,18 +130,12 @@ impl SiteEngine {
         } else {
             self.backoff(now, key);
         }
-        let attempts = self.st.outbox.get(&key).map_or(0, |e| e.attempts);
-        if attempts == self.cfg.alerts.after_attempts {
-            self.audit(
-                now,
-                "ship retry".into(),
-                format!(
-                    "the recovery site refused {attempts} copies of {key:?}: the primary's copy \
-                     may be damaged; re-copies now wait out the ship backoff"
-                ),
-                Vec::new(),
-            );
-        }
+        self.audit_ship_retries(now, key, |n| {
+            format!(
+                "the recovery site refused {n} copies of {key:?}: the primary's copy may be \
+                 damaged; re-copies now wait out the ship backoff"
+            )
+        });
         self.try_ship(now);
     }
 
@@ -154,16 +148,23 @@ impl SiteEngine {
         }
         self.st.ship_in_flight -= 1;
         self.backoff(now, key);
+        self.audit_ship_retries(now, key, |n| {
+            format!("shipping {key:?} failed {n} times: {reason}")
+        });
+        self.try_ship(now);
+    }
+
+    /// One audit record when an artifact's failed ships reach the alert threshold.
+    fn audit_ship_retries(
+        &mut self,
+        now: Millis,
+        key: ArtifactKey,
+        why: impl FnOnce(u32) -> String,
+    ) {
         let attempts = self.st.outbox.get(&key).map_or(0, |e| e.attempts);
         if attempts == self.cfg.alerts.after_attempts {
-            self.audit(
-                now,
-                "ship retry".into(),
-                format!("shipping {key:?} failed {attempts} times: {reason}"),
-                Vec::new(),
-            );
+            self.audit(now, "ship retry".into(), why(attempts), Vec::new());
         }
-        self.try_ship(now);
     }
 
     fn backoff(&mut self, now: Millis, key: ArtifactKey) {
