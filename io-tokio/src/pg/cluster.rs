@@ -257,25 +257,7 @@ impl Drop for Cluster {
 
 /// Run SQL on 127.0.0.1:`port` with `psql` (one call, autocommit); returns the rows.
 pub fn psql(port: u16, sql: &str) -> Result<Vec<String>, String> {
-    let mut c = Command::new(bin_dir().join("psql"));
-    c.args([
-        "-X",
-        "-q",
-        "-A",
-        "-t",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-h",
-        "127.0.0.1",
-        "-U",
-        "postgres",
-    ])
-    .arg("-p")
-    .arg(port.to_string())
-    .args(["-d", "postgres", "-c", sql])
-    .env("PGCONNECT_TIMEOUT", "5");
-    let out = check(c, &format!("psql -p {port} -c {sql:?}"))?;
-    Ok(out.lines().map(str::to_string).collect())
+    psql_each(port, &[sql])
 }
 
 /// A free TCP port on 127.0.0.1 (bound, then released).
