@@ -146,13 +146,23 @@ pub struct ActiveAlert {
 }
 
 /// The set of active conditions, ordered by identity so iteration is deterministic.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "AlertBookState", into = "AlertBookState")]
 pub struct AlertBook {
     active: BTreeMap<AlertId, ActiveAlert>,
     /// Active conditions per kind: most clears and lookups on the hot path are of kinds with
     /// none active, and answer without searching the map. Derived from `active`, never stored.
     kinds: [u32; AlertKind::ALL.len()],
+    /// Active conditions of a database, by `db % DB_BUCKETS`: with 100,000 databases the map
+    /// is cold in the cache, and a clear for a database with none active (nearly every clear)
+    /// answers here. Derived, never stored.
+    dbs: Box<[u32; DB_BUCKETS]>,
+}
+
+const DB_BUCKETS: usize = 4096;
+
+fn bucket(db: DbId) -> usize {
+    db.0 as usize % DB_BUCKETS
 }
 
 /// What an [`AlertBook`] stores (the per-kind counts are rebuilt on load).
@@ -163,14 +173,16 @@ struct AlertBookState {
 
 impl From<AlertBookState> for AlertBook {
     fn from(s: AlertBookState) -> AlertBook {
-        let mut kinds = [0; AlertKind::ALL.len()];
+        let mut b = AlertBook {
+            active: BTreeMap::new(),
+            kinds: [0; AlertKind::ALL.len()],
+            dbs: Box::new([0; DB_BUCKETS]),
+        };
         for id in s.active.keys() {
-            kinds[id.kind as usize] += 1;
+            b.count(id, true);
         }
-        AlertBook {
-            active: s.active,
-            kinds,
-        }
+        b.active = s.active;
+        b
     }
 }
 
@@ -180,7 +192,37 @@ impl From<AlertBook> for AlertBookState {
     }
 }
 
+impl std::fmt::Debug for AlertBook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertBook")
+            .field("active", &self.active)
+            .finish()
+    }
+}
+
+impl Default for AlertBook {
+    fn default() -> Self {
+        AlertBook::from(AlertBookState {
+            active: BTreeMap::new(),
+        })
+    }
+}
+
 impl AlertBook {
+    fn count(&mut self, id: &AlertId, up: bool) {
+        let k = &mut self.kinds[id.kind as usize];
+        *k = if up { *k + 1 } else { k.saturating_sub(1) };
+        if let Some(db) = id.db {
+            let b = &mut self.dbs[bucket(db)];
+            *b = if up { *b + 1 } else { b.saturating_sub(1) };
+        }
+    }
+
+    /// Whether `id` may be active: false is certain, true needs a look in the map.
+    fn maybe_active(&self, id: &AlertId) -> bool {
+        self.kinds[id.kind as usize] != 0 && id.db.is_none_or(|db| self.dbs[bucket(db)] != 0)
+    }
+
     /// Raise (or re-raise as an update) a condition. The severity never goes down while the
     /// condition lasts; `critical_after` escalates to critical counted from the first raise.
     pub fn raise(
@@ -200,7 +242,7 @@ impl AlertBook {
                 (AlertChange::Updated, a)
             }
             None => {
-                self.kinds[id.kind as usize] += 1;
+                self.count(&id, true);
                 let a = self.active.entry(id).or_insert(ActiveAlert {
                     severity,
                     count: 1,
@@ -229,11 +271,11 @@ impl AlertBook {
 
     /// Clear a condition; `None` when it was not active.
     pub fn clear(&mut self, now: Millis, id: AlertId, text: Option<String>) -> Option<AlertEvent> {
-        if self.kinds[id.kind as usize] == 0 {
+        if !self.maybe_active(&id) {
             return None;
         }
         let a = self.active.remove(&id)?;
-        self.kinds[id.kind as usize] -= 1;
+        self.count(&id, false);
         Some(AlertEvent {
             id,
             change: AlertChange::Cleared,
@@ -246,13 +288,13 @@ impl AlertBook {
     }
 
     pub fn get(&self, id: &AlertId) -> Option<&ActiveAlert> {
-        if self.kinds[id.kind as usize] == 0 {
+        if !self.maybe_active(id) {
             return None;
         }
         self.active.get(id)
     }
     pub fn is_active(&self, id: &AlertId) -> bool {
-        self.kinds[id.kind as usize] != 0 && self.active.contains_key(id)
+        self.maybe_active(id) && self.active.contains_key(id)
     }
     pub fn iter(&self) -> impl Iterator<Item = (&AlertId, &ActiveAlert)> {
         self.active.iter()

@@ -6,7 +6,7 @@
 //! drains `poll_output()`, ticks at `poll_timeout()` and answers restores like a database would.
 
 use lifeboat_core::alert::{AlertChange, AlertEvent};
-use lifeboat_core::engine::{DbState, SiteEngine};
+use lifeboat_core::engine::{DbState, Seen, SiteEngine};
 use lifeboat_core::name::{ArtifactName, NamePart};
 use lifeboat_core::protocol::{
     Command, Failure, Heartbeat, Input, Message, OperatorRequest, Output, Peer,
@@ -1008,7 +1008,10 @@ fn a_full_backup_arriving_before_the_log_that_reaches_it_is_no_missing_log() {
     assert_eq!(restores(&outs).len(), 1);
     assert_eq!(s.position(0), Some(300));
     assert!(s.db(0).pending.is_empty(), "the full is covered now");
-    assert_eq!(s.db(0).retained_full.map(|f| f.key.lsn_end), Some(Lsn(250)));
+    assert_eq!(
+        s.db(0).retained_full.as_deref().map(|f| f.key.lsn_end),
+        Some(Lsn(250))
+    );
 }
 
 #[test]
@@ -1599,13 +1602,13 @@ fn secondary_status_records_the_last_copy_restore_and_restore_latency() {
     let f = full(0, 100, 0);
     let (op, _) = restores(&s.receive(10 * SECOND, f))[0];
     let d = s.db(0);
-    assert_eq!(d.last_copy, Some((f, 10 * SECOND)));
-    assert_eq!(d.last_backup.map(|(m, _)| m), Some(f));
+    assert_eq!(d.last_copy, Some(Seen::of(&f, 10 * SECOND)));
+    assert_eq!(d.last_backup.map(|b| b.lsn_end), Some(f.key.lsn_end));
     assert_eq!(d.last_restore, None);
     s.run_until(40 * SECOND);
     s.complete(op, Ok(()));
     let d = s.db(0);
-    assert_eq!(d.last_restore, Some((f, 40 * SECOND)));
+    assert_eq!(d.last_restore, Some(Seen::of(&f, 40 * SECOND)));
     assert_eq!(d.last_restore_latency, Some(30 * SECOND));
 
     let m = log(0, 100, 110, 5);
@@ -1613,9 +1616,9 @@ fn secondary_status_records_the_last_copy_restore_and_restore_latency() {
     s.run_until(5 * MINUTE + 2 * SECOND);
     s.complete(op, Ok(()));
     let d = s.db(0);
-    assert_eq!(d.last_copy, Some((m, 5 * MINUTE)));
-    assert_eq!(d.last_backup.map(|(b, _)| b), Some(m));
-    assert_eq!(d.last_restore, Some((m, 5 * MINUTE + 2 * SECOND)));
+    assert_eq!(d.last_copy, Some(Seen::of(&m, 5 * MINUTE)));
+    assert_eq!(d.last_backup.map(|b| b.lsn_end), Some(m.key.lsn_end));
+    assert_eq!(d.last_restore, Some(Seen::of(&m, 5 * MINUTE + 2 * SECOND)));
     assert_eq!(d.last_restore_latency, Some(2 * SECOND));
     assert_eq!(d.last_log_at, 5 * MINUTE);
 }
@@ -1625,7 +1628,7 @@ fn primary_status_records_the_last_backup() {
     let mut p = Site::primary(config(1));
     let m = log(0, 0, 10, 0);
     p.at(7 * SECOND, Input::ArtifactDiscovered(m));
-    assert_eq!(p.db(0).last_backup, Some((m, 7 * SECOND)));
+    assert_eq!(p.db(0).last_backup, Some(Seen::of(&m, 7 * SECOND)));
     assert_eq!(p.e.write_position_of(DbId(0)), Some(Lsn(10)));
 }
 

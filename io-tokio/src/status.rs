@@ -7,10 +7,10 @@ use crate::config::SiteFile;
 use crate::http::{self, Request, Response};
 use crate::journal_store::JournalStore;
 use lifeboat_core::audit::AuditRecord;
-use lifeboat_core::engine::{Role, ShipState, SiteEngine};
+use lifeboat_core::engine::{Role, Seen, ShipState, SiteEngine};
 use lifeboat_core::report::Report;
 use lifeboat_core::utc::UtcDateTime;
-use lifeboat_core::{ArtifactMeta, Config, Input, Millis, UtcMillis};
+use lifeboat_core::{Config, DbId, Input, Millis, UtcMillis};
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::io::Write;
@@ -196,14 +196,14 @@ impl StatusBoard {
         let cfg = &self.cfg;
         let utc = utc_now();
         let ago = |t: Millis| now.saturating_sub(t);
-        let art = |m: &ArtifactMeta, at: Millis| {
+        let art = |db: usize, s: &Seen| {
             json!({
-                "file": crate::transport::inbox::artifact_file_name(m, cfg.db_name(m.key.db)),
-                "kind": m.key.kind.name_word(),
-                "lsn_start": m.key.lsn_start.0,
-                "lsn_end": m.key.lsn_end.0,
-                "epoch": m.key.epoch.0,
-                "ago_ms": ago(at),
+                "file": s.name(cfg.db_name(DbId(db as u32))).to_string(),
+                "kind": s.kind.name_word(),
+                "lsn_start": s.lsn_start.0,
+                "lsn_end": s.lsn_end.0,
+                "epoch": s.epoch.0,
+                "ago_ms": ago(s.at),
             })
         };
         let dbs: Vec<Value> = st
@@ -216,10 +216,10 @@ impl StatusBoard {
                     "name": cfg.databases.get(i).cloned().unwrap_or_default(),
                     "restored_lsn": d.position.map(|l| l.0),
                     "known_produced_lsn": d.known_produced.0,
-                    "write_lsn": d.write_position.0,
-                    "last_backup": d.last_backup.as_ref().map(|(m, t)| art(m, *t)),
-                    "last_copy": d.last_copy.as_ref().map(|(m, t)| art(m, *t)),
-                    "last_restore": d.last_restore.as_ref().map(|(m, t)| art(m, *t)),
+                    "write_lsn": st.writes.get(i).map_or(0, |w| w.lsn.0),
+                    "last_backup": d.last_backup.as_ref().map(|s| art(i, s)),
+                    "last_copy": d.last_copy.as_ref().map(|s| art(i, s)),
+                    "last_restore": d.last_restore.as_ref().map(|s| art(i, s)),
                     "restore_latency_ms": d.last_restore_latency,
                     "since_last_log_ms": ago(d.last_log_at),
                     "backlog": backlog,

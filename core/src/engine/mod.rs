@@ -10,7 +10,7 @@ mod role;
 mod texts;
 mod timers;
 
-pub use chain::{DbState, Gap, Next, Pending};
+pub use chain::{DbState, Gap, Next, Pending, Seen, WritePosition};
 pub use outbox::{OutEntry, ShipState};
 pub use role::{LeaseState, PeerView, Procedure, Role, Step};
 pub use timers::{Timer, Timers};
@@ -58,6 +58,8 @@ pub struct SiteState {
     pub holder: SiteId,
     pub lease: LeaseState,
     pub dbs: Vec<DbState>,
+    /// Write positions, indexed like `dbs` (see [`WritePosition`]).
+    pub writes: Vec<WritePosition>,
     /// Primary: artifacts not yet acknowledged by the recovery site.
     pub outbox: BTreeMap<ArtifactKey, OutEntry>,
     pub ship_queue: VecDeque<ArtifactKey>,
@@ -91,6 +93,9 @@ pub struct SiteEngine {
     peer: SiteId,
     st: SiteState,
     out: VecDeque<Output>,
+    /// `st.timers.next()` as of the end of the last `handle` (only `handle` moves timers):
+    /// `poll_timeout` answers from it instead of walking the timers again.
+    deadline: Option<Millis>,
 }
 
 impl SiteEngine {
@@ -99,6 +104,7 @@ impl SiteEngine {
         let peer = SiteId(1 - me.0.min(1));
         let primary = cfg.initial_primary_id();
         let dbs = vec![DbState::default(); cfg.databases.len()];
+        let writes = vec![WritePosition::default(); cfg.databases.len()];
         let role = if me == primary {
             Role::Fenced
         } else {
@@ -118,6 +124,7 @@ impl SiteEngine {
                 holder: primary,
                 lease: LeaseState::default(),
                 dbs,
+                writes,
                 outbox: BTreeMap::new(),
                 ship_queue: VecDeque::new(),
                 ship_in_flight: 0,
@@ -135,6 +142,7 @@ impl SiteEngine {
                 clock_base: 0,
             },
             out: VecDeque::new(),
+            deadline: None,
             cfg,
         }
     }
@@ -145,6 +153,8 @@ impl SiteEngine {
         e.st = st;
         let n = e.cfg.databases.len();
         e.st.dbs.resize(n, DbState::default());
+        e.st.writes.resize(n, WritePosition::default());
+        e.deadline = e.st.timers.next();
         e
     }
 
@@ -224,10 +234,7 @@ impl SiteEngine {
         if !self.st.started {
             return Some(self.st.now.saturating_sub(self.st.clock_base));
         }
-        self.st
-            .timers
-            .next()
-            .map(|t| t.saturating_sub(self.st.clock_base))
+        self.deadline.map(|t| t.saturating_sub(self.st.clock_base))
     }
 
     // ---------------------------------------------------------------- plumbing
@@ -306,11 +313,18 @@ impl SiteEngine {
         self.pump_all(now);
     }
 
+    /// Fire the timers due at `now`, and remember the next deadline for `poll_timeout`.
     fn run_timers(&mut self, now: Millis) {
+        self.deadline = self.st.timers.next();
         // Most inputs cross no deadline.
-        if self.st.timers.next().is_none_or(|t| t > now) {
+        if self.deadline.is_none_or(|t| t > now) {
             return;
         }
+        self.fire_timers(now);
+        self.deadline = self.st.timers.next();
+    }
+
+    fn fire_timers(&mut self, now: Millis) {
         // Bounded: each pass consumes due timers; a handful of passes covers chained timers.
         for _ in 0..4 {
             let mut fired = false;
@@ -337,12 +351,8 @@ impl SiteEngine {
                 );
                 self.op_sweep(now);
             }
-            while let Some(&(at, key)) = self.st.timers.ship_backoff.first() {
-                if at > now {
-                    break;
-                }
+            while let Some(key) = self.st.timers.pop_ship_backoff(now) {
                 fired = true;
-                self.st.timers.ship_backoff.pop_first();
                 if let Some(e) = self.st.outbox.get_mut(&key) {
                     if matches!(e.state, ShipState::Backoff { .. }) {
                         e.state = ShipState::Queued;
@@ -351,12 +361,8 @@ impl SiteEngine {
                 }
                 self.try_ship(now);
             }
-            while let Some(&(at, db)) = self.st.timers.restore_retry.first() {
-                if at > now {
-                    break;
-                }
+            while let Some(db) = self.st.timers.pop_restore_retry(now) {
                 fired = true;
-                self.st.timers.restore_retry.pop_first();
                 self.pump(now, db);
             }
             for (t, kind) in [
@@ -549,18 +555,18 @@ impl SiteEngine {
     }
 
     fn write_position(&mut self, db: DbId, lsn: crate::ids::Lsn) {
-        let Some(d) = self.st.dbs.get_mut(db.0 as usize) else {
+        let Some(w) = self.st.writes.get_mut(db.0 as usize) else {
             return;
         };
-        if lsn > d.write_position {
+        if lsn > w.lsn {
             // Saturating: positions come from outside and may be absurd (found by fuzzing).
             self.st.advanced_since_heartbeat = self
                 .st
                 .advanced_since_heartbeat
-                .saturating_add(lsn.0 - d.write_position.0);
-            d.write_position = lsn;
-            if !d.position_dirty {
-                d.position_dirty = true;
+                .saturating_add(lsn.0 - w.lsn.0);
+            w.lsn = lsn;
+            if !w.dirty {
+                w.dirty = true;
                 self.st.dirty.push(db);
             }
         }
@@ -587,7 +593,7 @@ impl SiteEngine {
 
     /// The newest write position known for a database at this site (for tests and status).
     pub fn write_position_of(&self, db: DbId) -> Option<crate::ids::Lsn> {
-        self.db(db).map(|d| d.write_position)
+        self.st.writes.get(db.0 as usize).map(|w| w.lsn)
     }
     /// Outstanding operations (for status and tests).
     pub fn outstanding_ops(&self) -> usize {

@@ -12,8 +12,11 @@ impl SiteEngine {
             return;
         }
         self.pause_check(now);
-        self.ask_for_fulls(now);
         let a = self.cfg.alerts.clone();
+        // One pass over the databases: with many of them, each pass reads their state from
+        // memory, not from the cache.
+        let asking = self.st.role == Role::Secondary; // a rebuild asks on its own step timer
+        let mut wanted = Vec::new();
         let paused = self.st.peer.backups_paused || self.st.backups_paused;
         let heartbeat_fresh = self
             .st
@@ -23,6 +26,9 @@ impl SiteEngine {
         for i in 0..self.st.dbs.len() {
             let db = DbId(i as u32);
             let d = &self.st.dbs[i];
+            if asking && self.wants_full(now, d) {
+                wanted.push(i);
+            }
             // No new transaction logs, unless paused, or the primary says nothing new was written.
             let quiet = now.saturating_sub(d.last_log_at);
             let received_end = d
@@ -99,6 +105,7 @@ impl SiteEngine {
                 self.gap_escalate(now, db);
             }
         }
+        self.ask_for_fulls(now, wanted);
     }
 
     /// Raise the restore-error alert on time, and escalate it to critical on time, even when no
@@ -149,29 +156,28 @@ impl SiteEngine {
     /// A secondary database that needs a full backup — it has none yet (a new recovery site
     /// must not wait for the primary's weekly full), or a reseed waits for one — asks the
     /// primary, and asks again every `restore.op_timeout_ms` until one arrives: the request, or
-    /// the backup it asked for, may have been lost or failed. When every database needs one, a
-    /// single request asks for all of them.
-    fn ask_for_fulls(&mut self, now: Millis) {
-        if self.st.role != Role::Secondary {
-            return; // a rebuild asks on its own step timer
+    /// the backup it asked for, may have been lost or failed.
+    fn wants_full(&self, now: Millis, d: &super::DbState) -> bool {
+        let needs = d.position.is_none() || d.reseed_since.is_some();
+        if !needs {
+            return false;
         }
+        let full_here = d
+            .pending
+            .iter()
+            .any(|p| p.meta.key.kind == ArtifactKind::Full && p.retry_at.is_none())
+            || d.in_flight
+                .is_some_and(|(_, k)| k.kind == ArtifactKind::Full);
         let every = self.cfg.restore.op_timeout_ms;
-        let mut wanted = Vec::new();
-        for (i, d) in self.st.dbs.iter().enumerate() {
-            let needs = d.position.is_none() || d.reseed_since.is_some();
-            let full_here = d
-                .pending
-                .iter()
-                .any(|p| p.meta.key.kind == ArtifactKind::Full && p.retry_at.is_none())
-                || d.in_flight
-                    .is_some_and(|(_, k)| k.kind == ArtifactKind::Full);
-            let due = d
-                .full_asked_at
-                .is_none_or(|t| now.saturating_sub(t) >= every);
-            if needs && !full_here && due {
-                wanted.push(i);
-            }
-        }
+        let due = d
+            .full_asked_at
+            .is_none_or(|t| now.saturating_sub(t) >= every);
+        !full_here && due
+    }
+
+    /// Ask for the full backups `wanted` (see `wants_full`); when every database needs one, a
+    /// single request asks for all of them.
+    fn ask_for_fulls(&mut self, now: Millis, wanted: Vec<usize>) {
         if wanted.is_empty() {
             return;
         }

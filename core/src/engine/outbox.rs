@@ -38,12 +38,8 @@ impl SiteEngine {
             // Produced under an epoch this site no longer holds: keep it aside, never ship it.
             return self.stale_artifact(now, meta);
         }
-        let d = &mut self.st.dbs[meta.key.db.0 as usize];
-        d.last_backup = Some((meta, now));
-        if meta.key.lsn_end > d.write_position {
-            let db = meta.key.db;
-            self.write_position(db, meta.key.lsn_end);
-        }
+        self.st.dbs[meta.key.db.0 as usize].last_backup = Some(super::Seen::of(&meta, now));
+        self.write_position(meta.key.db, meta.key.lsn_end);
         match self.st.outbox.entry(meta.key) {
             std::collections::btree_map::Entry::Occupied(_) => return,
             std::collections::btree_map::Entry::Vacant(v) => {
@@ -103,7 +99,7 @@ impl SiteEngine {
             self.st.ship_in_flight -= 1;
         }
         if let ShipState::Backoff { until } = e.state {
-            self.st.timers.ship_backoff.remove(&(until, key));
+            self.st.timers.remove_ship_backoff(until, key);
         }
         self.command(Command::Discard { key });
         self.try_ship(now);
@@ -180,7 +176,7 @@ impl SiteEngine {
             .min(c.retry_max_ms);
         let until = now + delay;
         e.state = ShipState::Backoff { until };
-        self.st.timers.ship_backoff.insert((until, key));
+        self.st.timers.add_ship_backoff(until, key);
     }
 
     /// Ships whose acknowledgement is overdue are retried.

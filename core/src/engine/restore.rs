@@ -1,7 +1,7 @@
 //! The secondary's flow: receive -> verify -> order into the chain -> restore one at a time per
 //! database, with retries, bypass of failed artifacts, gaps and reseeds.
 
-use super::chain::{Gap, Next};
+use super::chain::{Gap, Next, Seen};
 use super::texts;
 use super::{OpPurpose, Role, SiteEngine, Timer};
 use crate::alert::{AlertKind, Severity, Subject};
@@ -58,7 +58,7 @@ impl SiteEngine {
         self.st.peer.last_heard = Some(now);
 
         let d = &mut self.st.dbs[db.0 as usize];
-        d.last_copy = Some((meta, now));
+        d.last_copy = Some(Seen::of(&meta, now));
         if meta.key.lsn_end > d.known_produced {
             d.known_produced = meta.key.lsn_end;
         }
@@ -66,9 +66,9 @@ impl SiteEngine {
             d.last_log_at = now;
         }
         if d.last_backup
-            .is_none_or(|(b, _)| b.created_utc <= meta.created_utc)
+            .is_none_or(|b| b.created_utc <= meta.created_utc)
         {
-            d.last_backup = Some((meta, now));
+            d.last_backup = Some(Seen::of(&meta, now));
         }
         if meta.key.kind == ArtifactKind::Log {
             self.clear(now, AlertKind::NoNewLogs, Some(db), Subject::None);
@@ -76,9 +76,10 @@ impl SiteEngine {
         let d = &mut self.st.dbs[db.0 as usize];
         if meta.key.kind == ArtifactKind::Full
             && d.retained_full
+                .as_deref()
                 .is_none_or(|f| f.key.lsn_end < meta.key.lsn_end)
         {
-            d.retained_full = Some(meta);
+            d.retained_full = Some(Box::new(meta));
             if let Some(p) = d.position {
                 let before = p.min(meta.key.lsn_end);
                 self.command(Command::Prune { db, before });
@@ -238,12 +239,12 @@ impl SiteEngine {
                     .as_ref()
                     .is_none_or(|g| g.at != at || g.next.key != next.key)
                 {
-                    d.gap = Some(Gap {
+                    d.gap = Some(Box::new(Gap {
                         at,
                         next,
                         since: now,
                         attempts: 0,
-                    });
+                    }));
                 }
                 self.gap_check(now, db);
             }
@@ -257,7 +258,7 @@ impl SiteEngine {
                     .min()
                 {
                     Some(t) => {
-                        self.st.timers.restore_retry.insert((t, db));
+                        self.st.timers.add_restore_retry(t, db);
                     }
                     // Only dead artifacts stand at the position (e.g. a reseed's full left one in
                     // the way): without this the database would wait forever.
@@ -367,7 +368,7 @@ impl SiteEngine {
                     d.current_full = Some(meta.key.lsn_end);
                     d.full_asked_at = None;
                 }
-                d.last_restore = Some((meta, now));
+                d.last_restore = Some(Seen::of(&meta, now));
                 d.last_restore_latency = Some(now.saturating_sub(p.received_at));
                 d.gap = None;
                 // Only a full ends a reseed: a log that was running when an operator asked for
@@ -441,8 +442,7 @@ impl SiteEngine {
                 if !dead {
                     self.st
                         .timers
-                        .restore_retry
-                        .insert((now + self.cfg.restore.retry_delay_ms, db));
+                        .add_restore_retry(now + self.cfg.restore.retry_delay_ms, db);
                 }
                 self.restore_error_check(now, db, idx);
                 if dead {
@@ -466,7 +466,7 @@ impl SiteEngine {
         if p.attempts < a.after_attempts && now.saturating_sub(first) < a.after_minutes * MINUTE {
             return;
         }
-        let since = d.last_restore.map(|(_, t)| now.saturating_sub(t) / MINUTE);
+        let since = d.last_restore.map(|r| now.saturating_sub(r.at) / MINUTE);
         let (code, message) = p
             .last_error
             .as_ref()
@@ -495,7 +495,7 @@ impl SiteEngine {
         let attempts = 1 + (now.saturating_sub(g.since) / retry) as u32;
         let new_attempt = attempts > g.attempts;
         g.attempts = attempts;
-        let g = g.clone();
+        let g = Gap::clone(g);
         let a = self.cfg.alerts.clone();
         let open = now.saturating_sub(g.since);
         if new_attempt {
@@ -512,8 +512,8 @@ impl SiteEngine {
         }
         if (attempts >= a.after_attempts || open >= a.after_minutes * MINUTE) && new_attempt {
             let d = &self.st.dbs[i];
-            let after = d.last_restore.map(|(m, _)| m.created_utc);
-            let since = d.last_restore.map(|(_, t)| now.saturating_sub(t) / MINUTE);
+            let after = d.last_restore.map(|r| r.created_utc);
+            let since = d.last_restore.map(|r| now.saturating_sub(r.at) / MINUTE);
             let mut next = g.next;
             next.retry = attempts;
             let text = texts::missing_log(self.db_name(db), after, &self.label(&next), since);
@@ -532,7 +532,7 @@ impl SiteEngine {
         }
         // Count the next attempt on time even when nothing else happens.
         let next_at = g.since + u64::from(attempts) * retry;
-        self.st.timers.restore_retry.insert((next_at, db));
+        self.st.timers.add_restore_retry(next_at, db);
     }
 
     /// An operator's reseed: request a new full backup at the primary; the next full received

@@ -355,9 +355,9 @@ impl SiteEngine {
         if let Some(db) = self.st.peer.full_wanted.take() {
             self.take_backup(now, db, ArtifactKind::Full);
         }
-        for d in &mut self.st.dbs {
+        for (d, w) in self.st.dbs.iter().zip(&mut self.st.writes) {
             if let Some(p) = d.position {
-                d.write_position = d.write_position.max(p);
+                w.lsn = w.lsn.max(p);
             }
         }
         self.audit(
@@ -748,7 +748,7 @@ impl SiteEngine {
         self.st.outbox.clear();
         self.st.ship_queue.clear();
         self.st.ship_in_flight = 0;
-        self.st.timers.ship_backoff.clear();
+        self.st.timers.clear_ship_backoff();
         for m in stale {
             self.stale_artifact(now, m);
         }

@@ -35,10 +35,45 @@ const TIMER_COUNT: usize = 11;
 
 /// Fixed timers plus the two per-item schedules that need ordering (ship backoff, restore retry).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "TimersState", into = "TimersState")]
 pub struct Timers {
     at: [Option<Millis>; TIMER_COUNT],
-    pub ship_backoff: BTreeSet<(Millis, ArtifactKey)>,
-    pub restore_retry: BTreeSet<(Millis, DbId)>,
+    ship_backoff: BTreeSet<(Millis, ArtifactKey)>,
+    restore_retry: BTreeSet<(Millis, DbId)>,
+    /// The earliest deadline of the two schedules: `next` is asked after every input, and the
+    /// trees are rarely touched, so walking them would miss the cache. Derived, never stored.
+    first_item: Option<Millis>,
+}
+
+/// What a [`Timers`] stores (the cached earliest item is rebuilt on load).
+#[derive(Clone, Serialize, Deserialize)]
+struct TimersState {
+    at: [Option<Millis>; TIMER_COUNT],
+    ship_backoff: BTreeSet<(Millis, ArtifactKey)>,
+    restore_retry: BTreeSet<(Millis, DbId)>,
+}
+
+impl From<TimersState> for Timers {
+    fn from(s: TimersState) -> Timers {
+        let mut t = Timers {
+            at: s.at,
+            ship_backoff: s.ship_backoff,
+            restore_retry: s.restore_retry,
+            first_item: None,
+        };
+        t.refresh();
+        t
+    }
+}
+
+impl From<Timers> for TimersState {
+    fn from(t: Timers) -> TimersState {
+        TimersState {
+            at: t.at,
+            ship_backoff: t.ship_backoff,
+            restore_retry: t.restore_retry,
+        }
+    }
 }
 
 impl Timers {
@@ -71,16 +106,63 @@ impl Timers {
     /// The earliest deadline of all.
     pub fn next(&self) -> Option<Millis> {
         // A plain loop: the adapter asks after every input, and the iterator chain costs ~4x.
-        let mut m = Millis::MAX;
+        let mut m = self.first_item.unwrap_or(Millis::MAX);
         for at in self.at {
             m = m.min(at.unwrap_or(Millis::MAX));
         }
-        if let Some((t, _)) = self.ship_backoff.first() {
-            m = m.min(*t);
-        }
-        if let Some((t, _)) = self.restore_retry.first() {
-            m = m.min(*t);
-        }
         (m != Millis::MAX).then_some(m)
+    }
+
+    fn refresh(&mut self) {
+        let a = self.ship_backoff.first().map(|e| e.0);
+        let b = self.restore_retry.first().map(|e| e.0);
+        self.first_item = match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    fn noted(&mut self, at: Millis) {
+        self.first_item = Some(self.first_item.map_or(at, |m| m.min(at)));
+    }
+
+    /// Ship `key` again at `at` (after a failed ship).
+    pub fn add_ship_backoff(&mut self, at: Millis, key: ArtifactKey) {
+        self.ship_backoff.insert((at, key));
+        self.noted(at);
+    }
+    pub fn remove_ship_backoff(&mut self, at: Millis, key: ArtifactKey) {
+        if self.ship_backoff.remove(&(at, key)) {
+            self.refresh();
+        }
+    }
+    pub fn clear_ship_backoff(&mut self) {
+        self.ship_backoff.clear();
+        self.refresh();
+    }
+    /// The next artifact whose ship backoff is over at `now`, taken off the schedule.
+    pub fn pop_ship_backoff(&mut self, now: Millis) -> Option<ArtifactKey> {
+        let &(at, key) = self.ship_backoff.first()?;
+        if at > now {
+            return None;
+        }
+        self.ship_backoff.pop_first();
+        self.refresh();
+        Some(key)
+    }
+    /// Look at `db` again at `at` (a restore retry, or a gap's next attempt).
+    pub fn add_restore_retry(&mut self, at: Millis, db: DbId) {
+        self.restore_retry.insert((at, db));
+        self.noted(at);
+    }
+    /// The next database whose retry is due at `now`, taken off the schedule.
+    pub fn pop_restore_retry(&mut self, now: Millis) -> Option<DbId> {
+        let &(at, db) = self.restore_retry.first()?;
+        if at > now {
+            return None;
+        }
+        self.restore_retry.pop_first();
+        self.refresh();
+        Some(db)
     }
 }

@@ -223,7 +223,7 @@ impl Executor {
                 if let Some(d) = engine.db(db) {
                     keep.extend(d.pending.iter().map(|p| p.meta.key));
                     keep.extend(d.in_flight.map(|(_, k)| k));
-                    keep.extend(d.retained_full.map(|m| m.key));
+                    keep.extend(d.retained_full.as_deref().map(|m| m.key));
                 }
                 let files = self.files.clone();
                 tokio::task::spawn_blocking(move || match files.prune(db, before, &keep) {

@@ -534,9 +534,9 @@ impl SiteEngine {
             // The lease ran out while the promotion completed: fenced until renewed.
             self.become_fenced(now, "promoted, but the lease must be renewed first");
         }
-        for d in &mut self.st.dbs {
+        for (d, w) in self.st.dbs.iter().zip(&mut self.st.writes) {
             if let Some(p) = d.position {
-                d.write_position = d.write_position.max(p);
+                w.lsn = w.lsn.max(p);
             }
         }
         if let Some(p) = self.st.procedure.as_mut() {

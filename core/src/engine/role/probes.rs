@@ -18,9 +18,9 @@ impl SiteEngine {
             dirty
                 .into_iter()
                 .filter_map(|db| {
-                    let d = self.st.dbs.get_mut(db.0 as usize)?;
-                    d.position_dirty = false;
-                    Some((db, d.write_position))
+                    let w = self.st.writes.get_mut(db.0 as usize)?;
+                    w.dirty = false;
+                    Some((db, w.lsn))
                 })
                 .collect()
         } else {

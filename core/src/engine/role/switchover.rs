@@ -69,10 +69,11 @@ impl SiteEngine {
             .st
             .dbs
             .iter()
+            .zip(&self.st.writes)
             .enumerate()
-            .map(|(i, d)| {
-                let last = d.last_backup.map_or(Lsn(0), |(m, _)| m.key.lsn_end);
-                (DbId(i as u32), d.write_position.max(last))
+            .map(|(i, (d, w))| {
+                let last = d.last_backup.map_or(Lsn(0), |b| b.lsn_end);
+                (DbId(i as u32), w.lsn.max(last))
             })
             .collect();
         if let Some(p) = self.st.procedure.as_mut() {
