@@ -202,6 +202,10 @@ struct World {
     profile: Option<Profile>,
     /// Each engine's `poll_timeout()` after its last input.
     timeouts: [Option<Millis>; 2],
+    /// Every input each engine got, with its `now`, while recording (for the replay).
+    recording: Option<[Vec<(Millis, Input)>; 2]>,
+    /// Outputs each engine produced.
+    outputs: [u64; 2],
 }
 
 impl World {
@@ -232,6 +236,8 @@ impl World {
             stats: Stats::default(),
             profile: profile.then(Profile::default),
             timeouts: [Some(0), Some(0)],
+            recording: None,
+            outputs: [0, 0],
         }
     }
 
@@ -250,6 +256,9 @@ impl World {
         } else {
             self.stats.inputs += 1;
             self.stats.by_site[site] += 1;
+        }
+        if let Some(r) = self.recording.as_mut() {
+            r[site].push((self.now, input.clone()));
         }
         match self.profile.is_some() {
             false => {
@@ -274,6 +283,7 @@ impl World {
         self.timeouts[site] = self.engines[site].poll_timeout();
         while let Some(out) = self.engines[site].poll_output() {
             self.stats.outputs += 1;
+            self.outputs[site] += 1;
             match out {
                 Output::Command(cmd) => self.execute(site, cmd),
                 Output::Send { to, msg } => match to {
@@ -556,6 +566,25 @@ fn timed_rounds(
     start.elapsed()
 }
 
+/// Replay one engine's recorded stream into a copy of the engine from before the stream: the
+/// engine's own work (`handle`, `poll_timeout`, draining the outputs), one input after another
+/// as an adapter feeds it, without the simulated world around it. Returns the time, the outputs
+/// and the engine, whose state must equal the world's copy (the core is deterministic).
+#[inline(never)]
+fn replay(mut e: SiteEngine, stream: Vec<(Millis, Input)>) -> (Duration, u64, SiteEngine) {
+    let mut outputs = 0u64;
+    let start = Instant::now();
+    for (now, input) in stream {
+        e.handle(now, input);
+        std::hint::black_box(e.poll_timeout());
+        while let Some(out) = e.poll_output() {
+            outputs += 1;
+            std::hint::black_box(out);
+        }
+    }
+    (start.elapsed(), outputs, e)
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; accept and ignore libtest-style arguments.
     let dbs = env_u64("LIFEBOAT_BENCH_DBS", 100_000).max(1) as usize;
@@ -582,8 +611,40 @@ fn main() {
     if sequential {
         order.sort_unstable();
     }
-    let elapsed = timed_rounds(&mut w, &mut order, t, rounds, !sequential);
+    let before = w.engines.clone();
+    let outputs_before = w.outputs;
+    w.recording = Some([Vec::new(), Vec::new()]);
+    let world_elapsed = timed_rounds(&mut w, &mut order, t, rounds, !sequential);
+    let streams = w.recording.take().expect("recording");
     let s = &w.stats;
+    let world_per_sec = s.inputs as f64 / world_elapsed.as_secs_f64();
+
+    // The figure: each engine alone, on this one core, over the stream it got in the world.
+    let mut elapsed = Duration::ZERO;
+    let [p_stream, s_stream] = streams;
+    let [p_before, s_before] = before;
+    for (site, engine, stream) in [
+        (PRIMARY, p_before, p_stream),
+        (SECONDARY, s_before, s_stream),
+    ] {
+        let (d, outputs, e) = replay(engine, stream);
+        assert_eq!(
+            outputs,
+            w.outputs[site] - outputs_before[site],
+            "site {site}: the replay produced other outputs than the world run"
+        );
+        assert!(
+            e.state() == w.engines[site].state(),
+            "site {site}: the replay ended in another state than the world run"
+        );
+        eprintln!(
+            "  replay, site {site}: {} inputs in {:.3} s ({:.0} inputs/s)",
+            s.by_site[site],
+            d.as_secs_f64(),
+            s.by_site[site] as f64 / d.as_secs_f64()
+        );
+        elapsed += d;
+    }
 
     let secondary = w.state_bytes(SECONDARY);
     let primary = w.state_bytes(PRIMARY);
@@ -607,7 +668,11 @@ fn main() {
         s.by_site[SECONDARY],
         s.ticks,
         s.outputs,
-        elapsed.as_secs_f64()
+        world_elapsed.as_secs_f64()
+    );
+    eprintln!(
+        "  in the world (both engines, the simulated world around them and the recording on \
+         one core): {world_per_sec:.0} inputs/s"
     );
     eprintln!(
         "  backups: {} logs, {} incrementals, {} fulls; ships: {} ({} lost, {} failed, \
