@@ -16,6 +16,15 @@
 //! Every `handle` call with a real input counts; the `Tick`s the loop feeds at `poll_timeout()`
 //! do not (their time is still measured: it is part of the cost of the stream).
 //!
+//! The figure is the engines' own work. During the timed rounds each engine's inputs are
+//! recorded with their `now`; afterwards each stream is replayed, one engine at a time on this
+//! one core, into a copy of that engine taken before the rounds (`handle`, `poll_timeout` and
+//! draining the outputs, as an adapter does). The replay must produce the same number of
+//! outputs and end in the same state as the world run, or the bench fails.
+//! `core_inputs_per_sec` = all inputs of both streams / both replay times. The in-world rate
+//! (both engines, the simulated world and the recording sharing the core and its cache) is
+//! printed on stderr for comparison.
+//!
 //! Prints, on stdout: `bench core_inputs_per_sec <N>`, `bench core_state_bytes_per_db <N>`
 //! (the secondary's bincode-serialized state over the database count, in steady state) and
 //! `bench core_primary_state_bytes_per_db <N>`; diagnostics go to stderr.

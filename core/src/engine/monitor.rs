@@ -90,15 +90,11 @@ impl SiteEngine {
                 self.clear(now, AlertKind::Backlog, Some(db), Subject::None);
             }
             // Time-based thresholds of a failing restore and escalation to critical.
-            let failing: Vec<usize> = self.st.dbs[i]
-                .pending
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| p.first_failure_at.is_some())
-                .map(|(j, _)| j)
-                .collect();
-            for j in failing {
-                self.escalate_restore_error(now, db, j);
+            // (Indexed: escalating raises alerts and leaves `pending` as it is.)
+            for j in 0..self.st.dbs[i].pending.len() {
+                if self.st.dbs[i].pending[j].first_failure_at.is_some() {
+                    self.escalate_restore_error(now, db, j);
+                }
             }
             if self.st.dbs[i].gap.is_some() {
                 self.pump(now, db);

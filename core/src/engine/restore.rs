@@ -57,18 +57,19 @@ impl SiteEngine {
         self.send(Peer::Site(from), Message::Ack { key: meta.key });
         self.st.peer.last_heard = Some(now);
 
+        // The database's state is usually not in the cache: every read comes first and no
+        // branch depends on one before all are issued, so the lines arrive together.
         let d = &mut self.st.dbs[db.0 as usize];
+        let newest = d
+            .last_backup
+            .is_none_or(|b| b.created_utc <= meta.created_utc);
+        d.known_produced = d.known_produced.max(meta.key.lsn_end);
         d.last_copy = Some(Seen::of(&meta, now));
-        if meta.key.lsn_end > d.known_produced {
-            d.known_produced = meta.key.lsn_end;
-        }
         if meta.key.kind == ArtifactKind::Log {
             d.last_log_at = now;
         }
-        if d.last_backup
-            .is_none_or(|b| b.created_utc <= meta.created_utc)
-        {
-            d.last_backup = Some(Seen::of(&meta, now));
+        if newest {
+            d.last_backup = d.last_copy;
         }
         if meta.key.kind == ArtifactKind::Log {
             self.clear(now, AlertKind::NoNewLogs, Some(db), Subject::None);
