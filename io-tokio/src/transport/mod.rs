@@ -33,6 +33,7 @@
 
 mod buffers;
 mod dialer;
+mod direct;
 pub mod frame;
 pub mod inbox;
 mod link;

@@ -12,7 +12,7 @@ use super::TransportConfig;
 use lifeboat_core::{ArtifactKey, ArtifactMeta, Checksum};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -322,7 +322,10 @@ where
     );
     // The network task checks and forwards chunks; a disk thread writes, hashes and fsyncs.
     let (tx, rx) = mpsc::channel::<Vec<u8>>(cfg.window.max(1));
-    let sink = tokio::task::spawn_blocking(move || write_behind(file, hasher, offset, rx));
+    let sink = {
+        let path = partial.clone();
+        tokio::task::spawn_blocking(move || write_behind(file, &path, hasher, offset, rx))
+    };
     let streamed = tokio::select! {
         r = stream_chunks(reader, tx, key, offset, meta.size, cfg.io_timeout, &progress) => r,
         () = claim.superseded() => Err(ReceiveError::Superseded { key }),
@@ -439,8 +442,9 @@ async fn stream_chunks<R: AsyncRead + Unpin>(
     }
 }
 
-/// Open (or create) the partial file, drop it if it is longer than the artifact, hash the prefix
-/// it holds and position at its end.
+/// Open (or create) the partial file, drop it if it is longer than the artifact, cut it back to
+/// whole blocks (direct writes continue at an aligned offset; the sender resends the rest), hash
+/// the prefix it holds and position at its end.
 fn open_partial(path: &Path, size: u64) -> io::Result<(File, Xxh3Default, u64)> {
     let mut file = OpenOptions::new()
         .read(true)
@@ -452,6 +456,11 @@ fn open_partial(path: &Path, size: u64) -> io::Result<(File, Xxh3Default, u64)> 
     if held > size {
         file.set_len(0)?;
         held = 0;
+    }
+    let whole = held - held % super::direct::ALIGN as u64;
+    if whole != held {
+        file.set_len(whole)?;
+        held = whole;
     }
     let mut hasher = Xxh3Default::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -467,22 +476,24 @@ fn open_partial(path: &Path, size: u64) -> io::Result<(File, Xxh3Default, u64)> 
     Ok((file, hasher, held))
 }
 
-/// The disk side of a receive: write and hash every chunk, then fsync (also after an
-/// interruption, so the prefix survives a crash). Returns the digest and the file's length.
+/// The disk side of a receive: write (around the page cache where it can, see `direct.rs`) and
+/// hash every chunk, then fsync (also after an interruption, so the prefix survives a crash).
+/// Returns the digest and the file's length.
 fn write_behind(
-    mut file: File,
+    file: File,
+    path: &Path,
     mut hasher: Xxh3Default,
     offset: u64,
     mut rx: mpsc::Receiver<Vec<u8>>,
 ) -> io::Result<(u64, u64)> {
-    let mut total = offset;
+    let mut out = super::direct::ArtifactWriter::new(file, path, offset);
     while let Some(bytes) = rx.blocking_recv() {
-        file.write_all(&bytes)?;
         hasher.update(&bytes);
-        total += bytes.len() as u64;
+        let written = out.write(&bytes);
         super::buffers::give(bytes);
+        written?;
     }
-    file.sync_all()?;
+    let total = out.finish()?;
     Ok((hasher.digest(), total))
 }
 
