@@ -19,6 +19,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Mutex;
 
 /// Alignment of direct writes: a multiple of the logical block size of every common device.
 pub(crate) const ALIGN: usize = 4096;
@@ -48,7 +49,7 @@ impl ArtifactWriter {
             None
         };
         let (buf, start) = if direct.is_some() {
-            let buf = vec![0u8; STAGE + ALIGN];
+            let buf = take_stage();
             let start = buf.as_ptr().align_offset(ALIGN);
             (buf, start)
         } else {
@@ -136,6 +137,33 @@ impl ArtifactWriter {
         }
         self.file.sync_all()?;
         Ok(self.pos)
+    }
+}
+
+impl Drop for ArtifactWriter {
+    fn drop(&mut self) {
+        give_stage(std::mem::take(&mut self.buf));
+    }
+}
+
+/// Staging buffers kept for the next receive: a fresh one is 4 MiB of new pages to fault in.
+static STAGES: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// At most this many kept (one per receive running at once is the common case).
+const KEEP_STAGES: usize = 8;
+
+fn take_stage() -> Vec<u8> {
+    let kept = STAGES.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    // Contents need no clearing: only bytes staged by this receive are ever written out.
+    kept.unwrap_or_else(|| vec![0u8; STAGE + ALIGN])
+}
+
+fn give_stage(buf: Vec<u8>) {
+    if buf.len() != STAGE + ALIGN {
+        return;
+    }
+    let mut kept = STAGES.lock().unwrap_or_else(|e| e.into_inner());
+    if kept.len() < KEEP_STAGES {
+        kept.push(buf);
     }
 }
 
