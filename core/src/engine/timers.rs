@@ -142,11 +142,7 @@ impl Timers {
     }
     /// The next artifact whose ship backoff is over at `now`, taken off the schedule.
     pub fn pop_ship_backoff(&mut self, now: Millis) -> Option<ArtifactKey> {
-        let &(at, key) = self.ship_backoff.first()?;
-        if at > now {
-            return None;
-        }
-        self.ship_backoff.pop_first();
+        let key = pop_due(&mut self.ship_backoff, now)?;
         self.refresh();
         Some(key)
     }
@@ -157,12 +153,18 @@ impl Timers {
     }
     /// The next database whose retry is due at `now`, taken off the schedule.
     pub fn pop_restore_retry(&mut self, now: Millis) -> Option<DbId> {
-        let &(at, db) = self.restore_retry.first()?;
-        if at > now {
-            return None;
-        }
-        self.restore_retry.pop_first();
+        let db = pop_due(&mut self.restore_retry, now)?;
         self.refresh();
         Some(db)
     }
+}
+
+/// Take the earliest item of a schedule if it is due at `now`.
+fn pop_due<T: Copy + Ord>(schedule: &mut BTreeSet<(Millis, T)>, now: Millis) -> Option<T> {
+    let &(at, item) = schedule.first()?;
+    if at > now {
+        return None;
+    }
+    schedule.pop_first();
+    Some(item)
 }
