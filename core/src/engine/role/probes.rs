@@ -266,18 +266,7 @@ impl SiteEngine {
             }
             Some(v) if v.lease_lapsed => {
                 self.clear(now, AlertKind::LinkDown, None, subject);
-                if !self.st.alerts.is_active(&down_id) {
-                    let text = texts::primary_down(self.cfg.site_name(primary), failed, secs, true);
-                    self.raise(
-                        now,
-                        AlertKind::PrimaryDown,
-                        None,
-                        subject,
-                        Severity::Critical,
-                        false,
-                        text,
-                    );
-                }
+                self.primary_down(now, &down_id, failed, secs, true);
                 if self.cfg.failover.automatic
                     && self.st.procedure.is_none()
                     && !self.declined_this_episode()
@@ -295,24 +284,29 @@ impl SiteEngine {
             }
             Some(_) => {} // not renewing, not lapsed yet: wait for the lease to run out
             None => {
-                if !self.st.alerts.is_active(&down_id) {
-                    let text =
-                        texts::primary_down(self.cfg.site_name(primary), failed, secs, false);
-                    self.raise(
-                        now,
-                        AlertKind::PrimaryDown,
-                        None,
-                        subject,
-                        Severity::Critical,
-                        false,
-                        text,
-                    );
-                }
+                self.primary_down(now, &down_id, failed, secs, false);
                 if self.cfg.arbiter {
                     self.arbiter_unreachable(now);
                 }
             }
         }
+    }
+
+    /// Raise `primary_down` once for this outage (`lapsed`: the arbiter reports the lease gone).
+    fn primary_down(&mut self, now: Millis, id: &AlertId, failed: u32, secs: u64, lapsed: bool) {
+        if self.st.alerts.is_active(id) {
+            return;
+        }
+        let text = texts::primary_down(self.cfg.site_name(self.st.holder), failed, secs, lapsed);
+        self.raise(
+            now,
+            AlertKind::PrimaryDown,
+            None,
+            id.subject,
+            Severity::Critical,
+            false,
+            text,
+        );
     }
 
     /// An operator (or an unanswered confirmation) declined a failover during this outage.
