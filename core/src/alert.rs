@@ -220,7 +220,14 @@ impl AlertBook {
 
     /// Whether `id` may be active: false is certain, true needs a look in the map.
     fn maybe_active(&self, id: &AlertId) -> bool {
-        self.kinds[id.kind as usize] != 0 && id.db.is_none_or(|db| self.dbs[bucket(db)] != 0)
+        self.may_be_active(id.kind, id.db)
+    }
+
+    /// Whether a condition of `kind` for `db` may be active: false is certain, true needs a
+    /// look in the map (a cheap test before building an identity).
+    #[inline]
+    pub fn may_be_active(&self, kind: AlertKind, db: Option<DbId>) -> bool {
+        self.kinds[kind as usize] != 0 && db.is_none_or(|db| self.dbs[bucket(db)] != 0)
     }
 
     /// Raise (or re-raise as an update) a condition. The severity never goes down while the

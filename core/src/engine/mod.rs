@@ -475,7 +475,12 @@ impl SiteEngine {
         self.out.push_back(Output::Alert(ev));
     }
 
+    #[inline]
     fn clear(&mut self, now: Millis, kind: AlertKind, db: Option<DbId>, subject: Subject) {
+        // Nearly every clear is of a condition that is not active: answer that inline.
+        if !self.st.alerts.may_be_active(kind, db) {
+            return;
+        }
         if let Some(ev) = self
             .st
             .alerts
