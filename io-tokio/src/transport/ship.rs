@@ -324,7 +324,8 @@ where
     let (tx, rx) = mpsc::channel::<Vec<u8>>(cfg.window.max(1));
     let sink = {
         let path = partial.clone();
-        tokio::task::spawn_blocking(move || write_behind(file, &path, hasher, offset, rx))
+        let size = meta.size;
+        tokio::task::spawn_blocking(move || write_behind(file, &path, hasher, offset, size, rx))
     };
     let streamed = tokio::select! {
         r = stream_chunks(reader, tx, key, offset, meta.size, cfg.io_timeout, &progress) => r,
@@ -484,9 +485,11 @@ fn write_behind(
     path: &Path,
     mut hasher: Xxh3Default,
     offset: u64,
+    size: u64,
     mut rx: mpsc::Receiver<Vec<u8>>,
 ) -> io::Result<(u64, u64)> {
-    let mut out = super::direct::ArtifactWriter::new(file, path, offset);
+    let mut out =
+        super::direct::ArtifactWriter::new(file, path, offset, size.saturating_sub(offset));
     while let Some(bytes) = rx.blocking_recv() {
         hasher.update(&bytes);
         let written = out.write(&bytes);
