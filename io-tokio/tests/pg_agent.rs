@@ -488,7 +488,12 @@ impl Writer {
 /// somewhere in `[r1, r2]`: every batch acknowledged by `r1`, none begun after `r2`, no hole,
 /// no partial batch. Returns its row count.
 fn check_prefix(port: u16, log: &Log, r1: u64, r2: u64) -> u64 {
-    let got = batches_at(port);
+    check_batches(&batches_at(port), log, r1, r2)
+}
+
+/// `check_prefix` of batches read while the replica's replay position was between `r1` and
+/// `r2` (read the rows between the two positions, not after: replay goes on meanwhile).
+fn check_batches(got: &BTreeMap<u64, u64>, log: &Log, r1: u64, r2: u64) -> u64 {
     let rows: u64 = got.values().sum();
     let ids: Vec<u64> = got.keys().copied().collect();
     let n = ids.len() as u64;
@@ -569,8 +574,7 @@ fn agents_ship_postgres_wal_and_the_standby_matches_the_primary_at_the_shipped_l
         };
         let got = batches_at(b);
         let r2 = replay_lsn(b).unwrap();
-        let rows: u64 = got.values().sum();
-        let _ = check_prefix(b, &snapshot, r1, r2.max(r1));
+        let rows = check_batches(&got, &snapshot, r1, r2.max(r1));
         eprintln!(
             "    standby at {}..{}: {rows} rows of {} acknowledged",
             PgLsn(r1),
