@@ -27,8 +27,9 @@
 //! printed on stderr for comparison.
 //!
 //! Prints, on stdout: `bench core_inputs_per_sec <N>`, `bench core_state_bytes_per_db <N>`
-//! (the secondary's bincode-serialized state over the database count, in steady state) and
-//! `bench core_primary_state_bytes_per_db <N>`; diagnostics go to stderr.
+//! (the secondary's bincode-serialized state over the database count, in steady state),
+//! `bench core_primary_state_bytes_per_db <N>` and `bench core_world_inputs_per_sec <N>` (the
+//! in-world rate); diagnostics go to stderr.
 //!
 //! Environment: `LIFEBOAT_BENCH_DBS` (default 100000), `LIFEBOAT_BENCH_ROUNDS` (timed rounds of
 //! one log per database, default 4), `LIFEBOAT_BENCH_REPLAYS` (replays of each stream, the
@@ -743,4 +744,5 @@ fn main() {
         "bench core_primary_state_bytes_per_db {:.1}",
         primary as f64 / dbs as f64
     );
+    println!("bench core_world_inputs_per_sec {world_per_sec:.0}");
 }
