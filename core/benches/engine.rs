@@ -16,15 +16,15 @@
 //! Every `handle` call with a real input counts; the `Tick`s the loop feeds at `poll_timeout()`
 //! do not (their time is still measured: it is part of the cost of the stream).
 //!
-//! The figure is the engines' own work. During the timed rounds each engine's inputs are
-//! recorded with their `now`; afterwards each stream is replayed, one engine at a time on this
-//! one core, into a copy of that engine taken before the rounds (`handle`, `poll_timeout` and
-//! draining the outputs, as an adapter does). The replay must produce the same number of
+//! The figure is the engines' own work. A copy of the world runs the same rounds (untimed) and
+//! records each engine's inputs with their `now`; each stream is then replayed, one engine at a
+//! time on this one core, into a copy of that engine taken before the rounds (`handle`,
+//! `poll_timeout` and draining the outputs, as an adapter does). The replay must produce the same number of
 //! outputs and end in the same state as the world run, or the bench fails. Each replay runs
 //! `LIFEBOAT_BENCH_REPLAYS` times from fresh copies and the fastest counts.
-//! `core_inputs_per_sec` = all inputs of both streams / both (fastest) replay times. The in-world rate
-//! (both engines, the simulated world and the recording sharing the core and its cache) is
-//! printed on stderr for comparison.
+//! `core_inputs_per_sec` = all inputs of both streams / both (fastest) replay times. The in-world
+//! rate (both engines and the simulated world sharing the core and its cache, timed rounds
+//! without recording) is printed for comparison.
 //!
 //! Prints, on stdout: `bench core_inputs_per_sec <N>`, `bench core_state_bytes_per_db <N>`
 //! (the secondary's bincode-serialized state over the database count, in steady state),
@@ -90,6 +90,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 /// A FIFO of inputs with one fixed latency: pushes happen at a non-decreasing `now`, so the
 /// queue stays ordered by delivery time.
+#[derive(Clone)]
 struct Lane {
     latency: Millis,
     q: VecDeque<(Millis, usize, Input)>,
@@ -110,7 +111,7 @@ impl Lane {
     }
 }
 
-#[derive(Default, Debug)]
+#[derive(Clone, Default, Debug)]
 struct Stats {
     inputs: u64,
     ticks: u64,
@@ -133,7 +134,7 @@ struct Stats {
 }
 
 /// Per input kind: calls and time spent in `handle` plus draining the outputs.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Profile {
     rows: Vec<(&'static str, u64, Duration)>,
 }
@@ -198,6 +199,7 @@ struct DbModel {
     full_end: u64,
 }
 
+#[derive(Clone)]
 struct World {
     engines: [SiteEngine; 2],
     link: Lane,
@@ -624,11 +626,24 @@ fn main() {
     if sequential {
         order.sort_unstable();
     }
+    // A copy of the world records the engines' inputs over the same rounds (deterministic: the
+    // same seed, the same order, the same stream), untimed; the timed world does not record.
+    let mut recorder = w.clone();
+    let mut recorder_order = order.clone();
     let before = w.engines.clone();
     let outputs_before = w.outputs;
-    w.recording = Some([Vec::new(), Vec::new()]);
     let world_elapsed = timed_rounds(&mut w, &mut order, t, rounds, !sequential);
-    let streams = w.recording.take().expect("recording");
+    recorder.recording = Some([Vec::new(), Vec::new()]);
+    recorder.profile = None;
+    timed_rounds(&mut recorder, &mut recorder_order, t, rounds, !sequential);
+    let streams = recorder.recording.take().expect("recording");
+    for site in [PRIMARY, SECONDARY] {
+        assert!(
+            recorder.engines[site].state() == w.engines[site].state(),
+            "site {site}: the recording run ended in another state than the timed run"
+        );
+    }
+    drop(recorder);
     let s = &w.stats;
     let world_per_sec = s.inputs as f64 / world_elapsed.as_secs_f64();
 
@@ -692,8 +707,8 @@ fn main() {
         world_elapsed.as_secs_f64()
     );
     eprintln!(
-        "  in the world (both engines, the simulated world around them and the recording on \
-         one core): {world_per_sec:.0} inputs/s"
+        "  in the world (both engines and the simulated world around them on one core): \
+         {world_per_sec:.0} inputs/s"
     );
     eprintln!(
         "  backups: {} logs, {} incrementals, {} fulls; ships: {} ({} lost, {} failed, \
