@@ -345,6 +345,34 @@ mod tests {
     }
 
     #[test]
+    fn databases_sharing_a_count_bucket_clear_independently_and_survive_a_reload() {
+        let at = |db: u32| AlertId {
+            kind: AlertKind::RestoreError,
+            db: Some(DbId(db)),
+            subject: Subject::None,
+        };
+        // 1 and 1 + DB_BUCKETS share a bucket; 2 does not.
+        let (a, b, other) = (at(1), at(1 + DB_BUCKETS as u32), at(2));
+        let mut book = AlertBook::default();
+        book.raise(0, a, Severity::Failure, None, "a".into());
+        book.raise(0, b, Severity::Failure, None, "b".into());
+        assert!(!book.may_be_active(AlertKind::RestoreError, Some(DbId(2))));
+        assert!(book.clear(1, other, None).is_none());
+        assert!(book.clear(1, a, None).is_some());
+        assert!(
+            book.is_active(&b),
+            "the other database in the bucket is still active"
+        );
+        let reloaded: AlertBook =
+            bincode::deserialize(&bincode::serialize(&book).unwrap()).unwrap();
+        assert_eq!(reloaded, book, "the counts are rebuilt on load");
+        let mut book = reloaded;
+        assert!(book.clear(2, b, None).is_some());
+        assert!(!book.may_be_active(AlertKind::RestoreError, Some(DbId(1))));
+        assert!(book.is_empty());
+    }
+
+    #[test]
     fn a_retry_updates_the_same_identity_and_escalates_from_the_first_raise() {
         let mut b = AlertBook::default();
         let e1 = b.raise(0, id(), Severity::Failure, Some(30 * 60_000), "a".into());

@@ -168,3 +168,43 @@ fn pop_due<T: Copy + Ord>(schedule: &mut BTreeSet<(Millis, T)>, now: Millis) -> 
     schedule.pop_first();
     Some(item)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::artifact::ArtifactKind;
+    use crate::ids::{Epoch, Lsn};
+
+    fn key(n: u64) -> ArtifactKey {
+        ArtifactKey {
+            db: DbId(0),
+            epoch: Epoch(1),
+            lsn_start: Lsn(n),
+            lsn_end: Lsn(n + 1),
+            kind: ArtifactKind::Log,
+        }
+    }
+
+    #[test]
+    fn the_earliest_deadline_follows_both_schedules_and_survives_a_reload() {
+        let mut t = Timers::default();
+        assert_eq!(t.next(), None);
+        t.set(Timer::Monitor, 500);
+        t.add_restore_retry(300, DbId(4));
+        t.add_ship_backoff(200, key(1));
+        t.add_ship_backoff(400, key(2));
+        assert_eq!(t.next(), Some(200));
+        assert_eq!(t.pop_ship_backoff(199), None, "not due yet");
+        assert_eq!(t.pop_ship_backoff(250), Some(key(1)));
+        assert_eq!(t.next(), Some(300));
+        let reloaded: Timers = bincode::deserialize(&bincode::serialize(&t).unwrap()).unwrap();
+        assert_eq!(reloaded, t);
+        assert_eq!(reloaded.next(), Some(300));
+        assert_eq!(t.pop_restore_retry(300), Some(DbId(4)));
+        t.remove_ship_backoff(400, key(2));
+        assert_eq!(t.next(), Some(500), "only the fixed timer is left");
+        t.add_ship_backoff(450, key(3));
+        t.clear_ship_backoff();
+        assert_eq!(t.next(), Some(500));
+    }
+}
