@@ -230,6 +230,17 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), want);
     }
 
+    /// Write `want[from..]` through a writer that continues at `from` expecting `left` bytes,
+    /// and check the file then holds exactly `want`. Returns whether the writer went direct.
+    fn write_and_check(path: &Path, want: &[u8], from: usize, left: u64) -> bool {
+        let mut w = ArtifactWriter::new(open(path), path, from as u64, left);
+        let direct = w.is_direct();
+        w.write(&want[from..]).unwrap();
+        assert_eq!(w.finish().unwrap(), want.len() as u64);
+        assert_eq!(std::fs::read(path).unwrap(), want);
+        direct
+    }
+
     #[test]
     fn a_resume_continues_after_the_prefix_and_an_unaligned_one_goes_through_the_cache() {
         let dir = tempfile::tempdir().unwrap();
@@ -237,39 +248,25 @@ mod tests {
             let path = dir.path().join(format!("b{held}.partial"));
             let want = pattern(held + STAGE + 999, 3);
             std::fs::write(&path, &want[..held]).unwrap();
-            let left = (want.len() - held) as u64;
-            let mut w = ArtifactWriter::new(open(&path), &path, held as u64, left);
-            if !held.is_multiple_of(ALIGN) {
-                assert!(!w.is_direct());
-            }
-            w.write(&want[held..]).unwrap();
-            assert_eq!(w.finish().unwrap(), want.len() as u64);
-            assert_eq!(std::fs::read(&path).unwrap(), want);
+            let direct = write_and_check(&path, &want, held, (want.len() - held) as u64);
+            assert!(held.is_multiple_of(ALIGN) || !direct);
         }
     }
 
     #[test]
     fn a_small_artifact_goes_through_the_page_cache() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("d.partial");
         let want = pattern(ALIGN * 2 + 7, 9);
-        let mut w = ArtifactWriter::new(open(&path), &path, 0, want.len() as u64);
-        assert!(!w.is_direct());
-        w.write(&want).unwrap();
-        assert_eq!(w.finish().unwrap(), want.len() as u64);
-        assert_eq!(std::fs::read(&path).unwrap(), want);
+        let path = dir.path().join("d.partial");
+        assert!(!write_and_check(&path, &want, 0, want.len() as u64));
     }
 
     #[test]
     fn an_interrupted_receive_keeps_every_byte_written_so_far() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.partial");
         let want = pattern(ALIGN * 3 + 10, 1);
-        // As if a whole artifact were coming, so the direct path is taken where it exists.
-        let mut w = ArtifactWriter::new(open(&path), &path, 0, 2 * STAGE as u64);
-        w.write(&want).unwrap();
-        // Nothing reached a whole staging buffer: finish writes blocks and tail.
-        assert_eq!(w.finish().unwrap(), want.len() as u64);
-        assert_eq!(std::fs::read(&path).unwrap(), want);
+        // As if a whole artifact were coming, so the direct path is taken where it exists;
+        // nothing reaches a whole staging buffer, so finish writes the blocks and the tail.
+        write_and_check(&dir.path().join("c.partial"), &want, 0, 2 * STAGE as u64);
     }
 }
