@@ -88,6 +88,22 @@ fn digits(s: &str, width: Option<usize>) -> Option<u64> {
 }
 
 impl ArtifactName {
+    /// The name of an artifact of database `db` created at `created` (UTC), after `retry`
+    /// failed reads.
+    pub fn new(db: &str, created: crate::ids::UtcMillis, kind: ArtifactKind, retry: u32) -> Self {
+        ArtifactName {
+            db: db.to_string(),
+            created: UtcDateTime::from_millis(created),
+            kind,
+            retry,
+        }
+    }
+
+    /// The name an artifact's manifest gives it, for database `db`.
+    pub fn of(meta: &crate::artifact::ArtifactMeta, db: &str) -> Self {
+        ArtifactName::new(db, meta.created_utc, meta.key.kind, meta.retry)
+    }
+
     /// Parse a name (without directory or extension).
     pub fn parse(name: &str) -> Result<ArtifactName, NameError> {
         let err = |part, found: &str| NameError {

@@ -5,7 +5,6 @@ use crate::artifact::{ArtifactKey, ArtifactKind, ArtifactMeta};
 use crate::ids::{Epoch, Lsn, Millis, OpId, UtcMillis};
 use crate::name::ArtifactName;
 use crate::protocol::Failure;
-use crate::utc::UtcDateTime;
 use serde::{Deserialize, Serialize};
 
 /// A received, verified artifact that is not restored yet.
@@ -80,12 +79,7 @@ impl Seen {
 
     /// The artifact's name (the seed's naming convention) for database `db`.
     pub fn name(&self, db: &str) -> ArtifactName {
-        ArtifactName {
-            db: db.to_string(),
-            created: UtcDateTime::from_millis(self.created_utc),
-            kind: self.kind,
-            retry: self.retry,
-        }
+        ArtifactName::new(db, self.created_utc, self.kind, self.retry)
     }
 }
 

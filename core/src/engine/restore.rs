@@ -172,13 +172,7 @@ impl SiteEngine {
 
     /// The artifact's name label (the seed's naming convention).
     pub(super) fn label(&self, meta: &ArtifactMeta) -> String {
-        crate::name::ArtifactName {
-            db: self.db_name(meta.key.db).to_string(),
-            created: crate::utc::UtcDateTime::from_millis(meta.created_utc),
-            kind: meta.key.kind,
-            retry: meta.retry,
-        }
-        .to_string()
+        crate::name::ArtifactName::of(meta, self.db_name(meta.key.db)).to_string()
     }
 
     pub(super) fn pump_all(&mut self, now: Millis) {

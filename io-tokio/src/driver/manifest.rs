@@ -417,12 +417,8 @@ fn free_name(
 ) -> Result<PathBuf, DriverError> {
     const MAX_TRIES: i64 = 100_000;
     for bump in 0..MAX_TRIES {
-        let name = ArtifactName {
-            db: db_name.to_string(),
-            created: UtcDateTime::from_millis(UtcMillis(created.0.saturating_add(bump * 1000))),
-            kind,
-            retry: 0,
-        };
+        let created = UtcMillis(created.0.saturating_add(bump * 1000));
+        let name = ArtifactName::new(db_name, created, kind, 0);
         let path = dir.join(name.to_string());
         if !path.exists() && !manifest_path(&path).exists() {
             return Ok(path);

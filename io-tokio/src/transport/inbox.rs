@@ -18,7 +18,6 @@
 //! whatever the retry count, and never continues the bytes of a different artifact.
 
 use lifeboat_core::name::ArtifactName;
-use lifeboat_core::utc::UtcDateTime;
 use lifeboat_core::{ArtifactKey, ArtifactMeta, DbId};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -55,13 +54,7 @@ pub enum ManifestError {
 
 /// The file name of an artifact, by the seed's convention (see the module doc).
 pub fn artifact_file_name(meta: &ArtifactMeta, db_name: &str) -> String {
-    ArtifactName {
-        db: db_name.to_string(),
-        created: UtcDateTime::from_millis(meta.created_utc),
-        kind: meta.kind(),
-        retry: meta.retry,
-    }
-    .to_string()
+    ArtifactName::of(meta, db_name).to_string()
 }
 
 /// The manifest path beside an artifact file: `<artifact>.manifest`.
