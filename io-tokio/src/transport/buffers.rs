@@ -14,31 +14,62 @@ const MAX_KEPT_CAPACITY: usize = 4 << 20;
 /// Smaller requests are ordinary allocations (messages, small frames).
 pub(crate) const MIN_POOLED: usize = 64 << 10;
 
-static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-
-/// An empty buffer with room for at least `len` bytes.
-pub(crate) fn take(len: usize) -> Vec<u8> {
-    if len >= MIN_POOLED {
-        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = pool.iter().rposition(|b| b.capacity() >= len) {
-            let mut b = pool.swap_remove(i);
-            b.clear();
-            return b;
-        }
-    }
-    Vec::with_capacity(len)
+/// A bounded pool of byte buffers of one size range, shared by the threads of a transfer.
+pub(crate) struct Pool {
+    kept: Mutex<Vec<Vec<u8>>>,
+    /// At most this many buffers are kept.
+    keep: usize,
+    /// Buffers of a capacity outside `min..=max` are neither pooled nor kept.
+    min: usize,
+    max: usize,
 }
 
-/// Give a buffer back for reuse (dropped when the pool is full or the buffer is odd-sized).
+impl Pool {
+    pub(crate) const fn new(keep: usize, min: usize, max: usize) -> Pool {
+        Pool {
+            kept: Mutex::new(Vec::new()),
+            keep,
+            min,
+            max,
+        }
+    }
+
+    /// An empty buffer with room for at least `len` bytes.
+    pub(crate) fn take(&self, len: usize) -> Vec<u8> {
+        if len >= self.min {
+            let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = kept.iter().rposition(|b| b.capacity() >= len) {
+                let mut b = kept.swap_remove(i);
+                b.clear();
+                return b;
+            }
+        }
+        Vec::with_capacity(len)
+    }
+
+    /// Give a buffer back for reuse (dropped when the pool is full or the buffer is odd-sized).
+    pub(crate) fn give(&self, buf: Vec<u8>) {
+        if !(self.min..=self.max).contains(&buf.capacity()) {
+            return;
+        }
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() < self.keep {
+            kept.push(buf);
+        }
+    }
+}
+
+/// The chunk buffers.
+static CHUNKS: Pool = Pool::new(KEEP, MIN_POOLED, MAX_KEPT_CAPACITY);
+
+/// An empty chunk buffer with room for at least `len` bytes.
+pub(crate) fn take(len: usize) -> Vec<u8> {
+    CHUNKS.take(len)
+}
+
+/// Give a chunk buffer back for reuse.
 pub(crate) fn give(buf: Vec<u8>) {
-    let cap = buf.capacity();
-    if !(MIN_POOLED..=MAX_KEPT_CAPACITY).contains(&cap) {
-        return;
-    }
-    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    if pool.len() < KEEP {
-        pool.push(buf);
-    }
+    CHUNKS.give(buf)
 }
 
 #[cfg(test)]
@@ -56,7 +87,8 @@ mod tests {
         assert!(again.capacity() >= 1 << 20);
         let small = Vec::with_capacity(16);
         give(small);
-        assert!(POOL
+        assert!(CHUNKS
+            .kept
             .lock()
             .unwrap()
             .iter()

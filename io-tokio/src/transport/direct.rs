@@ -15,11 +15,11 @@
 //! the page cache throughout. Either way the file is fsynced before the artifact is
 //! acknowledged.
 
+use super::buffers::Pool;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Mutex;
 
 /// Alignment of direct writes: a multiple of the logical block size of every common device.
 pub(crate) const ALIGN: usize = 4096;
@@ -34,10 +34,10 @@ pub(crate) struct ArtifactWriter {
     direct: Option<File>,
     /// File offset of the first staged byte.
     pos: u64,
-    /// `STAGE` bytes at an aligned address inside `buf`, starting at `start`.
+    /// The staged bytes are `buf[start..]`, at an aligned address; `buf` has room for `STAGE`
+    /// of them, so it never moves.
     buf: Vec<u8>,
     start: usize,
-    staged: usize,
 }
 
 impl ArtifactWriter {
@@ -50,20 +50,19 @@ impl ArtifactWriter {
         } else {
             None
         };
-        let (buf, start) = if direct.is_some() {
-            let buf = take_stage();
-            let start = buf.as_ptr().align_offset(ALIGN);
-            (buf, start)
-        } else {
-            (Vec::new(), 0)
-        };
+        let mut buf = Vec::new();
+        let mut start = 0;
+        if direct.is_some() {
+            buf = STAGES.take(STAGE + ALIGN);
+            start = buf.as_ptr().align_offset(ALIGN);
+            buf.resize(start, 0);
+        }
         ArtifactWriter {
             file,
             direct,
             pos,
             buf,
             start,
-            staged: 0,
         }
     }
 
@@ -71,6 +70,10 @@ impl ArtifactWriter {
     #[cfg(test)]
     pub(crate) fn is_direct(&self) -> bool {
         self.direct.is_some()
+    }
+
+    fn staged(&self) -> usize {
+        self.buf.len() - self.start
     }
 
     /// Append `bytes`.
@@ -81,22 +84,20 @@ impl ArtifactWriter {
             return Ok(());
         }
         while !bytes.is_empty() {
-            let room = STAGE - self.staged;
-            let n = room.min(bytes.len());
-            let at = self.start + self.staged;
-            self.buf[at..at + n].copy_from_slice(&bytes[..n]);
-            self.staged += n;
+            let n = (STAGE - self.staged()).min(bytes.len());
+            self.buf.extend_from_slice(&bytes[..n]);
             bytes = &bytes[n..];
-            if self.staged == STAGE {
+            if self.staged() == STAGE {
                 self.flush_blocks()?;
             }
         }
         Ok(())
     }
 
-    /// Write every whole block staged; the rest stays staged.
+    /// Write every whole block staged; the rest stays staged (or, once direct writes are
+    /// refused, goes through the page cache too).
     fn flush_blocks(&mut self) -> io::Result<()> {
-        let whole = self.staged - self.staged % ALIGN;
+        let whole = self.staged() - self.staged() % ALIGN;
         if whole == 0 {
             return Ok(());
         }
@@ -113,15 +114,21 @@ impl ArtifactWriter {
             Err(e) => return Err(e),
         }
         self.pos += whole as u64;
-        self.buf
-            .copy_within(self.start + whole..self.start + self.staged, self.start);
-        self.staged -= whole;
-        if self.direct.is_none() && self.staged > 0 {
-            let rest = &self.buf[self.start..self.start + self.staged];
-            self.file.write_all_at(rest, self.pos)?;
-            self.pos += self.staged as u64;
-            self.staged = 0;
+        let rest = self.buf.len() - whole;
+        self.buf.copy_within(self.start + whole.., self.start);
+        self.buf.truncate(rest);
+        if self.direct.is_none() {
+            self.write_staged_buffered()?;
         }
+        Ok(())
+    }
+
+    /// Write whatever is staged through the page cache.
+    fn write_staged_buffered(&mut self) -> io::Result<()> {
+        let staged = &self.buf[self.start..];
+        self.file.write_all_at(staged, self.pos)?;
+        self.pos += staged.len() as u64;
+        self.buf.truncate(self.start);
         Ok(())
     }
 
@@ -131,12 +138,7 @@ impl ArtifactWriter {
         if self.direct.is_some() {
             self.flush_blocks()?;
         }
-        if self.staged > 0 {
-            let rest = &self.buf[self.start..self.start + self.staged];
-            self.file.write_all_at(rest, self.pos)?;
-            self.pos += self.staged as u64;
-            self.staged = 0;
-        }
+        self.write_staged_buffered()?;
         self.file.sync_all()?;
         Ok(self.pos)
     }
@@ -144,30 +146,13 @@ impl ArtifactWriter {
 
 impl Drop for ArtifactWriter {
     fn drop(&mut self) {
-        give_stage(std::mem::take(&mut self.buf));
+        STAGES.give(std::mem::take(&mut self.buf));
     }
 }
 
-/// Staging buffers kept for the next receive: a fresh one is 4 MiB of new pages to fault in.
-static STAGES: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-/// At most this many kept (one per receive running at once is the common case).
-const KEEP_STAGES: usize = 8;
-
-fn take_stage() -> Vec<u8> {
-    let kept = STAGES.lock().unwrap_or_else(|e| e.into_inner()).pop();
-    // Contents need no clearing: only bytes staged by this receive are ever written out.
-    kept.unwrap_or_else(|| vec![0u8; STAGE + ALIGN])
-}
-
-fn give_stage(buf: Vec<u8>) {
-    if buf.len() != STAGE + ALIGN {
-        return;
-    }
-    let mut kept = STAGES.lock().unwrap_or_else(|e| e.into_inner());
-    if kept.len() < KEEP_STAGES {
-        kept.push(buf);
-    }
-}
+/// Staging buffers kept for the next receive (a fresh one is 4 MiB of new pages to fault in);
+/// one per receive running at once is the common case.
+static STAGES: Pool = Pool::new(8, STAGE + ALIGN, STAGE + ALIGN);
 
 #[cfg(target_os = "linux")]
 const EINVAL: i32 = libc::EINVAL;
