@@ -920,3 +920,53 @@ mod planted {
             .any(|v| v.contains("of epoch 1 while at epoch 2")));
     }
 }
+
+/// Found by fuzzing (`fuzz/regressions/engine_inputs/rpo-sum-overflow-*`): positions are opaque
+/// `u64`s from outside, so the per-database losses and the rate can sum past `u64::MAX`. The
+/// report then keeps a true lower bound (saturated) and calls the upper bound unknown, never a
+/// smaller number, and the audit trail says why.
+#[test]
+fn failover_report_with_positions_near_u64_max_keeps_true_bounds_and_says_the_upper_is_unknown() {
+    let mut h = Harness::new(config(2));
+    h.run(10_000);
+    h.kill(A);
+    let huge = lifeboat_core::Lsn(u64::MAX - 7);
+    h.message(
+        B,
+        Peer::Site(SiteId(0)),
+        Message::Heartbeat(Heartbeat {
+            epoch: Epoch(1),
+            seq: 1_000_000,
+            backups_paused: false,
+            writable: true,
+            positions: vec![(DbId(0), huge), (DbId(1), huge)],
+            write_rate_per_sec: u64::MAX / 3,
+        }),
+    );
+    h.operator(B, OperatorRequest::Failover { force: true });
+    assert!(
+        h.run_until(30_000, |h| h.sites[B].role() == Role::Primary),
+        "{}",
+        h.trace()
+    );
+    h.run(1_000);
+    let Some(Report::Failover {
+        rpo_lower,
+        rpo_upper,
+        losses,
+        ..
+    }) = h.failover_report().cloned()
+    else {
+        panic!("no report:\n{}", h.trace())
+    };
+    assert_eq!(rpo_lower, u64::MAX, "two near-maximal losses saturate");
+    assert_eq!(rpo_upper, None, "an overflowing upper bound is unknown");
+    assert_eq!(losses.len(), 2);
+    for l in &losses {
+        assert!(l.rpo_lower > u64::MAX / 2, "{l:?}");
+        assert_eq!(l.rpo_upper, None, "{l:?}");
+    }
+    let audit = h.audits_of(B, "rpo upper bound unknown");
+    assert_eq!(audit.len(), 1, "{}", h.trace());
+    assert!(audit[0].why.contains("2^64"), "{}", audit[0].why);
+}

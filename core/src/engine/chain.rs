@@ -240,15 +240,24 @@ impl DbState {
             (Some(p), ArtifactKind::Full) => m.key.lsn_end > p,
             (Some(p), ArtifactKind::Log) => m.key.lsn_start <= p && p < m.key.lsn_end,
             // An incremental holds every page changed since its base full: it applies at any
-            // position inside its range whose history contains that full, i.e. the full the
-            // chain started from, or a newer verified full of this lineage the position passed
-            // (logs carried the database over it; after a switchover the new primary's fulls).
+            // position inside its range whose history contains that full. A full is identified
+            // by its epoch and its position (two histories can both have a full at one
+            // position), so the base is either
+            // - the full this copy's chain started from, which was restored here: every
+            //   position up to `p` was applied on it in order, and this copy is a prefix of the
+            //   primary's history, so the primary's state at that position is this copy's; or
+            // - a verified full of the incremental's own epoch that the position has passed
+            //   (logs carried the copy over it; after a switchover, the new primary's fulls).
+            // A full of another epoch at the same position is not enough (found by fuzzing: an
+            // epoch-4 incremental was issued on an epoch-2 full after a forced failover, a
+            // reseed and two switchovers).
             (Some(p), ArtifactKind::Incremental) => {
                 let base_known = m.base_full == self.current_full
-                    || self
-                        .retained_full
-                        .as_deref()
-                        .is_some_and(|f| m.base_full == Some(f.key.lsn_end) && f.key.lsn_end <= p);
+                    || self.retained_full.as_deref().is_some_and(|f| {
+                        m.base_full == Some(f.key.lsn_end)
+                            && f.key.epoch == m.key.epoch
+                            && f.key.lsn_end <= p
+                    });
                 m.base_full.is_some() && base_known && m.key.lsn_start <= p && p < m.key.lsn_end
             }
         }
@@ -396,6 +405,33 @@ mod tests {
         d.insert(art(ArtifactKind::Incremental, 10, 30, Some(10)), 0);
         assert_eq!(d.pending[0].meta.key.lsn_end, Lsn(30));
         assert_eq!(d.next(0), Next::Restore(0));
+    }
+
+    /// Found by fuzzing (`fuzz/regressions/engine_inputs/incremental-on-full-of-another-epoch`):
+    /// a full is identified by epoch and position, so a retained full of another epoch at the
+    /// incremental's base position is not its base.
+    #[test]
+    fn an_incremental_does_not_apply_on_a_retained_full_of_another_epoch() {
+        let mut full = art(ArtifactKind::Full, 532, 532, None);
+        full.key.epoch = Epoch(2);
+        let mut d = DbState {
+            position: Some(Lsn(600)),
+            current_full: Some(Lsn(100)),
+            retained_full: Some(Box::new(full)),
+            ..Default::default()
+        };
+        let mut incr = art(ArtifactKind::Incremental, 532, 700, Some(532));
+        incr.key.epoch = Epoch(4);
+        assert!(!d.applies(&incr), "epoch-4 incremental on an epoch-2 full");
+        d.insert(incr, 0);
+        assert!(matches!(d.next(0), Next::Gap { .. }));
+        // The same incremental of the full's own epoch applies: the position passed the full.
+        incr.key.epoch = Epoch(2);
+        assert!(d.applies(&incr));
+        // And so does one on the chain's own full, whatever its epoch: it was restored here.
+        let mut own = art(ArtifactKind::Incremental, 100, 700, Some(100));
+        own.key.epoch = Epoch(4);
+        assert!(d.applies(&own));
     }
 
     #[test]

@@ -65,8 +65,9 @@ impl World<'_> {
                         covers,
                         "site {site} restores a log that does not cover position {p:?}: {meta:?}"
                     ),
-                    // On the chain's own full, or on a full verified here that the position
-                    // has passed (logs carried the copy over it).
+                    // On the chain's own full, or on a full of the incremental's own epoch
+                    // verified here that the position has passed (logs carried the copy over
+                    // it): the chain rule of `ChainState::applies`.
                     (false, ArtifactKind::Incremental) => assert!(
                         covers
                             && meta.base_full.is_some()
@@ -74,6 +75,7 @@ impl World<'_> {
                                 || self.verified[site].iter().any(|(k, _)| {
                                     k.db == key.db
                                         && k.kind == ArtifactKind::Full
+                                        && k.epoch == key.epoch
                                         && Some(k.lsn_end) == meta.base_full
                                         && p.is_some_and(|p| k.lsn_end <= p)
                                 })),

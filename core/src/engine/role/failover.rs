@@ -264,20 +264,33 @@ impl SiteEngine {
                 .any(|d| d.in_flight.is_some() || d.queued)
     }
 
+    /// The loss bounds of a failover (Contracts: RPO). Positions come from outside (the
+    /// driver's write positions, the primary's heartbeats) and are opaque: any `u64` is a
+    /// possible LSN, so none is rejected. Sums are therefore exact (`u128`): a lower bound
+    /// beyond `u64::MAX` is reported as `u64::MAX` (still a true lower bound), and an upper
+    /// bound beyond it as unknown, never as a smaller number, with an audit record that names
+    /// the positions. Found by fuzzing: the plain sums overflowed.
     pub(in crate::engine) fn compute_rpo(&mut self, now: Millis) {
-        let mut lower = 0u64;
+        let mut lower = 0u128;
         let mut losses = Vec::new();
         // Writes that could have happened since the last heartbeat: its age (plus one heartbeat
         // of sampling lag) at twice the peak observed rate. Unknown without any heartbeat.
-        let extra = self.st.peer.last_heartbeat_at.map(|t| {
-            let age = now.saturating_sub(t) + self.cfg.lease.heartbeat_every_ms;
-            (self.st.peer.peak_rate.saturating_mul(2).saturating_mul(age)).div_ceil(1000)
+        let extra: Option<u128> = self.st.peer.last_heartbeat_at.map(|t| {
+            let age = u128::from(now.saturating_sub(t) + self.cfg.lease.heartbeat_every_ms);
+            (u128::from(self.st.peer.peak_rate) * 2 * age).div_ceil(1000)
         });
+        let bound = |x: u128| u64::try_from(x).ok();
+        let mut overflow = Vec::new();
         for (i, d) in self.st.dbs.iter().enumerate() {
             let restored = d.position.unwrap_or_default();
             let known = d.known_produced.max(restored);
             let l = known.0 - restored.0;
-            lower += l;
+            lower += u128::from(l);
+            let upper = extra.map(|x| bound(u128::from(l) + x));
+            if upper == Some(None) {
+                let name = self.cfg.databases.get(i).cloned().unwrap_or_default();
+                overflow.push((name, format!("restored {} of {}", restored.0, known.0)));
+            }
             // Every database that may have lost something is listed: a known loss, or an upper
             // bound above zero (or unknown).
             if l > 0 || extra.is_none_or(|x| x > 0) {
@@ -286,14 +299,25 @@ impl SiteEngine {
                     restored,
                     known_produced: known,
                     rpo_lower: l,
-                    rpo_upper: None,
+                    rpo_upper: upper.flatten(),
                 });
             }
         }
-        let upper = extra.map(|x| lower + x);
-        for l in &mut losses {
-            l.rpo_upper = extra.map(|x| l.rpo_lower + x);
+        let upper = extra.and_then(|x| bound(lower + x));
+        if extra.is_some() && upper.is_none() {
+            overflow.push((
+                "peak_rate_per_sec".into(),
+                self.st.peer.peak_rate.to_string(),
+            ));
+            self.audit(
+                now,
+                "rpo upper bound unknown".into(),
+                "the reported write positions and rate imply more than 2^64 positions lost;                  the upper bound is reported as unknown rather than as a smaller number"
+                    .into(),
+                overflow,
+            );
         }
+        let lower = u64::try_from(lower).unwrap_or(u64::MAX);
         if let Some(p) = self.st.procedure.as_mut() {
             p.rpo = Some((lower, upper, losses));
         }
