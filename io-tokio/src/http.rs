@@ -10,10 +10,45 @@ use tracing::{debug, warn};
 
 /// Largest request or response body accepted.
 pub const MAX_BODY: usize = 4 << 20;
-/// Longest header section accepted.
-const MAX_HEADER_LINES: usize = 100;
+/// Most header lines after the request (or status) line.
+pub const MAX_HEADER_LINES: usize = 100;
+/// Longest request, status or header line, its line end included (8 KiB).
+pub const MAX_LINE: usize = 8 << 10;
+/// The most bytes a request's head can take: the request line, [`MAX_HEADER_LINES`] headers
+/// and the blank line that ends them, every one full.
+pub const MAX_HEAD: usize = MAX_LINE * (MAX_HEADER_LINES + 2);
+/// A body buffer starts at most this large and grows as the bytes arrive, so a request that
+/// announces a large body and sends none costs little.
+const BODY_FIRST_READ: usize = 64 << 10;
 /// A request must arrive within this.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a request (or an answer's head) could not be read. Every limit is checked before the
+/// bytes past it are buffered.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("reading the {what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("the {what} is longer than {MAX_LINE} bytes")]
+    LineTooLong { what: &'static str },
+    #[error("the {what} is not UTF-8")]
+    NotUtf8 { what: &'static str },
+    #[error("too many header lines (more than {MAX_HEADER_LINES})")]
+    TooManyHeaders,
+    #[error("bad Content-Length {found:?}")]
+    BadContentLength { found: String },
+    #[error("empty request line")]
+    EmptyRequestLine,
+    #[error("no request target")]
+    NoTarget,
+    #[error("body of {len} bytes exceeds {MAX_BODY}")]
+    BodyTooLarge { len: usize },
+    #[error("the body ended after {got} of {len} bytes")]
+    BodyTruncated { got: usize, len: usize },
+}
 
 #[derive(Clone, Debug)]
 pub struct Request {
@@ -143,47 +178,79 @@ where
     w.shutdown().await
 }
 
+/// One line, its line end included, of at most [`MAX_LINE`] bytes: never buffers more. Empty at
+/// the end of the stream; the last line may lack its line end.
+async fn read_line_bounded<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    what: &'static str,
+) -> Result<String, HttpError> {
+    let mut line = Vec::new();
+    (&mut *r)
+        .take(MAX_LINE as u64)
+        .read_until(b'\n', &mut line)
+        .await
+        .map_err(|source| HttpError::Io { what, source })?;
+    if line.len() == MAX_LINE && line.last() != Some(&b'\n') {
+        return Err(HttpError::LineTooLong { what });
+    }
+    String::from_utf8(line).map_err(|_| HttpError::NotUtf8 { what })
+}
+
+/// The first line and the Content-Length (0 when absent) of a request or an answer. Reads at
+/// most [`MAX_HEAD`] bytes.
 async fn read_headers<R: tokio::io::AsyncBufRead + Unpin>(
     r: &mut R,
-) -> Result<(String, usize), String> {
-    let mut first = String::new();
-    r.read_line(&mut first)
-        .await
-        .map_err(|e| format!("reading the request line: {e}"))?;
+) -> Result<(String, usize), HttpError> {
+    let first = read_line_bounded(r, "request line").await?;
     let mut len = 0usize;
-    for _ in 0..MAX_HEADER_LINES {
-        let mut line = String::new();
-        let n = r
-            .read_line(&mut line)
-            .await
-            .map_err(|e| format!("reading headers: {e}"))?;
-        if n == 0 || line == "\r\n" || line == "\n" {
+    for n in 0..=MAX_HEADER_LINES {
+        let line = read_line_bounded(r, "header line").await?;
+        if line.is_empty() || line == "\r\n" || line == "\n" {
             return Ok((first, len));
+        }
+        if n == MAX_HEADER_LINES {
+            return Err(HttpError::TooManyHeaders);
         }
         if let Some((k, v)) = line.split_once(':') {
             if k.trim().eq_ignore_ascii_case("content-length") {
-                len = v
-                    .trim()
-                    .parse()
-                    .map_err(|_| "bad Content-Length".to_string())?;
+                len = v.trim().parse().map_err(|_| HttpError::BadContentLength {
+                    found: v.trim().to_string(),
+                })?;
             }
         }
     }
-    Err("too many header lines".into())
+    Err(HttpError::TooManyHeaders)
 }
 
-async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> Result<Request, String> {
+/// Read one request: its head (at most [`MAX_HEAD`] bytes: [`MAX_LINE`] per line,
+/// [`MAX_HEADER_LINES`] headers) and a body of its Content-Length (at most [`MAX_BODY`]). The
+/// body's buffer grows with the bytes that arrive, not with the length announced. Reads nothing
+/// past the body.
+pub async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+) -> Result<Request, HttpError> {
     let (first, len) = read_headers(r).await?;
     let mut parts = first.split_whitespace();
-    let method = parts.next().ok_or("empty request line")?.to_string();
-    let target = parts.next().ok_or("no request target")?;
+    let method = parts.next().ok_or(HttpError::EmptyRequestLine)?.to_string();
+    let target = parts.next().ok_or(HttpError::NoTarget)?;
     if len > MAX_BODY {
-        return Err(format!("body of {len} bytes exceeds {MAX_BODY}"));
+        return Err(HttpError::BodyTooLarge { len });
     }
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body)
+    let mut body = Vec::with_capacity(len.min(BODY_FIRST_READ));
+    (&mut *r)
+        .take(len as u64)
+        .read_to_end(&mut body)
         .await
-        .map_err(|e| format!("reading the body: {e}"))?;
+        .map_err(|source| HttpError::Io {
+            what: "body",
+            source,
+        })?;
+    if body.len() != len {
+        return Err(HttpError::BodyTruncated {
+            got: body.len(),
+            len,
+        });
+    }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     Ok(Request {
         method,
@@ -219,7 +286,9 @@ pub async fn request(
             .await
             .map_err(|e| format!("writing to {hostport}: {e}"))?;
         let mut r = BufReader::new(s);
-        let (status_line, len) = read_headers(&mut r).await?;
+        let (status_line, len) = read_headers(&mut r)
+            .await
+            .map_err(|e| format!("{hostport} answered: {e}"))?;
         let status: u16 = status_line
             .split_whitespace()
             .nth(1)

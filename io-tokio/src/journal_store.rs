@@ -69,7 +69,7 @@ impl JournalStore {
     }
 
     /// Open the journal in `dir` (created when missing): read the snapshot, decode the journal,
-    /// truncate a torn tail, and return what to replay.
+    /// truncate a torn tail, and return what to replay. Every error names the file it is about.
     pub fn open<S: DeserializeOwned>(dir: &Path) -> anyhow::Result<(JournalStore, Recovered<S>)> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let snap_path = Self::snapshot_path(dir);
@@ -89,24 +89,7 @@ impl JournalStore {
             Err(e) => return Err(e).with_context(|| format!("reading {}", jpath.display())),
         };
         let Some(bytes) = bytes else {
-            write_atomic(dir, "journal", &journal::encode_header(next_seq))
-                .with_context(|| format!("creating {}", jpath.display()))?;
-            let file = OpenOptions::new().append(true).open(&jpath)?;
-            return Ok((
-                JournalStore {
-                    dir: dir.to_path_buf(),
-                    file,
-                    writer: JournalWriter::new(next_seq),
-                    buf: Vec::new(),
-                    records_since_snapshot: 0,
-                    bytes: 0,
-                },
-                Recovered {
-                    state,
-                    records: Vec::new(),
-                    torn: None,
-                },
-            ));
+            return Self::fresh(dir, next_seq, state, None);
         };
         let decoded: Decoded<Record> = journal::decode(&bytes).with_context(|| {
             format!(
@@ -123,12 +106,29 @@ impl JournalStore {
                 next_seq
             );
         }
+        if decoded.next_seq() < next_seq {
+            // The snapshot holds every record of this journal (a crash between the snapshot's
+            // rename and the fresh journal's, or a torn tail the snapshot covers). Appending
+            // here would number new records below the snapshot's `next_seq`, and the next
+            // replay would skip them: continue in a fresh journal at the snapshot instead.
+            let note = format!(
+                "journal {} ends at record {} and the snapshot continues at {next_seq}: every \
+                 record is in the snapshot; started a fresh journal",
+                jpath.display(),
+                decoded.next_seq()
+            );
+            return Self::fresh(dir, next_seq, state, Some(note));
+        }
         let torn = match decoded.tail {
             Tail::Clean => None,
             Tail::Torn { offset, reason } => {
-                let f = OpenOptions::new().write(true).open(&jpath)?;
-                f.set_len(decoded.valid_len as u64)?;
-                f.sync_all()?;
+                let truncate = || {
+                    let f = OpenOptions::new().write(true).open(&jpath)?;
+                    f.set_len(decoded.valid_len as u64)?;
+                    f.sync_all()
+                };
+                truncate()
+                    .with_context(|| format!("truncating the torn tail of {}", jpath.display()))?;
                 Some(format!(
                     "journal {}: torn tail at byte {offset} ({reason}); truncated to {} bytes, \
                      {} intact record(s) kept",
@@ -145,7 +145,10 @@ impl JournalStore {
             .filter(|(seq, _)| *seq >= next_seq)
             .map(|(_, r)| r)
             .collect();
-        let file = OpenOptions::new().append(true).open(&jpath)?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&jpath)
+            .with_context(|| format!("opening {}", jpath.display()))?;
         Ok((
             JournalStore {
                 dir: dir.to_path_buf(),
@@ -163,10 +166,56 @@ impl JournalStore {
         ))
     }
 
+    /// A new, empty journal continuing at `next_seq` (nothing to replay after the snapshot).
+    fn fresh<S>(
+        dir: &Path,
+        next_seq: u64,
+        state: Option<S>,
+        torn: Option<String>,
+    ) -> anyhow::Result<(JournalStore, Recovered<S>)> {
+        let jpath = Self::journal_path(dir);
+        write_atomic(dir, "journal", &journal::encode_header(next_seq))
+            .with_context(|| format!("creating {}", jpath.display()))?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&jpath)
+            .with_context(|| format!("opening {}", jpath.display()))?;
+        Ok((
+            JournalStore {
+                dir: dir.to_path_buf(),
+                file,
+                writer: JournalWriter::new(next_seq),
+                buf: Vec::new(),
+                records_since_snapshot: 0,
+                bytes: 0,
+            },
+            Recovered {
+                state,
+                records: Vec::new(),
+                torn,
+            },
+        ))
+    }
+
     /// Append records and fsync them. Returns once they are durable.
     pub fn append(&mut self, records: &[Record]) -> anyhow::Result<()> {
         if records.is_empty() {
             return Ok(());
+        }
+        // Record number u64::MAX is never written (the decoder refuses it, and the writer's count
+        // would overflow): only a damaged snapshot or journal gets a store this far.
+        if self
+            .writer
+            .next_seq()
+            .checked_add(records.len() as u64)
+            .is_none()
+        {
+            bail!(
+                "journal {} is at record {}, the end of the sequence space: its snapshot or \
+                 journal was damaged; move both aside and reseed this site",
+                Self::journal_path(&self.dir).display(),
+                self.writer.next_seq()
+            );
         }
         self.buf.clear();
         for r in records {

@@ -33,7 +33,7 @@ pub const MANIFEST_FORMAT_VERSION: u32 = 1;
 /// A manifest's file name is its artifact's file name plus this suffix.
 pub const MANIFEST_SUFFIX: &str = ".manifest";
 /// Manifests are small; anything larger is garbage, not a manifest.
-const MANIFEST_MAX_BYTES: u64 = 64 * 1024;
+pub const MANIFEST_MAX_BYTES: u64 = 64 * 1024;
 
 /// The manifest beside an artifact file. Field order is the JSON order: `format_version` first.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,8 +222,17 @@ pub fn read_manifest(artifact: &Path) -> Result<ArtifactFile, DriverError> {
             "it is {len} bytes, a manifest is at most {MANIFEST_MAX_BYTES}"
         )));
     }
-    let bytes = durable::read_small(&mpath)
+    // The size above may be stale (the file can grow after the check): read at most one byte
+    // past the limit, whatever the file holds by now.
+    let mut bytes = Vec::new();
+    File::open(&mpath)
+        .and_then(|f| f.take(MANIFEST_MAX_BYTES + 1).read_to_end(&mut bytes))
         .map_err(|e| DriverError::io(format!("reading {}", mpath.display()), &e))?;
+    if bytes.len() as u64 > MANIFEST_MAX_BYTES {
+        return Err(invalid(format!(
+            "it is over {MANIFEST_MAX_BYTES} bytes, a manifest is at most {MANIFEST_MAX_BYTES}"
+        )));
+    }
 
     #[derive(Deserialize)]
     struct VersionProbe {

@@ -36,15 +36,19 @@ impl Pool {
 
     /// An empty buffer with room for at least `len` bytes.
     pub(crate) fn take(&self, len: usize) -> Vec<u8> {
-        if len >= self.min {
-            let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(i) = kept.iter().rposition(|b| b.capacity() >= len) {
-                let mut b = kept.swap_remove(i);
-                b.clear();
-                return b;
-            }
+        self.reuse(len).unwrap_or_else(|| Vec::with_capacity(len))
+    }
+
+    /// A kept buffer with room for at least `len` bytes, if there is one (never a fresh one).
+    pub(crate) fn reuse(&self, len: usize) -> Option<Vec<u8>> {
+        if len < self.min {
+            return None;
         }
-        Vec::with_capacity(len)
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let i = kept.iter().rposition(|b| b.capacity() >= len)?;
+        let mut b = kept.swap_remove(i);
+        b.clear();
+        Some(b)
     }
 
     /// Give a buffer back for reuse (dropped when the pool is full or the buffer is odd-sized).
@@ -65,6 +69,11 @@ static CHUNKS: Pool = Pool::new(KEEP, MIN_POOLED, MAX_KEPT_CAPACITY);
 /// An empty chunk buffer with room for at least `len` bytes.
 pub(crate) fn take(len: usize) -> Vec<u8> {
     CHUNKS.take(len)
+}
+
+/// A recycled chunk buffer with room for at least `len` bytes, if one is free.
+pub(crate) fn reuse(len: usize) -> Option<Vec<u8>> {
+    CHUNKS.reuse(len)
 }
 
 /// Give a chunk buffer back for reuse.

@@ -30,6 +30,10 @@ pub const HEADER_LEN: usize = 12;
 /// the receiver allocate; artifact chunks are smaller (see `DEFAULT_CHUNK_SIZE`).
 pub const MAX_FRAME_LEN: u32 = 4 * 1024 * 1024;
 
+/// The most a frame's payload buffer holds before its bytes arrive (64 KiB): the rest of an
+/// announced length is allocated as it is read.
+pub const FIRST_READ: usize = 64 * 1024;
+
 /// What a frame carries. The code is the byte on the wire; never reuse a retired code.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum FrameKind {
@@ -308,7 +312,13 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     }
 }
 
-async fn read_frame_now<R: AsyncRead + Unpin>(r: &mut R) -> Result<RawFrame, FrameError> {
+/// Read one frame with no time limit: [`read_frame`] without its timer, for readers that never
+/// wait (an in-memory buffer, the fuzz targets) or callers that bound the time themselves.
+///
+/// Memory follows the bytes that arrive, not the length the header announces: a peer that
+/// announces [`MAX_FRAME_LEN`] and sends a few bytes costs at most [`FIRST_READ`] bytes of
+/// buffer (or a recycled chunk buffer), and the buffer grows as the payload arrives.
+pub async fn read_frame_now<R: AsyncRead + Unpin>(r: &mut R) -> Result<RawFrame, FrameError> {
     let mut header = [0u8; HEADER_LEN];
     match read_full(r, &mut header).await? {
         0 => return Err(FrameError::Closed),
@@ -322,9 +332,15 @@ async fn read_frame_now<R: AsyncRead + Unpin>(r: &mut R) -> Result<RawFrame, Fra
     }
     let h = decode_header(&header)?;
     let len = h.len as usize;
-    // Read into spare capacity of a recycled buffer: no fresh mapping, no zeroing.
-    let mut payload = super::buffers::take(len);
+    // Read into spare capacity of a recycled buffer when one is free (no fresh mapping, no
+    // zeroing); otherwise start small and grow with what arrives, never past `len`.
+    let mut payload =
+        super::buffers::reuse(len).unwrap_or_else(|| Vec::with_capacity(len.min(FIRST_READ)));
     while payload.len() < len {
+        if payload.len() == payload.capacity() {
+            let grown = (payload.capacity() * 2).clamp(FIRST_READ, len);
+            payload.reserve_exact(grown - payload.len());
+        }
         let want = (len - payload.len()) as u64;
         if (&mut *r).take(want).read_buf(&mut payload).await? == 0 {
             return Err(FrameError::Truncated {

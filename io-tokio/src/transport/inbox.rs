@@ -22,7 +22,7 @@ use lifeboat_core::{ArtifactKey, ArtifactMeta, DbId};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{watch, OwnedMutexGuard};
@@ -30,6 +30,8 @@ use tokio::sync::{watch, OwnedMutexGuard};
 /// The version of the manifest format (one format for the whole adapter: the driver's
 /// [`crate::driver::Manifest`]); the first field of every manifest.
 pub use crate::driver::manifest::MANIFEST_FORMAT_VERSION as MANIFEST_FORMAT;
+/// The largest manifest read (the driver's limit): a larger file is garbage, not a manifest.
+pub use crate::driver::manifest::MANIFEST_MAX_BYTES;
 /// Extension of a manifest beside its artifact.
 pub const MANIFEST_EXTENSION: &str = "manifest";
 /// Extension of a transfer under way (hidden files, so directory scans skip them).
@@ -50,6 +52,23 @@ pub enum ManifestError {
          upgrade lifeboat"
     )]
     UnsupportedFormat { path: PathBuf, found: u32 },
+    #[error("manifest {path} is larger than {MANIFEST_MAX_BYTES} bytes: garbage, not a manifest")]
+    TooLarge { path: PathBuf },
+    #[error("manifest {path} describes no valid artifact: {why}")]
+    Invalid { path: PathBuf, why: &'static str },
+}
+
+impl ManifestError {
+    /// The manifest file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            ManifestError::Io { path, .. }
+            | ManifestError::Json { path, .. }
+            | ManifestError::UnsupportedFormat { path, .. }
+            | ManifestError::TooLarge { path }
+            | ManifestError::Invalid { path, .. } => path,
+        }
+    }
 }
 
 /// The file name of an artifact, by the seed's convention (see the module doc).
@@ -116,16 +135,26 @@ pub fn stage_manifest(artifact: &Path, meta: &ArtifactMeta, db_name: &str) -> io
     Ok(tmp)
 }
 
-/// Read a manifest, checking its format version first.
+/// Read a manifest, checking its format version first, then that it describes a valid artifact
+/// (`ArtifactMeta::check`). Reads at most [`MANIFEST_MAX_BYTES`] (plus one, to notice more).
 pub fn read_manifest(path: &Path) -> Result<ArtifactMeta, ManifestError> {
     #[derive(Deserialize)]
     struct FormatOnly {
         format_version: u32,
     }
-    let bytes = fs::read(path).map_err(|source| ManifestError::Io {
+    let io = |source| ManifestError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|f| f.take(MANIFEST_MAX_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(io)?;
+    if bytes.len() as u64 > MANIFEST_MAX_BYTES {
+        return Err(ManifestError::TooLarge {
+            path: path.to_path_buf(),
+        });
+    }
     let json = |source| ManifestError::Json {
         path: path.to_path_buf(),
         source,
@@ -138,7 +167,12 @@ pub fn read_manifest(path: &Path) -> Result<ArtifactMeta, ManifestError> {
         });
     }
     let manifest: crate::driver::Manifest = serde_json::from_slice(&bytes).map_err(json)?;
-    Ok(manifest.meta())
+    let meta = manifest.meta();
+    meta.check().map_err(|why| ManifestError::Invalid {
+        path: path.to_path_buf(),
+        why,
+    })?;
+    Ok(meta)
 }
 
 fn parent_dir(path: &Path) -> &Path {

@@ -130,6 +130,55 @@ pub(super) struct Dialed {
     pub(super) writer: FrameWriter<OwnedWriteHalf>,
 }
 
+/// Why a handshake failed: what the first frame of a connection was, and what was wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("expected {expected}, got a {got:?} frame")]
+    Unexpected {
+        expected: &'static str,
+        got: FrameKind,
+    },
+    /// The dialer said who it is but speaks another protocol version.
+    #[error("protocol version {found} is not supported; this side speaks {PROTOCOL_VERSION}")]
+    Protocol { found: u16, peer: Peer },
+    /// The listener answers with another protocol version.
+    #[error("the listener speaks protocol {found}, this side {PROTOCOL_VERSION}")]
+    ListenerProtocol { found: u16 },
+    #[error("refused: {reason}")]
+    Refused { reason: String },
+}
+
+/// The listener's check of a connection's first frame: a `Hello` of this protocol version.
+/// Pure, so the fuzz targets drive it with every frame the decoder lets through.
+pub fn check_hello(frame: Frame) -> Result<Hello, HandshakeError> {
+    match frame {
+        Frame::Hello(hello) if hello.protocol == PROTOCOL_VERSION => Ok(hello),
+        Frame::Hello(hello) => Err(HandshakeError::Protocol {
+            found: hello.protocol,
+            peer: hello.peer,
+        }),
+        other => Err(HandshakeError::Unexpected {
+            expected: "Hello",
+            got: other.kind(),
+        }),
+    }
+}
+
+/// The dialer's check of the listener's answer: a `Welcome` of this protocol version.
+pub fn check_welcome(frame: Frame) -> Result<Welcome, HandshakeError> {
+    match frame {
+        Frame::Welcome(welcome) if welcome.protocol == PROTOCOL_VERSION => Ok(welcome),
+        Frame::Welcome(Welcome { protocol, .. }) => {
+            Err(HandshakeError::ListenerProtocol { found: protocol })
+        }
+        Frame::Close { reason } => Err(HandshakeError::Refused { reason }),
+        other => Err(HandshakeError::Unexpected {
+            expected: "Welcome",
+            got: other.kind(),
+        }),
+    }
+}
+
 /// Connect, say `Hello`, expect `Welcome`.
 pub(super) async fn dial(
     addr: &str,
@@ -151,21 +200,13 @@ pub(super) async fn dial(
         link,
     };
     writer.send(&Frame::Hello(hello)).await?;
-    match reader.next(cfg.handshake_timeout).await? {
-        Frame::Welcome(Welcome { protocol, peer }) if protocol == PROTOCOL_VERSION => Ok(Dialed {
-            remote: peer,
-            reader,
-            writer,
-        }),
-        Frame::Welcome(Welcome { protocol, .. }) => Err(ShipErrorKind::Handshake(format!(
-            "the listener speaks protocol {protocol}, this side {PROTOCOL_VERSION}"
-        ))),
-        Frame::Close { reason } => Err(ShipErrorKind::Handshake(format!("refused: {reason}"))),
-        other => Err(ShipErrorKind::Handshake(format!(
-            "expected Welcome, got a {:?} frame",
-            other.kind()
-        ))),
-    }
+    let welcome = check_welcome(reader.next(cfg.handshake_timeout).await?)
+        .map_err(|e| ShipErrorKind::Handshake(e.to_string()))?;
+    Ok(Dialed {
+        remote: welcome.peer,
+        reader,
+        writer,
+    })
 }
 
 /// Why a control link ended.

@@ -4,7 +4,8 @@
 use super::frame::FrameError;
 use super::inbox::Inbox;
 use super::link::{
-    finish_control_link, run_control_link, AbortOnDrop, ControlLink, LinkEnd, SendError,
+    check_hello, finish_control_link, run_control_link, AbortOnDrop, ControlLink, HandshakeError,
+    LinkEnd, SendError,
 };
 use super::ship::receive_artifact;
 use super::wire::{Frame, FrameReader, FrameWriter, LinkKind, Welcome, PROTOCOL_VERSION};
@@ -143,22 +144,18 @@ async fn serve_connection(stream: TcpStream, addr: SocketAddr, shared: Arc<Liste
     let (r, w) = stream.into_split();
     let mut reader = FrameReader::new(r);
     let mut writer = FrameWriter::new(w, cfg.io_timeout);
-    let hello = match reader.next(cfg.handshake_timeout).await {
-        Ok(Frame::Hello(hello)) => hello,
-        Ok(other) => {
-            let reason = format!("expected Hello, got a {:?} frame", other.kind());
-            return hang_up(&mut writer, addr, None, reason).await;
+    let hello = match reader.next(cfg.handshake_timeout).await.map(check_hello) {
+        Ok(Ok(hello)) => hello,
+        Ok(Err(e)) => {
+            let peer = match e {
+                HandshakeError::Protocol { peer, .. } => Some(peer),
+                _ => None,
+            };
+            return hang_up(&mut writer, addr, peer, e).await;
         }
         Err(e) => return hang_up(&mut writer, addr, None, format!("handshake: {e}")).await,
     };
     let from = hello.peer;
-    if hello.protocol != PROTOCOL_VERSION {
-        let reason = format!(
-            "protocol version {} is not supported; this side speaks {PROTOCOL_VERSION}",
-            hello.protocol
-        );
-        return hang_up(&mut writer, addr, Some(from), reason).await;
-    }
     let welcome = Frame::Welcome(Welcome {
         protocol: PROTOCOL_VERSION,
         peer: shared.me,

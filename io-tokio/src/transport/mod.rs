@@ -49,10 +49,12 @@ mod tests;
 
 pub use dialer::Transport;
 pub use inbox::{Inbox, ManifestError};
-pub use link::{Backoff, SendError, ShipError};
+pub use link::{check_hello, check_welcome, Backoff, HandshakeError, SendError, ShipError};
 pub use listener::Listener;
 pub use progress::{Direction, Transfer, Transfers};
-pub use ship::{ShipErrorKind, Shipped};
+pub use ship::{
+    check_resume, resume_offset, ChunkCount, ResumeError, ShipErrorKind, Shipped, WrongLength,
+};
 
 use lifeboat_core::{ArtifactMeta, Checksum, Input, Message, Peer};
 use std::path::PathBuf;

@@ -121,12 +121,9 @@ where
 
     writer.send(&Frame::ShipOffer(*meta)).await?;
     let offset = match reader.next(cfg.io_timeout).await? {
-        Frame::ShipResume { offset } if offset <= meta.size => offset,
         Frame::ShipResume { offset } => {
-            return Err(ShipErrorKind::Refused(format!(
-                "it claims {offset} bytes of a {}-byte artifact",
-                meta.size
-            )))
+            check_resume(offset, meta.size).map_err(|e| ShipErrorKind::Refused(e.to_string()))?;
+            offset
         }
         Frame::Close { reason } => return Err(ShipErrorKind::Refused(reason)),
         other => return Err(ShipErrorKind::Unexpected(other.kind())),
@@ -176,6 +173,99 @@ where
         }),
         Frame::Close { reason } => Err(ShipErrorKind::Closed(reason)),
         other => Err(ShipErrorKind::Unexpected(other.kind())),
+    }
+}
+
+/// The receiver's answer to an offer, checked by the sender: it may hold at most the whole
+/// artifact. Returns how many bytes are left to send.
+pub fn check_resume(offset: u64, size: u64) -> Result<u64, ResumeError> {
+    size.checked_sub(offset).ok_or(ResumeError { offset, size })
+}
+
+/// A receiver that claims more bytes than the artifact has.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("it claims {offset} bytes of a {size}-byte artifact")]
+pub struct ResumeError {
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// Where a receive resumes, given the bytes a partial file `held` of an artifact of `size`
+/// bytes: nothing when it holds more than the artifact (not this artifact's bytes), else its
+/// whole blocks (direct writes continue at an aligned offset; the sender resends the rest).
+pub fn resume_offset(held: u64, size: u64) -> u64 {
+    if held > size {
+        return 0;
+    }
+    held - held % super::direct::ALIGN as u64
+}
+
+/// The receiver's count of an artifact's bytes, from the offset it resumed at: never past the
+/// size the offer announced, and the end only at exactly that size.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct ChunkCount {
+    received: u64,
+    size: u64,
+}
+
+/// The sender sent more or fewer bytes than the artifact has. `got` is `u64::MAX` when the
+/// count itself would overflow.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the sender sent {got} bytes of a {size}-byte artifact")]
+pub struct WrongLength {
+    pub got: u64,
+    pub size: u64,
+}
+
+impl ChunkCount {
+    /// Counting from `offset` of `size` bytes; an offset past the size is a wrong length.
+    pub fn new(offset: u64, size: u64) -> Result<ChunkCount, WrongLength> {
+        if offset > size {
+            return Err(WrongLength { got: offset, size });
+        }
+        Ok(ChunkCount {
+            received: offset,
+            size,
+        })
+    }
+
+    /// Bytes held so far (the resume offset plus every accepted chunk).
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// The size the offer announced.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// A chunk of `len` bytes arrived: the new count, or the count it would make when that is
+    /// past the size (the count is then unchanged).
+    pub fn chunk(&mut self, len: usize) -> Result<u64, WrongLength> {
+        let size = self.size;
+        match self.received.checked_add(len as u64) {
+            Some(got) if got <= size => {
+                self.received = got;
+                Ok(got)
+            }
+            Some(got) => Err(WrongLength { got, size }),
+            None => Err(WrongLength {
+                got: u64::MAX,
+                size,
+            }),
+        }
+    }
+
+    /// `ShipEnd` arrived: fine only when every byte did.
+    pub fn end(&self) -> Result<(), WrongLength> {
+        if self.received == self.size {
+            Ok(())
+        } else {
+            Err(WrongLength {
+                got: self.received,
+                size: self.size,
+            })
+        }
     }
 }
 
@@ -270,6 +360,8 @@ pub(crate) enum ReceiveError {
     },
     #[error("{}: a newer offer of the same artifact took over", KeyText(.key))]
     Superseded { key: ArtifactKey },
+    #[error("{}: the offer is not a valid artifact: {why}", KeyText(.key))]
+    BadOffer { key: ArtifactKey, why: &'static str },
 }
 
 /// Receive one offered artifact into the inbox. Returns once the file is fsynced and renamed
@@ -286,6 +378,10 @@ where
     W: AsyncWrite + Unpin,
 {
     let key = meta.key;
+    // The offer comes from the network: refuse an artifact the core would never accept before
+    // a file is named after it or a manifest written for it.
+    meta.check()
+        .map_err(|why| ReceiveError::BadOffer { key, why })?;
     let claim: Claim = match tokio::time::timeout(cfg.io_timeout, inbox.claims.claim(key)).await {
         Ok(claim) => claim,
         Err(_) => return Err(ReceiveError::Superseded { key }),
@@ -404,7 +500,8 @@ async fn stream_chunks<R: AsyncRead + Unpin>(
     io_timeout: Duration,
     progress: &super::progress::Progress,
 ) -> Result<(), ReceiveError> {
-    let mut received = offset;
+    let wrong = |WrongLength { got, size }| ReceiveError::WrongLength { key, got, size };
+    let mut count = ChunkCount::new(offset, size).map_err(wrong)?;
     loop {
         let frame = reader
             .next(io_timeout)
@@ -412,27 +509,13 @@ async fn stream_chunks<R: AsyncRead + Unpin>(
             .map_err(|source| ReceiveError::Link { key, source })?;
         match frame {
             Frame::Chunk(bytes) => {
-                received += bytes.len() as u64;
-                if received > size {
-                    return Err(ReceiveError::WrongLength {
-                        key,
-                        got: received,
-                        size,
-                    });
-                }
+                let received = count.chunk(bytes.len()).map_err(wrong)?;
                 if tx.send(bytes).await.is_err() {
                     return Ok(()); // the disk thread failed; its error is the one to report
                 }
                 progress.set(received);
             }
-            Frame::ShipEnd if received == size => return Ok(()),
-            Frame::ShipEnd => {
-                return Err(ReceiveError::WrongLength {
-                    key,
-                    got: received,
-                    size,
-                })
-            }
+            Frame::ShipEnd => return count.end().map_err(wrong),
             other => {
                 return Err(ReceiveError::Unexpected {
                     key,
@@ -453,15 +536,10 @@ fn open_partial(path: &Path, size: u64) -> io::Result<(File, Xxh3Default, u64)> 
         .create(true)
         .truncate(false)
         .open(path)?;
-    let mut held = file.metadata()?.len();
-    if held > size {
-        file.set_len(0)?;
-        held = 0;
-    }
-    let whole = held - held % super::direct::ALIGN as u64;
-    if whole != held {
-        file.set_len(whole)?;
-        held = whole;
+    let on_disk = file.metadata()?.len();
+    let held = resume_offset(on_disk, size);
+    if held != on_disk {
+        file.set_len(held)?;
     }
     let mut hasher = Xxh3Default::new();
     let mut buf = vec![0u8; 1 << 20];
