@@ -216,6 +216,13 @@ impl Default for Failover {
     }
 }
 
+/// The longest duration a configuration may set (ten years). The engine adds intervals to `now`,
+/// sums a few of them and multiplies minutes by 60 000 unchecked; with every duration under this
+/// bound none of that can overflow.
+pub const MAX_DURATION_MS: Millis = 10 * 365 * 24 * 3_600_000;
+/// The same bound for the fields counted in minutes.
+pub const MAX_DURATION_MINUTES: u64 = MAX_DURATION_MS / 60_000;
+
 /// A configuration that cannot run, with the field and what to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
@@ -296,6 +303,80 @@ impl Config {
         ] {
             if v == 0 {
                 return err(field, "must be greater than 0".into());
+            }
+        }
+        // Upper bounds first: the checks below add durations, so must the engine.
+        for (field, v) in [
+            ("schedule.full_every_ms", self.schedule.full_every_ms),
+            (
+                "schedule.incremental_every_ms",
+                self.schedule.incremental_every_ms,
+            ),
+            ("schedule.log_every_ms", self.schedule.log_every_ms),
+            ("shipping.ack_timeout_ms", self.shipping.ack_timeout_ms),
+            ("shipping.retry_base_ms", self.shipping.retry_base_ms),
+            ("shipping.retry_max_ms", self.shipping.retry_max_ms),
+            ("restore.retry_delay_ms", self.restore.retry_delay_ms),
+            ("restore.op_timeout_ms", self.restore.op_timeout_ms),
+            ("alerts.check_every_ms", self.alerts.check_every_ms),
+            ("lease.lease_ms", self.lease.lease_ms),
+            ("lease.renew_every_ms", self.lease.renew_every_ms),
+            ("lease.fence_time_ms", self.lease.fence_time_ms),
+            ("lease.heartbeat_every_ms", self.lease.heartbeat_every_ms),
+            ("lease.arbiter_timeout_ms", self.lease.arbiter_timeout_ms),
+            ("failover.probe_every_ms", self.failover.probe_every_ms),
+            ("failover.unhealthy_for_ms", self.failover.unhealthy_for_ms),
+            (
+                "failover.local_restart_wait_ms",
+                self.failover.local_restart_wait_ms,
+            ),
+            (
+                "failover.confirm_timeout_ms",
+                self.failover.confirm_timeout_ms,
+            ),
+            (
+                "failover.peer_lost_after_ms",
+                self.failover.peer_lost_after_ms,
+            ),
+            (
+                "failover.switchover_timeout_ms",
+                self.failover.switchover_timeout_ms,
+            ),
+        ] {
+            if v > MAX_DURATION_MS {
+                return err(
+                    field,
+                    format!("{v} ms is longer than ten years ({MAX_DURATION_MS} ms), the most it can be"),
+                );
+            }
+        }
+        for (field, v) in [
+            (
+                "restore.reseed_after_minutes",
+                self.restore.reseed_after_minutes,
+            ),
+            ("alerts.after_minutes", self.alerts.after_minutes),
+            (
+                "alerts.critical_after_minutes",
+                self.alerts.critical_after_minutes,
+            ),
+            (
+                "alerts.no_new_logs_minutes",
+                self.alerts.no_new_logs_minutes,
+            ),
+            (
+                "alerts.backlog_age_minutes",
+                self.alerts.backlog_age_minutes,
+            ),
+        ] {
+            if v > MAX_DURATION_MINUTES {
+                return err(
+                    field,
+                    format!(
+                        "{v} minutes is longer than ten years ({MAX_DURATION_MINUTES} minutes), \
+                         the most it can be"
+                    ),
+                );
             }
         }
         if self.shipping.max_in_flight == 0 {
@@ -404,6 +485,23 @@ mod tests {
     fn unknown_keys_are_rejected() {
         let e = toml::from_str::<Config>("databses = [\"a\"]");
         assert!(e.is_err());
+    }
+
+    /// Found by the `site_config` fuzz target: `fence_time_ms = 18446744073709551615` overflowed
+    /// in `validate` itself (`fence_margin() + renew_every_ms`), and a huge
+    /// `critical_after_minutes` passed and overflowed `minutes * MINUTE` in the engine.
+    #[test]
+    fn durations_beyond_ten_years_are_rejected_before_they_can_overflow() {
+        let mut c = Config::default();
+        c.lease.fence_time_ms = u64::MAX;
+        assert_eq!(c.validate().unwrap_err().field, "lease.fence_time_ms");
+        let mut c = Config::default();
+        c.alerts.critical_after_minutes = u64::MAX / 1000;
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.field, "alerts.critical_after_minutes", "{e}");
+        let mut c = Config::default();
+        c.failover.switchover_timeout_ms = MAX_DURATION_MS;
+        c.validate().unwrap();
     }
 
     #[test]

@@ -31,6 +31,7 @@
 mod driver;
 
 pub use driver::{database_specs, open_driver, DriverConfig};
+use lifeboat_core::config::MAX_DURATION_MS;
 use lifeboat_core::Config;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -199,7 +200,12 @@ impl fmt::Display for ConfigFileError {
 impl std::error::Error for ConfigFileError {}
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
+    // A span from the parser is a byte offset; never slice inside a character.
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
     let line = before.matches('\n').count() + 1;
     let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
     (line, col)
@@ -437,6 +443,19 @@ impl SiteFile {
                 "must be greater than 0".into(),
             ));
         }
+        for (field, ms) in adapter_durations(&f) {
+            if ms > MAX_DURATION_MS {
+                return Err(semantic(
+                    path,
+                    text,
+                    field,
+                    format!(
+                        "is longer than ten years ({MAX_DURATION_MS} ms), the most it can be \
+                         (deadlines are computed as now + this)"
+                    ),
+                ));
+            }
+        }
         let listed = f.driver.listed();
         if !listed.is_empty() {
             let names: Vec<&String> = listed.iter().map(|d| &d.name).collect();
@@ -469,6 +488,44 @@ impl SiteFile {
             .site_id(&self.site)
             .unwrap_or(lifeboat_core::SiteId(0))
     }
+}
+
+/// The adapter's own durations, in milliseconds (saturating), by field. Deadlines are computed
+/// as `Instant::now() + duration`, which panics past the clock's range: the same ten-year bound
+/// as the engine's durations applies.
+fn adapter_durations(f: &SiteFile) -> Vec<(&'static str, u64)> {
+    let secs = |s: u64| s.saturating_mul(1_000);
+    let mut v = vec![("disk.check_every_ms", f.disk.check_every_ms)];
+    if let Some(ms) = f.probes.timeout_ms {
+        v.push(("probes.timeout_ms", ms));
+    }
+    match &f.driver {
+        DriverConfig::Sqlite {
+            busy_timeout_ms,
+            probe_timeout_ms,
+            ..
+        } => {
+            v.extend(busy_timeout_ms.map(|ms| ("driver.busy_timeout_ms", ms)));
+            v.extend(probe_timeout_ms.map(|ms| ("driver.probe_timeout_ms", ms)));
+        }
+        DriverConfig::Exec { commands, .. } => {
+            v.push(("driver.commands.timeout_secs", secs(commands.timeout_secs)));
+            v.push((
+                "driver.commands.probe_timeout_secs",
+                secs(commands.probe_timeout_secs),
+            ));
+        }
+        DriverConfig::Postgres(p) => v.extend([
+            ("driver.archive_timeout_s", secs(p.archive_timeout_s)),
+            ("driver.retrieve_retry_ms", p.retrieve_retry_ms),
+            ("driver.fetch_wait_ms", p.fetch_wait_ms),
+            ("driver.replay_timeout_ms", p.replay_timeout_ms),
+            ("driver.stall_ms", p.stall_ms),
+            ("driver.archive_wait_ms", p.archive_wait_ms),
+            ("driver.pg_ctl_timeout_s", secs(p.pg_ctl_timeout_s)),
+        ]),
+    }
+    v
 }
 
 impl ArbiterFile {
@@ -553,6 +610,23 @@ data_dir = "data"
         let text = format!("{MIN}\n[engine.lease]\nlease_ms = 2500\n");
         let e = SiteFile::parse(Path::new("site.toml"), &text).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("engine.lease.lease_ms"));
+        assert_eq!(e.line, Some(10), "{e}");
+    }
+
+    /// Found by the `site_config` fuzz target: durations the engine and the adapter add to
+    /// `now` were unbounded.
+    #[test]
+    fn a_duration_beyond_ten_years_is_refused_by_field_and_line() {
+        let text = format!("{MIN}\n[engine.alerts]\ncritical_after_minutes = 9999999999999\n");
+        let e = SiteFile::parse(Path::new("site.toml"), &text).unwrap_err();
+        assert_eq!(
+            e.field.as_deref(),
+            Some("engine.alerts.critical_after_minutes")
+        );
+        assert_eq!(e.line, Some(10), "{e}");
+        let text = format!("{MIN}\n[disk]\ncheck_every_ms = 9223372036854775807\n");
+        let e = SiteFile::parse(Path::new("site.toml"), &text).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("disk.check_every_ms"), "{e}");
         assert_eq!(e.line, Some(10), "{e}");
     }
 

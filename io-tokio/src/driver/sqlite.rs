@@ -55,12 +55,13 @@
 //! chain), `lsn.json` (the last known position), `apply.undo` (present only while a delta is
 //! being applied), `drill-*` (scratch copies, removed after each drill).
 
-mod apply;
-mod chain;
+// Public for the `sqlite_delta` fuzz target (they parse bytes the driver did not write).
+pub mod apply;
+pub mod chain;
 mod drill;
-mod header;
+pub mod header;
 mod lock;
-mod pages;
+pub mod pages;
 mod slot;
 #[cfg(test)]
 mod tests;

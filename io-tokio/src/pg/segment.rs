@@ -14,7 +14,7 @@
 //! again so `wal-fetch` can refuse a damaged copy even where no manifest travels with it. The
 //! seed-convention artifact name says nothing about timelines: the header does.
 
-use super::wal::{segment_range, PgLsn};
+use super::wal::{checked_segment_range, valid_segment_size, PgLsn, WalFile};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -79,8 +79,10 @@ fn hex(sum: u64) -> String {
 }
 
 impl SegmentHeader {
-    /// Structural checks: the range is the segment's (or a prefix of it, for a final
-    /// segment), the replay target lies inside it.
+    /// Structural checks: a segment size PostgreSQL can have; the file name is the segment's
+    /// (it becomes a path under the serve directory) and every history file's name is a
+    /// `.history` name; the range is the segment's (or a prefix of it, for a final segment);
+    /// the replay target and floor lie inside it.
     pub fn check(&self) -> Result<(), SegmentError> {
         let bad = |why: String| Err(SegmentError(format!("segment {}: {why}", self.wal_file)));
         if self.format_version != SEGMENT_FORMAT_VERSION {
@@ -89,7 +91,42 @@ impl SegmentHeader {
                 self.format_version
             ));
         }
-        let (start, end) = segment_range(self.segno, self.segment_size);
+        if !valid_segment_size(self.segment_size) {
+            return bad(format!(
+                "segment size {} is not a PostgreSQL segment size (a power of two, 1 MiB to 1 GiB)",
+                self.segment_size
+            ));
+        }
+        // Multiplying the received segment number unchecked overflowed.
+        let Some((start, end)) = checked_segment_range(self.segno, self.segment_size) else {
+            return bad(format!(
+                "segment number {} of {}-byte segments lies beyond the end of the WAL",
+                self.segno, self.segment_size
+            ));
+        };
+        // wal-fetch serves the payload under this name and the standby writes it to
+        // `<serve dir>/<wal_file>...`: anything but the segment's own name (`../x`) is refused.
+        let own = WalFile::Segment {
+            timeline: self.timeline,
+            segno: self.segno,
+        };
+        if WalFile::parse(&self.wal_file, self.segment_size) != Some(own) {
+            return bad(format!(
+                "the file name is not that of segment {} on timeline {}",
+                self.segno, self.timeline
+            ));
+        }
+        if let Some(h) = self.history.iter().find(|h| {
+            !matches!(
+                WalFile::parse(&h.name, self.segment_size),
+                Some(WalFile::History { .. })
+            )
+        }) {
+            return bad(format!(
+                "history file name {:?} is not a `TTTTTTTT.history` name",
+                h.name
+            ));
+        }
         if self.lsn_start != start {
             return bad(format!(
                 "starts at {}, segment {} starts at {}",
@@ -112,6 +149,19 @@ impl SegmentHeader {
         if let Some(t) = self.replay_target {
             if t <= self.lsn_start || t > self.lsn_end {
                 return bad(format!("replay target {} outside its range", PgLsn(t)));
+            }
+        }
+        // The floor is where the record ending at the target starts: inside the segment,
+        // before the target, and only with a target.
+        if let Some(f) = self.replay_floor {
+            let target = self.replay_target.unwrap_or(self.lsn_start);
+            if f < self.lsn_start || f >= target {
+                return bad(format!(
+                    "replay floor {} outside {}..{}",
+                    PgLsn(f),
+                    PgLsn(self.lsn_start),
+                    PgLsn(target)
+                ));
             }
         }
         if self.payload_size != self.segment_size {
@@ -215,6 +265,34 @@ mod tests {
         bytes[n - 100] ^= 1;
         let e = decode(&bytes).unwrap_err();
         assert!(e.0.contains("checksum"), "{e}");
+    }
+
+    /// Found by reading for the `pg_wal` fuzz target: `check` multiplied the received segment
+    /// number unchecked (overflow), accepted any segment size, and accepted any `wal_file` and
+    /// history names, which the standby joins to its serve directory (`../../x`).
+    #[test]
+    fn overflowing_sizes_and_names_that_are_paths_are_refused() {
+        let mut h = header();
+        h.segno = u64::MAX;
+        assert!(h.check().unwrap_err().0.contains("beyond the end"));
+        let mut h = header();
+        h.segment_size = 3;
+        assert!(h.check().unwrap_err().0.contains("segment size"));
+        let mut h = header();
+        h.wal_file = "../../../etc/cron.d/x".into();
+        assert!(h.check().unwrap_err().0.contains("file name"));
+        let mut h = header();
+        h.wal_file = "000000010000000000000003".into(); // timeline 1, the header says 2
+        assert!(h.check().is_err());
+        let mut h = header();
+        h.history[0].name = "/etc/passwd".into();
+        assert!(h.check().unwrap_err().0.contains("history"));
+        let mut h = header();
+        h.replay_floor = h.replay_target;
+        assert!(h.check().unwrap_err().0.contains("floor"));
+        let mut h = header();
+        h.payload_size = h.segment_size; // encode fills it in
+        h.check().unwrap();
     }
 
     #[test]

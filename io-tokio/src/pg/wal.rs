@@ -39,7 +39,9 @@ impl PgLsn {
     /// Parse `X/Y` (hex halves), as `pg_current_wal_lsn()` prints it.
     pub fn parse(text: &str) -> Option<PgLsn> {
         let (hi, lo) = text.trim().split_once('/')?;
-        if hi.is_empty() || lo.is_empty() || hi.len() > 8 || lo.len() > 8 {
+        // Hex digits only: `from_str_radix` alone would also take a sign (`+1/+2`).
+        let hex = |s: &str| (1..=8).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex(hi) || !hex(lo) {
             return None;
         }
         let hi = u32::from_str_radix(hi, 16).ok()?;
@@ -59,9 +61,20 @@ pub fn valid_segment_size(size: u64) -> bool {
     size.is_power_of_two() && (MIN_SEGMENT..=MAX_SEGMENT).contains(&size)
 }
 
-/// `[segno * size, (segno + 1) * size)`.
+/// `[segno * size, (segno + 1) * size)`, saturating at `u64::MAX` for a segment beyond the end
+/// of the WAL address space (see [`checked_segment_range`] to refuse those).
 pub fn segment_range(segno: u64, segment_size: u64) -> (u64, u64) {
-    (segno * segment_size, (segno + 1) * segment_size)
+    (
+        segno.saturating_mul(segment_size),
+        segno.saturating_add(1).saturating_mul(segment_size),
+    )
+}
+
+/// `[segno * size, (segno + 1) * size)`, or `None` when the segment does not fit in the 64-bit
+/// WAL address space (a segment number from a received header, say).
+pub fn checked_segment_range(segno: u64, segment_size: u64) -> Option<(u64, u64)> {
+    let start = segno.checked_mul(segment_size)?;
+    Some((start, start.checked_add(segment_size)?))
 }
 
 /// The segment holding position `lsn`.
@@ -94,13 +107,15 @@ fn hex8(s: &str) -> Option<u32> {
     }
 }
 
-/// Segments per 4 GiB "log id" (the middle eight hex digits of a segment name).
+/// Segments per 4 GiB "log id" (the middle eight hex digits of a segment name). At least 1, so
+/// a size PostgreSQL cannot have (0, or over 4 GiB) names segments instead of dividing by zero.
 fn segs_per_id(segment_size: u64) -> u64 {
-    0x1_0000_0000 / segment_size
+    (0x1_0000_0000 / segment_size.max(1)).max(1)
 }
 
 fn parse_segment(name: &str, segment_size: u64) -> Option<(u32, u64)> {
-    if name.len() != 24 {
+    // ASCII first: 24 bytes of multi-byte characters would not split at byte 8.
+    if name.len() != 24 || !name.is_ascii() {
         return None;
     }
     let tli = hex8(&name[0..8])?;
@@ -186,8 +201,14 @@ pub struct SegmentScan {
 /// Why a segment could not be walked at all.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ScanError {
-    WrongSize { size: u64, expected: u64 },
+    WrongSize {
+        size: u64,
+        expected: u64,
+    },
     BadFirstPage(String),
+    /// The segment size is not one PostgreSQL can have, or the segment lies beyond the end of
+    /// the WAL address space.
+    BadSegment(String),
 }
 
 impl fmt::Display for ScanError {
@@ -197,6 +218,7 @@ impl fmt::Display for ScanError {
                 write!(f, "the file is {size} bytes, a segment is {expected}")
             }
             ScanError::BadFirstPage(why) => write!(f, "its first page is not WAL: {why}"),
+            ScanError::BadSegment(why) => write!(f, "{why}"),
         }
     }
 }
@@ -253,8 +275,17 @@ pub fn scan_segment(bytes: &[u8], segno: u64, segment_size: u64) -> Result<Segme
             expected: segment_size,
         });
     }
-    let base = segno * segment_size;
-    let seg_end = base + segment_size;
+    // The walk relies on whole WAL pages and on positions that cannot overflow.
+    if !valid_segment_size(segment_size) {
+        return Err(ScanError::BadSegment(format!(
+            "{segment_size} bytes is not a PostgreSQL segment size (a power of two, 1 MiB to 1 GiB)"
+        )));
+    }
+    let Some((base, seg_end)) = checked_segment_range(segno, segment_size) else {
+        return Err(ScanError::BadSegment(format!(
+            "segment {segno} of {segment_size}-byte segments lies beyond the end of the WAL"
+        )));
+    };
     let first = page_at(bytes, base, 0).ok_or_else(|| {
         ScanError::BadFirstPage(format!(
             "no PostgreSQL 15 page header for {} at offset 0",
@@ -350,7 +381,8 @@ fn skip_data(bytes: &[u8], base: u64, ptr: u64, len: u64) -> Option<u64> {
         left -= page_left;
         pos += page_left; // the next page's start
         if pos >= seg_end {
-            return Some(seg_end + left);
+            // Past the segment either way; saturating for the very last segment of the WAL.
+            return Some(seg_end.saturating_add(left));
         }
         let p = page_at(bytes, base, pos - base)?;
         if p.info & XLP_FIRST_IS_CONTRECORD == 0 || u64::from(p.rem_len) != left {
@@ -415,6 +447,37 @@ mod tests {
         ] {
             assert_eq!(WalFile::parse(bad, SEG), None, "{bad}");
         }
+    }
+
+    /// Found by reading for the `pg_wal` fuzz target: a 24-byte name of multi-byte characters
+    /// was sliced at byte 8, a segment size of 0 divided by zero, and ranges overflowed.
+    #[test]
+    fn odd_names_sizes_and_segment_numbers_are_refused_not_panicked_on() {
+        assert_eq!(WalFile::parse("0000000é000000000000000", SEG), None);
+        assert_eq!(WalFile::parse("00000001000000000000000é", SEG), None);
+        let f = WalFile::Segment {
+            timeline: 1,
+            segno: 7,
+        };
+        for size in [0, 3, 1 << 40] {
+            assert_eq!(WalFile::parse(&f.name(size), size), Some(f.clone()));
+        }
+        assert_eq!(checked_segment_range(u64::MAX, SEG), None);
+        assert_eq!(segment_range(u64::MAX, SEG), (u64::MAX, u64::MAX));
+        let last = u64::MAX / SEG - 1;
+        assert_eq!(
+            checked_segment_range(last, SEG),
+            Some((last * SEG, last * SEG + SEG))
+        );
+        assert!(matches!(
+            scan_segment(&[0u8; 3], 1, 3),
+            Err(ScanError::BadSegment(_))
+        ));
+        assert!(matches!(
+            scan_segment(&vec![0u8; SEG as usize], u64::MAX / SEG, SEG),
+            Err(ScanError::BadSegment(_))
+        ));
+        assert_eq!(PgLsn::parse("+1/+2"), None);
     }
 
     #[test]

@@ -68,6 +68,29 @@ impl CommandTemplate {
     }
 }
 
+impl CommandTemplate {
+    /// Check the template against the placeholders `allowed` and render it with `values`
+    /// (unset placeholders become empty) and `chain`: the argv a run would get. The driver
+    /// itself parses once and renders per run; this is the same path in one call, for
+    /// `lifeboat config check`-style checks and the `site_config` fuzz target.
+    pub fn expand(
+        &self,
+        allowed: &[&'static str],
+        values: &[(&'static str, String)],
+        chain: &[String],
+    ) -> Result<Vec<String>, String> {
+        let parsed = self.parse(allowed)?;
+        let mut vars = Vars {
+            chain: chain.to_vec(),
+            ..Vars::default()
+        };
+        for (name, value) in values {
+            vars.set(name, value);
+        }
+        Ok(parsed.render(&vars))
+    }
+}
+
 impl Parsed {
     /// The argv for these values. `{chain}` as a whole argument becomes one argument per item;
     /// inside a larger argument its items are joined with spaces.

@@ -19,13 +19,13 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// The database a delta is applied to, for messages.
-pub(super) struct Target<'a> {
+pub struct Target<'a> {
     pub db_name: &'a str,
     pub path: &'a Path,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(super) enum Applied {
+pub enum Applied {
     /// The pages were written; the file is now at the delta's end.
     Written,
     /// The file already held the delta's end with identical pages; nothing was written.
@@ -33,7 +33,7 @@ pub(super) enum Applied {
 }
 
 /// The current image of a target file, as a driver error when it is unusable.
-pub(super) fn target_image(file: &File, target: &Target<'_>) -> Result<Image, DriverError> {
+pub fn target_image(file: &File, target: &Target<'_>) -> Result<Image, DriverError> {
     read_image(file).map_err(|e| match e {
         ImageError::Io(e) => DriverError::io(format!("reading {}", target.path.display()), &e),
         ImageError::Wal => DriverError::new(
@@ -59,7 +59,7 @@ pub(super) fn target_image(file: &File, target: &Target<'_>) -> Result<Image, Dr
 /// Check that a delta artifact fits the target file and apply it. With `undo`, the pre-images
 /// of every page the delta overwrites or truncates away are written there first (durably) and
 /// left in place: the caller removes the undo file once the result is verified, or rolls back.
-pub(super) fn apply_delta(
+pub fn apply_delta(
     file: &File,
     target: &Target<'_>,
     artifact: &ArtifactFile,
@@ -184,6 +184,30 @@ pub(super) fn apply_delta(
         ));
     }
 
+    // Every page a delta adds beyond the file's current end must come with it (a page is new,
+    // hence touched, at the snapshot that first saw it). Without this check a delta of one page
+    // whose header says 4294967295 pages grew the file to 256 TiB (sparse) on `set_len`: the
+    // file can now grow only by the images the delta carries.
+    let skip = super::header::lock_page(h.page_size);
+    let added = pages.iter().filter(|p| **p > current.page_count).count() as u64;
+    let lock_page_is_new = current.page_count < skip && skip <= h.page_count;
+    let needed =
+        u64::from(h.page_count.saturating_sub(current.page_count)) - u64::from(lock_page_is_new);
+    if added != needed {
+        return Err(DriverError::new(
+            ErrorKind::Diverged,
+            format!(
+                "artifact {} grows database {} ({}) from {} to {} pages but carries {added} of \
+                 the {needed} new pages: the artifact is damaged or the standby diverged from \
+                 the primary; reseed it from a new full backup",
+                artifact.describe(),
+                target.db_name,
+                target.path.display(),
+                current.page_count,
+                h.page_count
+            ),
+        ));
+    }
     let write = |what: &str, e: io::Error| {
         DriverError::io(
             format!(
@@ -263,10 +287,13 @@ fn write_undo(
         .copied()
         .filter(|p| *p <= current.page_count)
         .collect();
-    saved.extend(
-        (delta.page_count + 1..=current.page_count)
-            .filter(|p| *p != super::header::lock_page(delta.page_size)),
-    );
+    // `page_count + 1` would overflow for a delta of u32::MAX pages; the range is empty then.
+    if delta.page_count < current.page_count {
+        saved.extend(
+            (delta.page_count + 1..=current.page_count)
+                .filter(|p| *p != super::header::lock_page(delta.page_size)),
+        );
+    }
     saved.sort_unstable();
     saved.dedup();
     let header = DeltaHeader {
@@ -285,7 +312,7 @@ fn write_undo(
 }
 
 /// Put the file back as the undo file saved it, and fsync it. The caller removes the undo file.
-pub(super) fn roll_back(file: &File, target: &Target<'_>, undo: &Path) -> Result<Lsn, DriverError> {
+pub fn roll_back(file: &File, target: &Target<'_>, undo: &Path) -> Result<Lsn, DriverError> {
     let (delta, pages) = DeltaReader::open(undo).map_err(|why| {
         DriverError::new(
             ErrorKind::CheckFailed,

@@ -19,44 +19,108 @@ use super::super::error::{DriverError, ErrorKind};
 use super::header::{lock_page, Image};
 use lifeboat_core::Lsn;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-pub(super) const CHAIN_FILE: &str = "chain.json";
-pub(super) const REFERENCE_FILE: &str = "lsn.json";
+pub const CHAIN_FILE: &str = "chain.json";
+pub const REFERENCE_FILE: &str = "lsn.json";
 const STATE_FORMAT_VERSION: u32 = 1;
 
-/// A set of page numbers, stored as inclusive ranges.
+/// A set of page numbers, kept (and stored) as disjoint inclusive ranges, so its size follows
+/// the number of ranges, not of pages: a `chain.json` range `[1, 4294967295]` costs one entry,
+/// not four billion (loading used to expand every range page by page).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(super) struct PageSet(pub BTreeSet<u32>);
+pub struct PageSet {
+    /// First page of each range -> its last page. Ranges neither overlap nor touch.
+    ranges: BTreeMap<u32, u32>,
+}
 
 impl PageSet {
+    /// Add one page.
+    pub fn insert(&mut self, page: u32) {
+        self.insert_range(page, page);
+    }
+
+    /// Add the pages `first..=last` (nothing when `first > last`), merging with the ranges they
+    /// overlap or touch.
+    pub fn insert_range(&mut self, first: u32, last: u32) {
+        if first > last {
+            return;
+        }
+        let (mut lo, mut hi) = (first, last);
+        // A range that starts at or before `lo` and reaches it (or the page before it).
+        if let Some((&a, &b)) = self.ranges.range(..=lo).next_back() {
+            if b.checked_add(1).is_none_or(|next| next >= lo) {
+                lo = a;
+                hi = hi.max(b);
+            }
+        }
+        // Ranges that start inside `lo..=hi + 1` are absorbed.
+        let end = hi.saturating_add(1);
+        let absorbed: Vec<(u32, u32)> =
+            self.ranges.range(lo..=end).map(|(&a, &b)| (a, b)).collect();
+        for (a, b) in absorbed {
+            self.ranges.remove(&a);
+            hi = hi.max(b);
+        }
+        self.ranges.insert(lo, hi);
+    }
+
     pub fn extend(&mut self, other: &PageSet) {
-        self.0.extend(other.0.iter().copied());
+        for (&a, &b) in &other.ranges {
+            self.insert_range(a, b);
+        }
+    }
+
+    pub fn contains(&self, page: u32) -> bool {
+        self.ranges
+            .range(..=page)
+            .next_back()
+            .is_some_and(|(_, &b)| b >= page)
+    }
+
+    /// How many pages the set holds.
+    pub fn len(&self) -> u64 {
+        self.ranges
+            .iter()
+            .map(|(&a, &b)| u64::from(b - a) + 1)
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
     }
 
     /// The pages that exist in an image of `page_count` pages, in order, without the lock page.
+    /// At most `page_count` pages, whatever the set holds.
     pub fn within(&self, page_count: u32, page_size: u32) -> Vec<u32> {
         let skip = lock_page(page_size);
-        self.0
-            .range(1..=page_count)
-            .copied()
-            .filter(|p| *p != skip)
-            .collect()
-    }
-
-    fn ranges(&self) -> Vec<[u32; 2]> {
-        let mut out: Vec<[u32; 2]> = Vec::new();
-        for &p in &self.0 {
-            match out.last_mut() {
-                Some(r) if r[1].checked_add(1) == Some(p) => r[1] = p,
-                _ => out.push([p, p]),
+        let mut out = Vec::new();
+        for (&a, &b) in self.ranges.range(..=page_count) {
+            let (a, b) = (a.max(1), b.min(page_count));
+            if a <= b {
+                out.extend((a..=b).filter(|p| *p != skip));
             }
         }
         out
+    }
+
+    /// The set as inclusive ranges, in order (its stored form).
+    pub fn ranges(&self) -> Vec<[u32; 2]> {
+        self.ranges.iter().map(|(&a, &b)| [a, b]).collect()
+    }
+}
+
+impl FromIterator<u32> for PageSet {
+    fn from_iter<I: IntoIterator<Item = u32>>(pages: I) -> Self {
+        let mut set = PageSet::default();
+        for p in pages {
+            set.insert(p);
+        }
+        set
     }
 }
 
@@ -69,21 +133,23 @@ impl Serialize for PageSet {
 impl<'de> Deserialize<'de> for PageSet {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let ranges = Vec::<[u32; 2]>::deserialize(d)?;
-        let mut set = BTreeSet::new();
+        let mut set = PageSet::default();
         for [a, b] in ranges {
-            if a > b {
-                return Err(serde::de::Error::custom(format!("page range {a}..={b}")));
+            if a > b || a == 0 {
+                return Err(serde::de::Error::custom(format!(
+                    "page range {a}..={b} (pages are numbered from 1, ranges run forwards)"
+                )));
             }
-            set.extend(a..=b);
+            set.insert_range(a, b);
         }
-        Ok(PageSet(set))
+        Ok(set)
     }
 }
 
 /// The primary's chain state for one database.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct ChainState {
+pub struct ChainState {
     pub format_version: u32,
     /// Names the shadow file; grows with every commit.
     pub generation: u64,
@@ -141,7 +207,7 @@ impl ChainState {
                 return None;
             }
         };
-        let state: ChainState = match serde_json::from_slice(&bytes) {
+        let state = match ChainState::parse(&bytes) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(db = db_name, path = %path.display(), error = %e,
@@ -158,12 +224,22 @@ impl ChainState {
         Some(state)
     }
 
+    /// Decode `chain.json`'s bytes (no check against the shadow copy).
+    pub fn parse(bytes: &[u8]) -> Result<ChainState, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// The bytes of `chain.json` for this state.
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(self)
+    }
+
     /// Make this state current: move `staged_shadow` into place as its shadow, replace
     /// `chain.json` atomically, then remove older shadows.
     pub fn commit(&self, dir: &Path, staged_shadow: &Path) -> Result<(), DriverError> {
         let shadow = self.shadow_path(dir);
         durable::rename_durably(staged_shadow, &shadow)?;
-        let json = serde_json::to_vec(self).map_err(|e| {
+        let json = self.to_json().map_err(|e| {
             DriverError::new(ErrorKind::Io, format!("encoding the chain state: {e}"))
         })?;
         durable::write_atomically(&dir.join(CHAIN_FILE), &json)?;
@@ -195,7 +271,7 @@ fn remove_shadows(dir: &Path, keep: Option<&Path>) -> Result<(), DriverError> {
 
 /// The pages of `new` that differ from `old`: a page counts as changed when it is new (beyond
 /// the old page count) or its bytes differ. The lock page is never counted.
-pub(super) fn changed_pages(
+pub fn changed_pages(
     old: &File,
     old_image: Image,
     new: &File,
@@ -216,13 +292,13 @@ pub(super) fn changed_pages(
         }
         let offset = u64::from(page - 1) * u64::from(ps);
         if !comparable || page > old_image.page_count {
-            set.0.insert(page);
+            set.insert(page);
             continue;
         }
         old.read_exact_at(&mut a, offset)?;
         new.read_exact_at(&mut b, offset)?;
         if a != b {
-            set.0.insert(page);
+            set.insert(page);
         }
     }
     Ok(set)
@@ -230,7 +306,7 @@ pub(super) fn changed_pages(
 
 /// The last position this driver knew for the database (after a snapshot or a restore); the
 /// reference for widening the 32-bit change counter.
-pub(super) fn load_reference(dir: &Path) -> Lsn {
+pub fn load_reference(dir: &Path) -> Lsn {
     #[derive(Deserialize)]
     struct Reference {
         lsn: Lsn,
@@ -242,7 +318,7 @@ pub(super) fn load_reference(dir: &Path) -> Lsn {
         .unwrap_or_default()
 }
 
-pub(super) fn store_reference(dir: &Path, lsn: Lsn) -> Result<(), DriverError> {
+pub fn store_reference(dir: &Path, lsn: Lsn) -> Result<(), DriverError> {
     let json = format!(
         "{{\"format_version\":{STATE_FORMAT_VERSION},\"lsn\":{}}}",
         lsn.0
@@ -256,11 +332,42 @@ mod tests {
 
     #[test]
     fn page_sets_are_stored_as_ranges() {
-        let set = PageSet([1, 2, 3, 7, 9, 10].into_iter().collect());
+        let set: PageSet = [1, 2, 3, 7, 9, 10].into_iter().collect();
         let json = serde_json::to_string(&set).unwrap();
         assert_eq!(json, "[[1,3],[7,7],[9,10]]");
         assert_eq!(serde_json::from_str::<PageSet>(&json).unwrap(), set);
         assert!(serde_json::from_str::<PageSet>("[[5,2]]").is_err());
         assert_eq!(set.within(9, 4096), vec![1, 2, 3, 7, 9]);
+        assert_eq!(set.len(), 6);
+        assert!(serde_json::from_str::<PageSet>("[[0,3]]").is_err());
+    }
+
+    /// Found by reading for the `sqlite_delta` fuzz target: loading expanded every range page
+    /// by page, so `[[1,4294967295]]` in a damaged `chain.json` inserted four billion pages.
+    #[test]
+    fn a_huge_range_costs_one_entry_and_within_stays_bounded_by_the_image() {
+        let set: PageSet = serde_json::from_str("[[1,4294967295],[7,9]]").unwrap();
+        assert_eq!(set.ranges(), vec![[1, u32::MAX]]);
+        assert_eq!(set.len(), u64::from(u32::MAX));
+        assert_eq!(set.within(3, 4096), vec![1, 2, 3]);
+        assert_eq!(serde_json::to_string(&set).unwrap(), "[[1,4294967295]]");
+    }
+
+    #[test]
+    fn ranges_merge_when_they_overlap_or_touch() {
+        let mut set = PageSet::default();
+        set.insert_range(10, 20);
+        set.insert_range(1, 3);
+        set.insert_range(4, 9);
+        assert_eq!(set.ranges(), vec![[1, 20]]);
+        set.insert_range(30, 40);
+        set.insert_range(25, 35);
+        set.insert_range(u32::MAX, u32::MAX);
+        set.insert_range(u32::MAX - 1, u32::MAX);
+        assert_eq!(
+            set.ranges(),
+            vec![[1, 20], [25, 40], [u32::MAX - 1, u32::MAX]]
+        );
+        assert!(set.contains(27) && !set.contains(21) && !set.contains(0));
     }
 }

@@ -7,15 +7,15 @@ use std::io;
 use std::os::unix::fs::FileExt;
 
 /// Every SQLite database file starts with these 16 bytes.
-pub(super) const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+pub const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 /// The database header is the first 100 bytes of page 1.
-pub(super) const HEADER_LEN: usize = 100;
+pub const HEADER_LEN: usize = 100;
 /// SQLite never stores data in the page that holds this byte offset (its locks live there).
 const PENDING_BYTE: u64 = 0x4000_0000;
 
 /// The header fields that matter here.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(super) struct DbHeader {
+pub struct DbHeader {
     pub page_size: u32,
     /// The file change counter (offset 24): incremented by every committed write transaction in
     /// rollback-journal mode. The driver's LSN is this counter, widened to 64 bits.
@@ -31,7 +31,7 @@ pub(super) struct DbHeader {
 
 /// Why a file is not a database the driver can use.
 #[derive(Debug)]
-pub(super) enum ImageError {
+pub enum ImageError {
     Io(io::Error),
     NotSqlite(String),
     Wal,
@@ -56,7 +56,7 @@ impl From<io::Error> for ImageError {
 /// The shape and position of a database image: page size, page count, change counter.
 /// An empty (0-byte) file is a valid, empty database: all zero.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub(super) struct Image {
+pub struct Image {
     pub page_size: u32,
     pub page_count: u32,
     pub counter: u32,
@@ -67,10 +67,15 @@ impl Image {
     pub fn len(&self) -> u64 {
         u64::from(self.page_size) * u64::from(self.page_count)
     }
+
+    /// Whether the image has no bytes (an empty file).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Parse the first 100 bytes of page 1.
-pub(super) fn parse_header(h: &[u8]) -> Result<DbHeader, ImageError> {
+pub fn parse_header(h: &[u8]) -> Result<DbHeader, ImageError> {
     if h.len() < HEADER_LEN {
         return Err(ImageError::NotSqlite(format!(
             "{} bytes, shorter than the 100-byte header",
@@ -107,7 +112,7 @@ pub(super) fn parse_header(h: &[u8]) -> Result<DbHeader, ImageError> {
 /// Read the image's shape from a database file through positional reads (the handle's cursor
 /// is left alone). The page count is the in-header size when SQLite marks it valid, else the
 /// file length; a file shorter than its page count is refused.
-pub(super) fn read_image(file: &File) -> Result<Image, ImageError> {
+pub fn read_image(file: &File) -> Result<Image, ImageError> {
     let len = file.metadata()?.len();
     if len == 0 {
         return Ok(Image::default());
@@ -140,7 +145,7 @@ pub(super) fn read_image(file: &File) -> Result<Image, ImageError> {
 }
 
 /// The page SQLite never uses (it holds the lock bytes); deltas skip it.
-pub(super) fn lock_page(page_size: u32) -> u32 {
+pub fn lock_page(page_size: u32) -> u32 {
     if page_size == 0 {
         return 0;
     }
@@ -150,7 +155,7 @@ pub(super) fn lock_page(page_size: u32) -> u32 {
 /// The 64-bit LSN whose low 32 bits are `counter`, nearest to `near`. The header's counter is 32
 /// bits and wraps after 2^32 transactions; widening against the last known position keeps LSNs
 /// growing across the wrap, as long as fewer than 2^31 transactions happen between two looks.
-pub(super) fn widen(counter: u32, near: Lsn) -> Lsn {
+pub fn widen(counter: u32, near: Lsn) -> Lsn {
     const SPAN: i128 = 1 << 32;
     let near = i128::from(near.0);
     let base = near - near.rem_euclid(SPAN) + i128::from(counter);

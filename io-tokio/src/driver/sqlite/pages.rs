@@ -28,19 +28,19 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-pub(super) const MAGIC: &[u8; 8] = b"LBSQPAGE";
-pub(super) const FORMAT_VERSION: u32 = 1;
-pub(super) const HEADER_LEN: u64 = 56;
+pub const MAGIC: &[u8; 8] = b"LBSQPAGE";
+pub const FORMAT_VERSION: u32 = 1;
+pub const HEADER_LEN: u64 = 56;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(super) enum DeltaKind {
+pub enum DeltaKind {
     Incremental = 1,
     Log = 2,
     Undo = 3,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(super) struct DeltaHeader {
+pub struct DeltaHeader {
     pub kind: DeltaKind,
     pub page_size: u32,
     pub page_count: u32,
@@ -134,7 +134,7 @@ impl DeltaHeader {
 
 /// Write a delta file holding the images of `pages` (sorted, 1-based) read from `source`, a
 /// database image. The file is fsynced.
-pub(super) fn write_delta(
+pub fn write_delta(
     path: &Path,
     header: &DeltaHeader,
     pages: &[u32],
@@ -156,7 +156,7 @@ pub(super) fn write_delta(
 }
 
 /// A delta file opened for reading, its structure checked.
-pub(super) struct DeltaReader {
+pub struct DeltaReader {
     file: File,
     pub header: DeltaHeader,
 }
