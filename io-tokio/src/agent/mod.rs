@@ -25,6 +25,7 @@ use lifeboat_core::engine::{SiteEngine, SiteState};
 use lifeboat_core::protocol::{Message, OperatorRequest};
 use lifeboat_core::{Input, Output, Peer, SiteId};
 use serde_json::json;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -209,6 +210,11 @@ pub async fn run(file: SiteFile, config_path: std::path::PathBuf) -> anyhow::Res
     } else {
         Input::Tick
     }];
+    pending.extend(unannounced_outbox(
+        &engine,
+        me,
+        &file.data_dir.join("outbox"),
+    ));
     let mut last_status = std::time::Instant::now() - Duration::from_secs(1);
     loop {
         if pending.is_empty() {
@@ -324,4 +330,26 @@ pub fn operator_request(
         "abort" => OperatorRequest::AbortFailover,
         _ => return None,
     })
+}
+
+/// Crash point "after publish, before journal": the driver published an artifact into the
+/// outbox (fsynced, renamed) and the process died before the engine journalled its discovery.
+/// Nothing else would ever pick it up, and the next log starts past it: a hole. So at start
+/// every outbox artifact of the epoch this site holds that the engine does not hold
+/// unacknowledged is announced again. Discovery is idempotent in the core; an artifact that
+/// was already acknowledged and not yet pruned is shipped once more and acknowledged again.
+fn unannounced_outbox(engine: &SiteEngine, me: SiteId, outbox: &Path) -> Vec<Input> {
+    if engine.state().holder != me {
+        return Vec::new();
+    }
+    let known: std::collections::BTreeSet<_> = engine.unacknowledged().map(|m| m.key).collect();
+    let found: Vec<Input> = files::scan(outbox)
+        .into_iter()
+        .filter(|(m, _)| m.key.epoch == engine.epoch() && !known.contains(&m.key))
+        .map(|(m, path)| {
+            info!(file = %path.display(), "outbox artifact not known to the engine: announced again");
+            Input::ArtifactDiscovered(m)
+        })
+        .collect();
+    found
 }
