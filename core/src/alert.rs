@@ -122,6 +122,18 @@ pub enum AlertChange {
     Notice,
 }
 
+impl AlertChange {
+    /// Stable snake_case name (traces, sinks).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertChange::Raised => "raised",
+            AlertChange::Updated => "updated",
+            AlertChange::Cleared => "cleared",
+            AlertChange::Notice => "notice",
+        }
+    }
+}
+
 /// What sinks receive.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlertEvent {

@@ -132,6 +132,8 @@ pub struct Trace {
     pub ring_cap: usize,
     /// Print every event as it happens (replay --trace) instead of keeping the last ones.
     pub live: bool,
+    /// Standard output was closed while printing live: print no more.
+    pub closed: bool,
 }
 
 pub const RING: usize = 60;
@@ -143,6 +145,7 @@ impl Trace {
             ring: Some(VecDeque::with_capacity(RING)),
             ring_cap: RING,
             live: false,
+            closed: false,
         }
     }
     #[inline]
@@ -154,6 +157,16 @@ impl Trace {
     }
     pub fn note(&mut self, at: Millis, text: impl FnOnce() -> String) {
         if let Some(r) = self.ring.as_mut() {
+            if self.live {
+                // Whole lines, and a closed pipe (`replay --trace | head`) only stops the
+                // printing: the run itself goes on to its verdict.
+                if !self.closed {
+                    use std::io::Write;
+                    let line = format!("{} {}", crate::outcome::clock_text(at), text());
+                    self.closed = writeln!(std::io::stdout().lock(), "{line}").is_err();
+                }
+                return;
+            }
             if r.len() >= self.ring_cap {
                 r.pop_front();
             }
@@ -166,12 +179,7 @@ impl Trace {
                 t.truncate(cut);
                 t.push('…');
             }
-            let line = format!("{} {t}", crate::outcome::clock_text(at));
-            if self.live {
-                println!("{line}");
-                return;
-            }
-            r.push_back(line);
+            r.push_back(format!("{} {t}", crate::outcome::clock_text(at)));
         }
     }
 }

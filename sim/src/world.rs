@@ -631,7 +631,20 @@ impl World {
             self.trace.add(&[output_fp(&o)]);
             if self.trace.enabled() {
                 let name = self.node_name(node);
-                self.trace.note(self.now, || format!("{name} -> {o:?}"));
+                self.trace.note(self.now, || match &o {
+                    // Kind, change and severity first: a cut line never hides them.
+                    Output::Alert(a) => format!(
+                        "{name} -> Alert {} {} {} db={:?} count={} subject={:?}: {}",
+                        a.id.kind.as_str(),
+                        a.change.as_str(),
+                        a.severity.as_str(),
+                        a.id.db.map(|d| d.0),
+                        a.count,
+                        a.id.subject,
+                        a.text
+                    ),
+                    _ => format!("{name} -> {o:?}"),
+                });
             }
             self.route(node, o);
         }
