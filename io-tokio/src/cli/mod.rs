@@ -162,8 +162,12 @@ pub async fn operator(target: &Target, name: &str, query: &str, wait: u64) -> i3
         "drill" => Some("drill"),
         _ => None,
     };
-    let before = match all_status(&addr).await {
-        Ok(s) => report_kind.map_or_else(Vec::new, |k| reports_of(&s, k)),
+    let reseed_db = query.strip_prefix("?db=").filter(|_| name == "reseed");
+    let (before, full_before) = match all_status(&addr).await {
+        Ok(s) => (
+            report_kind.map_or_else(Vec::new, |k| reports_of(&s, k)),
+            reseed_db.and_then(|db| last_full_restore(&s, db)),
+        ),
         Err(e) => {
             eprintln!("lifeboat {name}: cannot reach the agent at {addr}: {e}");
             return exit::UNREACHABLE;
@@ -188,9 +192,9 @@ pub async fn operator(target: &Target, name: &str, query: &str, wait: u64) -> i3
         return exit::OK;
     }
     let Some(kind) = report_kind else {
-        return match query.strip_prefix("?db=") {
-            Some(db) if name == "reseed" => wait_reseed(&addr, db, wait).await,
-            _ => exit::OK,
+        return match reseed_db {
+            Some(db) => wait_reseed(&addr, db, wait, full_before).await,
+            None => exit::OK,
         };
     };
     let deadline = Instant::now() + Duration::from_secs(wait);
@@ -216,9 +220,28 @@ pub async fn operator(target: &Target, name: &str, query: &str, wait: u64) -> i3
     exit::FAILED
 }
 
+/// The last full backup restored into database `db` at any site (file name and end position),
+/// from the status documents.
+fn last_full_restore(sites: &[(String, Result<Value, String>)], db: &str) -> Option<String> {
+    sites
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .flat_map(|d| d["databases"].as_array().cloned().unwrap_or_default())
+        .filter(|e| e["name"] == db && e["last_restore"]["kind"] == "full")
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["last_restore"]["file"], e["last_restore"]["lsn_end"]
+            )
+        })
+        .next()
+}
+
 /// Wait until the recovery site's database `db` went through its reseed (the new full backup
-/// received, restored and verified), showing the copy's progress.
-async fn wait_reseed(addr: &str, db: &str, wait: u64) -> i32 {
+/// received, restored and verified), showing the copy's progress. Done when the reseed was
+/// seen under way and is over, or when a full backup other than `full_before` is the last
+/// restore and no reseed is under way (a quick reseed can finish before the first look).
+async fn wait_reseed(addr: &str, db: &str, wait: u64, full_before: Option<String>) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(wait);
     let mut shown = Vec::new();
     let mut seen = false;
@@ -233,9 +256,13 @@ async fn wait_reseed(addr: &str, db: &str, wait: u64) -> i32 {
             .filter_map(|(_, r)| r.as_ref().ok())
             .flat_map(|d| d["databases"].as_array().cloned().unwrap_or_default())
             .find(|e| e["name"] == db && !e["reseeding_ms"].is_null());
+        let restored_new_full = || {
+            let now = last_full_restore(&sites, db);
+            now.is_some() && now != full_before
+        };
         match entry {
             Some(_) => seen = true,
-            None if seen => {
+            None if seen || restored_new_full() => {
                 println!("reseed: done: {db} was rebuilt from a new full backup");
                 return exit::OK;
             }
