@@ -200,8 +200,9 @@ async fn read_line_bounded<R: tokio::io::AsyncBufRead + Unpin>(
 /// most [`MAX_HEAD`] bytes.
 async fn read_headers<R: tokio::io::AsyncBufRead + Unpin>(
     r: &mut R,
+    first_what: &'static str,
 ) -> Result<(String, usize), HttpError> {
-    let first = read_line_bounded(r, "request line").await?;
+    let first = read_line_bounded(r, first_what).await?;
     let mut len = 0usize;
     for n in 0..=MAX_HEADER_LINES {
         let line = read_line_bounded(r, "header line").await?;
@@ -229,7 +230,7 @@ async fn read_headers<R: tokio::io::AsyncBufRead + Unpin>(
 pub async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(
     r: &mut R,
 ) -> Result<Request, HttpError> {
-    let (first, len) = read_headers(r).await?;
+    let (first, len) = read_headers(r, "request line").await?;
     let mut parts = first.split_whitespace();
     let method = parts.next().ok_or(HttpError::EmptyRequestLine)?.to_string();
     let target = parts.next().ok_or(HttpError::NoTarget)?;
@@ -286,7 +287,7 @@ pub async fn request(
             .await
             .map_err(|e| format!("writing to {hostport}: {e}"))?;
         let mut r = BufReader::new(s);
-        let (status_line, len) = read_headers(&mut r)
+        let (status_line, len) = read_headers(&mut r, "status line")
             .await
             .map_err(|e| format!("{hostport} answered: {e}"))?;
         let status: u16 = status_line
@@ -295,11 +296,24 @@ pub async fn request(
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| format!("{hostport} answered {status_line:?}, not HTTP"))?;
         let mut out = Vec::new();
+        if len > MAX_BODY {
+            return Err(format!(
+                "{hostport} answered with a {len}-byte body, more than the {MAX_BODY}-byte limit"
+            ));
+        }
         if len > 0 {
-            out.resize(len.min(MAX_BODY), 0);
-            r.read_exact(&mut out)
+            // Grows with what arrives: the announced length is not trusted for an allocation.
+            (&mut r)
+                .take(len as u64)
+                .read_to_end(&mut out)
                 .await
                 .map_err(|e| format!("reading from {hostport}: {e}"))?;
+            if out.len() < len {
+                return Err(format!(
+                    "{hostport} announced {len} bytes and closed after {}",
+                    out.len()
+                ));
+            }
         } else {
             r.take(MAX_BODY as u64)
                 .read_to_end(&mut out)

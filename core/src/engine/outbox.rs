@@ -38,7 +38,13 @@ impl SiteEngine {
             // Produced under an epoch this site no longer holds: keep it aside, never ship it.
             return self.stale_artifact(now, meta);
         }
-        self.st.dbs[meta.key.db.0 as usize].last_backup = Some(super::Seen::of(&meta, now));
+        // An artifact announced again after a restart may be older than the newest backup.
+        let d = &mut self.st.dbs[meta.key.db.0 as usize];
+        if d.last_backup
+            .is_none_or(|b| b.created_utc <= meta.created_utc)
+        {
+            d.last_backup = Some(super::Seen::of(&meta, now));
+        }
         self.write_position(meta.key.db, meta.key.lsn_end);
         match self.st.outbox.entry(meta.key) {
             std::collections::btree_map::Entry::Occupied(_) => return,

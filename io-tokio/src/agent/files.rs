@@ -197,8 +197,15 @@ pub fn scan(dir: &Path) -> Vec<(ArtifactMeta, PathBuf)> {
         if !artifact.is_file() {
             continue;
         }
-        if let Some(meta) = read_any_manifest(&artifact) {
-            out.push((meta, artifact));
+        match ti::read_manifest(&ti::manifest_path(&artifact)) {
+            Ok(meta) => out.push((meta, artifact)),
+            // Never skipped in silence: the artifact it describes is stuck until someone acts.
+            Err(e) => tracing::warn!(
+                file = %e.path().display(),
+                error = %e,
+                "unreadable manifest: its artifact is not shipped or restored; move the pair \
+                 aside (a primary takes the next backup, a recovery site asks again or reseeds)"
+            ),
         }
     }
     out.sort_by(|a, b| a.1.cmp(&b.1));

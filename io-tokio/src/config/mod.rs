@@ -449,10 +449,9 @@ impl SiteFile {
                     path,
                     text,
                     field,
-                    format!(
-                        "is longer than ten years ({MAX_DURATION_MS} ms), the most it can be \
-                         (deadlines are computed as now + this)"
-                    ),
+                    "is longer than ten years, the most it can be (deadlines are computed as \
+                     now + this)"
+                        .into(),
                 ));
             }
         }

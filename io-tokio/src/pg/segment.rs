@@ -110,7 +110,9 @@ impl SegmentHeader {
             timeline: self.timeline,
             segno: self.segno,
         };
-        if WalFile::parse(&self.wal_file, self.segment_size) != Some(own) {
+        // Exactly the name PostgreSQL asks for (upper-case hex): a lower-case spelling parses
+        // but would never be fetched.
+        if self.wal_file != own.name(self.segment_size) {
             return bad(format!(
                 "the file name is not that of segment {} on timeline {}",
                 self.segno, self.timeline
@@ -119,7 +121,7 @@ impl SegmentHeader {
         if let Some(h) = self.history.iter().find(|h| {
             !matches!(
                 WalFile::parse(&h.name, self.segment_size),
-                Some(WalFile::History { .. })
+                Some(f @ WalFile::History { .. }) if f.name(self.segment_size) == h.name
             )
         }) {
             return bad(format!(

@@ -338,7 +338,7 @@ pub async fn read_frame_now<R: AsyncRead + Unpin>(r: &mut R) -> Result<RawFrame,
         super::buffers::reuse(len).unwrap_or_else(|| Vec::with_capacity(len.min(FIRST_READ)));
     while payload.len() < len {
         if payload.len() == payload.capacity() {
-            let grown = (payload.capacity() * 2).clamp(FIRST_READ, len);
+            let grown = (payload.capacity() * 2).max(FIRST_READ).min(len);
             payload.reserve_exact(grown - payload.len());
         }
         let want = (len - payload.len()) as u64;

@@ -312,7 +312,8 @@ impl SiteEngine {
             self.audit(
                 now,
                 "rpo upper bound unknown".into(),
-                "the reported write positions and rate imply more than 2^64 positions lost;                  the upper bound is reported as unknown rather than as a smaller number"
+                "the reported write positions and rate imply more than 2^64 positions lost; \
+                 the upper bound is reported as unknown rather than as a smaller number"
                     .into(),
                 overflow,
             );
