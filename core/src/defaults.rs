@@ -25,6 +25,10 @@ pub const BACKLOG_AGE_MINUTES: u64 = 30;
 pub const RESTORE_MAX_ATTEMPTS: u32 = 10;
 /// Pause between restore attempts of the same artifact.
 pub const RESTORE_RETRY_DELAY: Millis = 60_000;
+/// An open hole is checked every `restore.retry_delay_ms` until `missing_log` is raised, then
+/// at doubling intervals up to this many times the delay (so a stuck artifact is not renamed
+/// and re-reported on every pass).
+pub const GAP_BACKOFF_FACTOR: u64 = 16;
 /// How many databases restore at the same time (one artifact at a time per database).
 pub const RESTORE_PARALLELISM: u32 = 4;
 /// How often the monitor looks at every database.

@@ -934,11 +934,14 @@ fn secondary_raises_missing_log_for_a_gap_then_reseeds_from_a_new_full_backup() 
          [2026-11-22T03:05:00Z] and the transaction log [sales_2026_11_22_03_15_00_tlog_3]. It \
          has been [12] minutes since the last successful restore."
     );
-    // Every further pass re-raises it as an update; nothing is restored out of chain.
+    // Every further check re-raises it as an update, now with backoff (+2, +4, +8 minutes);
+    // nothing is restored out of chain.
     s.run_until(20 * MINUTE);
     let a = s.alerts(AlertKind::MissingLog);
     assert_eq!(a.last().unwrap().1.change, AlertChange::Updated);
-    assert_eq!(a.last().unwrap().1.count, 4);
+    assert_eq!(a.last().unwrap().1.count, 2);
+    s.run_until(25 * MINUTE);
+    assert_eq!(s.alerts(AlertKind::MissingLog).last().unwrap().1.count, 3);
     assert!(s
         .sent()
         .iter()

@@ -487,7 +487,11 @@ impl SiteEngine {
         let Some(g) = self.st.dbs[i].gap.as_mut() else {
             return;
         };
-        let attempts = 1 + (now.saturating_sub(g.since) / retry) as u32;
+        let (attempts, next_rel) = gap_schedule(
+            now.saturating_sub(g.since),
+            retry,
+            self.cfg.alerts.after_attempts,
+        );
         let new_attempt = attempts > g.attempts;
         g.attempts = attempts;
         let g = Gap::clone(g);
@@ -525,9 +529,16 @@ impl SiteEngine {
         if open >= self.cfg.restore.reseed_after_minutes * MINUTE {
             self.begin_reseed(now, db, "a hole in the chain that no artifact covers", true);
         }
-        // Count the next attempt on time even when nothing else happens.
-        let next_at = g.since + u64::from(attempts) * retry;
-        self.st.timers.add_restore_retry(next_at, db);
+        // Count the next attempt on time even when nothing else happens, and reseed on time.
+        let reseed_at = self.cfg.restore.reseed_after_minutes.saturating_mul(MINUTE);
+        let next_rel = if open < reseed_at {
+            next_rel.min(reseed_at)
+        } else {
+            next_rel
+        };
+        self.st
+            .timers
+            .add_restore_retry(g.since.saturating_add(next_rel), db);
     }
 
     /// An operator's reseed: request a new full backup at the primary; the next full received
@@ -630,5 +641,77 @@ fn reseed_candidate(d: &super::DbState) -> Next {
     {
         Some((i, _)) => Next::Restore(i),
         None => Next::Nothing,
+    }
+}
+
+/// The checks of a hole open for `open` ms: `(checks so far, when the next is due, from the
+/// hole's start)`. Every `retry` until the alert threshold (the seed's "alert after N
+/// attempts", so `missing_log` comes exactly when it always did), then at intervals that double
+/// up to [`crate::defaults::GAP_BACKOFF_FACTOR`] × `retry`: a hole that stays open is retried,
+/// relabelled and re-reported with backoff, not on every pass (the audit saw the stuck artifact
+/// renamed every 0.5 s, its retry number past 212).
+pub(crate) fn gap_schedule(open: Millis, retry: Millis, threshold: u32) -> (u32, Millis) {
+    let retry = retry.max(1);
+    let linear = u64::from(threshold.max(1));
+    let count = |k: u64| u32::try_from(k).unwrap_or(u32::MAX);
+    // Check k (from 1) of the linear phase is due at (k - 1) × retry.
+    let last_linear = (linear - 1).saturating_mul(retry);
+    if open < last_linear {
+        let k = open / retry + 1;
+        return (count(k), k.saturating_mul(retry));
+    }
+    let cap = retry.saturating_mul(crate::defaults::GAP_BACKOFF_FACTOR);
+    let (mut k, mut at, mut step) = (linear, last_linear, retry.saturating_mul(2));
+    while step < cap {
+        if at.saturating_add(step) > open {
+            return (count(k), at.saturating_add(step));
+        }
+        at += step;
+        k += 1;
+        step = step.saturating_mul(2);
+    }
+    let more = (open - at) / cap;
+    (
+        count(k.saturating_add(more)),
+        at.saturating_add(more.saturating_add(1).saturating_mul(cap)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gap_schedule;
+
+    #[test]
+    fn an_open_hole_is_checked_every_retry_until_the_alert_then_with_doubling_backoff() {
+        let r = 500;
+        // Linear up to the third check (the alert threshold): at 0, 500, 1000.
+        assert_eq!(gap_schedule(0, r, 3), (1, 500));
+        assert_eq!(gap_schedule(499, r, 3), (1, 500));
+        assert_eq!(gap_schedule(500, r, 3), (2, 1_000));
+        assert_eq!(gap_schedule(1_000, r, 3), (3, 2_000));
+        // Then +1 s, +2 s, +4 s, and every 8 s (16 x 500 ms) from there on.
+        assert_eq!(gap_schedule(2_000, r, 3), (4, 4_000));
+        assert_eq!(gap_schedule(4_000, r, 3), (5, 8_000));
+        assert_eq!(gap_schedule(8_000, r, 3), (6, 16_000));
+        assert_eq!(gap_schedule(16_000, r, 3), (7, 24_000));
+        assert_eq!(gap_schedule(24_000, r, 3), (8, 32_000));
+        // The audit's four minutes of an open hole: 35 checks, not 480.
+        assert_eq!(gap_schedule(240_000, r, 3).0, 35);
+    }
+
+    #[test]
+    fn the_gap_schedule_never_goes_back_and_never_overflows() {
+        let mut last = (0, 0);
+        for open in (0..200_000u64).step_by(97) {
+            let (k, next) = gap_schedule(open, 700, 4);
+            assert!(
+                k >= last.0 && next > open && next >= last.1,
+                "{open}: {k} {next}"
+            );
+            last = (k, next);
+        }
+        let (k, next) = gap_schedule(u64::MAX - 1, u64::MAX / 2, u32::MAX);
+        assert!(k >= 1 && next >= u64::MAX / 2);
+        assert_eq!(gap_schedule(10, 0, 0), (3, 14));
     }
 }
