@@ -33,6 +33,12 @@
 //! no effect on the world. A record whose checksum *matches* but whose payload does not decode
 //! is not a torn write; it is an error ([`JournalError::UndecodableRecord`]), because truncating
 //! it would destroy an intact input (most likely written by another lifeboat version).
+//!
+//! A torn append can only be the end of the file. Damage followed anywhere by an intact record
+//! (a flipped byte, a length field set to a huge value, in the middle of the journal) is
+//! corruption of records that were already acknowledged, and truncating there would silently
+//! drop every later record: [`decode`] returns [`JournalError::CorruptRecord`], naming the byte
+//! offset, the record and the intact record that follows, and the operator chooses.
 
 use bincode::Options;
 use serde::de::DeserializeOwned;
@@ -109,9 +115,12 @@ impl FileKind {
     fn remedy(self) -> &'static str {
         match self {
             FileKind::Journal => "move the journal aside and restart from the latest snapshot",
+            // Only one snapshot is kept and the journal holds only the records after it, so
+            // there is no earlier state on disk to fall back to.
             FileKind::Snapshot => {
-                "move it aside and restart from the previous snapshot and the journal that \
-                 follows it, or reseed this site"
+                "restore the snapshot and the journal beside it from a copy, or move both aside \
+                 and restart with no state: a site then has to be rebuilt from its peer \
+                 (`lifeboat reseed`)"
             }
         }
     }
@@ -167,6 +176,15 @@ pub enum JournalError {
     SnapshotTooLarge { len: u64, max: u64 },
     /// A record was asked to carry sequence `u64::MAX`, which no record may have.
     SequenceExhausted,
+    /// Record `seq` at byte `offset` is damaged, but an intact record (`intact_seq`, at byte
+    /// `intact_at`) follows it: corruption, not a torn tail (which can only be the end).
+    CorruptRecord {
+        seq: u64,
+        offset: usize,
+        reason: TornReason,
+        intact_at: usize,
+        intact_seq: u64,
+    },
 }
 
 impl fmt::Display for JournalError {
@@ -268,6 +286,23 @@ impl fmt::Display for JournalError {
                 "the snapshot state is {len} bytes, more than the {max}-byte limit; nothing was \
                  written and the previous snapshot still stands. State this large means something \
                  leaks into it: report it"
+            ),
+            JournalError::CorruptRecord {
+                seq,
+                offset,
+                reason,
+                intact_at,
+                intact_seq,
+            } => write!(
+                f,
+                "journal record {seq} at byte {offset} is damaged ({reason}), but an intact \
+                 record ({intact_seq}) follows at byte {intact_at}: this is corruption of \
+                 acknowledged records, not a torn tail, and the journal was left as it is. \
+                 Choose one: restore the journal from a copy and restart; or accept losing \
+                 record {seq} and every record after it by cutting the file to {offset} bytes \
+                 (`truncate -s {offset} <journal>`) and restarting, then check the recovery \
+                 site with `lifeboat status`; or move the data directory aside and rebuild this \
+                 site from its peer (`lifeboat reseed`)"
             ),
             JournalError::SequenceExhausted => write!(
                 f,
@@ -419,7 +454,18 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<Decoded<T>, JournalEr
     let tail = loop {
         match frame_at(&bytes[offset..], expected) {
             Ok(None) => break Tail::Clean,
-            Err(reason) => break Tail::Torn { offset, reason },
+            Err(reason) => {
+                if let Some((intact_at, intact_seq)) = intact_after(bytes, offset, expected) {
+                    return Err(JournalError::CorruptRecord {
+                        seq: expected,
+                        offset,
+                        reason,
+                        intact_at,
+                        intact_seq,
+                    });
+                }
+                break Tail::Torn { offset, reason };
+            }
             Ok(Some(frame)) => {
                 let value = payload_options()
                     .with_limit(frame.payload.len() as u64)
@@ -440,6 +486,26 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<Decoded<T>, JournalEr
         records,
         valid_len: offset,
         tail,
+    })
+}
+
+/// After damage at `offset`, where record `expected` should start: the first intact record
+/// further on (its offset and sequence), if any. A record's sequence is checked for
+/// plausibility before its checksum, so damaged or random bytes cost one pass and a rare CRC.
+fn intact_after(bytes: &[u8], offset: usize, expected: u64) -> Option<(usize, u64)> {
+    // No later record can carry a sequence beyond what the remaining bytes could number.
+    let most = ((bytes.len() - offset) / RECORD_HEADER_LEN) as u64 + 1;
+    let last = bytes.len().checked_sub(RECORD_HEADER_LEN)?;
+    (offset + 1..=last).find_map(|o| {
+        let rest = &bytes[o..];
+        let seq = u64_at(rest, 8);
+        if seq < expected || seq - expected > most {
+            return None;
+        }
+        match frame_at(rest, seq) {
+            Ok(Some(f)) => Some((o, f.seq)),
+            _ => None,
+        }
     })
 }
 
@@ -683,16 +749,36 @@ mod tests {
     }
 
     /// The one acceptable outcome of decoding a journal whose first damaged record is number
-    /// `k`: the records before it, and a torn tail exactly where it starts.
-    fn assert_torn_at(bytes: &[u8], base: u64, events: &[Event], bounds: &[usize], k: usize) {
-        let d = decode::<Event>(bytes).unwrap();
-        assert_eq!(d.records, numbered(base, &events[..k]));
-        assert_eq!(d.valid_len, bounds[k]);
-        assert!(
-            matches!(d.tail, Tail::Torn { offset, .. } if offset == bounds[k]),
-            "{:?}",
-            d.tail
-        );
+    /// `k`: when it is the last record, the records before it and a torn tail exactly where it
+    /// starts; otherwise corruption naming it and the intact record after it.
+    fn assert_damaged_at(bytes: &[u8], base: u64, events: &[Event], bounds: &[usize], k: usize) {
+        if k + 1 == events.len() {
+            let d = decode::<Event>(bytes).unwrap();
+            assert_eq!(d.records, numbered(base, &events[..k]));
+            assert_eq!(d.valid_len, bounds[k]);
+            assert!(
+                matches!(d.tail, Tail::Torn { offset, .. } if offset == bounds[k]),
+                "{:?}",
+                d.tail
+            );
+            return;
+        }
+        match decode::<Event>(bytes) {
+            Err(JournalError::CorruptRecord {
+                seq,
+                offset,
+                intact_at,
+                intact_seq,
+                ..
+            }) => {
+                assert_eq!((seq, offset), (base + k as u64, bounds[k]));
+                assert_eq!(
+                    (intact_seq, intact_at),
+                    (base + k as u64 + 1, bounds[k + 1])
+                );
+            }
+            other => panic!("record {k} of {} damaged: {other:?}", events.len()),
+        }
     }
 
     #[test]
@@ -792,14 +878,14 @@ mod tests {
     }
 
     #[test]
-    fn every_single_bit_flip_in_a_record_tears_the_journal_at_that_record() {
+    fn a_bit_flip_in_the_last_record_tears_it_and_in_an_earlier_one_is_corruption() {
         let events = sample_events();
         let (bytes, bounds) = journal(0, &events);
         for bit in JOURNAL_HEADER_LEN * 8..bytes.len() * 8 {
             let mut damaged = bytes.clone();
             damaged[bit / 8] ^= 1 << (bit % 8);
             let k = bounds.iter().rposition(|&b| b <= bit / 8).unwrap();
-            assert_torn_at(&damaged, 0, &events, &bounds, k);
+            assert_damaged_at(&damaged, 0, &events, &bounds, k);
         }
     }
 
@@ -921,6 +1007,36 @@ mod tests {
                 reason: TornReason::LengthTooLarge { len: u32::MAX }
             }
         );
+    }
+
+    /// The audit's case: a record length set to a huge value in the middle of the journal
+    /// used to drop every later record as a "torn tail".
+    #[test]
+    fn a_huge_length_mid_journal_is_corruption_naming_the_offset_the_record_and_the_choices() {
+        let events = sample_events();
+        let (mut bytes, bounds) = journal(40, &events);
+        bytes[bounds[2]..bounds[2] + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let err = decode::<Event>(&bytes).unwrap_err();
+        assert_eq!(
+            err,
+            JournalError::CorruptRecord {
+                seq: 42,
+                offset: bounds[2],
+                reason: TornReason::LengthTooLarge { len: u32::MAX },
+                intact_at: bounds[3],
+                intact_seq: 43,
+            }
+        );
+        let text = err.to_string();
+        for needle in [
+            "record 42",
+            &format!("byte {}", bounds[2]),
+            "not a torn tail",
+            &format!("truncate -s {}", bounds[2]),
+            "lifeboat reseed",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing from: {text}");
+        }
     }
 
     #[test]
@@ -1092,12 +1208,15 @@ mod tests {
             errors[0]
         );
         assert!(
-            errors[1].to_string().contains("previous snapshot"),
+            errors[1].to_string().contains("lifeboat reseed")
+                && !errors[1].to_string().contains("previous snapshot"),
             "{}",
             errors[1]
         );
         assert!(
-            errors[2].to_string().contains("or reseed this site"),
+            errors[2]
+                .to_string()
+                .contains("restore the snapshot and the journal"),
             "{}",
             errors[2]
         );
@@ -1152,7 +1271,7 @@ mod tests {
                 prop_assert!(decode::<Event>(&bytes).is_err());
             } else {
                 let k = bounds.iter().rposition(|&b| b <= at).unwrap();
-                assert_torn_at(&bytes, base, &events, &bounds, k);
+                assert_damaged_at(&bytes, base, &events, &bounds, k);
             }
         }
 

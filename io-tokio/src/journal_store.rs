@@ -91,12 +91,8 @@ impl JournalStore {
         let Some(bytes) = bytes else {
             return Self::fresh(dir, next_seq, state, None);
         };
-        let decoded: Decoded<Record> = journal::decode(&bytes).with_context(|| {
-            format!(
-                "journal {} (move it aside to start from the snapshot alone)",
-                jpath.display()
-            )
-        })?;
+        let decoded: Decoded<Record> = journal::decode(&bytes)
+            .with_context(|| format!("reading journal {}", jpath.display()))?;
         if decoded.base_seq > next_seq {
             bail!(
                 "journal {} starts at record {} but the snapshot continues at {}: records are \
@@ -244,6 +240,7 @@ impl JournalStore {
         let next = self.writer.next_seq();
         let bytes = journal::encode_snapshot(state, next)?;
         write_atomic(&self.dir, "snapshot", &bytes).context("writing the snapshot")?;
+        crate::crash::point("snapshot_before_journal");
         write_atomic(&self.dir, "journal", &journal::encode_header(next))
             .context("starting a new journal")?;
         self.file = OpenOptions::new()

@@ -5,6 +5,7 @@
 //! arbiter_proc   the arbiter process
 //! journal_store  the engine journal and snapshots on disk; the engines' monotonic clock
 //! config         site.toml and arbiter.toml
+//! crash          named crash points for the end-to-end tests (`LIFEBOAT_CRASH_AT`)
 //! status, http   /status, /metrics, /health, operator requests; a minimal HTTP/1.1
 //! cli/           operator commands and the status table
 //! demo           `lifeboat demo`
@@ -16,6 +17,7 @@ pub mod agent;
 pub mod arbiter_proc;
 pub mod cli;
 pub mod config;
+pub mod crash;
 pub mod demo;
 pub mod driver;
 pub mod http;

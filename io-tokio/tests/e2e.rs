@@ -420,3 +420,85 @@ fn without_the_arbiter_only_a_forced_failover_promotes_the_recovery_site() {
     assert_eq!((count, wrong), (max, 0));
     assert!(max <= committed);
 }
+
+/// Run the agent of site `name` and wait (bounded) for it to exit on its own.
+fn agent_exit(c: &Cluster, name: &str, within: Duration) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(BIN)
+        .args(["agent", "--config"])
+        .arg(c.path(name))
+        .env("LIFEBOAT_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        if t.elapsed() > within {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    (code, err)
+}
+
+/// Damage followed by intact records is corruption of acknowledged inputs, never a torn tail:
+/// the agent stops (exit 4) and says where and what the operator can do, and the journal is
+/// left as it was.
+#[test]
+fn a_journal_damaged_in_the_middle_stops_the_agent_with_exit_4_naming_the_record_and_choices() {
+    let mut c = Cluster::start(Opts::default());
+    let journal = c.dir.path().join("recovery/journal/journal");
+    wait_for(
+        "the recovery site's journal to hold a few records",
+        Duration::from_secs(20),
+        || std::fs::metadata(&journal).is_ok_and(|m| m.len() > 400),
+    );
+    c.kill("recovery");
+    let mut bytes = std::fs::read(&journal).unwrap();
+    // Inside the first record (the header is 22 bytes, a record header 16): records follow.
+    bytes[22 + 20] ^= 0xff;
+    std::fs::write(&journal, &bytes).unwrap();
+    let (code, err) = agent_exit(&c, "recovery", Duration::from_secs(20));
+    assert_eq!(code, Some(4), "{err}");
+    for needle in [
+        "journal record",
+        "at byte 22",
+        "not a torn tail",
+        "truncate -s 22",
+    ] {
+        assert!(err.contains(needle), "{needle:?} missing from:\n{err}");
+    }
+    assert_eq!(
+        std::fs::read(&journal).unwrap(),
+        bytes,
+        "the damaged journal must be left as it is"
+    );
+}
+
+/// A deleted journal beside artifacts or a snapshot is said loudly, not started over in silence.
+#[test]
+fn a_deleted_journal_is_reported_loudly_at_start() {
+    let mut c = Cluster::start(Opts::default());
+    let w = Writer::start(&c.pri_db, WRITE_EVERY);
+    wait_for("a first restore", Duration::from_secs(60), || {
+        c.restored().is_some()
+    });
+    w.stop();
+    c.kill("primary");
+    std::fs::remove_file(c.dir.path().join("primary/journal/journal")).unwrap();
+    c.spawn("primary");
+    wait_for(
+        "the warning about the missing journal",
+        Duration::from_secs(20),
+        || c.log("primary").contains("holds files but no journal"),
+    );
+}

@@ -424,6 +424,7 @@ async fn run(ctx: &Ctx, job: Job) -> Result<(), Failure> {
                 Ok(out)
             })
             .await?;
+            crate::crash::point("publish_before_journal");
             // Each artifact is announced before the completion (the core's contract).
             for a in made {
                 let meta = a.meta();
@@ -473,6 +474,9 @@ async fn run(ctx: &Ctx, job: Job) -> Result<(), Failure> {
             })
             .await;
             ctx.board.work_done(&id);
+            if r.is_ok() {
+                crate::crash::point("restore_before_report");
+            }
             r
         }
         Command::Drill { db, upto, .. } => {
@@ -487,7 +491,11 @@ async fn run(ctx: &Ctx, job: Job) -> Result<(), Failure> {
             blocking(move || each_db(&*d, |db| d.unfence(db, epoch))).await
         }
         Command::Promote { epoch, .. } => {
-            blocking(move || each_db(&*d, |db| d.promote(db, epoch).map(drop))).await
+            let r = blocking(move || each_db(&*d, |db| d.promote(db, epoch).map(drop))).await;
+            if r.is_ok() {
+                crate::crash::point("promote_before_report");
+            }
+            r
         }
         Command::ExternalFence { target, epoch, .. } => {
             let Some(cmd) = &ctx.hooks.fence else {

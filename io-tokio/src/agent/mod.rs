@@ -92,11 +92,15 @@ pub async fn run(file: SiteFile, config_path: std::path::PathBuf) -> anyhow::Res
 
     // ---- journal: snapshot + replay
     let jdir = file.data_dir.join("journal");
+    let had_journal = JournalStore::journal_path(&jdir).exists();
     let (mut store, rec) = JournalStore::open::<SiteState>(&jdir)
         .with_context(|| format!("opening the journal in {}", jdir.display()))?;
     let torn = rec.torn.clone();
     if let Some(t) = &torn {
         warn!(report = %t, "journal recovered after a crash");
+    }
+    if !had_journal {
+        warn_if_orphaned(&file.data_dir, rec.state.is_some());
     }
     let resumed = rec.state.is_some() || !rec.records.is_empty();
     let mut engine = match rec.state {
@@ -252,6 +256,7 @@ pub async fn run(file: SiteFile, config_path: std::path::PathBuf) -> anyhow::Res
         let batch: Vec<Record> = pending.drain(..).map(|i| (now, i)).collect();
         // Persist first: nothing this batch causes happens before it is durable.
         store.append(&batch)?;
+        crate::crash::point("journal_before_effects");
         for (now, input) in batch {
             match &input {
                 Input::Operator(req) => info!(request = ?req, "operator request"),
@@ -352,4 +357,24 @@ fn unannounced_outbox(engine: &SiteEngine, me: SiteId, outbox: &Path) -> Vec<Inp
         })
         .collect();
     found
+}
+
+/// A data directory with artifacts or a snapshot but no journal: the journal was deleted or
+/// lost, and the engine starts without the memory of what those files are. Said loudly, with
+/// what to do; the agent still starts (a new site's directory may hold copied files).
+fn warn_if_orphaned(data_dir: &Path, snapshot: bool) {
+    let held = |d: &str| std::fs::read_dir(data_dir.join(d)).map_or(0, |r| r.flatten().count());
+    let (outbox, inbox) = (held("outbox"), held("inbox"));
+    if snapshot || outbox > 0 || inbox > 0 {
+        warn!(
+            data_dir = %data_dir.display(),
+            snapshot,
+            outbox_files = outbox,
+            inbox_files = inbox,
+            "the data directory holds files but no journal (deleted or lost?): the engine \
+             starts without the inputs since its snapshot; outbox artifacts are announced \
+             again, and if the recovery site reports missing_log, rebuild it with \
+             `lifeboat reseed`"
+        );
+    }
 }

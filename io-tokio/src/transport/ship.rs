@@ -459,6 +459,7 @@ where
     if let Some(other) = inbox.name_taken_by(&meta) {
         return Err(name_taken(key, &final_path, other));
     }
+    crate::crash::point("receive_before_rename");
     {
         let (from, to, dir) = (
             partial.clone(),
@@ -474,6 +475,7 @@ where
         .map_err(disk(&final_path))?;
     }
     drop(claim);
+    crate::crash::point("receive_before_report");
     Ok(Received {
         meta,
         computed: Checksum(computed),

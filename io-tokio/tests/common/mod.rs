@@ -326,6 +326,11 @@ impl Cluster {
     }
 
     pub fn spawn(&mut self, name: &'static str) {
+        self.spawn_env(name, &[]);
+    }
+
+    /// Start a process with extra environment variables (e.g. an armed crash point).
+    pub fn spawn_env(&mut self, name: &'static str, env: &[(&str, &str)]) {
         let (sub, cfg) = self.configs[name].clone();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -337,12 +342,20 @@ impl Cluster {
             .arg("--config")
             .arg(&cfg)
             .env("LIFEBOAT_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
             .unwrap();
         self.procs.insert(name, child);
+    }
+
+    /// Whether a process started by this cluster has exited (crashed) on its own.
+    pub fn exited(&mut self, name: &str) -> bool {
+        self.procs
+            .get_mut(name)
+            .is_none_or(|c| c.try_wait().ok().flatten().is_some())
     }
 
     /// SIGKILL.
