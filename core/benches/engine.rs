@@ -187,6 +187,10 @@ fn kind_of(site: usize, input: &Input) -> &'static str {
         },
         Input::Operator(_) => ["operator (primary)", "operator (secondary)"],
         Input::DiskSpace { .. } => ["disk_space (primary)", "disk_space (secondary)"],
+        Input::UnreadableManifest { .. } => [
+            "unreadable_manifest (primary)",
+            "unreadable_manifest (secondary)",
+        ],
     };
     k[site]
 }

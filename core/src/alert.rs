@@ -26,10 +26,12 @@ pub enum AlertKind {
     Switchover,
     DrillFailed,
     DiskSpace,
+    /// A one-off notice: an artifact's manifest could not be read; the pair was quarantined.
+    UnreadableManifest,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 16] = [
+    pub const ALL: [AlertKind; 17] = [
         AlertKind::MissingLog,
         AlertKind::NoNewLogs,
         AlertKind::BackupsPaused,
@@ -46,6 +48,7 @@ impl AlertKind {
         AlertKind::Switchover,
         AlertKind::DrillFailed,
         AlertKind::DiskSpace,
+        AlertKind::UnreadableManifest,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +69,7 @@ impl AlertKind {
             AlertKind::Switchover => "switchover",
             AlertKind::DrillFailed => "drill_failed",
             AlertKind::DiskSpace => "disk_space",
+            AlertKind::UnreadableManifest => "unreadable_manifest",
         }
     }
 

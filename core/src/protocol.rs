@@ -103,6 +103,19 @@ pub enum Input {
     Operator(OperatorRequest),
     /// Free space where artifacts are kept.
     DiskSpace { free_mib: u64 },
+    /// An artifact in this site's outbox (`outbox`) or inbox whose manifest cannot be read (not
+    /// JSON, no valid artifact, too large). The adapter has already moved the pair (artifact and
+    /// manifest) into the quarantine, so it reports each file once. `file` is the artifact's
+    /// file name; `db` the database its name says, when the name parses and the database is
+    /// configured; `key` the identity the adapter still knew for that file (its outbox index),
+    /// if any. Last in the enum: journals encode the variant's index.
+    UnreadableManifest {
+        outbox: bool,
+        file: String,
+        db: Option<DbId>,
+        key: Option<ArtifactKey>,
+        reason: String,
+    },
 }
 
 /// Things the adapter must do. Every command that has an effect carries an operation id;

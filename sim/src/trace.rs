@@ -77,6 +77,14 @@ pub fn input_fp(i: &Input) -> u64 {
         Input::Message { msg, .. } => mix(&[9, msg_fp(msg)]),
         Input::Operator(r) => mix(&[10, format!("{r:?}").len() as u64]),
         Input::DiskSpace { free_mib } => mix(&[11, *free_mib]),
+        Input::UnreadableManifest {
+            outbox, file, db, ..
+        } => mix(&[
+            12,
+            u64::from(*outbox),
+            db.map_or(u64::MAX, |d| u64::from(d.0)),
+            file.bytes().fold(0, |h, b| h.rotate_left(5) ^ u64::from(b)),
+        ]),
     }
 }
 

@@ -219,6 +219,13 @@ impl SiteEngine {
             Input::Message { from, msg } => self.message(now, from, msg),
             Input::Operator(req) => self.operator(now, req),
             Input::DiskSpace { free_mib } => self.disk_space(now, free_mib),
+            Input::UnreadableManifest {
+                outbox,
+                file,
+                db,
+                key,
+                reason,
+            } => self.unreadable_manifest(now, outbox, &file, db, key, &reason),
         }
         self.run_timers(now);
     }

@@ -4,7 +4,7 @@
 use super::{Role, SiteEngine};
 use crate::alert::{AlertKind, Severity, Subject};
 use crate::artifact::{ArtifactKey, ArtifactMeta};
-use crate::ids::{Millis, OpId};
+use crate::ids::{DbId, Millis, OpId};
 use crate::protocol::Command;
 use serde::{Deserialize, Serialize};
 
@@ -236,6 +236,138 @@ impl SiteEngine {
             }
         } else {
             self.clear(now, AlertKind::RecoverySiteLost, None, subject);
+        }
+    }
+}
+
+impl SiteEngine {
+    /// An artifact of this site's outbox or inbox had a manifest that cannot be read, and the
+    /// adapter moved the pair into the quarantine (`Input::UnreadableManifest`).
+    ///
+    /// Alerted as a one-off `unreadable_manifest` notice (severity failure), the way `failover`
+    /// and `switchover` are, not as a condition: when the engine hears of it the file is already
+    /// aside and the recovery below is already under way, so nothing is left that could later
+    /// clear. What can persist has conditions of its own that clear themselves: the hole the
+    /// lost artifact may leave at the recovery site (`missing_log`, then `reseed`), a backup
+    /// that fails (audited). A condition would instead wait for some later artifact of the
+    /// database to be acknowledged or restored, and with a name that does not parse there is
+    /// no database whose artifact could ever clear it.
+    pub(super) fn unreadable_manifest(
+        &mut self,
+        now: Millis,
+        outbox: bool,
+        file: &str,
+        db: Option<DbId>,
+        key: Option<ArtifactKey>,
+        reason: &str,
+    ) {
+        self.st.quarantined += 1;
+        let key = key.filter(|k| self.valid_db(k.db));
+        // The identity the adapter knew is surer than the database the file name says.
+        let db = key.map(|k| k.db).or(db.filter(|d| self.valid_db(*d)));
+        let which = match db {
+            Some(d) => format!("database [{}]", self.db_name(d)),
+            None => "every database (the file name names none configured)".to_string(),
+        };
+        let next = if !outbox {
+            // Nothing to ask for: this engine acknowledges only what it was told it received
+            // (`ArtifactReceived`), never a file a scan finds, and the primary ships again every
+            // artifact it holds no acknowledgement for. One that was acknowledged already and
+            // is still needed leaves a hole that `missing_log` reports and a reseed bridges.
+            "Nothing is acknowledged for it: the primary ships again every artifact it has no \
+             acknowledgement for; if it was acknowledged already and the chain needs it, the \
+             hole raises missing_log and is bridged by a reseed from a new full backup."
+                .to_string()
+        } else if self.st.holder == self.me
+            && matches!(
+                self.st.role,
+                Role::Primary | Role::Fenced | Role::SwitchingOver
+            )
+        {
+            self.forget_unshippable(now, file, key);
+            self.full_after_loss(now, db, &which)
+        } else {
+            "This site does not hold the epoch and ships nothing from its outbox: nothing else \
+             is needed."
+                .to_string()
+        };
+        let site = self.cfg.site_name(self.me);
+        let text = super::texts::unreadable_manifest(site, file, outbox, reason, &next);
+        let id = crate::alert::AlertId {
+            kind: AlertKind::UnreadableManifest,
+            db,
+            subject: Subject::Site(self.me),
+        };
+        self.out
+            .push_back(crate::protocol::Output::Alert(crate::alert::notice(
+                now,
+                id,
+                Severity::Failure,
+                text,
+            )));
+        self.audit(
+            now,
+            "unreadable manifest".into(),
+            format!("{reason}; moved to the quarantine. {next}"),
+            vec![
+                ("file".into(), file.to_string()),
+                (
+                    "place".into(),
+                    if outbox { "outbox" } else { "inbox" }.to_string(),
+                ),
+                ("db".into(), format!("{:?}", db.map(|d| d.0))),
+            ],
+        );
+    }
+
+    /// The outbox entry of a file that left the outbox (its identity from the adapter, else the
+    /// entry whose seed-convention name is the file's): it can never be shipped, and would be
+    /// retried forever. Forgotten without a `Discard` (the file is in the quarantine).
+    fn forget_unshippable(&mut self, now: Millis, file: &str, key: Option<ArtifactKey>) {
+        let key = key.filter(|k| self.st.outbox.contains_key(k)).or_else(|| {
+            self.st
+                .outbox
+                .values()
+                .find(|e| self.label(&e.meta) == file)
+                .map(|e| e.meta.key)
+        });
+        let Some(e) = key.and_then(|k| self.st.outbox.remove(&k)) else {
+            return;
+        };
+        match e.state {
+            ShipState::InFlight { .. } => self.st.ship_in_flight -= 1,
+            ShipState::Backoff { until } => self.st.timers.remove_ship_backoff(until, e.meta.key),
+            ShipState::Queued => {}
+        }
+        self.try_ship(now);
+        // A switchover waiting for the outbox to drain goes on; the target then cannot reach
+        // the final positions across the hole, and the switchover is abandoned, not lossy.
+        self.switchover_progress(now);
+    }
+
+    /// At the holder of the epoch: a new full backup, so that the chain continues past the lost
+    /// artifact (the same decision as a `RequestFull` from the recovery site, and like it taken
+    /// even while backups are paused or the lease is being renewed: a backup needs no writes).
+    /// Returns what the alert says happens next.
+    fn full_after_loss(&mut self, now: Millis, db: Option<DbId>, which: &str) -> String {
+        if matches!(self.st.role, Role::Primary | Role::Fenced) {
+            self.take_backup(now, db, crate::artifact::ArtifactKind::Full);
+            format!(
+                "A new full backup of {which} was started, so that the chain continues past the \
+                 lost artifact at the recovery site."
+            )
+        } else {
+            // Switching over: writes are stopped; taken once this site accepts writes again.
+            let merged = match self.st.peer.full_wanted {
+                Some(Some(d)) if Some(d) == db => db,
+                Some(_) => None,
+                None => db,
+            };
+            self.st.peer.full_wanted = Some(merged);
+            format!(
+                "A new full backup of {which} is taken once this site accepts writes again (a \
+                 switchover is under way)."
+            )
         }
     }
 }

@@ -159,3 +159,20 @@ pub fn service_down(primary: &str, failed: u32, seconds: u64) -> String {
          lease. Not failing over while the lease is held."
     )
 }
+
+/// `unreadable_manifest`: `next` says what the engine does about it (see `unreadable_manifest`
+/// in `outbox.rs`).
+pub fn unreadable_manifest(
+    site: &str,
+    file: &str,
+    outbox: bool,
+    reason: &str,
+    next: &str,
+) -> String {
+    let place = if outbox { "outbox" } else { "inbox" };
+    format!(
+        "The manifest of the artifact [{file}] in the {place} of site [{site}] cannot be read \
+         ({reason}); the artifact and its manifest were moved to the quarantine (kept, never \
+         shipped or restored). {next}"
+    )
+}

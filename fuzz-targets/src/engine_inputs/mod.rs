@@ -291,7 +291,23 @@ impl<'a> World<'a> {
                 let site = self.r.below(2);
                 if self.r.bool() {
                     let free_mib = u64::from(self.r.u16());
-                    self.feed(site, Input::DiskSpace { free_mib });
+                    if free_mib >= 0xFFF0 {
+                        // Rarely (and without reading more bytes, so recorded inputs keep
+                        // their meaning): an outbox or inbox manifest the adapter found
+                        // unreadable and moved aside. Its name matches no artifact.
+                        let db = (free_mib as usize % (self.dbs() + 1) < self.dbs())
+                            .then(|| DbId((free_mib as usize % (self.dbs() + 1)) as u32));
+                        let input = Input::UnreadableManifest {
+                            outbox: free_mib & 1 == 0,
+                            file: format!("unreadable_{free_mib}"),
+                            db,
+                            key: None,
+                            reason: "not JSON".into(),
+                        };
+                        self.feed(site, input);
+                    } else {
+                        self.feed(site, Input::DiskSpace { free_mib });
+                    }
                 } else {
                     let db = self.r.below(self.dbs() + 1);
                     let writable = self.sites[site].writable();

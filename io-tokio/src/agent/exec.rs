@@ -82,7 +82,7 @@ impl Executor {
             files: files.clone(),
             driver: driver.clone(),
             board: board.clone(),
-            named: std::sync::Mutex::new(super::files::scan(&files.outbox).into_iter().fold(
+            named: std::sync::Mutex::new(files.scan(true).into_iter().fold(
                 std::collections::HashMap::new(),
                 |mut m, (meta, _)| {
                     let e = m.entry((meta.key.db, meta.key.kind)).or_insert(i64::MIN);
@@ -107,6 +107,11 @@ impl Executor {
             data_q,
             writable_epoch: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// The site's artifact files (the agent's start-up scans).
+    pub fn files(&self) -> &Arc<ArtifactFiles> {
+        &self.files
     }
 
     /// The engine's role after a batch of inputs: the epoch when it is the writable primary.
@@ -573,7 +578,8 @@ fn drill_chain(
     upto: Lsn,
     db_name: &str,
 ) -> Result<Vec<ArtifactFile>, Failure> {
-    let all: Vec<(ArtifactMeta, std::path::PathBuf)> = super::files::scan(&files.inbox)
+    let all: Vec<(ArtifactMeta, std::path::PathBuf)> = files
+        .scan(false)
         .into_iter()
         .filter(|(m, _)| m.key.db == db && m.key.lsn_end <= upto)
         .collect();

@@ -214,11 +214,8 @@ pub async fn run(file: SiteFile, config_path: std::path::PathBuf) -> anyhow::Res
     } else {
         Input::Tick
     }];
-    pending.extend(unannounced_outbox(
-        &engine,
-        me,
-        &file.data_dir.join("outbox"),
-    ));
+    pending.extend(unreadable_manifests(&cfg, exec.files(), feed.clone()));
+    pending.extend(unannounced_outbox(&engine, me, exec.files()));
     let mut last_status = std::time::Instant::now() - Duration::from_secs(1);
     loop {
         if pending.is_empty() {
@@ -343,12 +340,13 @@ pub fn operator_request(
 /// every outbox artifact of the epoch this site holds that the engine does not hold
 /// unacknowledged is announced again. Discovery is idempotent in the core; an artifact that
 /// was already acknowledged and not yet pruned is shipped once more and acknowledged again.
-fn unannounced_outbox(engine: &SiteEngine, me: SiteId, outbox: &Path) -> Vec<Input> {
+fn unannounced_outbox(engine: &SiteEngine, me: SiteId, files: &files::ArtifactFiles) -> Vec<Input> {
     if engine.state().holder != me {
         return Vec::new();
     }
     let known: std::collections::BTreeSet<_> = engine.unacknowledged().map(|m| m.key).collect();
-    let found: Vec<Input> = files::scan(outbox)
+    let found: Vec<Input> = files
+        .scan(true)
         .into_iter()
         .filter(|(m, _)| m.key.epoch == engine.epoch() && !known.contains(&m.key))
         .map(|(m, path)| {
@@ -357,6 +355,53 @@ fn unannounced_outbox(engine: &SiteEngine, me: SiteId, outbox: &Path) -> Vec<Inp
         })
         .collect();
     found
+}
+
+/// Artifacts whose manifest cannot be read (not JSON, no valid artifact, too large) would sit
+/// in the outbox or inbox for ever, never shipped or restored. Every scan of those directories
+/// moves such a pair into the quarantine and reports it (`files::ArtifactFiles::scan`); the
+/// engine is told with `Input::UnreadableManifest`, once per file (after the move no scan sees
+/// it again). At start both directories are swept and what was found, with anything reported
+/// while the executor opened the files, goes into the first batch; later reports are fed as
+/// they come.
+///
+/// A crash after a move and before its report is journalled loses the report (the pair stays
+/// in the quarantine with its `.reason` file and the warning in the log). No data is lost for
+/// it: the primary retries the ship as for a file removed by hand, and the recovery site
+/// reports the hole (`missing_log`) and reseeds from a new full backup it asks for.
+fn unreadable_manifests(
+    cfg: &lifeboat_core::Config,
+    files: &files::ArtifactFiles,
+    feed: Feed,
+) -> Vec<Input> {
+    let Some(mut reports) = files.take_reports() else {
+        return Vec::new();
+    };
+    files.sweep();
+    let mut found = Vec::new();
+    while let Ok(u) = reports.try_recv() {
+        found.push(unreadable_input(cfg, u));
+    }
+    let cfg = cfg.clone();
+    tokio::spawn(async move {
+        while let Some(u) = reports.recv().await {
+            feed.send(unreadable_input(&cfg, u)).await;
+        }
+    });
+    found
+}
+
+/// The engine's input for an unreadable manifest: the database its file name names, when it
+/// parses and is configured (else `None`: the primary then takes a full of every database).
+fn unreadable_input(cfg: &lifeboat_core::Config, u: files::Unreadable) -> Input {
+    let db = u.db_name().and_then(|n| cfg.db_id(&n));
+    Input::UnreadableManifest {
+        outbox: u.outbox,
+        file: u.file,
+        db,
+        key: u.key,
+        reason: u.reason,
+    }
 }
 
 /// A data directory with artifacts or a snapshot but no journal: the journal was deleted or

@@ -1,0 +1,210 @@
+//! Artifacts whose manifest cannot be read (issue 12, item 5): the adapter moves the pair into
+//! the quarantine and reports `Input::UnreadableManifest`; the engine raises one
+//! `unreadable_manifest` notice, audits it, and recovers: the primary forgets the artifact it
+//! can no longer ship and takes a new full backup; the recovery site acknowledges nothing.
+
+mod common;
+use common::*;
+use lifeboat_core::alert::AlertChange;
+use lifeboat_core::engine::SiteEngine;
+use lifeboat_core::name::ArtifactName;
+use lifeboat_core::protocol::{Command, Input, Output};
+use lifeboat_core::{AlertKind, ArtifactKind, ArtifactMeta, DbId, Severity, SiteId, MINUTE};
+
+/// Run until the primary ships an artifact of `kind` to the recovery site, and lose that copy
+/// in transit: the recovery site never gets it (its file is about to leave the outbox).
+fn lose_next_ship(h: &mut Harness, kind: ArtifactKind) -> ArtifactMeta {
+    let shipped = |h: &Harness| {
+        h.inflight.iter().find_map(|(_, n, i)| match i {
+            Input::ArtifactReceived { meta, .. } if *n == B && meta.key.kind == kind => Some(*meta),
+            _ => None,
+        })
+    };
+    assert!(
+        h.run_until(10 * MINUTE, |h| shipped(h).is_some()),
+        "no {kind:?} was shipped:\n{}",
+        h.trace()
+    );
+    let lost = shipped(h).unwrap();
+    h.inflight.retain(|(_, n, i)| {
+        !matches!(i, Input::ArtifactReceived { meta, .. } if *n == B && meta.key == lost.key)
+    });
+    lost
+}
+
+/// The adapter's report of the lost artifact's unreadable outbox manifest, named the way the
+/// outbox names it.
+fn report_unreadable(h: &mut Harness, lost: &ArtifactMeta) -> String {
+    let file = ArtifactName::of(lost, "db0").to_string();
+    h.feed(
+        A,
+        Input::UnreadableManifest {
+            outbox: true,
+            file: file.clone(),
+            db: Some(DbId(0)),
+            key: None,
+            reason: format!("manifest outbox/{file}.manifest is not valid JSON"),
+        },
+    );
+    file
+}
+
+fn full_backups_of_db0(h: &Harness, since: usize) -> usize {
+    h.commands[since..]
+        .iter()
+        .filter(|(n, _, c)| {
+            *n == A
+                && matches!(
+                    c,
+                    Command::TakeBackup {
+                        kind: ArtifactKind::Full,
+                        db: Some(DbId(0)),
+                        ..
+                    }
+                )
+        })
+        .count()
+}
+
+#[test]
+fn an_unreadable_outbox_manifest_at_the_primary_raises_a_notice_and_takes_a_full_backup_the_recovery_site_continues_from(
+) {
+    let mut cfg = config(1);
+    cfg.restore.reseed_after_minutes = 3;
+    let mut h = Harness::new(cfg);
+    h.run(20_000);
+    let lost = lose_next_ship(&mut h, ArtifactKind::Log);
+    let commands_before = h.commands.len();
+    let file = report_unreadable(&mut h, &lost);
+
+    let notices: Vec<_> = h
+        .alerts
+        .iter()
+        .filter(|(n, _, a)| *n == A && a.id.kind == AlertKind::UnreadableManifest)
+        .map(|(_, _, a)| a)
+        .collect();
+    assert_eq!(notices.len(), 1, "{notices:#?}");
+    let notice = notices[0];
+    assert_eq!(notice.change, AlertChange::Notice);
+    assert_eq!(notice.severity, Severity::Failure);
+    assert_eq!(notice.id.db, Some(DbId(0)));
+    assert!(
+        notice.text.contains(&file)
+            && notice.text.contains("quarantine")
+            && notice.text.contains("full backup of database [db0]"),
+        "{}",
+        notice.text
+    );
+    assert_eq!(h.audits_of(A, "unreadable manifest").len(), 1);
+    assert_eq!(
+        full_backups_of_db0(&h, commands_before),
+        1,
+        "the primary took no new full backup"
+    );
+    assert!(
+        h.sites[A].unacknowledged().all(|m| m.key != lost.key),
+        "the primary still tries to ship an artifact whose file left the outbox"
+    );
+
+    // The lost log leaves a hole that only the new full bridges: the recovery site rebuilds
+    // from it on its own and continues the chain past it, with no operator.
+    let target = h.db[A].pos(0);
+    assert!(
+        h.run_until(10 * MINUTE, |h| h.db[B].pos(0) >= target),
+        "the recovery site did not get past the lost log:\n{}",
+        h.trace()
+    );
+    assert!(
+        !h.commands_of(B, |c| matches!(c, Command::Reseed { full, .. }
+            if full.key.lsn_end >= lost.key.lsn_end))
+            .is_empty(),
+        "the recovery site did not rebuild from the new full backup"
+    );
+    h.run(MINUTE);
+    assert!(
+        h.missing_at(B).iter().all(|w| w.t + 20_000 > h.t),
+        "acknowledged writes older than the shipping delay are missing at the recovery site"
+    );
+    // One report, one notice: nothing re-raises it.
+    assert_eq!(
+        h.alerts_of("unreadable_manifest").len(),
+        1,
+        "{:#?}",
+        h.alerts_of("unreadable_manifest")
+    );
+    h.assert_safe();
+}
+
+#[test]
+fn an_unreadable_inbox_manifest_at_the_recovery_site_is_noticed_and_neither_acknowledged_nor_requested(
+) {
+    let cfg = config(2);
+    let mut e = SiteEngine::new(cfg, SiteId(1));
+    e.handle(1_000, Input::Tick);
+    while e.poll_output().is_some() {}
+    // At the same instant: no timer is due, every output is the input's.
+    e.handle(
+        1_000,
+        Input::UnreadableManifest {
+            outbox: false,
+            file: "db1_2026_11_22_03_05_00_tlog_0".into(),
+            db: Some(DbId(1)),
+            key: None,
+            reason: "manifest inbox/db1_2026_11_22_03_05_00_tlog_0.manifest is larger than \
+                     65536 bytes"
+                .into(),
+        },
+    );
+    let out: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+    assert!(
+        out.iter()
+            .all(|o| matches!(o, Output::Alert(_) | Output::Audit(_))),
+        "the recovery site acknowledged, requested or commanded something: {out:#?}"
+    );
+    let alert = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Alert(a) => Some(a),
+            _ => None,
+        })
+        .expect("no alert");
+    assert_eq!(alert.id.kind, AlertKind::UnreadableManifest);
+    assert_eq!(alert.change, AlertChange::Notice);
+    assert_eq!(alert.id.db, Some(DbId(1)));
+    assert!(alert.text.contains("db1_2026_11_22_03_05_00_tlog_0") && alert.text.contains("inbox"));
+    assert!(
+        e.alerts().iter().next().is_none(),
+        "a notice leaves no condition behind"
+    );
+}
+
+#[test]
+fn an_unreadable_manifest_whose_name_says_no_database_takes_a_full_backup_of_every_database() {
+    let mut h = Harness::new(config(2));
+    h.run(20_000);
+    let before = h.commands.len();
+    h.feed(
+        A,
+        Input::UnreadableManifest {
+            outbox: true,
+            file: "garbage".into(),
+            db: None,
+            key: None,
+            reason: "not JSON".into(),
+        },
+    );
+    assert!(h.commands[before..].iter().any(|(n, _, c)| *n == A
+        && matches!(
+            c,
+            Command::TakeBackup {
+                kind: ArtifactKind::Full,
+                db: None,
+                ..
+            }
+        )));
+    let n = h.alerts_of("unreadable_manifest");
+    assert_eq!(n.len(), 1);
+    assert_eq!(n[0].id.db, None);
+    assert!(n[0].text.contains("every database"), "{}", n[0].text);
+    h.assert_safe();
+}
