@@ -84,6 +84,27 @@ pub fn manifest_path(artifact: &Path) -> PathBuf {
     artifact.with_file_name(name)
 }
 
+/// [`Inbox::free_artifact_path`] for an inbox directory `dir` (usable off the async runtime).
+pub fn free_artifact_path(dir: &Path, db_name: &str, meta: &ArtifactMeta) -> io::Result<PathBuf> {
+    const MAX_TRIES: i64 = 3_600;
+    let mut m = *meta;
+    for _ in 0..MAX_TRIES {
+        let path = dir.join(artifact_file_name(&m, db_name));
+        match read_manifest(&manifest_path(&path)) {
+            Ok(other) if other.key != meta.key => {
+                m.created_utc = lifeboat_core::UtcMillis(m.created_utc.0.saturating_add(1_000));
+            }
+            // Free, or this very artifact (a re-ship replaces it).
+            _ => return Ok(path),
+        }
+    }
+    Err(io::Error::other(format!(
+        "no free name for {} in {}: {MAX_TRIES} names in a row are taken; clean the inbox up",
+        artifact_file_name(meta, db_name),
+        dir.display()
+    )))
+}
+
 /// The name of an artifact's partial file: its identity and expected checksum.
 pub fn partial_file_name(meta: &ArtifactMeta) -> String {
     let k = &meta.key;
@@ -188,6 +209,9 @@ pub struct Inbox {
     db_names: Vec<String>,
     pub(crate) claims: Arc<Claims>,
     transfers: super::Transfers,
+    /// Held while a received artifact takes its final name: two artifacts whose conventional
+    /// names are equal never pick the same free name.
+    pub(crate) naming: Arc<std::sync::Mutex<()>>,
 }
 
 impl Inbox {
@@ -201,6 +225,7 @@ impl Inbox {
             db_names,
             claims: Arc::new(Claims::default()),
             transfers: super::Transfers::default(),
+            naming: Arc::default(),
         })
     }
 
@@ -232,6 +257,16 @@ impl Inbox {
     pub fn artifact_path(&self, meta: &ArtifactMeta) -> PathBuf {
         self.dir
             .join(artifact_file_name(meta, &self.db_name(meta.db())))
+    }
+
+    /// The name a received artifact is kept under: its conventional name, or, when a
+    /// *different* artifact already holds that name (two artifacts of one database and kind
+    /// made in the same second, as after a restart), the same name one second later, and so
+    /// on. The name is a label; the manifest beside it is the identity, and restores find the
+    /// file by identity. Refusing the second artifact instead left a hole that nothing
+    /// could fill (found by the kill -9 torture test). Call with `Inbox::naming` held.
+    pub fn free_artifact_path(&self, meta: &ArtifactMeta) -> io::Result<PathBuf> {
+        free_artifact_path(&self.dir, &self.db_name(meta.db()), meta)
     }
 
     /// Where the artifact's bytes accumulate while it is in transfer.

@@ -347,17 +347,6 @@ pub(crate) enum ReceiveError {
     },
     #[error("{}: unexpected {kind:?} frame during the transfer", KeyText(.key))]
     Unexpected { key: ArtifactKey, kind: FrameKind },
-    #[error(
-        "{}: its file name {name} already holds a different artifact, the {}; \
-         two artifacts of one database and kind were made in the same second",
-        KeyText(.key),
-        KeyText(.other)
-    )]
-    NameTaken {
-        key: ArtifactKey,
-        name: String,
-        other: ArtifactKey,
-    },
     #[error("{}: a newer offer of the same artifact took over", KeyText(.key))]
     Superseded { key: ArtifactKey },
     #[error("{}: the offer is not a valid artifact: {why}", KeyText(.key))]
@@ -392,10 +381,6 @@ where
         let path = path.to_path_buf();
         move |source| ReceiveError::Disk { key, path, source }
     };
-    if let Some(other) = inbox.name_taken_by(&meta) {
-        return Err(name_taken(key, &final_path, other));
-    }
-
     let (file, hasher, offset) = {
         let p = partial.clone();
         blocking(move || open_partial(&p, meta.size))
@@ -428,8 +413,9 @@ where
         () = claim.superseded() => Err(ReceiveError::Superseded { key }),
     };
     // The manifest is staged (written, fsynced) while the disk thread fsyncs the bytes.
+    // Staged beside the partial file, whose name is unique to this artifact.
     let staged = streamed.is_ok().then(|| {
-        let (artifact, meta, db_name) = (final_path.clone(), meta, inbox.db_name(meta.key.db));
+        let (artifact, meta, db_name) = (partial.clone(), meta, inbox.db_name(meta.key.db));
         tokio::task::spawn_blocking(move || stage_manifest(&artifact, &meta, &db_name))
     });
     // Always let the disk thread finish: the prefix is then durable for the next resume.
@@ -455,25 +441,27 @@ where
 
     // Durable order: bytes fsynced and manifest staged (done), rename the bytes, then the
     // manifest, then one directory fsync makes both names durable. The renames reach the journal
-    // in this order, so a manifest beside a file always means the file is complete.
-    if let Some(other) = inbox.name_taken_by(&meta) {
-        return Err(name_taken(key, &final_path, other));
-    }
+    // in this order, so a manifest beside a file always means the file is complete. The final
+    // name is chosen and taken under the inbox's naming lock.
     crate::crash::point("receive_before_rename");
-    {
-        let (from, to, dir) = (
+    let final_path = {
+        let (from, dir, naming) = (
             partial.clone(),
-            final_path.clone(),
             inbox.dir().to_path_buf(),
+            inbox.naming.clone(),
         );
+        let db_name = inbox.db_name(meta.key.db);
         blocking(move || {
+            let _names = naming.lock().unwrap_or_else(|e| e.into_inner());
+            let to = super::inbox::free_artifact_path(&dir, &db_name, &meta)?;
             fs::rename(&from, &to)?;
             fs::rename(&staged, manifest_path(&to))?;
-            fsync_dir(&dir)
+            fsync_dir(&dir)?;
+            Ok(to)
         })
         .await
-        .map_err(disk(&final_path))?;
-    }
+        .map_err(disk(&final_path))?
+    };
     drop(claim);
     crate::crash::point("receive_before_report");
     Ok(Received {
@@ -482,14 +470,6 @@ where
         path: final_path,
         resumed_from: offset,
     })
-}
-
-fn name_taken(key: ArtifactKey, path: &Path, other: ArtifactKey) -> ReceiveError {
-    ReceiveError::NameTaken {
-        key,
-        name: path.display().to_string(),
-        other,
-    }
 }
 
 /// Read chunks off the link into the disk thread until `ShipEnd`, never past `size`.

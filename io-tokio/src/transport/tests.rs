@@ -376,8 +376,11 @@ async fn a_file_whose_size_differs_from_its_manifest_is_not_shipped() {
     assert_eq!(err.attempts, 1);
 }
 
+/// Two artifacts of one database and kind made in the same second have the same conventional
+/// name. The second is kept under the next free name, never refused (that left a hole nothing
+/// could fill) and never over the first.
 #[tokio::test]
-async fn a_different_artifact_with_the_same_name_is_refused_not_overwritten() {
+async fn a_different_artifact_with_the_same_name_is_kept_under_the_next_free_name() {
     let mut site = secondary().await;
     let outbox = tempfile::tempdir().unwrap();
     let (meta, source) = artifact(outbox.path(), 1000, 8);
@@ -388,14 +391,16 @@ async fn a_different_artifact_with_the_same_name_is_refused_not_overwritten() {
     let mut twin = meta;
     twin.key.lsn_start = meta.key.lsn_end;
     twin.key.lsn_end = Lsn(meta.key.lsn_end.0 + 5);
-    let err = transport.ship(twin, &source).await.unwrap_err();
-    assert!(matches!(err.kind, ShipErrorKind::Refused(_)), "{err}");
-    assert!(
-        err.to_string()
-            .contains("already holds a different artifact"),
-        "{err}"
-    );
+    transport.ship(twin, &source).await.unwrap();
+    let (got, _, twin_path) = next_artifact(&mut site.events).await;
+    assert_eq!(got, twin);
+    assert_ne!(twin_path, path);
     assert_eq!(read_manifest(&manifest_path(&path)).unwrap(), meta);
+    assert_eq!(read_manifest(&manifest_path(&twin_path)).unwrap(), twin);
+    // Shipped again, the twin replaces itself under the name it has, not a third one.
+    transport.ship(twin, &source).await.unwrap();
+    let (_, _, again) = next_artifact(&mut site.events).await;
+    assert_eq!(again, twin_path);
 }
 
 #[tokio::test]

@@ -1,0 +1,189 @@
+//! kill -9 torture: the primary and the recovery agents, under a write load, are killed in turn
+//! at random moments and, for half of the primary's kills, the instant a new manifest appears
+//! in its outbox (the moment that used to leave a hole: a log published and not yet journalled).
+//! After every restart the recovery site must reach the primary's position of the restart time
+//! within 30 s (a catch-up that does not happen is a hole); at the end every acknowledged row is
+//! at the recovery site and neither `missing_log` nor `reseed` was raised.
+//!
+//! `cargo test -p lifeboat-io-tokio --test kill9` runs the bounded version (20 kills of each
+//! agent). The long version prints the figures:
+//! `LIFEBOAT_KILL9_KILLS=500 cargo test --release -p lifeboat-io-tokio --test kill9 -- --ignored --nocapture`
+//! (500 kills of each agent) prints `bench kill9_runs <n>`, `bench kill9_holes <n>`,
+//! `bench kill9_lost_rows <n>` and the catch-up time after a restart (p50, p99).
+//! `LIFEBOAT_E2E_SEED` replays a run's random choices.
+
+mod common;
+
+use common::*;
+use rand::{Rng, SeedableRng};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const WRITE_EVERY: Duration = Duration::from_millis(10);
+const CATCH_UP_WITHIN: Duration = Duration::from_secs(30);
+
+struct Figures {
+    kills: u64,
+    holes: u64,
+    lost_rows: u64,
+    catch_up_ms: Vec<u64>,
+    notes: Vec<String>,
+}
+
+fn manifests(outbox: &Path) -> usize {
+    std::fs::read_dir(outbox).map_or(0, |r| {
+        r.flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".manifest"))
+            .count()
+    })
+}
+
+/// Wait (up to 3 s) for a new manifest in the outbox, to kill the primary right after a publish.
+fn wait_for_publish(outbox: &Path) {
+    let before = manifests(outbox);
+    let t = Instant::now();
+    while manifests(outbox) <= before && t.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn torture(kills_per_agent: u64) -> Figures {
+    let seed: u64 = std::env::var("LIFEBOAT_E2E_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("kill9 torture seed {seed} (LIFEBOAT_E2E_SEED={seed} to replay)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut c = Cluster::start(Opts {
+        failover: "automatic = false",
+        ..Opts::default()
+    });
+    let outbox = c.dir.path().join("primary/outbox");
+    let w = Writer::start(&c.pri_db, WRITE_EVERY);
+    wait_for("a first restore", Duration::from_secs(60), || {
+        c.restored().is_some()
+    });
+    let mut f = Figures {
+        kills: 0,
+        holes: 0,
+        lost_rows: 0,
+        catch_up_ms: Vec::new(),
+        notes: Vec::new(),
+    };
+    for i in 0..2 * kills_per_agent {
+        let victim = if i % 2 == 0 { "primary" } else { "recovery" };
+        if victim == "primary" && rng.gen_bool(0.5) {
+            wait_for_publish(&outbox);
+        } else {
+            std::thread::sleep(Duration::from_millis(rng.gen_range(100..700)));
+        }
+        c.kill(victim);
+        f.kills += 1;
+        std::thread::sleep(Duration::from_millis(rng.gen_range(0..300)));
+        c.spawn(victim);
+        let restarted = Instant::now();
+        let target = c.primary_lsn().unwrap_or(0);
+        let mut caught_up = false;
+        while restarted.elapsed() < CATCH_UP_WITHIN {
+            if c.restored().is_some_and(|r| r >= target) {
+                caught_up = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if caught_up {
+            f.catch_up_ms.push(restarted.elapsed().as_millis() as u64);
+        } else {
+            f.holes += 1;
+            f.notes.push(format!(
+                "kill {} ({victim}): the recovery site stayed at {:?}, below {target}, for \
+                 {CATCH_UP_WITHIN:?}",
+                f.kills,
+                c.restored()
+            ));
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let committed = w.stop();
+    let pri = c.pri_http;
+    wait_for(
+        "the primary to hold the lease again",
+        Duration::from_secs(30),
+        || status(pri).is_some_and(|d| d["writable"] == true),
+    );
+    let converged = {
+        let t = Instant::now();
+        loop {
+            match (c.primary_lsn(), c.restored()) {
+                (Some(p), Some(r)) if p > 0 && r >= p => break true,
+                _ if t.elapsed() > CATCH_UP_WITHIN => break false,
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    };
+    let (count, _, max, wrong) = rows(&c.rec_db);
+    f.lost_rows = committed.saturating_sub(count) + wrong;
+    if !converged || count != committed || max != committed {
+        f.notes.push(format!(
+            "at the end: {count} rows (max {max}, {wrong} wrong) of {committed} acknowledged"
+        ));
+    }
+    let kinds = alert_kinds(c.rec_http);
+    for bad in ["missing_log", "reseed"] {
+        if kinds.iter().any(|k| k == bad) {
+            f.holes += u64::from(f.notes.is_empty());
+            f.notes
+                .push(format!("{bad} raised at the recovery site: {kinds:?}"));
+        }
+    }
+    if !f.notes.is_empty() {
+        c.dump_logs();
+    }
+    f
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+#[test]
+fn kill9_torture_of_both_agents_leaves_no_hole_and_loses_no_acknowledged_row() {
+    let f = torture(20);
+    assert!(
+        f.holes == 0 && f.lost_rows == 0 && f.notes.is_empty(),
+        "after {} kills: {} holes, {} rows lost:\n{}",
+        f.kills,
+        f.holes,
+        f.lost_rows,
+        f.notes.join("\n")
+    );
+}
+
+/// The long run; prints the figures as bench lines.
+#[test]
+#[ignore = "long: LIFEBOAT_KILL9_KILLS kills of each agent (default 500)"]
+fn kill9_torture_long_run_prints_its_figures() {
+    let per_agent = std::env::var("LIFEBOAT_KILL9_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(500);
+    let mut f = torture(per_agent);
+    f.catch_up_ms.sort_unstable();
+    println!("bench kill9_runs {}", f.kills);
+    println!("bench kill9_holes {}", f.holes);
+    println!("bench kill9_lost_rows {}", f.lost_rows);
+    println!(
+        "bench kill9_catch_up_p50_ms {}",
+        percentile(&f.catch_up_ms, 0.5)
+    );
+    println!(
+        "bench kill9_catch_up_p99_ms {}",
+        percentile(&f.catch_up_ms, 0.99)
+    );
+    assert!(f.notes.is_empty(), "{}", f.notes.join("\n"));
+}
