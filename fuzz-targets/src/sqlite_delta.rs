@@ -151,7 +151,7 @@ pub(crate) fn structured_delta(rest: &[u8]) -> Vec<u8> {
     };
     let lsn_end = match r.below(6) {
         0 => r.u64(),
-        _ => lsn_start + 1 + r.below(4) as u64,
+        _ => lsn_start.saturating_add(1 + r.below(4) as u64),
     };
     let kind = if r.bool() {
         DeltaKind::Log

@@ -110,9 +110,12 @@ impl SegmentHeader {
             timeline: self.timeline,
             segno: self.segno,
         };
-        // Exactly the name PostgreSQL asks for (upper-case hex): a lower-case spelling parses
-        // but would never be fetched.
-        if self.wal_file != own.name(self.segment_size) {
+        // A segment PostgreSQL can have (timeline 0 cannot), under exactly the name PostgreSQL
+        // asks for (upper-case hex: a lower-case spelling parses but would never be fetched).
+        // Found by fuzzing: the exact-name check alone passed timeline 0.
+        if WalFile::parse(&self.wal_file, self.segment_size) != Some(own.clone())
+            || self.wal_file != own.name(self.segment_size)
+        {
             return bad(format!(
                 "the file name is not that of segment {} on timeline {}",
                 self.segno, self.timeline
