@@ -1,0 +1,882 @@
+//! The arbiter's guards, one condition at a time (issue 20). Every test drives
+//! `lifeboat_core::arbiter::Arbiter` directly and checks the replies it sends and its state with
+//! exact values, so that weakening any guard (`&&` to `||`, `==` to `!=`, `+` to `*` or `-` in a
+//! lease expiry) fails at least one test here.
+//!
+//! Timing used throughout: a lease of 10 000 ms and a drift bound of 50 000 ppm, so the drift
+//! margin is 500 ms. A fresh arbiter starts with site A (the initial primary) holding epoch 1;
+//! its lease runs from the first input the arbiter sees.
+
+use lifeboat_core::arbiter::{Arbiter, ArbiterState};
+use lifeboat_core::protocol::{ArbiterView, Input, Message, Output, Peer};
+use lifeboat_core::{Config, Epoch, Millis, SiteId};
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+
+/// The initial primary.
+const A: SiteId = SiteId(0);
+/// The recovery site.
+const B: SiteId = SiteId(1);
+/// A site index that is not configured.
+const NOWHERE: SiteId = SiteId(2);
+const LEASE: Millis = 10_000;
+const MARGIN: Millis = 500;
+
+const NOT_HOLDER: &str = "not the holder of the current epoch";
+const NOT_LAPSED: &str = "the holder's lease has not expired (plus the drift margin)";
+const NEWER_TAKEN: &str = "a newer epoch was taken without the arbiter; its lease must lapse first";
+const ONLY_HOLDER_HANDS_OFF: &str = "only the holder of the current epoch can hand it off";
+
+fn cfg() -> Config {
+    let mut c = Config::default();
+    c.lease.lease_ms = LEASE;
+    c.lease.max_drift_ppm = 50_000;
+    assert_eq!(c.drift_margin(), MARGIN);
+    assert_eq!(c.initial_primary_id(), A);
+    assert_eq!(c.sites.len(), 2);
+    c
+}
+
+/// A fresh arbiter whose first input arrives at `t`: A holds epoch 1, its lease runs to
+/// `t + LEASE`, nobody has renewed yet.
+fn started_at(t: Millis) -> Arbiter {
+    let mut arb = Arbiter::new(cfg());
+    arb.handle(t, Input::Tick);
+    assert_eq!(arb.poll_output(), None);
+    assert_eq!(
+        *arb.state(),
+        ArbiterState {
+            now: t,
+            started: true,
+            epoch: Epoch(1),
+            holder: Some(A),
+            lease_expiry: t + LEASE,
+            last_renewal: None,
+            clock_base: 0,
+        }
+    );
+    arb
+}
+
+/// Deliver `msg` from `from` at `now` and return everything the arbiter put out.
+fn send(arb: &mut Arbiter, now: Millis, from: SiteId, msg: Message) -> Vec<Output> {
+    arb.handle(
+        now,
+        Input::Message {
+            from: Peer::Site(from),
+            msg,
+        },
+    );
+    std::iter::from_fn(|| arb.poll_output()).collect()
+}
+
+/// The audit records among `outs`, by their `what`.
+fn audits(outs: &[Output]) -> Vec<String> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Audit(a) => Some(a.what.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The messages among `outs`, with their destination.
+fn sent(outs: &[Output]) -> Vec<(Peer, Message)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Send { to, msg } => Some((*to, msg.clone())),
+            Output::Audit(_) => None,
+            other => panic!("the arbiter only sends and audits, got {other:?}"),
+        })
+        .collect()
+}
+
+/// Deliver `msg` and return the one reply, which must go back to the sender.
+fn reply(arb: &mut Arbiter, now: Millis, from: SiteId, msg: Message) -> Message {
+    let outs = send(arb, now, from, msg);
+    let mut msgs = sent(&outs);
+    assert_eq!(msgs.len(), 1, "exactly one reply expected: {outs:?}");
+    let (to, msg) = msgs.remove(0);
+    assert_eq!(to, Peer::Site(from));
+    msg
+}
+
+fn renew(epoch: u64, req: u64) -> Message {
+    Message::Renew {
+        epoch: Epoch(epoch),
+        req,
+    }
+}
+fn acquire(seen: u64, req: u64) -> Message {
+    Message::Acquire {
+        seen: Epoch(seen),
+        req,
+        force: false,
+    }
+}
+fn handoff(epoch: u64, to: SiteId, req: u64) -> Message {
+    Message::Handoff {
+        epoch: Epoch(epoch),
+        to,
+        req,
+    }
+}
+fn query(req: u64) -> Message {
+    Message::Query { req }
+}
+fn granted(epoch: u64, req: u64) -> Message {
+    Message::Granted {
+        epoch: Epoch(epoch),
+        lease_ms: LEASE,
+        req,
+    }
+}
+fn view(
+    epoch: u64,
+    holder: Option<SiteId>,
+    holder_renewing: bool,
+    lease_lapsed: bool,
+    since_renewal_ms: Option<Millis>,
+) -> ArbiterView {
+    ArbiterView {
+        epoch: Epoch(epoch),
+        holder,
+        holder_renewing,
+        lease_lapsed,
+        since_renewal_ms,
+    }
+}
+fn denied(view: ArbiterView, req: u64, reason: &str) -> Message {
+    Message::Denied {
+        view,
+        req,
+        reason: reason.to_string(),
+    }
+}
+fn answered(view: ArbiterView, req: u64) -> Message {
+    Message::View { view, req }
+}
+
+/// `(epoch, holder, lease_expiry, last_renewal)`: the part of the state the guards protect.
+fn lease_of(arb: &Arbiter) -> (Epoch, Option<SiteId>, Millis, Option<Millis>) {
+    let st = arb.state();
+    (st.epoch, st.holder, st.lease_expiry, st.last_renewal)
+}
+
+// ---- Renew ----
+
+#[test]
+fn renew_from_the_holder_quoting_the_current_epoch_is_granted_a_full_lease_from_now() {
+    let mut arb = started_at(0);
+    assert_eq!(reply(&mut arb, 3_000, A, renew(1, 7)), granted(1, 7));
+    assert_eq!(lease_of(&arb), (Epoch(1), Some(A), 13_000, Some(3_000)));
+    // A renewal is not a new epoch and audits nothing.
+    let outs = send(&mut arb, 4_000, A, renew(1, 8));
+    assert_eq!(
+        sent(&outs),
+        vec![(Peer::Site(A), granted(1, 8))],
+        "{outs:?}"
+    );
+    assert!(audits(&outs).is_empty());
+    assert_eq!(lease_of(&arb), (Epoch(1), Some(A), 14_000, Some(4_000)));
+}
+
+#[test]
+fn renew_from_a_site_that_is_not_the_holder_is_refused_even_quoting_the_current_epoch() {
+    let mut arb = started_at(0);
+    assert_eq!(
+        reply(&mut arb, 3_000, B, renew(1, 8)),
+        denied(view(1, Some(A), true, false, None), 8, NOT_HOLDER)
+    );
+    // Nothing changed: no holder switch, no lease extension, no renewal recorded.
+    assert_eq!(lease_of(&arb), (Epoch(1), Some(A), 10_000, None));
+    assert_eq!(arb.epoch(), Epoch(1));
+    assert_eq!(arb.holder(), Some(A));
+    // B's refused renewal did not extend A's lease: the next epoch goes out on A's schedule.
+    assert_eq!(
+        reply(&mut arb, 10_500, B, acquire(1, 9)),
+        granted(2, 9),
+        "B's refused renew must not have moved the lease"
+    );
+}
+
+#[test]
+fn renew_from_the_holder_quoting_an_old_epoch_is_refused() {
+    let mut arb = started_at(0);
+    assert_eq!(reply(&mut arb, 10_500, B, acquire(1, 1)), granted(2, 1));
+    assert_eq!(lease_of(&arb), (Epoch(2), Some(B), 20_500, Some(10_500)));
+    // B holds epoch 2; quoting epoch 1 (its view before the grant) is refused.
+    assert_eq!(
+        reply(&mut arb, 11_000, B, renew(1, 2)),
+        denied(view(2, Some(B), true, false, Some(500)), 2, NOT_HOLDER)
+    );
+    assert_eq!(lease_of(&arb), (Epoch(2), Some(B), 20_500, Some(10_500)));
+    // So is the old holder renewing its old epoch: it is demoted.
+    assert_eq!(
+        reply(&mut arb, 11_000, A, renew(1, 3)),
+        denied(view(2, Some(B), true, false, Some(500)), 3, NOT_HOLDER)
+    );
+    assert_eq!(lease_of(&arb), (Epoch(2), Some(B), 20_500, Some(10_500)));
+}
+
+#[test]
+fn renew_quoting_a_newer_epoch_adopts_it_as_taken_by_a_forced_failover() {
+    let mut arb = started_at(0);
+    assert_eq!(reply(&mut arb, 1_000, A, renew(1, 1)), granted(1, 1));
+    // B took epoch 2 by a forced failover while the arbiter was unreachable, and renews it.
+    let outs = send(&mut arb, 2_000, B, renew(2, 2));
+    assert_eq!(sent(&outs), vec![(Peer::Site(B), granted(2, 2))]);
+    assert_eq!(audits(&outs), vec!["adopt epoch".to_string()]);
+    assert_eq!(lease_of(&arb), (Epoch(2), Some(B), 12_000, Some(2_000)));
+    // The old holder is refused from then on.
+    assert_eq!(
+        reply(&mut arb, 2_500, A, renew(1, 3)),
+        denied(view(2, Some(B), true, false, Some(500)), 3, NOT_HOLDER)
+    );
+}
+
+#[test]
+fn with_no_holder_recorded_a_renew_of_the_current_epoch_adopts_the_renewing_site() {
+    let mut arb = started_at(0);
+    // A heard of epoch 3, taken without the arbiter by a site the arbiter does not know.
+    assert_eq!(
+        reply(&mut arb, 1_000, A, acquire(3, 1)),
+        denied(view(3, None, true, false, None), 1, NEWER_TAKEN)
+    );
+    assert_eq!(lease_of(&arb), (Epoch(3), None, 11_000, None));
+    // Its holder, B, renews it: the arbiter now knows who holds epoch 3.
+    let outs = send(&mut arb, 2_000, B, renew(3, 2));
+    assert_eq!(sent(&outs), vec![(Peer::Site(B), granted(3, 2))]);
+    assert_eq!(audits(&outs), vec!["adopt epoch".to_string()]);
+    assert_eq!(lease_of(&arb), (Epoch(3), Some(B), 12_000, Some(2_000)));
+    // Once known, the holder is not replaced by another site quoting the same epoch.
+    assert_eq!(
+        reply(&mut arb, 2_500, A, renew(3, 3)),
+        denied(view(3, Some(B), true, false, Some(500)), 3, NOT_HOLDER)
+    );
+    assert_eq!(lease_of(&arb), (Epoch(3), Some(B), 12_000, Some(2_000)));
+}
+
+#[test]
+fn an_older_epoch_is_never_adopted() {
+    // With no holder recorded (the case where the current epoch itself is adoptable).
+    let mut arb = started_at(0);
+    assert_eq!(
+        reply(&mut arb, 1_000, B, acquire(5, 1)),
+        denied(view(5, None, true, false, None), 1, NEWER_TAKEN)
+    );
+    assert_eq!(lease_of(&arb), (Epoch(5), None, 11_000, None));
+    for (site, old, req) in [(A, 4, 2), (B, 1, 3), (A, 0, 4)] {
+        let outs = send(&mut arb, 2_000, site, renew(old, req));
+        assert_eq!(
+            sent(&outs),
+            vec![(
+                Peer::Site(site),
+                denied(view(5, None, true, false, None), req, NOT_HOLDER)
+            )],
+            "renewing epoch {old} must not be adopted over epoch 5"
+        );
+        assert!(audits(&outs).is_empty(), "{outs:?}");
+        assert_eq!(lease_of(&arb), (Epoch(5), None, 11_000, None));
+    }
+    // Acquire reporting an older epoch does not move it back either.
+    assert_eq!(
+        reply(&mut arb, 2_000, A, acquire(2, 5)),
+        denied(view(5, None, true, false, None), 5, NOT_LAPSED)
+    );
+    assert_eq!(lease_of(&arb), (Epoch(5), None, 11_000, None));
+
+    // With a holder recorded.
+    let mut arb = started_at(0);
+    assert_eq!(reply(&mut arb, 1_000, B, renew(4, 1)), granted(4, 1));
+    assert_eq!(
+        reply(&mut arb, 2_000, A, renew(3, 2)),
+        denied(view(4, Some(B), true, false, Some(1_000)), 2, NOT_HOLDER)
+    );
+    assert_eq!(lease_of(&arb), (Epoch(4), Some(B), 11_000, Some(1_000)));
+}
+
+// ---- Acquire ----
+
+#[test]
+fn the_first_lease_runs_from_the_arbiters_first_input() {
+    let mut arb = Arbiter::new(cfg());
+    // The first thing the arbiter ever hears, at 7 000, is B asking for the epoch: A may still
+    // be writing, so its lease counts from now.
+    assert_eq!(
+        reply(&mut arb, 7_000, B, acquire(1, 1)),
+        denied(view(1, Some(A), true, false, None), 1, NOT_LAPSED)
+    );
+    assert_eq!(lease_of(&arb), (Epoch(1), Some(A), 17_000, None));
+    assert_eq!(
+        reply(&mut arb, 17_499, B, acquire(1, 2)),
+        denied(view(1, Some(A), false, false, None), 2, NOT_LAPSED)
+    );
+    assert_eq!(reply(&mut arb, 17_500, B, acquire(1, 3)), granted(2, 3));
+}
+
+#[test]
+fn acquire_is_refused_while_the_lease_plus_drift_margin_runs_and_granted_just_after() {
+    let mut arb = started_at(0);
+    assert_eq!(reply(&mut arb, 2_000, A, renew(1, 1)), granted(1, 1));
+    assert_eq!(lease_of(&arb), (Epoch(1), Some(A), 12_000, Some(2_000)));
+    // While the lease runs.
+    assert_eq!(
+        reply(&mut arb, 11_999, B, acquire(1, 2)),
+        denied(view(1, Some(A), true, false, Some(9_999)), 2, NOT_LAPSED)
+    );
+    // The lease itself ended, the drift margin has not.
+    assert_eq!(
+        reply(&mut arb, 12_000, B, acquire(1, 3)),
+        denied(view(1, Some(A), false, false, Some(10_000)), 3, NOT_LAPSED)
+    );
+    // expiry + margin - 1.
+    assert_eq!(
+        reply(&mut arb, 12_499, B, acquire(1, 4)),
+        denied(view(1, Some(A), false, false, Some(10_499)), 4, NOT_LAPSED)
+    );
+    assert_eq!(lease_of(&arb), (Epoch(1), Some(A), 12_000, Some(2_000)));
+    // expiry + margin: the next epoch, for a full lease from now.
+    let outs = send(&mut arb, 12_500, B, acquire(1, 5));
+    assert_eq!(sent(&outs), vec![(Peer::Site(B), granted(2, 5))]);
+    assert_eq!(audits(&outs), vec!["new epoch".to_string()]);
+    assert_eq!(lease_of(&arb), (Epoch(2), Some(B), 22_500, Some(12_500)));
+    assert_eq!(arb.epoch(), Epoch(2));
+    assert_eq!(arb.holder(), Some(B));
+}
+
+#[test]
+fn a_grants_lease_expiry_is_exactly_now_plus_lease_ms() {
+    let mut arb = started_at(0);
+    assert_eq!(reply(&mut arb, 4_321, A, renew(1, 1)), granted(1, 1));
+    assert_eq!(arb.state().lease_expiry, 4_321 + LEASE);
+    assert_eq!(
+        reply(&mut arb, 14_320, B, query(2)),
+        answered(view(1, Some(A), true, false, Some(9_999)), 2)
+    );
+    assert_eq!(
+        reply(&mut arb, 14_321, B, query(3)),
+        answered(view(1, Some(A), false, false, Some(10_000)), 3)
+    );
+    assert_eq!(
+        reply(&mut arb, 14_820, B, acquire(1, 4)),
+        denied(view(1, Some(A), false, false, Some(10_499)), 4, NOT_LAPSED)
+    );
+    assert_eq!(reply(&mut arb, 14_821, B, acquire(1, 5)), granted(2, 5));
+    assert_eq!(arb.state().lease_expiry, 14_821 + LEASE);
+    // A holder that renews after its own lease ran out (nobody took the epoch) gets a full
+    // lease from now, not from its old expiry.
+    assert_eq!(reply(&mut arb, 40_000, B, renew(2, 6)), granted(2, 6));
+    assert_eq!(lease_of(&arb), (Epoch(2), Some(B), 50_000, Some(40_000)));
+    // The holder re-acquiring also gets exactly now + lease_ms.
+    assert_eq!(reply(&mut arb, 41_234, B, acquire(2, 7)), granted(2, 7));
+    assert_eq!(lease_of(&arb), (Epoch(2), Some(B), 51_234, Some(41_234)));
+}
+
+#[test]
+fn acquire_from_the_current_holder_is_granted_its_own_epoch_without_starting_a_new_one() {
+    let mut arb = started_at(0);
+    let outs = send(&mut arb, 1_000, A, acquire(1, 1));
+    assert_eq!(sent(&outs), vec![(Peer::Site(A), granted(1, 1))]);
+    assert!(audits(&outs).is_empty());
+    assert_eq!(lease_of(&arb), (Epoch(1), Some(A), 11_000, Some(1_000)));
+    // Also long after its lease lapsed, and quoting an older epoch.
+    assert_eq!(reply(&mut arb, 50_000, A, acquire(0, 2)), granted(1, 2));
+    assert_eq!(lease_of(&arb), (Epoch(1), Some(A), 60_000, Some(50_000)));
+}
+
+#[test]
+fn acquire_reporting_a_newer_epoch_adopts_the_number_without_a_holder_and_refuses_until_its_lease_lapsed(
+) {
+    let mut arb = started_at(0);
+    assert_eq!(reply(&mut arb, 5_000, A, renew(1, 1)), granted(1, 1));
+    let outs = send(&mut arb, 6_000, B, acquire(4, 2));
+    assert_eq!(
+        sent(&outs),
+        vec![(
+            Peer::Site(B),
+            denied(view(4, None, true, false, Some(1_000)), 2, NEWER_TAKEN)
+        )]
+    );
+    assert_eq!(audits(&outs), vec!["adopt epoch".to_string()]);
+    // The unknown holder's lease counts from now: max(15 000, 6 000 + 10 000).
+    assert_eq!(lease_of(&arb), (Epoch(4), None, 16_000, Some(5_000)));
+    assert_eq!(arb.holder(), None);
+    assert_eq!(
+        reply(&mut arb, 16_499, B, acquire(4, 3)),
+        denied(view(4, None, false, false, Some(11_499)), 3, NOT_LAPSED)
+    );
+    assert_eq!(reply(&mut arb, 16_500, B, acquire(4, 4)), granted(5, 4));
+    assert_eq!(lease_of(&arb), (Epoch(5), Some(B), 26_500, Some(16_500)));
+}
+
+#[test]
+fn after_adopting_a_forced_epoch_the_lease_expires_at_its_length_not_never() {
+    let mut arb = started_at(0);
+    // A's lease (to 10 000) lapsed long ago; B reports epoch 3, taken without the arbiter.
+    assert_eq!(
+        reply(&mut arb, 20_000, B, acquire(3, 1)),
+        denied(view(3, None, true, false, None), 1, NEWER_TAKEN)
+    );
+    assert_eq!(lease_of(&arb), (Epoch(3), None, 30_000, None));
+    assert_eq!(
+        reply(&mut arb, 30_499, A, query(2)),
+        answered(view(3, None, false, false, None), 2)
+    );
+    assert_eq!(
+        reply(&mut arb, 30_499, B, acquire(3, 3)),
+        denied(view(3, None, false, false, None), 3, NOT_LAPSED)
+    );
+    assert_eq!(
+        reply(&mut arb, 30_500, A, query(4)),
+        answered(view(3, None, false, true, None), 4)
+    );
+    assert_eq!(reply(&mut arb, 30_500, B, acquire(3, 5)), granted(4, 5));
+    assert_eq!(lease_of(&arb), (Epoch(4), Some(B), 40_500, Some(30_500)));
+}
+
+// ---- Handoff ----
+
+#[test]
+fn handoff_from_the_holder_with_the_current_epoch_starts_the_next_epoch_for_the_target() {
+    let mut arb = started_at(0);
+    assert_eq!(reply(&mut arb, 1_000, A, renew(1, 1)), granted(1, 1));
+    let outs = send(&mut arb, 4_000, A, handoff(1, B, 9));
+    let v = view(2, Some(B), true, false, Some(0));
+    assert_eq!(
+        sent(&outs),
+        vec![
+            (Peer::Site(A), answered(v.clone(), 9)),
+            (Peer::Site(B), answered(v, 0)),
+        ]
+    );
+    assert_eq!(audits(&outs), vec!["hand-off".to_string()]);
+    assert_eq!(lease_of(&arb), (Epoch(2), Some(B), 14_000, Some(4_000)));
+    assert_eq!(arb.epoch(), Epoch(2));
+    assert_eq!(arb.holder(), Some(B));
+    // The new holder renews its epoch; the old one is refused.
+    assert_eq!(reply(&mut arb, 5_000, B, renew(2, 2)), granted(2, 2));
+    assert_eq!(
+        reply(&mut arb, 5_000, A, renew(1, 3)),
+        denied(view(2, Some(B), true, false, Some(0)), 3, NOT_HOLDER)
+    );
+    assert_eq!(lease_of(&arb), (Epoch(2), Some(B), 15_000, Some(5_000)));
+}
+
+#[test]
+fn handoff_from_a_non_holder_is_refused() {
+    let mut arb = started_at(0);
+    for (to, req) in [(B, 3), (A, 4)] {
+        assert_eq!(
+            reply(&mut arb, 1_000, B, handoff(1, to, req)),
+            denied(
+                view(1, Some(A), true, false, None),
+                req,
+                ONLY_HOLDER_HANDS_OFF
+            )
+        );
+        assert_eq!(lease_of(&arb), (Epoch(1), Some(A), 10_000, None));
+    }
+    // With no holder recorded, nobody can hand off, even quoting the current epoch.
+    let mut arb = started_at(0);
+    assert_eq!(
+        reply(&mut arb, 1_000, A, acquire(3, 1)),
+        denied(view(3, None, true, false, None), 1, NEWER_TAKEN)
+    );
+    for site in [A, B] {
+        assert_eq!(
+            reply(&mut arb, 2_000, site, handoff(3, B, 2)),
+            denied(view(3, None, true, false, None), 2, ONLY_HOLDER_HANDS_OFF)
+        );
+        assert_eq!(lease_of(&arb), (Epoch(3), None, 11_000, None));
+    }
+}
+
+#[test]
+fn handoff_with_a_stale_epoch_is_refused() {
+    let mut arb = started_at(0);
+    assert_eq!(reply(&mut arb, 10_500, B, acquire(1, 1)), granted(2, 1));
+    // B holds epoch 2 and quotes epoch 1, then an epoch that does not exist yet.
+    for (epoch, to, req) in [(1, A, 2), (1, B, 3), (3, A, 4)] {
+        assert_eq!(
+            reply(&mut arb, 11_000, B, handoff(epoch, to, req)),
+            denied(
+                view(2, Some(B), true, false, Some(500)),
+                req,
+                ONLY_HOLDER_HANDS_OFF
+            ),
+            "hand-off of epoch {epoch} while epoch 2 is current"
+        );
+        assert_eq!(lease_of(&arb), (Epoch(2), Some(B), 20_500, Some(10_500)));
+    }
+}
+
+#[test]
+fn handoff_to_a_site_that_does_not_exist_is_refused() {
+    let mut arb = started_at(0);
+    assert_eq!(
+        reply(&mut arb, 1_000, A, handoff(1, NOWHERE, 5)),
+        denied(
+            view(1, Some(A), true, false, None),
+            5,
+            ONLY_HOLDER_HANDS_OFF
+        )
+    );
+    assert_eq!(lease_of(&arb), (Epoch(1), Some(A), 10_000, None));
+}
+
+#[test]
+fn after_a_handoff_the_new_holder_has_a_full_lease() {
+    let mut arb = started_at(0);
+    assert_eq!(reply(&mut arb, 9_000, A, renew(1, 1)), granted(1, 1));
+    assert_eq!(lease_of(&arb), (Epoch(1), Some(A), 19_000, Some(9_000)));
+    let outs = send(&mut arb, 15_000, A, handoff(1, B, 2));
+    let v = view(2, Some(B), true, false, Some(0));
+    assert_eq!(
+        sent(&outs),
+        vec![
+            (Peer::Site(A), answered(v.clone(), 2)),
+            (Peer::Site(B), answered(v, 0)),
+        ]
+    );
+    assert_eq!(lease_of(&arb), (Epoch(2), Some(B), 25_000, Some(15_000)));
+    assert_eq!(
+        reply(&mut arb, 24_999, A, query(3)),
+        answered(view(2, Some(B), true, false, Some(9_999)), 3)
+    );
+    assert_eq!(
+        reply(&mut arb, 25_000, A, query(4)),
+        answered(view(2, Some(B), false, false, Some(10_000)), 4)
+    );
+    // Nobody takes the next epoch before the new holder's lease plus the margin.
+    assert_eq!(
+        reply(&mut arb, 25_499, A, acquire(2, 5)),
+        denied(view(2, Some(B), false, false, Some(10_499)), 5, NOT_LAPSED)
+    );
+    assert_eq!(reply(&mut arb, 25_500, A, acquire(2, 6)), granted(3, 6));
+    assert_eq!(lease_of(&arb), (Epoch(3), Some(A), 35_500, Some(25_500)));
+}
+
+#[test]
+fn after_an_early_handoff_the_new_holder_has_a_full_lease() {
+    // A hand-off before one lease length has passed on the arbiter's clock.
+    let mut arb = started_at(0);
+    let outs = send(&mut arb, 3_000, A, handoff(1, B, 1));
+    let v = view(2, Some(B), true, false, Some(0));
+    assert_eq!(
+        sent(&outs),
+        vec![
+            (Peer::Site(A), answered(v.clone(), 1)),
+            (Peer::Site(B), answered(v, 0)),
+        ]
+    );
+    assert_eq!(lease_of(&arb), (Epoch(2), Some(B), 13_000, Some(3_000)));
+    assert_eq!(
+        reply(&mut arb, 13_499, A, acquire(2, 2)),
+        denied(view(2, Some(B), false, false, Some(10_499)), 2, NOT_LAPSED)
+    );
+    assert_eq!(reply(&mut arb, 13_500, A, acquire(2, 3)), granted(3, 3));
+}
+
+// ---- Query and the rest ----
+
+#[test]
+fn query_reports_holder_epoch_and_whether_the_lease_lapsed_truthfully() {
+    let mut arb = started_at(0);
+    assert_eq!(
+        reply(&mut arb, 0, A, query(1)),
+        answered(view(1, Some(A), true, false, None), 1)
+    );
+    assert_eq!(reply(&mut arb, 1_000, A, renew(1, 2)), granted(1, 2));
+    let before = lease_of(&arb);
+    for (t, renewing, lapsed) in [
+        (10_999, true, false),
+        (11_000, false, false),
+        (11_499, false, false),
+        (11_500, false, true),
+        (99_000, false, true),
+    ] {
+        for (site, req) in [(A, t), (B, t + 1)] {
+            let outs = send(&mut arb, t, site, query(req));
+            assert_eq!(
+                sent(&outs),
+                vec![(
+                    Peer::Site(site),
+                    answered(view(1, Some(A), renewing, lapsed, Some(t - 1_000)), req)
+                )],
+                "query at {t}"
+            );
+            assert!(audits(&outs).is_empty());
+        }
+        // A query changes nothing but the arbiter's clock.
+        assert_eq!(lease_of(&arb), before);
+        assert_eq!(arb.state().now, t);
+        assert_eq!(
+            arb.view(t),
+            view(1, Some(A), renewing, lapsed, Some(t - 1_000))
+        );
+    }
+    // After a new epoch the view follows it.
+    assert_eq!(reply(&mut arb, 100_000, B, acquire(1, 3)), granted(2, 3));
+    assert_eq!(
+        reply(&mut arb, 100_250, A, query(4)),
+        answered(view(2, Some(B), true, false, Some(250)), 4)
+    );
+    // And with no holder recorded, it says so.
+    assert_eq!(
+        reply(&mut arb, 100_500, A, acquire(7, 5)),
+        denied(view(7, None, true, false, Some(500)), 5, NEWER_TAKEN)
+    );
+    assert_eq!(
+        reply(&mut arb, 100_600, B, query(6)),
+        answered(view(7, None, true, false, Some(600)), 6)
+    );
+}
+
+#[test]
+fn messages_from_an_unconfigured_site_or_not_for_the_arbiter_are_ignored() {
+    let mut arb = started_at(0);
+    for msg in [
+        renew(1, 1),
+        renew(9, 2),
+        acquire(9, 3),
+        acquire(1, 4),
+        handoff(1, NOWHERE, 5),
+        query(6),
+    ] {
+        assert!(send(&mut arb, 50_000, NOWHERE, msg).is_empty());
+        assert_eq!(lease_of(&arb), (Epoch(1), Some(A), 10_000, None));
+    }
+    // The arbiter's own replies sent back to it, or anything from a non-site, do nothing.
+    assert!(send(&mut arb, 50_000, B, granted(5, 7)).is_empty());
+    arb.handle(
+        50_000,
+        Input::Message {
+            from: Peer::Arbiter,
+            msg: renew(1, 8),
+        },
+    );
+    assert_eq!(arb.poll_output(), None);
+    assert_eq!(lease_of(&arb), (Epoch(1), Some(A), 10_000, None));
+}
+
+#[test]
+fn the_arbiters_clock_never_runs_backwards() {
+    let mut arb = started_at(0);
+    assert_eq!(reply(&mut arb, 5_000, A, renew(1, 1)), granted(1, 1));
+    assert_eq!(
+        reply(&mut arb, 16_000, B, query(2)),
+        answered(view(1, Some(A), false, true, Some(11_000)), 2)
+    );
+    // An input stamped earlier is handled at the latest time seen.
+    assert_eq!(
+        reply(&mut arb, 100, B, query(3)),
+        answered(view(1, Some(A), false, true, Some(11_000)), 3)
+    );
+    assert_eq!(arb.state().now, 16_000);
+    assert_eq!(reply(&mut arb, 100, B, acquire(1, 4)), granted(2, 4));
+    assert_eq!(lease_of(&arb), (Epoch(2), Some(B), 26_000, Some(16_000)));
+}
+
+#[test]
+fn a_restarted_arbiter_grants_no_new_epoch_before_a_full_lease_plus_margin_from_the_restart() {
+    let mut arb = started_at(0);
+    assert_eq!(reply(&mut arb, 1_000, A, renew(1, 1)), granted(1, 1));
+    assert_eq!(
+        reply(&mut arb, 50_000, B, query(2)),
+        answered(view(1, Some(A), false, true, Some(49_000)), 2)
+    );
+    // The process restarts with a new monotonic clock reading 100.
+    let mut arb = Arbiter::from_state(cfg(), arb.state().clone());
+    arb.handle(100, Input::Restarted);
+    assert_eq!(arb.poll_output(), None);
+    assert_eq!(arb.state().clock_base, 49_900);
+    assert_eq!(arb.state().now, 50_000);
+    assert_eq!(lease_of(&arb), (Epoch(1), Some(A), 60_000, Some(1_000)));
+    assert_eq!(
+        reply(&mut arb, 10_599, B, acquire(1, 3)),
+        denied(view(1, Some(A), false, false, Some(59_499)), 3, NOT_LAPSED)
+    );
+    assert_eq!(reply(&mut arb, 10_600, B, acquire(1, 4)), granted(2, 4));
+    assert_eq!(lease_of(&arb), (Epoch(2), Some(B), 70_500, Some(60_500)));
+}
+
+// ---- Any sequence ----
+
+#[derive(Clone, Debug)]
+enum Step {
+    Renew {
+        site: u16,
+        delta: i64,
+    },
+    Acquire {
+        site: u16,
+        delta: i64,
+        force: bool,
+    },
+    Handoff {
+        site: u16,
+        delta: i64,
+        to: u16,
+    },
+    Query {
+        site: u16,
+    },
+    /// The arbiter restarts from its state on a new monotonic clock.
+    Restart {
+        clock: Millis,
+    },
+}
+
+fn steps() -> impl Strategy<Value = Vec<(Millis, Step)>> {
+    // Sites 0 and 1 exist, 2 does not; epochs are quoted relative to the arbiter's current one
+    // so that current, stale and newer epochs all come up often.
+    let site = 0u16..3;
+    let delta = -2i64..=2;
+    let step = prop_oneof![
+        4 => (site.clone(), delta.clone()).prop_map(|(site, delta)| Step::Renew { site, delta }),
+        4 => (site.clone(), delta.clone(), any::<bool>())
+            .prop_map(|(site, delta, force)| Step::Acquire { site, delta, force }),
+        3 => (site.clone(), delta, 0u16..3)
+            .prop_map(|(site, delta, to)| Step::Handoff { site, delta, to }),
+        2 => site.prop_map(|site| Step::Query { site }),
+        1 => (0u64..100_000).prop_map(|clock| Step::Restart { clock }),
+    ];
+    prop::collection::vec((0u64..12_000, step), 1..80)
+}
+
+fn quoted(arb: &Arbiter, delta: i64) -> Epoch {
+    Epoch(arb.epoch().0.saturating_add_signed(delta))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 512,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Over any sequence: the epoch and the clock never go backwards, the holder changes only
+    /// with the epoch (or becomes known), no epoch is ever given to two sites, a grant is for
+    /// exactly `now + lease_ms`, a new epoch is granted on request only after the lease plus the
+    /// margin, and every view sent is the arbiter's view at that moment.
+    #[test]
+    fn the_epoch_never_goes_backwards_and_no_epoch_has_two_holders_over_any_sequence(
+        steps in steps()
+    ) {
+        let cfg = cfg();
+        let mut arb = Arbiter::new(cfg.clone());
+        let mut clock: Millis = 0;
+        let mut owners: BTreeMap<Epoch, SiteId> = BTreeMap::new();
+        owners.insert(Epoch(1), A);
+        for (i, (dt, step)) in steps.into_iter().enumerate() {
+            let prev = arb.state().clone();
+            let (from, msg) = match step {
+                Step::Restart { clock: c } => {
+                    clock = c;
+                    arb = Arbiter::from_state(cfg.clone(), prev.clone());
+                    arb.handle(clock, Input::Restarted);
+                    prop_assert_eq!(arb.poll_output(), None);
+                    let st = arb.state();
+                    prop_assert_eq!(st.now, prev.now.max(clock));
+                    prop_assert_eq!((st.epoch, st.holder), (prev.epoch, prev.holder));
+                    prop_assert!(st.lease_expiry >= st.now + LEASE);
+                    continue;
+                }
+                Step::Renew { site, delta } => (
+                    SiteId(site),
+                    Message::Renew { epoch: quoted(&arb, delta), req: i as u64 },
+                ),
+                Step::Acquire { site, delta, force } => (
+                    SiteId(site),
+                    Message::Acquire { seen: quoted(&arb, delta), req: i as u64, force },
+                ),
+                Step::Handoff { site, delta, to } => (
+                    SiteId(site),
+                    Message::Handoff { epoch: quoted(&arb, delta), to: SiteId(to), req: i as u64 },
+                ),
+                Step::Query { site } => (SiteId(site), Message::Query { req: i as u64 }),
+            };
+            clock += dt;
+            let outs = send(&mut arb, clock, from, msg.clone());
+            let st = arb.state().clone();
+            let ctx = format!("step {i}: {msg:?} from {from:?} at {clock}\nbefore {prev:?}\nafter {st:?}\nout {outs:?}");
+
+            prop_assert!(st.now >= prev.now, "{}", ctx);
+            prop_assert!(st.epoch >= prev.epoch, "epoch went backwards: {}", ctx);
+            if st.epoch == prev.epoch {
+                prop_assert!(
+                    st.holder == prev.holder || (prev.holder.is_none() && st.holder.is_some()),
+                    "holder changed within an epoch: {}", ctx
+                );
+            }
+            prop_assert!(st.lease_expiry >= prev.lease_expiry, "lease shortened: {}", ctx);
+            prop_assert!(st.lease_expiry <= st.now + LEASE, "lease beyond one length: {}", ctx);
+
+            if from == NOWHERE {
+                prop_assert!(outs.is_empty(), "{}", ctx);
+                // Only the clock moves (and, on the very first input, the starting lease).
+                let expiry = if prev.started {
+                    prev.lease_expiry
+                } else {
+                    prev.lease_expiry.max(st.now + LEASE)
+                };
+                prop_assert_eq!(
+                    (st.epoch, st.holder, st.lease_expiry, st.last_renewal),
+                    (prev.epoch, prev.holder, expiry, prev.last_renewal),
+                    "{}",
+                    ctx
+                );
+                continue;
+            }
+
+            let msgs = sent(&outs);
+            if let Message::Handoff { to, .. } = msg {
+                if st.epoch != prev.epoch {
+                    prop_assert_eq!(st.epoch, Epoch(prev.epoch.0 + 1), "{}", ctx);
+                    prop_assert_eq!(prev.holder, Some(from), "{}", ctx);
+                    prop_assert_eq!(st.holder, Some(to), "{}", ctx);
+                    prop_assert_eq!(st.lease_expiry, st.now + LEASE, "{}", ctx);
+                    prop_assert_eq!(msgs.len(), 2, "{}", ctx);
+                    prop_assert_eq!(msgs[1].0, Peer::Site(to), "{}", ctx);
+                    prop_assert!(owners.insert(st.epoch, to).is_none(), "epoch reused: {}", ctx);
+                }
+            }
+            if !matches!(msg, Message::Handoff { .. }) || st.epoch == prev.epoch {
+                prop_assert_eq!(msgs.len(), 1, "{}", ctx);
+            }
+            for (to, reply) in &msgs {
+                match reply {
+                    Message::Granted { epoch, lease_ms, .. } => {
+                        prop_assert_eq!(*to, Peer::Site(from), "{}", ctx);
+                        prop_assert_eq!(*epoch, st.epoch, "{}", ctx);
+                        prop_assert_eq!(st.holder, Some(from), "{}", ctx);
+                        prop_assert_eq!(*lease_ms, LEASE, "{}", ctx);
+                        prop_assert_eq!(st.lease_expiry, st.now + LEASE, "{}", ctx);
+                        prop_assert_eq!(st.last_renewal, Some(st.now), "{}", ctx);
+                        let owner = *owners.entry(*epoch).or_insert(from);
+                        prop_assert_eq!(owner, from, "epoch given to two sites: {}", ctx);
+                        if let Message::Acquire { .. } = msg {
+                            if *epoch != prev.epoch {
+                                prop_assert_eq!(*epoch, Epoch(prev.epoch.0 + 1), "{}", ctx);
+                                prop_assert!(
+                                    st.now >= prev.lease_expiry + MARGIN,
+                                    "new epoch before the lease plus margin: {}", ctx
+                                );
+                            }
+                        }
+                    }
+                    Message::Denied { view, .. } | Message::View { view, .. } => {
+                        prop_assert_eq!(view, &arb.view(st.now), "{}", ctx);
+                        if matches!(reply, Message::Denied { .. }) {
+                            prop_assert_eq!(*to, Peer::Site(from), "{}", ctx);
+                        }
+                    }
+                    other => prop_assert!(false, "unexpected reply {:?}: {}", other, ctx),
+                }
+            }
+            prop_assert_eq!(arb.epoch(), st.epoch);
+            prop_assert_eq!(arb.holder(), st.holder);
+        }
+    }
+}
