@@ -311,6 +311,14 @@ pub enum Message {
         view: ArbiterView,
         req: u64,
     },
+
+    // ---- site to site (appended: the variant index is part of the journal and wire format) ----
+    /// The recovery site received the primary's heartbeat `seq` and took in its positions. The
+    /// primary carries a changed position in every heartbeat until one that carried it is
+    /// acknowledged, so positions sent while the link was down are sent again (RPO bounds).
+    HeartbeatAck {
+        seq: u64,
+    },
 }
 
 /// Everything an engine asks of its adapter.

@@ -970,3 +970,86 @@ fn failover_report_with_positions_near_u64_max_keeps_true_bounds_and_says_the_up
     assert_eq!(audit.len(), 1, "{}", h.trace());
     assert!(audit[0].why.contains("2^64"), "{}", audit[0].why);
 }
+
+fn is_log_backup(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::TakeBackup {
+            kind: ArtifactKind::Log,
+            ..
+        }
+    )
+}
+
+/// Issue 13, bug 1: heartbeats carried only the positions that changed since the previous
+/// heartbeat, so positions sent while the link was down were never sent again and the
+/// failover report under-stated the loss. Every unacknowledged position is now carried until
+/// the recovery site acknowledges a heartbeat that carried it.
+#[test]
+fn positions_sent_while_the_link_was_down_are_sent_again_until_acknowledged() {
+    let mut h = Harness::new(config(2));
+    h.run(20_000);
+    // No logs either (maintenance): what the recovery site knows of the writes comes from the
+    // heartbeats alone.
+    h.operator(A, OperatorRequest::PauseBackups);
+    h.run(1_000);
+    h.cut(A, B);
+    h.run(60_000);
+    // The writes stop before the link heals (as when the primary fenced itself): no later
+    // change carries the positions over on its own.
+    h.write_every = Millis::MAX;
+    h.run(5_000);
+    let produced = |h: &Harness, db: u32| h.sites[A].write_position_of(DbId(db)).unwrap();
+    let known = |h: &Harness, db: u32| h.sites[B].db(DbId(db)).unwrap().known_produced;
+    let during = [produced(&h, 0), produced(&h, 1)];
+    assert!(
+        known(&h, 0) < during[0] && known(&h, 1) < during[1],
+        "the recovery site cannot know positions reported while the link was down"
+    );
+    h.heal(A, B);
+    let hb = h.cfg.lease.heartbeat_every_ms;
+    h.run(3 * hb);
+    for db in 0..2 {
+        assert!(
+            known(&h, db) >= during[db as usize],
+            "db{db}: known {:?} after the heal, the primary had reached {:?} during the cut",
+            known(&h, db),
+            during[db as usize]
+        );
+    }
+    // Acknowledged positions are not carried forever: with no new writes, heartbeats go empty.
+    assert!(h.sites[A].state().dirty.len() <= 2);
+    h.assert_safe();
+}
+
+/// Issue 13, bug 1: a primary that fenced itself (its lease could not be renewed) took no log
+/// of the writes it had acknowledged before the fence, so they could not reach the recovery
+/// site. Once the fence completes it cuts one.
+#[test]
+fn a_primary_that_fences_itself_takes_a_log_of_the_writes_it_acknowledged() {
+    let mut h = Harness::new(config(1));
+    h.run(30_000);
+    h.cut(A, ARB);
+    let cut_at = h.t;
+    h.run(40_000);
+    let fenced_at = h
+        .commands_of(A, is_fence)
+        .iter()
+        .map(|(t, _)| *t)
+        .find(|t| *t > cut_at)
+        .expect("the primary fenced itself");
+    let logs_after: Vec<Millis> = h
+        .commands_of(A, is_log_backup)
+        .iter()
+        .map(|(t, _)| *t)
+        .filter(|t| *t >= fenced_at)
+        .collect();
+    assert!(
+        !logs_after.is_empty() && logs_after[0] <= fenced_at + 5_000,
+        "no log cut after the fence at {fenced_at}: {logs_after:?}\n{}",
+        h.trace()
+    );
+    // Everything the old primary acknowledged is at the new primary.
+    assert!(h.missing_at(B).is_empty(), "{:?}", h.missing_at(B));
+    h.assert_safe();
+}

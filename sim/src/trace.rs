@@ -61,6 +61,7 @@ fn msg_fp(m: &Message) -> u64 {
             u64::from(view.lease_lapsed),
             u64::from(view.holder_renewing),
         ]),
+        Message::HeartbeatAck { seq } => mix(&[18, *seq]),
     }
 }
 

@@ -159,13 +159,16 @@ const _: () = {
 };
 
 /// At the primary: a database's write position. Kept apart from [`DbState`] in a dense vector:
-/// position samples arrive for random databases many times a second, and 16 bytes a database
+/// position samples arrive for random databases many times a second, and 24 bytes a database
 /// stay in cache where a whole `DbState` would not.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WritePosition {
     pub lsn: Lsn,
-    /// Changed since the last heartbeat.
+    /// Not yet acknowledged by the recovery site: carried in every heartbeat until one that
+    /// carried this very position is acknowledged (`SiteState::dirty` lists these).
     pub dirty: bool,
+    /// The position the latest heartbeat carried.
+    pub sent: Lsn,
 }
 
 fn order(m: &ArtifactMeta) -> (Lsn, Lsn, ArtifactKind) {

@@ -72,7 +72,8 @@ pub struct SiteState {
     pub peer: PeerView,
     /// Backups paused for maintenance at this site.
     pub backups_paused: bool,
-    /// Primary: databases whose write position changed since the last heartbeat.
+    /// Primary: databases whose write position the recovery site has not acknowledged yet
+    /// (carried in every heartbeat until acknowledged: nothing is learned only once).
     pub dirty: Vec<DbId>,
     pub heartbeat_seq: u64,
     /// Primary: positions advanced since the last heartbeat (for the write rate).

@@ -304,8 +304,11 @@ impl SiteEngine {
     }
 
     fn become_fenced(&mut self, now: Millis, why: &str) {
-        let op = self.new_op_id();
-        self.command(Command::Fence { op });
+        // Tracked, so its completion takes a log of the writes acknowledged before it (see
+        // `role_op_done`).
+        self.issue(now, crate::engine::OpPurpose::Role, |op| Command::Fence {
+            op,
+        });
         if self.st.role == Role::Primary {
             self.st.role = Role::Fenced;
         }

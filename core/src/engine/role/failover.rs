@@ -516,6 +516,17 @@ impl SiteEngine {
             }
             return;
         }
+        if matches!(cmd, Command::Fence { .. })
+            && self.st.procedure.is_none()
+            && self.st.role == Role::Fenced
+            && self.st.holder == self.me
+        {
+            // Writes are stopped: cut a log of everything acknowledged before, so it can reach
+            // the recovery site (and, if this site is lost now, the report's bounds hold it)
+            // instead of waiting for writes to resume. A switchover's own fence has its final
+            // log already.
+            self.take_backup(now, None, ArtifactKind::Log);
+        }
         if matches!(cmd, Command::RestartService { .. }) && self.st.lease.resigned {
             // The service is back: take the lease up again.
             self.st.lease.resigned = false;

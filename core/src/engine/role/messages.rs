@@ -15,6 +15,9 @@ impl SiteEngine {
             (Peer::Site(s), Message::Heartbeat(hb)) if s == self.peer => {
                 self.on_heartbeat(now, s, hb)
             }
+            (Peer::Site(s), Message::HeartbeatAck { seq }) if s == self.peer => {
+                self.heartbeat_acked(now, seq)
+            }
             (Peer::Site(s), Message::RequestFull { db }) if s == self.peer => {
                 self.st.peer.last_heard = Some(now);
                 // A fenced holder answers too (a backup needs no writes): the rebuild of the

@@ -13,14 +13,18 @@ impl SiteEngine {
         if primary {
             self.command(Command::SamplePositions);
         }
+        // Every position the recovery site has not acknowledged, not only those that changed
+        // since the last heartbeat: one sent while the link was down is sent again, so the
+        // failover report's bounds never rest on a position learned only once.
         let positions: Vec<(DbId, Lsn)> = if primary {
-            let dirty = std::mem::take(&mut self.st.dirty);
-            dirty
-                .into_iter()
+            let writes = &mut self.st.writes;
+            self.st
+                .dirty
+                .iter()
                 .filter_map(|db| {
-                    let w = self.st.writes.get_mut(db.0 as usize)?;
-                    w.dirty = false;
-                    Some((db, w.lsn))
+                    let w = writes.get_mut(db.0 as usize)?;
+                    w.sent = w.lsn;
+                    Some((*db, w.lsn))
                 })
                 .collect()
         } else {
@@ -76,11 +80,36 @@ impl SiteEngine {
             self.pause_check(now);
         }
         self.st.peer.peak_rate = self.st.peer.peak_rate.max(hb.write_rate_per_sec);
+        if hb.positions.is_empty() {
+            return;
+        }
         for (db, lsn) in hb.positions {
             if let Some(d) = self.st.dbs.get_mut(db.0 as usize) {
                 d.known_produced = d.known_produced.max(lsn);
             }
         }
+        self.send_peer(Message::HeartbeatAck { seq: hb.seq });
+    }
+
+    /// The recovery site took in heartbeat `seq`'s positions. Only the latest heartbeat's
+    /// acknowledgement counts (every heartbeat carries every unacknowledged position, so it
+    /// covers the earlier ones); a position that changed after it was sent stays listed.
+    pub(in crate::engine) fn heartbeat_acked(&mut self, now: Millis, seq: u64) {
+        self.st.peer.last_heard = Some(now);
+        if seq != self.st.heartbeat_seq {
+            return;
+        }
+        let writes = &mut self.st.writes;
+        self.st.dirty.retain(|db| {
+            let Some(w) = writes.get_mut(db.0 as usize) else {
+                return false;
+            };
+            let unchanged = w.lsn == w.sent;
+            if unchanged {
+                w.dirty = false;
+            }
+            !unchanged
+        });
     }
 
     pub(in crate::engine) fn watches_primary(&self) -> bool {
