@@ -177,7 +177,8 @@ impl World {
                 // No new logs.
                 let since = self.oracle.last_log[s][i]
                     .max(self.oracle.role_since[s])
-                    .max(self.oracle.up_since[s]);
+                    .max(self.oracle.up_since[s])
+                    .max(self.oracle.writer_still_at[i]);
                 let paused =
                     self.oracle.pauses > 0 || self.oracle.pause_changed.is_some_and(|t| t >= since);
                 if !paused
@@ -290,7 +291,11 @@ impl World {
             }
         }
         for i in 0..self.oracle.writer_prev.len() {
-            self.oracle.writer_prev[i] = self.sites[writer].dbs[i].pos;
+            let pos = self.sites[writer].dbs[i].pos;
+            if pos == self.oracle.writer_prev[i] {
+                self.oracle.writer_still_at[i] = now;
+            }
+            self.oracle.writer_prev[i] = pos;
         }
     }
 }

@@ -59,6 +59,11 @@ pub struct Oracles {
     pub received_end: [Vec<u64>; 2],
     /// The writer's positions at the previous tick.
     pub writer_prev: Vec<u64>,
+    /// Per database: the last tick at which the writer had written nothing since the tick
+    /// before (fenced, paused by its clients, or not the writer yet). "No new logs while the
+    /// primary wrote on" is counted from there: a primary that resumes writes after a long
+    /// fence owes no log for the time it wrote nothing.
+    pub writer_still_at: Vec<Millis>,
     /// An open hole per site and database: (since, at position).
     pub gap_since: [Vec<Option<(Millis, u64)>>; 2],
     pub failures: [BTreeMap<ArtifactKey, FailRec>; 2],
@@ -79,6 +84,7 @@ impl Oracles {
             last_log: [vec![0; dbs], vec![0; dbs]],
             received_end: [vec![0; dbs], vec![0; dbs]],
             writer_prev: vec![0; dbs],
+            writer_still_at: vec![0; dbs],
             gap_since: [vec![None; dbs], vec![None; dbs]],
             ..Default::default()
         }
