@@ -12,10 +12,12 @@
 //! |---|---|---|
 //! | `publish_before_journal` | the driver published a backup into the outbox (fsynced, renamed) and the engine journalled its discovery | at start the agent announces every outbox artifact of the held epoch that the engine does not hold (`agent::unannounced_outbox`) |
 //! | `journal_before_effects` | an input is journalled (fsynced) and the commands it caused are executed | the replay reproduces the state; the engine re-issues outstanding operations after its restart (idempotent by operation id), and messages are re-sent by their timers |
+//! | `receive_before_fsync` | every byte of a received artifact is written to its partial file, not yet fsynced | nothing is renamed or acknowledged; the sender ships again and the partial file is resumed from what is there (its prefix is checked by the whole artifact's checksum) or rewritten |
 //! | `receive_before_rename` | a received artifact is fsynced under its partial name and renamed into the inbox | the sender has no acknowledgement and ships again; the partial file is resumed or rewritten |
 //! | `receive_before_report` | a received artifact is renamed into the inbox and the engine is told | the sender has no acknowledgement (the engine acknowledges only what it journalled) and ships again; receiving the same artifact again replaces the file |
 //! | `restore_before_report` | the driver applied an artifact and the engine is told | the engine re-issues the restore after its restart; restores are idempotent (an artifact already applied is skipped by the driver) |
 //! | `promote_before_report` | the databases were promoted and the engine is told | the engine re-issues the promotion; promoting a promoted database is a no-op |
+//! | `mid_reseed` | the new full backup is installed in place of the database and the driver's chain state is reset | the engine re-issues the reseed after its restart; installing the same full again is idempotent, and the chain state is reset then |
 //! | `snapshot_before_journal` | a new snapshot is renamed into place and the fresh journal that continues it | the old journal ends where the snapshot continues: its records are all in the snapshot, so the store starts a fresh journal (`journal_store`) |
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,10 +27,12 @@ use std::sync::OnceLock;
 pub const POINTS: &[&str] = &[
     "publish_before_journal",
     "journal_before_effects",
+    "receive_before_fsync",
     "receive_before_rename",
     "receive_before_report",
     "restore_before_report",
     "promote_before_report",
+    "mid_reseed",
     "snapshot_before_journal",
 ];
 

@@ -76,6 +76,7 @@ fn a_crash_at_every_named_point_loses_nothing_and_opens_no_hole() {
         ("primary", "journal_before_effects", 40),
         ("primary", "snapshot_before_journal", 1),
         ("recovery", "journal_before_effects", 40),
+        ("recovery", "receive_before_fsync", 2),
         ("recovery", "receive_before_rename", 2),
         ("recovery", "receive_before_report", 2),
         ("recovery", "restore_before_report", 2),
@@ -83,6 +84,7 @@ fn a_crash_at_every_named_point_loses_nothing_and_opens_no_hole() {
     ];
     let mut covered: Vec<&str> = cases.iter().map(|(_, p, _)| *p).collect();
     covered.push("promote_before_report");
+    covered.push("mid_reseed");
     for p in lifeboat_io_tokio::crash::POINTS {
         assert!(covered.contains(p), "crash point {p} has no case here");
     }
@@ -142,4 +144,62 @@ fn a_crash_mid_promotion_finishes_the_switchover_after_the_restart_with_zero_los
         || status(c.rec_http).is_some_and(|d| d["role"] == "primary" && d["writable"] == true),
     );
     assert_prefix(&c.rec_db, committed);
+}
+
+/// The reseed crash point: the recovery agent dies after installing the new full backup and
+/// before resetting its chain state. Restarted, it finishes the reseed and follows the primary
+/// with every acknowledged row.
+#[test]
+fn a_crash_mid_reseed_finishes_the_reseed_after_the_restart() {
+    let mut c = Cluster::start(Opts::default());
+    let w = Writer::start(&c.pri_db, WRITE_EVERY);
+    wait_for("a first restore", Duration::from_secs(60), || {
+        c.restored().is_some()
+    });
+    c.kill("recovery");
+    c.spawn_env(
+        "recovery",
+        &[(lifeboat_io_tokio::crash::ENV, "mid_reseed:1")],
+    );
+    wait_for("the recovery agent back", Duration::from_secs(30), || {
+        status(c.rec_http).is_some()
+    });
+    let out = std::process::Command::new(BIN)
+        .args([
+            "reseed",
+            "app",
+            "--agent",
+            &format!("127.0.0.1:{}", c.rec_http),
+            "--wait",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = Instant::now();
+    while !c.exited("recovery") {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the recovery agent never reached mid_reseed:\n{}",
+            c.log("recovery")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.spawn("recovery");
+    std::thread::sleep(Duration::from_secs(1));
+    let committed = w.stop();
+    wait_for(
+        "the recovery site to restore the primary's last position",
+        Duration::from_secs(60),
+        || match (c.primary_lsn(), c.restored()) {
+            (Some(p), Some(r)) => p > 0 && r >= p,
+            _ => false,
+        },
+    );
+    assert_prefix(&c.rec_db, committed);
+    assert!(!alert_kinds(c.rec_http).iter().any(|k| k == "missing_log"));
 }

@@ -433,6 +433,7 @@ impl Driver for SqliteDriver {
         let mut st = slot.lock();
         slot.recover(&mut st)?;
         let lsn = slot.install_full(&mut st, full, "integrity_check")?;
+        crate::crash::point("mid_reseed");
         ChainState::clear(&slot.dir)?;
         chain::store_reference(&slot.dir, lsn)?;
         tracing::info!(db = slot.name(), artifact = %full.describe(), %lsn, "reseeded");

@@ -556,6 +556,7 @@ fn write_behind(
         super::buffers::give(bytes);
         written?;
     }
+    crate::crash::point("receive_before_fsync");
     let total = out.finish()?;
     Ok((hasher.digest(), total))
 }
