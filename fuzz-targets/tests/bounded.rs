@@ -4,6 +4,9 @@
 //!
 //! `LIFEBOAT_FUZZ_CASES` multiplies the corpus sizes (default 1) for a longer local run.
 
+mod corpus;
+
+use corpus::{mutate, random_bytes, run_case, scale};
 use lifeboat_core::journal::{encode_header, encode_snapshot, JournalWriter, SNAPSHOT_HEADER_LEN};
 use lifeboat_core::protocol::{Command, Failure, Heartbeat, Input, Message, Peer, ProbeTarget};
 use lifeboat_core::{
@@ -11,57 +14,8 @@ use lifeboat_core::{
     UtcMillis,
 };
 use lifeboat_fuzz_targets as targets;
-use rand::{Rng, RngCore, SeedableRng};
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-
-fn scale() -> usize {
-    std::env::var("LIFEBOAT_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
-        .max(1)
-}
-
-/// Run `body` on `case`; on a panic, save the case and say how to replay it.
-fn run_case(target: &str, i: usize, case: &[u8], body: fn(&[u8])) {
-    if catch_unwind(AssertUnwindSafe(|| body(case))).is_err() {
-        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("{target}-case-{i}.bin"));
-        let saved = std::fs::write(&path, case).is_ok();
-        panic!(
-            "fuzz target {target} failed on case {i} ({} bytes{}); replay with \
-             `LIFEBOAT_FUZZ_TRACE=1 cargo run -p lifeboat-fuzz-targets --example replay -- \
-             {target} {}`",
-            case.len(),
-            if saved { ", saved" } else { ", not saved" },
-            path.display()
-        );
-    }
-}
-
-fn random_bytes(rng: &mut ChaCha8Rng, max: usize) -> Vec<u8> {
-    let mut v = vec![0; rng.gen_range(0..=max)];
-    rng.fill_bytes(&mut v);
-    v
-}
-
-/// Flip, overwrite, insert, delete or truncate a few bytes.
-fn mutate(rng: &mut ChaCha8Rng, mut v: Vec<u8>) -> Vec<u8> {
-    for _ in 0..rng.gen_range(1..4) {
-        let at = rng.gen_range(0..=v.len());
-        match rng.gen_range(0..5) {
-            0 if at < v.len() => v[at] ^= 1 << rng.gen_range(0..8),
-            1 if at < v.len() => v[at] = rng.gen(),
-            2 => v.insert(at, rng.gen()),
-            3 if at < v.len() => {
-                v.remove(at);
-            }
-            _ => v.truncate(at),
-        }
-    }
-    v
-}
 
 #[test]
 fn name_parser_over_a_bounded_corpus() {

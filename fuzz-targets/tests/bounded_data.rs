@@ -7,60 +7,16 @@
 //! `cargo test -p lifeboat-fuzz-targets --test bounded_data -- --ignored write_seed_corpus`
 //! rewrites the committed seed corpus of the three targets (`fuzz/seeds/<target>/`).
 
+mod corpus;
+
+use corpus::{mutate, random_bytes, run_case, scale};
 use lifeboat_fuzz_targets as targets;
 use lifeboat_io_tokio::driver::sqlite::pages::{DeltaHeader, DeltaKind};
 use lifeboat_io_tokio::pg::segment::{self, SegmentHeader, SEGMENT_FORMAT_VERSION};
 use lifeboat_io_tokio::pg::wal::{segment_name, PAGE_MAGIC_PG15};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-
-fn scale() -> usize {
-    std::env::var("LIFEBOAT_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
-        .max(1)
-}
-
-/// Run `body` on `case`; on a panic, save the case and say how to replay it.
-fn run_case(target: &str, i: usize, case: &[u8], body: fn(&[u8])) {
-    if catch_unwind(AssertUnwindSafe(|| body(case))).is_err() {
-        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{target}-case-{i}.bin"));
-        let saved = std::fs::write(&path, case).is_ok();
-        panic!(
-            "fuzz target {target} failed on case {i} ({} bytes{}); replay with \
-             `cargo run -p lifeboat-fuzz-targets --example replay -- {target} {}`",
-            case.len(),
-            if saved { ", saved" } else { ", not saved" },
-            path.display()
-        );
-    }
-}
-
-fn random_bytes(rng: &mut ChaCha8Rng, max: usize) -> Vec<u8> {
-    let mut v = vec![0; rng.gen_range(0..=max)];
-    rng.fill_bytes(&mut v);
-    v
-}
-
-/// Flip, overwrite, insert, delete or truncate a few bytes.
-fn mutate(rng: &mut ChaCha8Rng, mut v: Vec<u8>) -> Vec<u8> {
-    for _ in 0..rng.gen_range(1..4) {
-        let at = rng.gen_range(0..=v.len());
-        match rng.gen_range(0..5) {
-            0 if at < v.len() => v[at] ^= 1 << rng.gen_range(0..8),
-            1 if at < v.len() => v[at] = rng.gen(),
-            2 => v.insert(at, rng.gen()),
-            3 if at < v.len() => {
-                v.remove(at);
-            }
-            _ => v.truncate(at),
-        }
-    }
-    v
-}
 
 fn with_mode(mode: u8, rest: &[u8]) -> Vec<u8> {
     [&[mode][..], rest].concat()

@@ -9,6 +9,9 @@
 //! frame reader's promise, memory follows the bytes that arrive and not the length a header
 //! announces, is checked too.
 
+mod corpus;
+
+use corpus::{mutate, random_bytes, run_case, scale};
 use lifeboat_core::protocol::{Heartbeat, Message, Peer};
 use lifeboat_core::{
     ArtifactKey, ArtifactKind, ArtifactMeta, Checksum, DbId, Epoch, Lsn, SiteId, UtcMillis,
@@ -16,11 +19,10 @@ use lifeboat_core::{
 use lifeboat_fuzz_targets as targets;
 use lifeboat_io_tokio::transport::frame::{encode_header, FrameKind, MAX_FRAME_LEN};
 use lifeboat_io_tokio::transport::wire::{Frame, Hello, LinkKind, Welcome, PROTOCOL_VERSION};
-use rand::{Rng, RngCore, SeedableRng};
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// The system allocator, noting the largest single allocation of each thread.
 struct Counting;
@@ -61,53 +63,6 @@ fn largest_allocation(f: impl FnOnce()) -> usize {
     LARGEST.with(|l| l.set(0));
     f();
     LARGEST.with(|l| l.get())
-}
-
-fn scale() -> usize {
-    std::env::var("LIFEBOAT_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
-        .max(1)
-}
-
-/// Run `body` on `case`; on a panic, save the case and say how to replay it.
-fn run_case(target: &str, i: usize, case: &[u8], body: fn(&[u8])) {
-    if catch_unwind(AssertUnwindSafe(|| body(case))).is_err() {
-        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("{target}-case-{i}.bin"));
-        let saved = std::fs::write(&path, case).is_ok();
-        panic!(
-            "fuzz target {target} failed on case {i} ({} bytes{}); replay with \
-             `cargo run -p lifeboat-fuzz-targets --example replay -- {target} {}`",
-            case.len(),
-            if saved { ", saved" } else { ", not saved" },
-            path.display()
-        );
-    }
-}
-
-fn random_bytes(rng: &mut ChaCha8Rng, max: usize) -> Vec<u8> {
-    let mut v = vec![0; rng.gen_range(0..=max)];
-    rng.fill_bytes(&mut v);
-    v
-}
-
-/// Flip, overwrite, insert, delete or truncate a few bytes.
-fn mutate(rng: &mut ChaCha8Rng, mut v: Vec<u8>) -> Vec<u8> {
-    for _ in 0..rng.gen_range(1..4) {
-        let at = rng.gen_range(0..=v.len());
-        match rng.gen_range(0..5) {
-            0 if at < v.len() => v[at] ^= 1 << rng.gen_range(0..8),
-            1 if at < v.len() => v[at] = rng.gen(),
-            2 => v.insert(at, rng.gen()),
-            3 if at < v.len() => {
-                v.remove(at);
-            }
-            _ => v.truncate(at),
-        }
-    }
-    v
 }
 
 /// Mostly intact, sometimes mutated.

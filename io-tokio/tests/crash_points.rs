@@ -10,6 +10,25 @@ use std::time::{Duration, Instant};
 
 const WRITE_EVERY: Duration = Duration::from_millis(10);
 
+/// Wait (up to 60 s) until `victim` aborted at its armed crash point.
+fn wait_for_crash(c: &mut Cluster, victim: &str, point: &str) {
+    let t = Instant::now();
+    while !c.exited(victim) {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{victim} never reached crash point {point}:\n{}",
+            c.log(victim)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        c.log(victim)
+            .contains(&format!("crash point {point} reached")),
+        "{victim} exited, but not at {point}:\n{}",
+        c.log(victim)
+    );
+}
+
 /// Abort `victim` at the `nth` pass of `point`, restart it, and check the chain stayed whole.
 fn crash_and_recover(victim: &'static str, point: &str, nth: u32) -> Duration {
     let mut c = Cluster::start(Opts {
@@ -23,21 +42,7 @@ fn crash_and_recover(victim: &'static str, point: &str, nth: u32) -> Duration {
     c.kill(victim);
     let armed = format!("{point}:{nth}");
     c.spawn_env(victim, &[(lifeboat_io_tokio::crash::ENV, &armed)]);
-    let t = Instant::now();
-    while !c.exited(victim) {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "{victim} never reached crash point {armed}:\n{}",
-            c.log(victim)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(
-        c.log(victim)
-            .contains(&format!("crash point {point} reached")),
-        "{victim} exited, but not at {point}:\n{}",
-        c.log(victim)
-    );
+    wait_for_crash(&mut c, victim, point);
     c.spawn(victim);
     let restarted = Instant::now();
     std::thread::sleep(Duration::from_secs(1));
@@ -127,15 +132,7 @@ fn a_crash_mid_promotion_finishes_the_switchover_after_the_restart_with_zero_los
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let t = Instant::now();
-    while !c.exited("recovery") {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "the target never reached promote_before_report:\n{}",
-            c.log("recovery")
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_crash(&mut c, "recovery", "promote_before_report");
     let committed = w.stop();
     c.spawn("recovery");
     wait_for(
@@ -180,15 +177,7 @@ fn a_crash_mid_reseed_finishes_the_reseed_after_the_restart() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let t = Instant::now();
-    while !c.exited("recovery") {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "the recovery agent never reached mid_reseed:\n{}",
-            c.log("recovery")
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_crash(&mut c, "recovery", "mid_reseed");
     c.spawn("recovery");
     std::thread::sleep(Duration::from_secs(1));
     let committed = w.stop();
