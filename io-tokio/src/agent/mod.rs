@@ -408,14 +408,22 @@ fn unreadable_input(cfg: &lifeboat_core::Config, u: files::Unreadable) -> Input 
 /// lost, and the engine starts without the memory of what those files are. Said loudly, with
 /// what to do; the agent still starts (a new site's directory may hold copied files).
 fn warn_if_orphaned(data_dir: &Path, snapshot: bool) {
-    let held = |d: &str| std::fs::read_dir(data_dir.join(d)).map_or(0, |r| r.flatten().count());
-    let (outbox, inbox) = (held("outbox"), held("inbox"));
-    if snapshot || outbox > 0 || inbox > 0 {
+    // Everything beside the journal: artifacts, the driver's state, quarantined files.
+    let held = |d: &std::fs::DirEntry| match d.file_type() {
+        Ok(t) if t.is_dir() => std::fs::read_dir(d.path()).map_or(0, |r| r.flatten().count()),
+        _ => 1,
+    };
+    let files: usize = std::fs::read_dir(data_dir).map_or(0, |r| {
+        r.flatten()
+            .filter(|e| e.file_name() != "journal")
+            .map(|e| held(&e))
+            .sum()
+    });
+    if snapshot || files > 0 {
         warn!(
             data_dir = %data_dir.display(),
             snapshot,
-            outbox_files = outbox,
-            inbox_files = inbox,
+            files,
             "the data directory holds files but no journal (deleted or lost?): the engine \
              starts without the inputs since its snapshot; outbox artifacts are announced \
              again, and if the recovery site reports missing_log, rebuild it with \

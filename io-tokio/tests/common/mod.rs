@@ -429,13 +429,18 @@ impl Writer {
             conn.busy_timeout(Duration::from_millis(50)).unwrap();
             while !s.load(Ordering::SeqCst) {
                 let id = c.load(Ordering::SeqCst) + 1;
-                if conn
-                    .execute(
-                        "INSERT INTO t(id, v) VALUES (?1, 'row ' || ?1)",
-                        [id as i64],
-                    )
-                    .is_ok()
-                {
+                let inserted = conn.execute(
+                    "INSERT INTO t(id, v) VALUES (?1, 'row ' || ?1)",
+                    [id as i64],
+                );
+                // An error can still leave the row committed (a busy or I/O error reported
+                // after the commit, e.g. while an agent is killed): count what is there, so the
+                // acknowledged count and the rows agree.
+                let there = inserted.is_ok()
+                    || conn
+                        .query_row("SELECT 1 FROM t WHERE id = ?1", [id as i64], |_| Ok(()))
+                        .is_ok();
+                if there {
                     c.store(id, Ordering::SeqCst);
                 }
                 std::thread::sleep(every);
