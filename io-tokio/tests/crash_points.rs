@@ -29,6 +29,36 @@ fn wait_for_crash(c: &mut Cluster, victim: &str, point: &str) {
     );
 }
 
+/// A cluster under a write load whose recovery agent was restarted with `point` armed.
+fn recovery_armed_at(point: &str) -> (Cluster, Writer) {
+    let mut c = Cluster::start(Opts::default());
+    let w = Writer::start(&c.pri_db, WRITE_EVERY);
+    wait_for("a first restore", Duration::from_secs(60), || {
+        c.restored().is_some()
+    });
+    c.kill("recovery");
+    let armed = format!("{point}:1");
+    c.spawn_env("recovery", &[(lifeboat_io_tokio::crash::ENV, &armed)]);
+    wait_for("the recovery agent back", Duration::from_secs(30), || {
+        status(c.rec_http).is_some()
+    });
+    (c, w)
+}
+
+/// Run an operator command that only sends its request (`--wait 0`); it must be accepted.
+fn operator(args: &[&str]) {
+    let out = std::process::Command::new(BIN)
+        .args(args)
+        .args(["--wait", "0"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Abort `victim` at the `nth` pass of `point`, restart it, and check the chain stayed whole.
 fn crash_and_recover(victim: &'static str, point: &str, nth: u32) -> Duration {
     let mut c = Cluster::start(Opts {
@@ -104,34 +134,12 @@ fn a_crash_at_every_named_point_loses_nothing_and_opens_no_hole() {
 /// loss.
 #[test]
 fn a_crash_mid_promotion_finishes_the_switchover_after_the_restart_with_zero_loss() {
-    let mut c = Cluster::start(Opts::default());
-    let w = Writer::start(&c.pri_db, WRITE_EVERY);
-    wait_for("a first restore", Duration::from_secs(60), || {
-        c.restored().is_some()
-    });
-    c.kill("recovery");
-    c.spawn_env(
-        "recovery",
-        &[(lifeboat_io_tokio::crash::ENV, "promote_before_report:1")],
-    );
-    wait_for("the recovery agent back", Duration::from_secs(30), || {
-        status(c.rec_http).is_some()
-    });
-    let out = std::process::Command::new(BIN)
-        .args([
-            "switchover",
-            "--agent",
-            &format!("127.0.0.1:{}", c.pri_http),
-            "--wait",
-            "0",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (mut c, w) = recovery_armed_at("promote_before_report");
+    operator(&[
+        "switchover",
+        "--agent",
+        &format!("127.0.0.1:{}", c.pri_http),
+    ]);
     wait_for_crash(&mut c, "recovery", "promote_before_report");
     let committed = w.stop();
     c.spawn("recovery");
@@ -148,35 +156,13 @@ fn a_crash_mid_promotion_finishes_the_switchover_after_the_restart_with_zero_los
 /// with every acknowledged row.
 #[test]
 fn a_crash_mid_reseed_finishes_the_reseed_after_the_restart() {
-    let mut c = Cluster::start(Opts::default());
-    let w = Writer::start(&c.pri_db, WRITE_EVERY);
-    wait_for("a first restore", Duration::from_secs(60), || {
-        c.restored().is_some()
-    });
-    c.kill("recovery");
-    c.spawn_env(
-        "recovery",
-        &[(lifeboat_io_tokio::crash::ENV, "mid_reseed:1")],
-    );
-    wait_for("the recovery agent back", Duration::from_secs(30), || {
-        status(c.rec_http).is_some()
-    });
-    let out = std::process::Command::new(BIN)
-        .args([
-            "reseed",
-            "app",
-            "--agent",
-            &format!("127.0.0.1:{}", c.rec_http),
-            "--wait",
-            "0",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (mut c, w) = recovery_armed_at("mid_reseed");
+    operator(&[
+        "reseed",
+        "app",
+        "--agent",
+        &format!("127.0.0.1:{}", c.rec_http),
+    ]);
     wait_for_crash(&mut c, "recovery", "mid_reseed");
     c.spawn("recovery");
     std::thread::sleep(Duration::from_secs(1));
