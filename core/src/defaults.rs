@@ -30,6 +30,10 @@ pub const RESTORE_RETRY_DELAY: Millis = 60_000;
 /// and re-reported on every pass).
 pub const GAP_BACKOFF_FACTOR: u64 = 16;
 /// How many databases restore at the same time (one artifact at a time per database).
+/// Extra attempts a takeover's drain gives each received artifact whose restore failed and waits
+/// for its retry: the drain is a barrier, so it retries them at once instead of promoting past
+/// restorable data (or restoring it into the new primary when the retry comes due).
+pub const DRAIN_RETRIES: u32 = 3;
 pub const RESTORE_PARALLELISM: u32 = 4;
 /// How often the monitor looks at every database.
 pub const MONITOR_EVERY: Millis = MINUTE;

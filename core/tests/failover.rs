@@ -1053,3 +1053,93 @@ fn a_primary_that_fences_itself_takes_a_log_of_the_writes_it_acknowledged() {
     assert!(h.missing_at(B).is_empty(), "{:?}", h.missing_at(B));
     h.assert_safe();
 }
+
+fn is_restore(c: &Command) -> bool {
+    matches!(c, Command::Restore { .. } | Command::Reseed { .. })
+}
+
+/// Run until the recovery site's next restore fails (its `Relabel` marks the retry), then lose
+/// the primary site at once. The retry is a minute away, far past the failover. Returns the
+/// failed artifact's key.
+fn lose_primary_right_after_a_failed_restore(fails: u32) -> (Harness, lifeboat_core::ArtifactKey) {
+    let mut cfg = config(1);
+    cfg.restore.retry_delay_ms = 60_000;
+    let mut h = Harness::new(cfg);
+    h.run(20_000);
+    let relabels = |h: &Harness| h.commands_of(B, |c| matches!(c, Command::Relabel { .. }));
+    let before = relabels(&h).len();
+    h.db[B].fails_next_restores = fails;
+    assert!(
+        h.run_until(20_000, |h| relabels(h).len() > before),
+        "no restore failed:\n{}",
+        h.trace()
+    );
+    let Some((_, Command::Relabel { artifact })) = relabels(&h).pop() else {
+        unreachable!()
+    };
+    h.kill(A);
+    h.run(90_000);
+    assert_eq!(h.sites[B].role(), Role::Primary, "{}", h.trace());
+    (h, artifact.key)
+}
+
+/// Issue 13, bug 2 (seed 52687): the drain counted as finished while a received log only waited
+/// for its retry; the epoch changed, and the retry then restored the older epoch's log into the
+/// new primary (or the log was thrown away). The drain is a barrier: it retries at once.
+#[test]
+fn the_drain_retries_a_log_whose_restore_failed_and_restores_it_before_the_new_epoch() {
+    let (h, key) = lose_primary_right_after_a_failed_restore(1);
+    let promoted = first_promote(&h, B).expect("promoted");
+    let restores = h.commands_of(B, is_restore);
+    assert!(
+        restores.iter().all(|(t, _)| *t < promoted),
+        "a restore was issued after the promotion:\n{}",
+        h.trace()
+    );
+    let held: std::collections::BTreeSet<u64> = h.db[B].hist[0].iter().copied().collect();
+    let in_log = &h.contents[&key];
+    assert!(
+        !in_log.is_empty() && in_log.iter().all(|id| held.contains(id)),
+        "the failed log's writes are not in the new primary:\n{}",
+        h.trace()
+    );
+    assert!(
+        h.audits_of(B, "drain gave up on failing restores")
+            .is_empty(),
+        "{}",
+        h.trace()
+    );
+    h.assert_safe();
+}
+
+/// The other half of the barrier: a log that fails every retry the drain gives it is left out
+/// (and counted in the loss), and its retry never restores it into the new primary.
+#[test]
+fn a_log_that_fails_every_drain_retry_is_counted_lost_and_never_restored_after_the_epoch() {
+    let (h, key) =
+        lose_primary_right_after_a_failed_restore(1 + lifeboat_core::defaults::DRAIN_RETRIES);
+    let promoted = first_promote(&h, B).expect("promoted");
+    let restores = h.commands_of(B, is_restore);
+    assert!(
+        restores.iter().all(|(t, _)| *t < promoted),
+        "a restore was issued after the promotion:\n{}",
+        h.trace()
+    );
+    assert_eq!(
+        h.audits_of(B, "drain gave up on failing restores").len(),
+        1,
+        "{}",
+        h.trace()
+    );
+    let held: std::collections::BTreeSet<u64> = h.db[B].hist[0].iter().copied().collect();
+    assert!(h.contents[&key].iter().all(|id| !held.contains(id)));
+    let Some(Report::Failover { rpo_lower, .. }) = h.failover_report().cloned() else {
+        panic!("no failover report:\n{}", h.trace())
+    };
+    let lost = h.missing_at(B).len() as u64;
+    assert!(
+        h.contents[&key].len() as u64 <= rpo_lower && rpo_lower <= lost,
+        "lower {rpo_lower} true {lost}"
+    );
+    h.assert_safe();
+}

@@ -181,9 +181,16 @@ impl SiteEngine {
         }
     }
 
+    /// Whether a restore may start: at a site that restores, and not past a takeover's drain
+    /// (the barrier: a retry of a failed log once restored an older epoch's writes into the
+    /// new primary 45 ms after the epoch was granted).
+    pub(super) fn restores_may_start(&self) -> bool {
+        self.restores() && !self.st.procedure.as_ref().is_some_and(|p| p.past_drain())
+    }
+
     /// Move one database forward as far as the chain rule allows.
     pub(super) fn pump(&mut self, now: Millis, db: DbId) {
-        if !self.restores() {
+        if !self.restores_may_start() {
             return;
         }
         let i = db.0 as usize;
@@ -351,7 +358,8 @@ impl SiteEngine {
             }
             self.next_ready(now);
             self.pump(now, db);
-            return self.next_ready(now);
+            self.next_ready(now);
+            return self.role_progress(now);
         };
         match result {
             Ok(()) => {
@@ -445,6 +453,8 @@ impl SiteEngine {
                 }
                 self.next_ready(now);
                 self.pump(now, db);
+                // A drain waits for this restore; its retry is the drain's decision.
+                self.role_progress(now);
             }
         }
         self.next_ready(now);

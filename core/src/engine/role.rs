@@ -10,7 +10,7 @@
 
 use super::{texts, SiteEngine, Timer};
 use crate::alert::{AlertId, AlertKind, Severity, Subject};
-use crate::artifact::ArtifactKind;
+use crate::artifact::{ArtifactKey, ArtifactKind};
 use crate::ids::{DbId, Epoch, Lsn, Millis, OpId, SiteId};
 use crate::protocol::{ArbiterView, Command, Message, Peer};
 use crate::report::DbLoss;
@@ -195,6 +195,28 @@ pub struct Procedure {
     pub new_epoch: Option<Epoch>,
     pub writable_at: Option<Millis>,
     pub rpo: Option<(u64, Option<u64>, Vec<DbLoss>)>,
+    /// Retries the drain gave each artifact that waited for one (at most
+    /// [`crate::defaults::DRAIN_RETRIES`] each).
+    #[serde(default)]
+    pub drain_retries: Vec<(ArtifactKey, u32)>,
+}
+
+impl Procedure {
+    /// Past the takeover's barrier: the new epoch is being asked for or is ours, so no restore
+    /// of an older epoch's artifact may start (it would land in the database about to accept
+    /// writes).
+    pub fn past_drain(&self) -> bool {
+        self.new_epoch.is_some()
+            || matches!(
+                self.step,
+                Step::Acquire { .. }
+                    | Step::ExternalFence { .. }
+                    | Step::Settle
+                    | Step::Promote { .. }
+                    | Step::SwitchIdentity { .. }
+                    | Step::Renew { .. }
+            )
+    }
 }
 
 impl Procedure {
@@ -208,6 +230,7 @@ impl Procedure {
             new_epoch: None,
             writable_at: None,
             rpo: None,
+            drain_retries: Vec::new(),
         }
     }
 }

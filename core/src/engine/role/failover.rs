@@ -227,9 +227,17 @@ impl SiteEngine {
             why.into(),
             vec![Self::kv("procedure", format!("{:?}", p.kind))],
         );
+        // Restores stopped at the drain's barrier go on.
+        if p.past_drain() {
+            self.pump_all(now);
+        }
     }
 
-    /// Drain: restore everything received and verified before taking over.
+    /// Drain: restore everything received and verified before taking over. The drain is a
+    /// barrier: an artifact whose restore failed and waits for its retry is retried now (up to
+    /// [`crate::defaults::DRAIN_RETRIES`] times), not left behind to be thrown away or, worse,
+    /// restored into the new primary when its retry comes due. What still fails is counted in
+    /// the report's loss (the position stays short of it).
     pub(in crate::engine) fn drain_step(&mut self, now: Millis) {
         if !self
             .st
@@ -239,20 +247,75 @@ impl SiteEngine {
         {
             return;
         }
+        self.drain_retry_waiting(now);
         self.pump_all(now);
         if self.restores_in_flight() {
             return; // role_progress comes back when restores finish
         }
-        let now_ = now;
         if self
             .st
             .dbs
             .iter()
-            .any(|d| matches!(d.next(now_), crate::engine::Next::Restore(_)))
+            .any(|d| matches!(d.next(now), crate::engine::Next::Restore(_)))
         {
             return;
         }
+        let given_up: Vec<(String, String)> = self
+            .st
+            .dbs
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| matches!(d.next(now), crate::engine::Next::Waiting))
+            .map(|(i, d)| {
+                let name = self.cfg.databases.get(i).cloned().unwrap_or_default();
+                let keys = d
+                    .pending
+                    .iter()
+                    .filter(|x| x.retry_at.is_some_and(|t| t > now) && d.applies(&x.meta))
+                    .map(|x| format!("{}..{}", x.meta.key.lsn_start.0, x.meta.key.lsn_end.0))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                (name, keys)
+            })
+            .collect();
+        if !given_up.is_empty() {
+            self.audit(
+                now,
+                "drain gave up on failing restores".into(),
+                "these received artifacts failed every retry the drain gave them; their writes \
+                 count as lost in the report"
+                    .into(),
+                given_up,
+            );
+        }
         self.acquire(now);
+    }
+
+    /// Make every artifact that waits for a retry due now, if the drain has not yet given it
+    /// its retries. Artifacts given up for good (`retry_at` = never) are not retried.
+    fn drain_retry_waiting(&mut self, now: Millis) {
+        let Some(p) = self.st.procedure.as_mut() else {
+            return;
+        };
+        for d in self.st.dbs.iter_mut() {
+            for x in d.pending.iter_mut() {
+                let waiting = x.retry_at.is_some_and(|t| t > now && t != Millis::MAX);
+                if !waiting {
+                    continue;
+                }
+                let i = match p.drain_retries.iter().position(|(k, _)| *k == x.meta.key) {
+                    Some(i) => i,
+                    None => {
+                        p.drain_retries.push((x.meta.key, 0));
+                        p.drain_retries.len() - 1
+                    }
+                };
+                if p.drain_retries[i].1 < crate::defaults::DRAIN_RETRIES {
+                    p.drain_retries[i].1 += 1;
+                    x.retry_at = Some(now);
+                }
+            }
+        }
     }
 
     pub(in crate::engine) fn restores_in_flight(&self) -> bool {
