@@ -24,6 +24,11 @@ pub struct ArbiterState {
     /// arbiter continues its own time scale from where it stopped.
     #[serde(default)]
     pub clock_base: Millis,
+    /// When each site (by id) last reached the arbiter, on its time scale. A hand-off goes
+    /// only to a site heard within one lease: one that cannot reach the arbiter could never
+    /// renew, and the service would have no writer until the partition heals.
+    #[serde(default)]
+    pub last_heard: Vec<Option<Millis>>,
 }
 
 /// The arbiter engine. Same shape as every engine: `handle`, `poll_output`, `poll_timeout`.
@@ -46,6 +51,7 @@ impl Arbiter {
                 lease_expiry: 0,
                 last_renewal: None,
                 clock_base: 0,
+                last_heard: Vec::new(),
             },
             cfg,
             out: VecDeque::new(),
@@ -127,6 +133,11 @@ impl Arbiter {
             return;
         }
         let lease = self.cfg.lease.lease_ms;
+        let i = usize::from(site.0);
+        if self.st.last_heard.len() <= i {
+            self.st.last_heard.resize(i + 1, None);
+        }
+        self.st.last_heard[i] = Some(now);
         match msg {
             Message::Renew { epoch, req } => {
                 if epoch == self.st.epoch && self.st.holder == Some(site) {
@@ -203,10 +214,39 @@ impl Arbiter {
                 }
             }
             Message::Handoff { epoch, to, req } => {
-                if epoch == self.st.epoch
+                let target_heard = self.cfg.planted("handoff_to_unheard_target")
+                    || self
+                        .st
+                        .last_heard
+                        .get(usize::from(to.0))
+                        .copied()
+                        .flatten()
+                        .is_some_and(|t| now.saturating_sub(t) <= lease);
+                let holder_asks = epoch == self.st.epoch
                     && self.st.holder == Some(site)
-                    && usize::from(to.0) < self.cfg.sites.len()
-                {
+                    && usize::from(to.0) < self.cfg.sites.len();
+                if holder_asks && !target_heard {
+                    let heard = self.st.last_heard.get(usize::from(to.0)).copied().flatten();
+                    self.audit(
+                        now,
+                        "hand-off refused",
+                        format!(
+                            "{} has not reached the arbiter within one lease (last heard {}): \
+                             it could not renew, and nobody would accept writes",
+                            self.cfg.site_name(to),
+                            heard.map_or("never".to_string(), |t| format!(
+                                "{} ms ago",
+                                now.saturating_sub(t)
+                            )),
+                        ),
+                    );
+                    self.deny(
+                        now,
+                        site,
+                        req,
+                        "the target has not reached the arbiter within one lease",
+                    );
+                } else if holder_asks {
                     self.st.epoch = Epoch(epoch.0 + 1);
                     self.st.holder = Some(to);
                     // The new holder's lease starts now; it renews to learn its timing.

@@ -469,6 +469,9 @@ fn planted_name(b: crate::planted::PlantedBug) -> &'static str {
         P::IgnoreDriftMargin => "ignore_drift_margin",
         P::AcceptStaleEpoch => "accept_stale_epoch",
         P::ForgetRetryCount => "forget_retry_count",
+        P::DeltaPositions => "delta_positions",
+        P::DrainIgnoresRetries => "drain_ignores_retries",
+        P::HandoffToUnheardTarget => "handoff_to_unheard_target",
     }
 }
 

@@ -17,14 +17,24 @@ pub enum PlantedBug {
     AcceptStaleEpoch,
     /// A failed restore does not count as an attempt (alerts never reach their threshold).
     ForgetRetryCount,
+    /// Heartbeats carry a write position once, acknowledged or not (issue 13, bug 1).
+    DeltaPositions,
+    /// The failover drain ignores restores waiting for their retry, and restores go on past
+    /// it (issue 13, bug 2).
+    DrainIgnoresRetries,
+    /// The arbiter hands the epoch to a site it has not heard from (issue 13, bug 3).
+    HandoffToUnheardTarget,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 5] = [
+    pub const ALL: [PlantedBug; 8] = [
         PlantedBug::SkipSelfFence,
         PlantedBug::RestoreUnverified,
         PlantedBug::IgnoreDriftMargin,
         PlantedBug::AcceptStaleEpoch,
         PlantedBug::ForgetRetryCount,
+        PlantedBug::DeltaPositions,
+        PlantedBug::DrainIgnoresRetries,
+        PlantedBug::HandoffToUnheardTarget,
     ];
 }

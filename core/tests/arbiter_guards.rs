@@ -53,6 +53,7 @@ fn started_at(t: Millis) -> Arbiter {
             lease_expiry: t + LEASE,
             last_renewal: None,
             clock_base: 0,
+            last_heard: Vec::new(),
         }
     );
     arb
@@ -441,6 +442,7 @@ fn after_adopting_a_forced_epoch_the_lease_expires_at_its_length_not_never() {
 fn handoff_from_the_holder_with_the_current_epoch_starts_the_next_epoch_for_the_target() {
     let mut arb = started_at(0);
     assert_eq!(reply(&mut arb, 1_000, A, renew(1, 1)), granted(1, 1));
+    send(&mut arb, 3_500, B, query(77)); // the target reaches the arbiter
     let outs = send(&mut arb, 4_000, A, handoff(1, B, 9));
     let v = view(2, Some(B), true, false, Some(0));
     assert_eq!(
@@ -530,6 +532,7 @@ fn after_a_handoff_the_new_holder_has_a_full_lease() {
     let mut arb = started_at(0);
     assert_eq!(reply(&mut arb, 9_000, A, renew(1, 1)), granted(1, 1));
     assert_eq!(lease_of(&arb), (Epoch(1), Some(A), 19_000, Some(9_000)));
+    send(&mut arb, 14_000, B, query(77)); // the target reaches the arbiter
     let outs = send(&mut arb, 15_000, A, handoff(1, B, 2));
     let v = view(2, Some(B), true, false, Some(0));
     assert_eq!(
@@ -561,6 +564,7 @@ fn after_a_handoff_the_new_holder_has_a_full_lease() {
 fn after_an_early_handoff_the_new_holder_has_a_full_lease() {
     // A hand-off before one lease length has passed on the arbiter's clock.
     let mut arb = started_at(0);
+    send(&mut arb, 2_000, B, query(77)); // the target reaches the arbiter
     let outs = send(&mut arb, 3_000, A, handoff(1, B, 1));
     let v = view(2, Some(B), true, false, Some(0));
     assert_eq!(
@@ -699,6 +703,33 @@ fn a_restarted_arbiter_grants_no_new_epoch_before_a_full_lease_plus_margin_from_
     );
     assert_eq!(reply(&mut arb, 10_600, B, acquire(1, 4)), granted(2, 4));
     assert_eq!(lease_of(&arb), (Epoch(2), Some(B), 70_500, Some(60_500)));
+}
+
+/// Issue 13, bug 3: a hand-off goes only to a site the arbiter heard within one lease; one that
+/// cannot reach the arbiter could never renew, and nobody would accept writes.
+#[test]
+fn a_handoff_to_a_target_not_heard_within_one_lease_is_refused_and_changes_nothing() {
+    let mut arb = started_at(0);
+    assert_eq!(reply(&mut arb, 1_000, A, renew(1, 1)), granted(1, 1));
+    // Never heard.
+    let outs = send(&mut arb, 2_000, A, handoff(1, B, 2));
+    assert_eq!(audits(&outs), vec!["hand-off refused".to_string()]);
+    assert!(matches!(
+        sent(&outs)[..],
+        [(Peer::Site(A), Message::Denied { .. })]
+    ));
+    assert_eq!((arb.epoch(), arb.holder()), (Epoch(1), Some(A)));
+    // Heard, but more than one lease ago.
+    send(&mut arb, 3_000, B, query(3));
+    assert_eq!(reply(&mut arb, 12_000, A, renew(1, 4)), granted(1, 4));
+    let outs = send(&mut arb, 3_000 + LEASE + 1, A, handoff(1, B, 5));
+    assert_eq!(audits(&outs), vec!["hand-off refused".to_string()]);
+    assert_eq!((arb.epoch(), arb.holder()), (Epoch(1), Some(A)));
+    // Heard exactly one lease ago: accepted.
+    send(&mut arb, 14_000, B, query(6));
+    let outs = send(&mut arb, 14_000 + LEASE, A, handoff(1, B, 7));
+    assert_eq!(audits(&outs), vec!["hand-off".to_string()]);
+    assert_eq!((arb.epoch(), arb.holder()), (Epoch(2), Some(B)));
 }
 
 // ---- Any sequence ----

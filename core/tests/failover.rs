@@ -1143,3 +1143,49 @@ fn a_log_that_fails_every_drain_retry_is_counted_lost_and_never_restored_after_t
     );
     h.assert_safe();
 }
+
+/// Issue 13, bug 3 (seed 50395): the arbiter accepted the hand-off to a recovery site it had not
+/// heard from for minutes (that site could not reach it); the old primary stepped down and
+/// nobody accepted writes until the partition healed. The arbiter now refuses a hand-off to a
+/// site not heard within one lease; the switchover aborts within its timeout and the primary
+/// writes again, so no writer gap exceeds `switchover_timeout_ms` + one lease.
+#[test]
+fn a_switchover_to_a_site_the_arbiter_does_not_hear_is_refused_and_the_primary_writes_again() {
+    let mut cfg = config(1);
+    cfg.failover.switchover_timeout_ms = 20_000;
+    let bound = cfg.failover.switchover_timeout_ms + cfg.lease.lease_ms;
+    let mut h = Harness::new(cfg);
+    h.run(20_000);
+    h.cut(B, ARB);
+    h.run(30_000);
+    h.operator(A, OperatorRequest::Switchover);
+    let (mut gap, mut longest) = (0, 0);
+    for _ in 0..1_200 {
+        h.run(100);
+        if h.db[A].writable || h.db[B].writable {
+            gap = 0;
+        } else {
+            gap += 100;
+            longest = longest.max(gap);
+        }
+    }
+    assert!(
+        longest <= bound,
+        "no writer for {longest} ms (bound {bound}):\n{}",
+        h.trace()
+    );
+    assert_eq!(h.arbiter.epoch(), Epoch(1), "{}", h.trace());
+    assert_eq!(h.sites[A].role(), Role::Primary, "{}", h.trace());
+    assert!(h.db[A].writable);
+    assert!(
+        h.audits_of(A, "switchover aborted").len() == 1,
+        "{}",
+        h.trace()
+    );
+    let arbiter_refused = h
+        .audits
+        .iter()
+        .any(|(n, _, a)| *n == ARB && a.what == "hand-off refused");
+    assert!(arbiter_refused, "{}", h.trace());
+    h.assert_safe();
+}

@@ -30,6 +30,12 @@ impl SiteEngine {
         } else {
             Vec::new()
         };
+        if self.cfg.planted("delta_positions") {
+            for w in self.st.writes.iter_mut() {
+                w.dirty = false;
+            }
+            self.st.dirty.clear();
+        }
         let every = self.cfg.lease.heartbeat_every_ms.max(1);
         let rate =
             std::mem::take(&mut self.st.advanced_since_heartbeat).saturating_mul(1000) / every;

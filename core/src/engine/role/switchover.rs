@@ -150,6 +150,10 @@ impl SiteEngine {
         self.set_step(Step::AwaitEpoch);
         let epoch = self.st.epoch;
         self.send_peer(Message::SwitchoverReady { epoch });
+        // The arbiter hands the epoch only to a site it hears from: say so now.
+        if self.cfg.arbiter && self.st.peer.arbiter_query.is_none() {
+            self.query_arbiter(now);
+        }
         self.audit(
             now,
             "switchover ready".into(),
