@@ -283,6 +283,23 @@ impl Arbiter {
                     );
                 }
             }
+            Message::SiteStatus { site: asked, req } => {
+                let heard_ms_ago = self
+                    .st
+                    .last_heard
+                    .get(usize::from(asked.0))
+                    .copied()
+                    .flatten()
+                    .map(|t| now.saturating_sub(t));
+                self.out.push_back(Output::Send {
+                    to: Peer::Site(site),
+                    msg: Message::SiteSeen {
+                        site: asked,
+                        heard_ms_ago,
+                        req,
+                    },
+                });
+            }
             Message::Query { req } => {
                 let view = self.view(now);
                 self.out.push_back(Output::Send {

@@ -113,6 +113,9 @@ pub struct Failover {
     pub switchover_timeout_ms: Millis,
     /// Move the service identity (DNS/VIP/hook) after promotion.
     pub switch_identity: bool,
+    /// After a failover this site took part in, no automatic failover for this long (an
+    /// operator can still force one).
+    pub hold_down_ms: Millis,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,6 +215,7 @@ impl Default for Failover {
             peer_lost_after_ms: d::PEER_LOST_AFTER,
             switchover_timeout_ms: d::SWITCHOVER_TIMEOUT,
             switch_identity: true,
+            hold_down_ms: d::HOLD_DOWN,
         }
     }
 }
@@ -338,6 +342,7 @@ impl Config {
                 "failover.peer_lost_after_ms",
                 self.failover.peer_lost_after_ms,
             ),
+            ("failover.hold_down_ms", self.failover.hold_down_ms),
             (
                 "failover.switchover_timeout_ms",
                 self.failover.switchover_timeout_ms,

@@ -65,6 +65,9 @@ pub const UNHEALTHY_COUNT: u32 = 3;
 /// ...and for at least this long.
 pub const UNHEALTHY_FOR: Millis = 3_000;
 /// Auto Pilot (monitoring seed): wait this long for a local restart of the primary.
+/// After a failover, no other automatic failover for this long (an operator can still force one):
+/// a service probe that fails wherever the primary is must not move it back and forth.
+pub const HOLD_DOWN: Millis = 10 * MINUTE;
 pub const LOCAL_RESTART_WAIT: Millis = 30_000;
 /// How long a failover waits for an operator's confirmation when confirmation is on.
 pub const CONFIRM_TIMEOUT: Millis = 5 * MINUTE;
@@ -79,3 +82,7 @@ pub const SWITCHOVER_TIMEOUT: Millis = 5 * MINUTE;
 /// A `link_down` alert clears only after the link stayed up this long: a flapping link keeps one
 /// alert instead of a storm of raises and clears.
 pub const LINK_DOWN_CLEAR_AFTER: Millis = 60_000;
+/// While a primary accepts writes it asks its adapter this often for the logs the database
+/// finished on its own (PostgreSQL's `archive_timeout`), so they ship at once instead of at the
+/// next scheduled log backup.
+pub const COLLECT_LOGS_EVERY: Millis = 500;

@@ -51,11 +51,14 @@ pub const JOURNAL_MAGIC: [u8; 8] = *b"LBJRNL\0\0";
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"LBSNAP\0\0";
 /// The journal format this build writes and reads.
 pub const JOURNAL_FORMAT_VERSION: u16 = 1;
-/// The snapshot format this build writes and reads. Version 3: each write position remembers
+/// The snapshot format this build writes and reads. Version 4: each database remembers its
+/// drill chain, drills and prunes carry the core's choice, and a primary collects finished logs
+/// on a named timer (bincode is not self-describing: `#[serde(default)]` alone does not let a
+/// version 3 snapshot load). Version 3: each write position remembers
 /// the position the latest heartbeat carried (heartbeat positions are acknowledged). Version 2:
 /// the engine state's layout for the cache (dense write positions, compact monitor records of
 /// the last backup, copy and restore); earlier versions were written by earlier builds.
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 3;
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 4;
 /// Bytes in a journal header: magic, version, base_seq, crc.
 pub const JOURNAL_HEADER_LEN: usize = 8 + 2 + 8 + 4;
 /// Bytes in front of each record's payload: len, crc, seq.

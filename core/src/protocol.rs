@@ -76,7 +76,8 @@ pub enum Input {
     ArtifactDiscovered(ArtifactMeta),
     /// Primary: the current write position of a database (carried by heartbeats, for RPO).
     WritePosition { db: DbId, lsn: Lsn },
-    /// Primary: the transport could not deliver a ship.
+    /// Primary: one attempt of a ship failed (the transport tries each `Ship` once and reports
+    /// every failure; only the core's backoff schedule ships again).
     ShipFailed {
         op: OpId,
         key: ArtifactKey,
@@ -143,9 +144,15 @@ pub enum Command {
     Reseed { op: OpId, full: ArtifactMeta },
     /// Remove an artifact file that is no longer needed (retention).
     Discard { key: ArtifactKey },
-    /// Retention at the secondary: remove the database's restored artifacts that end before
-    /// `before` (the chain since the newest retained full stays for drills and point in time).
-    Prune { db: DbId, before: Lsn },
+    /// Retention at the secondary: remove the database's artifacts that end before `before`,
+    /// except those in `keep` (sorted, no duplicates). The core decides everything: `keep`
+    /// names what it still needs (waiting and in-flight restores, the retained full, the chain
+    /// a drill restores); the adapter deletes exactly the rest and reads nothing else.
+    Prune {
+        db: DbId,
+        before: Lsn,
+        keep: Vec<ArtifactKey>,
+    },
     /// Keep an artifact aside, never restore it (stale epoch, failed verification).
     Quarantine {
         artifact: ArtifactMeta,
@@ -167,12 +174,28 @@ pub enum Command {
     RestartService { op: OpId },
     /// Move the service identity (DNS/VIP/hook) to a site.
     SwitchIdentity { op: OpId, to: SiteId, epoch: Epoch },
-    /// Restore the latest chain of a database into a scratch copy, run the check, discard it.
-    Drill { op: OpId, db: DbId, upto: Lsn },
+    /// Restore `chain` into a scratch copy, run the check, discard it. The core chose the
+    /// chain by the chain rule: a verified full first, then the restored artifacts that
+    /// continue it, in order, up to `upto`. The adapter restores exactly these (each checked
+    /// against its manifest) and fails the drill when one is missing; it chooses nothing.
+    Drill {
+        op: OpId,
+        db: DbId,
+        upto: Lsn,
+        chain: Vec<ArtifactMeta>,
+    },
     /// Probe the primary's service and site now (results come back as `Input::Probe`).
     Probe,
     /// Report the databases' write positions now (results come back as `Input::WritePosition`).
     SamplePositions,
+    /// Check that this site's own database service answers (every database): `Completed` Ok
+    /// when it does. Auto Pilot's view of the local service, not of the peer's.
+    CheckService { op: OpId },
+    /// Primary, while it accepts writes at `epoch` (issued on the core's `CollectLogs` timer):
+    /// publish the logs the database finished on its own since the last time (PostgreSQL's
+    /// `archive_timeout`), stamped with `epoch`, and report each as `ArtifactDiscovered`.
+    /// Nothing to complete: a collection that fails is simply tried again next time.
+    CollectLogs { epoch: Epoch },
 }
 
 impl Command {
@@ -188,13 +211,15 @@ impl Command {
             | Command::ExternalFence { op, .. }
             | Command::RestartService { op }
             | Command::SwitchIdentity { op, .. }
-            | Command::Drill { op, .. } => Some(*op),
+            | Command::Drill { op, .. }
+            | Command::CheckService { op } => Some(*op),
             Command::Relabel { .. }
             | Command::Discard { .. }
             | Command::Prune { .. }
             | Command::Quarantine { .. }
             | Command::Probe
-            | Command::SamplePositions => None,
+            | Command::SamplePositions
+            | Command::CollectLogs { .. } => None,
         }
     }
 }
@@ -318,6 +343,19 @@ pub enum Message {
     /// acknowledged, so positions sent while the link was down are sent again (RPO bounds).
     HeartbeatAck {
         seq: u64,
+    },
+    // ---- site and arbiter (appended) ----
+    /// A site asks the arbiter when it last heard another site: the primary, when the recovery
+    /// site went silent, tells a lost recovery site from a cut link between the sites.
+    SiteStatus {
+        site: SiteId,
+        req: u64,
+    },
+    /// The arbiter's answer: milliseconds since it last heard `site` (`None`: never).
+    SiteSeen {
+        site: SiteId,
+        heard_ms_ago: Option<Millis>,
+        req: u64,
     },
 }
 

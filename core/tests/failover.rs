@@ -1189,3 +1189,400 @@ fn a_switchover_to_a_site_the_arbiter_does_not_hear_is_refused_and_the_primary_w
     assert!(arbiter_refused, "{}", h.trace());
     h.assert_safe();
 }
+
+/// Run in steps; return the longest time with no writable site during which no critical alert
+/// was active at either site.
+fn longest_silent_writer_gap(h: &mut Harness, ms: Millis) -> Millis {
+    let (mut gap, mut longest) = (0, 0);
+    for _ in 0..ms / 100 {
+        h.run(100);
+        let writer = h.db[A].writable || h.db[B].writable;
+        // Only a live site's alerts reach anyone.
+        let critical = (0..2).any(|n| {
+            h.db[n].site_up
+                && h.db[n].agent_up
+                && h.sites[n]
+                    .state()
+                    .alerts
+                    .iter()
+                    .any(|(_, a)| a.severity == lifeboat_core::alert::Severity::Critical)
+        });
+        if writer || critical {
+            gap = 0;
+        } else {
+            gap += 100;
+            longest = longest.max(gap);
+        }
+    }
+    longest
+}
+
+/// Issue 13, bug 4(a): the local restart fails, the primary resigns its lease; the service then
+/// comes back by itself. The resigned primary checks its own service and takes the lease up
+/// again: a site accepts writes, and there is never a writerless stretch without a critical
+/// alert.
+#[test]
+fn a_resigned_primary_takes_its_lease_up_again_when_its_service_comes_back() {
+    let mut cfg = config(1);
+    cfg.failover.local_restart = true;
+    let mut h = Harness::new(cfg);
+    h.run(20_000);
+    h.db[A].service_up = false;
+    h.db[A].restart_fixes_service = false;
+    assert!(
+        h.run_until(60_000, |h| !h.audits_of(A, "resign").is_empty()),
+        "{}",
+        h.trace()
+    );
+    h.db[A].service_up = true;
+    let silent = longest_silent_writer_gap(&mut h, 60_000);
+    assert_eq!(
+        silent,
+        0,
+        "no writer and no critical alert for {silent} ms:\n{}",
+        h.trace()
+    );
+    assert!(h.db[A].writable || h.db[B].writable, "{}", h.trace());
+    let writer = if h.db[A].writable { A } else { B };
+    assert!(h.acked_at(writer).iter().any(|w| w.t + 1_000 >= h.t));
+    h.assert_safe();
+}
+
+/// Issue 13, bug 4(c): with the defaults (no local restart), a dead database service on a live
+/// primary site is failed over: the primary checks its own service and gives its lease up once
+/// it has been down for `local_restart_wait_ms`; the recovery site takes over after the lapse.
+#[test]
+fn with_the_defaults_a_dead_service_on_a_live_primary_site_is_failed_over() {
+    let cfg = config(1);
+    assert!(!cfg.failover.local_restart);
+    let wait = cfg.failover.local_restart_wait_ms;
+    let mut h = Harness::new(cfg.clone());
+    h.run(20_000);
+    h.db[A].service_up = false;
+    let down_at = h.t;
+    h.run(wait + 60_000);
+    let promoted = first_promote(&h, B).unwrap_or_else(|| panic!("{}", h.trace()));
+    assert!(promoted - down_at >= wait, "resigned before the wait");
+    assert!(
+        promoted - down_at <= wait + cfg.failover.unhealthy_for_ms + failover_bound(&cfg),
+        "promoted {} ms after the service died",
+        promoted - down_at
+    );
+    assert_eq!(h.audits_of(A, "resign").len(), 1, "{}", h.trace());
+    assert!(h.raised("primary_down") >= 1);
+    assert!(h.db[B].writable);
+    h.assert_safe();
+}
+
+/// Issue 13, bug 4(b): a service probe that fails wherever the primary is (a wrong probe) never
+/// moves the primary: its own checks pass, so it keeps its lease, and the recovery site's Auto
+/// Pilot finds no lapse. At most the critical alert says the probe fails.
+#[test]
+fn a_probe_that_fails_wherever_the_primary_is_moves_nothing() {
+    let mut cfg = config(1);
+    cfg.failover.local_restart = true;
+    let mut h = Harness::new(cfg);
+    h.run(20_000);
+    h.probe_broken = true;
+    h.run(300_000);
+    assert!(h.commands_of(B, is_promote).is_empty(), "{}", h.trace());
+    assert!(h.commands_of(A, is_promote).is_empty(), "{}", h.trace());
+    assert_eq!(h.sites[A].role(), Role::Primary, "{}", h.trace());
+    assert!(h.db[A].writable);
+    assert!(h.raised("primary_down") >= 1);
+    h.assert_safe();
+}
+
+/// No more than one automatic failover per `failover.hold_down_ms`: the primary's service dies
+/// and it gives its lease up, the recovery site takes over; soon after, the new primary's site
+/// is lost. The old primary (rebuilt, its service back) raises its critical alert but waits for
+/// the hold-down to pass before it takes over again. An operator could force it earlier.
+#[test]
+fn a_second_automatic_failover_waits_for_the_hold_down() {
+    let mut cfg = config(1);
+    cfg.failover.hold_down_ms = 180_000;
+    let hold = cfg.failover.hold_down_ms;
+    let mut h = Harness::new(cfg.clone());
+    h.run(20_000);
+    h.db[A].service_up = false;
+    assert!(h.run_until(120_000, |h| h.db[B].writable), "{}", h.trace());
+    h.db[A].service_up = true;
+    assert!(
+        h.run_until(120_000, |h| h.sites[A].role() == Role::Secondary
+            && h.sites[A].state().dbs[0].position.is_some()),
+        "{}",
+        h.trace()
+    );
+    let demoted_at = h.sites[A]
+        .state()
+        .own
+        .failover_at
+        .expect("the hold-down started");
+    let _ = demoted_at;
+    let first = first_promote(&h, B).expect("first failover");
+    h.kill(B);
+    let silent = longest_silent_writer_gap(&mut h, hold + 60_000);
+    // Detection takes up to the failover bound; after it the critical alert is raised.
+    assert!(
+        silent <= failover_bound(&cfg),
+        "no writer and no critical alert for {silent} ms:\n{}",
+        h.trace()
+    );
+    let again = first_promote(&h, A).unwrap_or_else(|| panic!("{}", h.trace()));
+    assert!(
+        again >= first + hold - 1_000,
+        "{} ms after the first",
+        again - first
+    );
+    assert!(
+        !h.audits_of(A, "failover held back").is_empty(),
+        "{}",
+        h.trace()
+    );
+    assert!(h.db[A].writable, "{}", h.trace());
+    h.assert_safe();
+}
+
+/// A site about to take over checks its own service first: with its own database down, the
+/// recovery site does not fail over (the critical alert stays raised).
+#[test]
+fn a_site_whose_own_service_is_down_does_not_take_over() {
+    let mut h = Harness::new(config(1));
+    h.run(20_000);
+    h.db[B].service_up = false;
+    h.run(5_000);
+    h.kill(A);
+    h.run(60_000);
+    assert!(h.commands_of(B, is_promote).is_empty(), "{}", h.trace());
+    assert!(
+        !h.audits_of(B, "failover held back").is_empty(),
+        "{}",
+        h.trace()
+    );
+    assert!(h.raised("primary_down") >= 1);
+    // Its service comes back: the takeover follows.
+    h.db[B].service_up = true;
+    assert!(h.run_until(60_000, |h| h.db[B].writable), "{}", h.trace());
+    h.assert_safe();
+}
+
+/// Issue 13, bug 5: a plain link cut between the sites made the primary raise a *critical*
+/// `recovery_site_lost` although the arbiter still heard the recovery site. The primary asks
+/// the arbiter: a cut link is a failure (protection paused), a silent recovery site critical.
+#[test]
+fn a_cut_link_is_not_a_lost_recovery_site_but_a_dead_recovery_site_is() {
+    let cfg = config(1);
+    let after = cfg.failover.peer_lost_after_ms;
+    let mut h = Harness::new(cfg);
+    h.run(20_000);
+    h.cut(A, B);
+    h.run(after + 10_000);
+    let lost = h.alerts_of("recovery_site_lost");
+    assert_eq!(lost.len(), 1, "{}", h.trace());
+    assert_eq!(lost[0].severity, lifeboat_core::alert::Severity::Failure);
+    assert!(
+        lost[0].text.contains("arbiter still hears it"),
+        "{}",
+        lost[0].text
+    );
+    h.heal(A, B);
+    h.run(10_000);
+    assert!(h
+        .alerts_of("recovery_site_lost")
+        .iter()
+        .any(|a| a.change == AlertChange::Cleared));
+    // The recovery site itself is lost: critical.
+    h.kill(B);
+    h.run(after + 10_000);
+    let raised: Vec<_> = h
+        .alerts_of("recovery_site_lost")
+        .into_iter()
+        .filter(|a| a.change == AlertChange::Raised)
+        .collect();
+    assert_eq!(raised.len(), 2, "{}", h.trace());
+    assert_eq!(raised[1].severity, lifeboat_core::alert::Severity::Critical);
+    h.assert_safe();
+}
+
+/// Issue 13, bug 5: with probes every 3 s a single lost arbiter query raised
+/// `arbiter_unreachable` (the next query already counted it as timed out). Two unanswered
+/// queries in a row, over two arbiter timeouts, are needed; a real outage still raises it.
+#[test]
+fn one_lost_arbiter_query_is_no_outage_at_any_probe_cadence_but_a_real_one_is_reported() {
+    for every in [1_000, 3_000, 5_000] {
+        let mut cfg = config(1);
+        cfg.failover.probe_every_ms = every;
+        let mut h = Harness::new(cfg);
+        h.run(20_000);
+        // Exactly one query from the recovery site is lost.
+        let before = h.commands.len();
+        h.cut_one_way(B, ARB);
+        h.run(every);
+        h.heal_all();
+        let _ = before;
+        h.run(60_000);
+        assert_eq!(
+            h.raised("arbiter_unreachable"),
+            0,
+            "probes every {every} ms:\n{}",
+            h.trace()
+        );
+        h.cut(B, ARB);
+        h.run(30_000);
+        assert_eq!(
+            h.raised("arbiter_unreachable"),
+            1,
+            "probes every {every} ms:\n{}",
+            h.trace()
+        );
+        h.assert_safe();
+    }
+}
+
+/// Issue 13, bug 5: the rebuild's `reseed` alert was one warning "For database [every
+/// database]"; the catalogue says one failure per database. Each clears with its database.
+#[test]
+fn a_rebuild_raises_one_reseed_failure_per_database_and_clears_each() {
+    let mut h = Harness::new(config(2));
+    h.run(20_000);
+    h.kill(A);
+    assert!(h.run_until(60_000, |h| h.db[B].writable), "{}", h.trace());
+    h.revive(A);
+    assert!(
+        h.run_until(120_000, |h| h.sites[A].role() == Role::Secondary),
+        "{}",
+        h.trace()
+    );
+    let reseeds: Vec<_> = h
+        .alerts
+        .iter()
+        .filter(|(n, _, a)| *n == A && a.id.kind.as_str() == "reseed")
+        .map(|(_, _, a)| a)
+        .collect();
+    let raised: Vec<_> = reseeds
+        .iter()
+        .filter(|a| a.change == AlertChange::Raised)
+        .collect();
+    assert_eq!(raised.len(), 2, "{reseeds:?}");
+    for (i, a) in raised.iter().enumerate() {
+        assert_eq!(a.id.db, Some(DbId(i as u32)));
+        assert_eq!(a.severity, lifeboat_core::alert::Severity::Failure);
+        assert!(
+            a.text.starts_with(&format!("For database [db{i}]")),
+            "{}",
+            a.text
+        );
+    }
+    assert_eq!(
+        reseeds
+            .iter()
+            .filter(|a| a.change == AlertChange::Cleared)
+            .count(),
+        2,
+        "{reseeds:?}"
+    );
+    h.assert_safe();
+}
+
+/// Issue 13, bug 6: a log damaged at the source was re-shipped every minute to the end of the
+/// run although a later full had already carried the recovery site past it. The recovery site
+/// says how far it restored; the primary stops shipping what it passed.
+#[test]
+fn a_damaged_log_a_later_full_superseded_is_no_longer_shipped() {
+    let mut cfg = config(1);
+    cfg.restore.reseed_after_minutes = 1;
+    let mut h = Harness::new(cfg);
+    h.run(20_000);
+    h.db[A].damage_next_log = true;
+    h.run(10_000);
+    let key = *h.damaged.iter().next().expect("a log was damaged");
+    let past = |h: &Harness| {
+        h.sites[B].state().dbs[0]
+            .position
+            .is_some_and(|p| p >= key.lsn_end)
+    };
+    assert!(
+        h.run_until(600_000, past),
+        "the recovery site never got past it:\n{}",
+        h.trace()
+    );
+    let passed_at = h.t;
+    h.run(600_000);
+    let ships_of = |h: &Harness| {
+        h.commands_of(
+            A,
+            |c| matches!(c, Command::Ship { artifact, .. } if artifact.key == key),
+        )
+    };
+    let late: Vec<_> = ships_of(&h)
+        .into_iter()
+        .filter(|(t, _)| *t > passed_at + 5_000)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "still shipped {} times:\n{}",
+        late.len(),
+        h.trace()
+    );
+    assert!(ships_of(&h).len() >= 2, "it was re-shipped while needed");
+    assert_eq!(
+        h.audits_of(A, "not shipped: superseded").len(),
+        1,
+        "{}",
+        h.trace()
+    );
+    h.assert_safe();
+}
+
+/// Issue 13, bug 5: a link down 5 s of every 7 s for an hour raised nothing (one good probe
+/// reset the count). A flapping link is reported once, whatever the probe cadence, and the
+/// alert stays active while it flaps.
+#[test]
+fn a_link_down_five_seconds_of_every_seven_is_reported_once_and_kept_while_it_flaps() {
+    // With probes every 2 s and five failures needed, every 2 s up-window holds one good probe:
+    // no run of failures ever makes the primary look unhealthy.
+    for (every, count) in [(1_000, 3), (2_000, 5)] {
+        let mut cfg = config(1);
+        cfg.failover.probe_every_ms = every;
+        cfg.failover.unhealthy_count = count;
+        let mut h = Harness::new(cfg);
+        h.run(20_000);
+        let start = h.t;
+        let mut raised_at = None;
+        while h.t < start + 600_000 {
+            h.cut(A, B);
+            h.run(5_000);
+            h.heal(A, B);
+            h.run(2_000);
+            let active = h.sites[B]
+                .state()
+                .alerts
+                .iter()
+                .any(|(id, _)| id.kind.as_str() == "link_down");
+            if active && raised_at.is_none() {
+                raised_at = Some(h.t);
+            }
+            if raised_at.is_some() {
+                assert!(
+                    active,
+                    "cleared while flapping at {} (probes {every} ms)",
+                    h.t
+                );
+            }
+        }
+        let raised = raised_at.unwrap_or_else(|| panic!("never raised (probes {every} ms)"));
+        assert!(
+            raised - start <= 120_000,
+            "raised {} ms after the flapping began",
+            raised - start
+        );
+        let raises = h
+            .alerts_of("link_down")
+            .iter()
+            .filter(|a| a.change == AlertChange::Raised)
+            .count();
+        assert_eq!(raises, 1, "probes every {every} ms");
+        assert_no_failover(&h);
+        h.assert_safe();
+    }
+}

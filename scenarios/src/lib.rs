@@ -30,9 +30,11 @@ pub use duration::{format_span, parse_span, Span};
 pub use mode::{parse_modes, FaultMode};
 pub use world::{world_config, WorldParams};
 
+use lifeboat_core::alert::Severity;
 use lifeboat_core::config::Config;
 use lifeboat_core::{AlertKind, SiteId};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
@@ -138,7 +140,19 @@ pub struct FaultSpec {
     /// How many artifacts it hits (`never_shipped`, `*_at_rest`, `restore_error_permanent`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
+    /// `flapping_link`: how long the link stays down each time (default 5 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down: Option<Span>,
+    /// `flapping_link`: the link goes down once every this long (default 7 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<Span>,
 }
+
+/// `flapping_link` defaults: down 5 s out of every 7 s (the report).
+pub const FLAP_DOWN: u64 = 5_000;
+pub const FLAP_EVERY: u64 = 7_000;
+/// `service_down` default: the chance that a local restart of the service fails.
+pub const SERVICE_RESTART_FAILS: f64 = 0.5;
 
 fn is_zero(s: &Span) -> bool {
     s.0 == 0
@@ -172,6 +186,8 @@ impl FaultSpec {
             ("step", self.step.map(|s| s.to_string())),
             ("db", self.db.clone()),
             ("count", self.count.map(|c| c.to_string())),
+            ("down", self.down.map(|s| s.to_string())),
+            ("every", self.every.map(|s| s.to_string())),
         ] {
             if let Some(v) = v {
                 parts.push(format!("{k}={v}"));
@@ -255,18 +271,37 @@ impl FaultSpec {
                 | FaultMode::DiskPressure
                 | FaultMode::ArbiterLoss
                 | FaultMode::OldPrimaryReturns
+                | FaultMode::FlappingLink
+                | FaultMode::ServiceDown
         );
         if needs_window && self.duration.0 == 0 {
             return Err(format!("{name}: needs a duration"));
         }
-        if matches!(mode, FaultMode::Partition | FaultMode::PartitionOneWay)
-            && (self.from.is_none() || self.to.is_none())
-        {
+        let link = matches!(
+            mode,
+            FaultMode::Partition | FaultMode::PartitionOneWay | FaultMode::FlappingLink
+        );
+        if link && (self.from.is_none() || self.to.is_none()) {
             return Err(format!("{name}: needs `from` and `to` (the link)"));
         }
-        if matches!(mode, FaultMode::Partition | FaultMode::PartitionOneWay) && self.from == self.to
-        {
+        if link && self.from == self.to {
             return Err(format!("{name}: `from` and `to` must differ"));
+        }
+        if self.down.is_some() || self.every.is_some() {
+            if mode != FaultMode::FlappingLink {
+                return Err(format!(
+                    "{name}: `down` and `every` are for flapping_link only"
+                ));
+            }
+            let down = self.down.map_or(FLAP_DOWN, |s| s.0);
+            let every = self.every.map_or(FLAP_EVERY, |s| s.0);
+            if down == 0 || down >= every {
+                return Err(format!(
+                    "{name}: needs 0 < down < every, found down = {} and every = {}",
+                    Span(down),
+                    Span(every)
+                ));
+            }
         }
         if matches!(
             mode,
@@ -336,6 +371,22 @@ pub struct Expect {
     /// Whether at least one artifact of an old epoch is quarantined.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stale_quarantined: Option<bool>,
+    /// Exactly this many raises of each named kind (first raises and notices, every site).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub alert_count: BTreeMap<String, u32>,
+    /// At most this many alerts raised in all (first raises and notices, every kind and site).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_alerts: Option<u32>,
+    /// Each named kind is raised, within this time of the first fault (or operator action)
+    /// starting (of the run's start when the timeline is empty).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub alert_within: BTreeMap<String, Span>,
+    /// No alert event (raise, update, escalation or notice) is more severe than this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_severity: Option<Severity>,
+    /// The longest time no site accepted writes, counted from the first time one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_writer_gap: Option<Span>,
     /// A planted bug this scenario is built to expose: the run must find a violation.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub violation: bool,
@@ -343,7 +394,13 @@ pub struct Expect {
 
 impl Expect {
     fn check(&self, cfg: &Config) -> Result<(), String> {
-        for k in self.alerts.iter().chain(&self.no_alerts) {
+        for k in self
+            .alerts
+            .iter()
+            .chain(&self.no_alerts)
+            .chain(self.alert_count.keys())
+            .chain(self.alert_within.keys())
+        {
             if AlertKind::from_name(k).is_none() {
                 return Err(format!(
                     "expect: unknown alert kind {k:?}; kinds are {}",
@@ -353,6 +410,15 @@ impl Expect {
         }
         if let Some(k) = self.alerts.iter().find(|k| self.no_alerts.contains(k)) {
             return Err(format!("expect: {k:?} is in both alerts and no_alerts"));
+        }
+        if let Some(k) = self
+            .alert_within
+            .keys()
+            .find(|k| self.no_alerts.contains(*k) || self.alert_count.get(*k) == Some(&0))
+        {
+            return Err(format!(
+                "expect: alert_within names {k:?}, which the scenario also expects never raised"
+            ));
         }
         if let Some(site) = &self.final_primary {
             if cfg.site_id(site).is_none() {

@@ -70,10 +70,18 @@ pub enum FaultMode {
     Drill,
     /// An operator forces a failover (accepting the split-brain risk when the arbiter is away).
     ForcedFailover,
+    // ---- added later: declared (and listed in `ALL`) last, so every older mode keeps its
+    // random stream and its sort position, and old seeds keep their schedules ----
+    /// One link goes down for `down` out of every `every` for a while (both directions).
+    FlappingLink,
+    /// The primary's database service stops (its agent still answers): writes stop until the
+    /// agent restarts it (`RestartService`, Auto Pilot), which fails with a probability, or
+    /// until the window ends.
+    ServiceDown,
 }
 
 impl FaultMode {
-    pub const ALL: [FaultMode; 28] = [
+    pub const ALL: [FaultMode; 30] = [
         FaultMode::Partition,
         FaultMode::PartitionOneWay,
         FaultMode::Isolate,
@@ -102,6 +110,8 @@ impl FaultMode {
         FaultMode::Failback,
         FaultMode::Drill,
         FaultMode::ForcedFailover,
+        FaultMode::FlappingLink,
+        FaultMode::ServiceDown,
     ];
 
     /// The modes a swarm seed draws from. `forced_failover` is left out: it accepts a
@@ -142,6 +152,8 @@ impl FaultMode {
             FaultMode::Failback => "failback",
             FaultMode::Drill => "drill",
             FaultMode::ForcedFailover => "forced_failover",
+            FaultMode::FlappingLink => "flapping_link",
+            FaultMode::ServiceDown => "service_down",
         }
     }
 
@@ -195,6 +207,12 @@ impl FaultMode {
             FaultMode::Failback => "operator: failback to the original primary",
             FaultMode::Drill => "operator: drill at the recovery site",
             FaultMode::ForcedFailover => "operator: forced failover (scenarios only)",
+            FaultMode::FlappingLink => {
+                "one link down `down` out of every `every` (link from-to, down, every, duration)"
+            }
+            FaultMode::ServiceDown => {
+                "the primary's database service down, agent up (probability a restart fails, duration)"
+            }
         }
     }
 }

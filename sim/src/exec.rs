@@ -6,7 +6,8 @@ use crate::net::ARBITER;
 use crate::world::{Body, Ev, Received, World};
 use lifeboat_core::protocol::{Command, Failure, Input, ProbeTarget};
 use lifeboat_core::{
-    AlertKind, ArtifactKind, ArtifactMeta, Checksum, DbId, Epoch, Lsn, Millis, OpId, SiteId,
+    AlertKind, ArtifactKey, ArtifactKind, ArtifactMeta, Checksum, DbId, Epoch, Lsn, Millis, OpId,
+    SiteId,
 };
 use rand::Rng;
 
@@ -89,11 +90,18 @@ impl World {
             Command::Discard { key } => {
                 self.sites[s].outbox.remove(&key);
             }
-            Command::Prune { db, before } => {
-                let pos = self.sites[s].dbs.get(db.0 as usize).map_or(0, |d| d.pos);
-                self.sites[s]
+            Command::Prune { db, before, keep } => {
+                // Exactly what the command says: the engine's keep-list is the whole decision.
+                let gone: Vec<ArtifactKey> = self.sites[s]
                     .inbox
-                    .retain(|k, _| !(k.db == db && k.lsn_end < before && k.lsn_end.0 <= pos));
+                    .range(crate::world::db_keys(db))
+                    .map(|(k, _)| *k)
+                    .filter(|k| k.lsn_end < before && keep.binary_search(k).is_err())
+                    .collect();
+                for k in gone {
+                    self.sites[s].inbox.remove(&k);
+                    self.nodes[s].pruned.insert(k);
+                }
             }
             Command::Quarantine { artifact, reason } => {
                 let site = &mut self.sites[s];
@@ -150,7 +158,23 @@ impl World {
             }
             Command::RestartService { op } => {
                 let after = self.params.role_op_time.0;
-                self.complete(s, op, Ok(()), after);
+                let result = if !self.sites[s].service_down {
+                    Ok(())
+                } else if self
+                    .rng
+                    .exec
+                    .gen_bool(self.sites[s].restart_fails.clamp(0.0, 1.0))
+                {
+                    Err(failure(
+                        1053,
+                        "the database service did not start in time after the restart",
+                        false,
+                    ))
+                } else {
+                    self.set_service_down(s, false);
+                    Ok(())
+                };
+                self.complete(s, op, result, after);
             }
             Command::SwitchIdentity { op, to, .. } => {
                 let to = (to.0 as usize).min(1);
@@ -161,11 +185,31 @@ impl World {
                 let after = self.params.identity_time.0;
                 self.complete(s, op, Ok(()), after);
             }
-            Command::Drill { op, .. } => {
+            Command::Drill {
+                op,
+                db,
+                upto,
+                chain,
+            } => {
+                let result = self.drill(s, db, upto, &chain);
                 let after = 3 * self.params.restore_base.0;
-                self.finish_op(s, op, Ok(()), after);
+                self.finish_op(s, op, result, after);
             }
+            // Nothing in the simulated databases finishes a log on its own.
+            Command::CollectLogs { .. } => {}
             Command::Probe => self.probe(s),
+            Command::CheckService { op } => {
+                let result = if self.sites[s].service_down {
+                    Err(failure(
+                        2006,
+                        "the local database service does not answer",
+                        false,
+                    ))
+                } else {
+                    Ok(())
+                };
+                self.complete(s, op, result, 5);
+            }
             Command::SamplePositions => {
                 self.settle();
                 let site = &mut self.sites[s];
@@ -214,6 +258,13 @@ impl World {
         site.write_gen += 1;
         site.writable = true;
         site.db_epoch = epoch;
+        if self.oracle.last_writer != Some(s) {
+            // A new writer: it began writing now.
+            self.oracle.last_writer = Some(s);
+            self.oracle.writing_since[s] = self.now;
+        }
+        self.oracle.reopened_at[s] = Some(self.now);
+        self.note_writers();
         self.truth.writer_of_epoch.entry(epoch).or_insert(s);
         if promote {
             let st = self.sites[s].states();
@@ -232,14 +283,16 @@ impl World {
     fn probe(&mut self, s: usize) {
         let p = 1 - s;
         let link = self.net.up(s, p) && self.net.up(p, s);
-        let mut service = link && self.sites[p].alive;
-        if service && self.net.faulty() {
+        let mut reach = link && self.sites[p].alive;
+        if reach && self.net.faulty() {
             let loss = self.net.p_loss();
             if loss > 0.0 && self.rng.net.gen_bool(loss) {
-                service = false;
+                reach = false;
             }
         }
-        let agent = service && self.nodes[p].up;
+        // A stopped database service fails the service probe; its agent still answers.
+        let service = reach && !self.sites[p].service_down;
+        let agent = reach && self.nodes[p].up;
         let after = if service {
             2 * self.net.base_latency.max(1)
         } else {
@@ -449,6 +502,9 @@ impl World {
             rotten = true;
         }
         let held = self.sites[to].inbox.get(&meta.key).is_some_and(|c| !c.bad);
+        if !bad {
+            self.nodes[to].pruned.remove(&meta.key);
+        }
         let i = meta.key.db.0 as usize;
         let covered = self.sites[to]
             .dbs
@@ -540,6 +596,9 @@ impl World {
         }
         let copy = self.sites[s].inbox.get(&key).copied();
         let p_fail = self.active.p_restore_fail();
+        if copy.is_none() && self.nodes[s].pruned.contains(&key) {
+            self.wrong_keep_list(s, "a restore", &key);
+        }
         let result: Result<(), Failure> = match copy {
             None => Err(failure(
                 2,
@@ -630,6 +689,92 @@ impl World {
         }
         self.trace.add(&[self.now, s as u64, i as u64, new.0]);
         Ok(())
+    }
+
+    // ------------------------------------------------------------------ drills
+
+    /// The engine named an artifact that its own `Prune` removed: its keep-list was wrong.
+    fn wrong_keep_list(&mut self, s: usize, what: &str, key: &ArtifactKey) {
+        let name = self.node_name(s);
+        self.violation(
+            "retention",
+            format!("{name}: {what} names {key:?}, which a Prune of that engine removed"),
+        );
+    }
+
+    /// A drill restores exactly the chain the engine named into a scratch copy and checks it,
+    /// like a driver: every artifact in the inbox and matching its manifest, a full first, each
+    /// next one continuing the copy (from the same history), ending at `upto`. Any other chain
+    /// fails the drill (and the engine raises `drill_failed`).
+    fn drill(
+        &mut self,
+        s: usize,
+        db: DbId,
+        upto: Lsn,
+        chain: &[ArtifactMeta],
+    ) -> Result<(), Failure> {
+        let i = db.0 as usize;
+        if i >= self.lin.len() {
+            return Err(failure(2, "no such database", true));
+        }
+        let mut scratch: Option<(u64, crate::db::LinId)> = None;
+        for m in chain {
+            let no = |msg: &str| Err(failure(4305, msg, false));
+            if m.key.db != db {
+                return no("the drill's chain names an artifact of another database");
+            }
+            let Some(c) = self.sites[s].inbox.get(&m.key).copied() else {
+                if self.nodes[s].pruned.contains(&m.key) {
+                    self.wrong_keep_list(s, "a drill", &m.key);
+                }
+                return Err(failure(
+                    2,
+                    "an artifact of the drill's chain is not in the inbox (removed or quarantined)",
+                    false,
+                ));
+            };
+            if c.bad || c.rotten || c.body.meta.checksum != m.checksum {
+                return Err(failure(
+                    22,
+                    "an artifact of the drill's chain does not match its manifest checksum",
+                    false,
+                ));
+            }
+            let (start, end) = (m.key.lsn_start.0, m.key.lsn_end.0);
+            scratch = Some(match (scratch, m.key.kind) {
+                (None, ArtifactKind::Full) => (end, c.body.lin),
+                (None, _) => return no("the drill's chain does not start with a full backup"),
+                (Some(_), ArtifactKind::Full) => {
+                    return no("the drill's chain has a second full backup")
+                }
+                (Some((pos, _)), _) if pos < start => {
+                    return no("the drill's chain has a hole: an artifact begins too late to apply")
+                }
+                (Some((pos, _)), _) if pos >= end => {
+                    return no("the drill's chain names an artifact the copy already passed")
+                }
+                (Some((pos, lin)), _) => {
+                    if !self.lin[i].agree(lin, c.body.lin, pos) {
+                        return Err(failure(
+                            22,
+                            "the scratch copy fails its check: an artifact of the drill's chain \
+                             comes from another history",
+                            false,
+                        ));
+                    }
+                    (end, c.body.lin)
+                }
+            });
+        }
+        match scratch {
+            Some((pos, _)) if pos == upto.0 => Ok(()),
+            Some(_) => Err(failure(
+                4305,
+                "the drill's chain does not reach the position it was asked to drill",
+                false,
+            )),
+            None => Err(failure(2, "the drill names no artifact to restore", false)),
+        }
     }
 
     // ------------------------------------------------------------------ disks
@@ -769,6 +914,25 @@ impl World {
         self.oracle_site_lost(s, was_primary);
     }
 
+    /// The database service of a site stops or starts again (writes are accounted first).
+    pub fn set_service_down(&mut self, s: usize, down: bool) {
+        if self.sites[s].service_down == down {
+            return;
+        }
+        self.settle();
+        self.sites[s].service_down = down;
+        let name = self.node_name(s);
+        self.trace
+            .add(&[self.now, s as u64, 0x5E2F, u64::from(down)]);
+        self.trace.note(self.now, || {
+            format!(
+                "{name} database service {}",
+                if down { "DOWN" } else { "back" }
+            )
+        });
+        self.note_writers();
+    }
+
     /// A lost site comes back with its disk: the databases come up fenced, the agent restarts
     /// from its journal.
     pub fn revive_site(&mut self, s: usize) {
@@ -777,7 +941,107 @@ impl World {
         }
         self.sites[s].alive = true;
         self.sites[s].writable = false;
+        self.sites[s].service_down = false;
         self.sites[s].reported = vec![0; self.sites[s].dbs.len()];
         self.restart(s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::world::{Cut, Received};
+    use lifeboat_scenarios::WorldParams;
+
+    /// A recovery site's inbox holding a full at 0 and three logs 0..10..20..30, all verified.
+    fn world() -> (World, Vec<ArtifactMeta>) {
+        let mut w = World::new(
+            lifeboat_core::Config::default(),
+            WorldParams::default(),
+            7,
+            Vec::new(),
+            false,
+        );
+        let cuts = [
+            (ArtifactKind::Full, 0, 0),
+            (ArtifactKind::Log, 0, 10),
+            (ArtifactKind::Log, 10, 20),
+            (ArtifactKind::Log, 20, 30),
+        ];
+        let mut chain = Vec::new();
+        for (kind, start, end) in cuts {
+            let cut = Cut {
+                kind,
+                start,
+                end,
+                base_full: None,
+                epoch: Epoch(1),
+            };
+            let meta = w.make_artifact(0, 0, cut);
+            let body = w.sites[0].outbox[&meta.key];
+            let copy = Received {
+                body,
+                bad: false,
+                rotten: false,
+                at: 0,
+            };
+            w.sites[1].inbox.insert(meta.key, copy);
+            chain.push(meta);
+        }
+        (w, chain)
+    }
+
+    #[test]
+    fn a_drill_of_a_complete_chain_passes_its_check() {
+        let (mut w, chain) = world();
+        assert_eq!(w.drill(1, DbId(0), Lsn(30), &chain), Ok(()));
+        assert!(w.out.violations.is_empty());
+    }
+
+    #[test]
+    fn a_drill_fails_when_an_artifact_of_its_chain_is_missing_from_the_store() {
+        let (mut w, chain) = world();
+        w.sites[1].inbox.remove(&chain[2].key);
+        let err = w.drill(1, DbId(0), Lsn(30), &chain).unwrap_err();
+        assert!(err.message.contains("not in the inbox"), "{err:?}");
+        // Removed by something else than a prune (quarantine, by hand): no engine fault.
+        assert!(w.out.violations.is_empty());
+    }
+
+    #[test]
+    fn a_drill_fails_when_its_chain_has_a_hole_or_a_wrong_checksum_or_stops_short() {
+        let (mut w, chain) = world();
+        let hole = [chain[0], chain[1], chain[3]];
+        let err = w.drill(1, DbId(0), Lsn(30), &hole).unwrap_err();
+        assert!(err.message.contains("hole"), "{err:?}");
+        let mut wrong = chain.clone();
+        wrong[1].checksum = Checksum(wrong[1].checksum.0 ^ 1);
+        let err = w.drill(1, DbId(0), Lsn(30), &wrong).unwrap_err();
+        assert!(err.message.contains("checksum"), "{err:?}");
+        let err = w.drill(1, DbId(0), Lsn(30), &chain[1..]).unwrap_err();
+        assert!(err.message.contains("full backup"), "{err:?}");
+        let err = w.drill(1, DbId(0), Lsn(30), &chain[..3]).unwrap_err();
+        assert!(err.message.contains("does not reach"), "{err:?}");
+    }
+
+    /// The simulated adapter prunes exactly what the command says; an engine that later names a
+    /// pruned artifact (a wrong keep-list) is caught as a violation, not only a failed drill.
+    #[test]
+    fn a_prune_removes_exactly_what_its_keep_list_leaves_and_a_wrong_keep_list_is_a_violation() {
+        let (mut w, chain) = world();
+        let keep = vec![chain[0].key, chain[2].key];
+        w.execute(
+            1,
+            Command::Prune {
+                db: DbId(0),
+                before: Lsn(30),
+                keep,
+            },
+        );
+        let left: Vec<_> = w.sites[1].inbox.keys().copied().collect();
+        assert_eq!(left, vec![chain[0].key, chain[2].key, chain[3].key]);
+        assert!(w.drill(1, DbId(0), Lsn(30), &chain).is_err());
+        assert_eq!(w.out.violations.len(), 1, "{:?}", w.out.violations);
+        assert_eq!(w.out.violations[0].oracle, "retention");
     }
 }

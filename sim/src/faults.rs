@@ -191,8 +191,14 @@ impl World {
                 self.oracle.arbiter_lost(self.now);
                 targets = vec![ARBITER];
             }
-            FaultMode::Switchover => self.operator(primary, OperatorRequest::Switchover),
-            FaultMode::Failback => self.operator(primary, OperatorRequest::Failback),
+            FaultMode::Switchover => {
+                self.operator(primary, OperatorRequest::Switchover);
+                self.oracle_switchover_requested(primary);
+            }
+            FaultMode::Failback => {
+                self.operator(primary, OperatorRequest::Failback);
+                self.oracle_switchover_requested(primary);
+            }
             FaultMode::Drill => {
                 let db = self.db_of(&f.db);
                 self.operator(secondary, OperatorRequest::Drill { db })
@@ -200,8 +206,38 @@ impl World {
             FaultMode::ForcedFailover => {
                 self.operator(secondary, OperatorRequest::Failover { force: true })
             }
+            FaultMode::FlappingLink => {
+                let (Some(a), Some(b)) = (
+                    f.from.as_ref().and_then(|r| self.resolve(r)),
+                    f.to.as_ref().and_then(|r| self.resolve(r)),
+                ) else {
+                    return;
+                };
+                if a == b {
+                    return;
+                }
+                self.set_targets(i, vec![a, b]);
+                self.active.flapping.insert(i, false);
+                self.flap(i, true);
+                self.oracle_flapping_started(i, a, b);
+                targets = vec![a, b];
+            }
+            FaultMode::ServiceDown => {
+                let s = f
+                    .site
+                    .as_ref()
+                    .and_then(|r| self.resolve(r))
+                    .filter(|&s| s < 2)
+                    .unwrap_or(primary);
+                self.sites[s].restart_fails = f
+                    .probability
+                    .unwrap_or(lifeboat_scenarios::SERVICE_RESTART_FAILS);
+                self.set_service_down(s, true);
+                targets = vec![s];
+            }
         }
         self.set_targets(i, targets);
+        self.oracle_paths_changed();
         if let Some(t) = until {
             if !matches!(
                 mode,
@@ -289,7 +325,58 @@ impl World {
                 self.restart(ARBITER);
                 self.oracle.arbiter_back(self.now);
             }
+            FaultMode::FlappingLink if self.active.flapping.remove(&i) == Some(true) => {
+                if let [a, b] = targets[..] {
+                    self.net.heal(a, b);
+                    self.net.heal(b, a);
+                }
+            }
+            FaultMode::ServiceDown => {
+                if let [s] = targets[..] {
+                    self.set_service_down(s, false);
+                }
+            }
             _ => {}
         }
+        self.oracle_paths_changed();
+    }
+
+    /// A `flapping_link` fault's link goes down or comes back; the next change is scheduled
+    /// while the fault lasts.
+    pub fn flap(&mut self, i: usize, down: bool) {
+        let Some(&cut) = self.active.flapping.get(&i) else {
+            return; // the fault is over
+        };
+        let Some(&[a, b]) = self.active.targets.get(&i).map(Vec::as_slice) else {
+            return;
+        };
+        if cut == down {
+            return;
+        }
+        if down {
+            self.net.cut(a, b);
+            self.net.cut(b, a);
+        } else {
+            self.net.heal(a, b);
+            self.net.heal(b, a);
+        }
+        self.active.flapping.insert(i, down);
+        self.trace
+            .add(&[self.now, 0xF1A9, i as u64, u64::from(down)]);
+        let f = &self.schedule[i];
+        let d = f.down.map_or(lifeboat_scenarios::FLAP_DOWN, |s| s.0).max(1);
+        let every = f
+            .every
+            .map_or(lifeboat_scenarios::FLAP_EVERY, |s| s.0)
+            .max(d + 1);
+        let next = if down { d } else { every - d };
+        self.q.push(
+            self.now + next,
+            Ev::Flap {
+                fault: i,
+                down: !down,
+            },
+        );
+        self.oracle_paths_changed();
     }
 }

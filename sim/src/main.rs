@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! lifeboat-sim run --seeds 0..200 --hours 24 [--faults LIST | --swarm LIST] [--scenario FILE] [--json]
+//! lifeboat-sim run --seeds random:500 --hours 24      # 500 seeds from OS entropy, printed first
 //! lifeboat-sim replay --seed 17 --hours 24 --faults partition,loss [--trace]
 //! lifeboat-sim shrink --seed 17 --hours 24 --faults partition,loss > shrunk.toml
 //! lifeboat-sim faults
@@ -12,8 +13,9 @@
 use clap::{Args, Parser, Subcommand};
 use lifeboat_scenarios::{parse_modes, FaultMode, Scenario};
 use lifeboat_sim::spec::{FaultChoice, RunSpec};
-use lifeboat_sim::sweep::{default_jobs, describe_violation, run_seeds, stderr_progress, Summary};
-use std::ops::Range;
+use lifeboat_sim::sweep::{
+    default_jobs, describe_violation, parse_seeds, run_seed_list, stderr_progress, Seeds, Summary,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -33,7 +35,8 @@ struct Cli {
 enum Cmd {
     /// Run a range of seeds and check every oracle.
     Run {
-        /// Half-open seed range `A..B` (or one seed `A`).
+        /// Half-open seed range `A..B`, one seed `A`, or `random:N` (N seeds drawn from OS
+        /// entropy outside the fixed ranges, printed first so any of them can be replayed).
         #[arg(long, default_value = "0..100")]
         seeds: String,
         #[command(flatten)]
@@ -151,24 +154,6 @@ macro_rules! outln {
     }};
 }
 
-fn parse_seeds(s: &str) -> Result<Range<u64>, String> {
-    let bad = || format!("--seeds {s:?}: expected A..B (half-open) or a single seed");
-    match s.split_once("..") {
-        Some((a, b)) => {
-            let a: u64 = a.trim().parse().map_err(|_| bad())?;
-            let b: u64 = b.trim().parse().map_err(|_| bad())?;
-            if b < a {
-                return Err(bad());
-            }
-            Ok(a..b)
-        }
-        None => {
-            let a: u64 = s.trim().parse().map_err(|_| bad())?;
-            Ok(a..a + 1)
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli.cmd) {
@@ -196,19 +181,24 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
         } => {
             let spec = world.spec()?;
             let seeds = parse_seeds(&seeds)?;
+            let list = seeds.list();
+            if let Seeds::Random(drawn) = &seeds {
+                // First, on one line: every drawn seed can be replayed from here.
+                let all: Vec<String> = drawn.iter().map(u64::to_string).collect();
+                outln!("random seeds ({}): {}", drawn.len(), all.join(" "));
+            }
             let started = Instant::now();
             eprintln!(
-                "lifeboat-sim: {} seeds {}..{} x {} h ({}), {} jobs",
-                seeds.end - seeds.start,
-                seeds.start,
-                seeds.end,
+                "lifeboat-sim: {} seeds {} x {} h ({}), {} jobs",
+                list.len(),
+                seeds.describe(),
                 spec.world.hours,
                 spec.name,
                 jobs.unwrap_or_else(default_jobs)
             );
-            let outcomes = run_seeds(
+            let outcomes = run_seed_list(
                 &spec,
-                seeds,
+                &list,
                 jobs.unwrap_or_else(default_jobs),
                 &stderr_progress,
             );
@@ -310,7 +300,8 @@ fn bench(seeds: u64) {
         (jobs as u64 * 8).max(16)
     };
     let started = Instant::now();
-    let outs = run_seeds(&swarm, 1_000_000..1_000_000 + n, jobs, &|_| {});
+    let seeds: Vec<u64> = (1_000_000..1_000_000 + n).collect();
+    let outs = run_seed_list(&swarm, &seeds, jobs, &|_| {});
     let per_minute = outs.len() as f64 / (started.elapsed().as_secs_f64() / 60.0);
     outln!("bench sim_seeds_per_minute {per_minute:.0}");
 }

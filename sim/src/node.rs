@@ -10,8 +10,9 @@ use lifeboat_core::arbiter::{Arbiter, ArbiterState};
 use lifeboat_core::engine::{SiteEngine, SiteState};
 use lifeboat_core::journal::{self, JournalWriter, Tail};
 use lifeboat_core::protocol::{Input, Output};
-use lifeboat_core::{Config, Epoch, Millis, SiteId};
+use lifeboat_core::{ArtifactKey, Config, Epoch, Millis, SiteId};
 use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 pub enum Engine {
@@ -88,6 +89,9 @@ pub struct Node {
     /// The highest epoch this engine held after an input whose effects left the process.
     pub durable_epoch: Epoch,
     pub max_epoch: Epoch,
+    /// What this site's adapter removed from its inbox because a `Prune` said so (and has not
+    /// received again since). A later command that names one of these is a wrong keep-list.
+    pub pruned: BTreeSet<ArtifactKey>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -143,6 +147,7 @@ impl Node {
             wake_at: None,
             durable_epoch: Epoch(1),
             max_epoch: Epoch(1),
+            pruned: BTreeSet::new(),
         }
     }
 

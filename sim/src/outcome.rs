@@ -41,8 +41,16 @@ pub struct SeedOutcome {
     pub transactions: u64,
     pub rpo: Vec<RpoSample>,
     pub rto_ms: Vec<Millis>,
-    /// Alerts raised (first raises), by kind.
+    /// Alerts raised (first raises and notices), by kind.
     pub alerts: BTreeMap<&'static str, u32>,
+    /// When each kind was first raised (or first noticed).
+    pub first_raise: BTreeMap<&'static str, Millis>,
+    /// The most severe alert event (raise, update or notice) of the run.
+    pub max_severity: Option<lifeboat_core::Severity>,
+    /// The longest time no site accepted writes, counted from the first time one did.
+    pub longest_writer_gap: Millis,
+    /// Configuration values this seed drew (`key = value`), printed with a violation.
+    pub drawn: Vec<String>,
     /// The site writable at the end (by name), if any.
     pub final_primary: Option<String>,
     /// The last events before the first violation (filled by a recording re-run).

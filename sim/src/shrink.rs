@@ -21,6 +21,8 @@ fn fails_same(
     oracle: &str,
 ) -> Option<SeedOutcome> {
     let mut s = spec.clone();
+    // What a generated seed drew stays with its schedule.
+    s.config = spec.config_for(seed).0;
     s.faults = FaultChoice::Fixed(schedule.to_vec());
     s.world.hours = hours;
     // The scenario's own expectations stay (a violated expectation is a finding too); a shrunk
@@ -115,8 +117,8 @@ pub fn as_scenario(spec: &RunSpec, seed: u64, s: &Shrunk, repro: &str) -> String
             hours: s.hours,
             ..spec.world.clone()
         },
-        config: spec.config.clone(),
-        config_table: config_table(spec),
+        config: spec.config_for(seed).0,
+        config_table: config_table(&spec.config_for(seed).0),
         faults: s.schedule.clone(),
         expect: Expect {
             violation: true,
@@ -131,9 +133,9 @@ pub fn as_scenario(spec: &RunSpec, seed: u64, s: &Shrunk, repro: &str) -> String
 }
 
 /// The configuration as a table of the keys that differ from the simulator's defaults.
-fn config_table(spec: &RunSpec) -> Option<toml::Table> {
+fn config_table(config: &lifeboat_core::Config) -> Option<toml::Table> {
     let base = toml::Table::try_from(lifeboat_scenarios::world_config()).ok()?;
-    let mine = toml::Table::try_from(&spec.config).ok()?;
+    let mine = toml::Table::try_from(config).ok()?;
     let diff = diff_tables(&base, &mine);
     (!diff.is_empty()).then_some(diff)
 }

@@ -5,6 +5,7 @@ use crate::outcome::{SeedOutcome, Violation};
 use crate::world::World;
 use lifeboat_core::Config;
 use lifeboat_scenarios::{world_config, Expect, FaultMode, FaultSpec, Scenario, WorldParams};
+use rand::Rng;
 
 /// Where a seed's fault schedule comes from.
 #[derive(Clone, Debug)]
@@ -69,17 +70,59 @@ impl RunSpec {
         }
     }
 
+    /// The fault modes of one seed (`None` for a fixed schedule).
+    pub fn modes(&self, seed: u64) -> Option<Vec<FaultMode>> {
+        match &self.faults {
+            FaultChoice::Fixed(_) => None,
+            FaultChoice::Exact(modes) => Some(modes.clone()),
+            FaultChoice::Swarm(pool) => Some(crate::swarm::choose_modes(seed, pool)),
+        }
+    }
+
+    /// The engine configuration of one seed, and what it drew (`key = value`). A scenario's
+    /// configuration is used as written. A generated seed draws from its own random stream, so
+    /// its reproduction (`--faults` with the same modes) draws the same:
+    /// - without faults (operator actions aside), three seeds in four run with a probe cadence
+    ///   `failover.probe_every_ms` in 1 s..5 s: a fault-free run is quiet at any cadence;
+    /// - with `service_down`, three seeds in four turn Auto Pilot on
+    ///   (`failover.local_restart = true`), so its paths are exercised.
+    pub fn config_for(&self, seed: u64) -> (Config, Vec<String>) {
+        let mut cfg = self.config.clone();
+        let mut drawn = Vec::new();
+        let Some(modes) = self.modes(seed) else {
+            return (cfg, drawn);
+        };
+        if modes.iter().all(|m| m.is_operation()) {
+            let mut r = crate::world::stream(seed, 97);
+            if r.gen_bool(0.75) {
+                cfg.failover.probe_every_ms = r.gen_range(1_000..=5_000);
+                drawn.push(format!(
+                    "failover.probe_every_ms = {}",
+                    cfg.failover.probe_every_ms
+                ));
+            }
+        }
+        if modes.contains(&FaultMode::ServiceDown) {
+            let mut r = crate::world::stream(seed, 96);
+            if r.gen_bool(0.75) && !cfg.failover.local_restart {
+                cfg.failover.local_restart = true;
+                drawn.push("failover.local_restart = true".into());
+            }
+        }
+        if cfg.validate().is_err() {
+            // A scenario's own values may not admit the draw: keep them as written.
+            return (self.config.clone(), Vec::new());
+        }
+        (cfg, drawn)
+    }
+
     /// Run one seed; `record` keeps the last events as text.
     pub fn run_once(&self, seed: u64, record: bool) -> SeedOutcome {
         let schedule = self.schedule(seed);
-        let w = World::new(
-            self.config.clone(),
-            self.world.clone(),
-            seed,
-            schedule,
-            record,
-        );
+        let (config, drawn) = self.config_for(seed);
+        let w = World::new(config, self.world.clone(), seed, schedule, record);
         let mut out = w.run();
+        out.drawn = drawn;
         if let Some(e) = &self.expect {
             check_expectations(e, &mut out);
         }
@@ -259,6 +302,7 @@ pub fn check_expectations(e: &Expect, out: &mut SeedOutcome) {
             ));
         }
     }
+    found.extend(check_counts_and_times(e, out));
     for msg in found {
         out.violations.push(Violation {
             oracle: "expect",
@@ -284,19 +328,196 @@ pub fn check_expectations(e: &Expect, out: &mut SeedOutcome) {
 /// Run one seed printing every event as it happens.
 pub fn run_traced(spec: &RunSpec, seed: u64, print: &mut dyn FnMut(&str)) -> SeedOutcome {
     let schedule = spec.schedule(seed);
-    let mut w = World::new(
-        spec.config.clone(),
-        spec.world.clone(),
-        seed,
-        schedule,
-        true,
-    );
+    let (config, drawn) = spec.config_for(seed);
+    for d in &drawn {
+        print(&format!("drawn for this seed: {d}"));
+    }
+    let mut w = World::new(config, spec.world.clone(), seed, schedule, true);
     w.trace.live = true;
-    let _ = print;
     let mut out = w.run();
+    out.drawn = drawn;
     out.last_events.clear();
     if let Some(e) = &spec.expect {
         check_expectations(e, &mut out);
     }
     out
+}
+
+/// The `[expect]` fields about counts and times: `alert_count`, `max_alerts`, `alert_within`,
+/// `max_severity` and `max_writer_gap`. One message per unmet expectation.
+pub fn check_counts_and_times(e: &Expect, out: &SeedOutcome) -> Vec<String> {
+    let mut found = Vec::new();
+    let count = |k: &str| out.alerts.get(k).copied().unwrap_or(0);
+    for (k, want) in &e.alert_count {
+        let n = count(k);
+        if n != *want {
+            found.push(format!(
+                "expected `{k}` raised exactly {want} times, saw {n}"
+            ));
+        }
+    }
+    if let Some(max) = e.max_alerts {
+        let total: u32 = out.alerts.values().sum();
+        if total > max {
+            let all: Vec<_> = out.alerts.iter().map(|(k, n)| format!("{k}×{n}")).collect();
+            found.push(format!(
+                "expected at most {max} alerts, saw {total} ({})",
+                all.join(", ")
+            ));
+        }
+    }
+    if !e.alert_within.is_empty() {
+        let first_fault = out.schedule.iter().map(|f| f.at.0).min().unwrap_or(0);
+        for (k, within) in &e.alert_within {
+            match out.first_raise.get(k.as_str()) {
+                None => found.push(format!(
+                    "expected `{k}` within {within} of the first fault (at {}); it was never raised",
+                    crate::outcome::clock_text(first_fault)
+                )),
+                Some(&t) if t.saturating_sub(first_fault) > within.0 => found.push(format!(
+                    "expected `{k}` within {within} of the first fault (at {}); it was first \
+                     raised at {} ({} after)",
+                    crate::outcome::clock_text(first_fault),
+                    crate::outcome::clock_text(t),
+                    lifeboat_scenarios::format_span(t - first_fault)
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    if let Some(max) = e.max_severity {
+        if let Some(seen) = out.max_severity.filter(|s| *s > max) {
+            found.push(format!(
+                "expected no alert more severe than {}, saw a {} one",
+                max.as_str(),
+                seen.as_str()
+            ));
+        }
+    }
+    if let Some(max) = e.max_writer_gap {
+        if out.longest_writer_gap > max.0 {
+            found.push(format!(
+                "expected no site writable at most {max} at a time, saw {} without a writer",
+                lifeboat_scenarios::format_span(out.longest_writer_gap)
+            ));
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lifeboat_core::Severity;
+    use lifeboat_scenarios::Span;
+
+    fn outcome() -> SeedOutcome {
+        let mut o = SeedOutcome {
+            schedule: vec![FaultSpec::new(FaultMode::Partition, 3_600_000, 600_000)],
+            ..Default::default()
+        };
+        o.alerts.insert("link_down", 2);
+        o.alerts.insert("switchover", 1);
+        o.first_raise.insert("link_down", 3_600_000 + 25_000);
+        o.first_raise.insert("switchover", 3_700_000);
+        o.max_severity = Some(Severity::Failure);
+        o.longest_writer_gap = 40_000;
+        o
+    }
+
+    fn fails(e: Expect) -> Vec<String> {
+        let mut o = outcome();
+        check_expectations(&e, &mut o);
+        o.violations.into_iter().map(|v| v.message).collect()
+    }
+
+    #[test]
+    fn alert_count_is_an_exact_count_per_kind() {
+        let want = |n| Expect {
+            alert_count: [("link_down".to_string(), n)].into(),
+            ..Default::default()
+        };
+        assert!(fails(want(2)).is_empty());
+        let f = fails(want(1));
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert!(f[0].contains("exactly 1 times, saw 2"), "{f:?}");
+        assert_eq!(fails(want(3)).len(), 1);
+        let none = Expect {
+            alert_count: [("primary_down".to_string(), 1)].into(),
+            ..Default::default()
+        };
+        assert!(fails(none)[0].contains("saw 0"));
+    }
+
+    #[test]
+    fn max_alerts_counts_every_raise_and_notice() {
+        let max = |n| Expect {
+            max_alerts: Some(n),
+            ..Default::default()
+        };
+        assert!(fails(max(3)).is_empty());
+        let f = fails(max(2));
+        assert!(f[0].contains("at most 2 alerts, saw 3"), "{f:?}");
+    }
+
+    #[test]
+    fn alert_within_counts_from_the_first_fault() {
+        let within = |k: &str, ms| Expect {
+            alert_within: [(k.to_string(), Span(ms))].into(),
+            ..Default::default()
+        };
+        assert!(fails(within("link_down", 30_000)).is_empty());
+        let f = fails(within("link_down", 20_000));
+        assert!(
+            f[0].contains("first raised at 1h00m25.000s (25s after)"),
+            "{f:?}"
+        );
+        let f = fails(within("primary_down", 20_000));
+        assert!(f[0].contains("never raised"), "{f:?}");
+    }
+
+    #[test]
+    fn max_severity_bounds_every_alert_event() {
+        let max = |s| Expect {
+            max_severity: Some(s),
+            ..Default::default()
+        };
+        assert!(fails(max(Severity::Failure)).is_empty());
+        assert!(fails(max(Severity::Critical)).is_empty());
+        let f = fails(max(Severity::Warning));
+        assert!(
+            f[0].contains("more severe than warning, saw a failure one"),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn max_writer_gap_bounds_the_longest_time_without_a_writer() {
+        let max = |ms| Expect {
+            max_writer_gap: Some(Span(ms)),
+            ..Default::default()
+        };
+        assert!(fails(max(40_000)).is_empty());
+        let f = fails(max(39_999));
+        assert!(f[0].contains("saw 40s without a writer"), "{f:?}");
+    }
+
+    #[test]
+    fn a_clean_generated_seed_draws_a_probe_cadence_its_replay_draws_again() {
+        let mut spec = RunSpec::swarm(1.0);
+        spec.faults = FaultChoice::Exact(Vec::new());
+        let drew: Vec<_> = (0..40).map(|s| spec.config_for(s)).collect();
+        let cadences: std::collections::BTreeSet<_> = drew
+            .iter()
+            .map(|(c, _)| c.failover.probe_every_ms)
+            .collect();
+        assert!(cadences.len() > 10, "{cadences:?}");
+        assert!(cadences.iter().all(|c| (1_000..=5_000).contains(c)));
+        for (s, d) in drew.iter().enumerate() {
+            assert_eq!(&spec.config_for(s as u64), d);
+        }
+        // A scenario's configuration is used as written.
+        spec.faults = FaultChoice::Fixed(Vec::new());
+        assert_eq!(spec.config_for(3).0, spec.config);
+    }
 }

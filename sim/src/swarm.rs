@@ -312,6 +312,33 @@ fn generate(
             }
         }
         FaultMode::ForcedFailover => v.push(spec(at(r), 0)),
+        FaultMode::FlappingLink => {
+            for _ in 0..r.gen_range(1..=2) {
+                let a = at(r);
+                let mut f = spec(a, clip(a, log_uniform(r, 5 * MINUTE, 90 * MINUTE)));
+                // Mostly the inter-site link (the `flapping_link` oracle judges that one).
+                let (x, y) = if r.gen_bool(0.75) {
+                    (cp(), cs())
+                } else {
+                    (primary_or_secondary(r, 0.5), Some(NodeRef::Arbiter))
+                };
+                f.from = x;
+                f.to = y;
+                let down = log_uniform(r, 1_000, 8_000);
+                f.down = Some(Span(down));
+                f.every = Some(Span(down + log_uniform(r, 1_000, 8_000)));
+                v.push(f);
+            }
+        }
+        FaultMode::ServiceDown => {
+            for _ in 0..r.gen_range(1..=2) {
+                let a = at(r);
+                let mut f = spec(a, clip(a, log_uniform(r, MINUTE, 60 * MINUTE)));
+                f.site = cp();
+                f.probability = Some([0.0, 0.5, 1.0][r.gen_range(0..3)]);
+                v.push(f);
+            }
+        }
     }
     v
 }

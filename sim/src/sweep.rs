@@ -23,19 +23,30 @@ pub fn run_seeds(
     jobs: usize,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Vec<SeedOutcome> {
-    let total = seeds.end.saturating_sub(seeds.start);
-    let next = AtomicU64::new(seeds.start);
+    let list: Vec<u64> = seeds.collect();
+    run_seed_list(spec, &list, jobs, progress)
+}
+
+/// Run every seed of `seeds` on `jobs` threads; outcomes come back in the list's order.
+pub fn run_seed_list(
+    spec: &RunSpec,
+    seeds: &[u64],
+    jobs: usize,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Vec<SeedOutcome> {
+    let total = seeds.len() as u64;
+    let next = AtomicUsize::new(0);
     let done = AtomicU64::new(0);
     let bad = AtomicU64::new(0);
-    let results: Mutex<BTreeMap<u64, SeedOutcome>> = Mutex::new(BTreeMap::new());
-    let jobs = jobs.clamp(1, total.max(1) as usize);
+    let results: Mutex<BTreeMap<usize, SeedOutcome>> = Mutex::new(BTreeMap::new());
+    let jobs = jobs.clamp(1, seeds.len().max(1));
     std::thread::scope(|scope| {
         for _ in 0..jobs {
             scope.spawn(|| loop {
-                let seed = next.fetch_add(1, Ordering::Relaxed);
-                if seed >= seeds.end {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&seed) = seeds.get(i) else {
                     break;
-                }
+                };
                 let out = spec.run_seed(seed);
                 if !out.ok() {
                     bad.fetch_add(1, Ordering::Relaxed);
@@ -43,7 +54,7 @@ pub fn run_seeds(
                 results
                     .lock()
                     .expect("no worker panics holding it")
-                    .insert(seed, out);
+                    .insert(i, out);
                 let d = done.fetch_add(1, Ordering::Relaxed) + 1;
                 progress(Progress {
                     done: d,
@@ -58,6 +69,74 @@ pub fn run_seeds(
         .expect("no worker panics holding it")
         .into_values()
         .collect()
+}
+
+/// The seeds of a sweep: a half-open range, or seeds drawn from OS entropy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seeds {
+    Range(Range<u64>),
+    Random(Vec<u64>),
+}
+
+/// Random seeds are drawn from `[RANDOM_SEEDS_FROM, RANDOM_SEEDS_TO)`: far outside the fixed CI
+/// ranges (`0..200`, the scenario seeds, the daily sweep's blocks from 10^9) and exact in JSON.
+pub const RANDOM_SEEDS_FROM: u64 = 1 << 40;
+pub const RANDOM_SEEDS_TO: u64 = 1 << 53;
+/// The most seeds `random:N` draws at once.
+pub const RANDOM_SEEDS_MAX: u64 = 10_000_000;
+
+impl Seeds {
+    pub fn list(&self) -> Vec<u64> {
+        match self {
+            Seeds::Range(r) => r.clone().collect(),
+            Seeds::Random(v) => v.clone(),
+        }
+    }
+    pub fn describe(&self) -> String {
+        match self {
+            Seeds::Range(r) => format!("{}..{}", r.start, r.end),
+            Seeds::Random(v) => format!("random:{}", v.len()),
+        }
+    }
+}
+
+/// `A..B` (half-open), `A`, or `random:N`.
+pub fn parse_seeds(s: &str) -> Result<Seeds, String> {
+    let bad = || format!("--seeds {s:?}: expected A..B (half-open), a single seed or random:N");
+    if let Some(n) = s.trim().strip_prefix("random:") {
+        let n: u64 = n.trim().parse().map_err(|_| bad())?;
+        if n == 0 || n > RANDOM_SEEDS_MAX {
+            return Err(format!(
+                "--seeds {s:?}: random:N takes 1 to {RANDOM_SEEDS_MAX} seeds"
+            ));
+        }
+        return Ok(Seeds::Random(draw_seeds(n)));
+    }
+    match s.split_once("..") {
+        Some((a, b)) => {
+            let a: u64 = a.trim().parse().map_err(|_| bad())?;
+            let b: u64 = b.trim().parse().map_err(|_| bad())?;
+            if b < a {
+                return Err(bad());
+            }
+            Ok(Seeds::Range(a..b))
+        }
+        None => {
+            let a: u64 = s.trim().parse().map_err(|_| bad())?;
+            Ok(Seeds::Range(a..a.saturating_add(1)))
+        }
+    }
+}
+
+/// `n` distinct seeds from OS entropy, in `[RANDOM_SEEDS_FROM, RANDOM_SEEDS_TO)`, sorted.
+pub fn draw_seeds(n: u64) -> Vec<u64> {
+    use rand::Rng;
+    let mut rng = rand::rngs::OsRng;
+    let mut set = std::collections::BTreeSet::new();
+    while (set.len() as u64) < n {
+        set.insert(rng.gen_range(RANDOM_SEEDS_FROM..RANDOM_SEEDS_TO));
+    }
+    set.into_iter().collect()
 }
 
 /// How many threads to use by default.
@@ -121,6 +200,11 @@ pub struct Summary {
     pub wall: Duration,
     /// The slowest seeds: (wall, seed, events).
     pub slowest: Vec<(Duration, u64, u64)>,
+    /// The longest time without a writable site in any seed, and the most severe alert.
+    pub longest_writer_gap: u64,
+    pub max_severity: Option<lifeboat_core::Severity>,
+    /// Per kind: the latest first raise, from the first fault, over the seeds that raised it.
+    pub first_raise_after_fault: BTreeMap<&'static str, u64>,
 }
 
 fn percentiles(v: &mut [u64]) -> Option<(u64, u64, u64, u64)> {
@@ -163,6 +247,13 @@ impl Summary {
             }
             for (k, n) in &o.alerts {
                 *s.alerts.entry(k).or_default() += u64::from(*n);
+            }
+            s.longest_writer_gap = s.longest_writer_gap.max(o.longest_writer_gap);
+            s.max_severity = s.max_severity.max(o.max_severity);
+            let first_fault = o.schedule.iter().map(|f| f.at.0).min().unwrap_or(0);
+            for (k, t) in &o.first_raise {
+                let e = s.first_raise_after_fault.entry(k).or_default();
+                *e = (*e).max(t.saturating_sub(first_fault));
             }
             for r in &o.rpo {
                 s.rpo_true.push(r.true_loss);
@@ -228,6 +319,11 @@ impl Summary {
             let m: Vec<_> = self.modes.iter().map(|(k, n)| format!("{k} {n}")).collect();
             t.push_str(&format!("seeds per fault mode: {}\n", m.join(", ")));
         }
+        t.push_str(&format!(
+            "longest time without a writable site: {}; most severe alert: {}\n",
+            lifeboat_scenarios::format_span(self.longest_writer_gap),
+            self.max_severity.map_or("none", |s| s.as_str())
+        ));
         let slow: Vec<_> = self
             .slowest
             .iter()
@@ -262,6 +358,9 @@ impl Summary {
             "rpo_true_loss": rpo,
             "rpo_unknown_upper": self.rpo_unknown,
             "alerts": self.alerts,
+            "longest_writer_gap_ms": self.longest_writer_gap,
+            "max_severity": self.max_severity.map(|s| s.as_str()),
+            "first_raise_after_fault_ms": self.first_raise_after_fault,
             "events": self.events,
             "wall_seconds": (self.wall.as_secs_f64() * 1000.0).round() / 1000.0,
             "speedup": self.speedup().round(),
@@ -294,6 +393,9 @@ pub fn describe_violation(spec: &RunSpec, o: &SeedOutcome) -> String {
     for f in o.schedule.iter().take(40) {
         t.push_str(&format!("    {}\n", f.summary()));
     }
+    if !o.drawn.is_empty() {
+        t.push_str(&format!("  drawn for this seed: {}\n", o.drawn.join(", ")));
+    }
     if !o.last_events.is_empty() {
         t.push_str("  last events:\n");
         for e in &o.last_events {
@@ -303,4 +405,32 @@ pub fn describe_violation(spec: &RunSpec, o: &SeedOutcome) -> String {
     t.push_str(&format!("  trace hash: {:016x}\n", o.trace_hash));
     t.push_str(&format!("  reproduce: {}\n", spec.repro(o)));
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_parse_ranges_single_seeds_and_random_draws() {
+        assert_eq!(parse_seeds("3..7"), Ok(Seeds::Range(3..7)));
+        assert_eq!(parse_seeds("9"), Ok(Seeds::Range(9..10)));
+        assert!(parse_seeds("7..3").is_err());
+        assert!(parse_seeds("random:").is_err());
+        assert!(parse_seeds("random:0").is_err());
+        assert!(parse_seeds("random:x").is_err());
+        assert!(parse_seeds(&format!("random:{}", RANDOM_SEEDS_MAX + 1)).is_err());
+        let Ok(Seeds::Random(a)) = parse_seeds("random:50") else {
+            panic!("random:50 draws seeds");
+        };
+        assert_eq!(a.len(), 50);
+        assert!(a.windows(2).all(|w| w[0] < w[1]), "distinct and sorted");
+        assert!(a
+            .iter()
+            .all(|s| (RANDOM_SEEDS_FROM..RANDOM_SEEDS_TO).contains(s)));
+        let Ok(Seeds::Random(b)) = parse_seeds("random:50") else {
+            panic!("random:50 draws seeds");
+        };
+        assert_ne!(a, b, "every call draws anew");
+    }
 }

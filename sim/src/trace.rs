@@ -62,6 +62,17 @@ fn msg_fp(m: &Message) -> u64 {
             u64::from(view.holder_renewing),
         ]),
         Message::HeartbeatAck { seq } => mix(&[18, *seq]),
+        Message::SiteStatus { site, req } => mix(&[19, u64::from(site.0), *req]),
+        Message::SiteSeen {
+            site,
+            heard_ms_ago,
+            req,
+        } => mix(&[
+            20,
+            u64::from(site.0),
+            heard_ms_ago.map_or(u64::MAX, |m| m),
+            *req,
+        ]),
     }
 }
 
@@ -100,7 +111,12 @@ fn command_fp(c: &Command) -> u64 {
         Command::TakeBackup { kind, .. } => mix(&[4, *kind as u64]),
         Command::Reseed { full, .. } => mix(&[5, key_fp(&full.key)]),
         Command::Discard { key } => mix(&[6, key_fp(key)]),
-        Command::Prune { db, before } => mix(&[7, u64::from(db.0), before.0]),
+        Command::Prune { db, before, keep } => mix(&[
+            7,
+            u64::from(db.0),
+            before.0,
+            keep.iter().fold(0, |h, k| mix(&[h, key_fp(k)])),
+        ]),
         Command::Quarantine { artifact, .. } => mix(&[8, key_fp(&artifact.key)]),
         Command::Fence { .. } => 9,
         Command::AllowWrites { epoch, .. } => mix(&[10, epoch.0]),
@@ -111,6 +127,8 @@ fn command_fp(c: &Command) -> u64 {
         Command::Drill { db, upto, .. } => mix(&[15, u64::from(db.0), upto.0]),
         Command::Probe => 16,
         Command::SamplePositions => 17,
+        Command::CollectLogs { epoch } => mix(&[20, epoch.0]),
+        Command::CheckService { .. } => 21,
     };
     mix(&[tag, op])
 }

@@ -97,6 +97,11 @@ pub struct SiteRt {
     pub finished: BTreeMap<OpId, Result<(), lifeboat_core::protocol::Failure>>,
     /// Restores in progress and when each will end.
     pub restore_ends: BTreeMap<OpId, Millis>,
+    /// The database service is down (`service_down`): it acknowledges no write, whatever the
+    /// engine allowed; the agent still answers.
+    pub service_down: bool,
+    /// The chance that a local restart of the service (`RestartService`) fails while it is down.
+    pub restart_fails: f64,
 }
 
 impl SiteRt {
@@ -120,6 +125,8 @@ impl SiteRt {
             running: Default::default(),
             finished: BTreeMap::new(),
             restore_ends: BTreeMap::new(),
+            service_down: false,
+            restart_fails: 0.0,
         }
     }
     pub fn states(&self) -> crate::db::States {
@@ -184,6 +191,11 @@ pub enum Ev {
     ClientTick,
     FaultStart(usize),
     FaultEnd(usize),
+    /// A `flapping_link` fault's link goes down (`true`) or comes back (`false`).
+    Flap {
+        fault: usize,
+        down: bool,
+    },
     Restart {
         node: usize,
     },
@@ -233,6 +245,8 @@ pub struct Active {
     pub poison_next: Vec<Option<DbId>>,
     /// Resolved targets of window faults, for their end: (nodes...).
     pub targets: BTreeMap<usize, Vec<usize>>,
+    /// `flapping_link` faults in progress, and whether their link is cut right now.
+    pub flapping: BTreeMap<usize, bool>,
 }
 
 impl Active {
@@ -522,6 +536,7 @@ impl World {
             }
             Ev::FaultStart(i) => self.fault_start(i),
             Ev::FaultEnd(i) => self.fault_end(i),
+            Ev::Flap { fault, down } => self.flap(fault, down),
             Ev::Restart { node } => self.restart(node),
             Ev::Boot { node } => {
                 self.nodes[node].up = true;
@@ -654,6 +669,9 @@ impl World {
             if self.roles[node] != Some(role) {
                 self.roles[node] = Some(role);
                 self.oracle.role_changed(node, self.now);
+                if role == Role::Promoting {
+                    self.oracle.promoting_since[node] = self.now;
+                }
             }
         }
         self.rearm(node);
@@ -702,6 +720,15 @@ impl World {
     fn route(&mut self, node: usize, o: Output) {
         match o {
             Output::Send { to, msg } => {
+                if matches!(msg, Message::RestartRequest { .. }) {
+                    self.oracle_auto_pilot_started(node);
+                }
+                if node == ARBITER {
+                    self.check_handoff_target(&to, &msg);
+                }
+                if node < 2 && matches!(msg, Message::Acquire { force: false, .. }) {
+                    self.check_drain(node);
+                }
                 let to = match to {
                     Peer::Site(s) if (s.0 as usize) < 2 => s.0 as usize,
                     Peer::Arbiter if self.cfg.arbiter => ARBITER,
@@ -720,6 +747,73 @@ impl World {
             Output::Alert(a) => self.on_alert(node, a),
             Output::Audit(_) => {}
             Output::Report(r) => self.on_report(node, r),
+        }
+    }
+
+    /// Oracle `handoff_heard`: the arbiter hands an epoch (its unsolicited `View` naming the
+    /// target holder) only to a site whose message reached it within one lease (plus the drift
+    /// margin: the arbiter measures on its own clock). A target that cannot reach the arbiter
+    /// could never renew, and nobody would accept writes.
+    fn check_handoff_target(&mut self, to: &Peer, msg: &Message) {
+        let (Peer::Site(t), Message::View { view, req: 0 }) = (to, msg) else {
+            return;
+        };
+        let t = t.0 as usize;
+        if t >= 2 || view.holder != Some(lifeboat_core::SiteId(t as u16)) {
+            return;
+        }
+        let heard = self.oracle.last_delivery[t][ARBITER];
+        let window = self.cfg.lease.lease_ms + self.cfg.drift_margin() + 1_000;
+        if self.now.saturating_sub(heard) > window {
+            let msg = format!(
+                "the arbiter handed epoch {} to site {} whose last message reached it {} ago \
+                 (more than one lease, {} ms): that site cannot renew",
+                view.epoch,
+                self.cfg.site_name(lifeboat_core::SiteId(t as u16)),
+                lifeboat_scenarios::format_span(self.now.saturating_sub(heard)),
+                self.cfg.lease.lease_ms
+            );
+            self.violation("handoff_heard", msg);
+        }
+    }
+
+    /// Oracle `drain_barrier`: a takeover asks for the epoch (its first `Acquire` at this epoch)
+    /// only once every received, verified log that continues a database's chain was restored,
+    /// or failed `1 + DRAIN_RETRIES` times (the drain retries what waits for a retry; it does
+    /// not leave restorable data behind to be thrown away or restored into the new primary).
+    fn check_drain(&mut self, s: usize) {
+        let epoch = self.nodes[s].engine.epoch();
+        if self.oracle.drain_checked[s] == Some(epoch) {
+            return;
+        }
+        self.oracle.drain_checked[s] = Some(epoch);
+        let tries = 1 + lifeboat_core::defaults::DRAIN_RETRIES as usize;
+        let site = &self.sites[s];
+        let left: Vec<String> = site
+            .inbox
+            .iter()
+            .filter(|(k, r)| {
+                let pos = site.dbs.get(k.db.0 as usize).map_or(0, |d| d.pos);
+                k.kind == ArtifactKind::Log
+                    && k.epoch == epoch
+                    && !r.bad
+                    && !r.rotten
+                    && !r.body.damaged
+                    && !site.poisoned.contains(k)
+                    && k.lsn_start.0 <= pos
+                    && pos < k.lsn_end.0
+                    && self.oracle.failures[s].get(k).map_or(0, |f| f.ops.len()) < tries
+            })
+            .map(|(k, _)| format!("db{} {}..{}", k.db.0, k.lsn_start.0, k.lsn_end.0))
+            .collect();
+        if !left.is_empty() {
+            let msg = format!(
+                "site {} asked for a new epoch with received, verified logs that continue its \
+                 chain still unrestored (fewer than {tries} failed attempts): {}",
+                self.cfg.site_name(lifeboat_core::SiteId(s as u16)),
+                left.join(", ")
+            );
+            self.violation("drain_barrier", msg);
         }
     }
 
@@ -770,8 +864,11 @@ impl World {
         }
         let from = self.last_settle;
         self.last_settle = self.now;
+        // A site whose database service is down acknowledges nothing, whatever its engine allowed.
         let writers: Vec<usize> = (0..2)
-            .filter(|&s| self.sites[s].alive && self.sites[s].writable)
+            .filter(|&s| {
+                self.sites[s].alive && self.sites[s].writable && !self.sites[s].service_down
+            })
             .collect();
         if writers.is_empty() {
             return;
@@ -833,6 +930,13 @@ impl World {
             self.sites[s].writable = false;
             self.sites[s].last_write_state = Some(self.sites[s].states());
         }
+        self.note_writers();
+    }
+
+    /// Whether site `s` acknowledges writes now: it exists, its databases are open for writing
+    /// and its database service runs.
+    pub fn accepts_writes(&self, s: usize) -> bool {
+        self.sites[s].alive && self.sites[s].writable && !self.sites[s].service_down
     }
 
     /// Which site is the primary now: the one whose databases were opened at the highest epoch.
@@ -924,6 +1028,7 @@ impl World {
     fn finish(&mut self) {
         self.settle();
         self.oracle_end();
+        self.out.longest_writer_gap = self.oracle.longest_writer_gap(self.now);
         let writers: Vec<usize> = (0..2)
             .filter(|&s| self.sites[s].alive && self.sites[s].writable)
             .collect();

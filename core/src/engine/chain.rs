@@ -142,6 +142,14 @@ pub struct DbState {
     /// reseed); asked again every `restore.op_timeout_ms` until one arrives.
     #[serde(default)]
     pub full_asked_at: Option<Millis>,
+    /// What a drill restores: a verified full at or below the position, then the restored
+    /// artifacts that continue it by the chain rule, each reaching furthest, ending at the
+    /// position. Empty when this site knows no such chain (nothing restored yet, or the
+    /// position moved without a restore: a rebuild, a switchover). Bounded: it starts over at
+    /// every full restored, an incremental replaces the logs it covers, and it moves to a newer
+    /// retained full once the position passes it (the prune then drops what came before).
+    #[serde(default)]
+    pub drill_chain: Vec<ArtifactMeta>,
 }
 
 // The layout above, checked (64-bit targets).
@@ -155,6 +163,8 @@ const _: () = {
     assert!(offset_of!(DbState, last_copy) == 192);
     assert!(offset_of!(DbState, last_restore) == 256);
     assert!(offset_of!(DbState, full_asked_at) == 320);
+    // The drill chain shares line 5: only a restore's completion and a drill read it.
+    assert!(offset_of!(DbState, drill_chain) == 336);
     assert!(size_of::<DbState>() == 384);
 };
 
@@ -236,7 +246,127 @@ impl DbState {
 
     /// Whether a pending artifact may be applied at the current position (the chain rule).
     pub fn applies(&self, m: &ArtifactMeta) -> bool {
-        match (self.position, m.key.kind) {
+        applies_at(
+            self.position,
+            self.current_full,
+            self.retained_full.as_deref(),
+            m,
+        )
+    }
+
+    /// Where the drill chain ends (the position a drill of it reaches).
+    pub fn drill_end(&self) -> Option<Lsn> {
+        self.drill_chain.last().map(|m| m.key.lsn_end)
+    }
+
+    /// Whether `m` continues the drill chain by the chain rule: it applies at the chain's end on
+    /// a copy restored from the chain's full.
+    fn continues_drill(&self, chain: &[ArtifactMeta], m: &ArtifactMeta) -> bool {
+        let (Some(full), Some(last)) = (chain.first(), chain.last()) else {
+            return false;
+        };
+        m.key.kind != ArtifactKind::Full
+            && applies_at(
+                Some(last.key.lsn_end),
+                Some(full.key.lsn_end),
+                self.retained_full.as_deref(),
+                m,
+            )
+    }
+
+    /// Append a restored artifact that continues `chain`, dropping the artifacts it makes
+    /// unnecessary (an incremental covers the logs since its base). False when it does not
+    /// continue the chain.
+    fn push_drill(&self, chain: &mut Vec<ArtifactMeta>, m: ArtifactMeta) -> bool {
+        if !self.continues_drill(chain, &m) {
+            return false;
+        }
+        while chain.len() >= 2 && self.continues_drill(&chain[..chain.len() - 1], &m) {
+            chain.pop();
+        }
+        chain.push(m);
+        true
+    }
+
+    /// A restore of `m` succeeded at a copy that was at `before`: keep the drill chain in step
+    /// with the database. A full starts it over; an artifact that continues it is added; one
+    /// that does not (the position moved without a restore) starts it from the retained full
+    /// when it continues that, and leaves it empty otherwise.
+    pub fn drill_restored(&mut self, m: ArtifactMeta, before: Option<Lsn>) {
+        if m.key.kind == ArtifactKind::Full {
+            self.drill_chain.clear();
+            self.drill_chain.push(m);
+            return;
+        }
+        let mut chain = std::mem::take(&mut self.drill_chain);
+        let in_step = before.is_some() && chain.last().map(|l| l.key.lsn_end) == before;
+        if !(in_step && self.push_drill(&mut chain, m)) {
+            chain.clear();
+            if let Some(f) = self.retained_full.as_deref() {
+                chain.push(*f);
+                if !self.push_drill(&mut chain, m) {
+                    chain.clear();
+                }
+            }
+        }
+        self.drill_chain = chain;
+    }
+
+    /// Move the drill chain to the retained full once the position has passed it: the full
+    /// and the restored artifacts after it, when they continue it. True when it moved (what
+    /// came before it is no longer needed).
+    pub fn drill_rebase(&mut self) -> bool {
+        let (Some(f), Some(first), Some(end)) = (
+            self.retained_full.as_deref().copied(),
+            self.drill_chain.first(),
+            self.drill_end(),
+        ) else {
+            return false;
+        };
+        if f.key.lsn_end <= first.key.lsn_end || end < f.key.lsn_end {
+            return false;
+        }
+        let mut chain = vec![f];
+        for m in self.drill_chain[1..].iter().copied() {
+            if m.key.lsn_end > f.key.lsn_end && !self.push_drill(&mut chain, m) {
+                return false;
+            }
+        }
+        if chain.last().map(|l| l.key.lsn_end) != Some(end) {
+            return false;
+        }
+        self.drill_chain = chain;
+        true
+    }
+
+    /// What retention must keep of this database: waiting and in-flight restores, the retained
+    /// full and the drill chain; sorted, without duplicates.
+    pub fn keep_list(&self) -> Vec<ArtifactKey> {
+        let mut keep: Vec<ArtifactKey> = self
+            .pending
+            .iter()
+            .map(|p| p.meta.key)
+            .chain(self.in_flight.map(|(_, k)| k))
+            .chain(self.retained_full.as_deref().map(|m| m.key))
+            .chain(self.drill_chain.iter().map(|m| m.key))
+            .collect();
+        keep.sort_unstable();
+        keep.dedup();
+        keep
+    }
+}
+
+/// The chain rule: whether `m` may be applied to a copy at `position` whose chain started from
+/// the full ending at `current_full`, with `retained_full` the newest verified full known.
+/// Restores ask it of the database; drills of the scratch copy a drill chain builds.
+pub fn applies_at(
+    position: Option<Lsn>,
+    current_full: Option<Lsn>,
+    retained_full: Option<&ArtifactMeta>,
+    m: &ArtifactMeta,
+) -> bool {
+    {
+        match (position, m.key.kind) {
             (None, ArtifactKind::Full) => true,
             (None, _) => false,
             // A full is restored only to start a chain or to bridge a hole (see `next`).
@@ -255,8 +385,8 @@ impl DbState {
             // epoch-4 incremental was issued on an epoch-2 full after a forced failover, a
             // reseed and two switchovers).
             (Some(p), ArtifactKind::Incremental) => {
-                let base_known = m.base_full == self.current_full
-                    || self.retained_full.as_deref().is_some_and(|f| {
+                let base_known = m.base_full == current_full
+                    || retained_full.is_some_and(|f| {
                         m.base_full == Some(f.key.lsn_end)
                             && f.key.epoch == m.key.epoch
                             && f.key.lsn_end <= p
@@ -265,7 +395,9 @@ impl DbState {
             }
         }
     }
+}
 
+impl DbState {
     /// The chain rule: among artifacts that apply at the position, prefer one that has not
     /// failed, then the one reaching furthest (a later artifact covering a failed range bypasses
     /// it). Fulls are used only to start a chain or by a reseed (see `restore.rs`).
@@ -451,6 +583,30 @@ mod tests {
             Next::Restore(i) => assert_eq!(d.pending[i].meta.key.kind, ArtifactKind::Incremental),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_drill_chain_follows_restores_and_starts_over_from_the_retained_full_when_out_of_step() {
+        let mut d = DbState::default();
+        d.drill_restored(art(ArtifactKind::Full, 10, 10, None), None);
+        d.drill_restored(art(ArtifactKind::Log, 10, 20, None), Some(Lsn(10)));
+        assert_eq!(d.drill_end(), Some(Lsn(20)));
+        // The copy moved to 50 without restores (a switchover): this log continues nothing.
+        d.retained_full = Some(Box::new(art(ArtifactKind::Full, 40, 40, None)));
+        d.drill_restored(art(ArtifactKind::Log, 50, 60, None), Some(Lsn(50)));
+        assert!(d.drill_chain.is_empty());
+        // One that continues the retained full starts the chain from it.
+        let across = art(ArtifactKind::Log, 35, 70, None);
+        d.drill_restored(across, Some(Lsn(60)));
+        assert_eq!(
+            d.drill_chain,
+            vec![*d.retained_full.clone().unwrap(), across]
+        );
+        // The keep-list: the chain, the retained full, waiting and in-flight artifacts.
+        d.insert(art(ArtifactKind::Log, 70, 80, None), 0);
+        let keep = d.keep_list();
+        assert_eq!(keep.len(), 3);
+        assert!(keep.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]

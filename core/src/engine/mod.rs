@@ -12,7 +12,7 @@ mod timers;
 
 pub use chain::{DbState, Gap, Next, Pending, Seen, WritePosition};
 pub use outbox::{OutEntry, ShipState};
-pub use role::{LeaseState, PeerView, Procedure, Role, Step};
+pub use role::{LeaseState, OwnService, PeerView, Procedure, Role, Step};
 pub use timers::{Timer, Timers};
 
 use crate::alert::{AlertBook, AlertId, AlertKind, Severity, Subject};
@@ -28,10 +28,16 @@ use std::collections::{BTreeMap, VecDeque};
 /// What an outstanding operation is for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OpPurpose {
-    Restore { db: DbId },
+    Restore {
+        db: DbId,
+    },
     Backup,
     Role,
-    Drill { db: DbId },
+    Drill {
+        db: DbId,
+    },
+    /// Auto Pilot's check of this site's own database service.
+    SelfCheck,
 }
 
 /// An operation issued and not yet completed.
@@ -84,6 +90,9 @@ pub struct SiteState {
     /// engine continues its own time scale from where it stopped (see `handle`).
     #[serde(default)]
     pub clock_base: Millis,
+    /// Auto Pilot's view of this site's own database service, and the hold-down.
+    #[serde(default)]
+    pub own: role::OwnService,
 }
 
 /// The site engine.
@@ -141,6 +150,7 @@ impl SiteEngine {
                 procedure: None,
                 quarantined: 0,
                 clock_base: 0,
+                own: role::OwnService::default(),
             },
             out: VecDeque::new(),
             deadline: None,
@@ -323,6 +333,13 @@ impl SiteEngine {
 
     /// Fire the timers due at `now`, and remember the next deadline for `poll_timeout`.
     fn run_timers(&mut self, now: Millis) {
+        // Finished logs are collected while this site accepts writes, from when it began.
+        if self.st.timers.get(Timer::CollectLogs).is_none() && self.writable() {
+            self.st.timers.set(
+                Timer::CollectLogs,
+                now + crate::defaults::COLLECT_LOGS_EVERY,
+            );
+        }
         self.deadline = self.st.timers.next();
         // Most inputs cross no deadline.
         if self.deadline.is_none_or(|t| t > now) {
@@ -394,6 +411,18 @@ impl SiteEngine {
                     if self.st.role == Role::Primary && !self.st.backups_paused {
                         self.take_backup(now, None, kind);
                     }
+                }
+            }
+            if self.st.timers.due(Timer::CollectLogs, now) {
+                fired = true;
+                // Not re-armed once writes stopped: `run_timers` arms it again when they resume.
+                if self.writable() {
+                    self.st.timers.set(
+                        Timer::CollectLogs,
+                        now + crate::defaults::COLLECT_LOGS_EVERY,
+                    );
+                    let epoch = self.st.epoch;
+                    self.command(Command::CollectLogs { epoch });
                 }
             }
             fired |= self.role_timers(now);
@@ -541,6 +570,7 @@ impl SiteEngine {
             }
             OpPurpose::Drill { db } => self.drill_done(now, db, &entry.cmd, result),
             OpPurpose::Role => self.role_op_done(now, op, &entry.cmd, result),
+            OpPurpose::SelfCheck => self.self_check_done(now, op, result),
         }
     }
 

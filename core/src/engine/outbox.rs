@@ -5,7 +5,7 @@ use super::{Role, SiteEngine};
 use crate::alert::{AlertKind, Severity, Subject};
 use crate::artifact::{ArtifactKey, ArtifactMeta};
 use crate::ids::{DbId, Millis, OpId};
-use crate::protocol::Command;
+use crate::protocol::{Command, Message, Peer};
 use serde::{Deserialize, Serialize};
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +112,47 @@ impl SiteEngine {
         self.switchover_progress(now);
     }
 
+    /// The recovery site restored each database up to these positions: what it has passed is no
+    /// longer shipped (an artifact in flight finishes its ship).
+    pub(super) fn superseded(&mut self, now: Millis, restored: &[(DbId, crate::ids::Lsn)]) {
+        let gone: Vec<(ArtifactKey, ShipState, u32)> = self
+            .st
+            .outbox
+            .iter()
+            .filter(|(k, e)| {
+                !matches!(e.state, ShipState::InFlight { .. })
+                    && restored
+                        .iter()
+                        .any(|(db, lsn)| *db == k.db && k.lsn_end <= *lsn)
+            })
+            .map(|(k, e)| (*k, e.state, e.attempts))
+            .collect();
+        for (key, state, attempts) in gone {
+            self.st.outbox.remove(&key);
+            self.st.ship_queue.retain(|k| *k != key);
+            if let ShipState::Backoff { until } = state {
+                self.st.timers.remove_ship_backoff(until, key);
+            }
+            self.command(Command::Discard { key });
+            self.audit(
+                now,
+                "not shipped: superseded".into(),
+                format!(
+                    "the recovery site already restored {} past this artifact",
+                    self.db_name(key.db)
+                ),
+                vec![
+                    (
+                        "artifact".into(),
+                        format!("{}..{}", key.lsn_start.0, key.lsn_end.0),
+                    ),
+                    ("failed_ships".into(), attempts.to_string()),
+                ],
+            );
+        }
+        self.switchover_progress(now);
+    }
+
     /// The recovery site's copy failed verification: ship it again. The first re-copy goes at
     /// once (damage in transit is usually a one-off); later ones wait out the same backoff as a
     /// failed ship, so a copy damaged at the source cannot turn into a ship storm, and a
@@ -205,37 +246,104 @@ impl SiteEngine {
         self.peer_lost_check(now);
     }
 
-    /// At the primary: raise `recovery_site_lost` when the recovery site has been silent.
-    fn peer_lost_check(&mut self, now: Millis) {
+    /// At the primary: raise `recovery_site_lost` when the recovery site has been silent. The
+    /// arbiter is asked first whether it still hears the recovery site: if it does, only the link
+    /// between the sites is down (severity failure, protection is paused); if it does not, or
+    /// does not answer, the recovery site may be lost (critical).
+    pub(super) fn peer_lost_check(&mut self, now: Millis) {
         if !matches!(self.st.role, Role::Primary | Role::Fenced) {
             return;
         }
         let since = self.st.peer.last_heard.unwrap_or(self.st.peer.watch_since);
         let silent = now.saturating_sub(since);
         let subject = Subject::Site(self.peer);
-        if silent >= self.cfg.failover.peer_lost_after_ms {
-            let text = super::texts::recovery_site_lost(
-                self.cfg.site_name(self.peer),
-                silent / crate::ids::MINUTE,
-                self.st.outbox.len(),
-            );
-            if !self.st.alerts.is_active(&crate::alert::AlertId {
-                kind: AlertKind::RecoverySiteLost,
-                db: None,
-                subject,
-            }) {
+        if silent < self.cfg.failover.peer_lost_after_ms {
+            self.st.peer.peer_status_asked = None;
+            self.st.peer.peer_seen = None;
+            self.clear(now, AlertKind::RecoverySiteLost, None, subject);
+            return;
+        }
+        let wait = self.cfg.lease.arbiter_timeout_ms;
+        let asked = self.st.peer.peer_status_asked;
+        let answer = self
+            .st
+            .peer
+            .peer_seen
+            .filter(|(at, _)| asked.is_some_and(|a| *at >= a));
+        if self.cfg.arbiter {
+            let ask = match (asked, answer) {
+                (None, _) => true,
+                // The answer is due: it decides (see `site_seen`).
+                (Some(a), None) if now.saturating_sub(a) < wait => return,
+                (Some(_), None) => true,
+                (Some(a), Some(_)) => now.saturating_sub(a) >= 2 * wait,
+            };
+            if ask {
+                let req = self.new_req();
+                self.st.peer.peer_status_asked = Some(now);
+                let site = self.peer;
+                self.send(Peer::Arbiter, Message::SiteStatus { site, req });
+                if asked.is_none() {
+                    return; // decide on the answer (or its absence)
+                }
+            }
+        }
+        let recent = 2 * wait + self.cfg.failover.probe_every_ms;
+        let link_only = self
+            .st
+            .peer
+            .peer_seen
+            .is_some_and(|(_, h)| h.is_some_and(|ms| ms <= recent));
+        let (severity, text) = if link_only {
+            (
+                Severity::Failure,
+                super::texts::recovery_site_unreachable(
+                    self.cfg.site_name(self.peer),
+                    silent / crate::ids::MINUTE,
+                    self.st.outbox.len(),
+                ),
+            )
+        } else {
+            (
+                Severity::Critical,
+                super::texts::recovery_site_lost(
+                    self.cfg.site_name(self.peer),
+                    silent / crate::ids::MINUTE,
+                    self.st.outbox.len(),
+                ),
+            )
+        };
+        let id = crate::alert::AlertId {
+            kind: AlertKind::RecoverySiteLost,
+            db: None,
+            subject,
+        };
+        match self.st.alerts.get(&id).map(|a| a.severity) {
+            Some(s) if s == severity => {}
+            Some(_) => {
+                // The witness changed its answer: the alert says what is true now.
+                self.clear(now, AlertKind::RecoverySiteLost, None, subject);
                 self.raise(
                     now,
                     AlertKind::RecoverySiteLost,
                     None,
                     subject,
-                    Severity::Critical,
+                    severity,
                     false,
                     text,
                 );
             }
-        } else {
-            self.clear(now, AlertKind::RecoverySiteLost, None, subject);
+            None => {
+                self.raise(
+                    now,
+                    AlertKind::RecoverySiteLost,
+                    None,
+                    subject,
+                    severity,
+                    false,
+                    text,
+                );
+            }
         }
     }
 }

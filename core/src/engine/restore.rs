@@ -44,6 +44,17 @@ impl SiteEngine {
         if computed != meta.checksum && !self.cfg.planted("restore_unverified") {
             return self.checksum_mismatch(now, meta, computed, from);
         }
+        if meta.key.epoch < self.st.epoch
+            && self.st.dbs[db.0 as usize]
+                .drill_chain
+                .iter()
+                .any(|m| m.key == meta.key)
+        {
+            // Another copy of an artifact restored here before the epoch changed (its ack was
+            // lost): the copy here is part of the drill chain, so nothing is set aside.
+            self.send(Peer::Site(from), Message::Ack { key: meta.key });
+            return;
+        }
         if meta.key.epoch < self.st.epoch && !self.cfg.planted("accept_stale_epoch") {
             // Durable here, so acknowledge it; but it is from an older epoch: never restore it.
             self.send(Peer::Site(from), Message::Ack { key: meta.key });
@@ -81,9 +92,16 @@ impl SiteEngine {
                 .is_none_or(|f| f.key.lsn_end < meta.key.lsn_end)
         {
             d.retained_full = Some(Box::new(meta));
-            if let Some(p) = d.position {
-                let before = p.min(meta.key.lsn_end);
-                self.command(Command::Prune { db, before });
+            match d.position {
+                // No drill chain to keep (the copy moved without restores): what ends before
+                // both the position and the new full is not needed.
+                Some(p) if d.drill_chain.is_empty() => {
+                    self.prune(db, p.min(meta.key.lsn_end));
+                }
+                // The position has passed it already: the drill chain moves to it.
+                Some(_) => self.drill_rebase(db),
+                // Otherwise it waits until the position passes it (restore_done).
+                None => {}
             }
         }
         let d = &mut self.st.dbs[db.0 as usize];
@@ -187,6 +205,7 @@ impl SiteEngine {
     pub(super) fn restores_may_start(&self) -> bool {
         self.restores()
             && (self.cfg.planted("drain_ignores_retries")
+                || self.cfg.planted("accept_stale_epoch")
                 || !self.st.procedure.as_ref().is_some_and(|p| p.past_drain()))
     }
 
@@ -319,10 +338,12 @@ impl SiteEngine {
         };
         let d = &mut self.st.dbs[db.0 as usize];
         if d.position.is_none_or(|p| p < meta.key.lsn_end) {
+            let before = d.position;
             d.position = Some(meta.key.lsn_end);
             if meta.key.kind == ArtifactKind::Full {
                 d.current_full = Some(meta.key.lsn_end);
             }
+            self.drill_restored(db, meta, before);
         }
         if meta.key.epoch < self.st.epoch && self.st.role == Role::Secondary {
             self.begin_reseed(
@@ -376,6 +397,8 @@ impl SiteEngine {
                 d.last_restore = Some(Seen::of(&meta, now));
                 d.last_restore_latency = Some(now.saturating_sub(p.received_at));
                 d.gap = None;
+                self.drill_restored(db, meta, before);
+                let d = &mut self.st.dbs[i];
                 // Only a full ends a reseed: a log that was running when an operator asked for
                 // one must not report the database recreated.
                 let full = meta.key.kind == ArtifactKind::Full;
@@ -594,6 +617,58 @@ impl SiteEngine {
         self.pump(now, db);
     }
 
+    /// A restore succeeded: the drill chain follows the database. A new base full (a full
+    /// restored, or the retained full the position passed) makes what ends before it
+    /// unnecessary: prune it.
+    fn drill_restored(&mut self, db: DbId, meta: ArtifactMeta, before: Option<Lsn>) {
+        let d = &mut self.st.dbs[db.0 as usize];
+        d.drill_restored(meta, before);
+        if meta.key.kind == ArtifactKind::Full {
+            self.prune(db, meta.key.lsn_end);
+        } else {
+            self.drill_rebase(db);
+        }
+    }
+
+    /// Move the drill chain to the retained full when the position has passed it, and prune
+    /// what ends before it.
+    fn drill_rebase(&mut self, db: DbId) {
+        let d = &mut self.st.dbs[db.0 as usize];
+        if d.drill_rebase() {
+            if let Some(f) = d.drill_chain.first() {
+                let before = f.key.lsn_end;
+                self.prune(db, before);
+            }
+        }
+    }
+
+    /// Retention: remove the database's artifacts that end before `before`, except what the
+    /// engine still needs (see [`DbState::keep_list`](super::DbState::keep_list)) and the
+    /// chains of drills still running.
+    fn prune(&mut self, db: DbId, before: Lsn) {
+        let Some(d) = self.st.dbs.get(db.0 as usize) else {
+            return;
+        };
+        if before == Lsn(0) {
+            return; // nothing ends before the first position
+        }
+        let mut keep = d.keep_list();
+        let mut drills = false;
+        for e in self.st.ops.values() {
+            if let Command::Drill { db: x, chain, .. } = &e.cmd {
+                if *x == db {
+                    keep.extend(chain.iter().map(|m| m.key));
+                    drills = true;
+                }
+            }
+        }
+        if drills {
+            keep.sort_unstable();
+            keep.dedup();
+        }
+        self.command(Command::Prune { db, before, keep });
+    }
+
     pub(super) fn drill_done(
         &mut self,
         now: Millis,
@@ -725,5 +800,236 @@ mod tests {
         let (k, next) = gap_schedule(u64::MAX - 1, u64::MAX / 2, u32::MAX);
         assert!(k >= 1 && next >= u64::MAX / 2);
         assert_eq!(gap_schedule(10, 0, 0), (3, 14));
+    }
+}
+
+/// The core's retention and drill decisions, end to end through the engine: what a `Prune`
+/// keeps and which chain a `Drill` names.
+#[cfg(test)]
+mod drill_tests {
+    use crate::artifact::{ArtifactKey, ArtifactKind, ArtifactMeta};
+    use crate::config::Config;
+    use crate::engine::SiteEngine;
+    use crate::ids::{Checksum, DbId, Epoch, Lsn, UtcMillis};
+    use crate::protocol::{Command, Input, OperatorRequest, Output};
+    use crate::SiteId;
+
+    fn art(kind: ArtifactKind, s: u64, e: u64, base: Option<u64>) -> ArtifactMeta {
+        ArtifactMeta {
+            key: ArtifactKey {
+                db: DbId(0),
+                epoch: Epoch(1),
+                lsn_start: Lsn(s),
+                lsn_end: Lsn(e),
+                kind,
+            },
+            base_full: base.map(Lsn),
+            created_utc: UtcMillis(1_795_305_600_000 + e as i64 * 1_000),
+            size: 1,
+            checksum: Checksum(e * 31 + s),
+            retry: 0,
+        }
+    }
+    fn full(at: u64) -> ArtifactMeta {
+        art(ArtifactKind::Full, at, at, None)
+    }
+    fn log(s: u64, e: u64) -> ArtifactMeta {
+        art(ArtifactKind::Log, s, e, None)
+    }
+
+    /// A recovery site whose executor completes every restore at once; it records the prunes
+    /// and drills the engine commands.
+    struct Site {
+        e: SiteEngine,
+        now: u64,
+        prunes: Vec<(Lsn, Vec<ArtifactKey>)>,
+        drills: Vec<(Lsn, Vec<ArtifactMeta>)>,
+    }
+
+    impl Site {
+        fn new() -> Site {
+            let mut e = SiteEngine::new(Config::default(), SiteId(1));
+            e.handle(0, Input::Tick);
+            let mut s = Site {
+                e,
+                now: 0,
+                prunes: Vec::new(),
+                drills: Vec::new(),
+            };
+            s.drain();
+            s
+        }
+        fn input(&mut self, i: Input) {
+            self.now += 10;
+            self.e.handle(self.now, i);
+            self.drain();
+        }
+        fn drain(&mut self) {
+            let mut done = Vec::new();
+            while let Some(o) = self.e.poll_output() {
+                match o {
+                    Output::Command(Command::Restore { op, .. } | Command::Reseed { op, .. }) => {
+                        done.push(op)
+                    }
+                    Output::Command(Command::Prune { before, keep, .. }) => {
+                        self.prunes.push((before, keep))
+                    }
+                    Output::Command(Command::Drill { upto, chain, .. }) => {
+                        self.drills.push((upto, chain))
+                    }
+                    _ => {}
+                }
+            }
+            for op in done {
+                self.input(Input::Completed { op, result: Ok(()) });
+            }
+        }
+        fn receive(&mut self, m: ArtifactMeta) {
+            self.input(Input::ArtifactReceived {
+                meta: m,
+                computed: m.checksum,
+                from: SiteId(0),
+            });
+        }
+        fn drill(&mut self) -> (Lsn, Vec<ArtifactMeta>) {
+            self.input(Input::Operator(OperatorRequest::Drill {
+                db: Some(DbId(0)),
+            }));
+            self.drills.pop().expect("a drill was issued")
+        }
+        fn position(&self) -> Option<Lsn> {
+            self.e.db(DbId(0)).and_then(|d| d.position)
+        }
+    }
+
+    /// What a prune leaves of `store`: everything not ending before `before`, and `keep`.
+    fn pruned(store: &mut Vec<ArtifactMeta>, before: Lsn, keep: &[ArtifactKey]) {
+        store.retain(|m| m.key.lsn_end >= before || keep.binary_search(&m.key).is_ok());
+    }
+
+    #[test]
+    fn a_drill_names_the_full_and_the_restored_logs_that_continue_it() {
+        let mut s = Site::new();
+        for m in [full(100), log(100, 150), log(150, 200)] {
+            s.receive(m);
+        }
+        assert_eq!(s.position(), Some(Lsn(200)));
+        let (upto, chain) = s.drill();
+        assert_eq!(upto, Lsn(200));
+        assert_eq!(chain, vec![full(100), log(100, 150), log(150, 200)]);
+    }
+
+    /// A newer full that the position has passed takes over the chain; the prune then drops
+    /// what came before it, and the drill after the prune names only what is still there.
+    #[test]
+    fn a_drill_after_a_prune_names_only_artifacts_the_prune_kept() {
+        let mut s = Site::new();
+        let mut store = vec![full(100), log(100, 150), log(150, 200)];
+        for m in store.clone() {
+            s.receive(m);
+        }
+        s.prunes.clear();
+        store.push(full(180));
+        s.receive(full(180));
+        assert_eq!(s.prunes.len(), 1, "{:?}", s.prunes);
+        let (before, keep) = s.prunes[0].clone();
+        assert_eq!(before, Lsn(180));
+        let mut sorted = keep.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(keep, sorted, "sorted, without duplicates");
+        assert_eq!(keep, vec![log(150, 200).key, full(180).key]);
+        pruned(&mut store, before, &keep);
+        assert_eq!(store, vec![log(150, 200), full(180)]);
+
+        let (upto, chain) = s.drill();
+        assert_eq!(upto, Lsn(200));
+        assert_eq!(chain, vec![full(180), log(150, 200)]);
+        assert!(chain.iter().all(|m| store.contains(m)));
+    }
+
+    /// A full that arrives ahead of the position changes nothing until the position passes it:
+    /// the chain from the older full stays whole (a drill in between still works).
+    #[test]
+    fn a_newer_full_ahead_of_the_position_waits_until_the_restores_pass_it() {
+        let mut s = Site::new();
+        let mut store = vec![full(100), log(100, 150), full(250)];
+        for m in store.clone() {
+            s.receive(m);
+        }
+        let prunes = s.prunes.len();
+        let (_, chain) = s.drill();
+        assert_eq!(chain, vec![full(100), log(100, 150)]);
+        assert_eq!(
+            s.prunes.len(),
+            prunes,
+            "nothing pruned before the position passes 250"
+        );
+
+        store.push(log(150, 300));
+        s.receive(log(150, 300));
+        let (before, keep) = s.prunes.last().cloned().unwrap();
+        assert_eq!(before, Lsn(250));
+        pruned(&mut store, before, &keep);
+        let (upto, chain) = s.drill();
+        assert_eq!(
+            (upto, chain.clone()),
+            (Lsn(300), vec![full(250), log(150, 300)])
+        );
+        assert!(chain.iter().all(|m| store.contains(m)));
+    }
+
+    /// An incremental on the retained full (not the full the copy started from) applies by the
+    /// chain rule, and the drill chain uses it instead of the logs it covers.
+    #[test]
+    fn a_drill_uses_an_incremental_on_the_retained_full() {
+        let mut s = Site::new();
+        for m in [full(100), log(100, 150), full(140)] {
+            s.receive(m);
+        }
+        let incr = art(ArtifactKind::Incremental, 140, 220, Some(140));
+        s.receive(incr);
+        s.receive(log(220, 240));
+        assert_eq!(s.position(), Some(Lsn(240)));
+        let (upto, chain) = s.drill();
+        assert_eq!(upto, Lsn(240));
+        assert_eq!(chain, vec![full(140), incr, log(220, 240)]);
+        // Every prune kept the chain.
+        let mut store = vec![full(100), log(100, 150), full(140), incr, log(220, 240)];
+        for (before, keep) in &s.prunes {
+            pruned(&mut store, *before, keep);
+        }
+        assert!(chain.iter().all(|m| store.contains(m)), "{store:?}");
+    }
+
+    /// A drill still running keeps its chain through a prune that moves the chain on.
+    #[test]
+    fn a_prune_keeps_the_chain_of_a_drill_still_running() {
+        let mut s = Site::new();
+        for m in [full(100), log(100, 150), log(150, 200)] {
+            s.receive(m);
+        }
+        let (_, running) = s.drill(); // never completed
+        s.receive(full(180));
+        let (before, keep) = s.prunes.last().cloned().unwrap();
+        assert_eq!(before, Lsn(180));
+        for m in &running {
+            assert!(m.key.lsn_end >= before || keep.binary_search(&m.key).is_ok());
+        }
+    }
+
+    /// Nothing restored: the drill fails at once (`drill_failed`), without a command.
+    #[test]
+    fn a_drill_without_a_chain_to_the_position_fails_without_a_command() {
+        let mut s = Site::new();
+        s.input(Input::Operator(OperatorRequest::Drill {
+            db: Some(DbId(0)),
+        }));
+        assert!(s.drills.is_empty());
+        assert!(s
+            .e
+            .alerts()
+            .iter()
+            .any(|(id, _)| id.kind == crate::alert::AlertKind::DrillFailed));
     }
 }

@@ -16,6 +16,7 @@ use crate::protocol::{ArbiterView, Command, Message, Peer};
 use crate::report::DbLoss;
 use serde::{Deserialize, Serialize};
 
+mod autopilot;
 mod failover;
 mod messages;
 mod probes;
@@ -72,6 +73,12 @@ pub struct LeaseState {
     /// not renew, so the lease lapses and the recovery site can take over.
     #[serde(default)]
     pub resigned: bool,
+    /// The first renewal still unanswered by a grant, and (while renewals pause) when they
+    /// resume: see `renewals_paused`.
+    #[serde(default)]
+    pub asking_since: Option<Millis>,
+    #[serde(default)]
+    pub quiet_until: Option<Millis>,
 }
 
 impl LeaseState {
@@ -92,6 +99,25 @@ impl LeaseState {
     }
 }
 
+/// Auto Pilot's view of this site's own database service (checked on every probe tick), and
+/// when this site last took part in a failover (the hold-down).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnService {
+    /// The check in flight: (op, issued at).
+    pub checking: Option<(OpId, Millis)>,
+    /// Consecutive failed checks, and when the first of them failed.
+    pub failed: u32,
+    pub first_failure: Option<Millis>,
+    /// When the service last answered.
+    pub last_ok: Option<Millis>,
+    /// When Auto Pilot restarted the service during this outage.
+    pub restart_at: Option<Millis>,
+    /// When this site last took part in a failover: promoted by one, or demoted by one.
+    pub failover_at: Option<Millis>,
+    /// An automatic failover was held down (audited once per outage).
+    pub held_down_at: Option<Millis>,
+}
+
 /// What this site sees of its peer, the primary's health and the arbiter.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerView {
@@ -109,6 +135,21 @@ pub struct PeerView {
     pub arbiter_view: Option<ArbiterView>,
     pub arbiter_view_at: Option<Millis>,
     pub arbiter_query: Option<(u64, Millis)>,
+    /// Primary: when it asked the arbiter whether it hears the silent recovery site, and the
+    /// answer (when it came, and how long before that the arbiter had heard the site).
+    #[serde(default)]
+    pub peer_status_asked: Option<Millis>,
+    #[serde(default)]
+    pub peer_seen: Option<(Millis, Option<Millis>)>,
+    /// A troubled link to the primary: (first failed reachability probe, last one, failures).
+    /// It ends only once the link stayed up for `LINK_DOWN_CLEAR_AFTER`, so a link that flaps
+    /// (down 5 s of every 7 s) is one trouble, not a series of short ones each reset by a good
+    /// probe.
+    #[serde(default)]
+    pub link_trouble: Option<(Millis, Millis, u32)>,
+    /// Arbiter queries that went unanswered in a row (`arbiter_unreachable` needs two).
+    #[serde(default)]
+    pub arbiter_misses: u32,
     /// The first good service probe of the current good streak (alert hysteresis).
     #[serde(default)]
     pub healthy_since: Option<Millis>,
@@ -270,6 +311,7 @@ impl SiteEngine {
             ..LeaseState::default()
         };
         self.st.peer.arbiter_query = None;
+        self.st.peer.arbiter_misses = 0;
         self.st.peer.failed_probes = 0;
         self.st.peer.first_failure = None;
         self.st.peer.watch_since = now;
@@ -420,6 +462,7 @@ impl SiteEngine {
             self.st
                 .timers
                 .set(Timer::Probe, now + self.cfg.failover.probe_every_ms);
+            self.self_check_tick(now);
             self.probe_tick(now);
         }
         if self.st.timers.due(Timer::RoleStep, now) {
@@ -451,8 +494,48 @@ impl SiteEngine {
         }
     }
 
+    /// A holder whose renewals reach the arbiter but whose grants never come back (the
+    /// arbiter-to-site direction cut) keeps the arbiter's lease alive while it cannot write:
+    /// nobody would accept writes until the cut heals. After one lease plus two arbiter timeouts
+    /// without a grant it stops renewing for a lease plus the drift margin, so the lease lapses
+    /// and a site that reaches the arbiter takes over; then it asks again.
+    pub(super) fn renewals_paused(&mut self, now: Millis) -> bool {
+        let lease = self.cfg.lease.lease_ms;
+        let timeout = self.cfg.lease.arbiter_timeout_ms;
+        if let Some(until) = self.st.lease.quiet_until {
+            if now < until {
+                return true;
+            }
+            self.st.lease.quiet_until = None;
+            self.st.lease.asking_since = None;
+        }
+        let since = *self.st.lease.asking_since.get_or_insert(now);
+        if now.saturating_sub(since) < lease + 2 * timeout {
+            return false;
+        }
+        let until = now + lease + self.cfg.drift_margin() + timeout;
+        self.st.lease.quiet_until = Some(until);
+        self.audit(
+            now,
+            "renewals paused".into(),
+            "no grant came back for a lease plus two arbiter timeouts: the lease is left to lapse \
+             so that a site which reaches the arbiter can take over"
+                .into(),
+            vec![
+                Self::kv("asking_since", since),
+                Self::kv("resume_at", until),
+            ],
+        );
+        true
+    }
+
     fn renew(&mut self, now: Millis) {
         if !self.renews() {
+            return;
+        }
+        if self.renewals_paused(now) {
+            let at = self.st.lease.quiet_until.unwrap_or(now);
+            self.st.timers.set(Timer::LeaseRenew, at);
             return;
         }
         self.st
@@ -502,6 +585,8 @@ impl SiteEngine {
             return;
         };
         self.st.lease.last_grant_at = Some(now);
+        self.st.lease.asking_since = None;
+        self.st.lease.quiet_until = None;
         self.clear(
             now,
             AlertKind::ArbiterUnreachable,
@@ -589,6 +674,8 @@ impl SiteEngine {
 
     fn denied(&mut self, now: Millis, view: ArbiterView, reason: &str) {
         self.st.lease.last_grant_at = Some(now);
+        self.st.lease.asking_since = None;
+        self.st.lease.quiet_until = None;
         self.clear(
             now,
             AlertKind::ArbiterUnreachable,
@@ -763,6 +850,20 @@ impl SiteEngine {
 
     /// The old primary learned it is stale: fence, keep its unshipped artifacts aside, rebuild.
     fn demote(&mut self, now: Millis) {
+        // The hold-down counts from the failover, which this site only saw happen if it was a
+        // live primary then: renewing until lately, or having resigned. An old primary coming
+        // back after a long outage (its lease state reset by the restart) learns of a failover
+        // long past.
+        let live = self.st.lease.resigned
+            || self.st.lease.last_grant_at.is_some_and(|t| {
+                now.saturating_sub(t)
+                    <= self.cfg.lease.lease_ms
+                        + self.cfg.drift_margin()
+                        + self.cfg.lease.arbiter_timeout_ms
+            });
+        if live {
+            self.st.own.failover_at = Some(now);
+        }
         self.become_fenced(now, "a newer epoch exists: this site is a stale primary");
         self.st.role = Role::Demoted;
         // Its maintenance pause was about its own backups; as a secondary it must hear the new
@@ -790,6 +891,10 @@ impl SiteEngine {
             d.reseed_since = Some(now);
             d.gap = None;
             d.pending.retain(|p| p.meta.key.kind == ArtifactKind::Full);
+            // It receives logs only from now on: `no_new_logs` counts from here, not from
+            // the last log it received before it was a primary (a false alert per database
+            // half a minute after every rebuild otherwise).
+            d.last_log_at = now;
         }
         self.st.procedure = Some(Procedure::new(
             ProcKind::Rebuild,
@@ -801,17 +906,25 @@ impl SiteEngine {
         self.st
             .timers
             .set(Timer::RoleStep, now + self.cfg.restore.op_timeout_ms);
-        let subject = Subject::Site(self.me);
-        let text = texts::reseed("every database", "this site was the primary of an older epoch and may have diverged; rebuilding from the new primary");
-        self.raise(
-            now,
-            AlertKind::Reseed,
-            None,
-            subject,
-            Severity::Warning,
-            false,
-            text,
-        );
+        // One `reseed` per database, as the catalogue says (severity failure): each clears when
+        // its database is recreated.
+        for i in 0..self.st.dbs.len() {
+            let db = DbId(i as u32);
+            let text = texts::reseed(
+                self.db_name(db),
+                "this site was the primary of an older epoch and may have diverged; rebuilding \
+                 from the new primary",
+            );
+            self.raise(
+                now,
+                AlertKind::Reseed,
+                Some(db),
+                Subject::None,
+                Severity::Failure,
+                false,
+                text,
+            );
+        }
         self.audit(
             now,
             "rebuild".into(),
@@ -839,7 +952,9 @@ impl SiteEngine {
         self.st.role = Role::Secondary;
         self.st.procedure = None;
         self.st.timers.cancel(Timer::RoleStep);
-        self.clear(now, AlertKind::Reseed, None, Subject::Site(self.me));
+        for i in 0..self.st.dbs.len() {
+            self.clear(now, AlertKind::Reseed, Some(DbId(i as u32)), Subject::None);
+        }
         self.audit(
             now,
             "rebuilt".into(),

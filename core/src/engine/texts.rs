@@ -106,6 +106,15 @@ pub fn recovery_site_lost(site: &str, minutes: u64, unshipped: usize) -> String 
     )
 }
 
+/// `recovery_site_lost` when the arbiter still hears the recovery site: only the link is down.
+pub fn recovery_site_unreachable(site: &str, minutes: u64, unshipped: usize) -> String {
+    format!(
+        "The recovery site [{site}] has not been heard from for [{minutes}] minutes, but the \
+         arbiter still hears it: the link between the sites is down. The primary keeps serving \
+         without protection ([{unshipped}] artifacts waiting to be shipped)."
+    )
+}
+
 pub fn stale_epoch(db: &str, path: &str, epoch: Epoch, current: Epoch) -> String {
     format!(
         "For database [{db}] the artifact [{path}] comes from epoch [{epoch}], older than the \
@@ -156,7 +165,27 @@ pub fn service_down(primary: &str, failed: u32, seconds: u64) -> String {
     format!(
         "The database service of the primary site [{primary}] is down: [{failed}] failed probes \
          over [{seconds}] seconds, while its agent answers and the arbiter sees it renewing its \
-         lease. Not failing over while the lease is held."
+         lease. The primary's agent checks its service itself and gives its lease up if the \
+         service stays down (failover.local_restart_wait_ms); the failover follows the lapse."
+    )
+}
+
+/// `primary_down` when the primary answers but its lease lapsed at the arbiter.
+pub fn primary_lapsed(primary: &str) -> String {
+    format!(
+        "The primary site [{primary}] answers, but the arbiter reports its lease lapsed: it \
+         cannot reach the arbiter (or gave its lease up) and has stopped accepting writes. The \
+         recovery site takes over."
+    )
+}
+
+/// `primary_down` raised by the primary about its own database service (Auto Pilot).
+pub fn own_service_down(site: &str, failed: u32, seconds: u64, why: &str) -> String {
+    format!(
+        "The database service at [{site}] does not answer this site's own checks: [{failed}] \
+         failed over [{seconds}] seconds (last: {why}). Auto Pilot restarts it (with \
+         failover.local_restart) or gives the lease up so the recovery site takes over; the lease \
+         is taken up again if the service answers first."
     )
 }
 

@@ -29,9 +29,12 @@ pub enum Timer {
     /// The current role procedure (failover, switchover, Auto Pilot wait, confirmation) has a
     /// deadline.
     RoleStep,
+    /// Primary, while it accepts writes: collect the logs the database finished on its own
+    /// (`Command::CollectLogs`), every [`crate::defaults::COLLECT_LOGS_EVERY`].
+    CollectLogs,
 }
 
-const TIMER_COUNT: usize = 11;
+const TIMER_COUNT: usize = 12;
 
 /// Fixed timers plus the two per-item schedules that need ordering (ship backoff, restore retry).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

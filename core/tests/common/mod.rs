@@ -81,6 +81,8 @@ pub struct DbModel {
     pub logged: Vec<u64>,
     pub fails_next_restores: u32,
     pub corrupt_next_ship: bool,
+    /// The next log shipped is damaged at the source: every ship of it arrives corrupted.
+    pub damage_next_log: bool,
     /// A `RestartService` brings the service back.
     pub restart_fixes_service: bool,
     pub service_restarts: u32,
@@ -157,6 +159,10 @@ pub struct Harness {
     pub last_writable: [Option<Millis>; 2],
     /// Messages between engines delivered twice, in percent.
     pub dup_pct: u32,
+    /// The recovery site's service probe fails whatever the primary's state (a wrong probe).
+    pub probe_broken: bool,
+    /// Artifacts damaged at the source (see `DbModel::damage_next_log`).
+    pub damaged: BTreeSet<ArtifactKey>,
     epochs_seen: [Epoch; 3],
     max_acked_epoch: u64,
     pub created: u64,
@@ -231,6 +237,8 @@ impl Harness {
             epoch_began: BTreeMap::new(),
             last_writable: [None; 2],
             dup_pct: 0,
+            probe_broken: false,
+            damaged: BTreeSet::new(),
             epochs_seen: [Epoch(1); 3],
             max_acked_epoch: 0,
             created: 0,
@@ -424,6 +432,13 @@ impl Harness {
                     self.db[n].corrupt_next_ship = false;
                     computed = Checksum(computed.0 ^ 1);
                 }
+                if self.db[n].damage_next_log && artifact.key.kind == ArtifactKind::Log {
+                    self.db[n].damage_next_log = false;
+                    self.damaged.insert(artifact.key);
+                }
+                if self.damaged.contains(&artifact.key) {
+                    computed = Checksum(computed.0 ^ 1);
+                }
                 if self.up[n][to] && self.db[to].site_up {
                     let at = self.t + self.latency;
                     self.inflight.push_back((
@@ -530,12 +545,24 @@ impl Harness {
                 self.db[n].drills += 1;
                 self.later(100, n, ok(op));
             }
+            Command::CheckService { op } => {
+                let result = if self.db[n].service_up {
+                    Ok(())
+                } else {
+                    Err(Failure {
+                        code: 2006,
+                        message: "the local service does not answer".into(),
+                        permanent: false,
+                    })
+                };
+                self.later(5, n, Input::Completed { op, result });
+            }
             Command::Probe => {
                 let links = self.up[n][peer] && self.up[peer][n];
                 let p = &self.db[peer];
                 let site = links && p.site_up && p.agent_up;
                 // A fenced database fails the service probe: its service is unhealthy.
-                let service = links && p.accepts_writes();
+                let service = links && p.accepts_writes() && !self.probe_broken;
                 let rtt = 2 * self.latency;
                 self.later(
                     rtt,
@@ -570,7 +597,8 @@ impl Harness {
             Command::Relabel { .. }
             | Command::Discard { .. }
             | Command::Prune { .. }
-            | Command::Quarantine { .. } => {}
+            | Command::Quarantine { .. }
+            | Command::CollectLogs { .. } => {}
         }
     }
 

@@ -14,12 +14,10 @@ use crate::status::StatusBoard;
 use crate::transport::Transport;
 use lifeboat_core::engine::SiteEngine;
 use lifeboat_core::protocol::{Command, Failure, Input, ProbeTarget};
-use lifeboat_core::{
-    ArtifactKey, ArtifactKind, ArtifactMeta, Config, DbId, Epoch, Lsn, OpId, SiteId,
-};
+use lifeboat_core::{ArtifactKey, ArtifactKind, ArtifactMeta, Config, DbId, Epoch, OpId, SiteId};
 use serde_json::json;
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -44,13 +42,9 @@ pub struct Executor {
     board: Arc<StatusBoard>,
     role_q: mpsc::UnboundedSender<Job>,
     data_q: mpsc::UnboundedSender<Job>,
-    /// The epoch while this site is the writable primary, else 0: logs the database finishes
-    /// on its own are collected and announced only then.
-    writable_epoch: Arc<AtomicU64>,
+    /// A `CollectLogs` is running: the next one is skipped rather than queued behind it.
+    collecting: Arc<AtomicBool>,
 }
-
-/// How often the driver is asked for logs the database finished on its own.
-const COLLECT_LOGS_EVERY: Duration = Duration::from_millis(500);
 
 fn failure(code: i32, message: impl Into<String>, permanent: bool) -> Failure {
     Failure {
@@ -105,19 +99,13 @@ impl Executor {
             board,
             role_q,
             data_q,
-            writable_epoch: Arc::new(AtomicU64::new(0)),
+            collecting: Arc::new(AtomicBool::new(false)),
         })
     }
 
     /// The site's artifact files (the agent's start-up scans).
     pub fn files(&self) -> &Arc<ArtifactFiles> {
         &self.files
-    }
-
-    /// The engine's role after a batch of inputs: the epoch when it is the writable primary.
-    pub fn set_writable_epoch(&self, epoch: Option<Epoch>) {
-        self.writable_epoch
-            .store(epoch.map_or(0, |e| e.0), Ordering::SeqCst);
     }
 
     /// Periodic work that feeds the engine facts: free disk space, local health.
@@ -131,45 +119,6 @@ impl Executor {
                     me.feed.send(Input::DiskSpace { free_mib }).await;
                 }
                 tokio::time::sleep(every).await;
-            }
-        });
-        // Logs the database finished by itself (PostgreSQL's archive_timeout) ship at once,
-        // not at the next scheduled log backup.
-        let me = self.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(COLLECT_LOGS_EVERY).await;
-                let epoch = me.writable_epoch.load(Ordering::SeqCst);
-                if epoch == 0 {
-                    continue;
-                }
-                let (d, outbox) = (me.driver.clone(), me.files.outbox.clone());
-                let made = tokio::task::spawn_blocking(move || {
-                    let mut out = Vec::new();
-                    for i in 0..d.databases().len() as u32 {
-                        let req = BackupRequest {
-                            db: DbId(i),
-                            kind: ArtifactKind::Log,
-                            epoch: Epoch(epoch),
-                            created_utc: crate::status::utc_now(),
-                            outbox: outbox.clone(),
-                        };
-                        match d.collect_logs(&req) {
-                            Ok(a) => out.extend(a),
-                            Err(e) => debug!(error = %e, "collecting finished logs failed"),
-                        }
-                    }
-                    out
-                })
-                .await
-                .unwrap_or_default();
-                for a in made {
-                    let meta = a.meta();
-                    info!(file = %a.path.display(), lsn_start = meta.key.lsn_start.0,
-                          lsn_end = meta.key.lsn_end.0, "log finished by the database");
-                    me.files.remember_outbox(meta.key, a.path.clone());
-                    me.feed.send(Input::ArtifactDiscovered(meta)).await;
-                }
             }
         });
         let me = self.clone();
@@ -222,14 +171,9 @@ impl Executor {
                     }
                 });
             }
-            Command::Prune { db, before } => {
-                // Keep what the engine still needs: pending and in-flight artifacts.
-                let mut keep: BTreeSet<ArtifactKey> = BTreeSet::new();
-                if let Some(d) = engine.db(db) {
-                    keep.extend(d.pending.iter().map(|p| p.meta.key));
-                    keep.extend(d.in_flight.map(|(_, k)| k));
-                    keep.extend(d.retained_full.as_deref().map(|m| m.key));
-                }
+            Command::Prune { db, before, keep } => {
+                // The core named everything it still needs; the rest before `before` goes.
+                let keep: BTreeSet<ArtifactKey> = keep.into_iter().collect();
                 let files = self.files.clone();
                 tokio::task::spawn_blocking(move || match files.prune(db, before, &keep) {
                     Ok(n) if n > 0 => debug!(removed = n, ?db, "pruned restored artifacts"),
@@ -248,6 +192,34 @@ impl Executor {
                 });
             }
             Command::Probe => self.probe(),
+            Command::CollectLogs { epoch } => self.collect_logs(epoch),
+            Command::CheckService { op } => {
+                // Auto Pilot's check of this site's own service: every database answers the
+                // driver's probe. The result also feeds `/health`.
+                let d = self.driver.clone();
+                let feed = self.feed.clone();
+                let board = self.board.clone();
+                let names: Vec<String> = self.cfg.databases.clone();
+                tokio::spawn(async move {
+                    let res = tokio::task::spawn_blocking(move || {
+                        for i in 0..d.databases().len() as u32 {
+                            if let Err(e) = d.probe(DbId(i)) {
+                                let name = names.get(i as usize).cloned().unwrap_or_default();
+                                return Err(failure(
+                                    e.kind.code(),
+                                    format!("database {name} does not answer: {e}"),
+                                    false,
+                                ));
+                            }
+                        }
+                        Ok(())
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(failure(1, format!("the check panicked: {e}"), false)));
+                    board.set_health(res.is_ok());
+                    feed.send(Input::Completed { op, result: res }).await;
+                });
+            }
             Command::SamplePositions => {
                 let d = self.driver.clone();
                 let feed = self.feed.clone();
@@ -267,6 +239,47 @@ impl Executor {
         }
     }
 
+    /// Logs the database finished by itself (PostgreSQL's archive_timeout) ship at once, not at
+    /// the next scheduled log backup. The core decides when (`Command::CollectLogs`, while it
+    /// accepts writes) and at which epoch; a collection still running makes this one a no-op.
+    fn collect_logs(&self, epoch: Epoch) {
+        if self.collecting.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (d, files, feed) = (self.driver.clone(), self.files.clone(), self.feed.clone());
+        let collecting = self.collecting.clone();
+        tokio::spawn(async move {
+            let outbox = files.outbox.clone();
+            let made = tokio::task::spawn_blocking(move || {
+                let mut out = Vec::new();
+                for i in 0..d.databases().len() as u32 {
+                    let req = BackupRequest {
+                        db: DbId(i),
+                        kind: ArtifactKind::Log,
+                        epoch,
+                        created_utc: crate::status::utc_now(),
+                        outbox: outbox.clone(),
+                    };
+                    match d.collect_logs(&req) {
+                        Ok(a) => out.extend(a),
+                        Err(e) => debug!(error = %e, "collecting finished logs failed"),
+                    }
+                }
+                out
+            })
+            .await
+            .unwrap_or_default();
+            for a in made {
+                let meta = a.meta();
+                info!(file = %a.path.display(), lsn_start = meta.key.lsn_start.0,
+                      lsn_end = meta.key.lsn_end.0, "log finished by the database");
+                files.remember_outbox(meta.key, a.path.clone());
+                feed.send(Input::ArtifactDiscovered(meta)).await;
+            }
+            collecting.store(false, Ordering::SeqCst);
+        });
+    }
+
     fn ship(&self, op: OpId, meta: ArtifactMeta, to: SiteId) {
         let feed = self.feed.clone();
         let files = self.files.clone();
@@ -274,39 +287,7 @@ impl Executor {
         let name =
             crate::transport::inbox::artifact_file_name(&meta, self.cfg.db_name(meta.key.db));
         let _ = self.me;
-        tokio::spawn(async move {
-            let key = meta.key;
-            let Some(path) = files.outbox_path(&key) else {
-                let reason = format!(
-                    "{name} is not in the outbox {} (removed by hand?); a new backup will \
-                     replace it",
-                    files.outbox.display()
-                );
-                feed.send(Input::ShipFailed {
-                    op,
-                    key,
-                    to,
-                    reason,
-                })
-                .await;
-                return;
-            };
-            // Its byte progress shows in `/status` under `transfers`.
-            let result = transport.ship(meta, &path).await;
-            match result {
-                Ok(s) => debug!(file = %name, resumed_from = s.resumed_from, "shipped"),
-                Err(e) => {
-                    debug!(error = %e, "ship failed");
-                    feed.send(Input::ShipFailed {
-                        op,
-                        key,
-                        to,
-                        reason: e.to_string(),
-                    })
-                    .await;
-                }
-            }
-        });
+        tokio::spawn(ship_once(feed, files, transport, op, meta, to, name));
     }
 
     fn probe(&self) {
@@ -345,6 +326,48 @@ impl Executor {
             })
             .await;
         });
+    }
+}
+
+/// One attempt of a `Ship`: a failure is reported to the core once, as `ShipFailed`, and never
+/// retried here (the core's backoff schedule decides when to ship again).
+async fn ship_once(
+    feed: Feed,
+    files: Arc<ArtifactFiles>,
+    transport: Arc<Transport>,
+    op: OpId,
+    meta: ArtifactMeta,
+    to: SiteId,
+    name: String,
+) {
+    let key = meta.key;
+    let Some(path) = files.outbox_path(&key) else {
+        let reason = format!(
+            "{name} is not in the outbox {} (removed by hand?); a new backup will replace it",
+            files.outbox.display()
+        );
+        feed.send(Input::ShipFailed {
+            op,
+            key,
+            to,
+            reason,
+        })
+        .await;
+        return;
+    };
+    // Its byte progress shows in `/status` under `transfers`.
+    match transport.ship(meta, &path).await {
+        Ok(s) => debug!(file = %name, resumed_from = s.resumed_from, "shipped"),
+        Err(e) => {
+            debug!(error = %e, "ship attempt failed; the core schedules the next");
+            feed.send(Input::ShipFailed {
+                op,
+                key,
+                to,
+                reason: e.to_string(),
+            })
+            .await;
+        }
     }
 }
 
@@ -484,10 +507,12 @@ async fn run(ctx: &Ctx, job: Job) -> Result<(), Failure> {
             }
             r
         }
-        Command::Drill { db, upto, .. } => {
-            let chain = drill_chain(&ctx.files, db, upto, ctx.cfg.db_name(db))?;
-            let out = blocking(move || d.drill(db, &chain)).await?;
-            info!(db = ctx.cfg.db_name(db), position = out.position.0, applied = out.applied,
+        Command::Drill {
+            db, upto, chain, ..
+        } => {
+            let name = ctx.cfg.db_name(db);
+            let out = drill(&ctx.files, d, db, &chain, name).await?;
+            info!(db = name, position = out.position.0, upto = upto.0, applied = out.applied,
                   check = %out.check, "drill done");
             Ok(())
         }
@@ -570,51 +595,54 @@ fn probe_all(d: &dyn Driver) -> bool {
     (0..d.databases().len() as u32).all(|i| d.probe(DbId(i)).is_ok())
 }
 
-/// The chain a drill restores: the newest full at or below `upto` in the inbox, then the
-/// artifacts that continue it, each reaching furthest, up to `upto`.
-fn drill_chain(
+/// A drill: restore exactly the chain the core named into the driver's scratch place and check.
+async fn drill(
     files: &ArtifactFiles,
+    d: Arc<dyn Driver>,
     db: DbId,
-    upto: Lsn,
+    chain: &[ArtifactMeta],
+    db_name: &str,
+) -> Result<driver::DrillOutcome, Failure> {
+    let chain = drill_files(files, chain, db_name)?;
+    blocking(move || d.drill(db, &chain)).await
+}
+
+/// The files of the chain a drill restores, exactly as the core named it, in its order. A
+/// member missing from the inbox fails the drill (the check of each file's bytes against its
+/// manifest is the driver's, before it applies anything).
+fn drill_files(
+    files: &ArtifactFiles,
+    chain: &[ArtifactMeta],
     db_name: &str,
 ) -> Result<Vec<ArtifactFile>, Failure> {
-    let all: Vec<(ArtifactMeta, std::path::PathBuf)> = files
-        .scan(false)
-        .into_iter()
-        .filter(|(m, _)| m.key.db == db && m.key.lsn_end <= upto)
-        .collect();
-    let Some((full, path)) = all
-        .iter()
-        .filter(|(m, _)| m.key.kind == ArtifactKind::Full)
-        .max_by_key(|(m, _)| m.key.lsn_end)
-        .cloned()
-    else {
+    if chain.is_empty() {
         return Err(failure(
             driver::ErrorKind::NotFound.code(),
-            format!("no full backup of {db_name} up to {upto} in the inbox to drill from"),
+            format!("the drill of {db_name} names no artifacts to restore"),
             false,
         ));
-    };
-    let as_file = |m: &ArtifactMeta, p: &std::path::PathBuf| ArtifactFile {
-        path: p.clone(),
-        manifest: Manifest::from_meta(m, db_name),
-    };
-    let mut chain = vec![as_file(&full, &path)];
-    let mut pos = full.key.lsn_end;
-    while pos < upto {
-        let next = all
-            .iter()
-            .filter(|(m, _)| m.key.kind != ArtifactKind::Full)
-            .filter(|(m, _)| m.key.lsn_start <= pos && pos < m.key.lsn_end)
-            .filter(|(m, _)| {
-                m.key.kind == ArtifactKind::Log || m.base_full == Some(full.key.lsn_end)
-            })
-            .max_by_key(|(m, _)| m.key.lsn_end);
-        let Some((m, p)) = next else { break };
-        chain.push(as_file(m, p));
-        pos = m.key.lsn_end;
     }
-    Ok(chain)
+    chain
+        .iter()
+        .map(|m| match files.inbox_path(m, db_name) {
+            Some(path) => Ok(ArtifactFile {
+                path,
+                manifest: Manifest::from_meta(m, db_name),
+            }),
+            None => Err(failure(
+                driver::ErrorKind::NotFound.code(),
+                format!(
+                    "the {} of {db_name} covering {}..{} that the drill restores is not in the \
+                     inbox {}: it was removed by hand or lost",
+                    m.key.kind.text_word(),
+                    m.key.lsn_start,
+                    m.key.lsn_end,
+                    files.inbox.display()
+                ),
+                false,
+            )),
+        })
+        .collect()
 }
 
 /// Free space of the file system holding `dir`, in MiB (`df -Pm`, no unsafe statvfs).
@@ -635,11 +663,234 @@ pub fn parse_df(text: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::driver::{DatabaseSpec, DrillOutcome, DriverError};
+    use crate::transport::testkit::{Fault, Proxy};
+    use crate::transport::{inbox as ti, Event, Inbox, Listener, TransportConfig};
+    use lifeboat_core::{Checksum, Lsn, Peer, UtcMillis};
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
     #[test]
     fn df_output_gives_the_available_mebibytes() {
         let t = "Filesystem 1048576-blocks Used Available Capacity Mounted on\n\
                  /dev/sda1 100000 40000 60000 40% /\n";
         assert_eq!(super::parse_df(t), Some(60000));
         assert_eq!(super::parse_df("garbage"), None);
+    }
+
+    fn meta(kind: ArtifactKind, s: u64, e: u64, base: Option<u64>) -> ArtifactMeta {
+        ArtifactMeta {
+            key: ArtifactKey {
+                db: DbId(0),
+                epoch: Epoch(1),
+                lsn_start: Lsn(s),
+                lsn_end: Lsn(e),
+                kind,
+            },
+            base_full: base.map(Lsn),
+            created_utc: UtcMillis(1_795_000_000_000 + e as i64 * 1_000),
+            size: 5,
+            checksum: Checksum(7),
+            retry: 0,
+        }
+    }
+
+    /// An artifact and its manifest in `dir`.
+    fn put(dir: &Path, m: &ArtifactMeta) -> PathBuf {
+        let p = dir.join(ti::artifact_file_name(m, "db0"));
+        std::fs::write(&p, b"bytes").unwrap();
+        ti::write_manifest(&p, m, "db0").unwrap();
+        p
+    }
+
+    /// A driver that only remembers the chains it was asked to drill.
+    #[derive(Default)]
+    struct Recorder {
+        specs: Vec<DatabaseSpec>,
+        drilled: Mutex<Vec<Vec<(ArtifactMeta, PathBuf)>>>,
+    }
+
+    fn unused<T>() -> Result<T, DriverError> {
+        Err(DriverError::new(
+            driver::ErrorKind::Config,
+            "not in this test",
+        ))
+    }
+
+    impl Driver for Recorder {
+        fn kind(&self) -> &'static str {
+            "recorder"
+        }
+        fn databases(&self) -> &[DatabaseSpec] {
+            &self.specs
+        }
+        fn take_backup(&self, _: &BackupRequest) -> Result<Vec<ArtifactFile>, DriverError> {
+            unused()
+        }
+        fn position(&self, _: DbId) -> Result<Lsn, DriverError> {
+            unused()
+        }
+        fn restore(&self, _: &ArtifactFile) -> Result<Lsn, DriverError> {
+            unused()
+        }
+        fn reseed(&self, _: &ArtifactFile) -> Result<Lsn, DriverError> {
+            unused()
+        }
+        fn promote(&self, _: DbId, _: Epoch) -> Result<Lsn, DriverError> {
+            unused()
+        }
+        fn fence(&self, _: DbId) -> Result<(), DriverError> {
+            unused()
+        }
+        fn unfence(&self, _: DbId, _: Epoch) -> Result<(), DriverError> {
+            unused()
+        }
+        fn probe(&self, _: DbId) -> Result<(), DriverError> {
+            unused()
+        }
+        fn drill(&self, db: DbId, chain: &[ArtifactFile]) -> Result<DrillOutcome, DriverError> {
+            let got = chain
+                .iter()
+                .map(|f| (f.manifest.meta(), f.path.clone()))
+                .collect();
+            self.drilled.lock().unwrap().push(got);
+            Ok(DrillOutcome {
+                db,
+                position: chain
+                    .last()
+                    .map_or(Lsn(0), |f| f.manifest.meta().key.lsn_end),
+                applied: chain.len(),
+                check: "ok".into(),
+            })
+        }
+    }
+
+    /// The adapter chooses nothing: the inbox holds an older full, a newer full the position
+    /// has not reached, and logs on either side, and the drill restores exactly the full, the
+    /// incremental and the log the command names, in its order.
+    #[tokio::test]
+    async fn a_drill_restores_exactly_the_chain_the_command_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = ArtifactFiles::open(dir.path()).unwrap();
+        let old_full = meta(ArtifactKind::Full, 0, 0, None);
+        let full = meta(ArtifactKind::Full, 100, 100, None);
+        let covered = meta(ArtifactKind::Log, 100, 150, None);
+        let incr = meta(ArtifactKind::Incremental, 100, 180, Some(100));
+        let log = meta(ArtifactKind::Log, 180, 200, None);
+        let later = meta(ArtifactKind::Log, 200, 260, None);
+        let newer_full = meta(ArtifactKind::Full, 250, 250, None);
+        let mut paths = BTreeMap::new();
+        for m in [old_full, full, covered, incr, log, later, newer_full] {
+            paths.insert(m.key, put(&files.inbox, &m));
+        }
+        let d = Arc::new(Recorder::default());
+        let chain = vec![full, incr, log];
+        let out = drill(&files, d.clone(), DbId(0), &chain, "db0")
+            .await
+            .unwrap();
+        assert_eq!((out.position, out.applied), (Lsn(200), 3));
+        let drilled = d.drilled.lock().unwrap().clone();
+        assert_eq!(drilled.len(), 1);
+        let want: Vec<(ArtifactMeta, PathBuf)> =
+            chain.iter().map(|m| (*m, paths[&m.key].clone())).collect();
+        assert_eq!(drilled[0], want);
+    }
+
+    /// A member of the chain missing from the inbox fails the drill (the core raises
+    /// `drill_failed`) before the driver restores anything; no other file stands in for it.
+    #[tokio::test]
+    async fn a_drill_whose_chain_is_not_all_in_the_inbox_fails_before_restoring_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = ArtifactFiles::open(dir.path()).unwrap();
+        let full = meta(ArtifactKind::Full, 100, 100, None);
+        let gone = meta(ArtifactKind::Log, 100, 150, None);
+        let log = meta(ArtifactKind::Log, 150, 200, None);
+        // Another log covering the missing one's range is no substitute.
+        let wider = meta(ArtifactKind::Log, 100, 160, None);
+        for m in [full, log, wider] {
+            put(&files.inbox, &m);
+        }
+        let d = Arc::new(Recorder::default());
+        let err = drill(&files, d.clone(), DbId(0), &[full, gone, log], "db0")
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, driver::ErrorKind::NotFound.code());
+        assert!(err.message.contains("100..150"), "{}", err.message);
+        assert!(d.drilled.lock().unwrap().is_empty());
+    }
+
+    /// The transport no longer retries a ship on its own: every `Ship` is one attempt, and each
+    /// failed attempt reaches the core once, as `ShipFailed` with that command's operation id.
+    /// The next `Ship` the core issues resumes where the receiver stopped.
+    #[tokio::test]
+    async fn every_failed_ship_attempt_is_reported_to_the_core_once() {
+        const MIB: u64 = 1024 * 1024;
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut events) = mpsc::channel::<Event>(64);
+        let inbox = Inbox::open(dir.path().join("peer-inbox"), vec!["db0".into()]).unwrap();
+        let cfg = TransportConfig {
+            chunk_size: 256 * 1024,
+            ..TransportConfig::default()
+        };
+        let me = Peer::Site(SiteId(0));
+        let listener = Listener::bind("127.0.0.1:0", Peer::Site(SiteId(1)), inbox, cfg.clone(), tx)
+            .await
+            .unwrap();
+        // Every ship connection is cut after 1 MiB, twice in all.
+        let proxy = Proxy::start(listener.local_addr(), Fault::CutAfter(MIB), 2).await;
+        let (etx, _erx) = mpsc::channel(64);
+        let transport = Arc::new(Transport::connect(proxy.addr.to_string(), me, cfg, etx));
+
+        let files = Arc::new(ArtifactFiles::open(dir.path()).unwrap());
+        let mut m = meta(ArtifactKind::Log, 100, 200, None);
+        let path = files.outbox.join(ti::artifact_file_name(&m, "db0"));
+        let bytes: Vec<u8> = (0..3 * MIB).map(|i| (i * 31 % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let (size, checksum) = crate::driver::hash_file(&path).unwrap();
+        (m.size, m.checksum) = (size, checksum);
+        ti::write_manifest(&path, &m, "db0").unwrap();
+        files.remember_outbox(m.key, path);
+
+        let (ftx, mut inputs) = mpsc::channel(64);
+        let feed = super::super::Feed(ftx);
+        let name = ti::artifact_file_name(&m, "db0");
+        let to = SiteId(1);
+        for attempt in 1..=2u64 {
+            let op = OpId(attempt);
+            ship_once(
+                feed.clone(),
+                files.clone(),
+                transport.clone(),
+                op,
+                m,
+                to,
+                name.clone(),
+            )
+            .await;
+            assert_eq!(proxy.fired(), attempt as u32, "one connection per attempt");
+            match inputs.try_recv() {
+                Ok(Input::ShipFailed { op: got, key, .. }) => {
+                    assert_eq!((got, key), (op, m.key));
+                }
+                other => panic!("attempt {attempt}: {other:?}"),
+            }
+            assert!(inputs.try_recv().is_err(), "reported exactly once");
+        }
+        // The third attempt gets through, resuming, and reports nothing (the ack is the peer's).
+        ship_once(feed, files, transport, OpId(3), m, to, name).await;
+        assert_eq!(proxy.fired(), 2);
+        assert!(inputs.try_recv().is_err());
+        let received = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(Event::ArtifactReceived { meta, computed, .. }) = events.recv().await {
+                    return (meta, computed);
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(received, (m, m.checksum));
     }
 }

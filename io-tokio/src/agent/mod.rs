@@ -298,10 +298,6 @@ pub async fn run(file: SiteFile, config_path: std::path::PathBuf) -> anyhow::Res
                 }
             }
         }
-        exec.set_writable_epoch(
-            (engine.role() == lifeboat_core::engine::Role::Primary && engine.writable())
-                .then(|| engine.epoch()),
-        );
         if store.records_since_snapshot() >= file.journal.snapshot_every {
             store
                 .snapshot(engine.state())

@@ -99,31 +99,18 @@ impl Transport {
             })
     }
 
-    /// Ship an artifact file and its manifest. Returns once the receiver has fsynced and renamed
-    /// it, with the checksum the receiver computed. Network failures are retried up to
-    /// `ship_attempts` times with backoff, each attempt resuming where the receiver stopped.
+    /// Ship an artifact file and its manifest, once. Returns once the receiver has fsynced and
+    /// renamed it, with the checksum the receiver computed. A failure is returned at once, never
+    /// retried here: the agent reports every failed attempt to the core (`ShipFailed`), whose
+    /// backoff schedule alone decides when to ship again; the next attempt resumes where the
+    /// receiver stopped.
     pub async fn ship(&self, meta: ArtifactMeta, path: &Path) -> Result<Shipped, ShipError> {
-        let cfg = &self.shared.cfg;
-        let mut backoff = Backoff::new(cfg.backoff_initial, cfg.backoff_max);
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let kind = match self.ship_once(&meta, path).await {
-                Ok(shipped) => return Ok(shipped),
-                Err(kind) => kind,
-            };
-            if !kind.is_retryable() || attempts >= cfg.ship_attempts.max(1) {
-                return Err(ShipError {
-                    key: meta.key,
-                    path: path.to_path_buf(),
-                    to: self.shared.addr.clone(),
-                    attempts,
-                    kind,
-                });
-            }
-            debug!(to = %self.shared.addr, key = ?meta.key, attempts, error = %kind, "ship attempt failed; retrying");
-            tokio::time::sleep(backoff.next_delay()).await;
-        }
+        self.ship_once(&meta, path).await.map_err(|kind| ShipError {
+            key: meta.key,
+            path: path.to_path_buf(),
+            to: self.shared.addr.clone(),
+            kind,
+        })
     }
 
     async fn ship_once(&self, meta: &ArtifactMeta, path: &Path) -> Result<Shipped, ShipErrorKind> {

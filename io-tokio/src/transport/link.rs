@@ -70,7 +70,6 @@ pub struct ShipError {
     pub key: ArtifactKey,
     pub path: PathBuf,
     pub to: String,
-    pub attempts: u32,
     pub kind: ShipErrorKind,
 }
 
@@ -78,11 +77,10 @@ impl fmt::Display for ShipError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "shipping the {} from {} to {} failed after {} attempt(s): {}",
+            "shipping the {} from {} to {} failed: {}",
             KeyText(&self.key),
             self.path.display(),
             self.to,
-            self.attempts,
             self.kind
         )
     }

@@ -43,7 +43,7 @@ mod ship;
 pub mod wire;
 
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 #[cfg(test)]
 mod tests;
 
@@ -80,9 +80,6 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(8);
 pub const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_millis(100);
 /// Longest reconnection delay: a returning peer is found within this.
 pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(10);
-/// Attempts of one `ship` call before `ShipFailed` goes to the core (which retries on its own
-/// timer, `defaults::SHIP_RETRY_BASE`..`SHIP_RETRY_MAX`).
-pub const DEFAULT_SHIP_ATTEMPTS: u32 = 3;
 
 /// Timeouts, backoff and sizes of the transport. Every default is a constant above.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,7 +95,6 @@ pub struct TransportConfig {
     pub chunk_size: usize,
     /// Chunks in flight between disk and network on each side.
     pub window: usize,
-    pub ship_attempts: u32,
 }
 
 impl Default for TransportConfig {
@@ -113,7 +109,6 @@ impl Default for TransportConfig {
             backoff_max: DEFAULT_BACKOFF_MAX,
             chunk_size: DEFAULT_CHUNK_SIZE,
             window: DEFAULT_WINDOW,
-            ship_attempts: DEFAULT_SHIP_ATTEMPTS,
         }
     }
 }

@@ -22,7 +22,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 
 /// The version of the protocol spoken inside the frames (the `Hello` exchange checks it).
-pub const PROTOCOL_VERSION: u16 = 1;
+/// 2: heartbeat acknowledgements, the arbiter's site status (messages appended to the enum).
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Buffer of each connection half: small frames coalesce, large chunks pass straight through.
 const IO_BUFFER: usize = 64 * 1024;

@@ -16,21 +16,33 @@ impl World {
 
     pub fn on_alert(&mut self, node: usize, a: AlertEvent) {
         let key = (node, a.id.kind, a.id.db);
+        let kind = a.id.kind.as_str();
         match a.change {
             AlertChange::Raised => {
-                *self.out.alerts.entry(a.id.kind.as_str()).or_default() += 1;
+                *self.out.alerts.entry(kind).or_default() += 1;
+                self.out.first_raise.entry(kind).or_insert(self.now);
                 *self.oracle.active.entry(key).or_default() += 1;
                 self.oracle.last_raise.insert(key, self.now);
+                self.oracle.active_sev.insert((node, a.id), a.severity);
+                if a.id.kind == AlertKind::LinkDown {
+                    self.oracle.link_down_raises.push((self.now, node));
+                }
             }
             AlertChange::Updated => {
                 self.oracle.last_raise.insert(key, self.now);
+                self.oracle.active_sev.insert((node, a.id), a.severity);
             }
             AlertChange::Cleared => {
                 *self.oracle.active.entry(key).or_default() -= 1;
+                self.oracle.active_sev.remove(&(node, a.id));
             }
             AlertChange::Notice => {
-                *self.out.alerts.entry(a.id.kind.as_str()).or_default() += 1;
+                *self.out.alerts.entry(kind).or_default() += 1;
+                self.out.first_raise.entry(kind).or_insert(self.now);
             }
+        }
+        if a.change != AlertChange::Cleared {
+            self.out.max_severity = self.out.max_severity.max(Some(a.severity));
         }
         let noisy = match a.change {
             AlertChange::Raised => true,
@@ -175,10 +187,15 @@ impl World {
                 let name = self.cfg.db_name(DbId(i as u32)).to_string();
                 let site = self.node_name(s);
                 // No new logs.
+                // Counted from the latest of: the last log or full received, this site's role
+                // and process start, the last tick the writer wrote nothing, and the moment the
+                // current writer began writing (a new primary owes nothing for its
+                // predecessor's silence).
                 let since = self.oracle.last_log[s][i]
                     .max(self.oracle.role_since[s])
                     .max(self.oracle.up_since[s])
-                    .max(self.oracle.writer_still_at[i]);
+                    .max(self.oracle.writer_still_at[i])
+                    .max(self.oracle.writing_since[writer]);
                 let paused =
                     self.oracle.pauses > 0 || self.oracle.pause_changed.is_some_and(|t| t >= since);
                 if !paused

@@ -80,11 +80,12 @@ impl World {
         Some((prev, old, after))
     }
 
-    pub fn on_report(&mut self, _node: usize, r: Report) {
+    pub fn on_report(&mut self, node: usize, r: Report) {
         match r {
             Report::Failover {
                 epoch,
                 new_primary,
+                forced,
                 rpo_lower,
                 rpo_upper,
                 rto_ms,
@@ -92,6 +93,9 @@ impl World {
             } => {
                 self.out.failovers += 1;
                 self.out.rto_ms.push(rto_ms);
+                if !forced {
+                    self.oracle_auto_failover(node);
+                }
                 let new = (new_primary.0 as usize).min(1);
                 let Some((prev, old, after)) = self.before_and_after(epoch, new) else {
                     return;

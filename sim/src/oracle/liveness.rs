@@ -21,9 +21,22 @@ pub enum Check {
         at: Millis,
         epoch: Epoch,
     },
+    /// A planned switchover began at `started`: some site must accept writes again in time.
+    SwitchoverWriter {
+        started: Millis,
+    },
+    /// A flapping link (fault `fault`) ends now: one `link_down`, kept while it flapped.
+    Flapping {
+        fault: usize,
+        from: Millis,
+    },
+    /// An Auto Pilot path began at `began`: a writable site, or an active critical alert.
+    AutoPilot {
+        began: Millis,
+    },
 }
 
-fn benign_for_rto(m: FaultMode) -> bool {
+pub(crate) fn benign_for_rto(m: FaultMode) -> bool {
     matches!(
         m,
         FaultMode::CorruptInTransit
@@ -95,6 +108,7 @@ impl World {
     }
 
     pub fn oracle_start(&mut self) {
+        self.oracle.hold_down = crate::oracle::hold_down_ms(&self.cfg);
         self.oracle.clean = self
             .schedule
             .iter()
@@ -126,6 +140,7 @@ impl World {
         for s in 0..2 {
             self.check_prefix(s);
         }
+        self.oracle_auto_pilot_end();
     }
 
     fn writers(&self) -> Vec<usize> {
@@ -198,6 +213,9 @@ impl World {
                     }
                 }
             }
+            Check::SwitchoverWriter { started } => self.check_switchover_writer(started),
+            Check::Flapping { fault, from } => self.check_flapping(fault, from),
+            Check::AutoPilot { began } => self.check_auto_pilot(began),
             Check::Rto { lost, at, epoch } => {
                 let replaced = (0..2).any(|s| {
                     s != lost
@@ -205,7 +223,11 @@ impl World {
                         && self.sites[s].writable
                         && self.sites[s].db_epoch > epoch
                 });
-                if !replaced {
+                // The lost primary came back (before anyone took over) and had its databases
+                // opened for writing again: nothing was left to replace.
+                let came_back =
+                    self.sites[lost].alive && self.oracle.reopened_at[lost].is_some_and(|t| t > at);
+                if !replaced && !came_back {
                     let msg = format!(
                         "the primary site {} was lost at {} with the arbiter reachable, and no \
                          other site was writable {} later",

@@ -14,18 +14,29 @@
 //! | `alert_threshold` | corruption, gaps, staleness, backlog, failing restores, disk pressure and a silent recovery site raise their alert within the threshold (`alerts.rs`) |
 //! | `quiet` | a run without faults raises no alert (`alerts.rs`) |
 //! | `catch_up` | after the faults heal, a writer exists and the secondary catches up within a bound (`liveness.rs`) |
-//! | `rto` | with the arbiter reachable, a lost primary site is replaced within the RTO bound (`liveness.rs`) |
+//! | `rto` | with the arbiter reachable, a lost primary site is replaced within the RTO bound, unless it came back and wrote again (`liveness.rs`) |
+//! | `switchover_availability` | a planned switchover leaves no site writable for at most `switchover_timeout_ms` + one lease (`availability.rs`) |
+//! | `flapping_link` | a flapping inter-site link yields exactly one `link_down`, raised early and kept while it flaps (`availability.rs`) |
+//! | `failover_hold_down` | at most one automatic failover per `failover.hold_down_ms` (`availability.rs`) |
+//! | `auto_pilot` | every Auto Pilot path ends with a writable site or an active critical alert (`availability.rs`) |
+//! | `drain_barrier` | a takeover asks for the epoch only after restoring every received, verified log that continues its chain (or after that log failed every drain retry) — `world.rs` |
+//! | `handoff_heard` | the arbiter hands an epoch only to a site that reached it within one lease — `world.rs` |
 //! | `journal_replay` | replaying a whole journal reproduces the engine's state (`exec.rs`) |
 //! | `engine_panic`, `liveness` | engines never panic and never livelock — `world.rs` |
 
 mod alerts;
+mod availability;
 mod history;
 mod liveness;
 mod restores;
 
+pub use availability::{hold_down_ms, SwitchWatch, FLAP_REPORT_WITHIN, HOLD_DOWN_DEFAULT};
 pub use liveness::Check;
 
-use lifeboat_core::{AlertKind, ArtifactKey, ArtifactKind, ArtifactMeta, DbId, Millis, OpId};
+use lifeboat_core::alert::AlertId;
+use lifeboat_core::{
+    AlertKind, ArtifactKey, ArtifactKind, ArtifactMeta, DbId, Millis, OpId, Severity,
+};
 use std::collections::BTreeMap;
 
 /// More ships of one artifact than this within a simulated hour is a storm (a retry loop
@@ -53,6 +64,8 @@ pub struct Oracles {
     pub up_since: [Millis; 3],
     pub role_since: [Millis; 2],
     pub last_delivery: [[Millis; 3]; 3],
+    /// The epoch at which each site's first `Acquire` was judged (oracle `drain_barrier`).
+    pub drain_checked: [Option<lifeboat_core::Epoch>; 2],
     /// Per site and database: when the last good log arrived, and the furthest position
     /// received in a good copy.
     pub last_log: [Vec<Millis>; 2],
@@ -76,6 +89,30 @@ pub struct Oracles {
     pub catch_up_mark: Option<(usize, Vec<u64>)>,
     /// Ships per (site, artifact) in the current simulated hour.
     pub ships: BTreeMap<(usize, ArtifactKey), (Millis, u32)>,
+    /// Active alert identities per node, with the severity of their last raise or update.
+    pub active_sev: BTreeMap<(usize, AlertId), Severity>,
+    /// Every first raise of `link_down`: (when, node).
+    pub link_down_raises: Vec<(Millis, usize)>,
+    /// The last site whose databases were opened for writing, and when each site became that
+    /// writer (took over from the other, or first started).
+    pub last_writer: Option<usize>,
+    pub writing_since: [Millis; 2],
+    /// When each site last had its databases opened for writing (any `AllowWrites`/`Promote`).
+    pub reopened_at: [Option<Millis>; 2],
+    /// The first time any site accepted writes; since when none does (counted after the first).
+    pub first_writer: Option<Millis>,
+    pub no_writer_since: Option<Millis>,
+    pub longest_gap: Millis,
+    /// When each site last entered `promoting`.
+    pub promoting_since: [Millis; 2],
+    /// The start (entry into `promoting`) of the last automatic failover.
+    pub last_auto_failover: Option<Millis>,
+    /// `failover.hold_down_ms`, or [`HOLD_DOWN_DEFAULT`] while the configuration has no such key.
+    pub hold_down: Millis,
+    /// A planned switchover being watched for availability.
+    pub switch_watch: Option<SwitchWatch>,
+    /// Auto Pilot paths not yet ended by a writable site: when each began.
+    pub auto_pilot: Vec<Millis>,
 }
 
 impl Oracles {
@@ -140,11 +177,36 @@ impl Oracles {
         if bad || i >= self.last_log[site].len() {
             return;
         }
-        if meta.key.kind == ArtifactKind::Log {
+        // A full backup is news from the writer as much as a log (a reseed's full ends a quiet
+        // spell too).
+        if matches!(meta.key.kind, ArtifactKind::Log | ArtifactKind::Full) {
             self.last_log[site][i] = now;
         }
         let e = &mut self.received_end[site][i];
         *e = (*e).max(meta.key.lsn_end.0);
+    }
+
+    /// Close or extend the writer-gap bookkeeping: `has` says whether any site accepts writes.
+    pub fn writers_now(&mut self, has: bool, now: Millis) {
+        if has {
+            if let Some(g) = self.no_writer_since.take() {
+                self.longest_gap = self.longest_gap.max(now.saturating_sub(g));
+            }
+            self.first_writer.get_or_insert(now);
+        } else if self.first_writer.is_some() && self.no_writer_since.is_none() {
+            self.no_writer_since = Some(now);
+        }
+    }
+
+    /// The longest time without a writable site so far (an open gap counts up to `now`).
+    pub fn longest_writer_gap(&self, now: Millis) -> Millis {
+        let open = self.no_writer_since.map_or(0, |g| now.saturating_sub(g));
+        self.longest_gap.max(open)
+    }
+
+    /// Some node has an active critical alert.
+    pub fn critical_active(&self) -> bool {
+        self.active_sev.values().any(|s| *s == Severity::Critical)
     }
 
     /// Raised or updated at or after `t`, or active now.

@@ -278,6 +278,17 @@ impl SiteEngine {
                 (name, keys)
             })
             .collect();
+        let forced = matches!(
+            self.st.procedure.as_ref().map(|p| &p.kind),
+            Some(ProcKind::Failover { forced: true })
+        );
+        if !forced && self.own_service_down() {
+            return self.abort_procedure(
+                now,
+                "this site's own database service does not answer its checks: taking over would \
+                 not help (an operator can force the failover)",
+            );
+        }
         if !given_up.is_empty() {
             self.audit(
                 now,
@@ -626,6 +637,12 @@ impl SiteEngine {
     }
 
     pub(in crate::engine) fn promoted(&mut self, now: Millis) {
+        if matches!(
+            self.st.procedure.as_ref().map(|p| &p.kind),
+            Some(ProcKind::Failover { .. })
+        ) {
+            self.st.own.failover_at = Some(now);
+        }
         self.st.role = Role::Primary;
         if let Some(db) = self.st.peer.full_wanted.take() {
             self.take_backup(now, db, ArtifactKind::Full);

@@ -45,7 +45,9 @@ impl SiteEngine {
                 }
             }
             (Peer::Site(s), Message::RestartRequest { .. }) if s == self.peer => {
-                if self.holds_epoch() {
+                // One restart per outage: this site's own checks may have asked for it already.
+                if self.holds_epoch() && self.st.own.restart_at.is_none() {
+                    self.st.own.restart_at = Some(now);
                     self.issue(now, OpPurpose::Role, |op| Command::RestartService { op });
                     self.audit(now, "local restart".into(), "Auto Pilot: the recovery site sees the service down while this agent is reachable".into(), vec![]);
                 }
@@ -97,6 +99,15 @@ impl SiteEngine {
                 self.denied(now, view, &reason)
             }
             (Peer::Arbiter, Message::View { view, .. }) => self.on_view(now, view),
+            (
+                Peer::Arbiter,
+                Message::SiteSeen {
+                    site, heard_ms_ago, ..
+                },
+            ) if site == self.peer => {
+                self.st.peer.peer_seen = Some((now, heard_ms_ago));
+                self.peer_lost_check(now);
+            }
             (from, msg) => self.reject(now, "message", format!("unexpected {msg:?} from {from:?}")),
         }
     }
@@ -214,8 +225,20 @@ impl SiteEngine {
             None => (0..self.st.dbs.len() as u32).map(DbId).collect(),
         };
         for db in dbs {
-            let Some(upto) = self.st.dbs[db.0 as usize].position else {
-                let text = texts::drill_failed(self.db_name(db), 0, "nothing restored yet");
+            // The chain a drill restores is the engine's choice: the full and the restored
+            // artifacts that continue it to the position (kept in step by every restore).
+            let d = &self.st.dbs[db.0 as usize];
+            let why = match d.position {
+                None => Some("nothing restored yet".to_string()),
+                Some(p) if d.drill_end() != Some(p) => Some(format!(
+                    "no chain of retained artifacts from a full backup reaches the restored \
+                     position {p} (the copy moved without a restore: a switchover or a \
+                     rebuild); the next full backup restored or passed starts one"
+                )),
+                Some(_) => None,
+            };
+            if let Some(why) = why {
+                let text = texts::drill_failed(self.db_name(db), 0, &why);
                 self.raise(
                     now,
                     AlertKind::DrillFailed,
@@ -226,11 +249,14 @@ impl SiteEngine {
                     text,
                 );
                 continue;
-            };
+            }
+            let chain = self.st.dbs[db.0 as usize].drill_chain.clone();
+            let upto = chain.last().map_or(crate::ids::Lsn(0), |m| m.key.lsn_end);
             self.issue(now, OpPurpose::Drill { db }, |op| Command::Drill {
                 op,
                 db,
                 upto,
+                chain,
             });
         }
     }

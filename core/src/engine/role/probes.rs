@@ -7,7 +7,7 @@ use crate::ids::{DbId, Lsn, Millis, SiteId};
 use crate::protocol::{ArbiterView, Command, Heartbeat, Message, Peer, ProbeTarget};
 
 impl SiteEngine {
-    pub(in crate::engine) fn heartbeat(&mut self, _now: Millis) {
+    pub(in crate::engine) fn heartbeat(&mut self, now: Millis) {
         self.st.heartbeat_seq += 1;
         let primary = self.holds_epoch();
         if primary {
@@ -28,7 +28,15 @@ impl SiteEngine {
                 })
                 .collect()
         } else {
-            Vec::new()
+            // A recovery site says how far it restored: the primary stops shipping what the
+            // recovery site has already passed (a damaged copy a later full superseded was
+            // re-shipped every minute otherwise).
+            self.st
+                .dbs
+                .iter()
+                .enumerate()
+                .filter_map(|(i, d)| Some((DbId(i as u32), d.position?)))
+                .collect()
         };
         if self.cfg.planted("delta_positions") {
             for w in self.st.writes.iter_mut() {
@@ -48,6 +56,9 @@ impl SiteEngine {
             write_rate_per_sec: if primary { rate } else { 0 },
         };
         self.send_peer(Message::Heartbeat(hb));
+        // Checked with every heartbeat, not only with the ship sweep: the alert comes when
+        // the threshold passes, not up to a sweep period later.
+        self.peer_lost_check(now);
     }
 
     pub(in crate::engine) fn on_heartbeat(&mut self, now: Millis, from: SiteId, hb: Heartbeat) {
@@ -72,6 +83,9 @@ impl SiteEngine {
             return;
         }
         if from != self.st.holder {
+            if self.holds_epoch() && hb.epoch == self.st.epoch {
+                self.superseded(now, &hb.positions);
+            }
             return;
         }
         self.st.peer.last_heartbeat_at = Some(now);
@@ -136,15 +150,31 @@ impl SiteEngine {
         match self.st.peer.arbiter_query {
             Some((_, sent)) if now.saturating_sub(sent) < self.cfg.lease.arbiter_timeout_ms => {}
             Some(_) => {
-                self.arbiter_unreachable(now);
                 self.query_arbiter(now);
+                if self.arbiter_silent(now) {
+                    self.arbiter_unreachable(now);
+                }
             }
             None => self.query_arbiter(now),
         }
         self.evaluate(now);
     }
 
+    /// The arbiter is unreachable from here: at least two queries went unanswered in a row,
+    /// the first of them two arbiter timeouts ago. One lost query (with probes every 3 s, the
+    /// next query already counted it as a timeout) is no outage.
+    pub(in crate::engine) fn arbiter_silent(&self, now: Millis) -> bool {
+        let p = &self.st.peer;
+        p.arbiter_misses >= 2
+            && p.arbiter_query.is_some_and(|(_, first)| {
+                now.saturating_sub(first) >= 2 * self.cfg.lease.arbiter_timeout_ms
+            })
+    }
+
     pub(in crate::engine) fn query_arbiter(&mut self, now: Millis) {
+        if self.st.peer.arbiter_query.is_some() {
+            self.st.peer.arbiter_misses = self.st.peer.arbiter_misses.saturating_add(1);
+        }
         let req = self.new_req();
         let first = self.st.peer.arbiter_query.map_or(now, |(_, t)| t);
         self.st.peer.arbiter_query = Some((req, first));
@@ -153,6 +183,7 @@ impl SiteEngine {
 
     pub(in crate::engine) fn on_view(&mut self, now: Millis, view: ArbiterView) {
         self.st.peer.arbiter_query = None;
+        self.st.peer.arbiter_misses = 0;
         self.clear(
             now,
             AlertKind::ArbiterUnreachable,
@@ -186,6 +217,18 @@ impl SiteEngine {
                 // Reachability only qualifies the service probes; deciding on it alone would
                 // see a healed link with a stale failure count as a dead service.
                 p.site_reachable = ok;
+                let calm = crate::defaults::LINK_DOWN_CLEAR_AFTER;
+                p.link_trouble = match (ok, p.link_trouble) {
+                    (false, Some((since, last, n))) if now.saturating_sub(last) < calm => {
+                        Some((since, now, n.saturating_add(1)))
+                    }
+                    (false, _) => Some((now, now, 1)),
+                    (true, Some((_, last, _))) if now.saturating_sub(last) >= calm => None,
+                    (true, t) => t,
+                };
+                if !ok {
+                    self.flapping_check(now);
+                }
                 return;
             }
             (ProbeTarget::Service, true) => {
@@ -203,10 +246,19 @@ impl SiteEngine {
                         self.clear(now, AlertKind::LinkDown, None, subject);
                     }
                 }
-                // Auto Pilot succeeded: the primary came back by itself.
-                if self.st.procedure.as_ref().is_some_and(|p| {
-                    matches!(p.step, Step::LocalRestart { .. } | Step::Confirm { .. })
-                }) {
+                // Auto Pilot succeeded: the primary came back by itself (unless its lease is
+                // what is gone: then its service answering changes nothing).
+                let lapsed = self
+                    .st
+                    .peer
+                    .arbiter_view
+                    .as_ref()
+                    .is_some_and(|v| v.lease_lapsed && v.epoch == self.st.epoch);
+                if !lapsed
+                    && self.st.procedure.as_ref().is_some_and(|p| {
+                        matches!(p.step, Step::LocalRestart { .. } | Step::Confirm { .. })
+                    })
+                {
                     self.abort_procedure(now, "the primary is healthy again");
                 }
             }
@@ -220,6 +272,79 @@ impl SiteEngine {
         self.evaluate(now);
     }
 
+    /// A link that keeps failing (`unhealthy_count` failed reachability probes over
+    /// `unhealthy_for_ms`, never up for `LINK_DOWN_CLEAR_AFTER` in between) while the arbiter
+    /// sees the primary renewing is a dead link even if no run of failures was long enough to
+    /// make the primary look unhealthy: raise `link_down` once, kept while it flaps.
+    fn flapping_check(&mut self, now: Millis) {
+        if self.st.role != Role::Secondary || self.unhealthy(now) {
+            return; // the steady-outage path decides
+        }
+        let f = &self.cfg.failover;
+        let Some((since, _, n)) = self.st.peer.link_trouble else {
+            return;
+        };
+        if n < f.unhealthy_count || now.saturating_sub(since) < f.unhealthy_for_ms {
+            return;
+        }
+        let fresh_within = self.cfg.lease.arbiter_timeout_ms + f.probe_every_ms;
+        let renewing = match (&self.st.peer.arbiter_view, self.st.peer.arbiter_view_at) {
+            // Renewing as of now: a holder silent for over two renewal periods may be dead.
+            (Some(v), Some(t)) if now.saturating_sub(t) <= fresh_within => {
+                v.holder_renewing
+                    && v.holder == Some(self.st.holder)
+                    && v.since_renewal_ms.is_some_and(|s| {
+                        s + now.saturating_sub(t) <= 2 * self.cfg.lease.renew_every_ms
+                    })
+            }
+            _ => false,
+        };
+        if renewing {
+            self.link_down(now, n, "the link fails again and again (flapping)");
+        }
+    }
+
+    /// Raise `link_down` (once: it clears only after the link stayed up a while).
+    fn link_down(&mut self, now: Millis, failed: u32, why: &str) {
+        let primary = self.st.holder;
+        let subject = Subject::Site(primary);
+        let id = AlertId {
+            kind: AlertKind::LinkDown,
+            db: None,
+            subject,
+        };
+        if self.st.alerts.is_active(&id) {
+            return;
+        }
+        let text = texts::link_down(self.cfg.site_name(self.me), self.cfg.site_name(primary));
+        self.raise(
+            now,
+            AlertKind::LinkDown,
+            None,
+            subject,
+            Severity::Failure,
+            false,
+            text,
+        );
+        let since_renewal = self
+            .st
+            .peer
+            .arbiter_view
+            .as_ref()
+            .and_then(|v| v.since_renewal_ms);
+        self.audit(
+            now,
+            "no failover".into(),
+            format!(
+                "the arbiter still sees the primary renewing: dead link, not dead site ({why})"
+            ),
+            vec![
+                Self::kv("failed_probes", failed),
+                Self::kv("arbiter_since_renewal_ms", format!("{since_renewal:?}")),
+            ],
+        );
+    }
+
     pub(in crate::engine) fn unhealthy(&self, now: Millis) -> bool {
         let p = &self.st.peer;
         let f = &self.cfg.failover;
@@ -230,8 +355,11 @@ impl SiteEngine {
 
     /// Dead site or dead link? Decide from our probes and the arbiter's view.
     pub(in crate::engine) fn evaluate(&mut self, now: Millis) {
-        if self.st.role != Role::Secondary || !self.unhealthy(now) {
+        if self.st.role != Role::Secondary {
             return;
+        }
+        if !self.unhealthy(now) {
+            return self.lapsed_holder(now);
         }
         let primary = self.st.holder;
         let subject = Subject::Site(primary);
@@ -267,37 +395,7 @@ impl SiteEngine {
                     && v.since_renewal_ms
                         .is_some_and(|s| s + view_age > 2 * self.cfg.lease.renew_every_ms) => {}
             Some(v) if v.holder_renewing && v.holder == Some(primary) => {
-                let id = AlertId {
-                    kind: AlertKind::LinkDown,
-                    db: None,
-                    subject,
-                };
-                if !self.st.alerts.is_active(&id) {
-                    let text =
-                        texts::link_down(self.cfg.site_name(self.me), self.cfg.site_name(primary));
-                    self.raise(
-                        now,
-                        AlertKind::LinkDown,
-                        None,
-                        subject,
-                        Severity::Failure,
-                        false,
-                        text,
-                    );
-                    self.audit(
-                        now,
-                        "no failover".into(),
-                        "the arbiter still sees the primary renewing: dead link, not dead site"
-                            .into(),
-                        vec![
-                            Self::kv("failed_probes", failed),
-                            Self::kv(
-                                "arbiter_since_renewal_ms",
-                                format!("{:?}", v.since_renewal_ms),
-                            ),
-                        ],
-                    );
-                }
+                self.link_down(now, failed, "the primary is unreachable from here");
             }
             Some(v) if v.lease_lapsed => {
                 self.clear(now, AlertKind::LinkDown, None, subject);
@@ -305,6 +403,7 @@ impl SiteEngine {
                 if self.cfg.failover.automatic
                     && self.st.procedure.is_none()
                     && !self.declined_this_episode()
+                    && self.may_take_over(now)
                 {
                     let detected = p_first(&self.st.peer, now);
                     self.start_failover(
@@ -320,10 +419,62 @@ impl SiteEngine {
             Some(_) => {} // not renewing, not lapsed yet: wait for the lease to run out
             None => {
                 self.primary_down(now, &down_id, failed, secs, false);
-                if self.cfg.arbiter {
+                if self.cfg.arbiter && self.arbiter_silent(now) {
                     self.arbiter_unreachable(now);
                 }
             }
+        }
+    }
+
+    /// The primary answers probes from here, but the arbiter reports its lease lapsed: it
+    /// cannot reach the arbiter (or gave its lease up) and has stopped writing, so nobody
+    /// accepts writes. This site, which reaches the arbiter, takes over (a hand-off to a target
+    /// that lost the arbiter right after it, or a primary cut from the arbiter only, would
+    /// otherwise leave no writer until the partition heals).
+    fn lapsed_holder(&mut self, now: Millis) {
+        let fresh_within = self.cfg.lease.arbiter_timeout_ms + self.cfg.failover.probe_every_ms;
+        let view = match (&self.st.peer.arbiter_view, self.st.peer.arbiter_view_at) {
+            (Some(v), Some(t)) if now.saturating_sub(t) <= fresh_within => v.clone(),
+            _ => return,
+        };
+        let primary = self.st.holder;
+        if !(view.lease_lapsed && view.holder == Some(primary) && view.epoch == self.st.epoch) {
+            return;
+        }
+        let id = AlertId {
+            kind: AlertKind::PrimaryDown,
+            db: None,
+            subject: Subject::Site(primary),
+        };
+        if !self.st.alerts.is_active(&id) {
+            let text = texts::primary_lapsed(self.cfg.site_name(primary));
+            self.raise(
+                now,
+                AlertKind::PrimaryDown,
+                None,
+                id.subject,
+                Severity::Critical,
+                false,
+                text,
+            );
+        }
+        if self.cfg.failover.automatic
+            && self.st.procedure.is_none()
+            && !self.declined_this_episode()
+            && self.may_take_over(now)
+        {
+            // No local restart: the service answers; it is the lease that is gone.
+            self.st.peer.local_restart_at = Some(now);
+            self.st.peer.first_failure.get_or_insert(now);
+            self.start_failover(
+                now,
+                false,
+                false,
+                now,
+                &view,
+                "the arbiter reports the primary's lease lapsed although its service answers here: \
+                 it cannot reach the arbiter and has stopped writing",
+            );
         }
     }
 
@@ -403,6 +554,7 @@ impl SiteEngine {
             && self.st.procedure.is_none()
             && !self.restart_tried_this_episode()
             && !self.declined_this_episode()
+            && self.may_take_over(now)
         {
             let detected = p_first(&self.st.peer, now);
             self.start_failover(

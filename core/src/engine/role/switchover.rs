@@ -240,6 +240,11 @@ impl SiteEngine {
             self.st.lease.unmanaged = true;
             return self.promote(now);
         }
+        if self.renewals_paused(now) {
+            let at = self.st.lease.quiet_until.unwrap_or(now);
+            self.st.timers.set(Timer::RoleStep, at);
+            return;
+        }
         let req = self.new_req();
         self.st.lease.remember(req, now);
         self.set_step(Step::Renew { req });
