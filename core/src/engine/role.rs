@@ -461,7 +461,7 @@ impl SiteEngine {
             fired = true;
             self.st
                 .timers
-                .set(Timer::Probe, now + self.cfg.failover.probe_every_ms);
+                .set(Timer::Probe, now + self.probe_interval(now));
             self.self_check_tick(now);
             self.probe_tick(now);
         }
@@ -470,6 +470,23 @@ impl SiteEngine {
             self.step_deadline(now);
         }
         fired
+    }
+
+    /// The next probe's interval: `probe_every_ms` ± 20 %, spread by a hash of the time (no
+    /// randomness: the same inputs give the same outputs). Probes at a fixed period alias with
+    /// a link that flaps at nearly that period: every probe lands in an up window for minutes,
+    /// and the flapping is never seen.
+    fn probe_interval(&self, now: Millis) -> Millis {
+        let every = self.cfg.failover.probe_every_ms.max(1);
+        let mut x = now ^ (u64::from(self.me.0) << 56) ^ 0x9e37_79b9_7f4a_7c15;
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 31;
+        let spread = every / 5;
+        if spread == 0 {
+            return every;
+        }
+        every - spread + x % (2 * spread + 1)
     }
 
     // ------------------------------------------------------------ lease
@@ -850,17 +867,11 @@ impl SiteEngine {
 
     /// The old primary learned it is stale: fence, keep its unshipped artifacts aside, rebuild.
     fn demote(&mut self, now: Millis) {
-        // The hold-down counts from the failover, which this site only saw happen if it was a
-        // live primary then: renewing until lately, or having resigned. An old primary coming
-        // back after a long outage (its lease state reset by the restart) learns of a failover
-        // long past.
-        let live = self.st.lease.resigned
-            || self.st.lease.last_grant_at.is_some_and(|t| {
-                now.saturating_sub(t)
-                    <= self.cfg.lease.lease_ms
-                        + self.cfg.drift_margin()
-                        + self.cfg.lease.arbiter_timeout_ms
-            });
+        // The hold-down counts from the failover, which this site saw happen if its engine ran
+        // through it (it held a grant since its last start, or resigned). An old primary whose
+        // engine comes back after an outage (the restart resets its lease state) may learn of a
+        // failover long past.
+        let live = self.st.lease.resigned || self.st.lease.last_grant_at.is_some();
         if live {
             self.st.own.failover_at = Some(now);
         }
@@ -891,6 +902,9 @@ impl SiteEngine {
             d.reseed_since = Some(now);
             d.gap = None;
             d.pending.retain(|p| p.meta.key.kind == ArtifactKind::Full);
+            // Positions it knew belong to the old history: the new primary's heartbeats say
+            // what is produced now (a stale one overstated a later failover's loss).
+            d.known_produced = Lsn(0);
             // It receives logs only from now on: `no_new_logs` counts from here, not from
             // the last log it received before it was a primary (a false alert per database
             // half a minute after every rebuild otherwise).

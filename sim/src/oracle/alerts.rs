@@ -143,7 +143,20 @@ impl World {
         let p = d.pos;
         let db = DbId(i as u32);
         let mut beyond = false;
-        for (k, c) in self.sites[s].inbox.range(crate::world::db_keys(db)) {
+        let inbox = &self.sites[s].inbox;
+        // The chain rule (README, Contracts: Incrementals): an incremental applies on the full
+        // its copy's chain started from, or on a verified full of its own epoch that the
+        // position has passed.
+        let verified_full = |epoch, base: u64| {
+            inbox.iter().any(|(f, r)| {
+                f.db == db
+                    && f.kind == ArtifactKind::Full
+                    && f.epoch == epoch
+                    && f.lsn_end.0 == base
+                    && !r.bad
+            })
+        };
+        for (k, c) in inbox.range(crate::world::db_keys(db)) {
             // A newer full alone is no hole: the log that reaches it may simply not be here yet.
             if c.bad || k.lsn_end.0 <= p || k.kind == ArtifactKind::Full {
                 continue;
@@ -152,7 +165,10 @@ impl World {
             let continues = match k.kind {
                 ArtifactKind::Log => k.lsn_start.0 <= p,
                 ArtifactKind::Incremental => {
-                    k.lsn_start.0 <= p && c.body.meta.base_full.map(|b| b.0) == d.base_full
+                    let base = c.body.meta.base_full.map(|b| b.0);
+                    k.lsn_start.0 <= p
+                        && (base == d.base_full
+                            || base.is_some_and(|b| b <= p && verified_full(k.epoch, b)))
                 }
                 ArtifactKind::Full => false,
             };

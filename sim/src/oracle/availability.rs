@@ -340,7 +340,8 @@ impl World {
     // ------------------------------------------------------------------ hold-down
 
     /// An automatic failover completed at `node`: it must have started a hold-down after the
-    /// previous one.
+    /// previous one, if `node` took part in that one (README, Auto Pilot: a site whose agent
+    /// was down through the previous failover, an old primary coming back, does not count it).
     pub fn oracle_auto_failover(&mut self, node: usize) {
         if node >= 2 {
             return;
@@ -349,7 +350,8 @@ impl World {
         let hold = self.oracle.hold_down;
         let slack = hold * self.cfg.lease.max_drift_ppm * 2 / 1_000_000;
         if let Some(prev) = self.oracle.last_auto_failover {
-            if start.saturating_sub(prev) + slack < hold {
+            let took_part = self.oracle.up_since[node] <= prev;
+            if took_part && start.saturating_sub(prev) + slack < hold {
                 let msg = format!(
                     "two automatic failovers started {} apart (at {} and at {}, the second to \
                      site {}), within the hold-down of {}",

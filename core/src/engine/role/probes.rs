@@ -88,6 +88,27 @@ impl SiteEngine {
             }
             return;
         }
+        // Heartbeats that stopped for a while are a troubled link too: probes every few seconds
+        // can keep landing in a flapping link's up windows (a flap period close to the probe
+        // period), heartbeats every second do not.
+        let every = self.cfg.lease.heartbeat_every_ms.max(1);
+        if self.watches_primary()
+            && self
+                .st
+                .peer
+                .last_heartbeat_at
+                .is_some_and(|t| now.saturating_sub(t) > (3 * every).max(2_000))
+        {
+            let calm = crate::defaults::LINK_DOWN_CLEAR_AFTER;
+            let p = &mut self.st.peer;
+            p.link_trouble = match p.link_trouble {
+                Some((since, last, n)) if now.saturating_sub(last) < calm => {
+                    Some((since, now, n.saturating_add(1)))
+                }
+                _ => Some((now, now, 1)),
+            };
+            self.flapping_check(now);
+        }
         self.st.peer.last_heartbeat_at = Some(now);
         if self.st.role == Role::SwitchoverTarget && hb.writable && hb.epoch == self.st.epoch {
             // The primary accepts writes again: it abandoned the switchover (the notice was
@@ -242,7 +263,22 @@ impl SiteEngine {
                     self.clear(now, AlertKind::PrimaryDown, None, subject);
                     // Hysteresis: a link that flaps keeps its one alert instead of raising and
                     // clearing it with every flap; it clears once the link stayed up a while.
-                    if now.saturating_sub(healthy_since) >= crate::defaults::LINK_DOWN_CLEAR_AFTER {
+                    // Reachability failures count too: a service probe may keep landing in the
+                    // flaps' up windows while the site probe still sees them.
+                    let calm = crate::defaults::LINK_DOWN_CLEAR_AFTER;
+                    let hb_every = self.cfg.lease.heartbeat_every_ms.max(1);
+                    let heartbeats_flow = self
+                        .st
+                        .peer
+                        .last_heartbeat_at
+                        .is_some_and(|t| now.saturating_sub(t) <= (3 * hb_every).max(2_000));
+                    let link_calm = heartbeats_flow
+                        && self
+                            .st
+                            .peer
+                            .link_trouble
+                            .is_none_or(|(_, last, _)| now.saturating_sub(last) >= calm);
+                    if now.saturating_sub(healthy_since) >= calm && link_calm {
                         self.clear(now, AlertKind::LinkDown, None, subject);
                     }
                 }
