@@ -64,33 +64,28 @@ fn report(bug: PlantedBug, spec: &RunSpec, max: u64, found: Option<Found>) {
     );
 }
 
+/// The sweep `spec` finds `bug` within `max` seeds, and the finding seed is clean without it.
+fn finds(spec: RunSpec, bug: PlantedBug, max: u64) {
+    report(bug, &spec, max, hunt(&spec, bug, max));
+}
+
 fn swarm() -> RunSpec {
     RunSpec::swarm(24.0)
 }
 
 #[test]
 fn the_swarm_finds_a_primary_that_skips_its_self_fence() {
-    let (spec, max) = (swarm(), 60);
-    report(
-        PlantedBug::SkipSelfFence,
-        &spec,
-        max,
-        hunt(&spec, PlantedBug::SkipSelfFence, max),
-    );
+    finds(swarm(), PlantedBug::SkipSelfFence, 60);
 }
 
 #[test]
 fn the_swarm_finds_a_restore_without_verification() {
-    let (spec, max) = (swarm(), 60);
-    let bug = PlantedBug::RestoreUnverified;
-    report(bug, &spec, max, hunt(&spec, bug, max));
+    finds(swarm(), PlantedBug::RestoreUnverified, 60);
 }
 
 #[test]
 fn the_swarm_finds_a_forgotten_retry_count() {
-    let (spec, max) = (swarm(), 60);
-    let bug = PlantedBug::ForgetRetryCount;
-    report(bug, &spec, max, hunt(&spec, bug, max));
+    finds(swarm(), PlantedBug::ForgetRetryCount, 60);
 }
 
 fn at(mode: FaultMode, at: u64, duration: u64) -> FaultSpec {
@@ -128,9 +123,7 @@ fn drift_sweep() -> RunSpec {
 
 #[test]
 fn a_sweep_at_the_drift_bound_finds_an_arbiter_that_ignores_the_drift_margin() {
-    let (spec, max) = (drift_sweep(), 40);
-    let bug = PlantedBug::IgnoreDriftMargin;
-    report(bug, &spec, max, hunt(&spec, bug, max));
+    finds(drift_sweep(), PlantedBug::IgnoreDriftMargin, 40);
 }
 
 /// Restores failing half the time, slow promotions (an external fence through a cloud API),
@@ -161,9 +154,7 @@ fn stale_sweep() -> RunSpec {
 
 #[test]
 fn a_sweep_of_failovers_with_failing_restores_finds_a_restore_of_a_stale_epoch() {
-    let (spec, max) = (stale_sweep(), 40);
-    let bug = PlantedBug::AcceptStaleEpoch;
-    report(bug, &spec, max, hunt(&spec, bug, max));
+    finds(stale_sweep(), PlantedBug::AcceptStaleEpoch, 40);
 }
 
 #[test]
@@ -215,9 +206,7 @@ fn rpo_sweep() -> RunSpec {
 
 #[test]
 fn a_sweep_of_cut_then_lost_primaries_finds_positions_sent_only_once() {
-    let (spec, max) = (rpo_sweep(), 40);
-    let bug = PlantedBug::DeltaPositions;
-    report(bug, &spec, max, hunt(&spec, bug, max));
+    finds(rpo_sweep(), PlantedBug::DeltaPositions, 40);
 }
 
 /// `drain_ignores_retries`: failovers while restores fail nine times in ten, retried every 20 s:
@@ -239,9 +228,7 @@ fn drain_sweep() -> RunSpec {
 
 #[test]
 fn a_sweep_of_failovers_with_failing_restores_finds_a_drain_that_ignores_retries() {
-    let (spec, max) = (drain_sweep(), 40);
-    let bug = PlantedBug::DrainIgnoresRetries;
-    report(bug, &spec, max, hunt(&spec, bug, max));
+    finds(drain_sweep(), PlantedBug::DrainIgnoresRetries, 40);
 }
 
 /// `handoff_to_unheard_target`: the recovery site loses the arbiter, then an operator asks for a
@@ -264,9 +251,7 @@ fn handoff_sweep() -> RunSpec {
 
 #[test]
 fn a_sweep_of_switchovers_to_a_cut_off_site_finds_a_handoff_to_an_unheard_target() {
-    let (spec, max) = (handoff_sweep(), 20);
-    let bug = PlantedBug::HandoffToUnheardTarget;
-    report(bug, &spec, max, hunt(&spec, bug, max));
+    finds(handoff_sweep(), PlantedBug::HandoffToUnheardTarget, 20);
 }
 
 #[test]

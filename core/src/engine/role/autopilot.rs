@@ -17,7 +17,7 @@
 //!   `failover.hold_down_ms` (an operator can still force one).
 
 use super::*;
-use crate::alert::{AlertKind, Severity, Subject};
+use crate::alert::{AlertKind, Subject};
 use crate::engine::{OpPurpose, SiteEngine};
 use crate::ids::{Millis, OpId};
 use crate::protocol::{Command, Failure};
@@ -136,28 +136,13 @@ impl SiteEngine {
         if !holds || failed < f.unhealthy_count || down_for < f.unhealthy_for_ms {
             return;
         }
-        let id = crate::alert::AlertId {
-            kind: AlertKind::PrimaryDown,
-            db: None,
-            subject: Subject::Site(self.me),
-        };
-        if !self.st.alerts.is_active(&id) {
-            let text = crate::engine::texts::own_service_down(
-                self.cfg.site_name(self.me),
-                failed,
-                down_for / 1000,
-                why,
-            );
-            self.raise(
-                now,
-                AlertKind::PrimaryDown,
-                None,
-                Subject::Site(self.me),
-                Severity::Critical,
-                false,
-                text,
-            );
-        }
+        let text = crate::engine::texts::own_service_down(
+            self.cfg.site_name(self.me),
+            failed,
+            down_for / 1000,
+            why,
+        );
+        self.raise_primary_down(now, Subject::Site(self.me), text);
         if self.st.lease.resigned || !f.automatic || !self.cfg.arbiter {
             return;
         }

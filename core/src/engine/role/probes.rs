@@ -477,23 +477,8 @@ impl SiteEngine {
         if !(view.lease_lapsed && view.holder == Some(primary) && view.epoch == self.st.epoch) {
             return;
         }
-        let id = AlertId {
-            kind: AlertKind::PrimaryDown,
-            db: None,
-            subject: Subject::Site(primary),
-        };
-        if !self.st.alerts.is_active(&id) {
-            let text = texts::primary_lapsed(self.cfg.site_name(primary));
-            self.raise(
-                now,
-                AlertKind::PrimaryDown,
-                None,
-                id.subject,
-                Severity::Critical,
-                false,
-                text,
-            );
-        }
+        let text = texts::primary_lapsed(self.cfg.site_name(primary));
+        self.raise_primary_down(now, Subject::Site(primary), text);
         if self.cfg.failover.automatic
             && self.st.procedure.is_none()
             && !self.declined_this_episode()
@@ -516,15 +501,31 @@ impl SiteEngine {
 
     /// Raise `primary_down` once for this outage (`lapsed`: the arbiter reports the lease gone).
     fn primary_down(&mut self, now: Millis, id: &AlertId, failed: u32, secs: u64, lapsed: bool) {
-        if self.st.alerts.is_active(id) {
+        let text = texts::primary_down(self.cfg.site_name(self.st.holder), failed, secs, lapsed);
+        self.raise_primary_down(now, id.subject, text);
+    }
+
+    /// Raise the critical `primary_down` about `subject`, unless it is already active (the
+    /// text of the first raise stands for the outage).
+    pub(in crate::engine) fn raise_primary_down(
+        &mut self,
+        now: Millis,
+        subject: Subject,
+        text: String,
+    ) {
+        let id = AlertId {
+            kind: AlertKind::PrimaryDown,
+            db: None,
+            subject,
+        };
+        if self.st.alerts.is_active(&id) {
             return;
         }
-        let text = texts::primary_down(self.cfg.site_name(self.st.holder), failed, secs, lapsed);
         self.raise(
             now,
             AlertKind::PrimaryDown,
             None,
-            id.subject,
+            subject,
             Severity::Critical,
             false,
             text,
