@@ -884,6 +884,16 @@ impl World {
         self.oracle.node_up(n, self.now);
         self.nodes[n].wake_at = None;
         self.feed(n, Input::Restarted, None);
+        if n < 2 && std::mem::take(&mut self.sites[n].resume_when_up) {
+            // The operator resumes the backups they paused, now that the agent answers.
+            self.sites[n].paused = false;
+            self.oracle.paused_changed(false, self.now);
+            self.feed(
+                n,
+                Input::Operator(lifeboat_core::protocol::OperatorRequest::ResumeBackups),
+                None,
+            );
+        }
         if n < 2 {
             // The adapter scans its outbox on start: files the engine has not seen are found.
             let found: Vec<Input> = self.sites[n]

@@ -294,9 +294,15 @@ impl World {
             | FaultMode::TruncateInTransit => self.net.remove_fault(i),
             FaultMode::BackupsPaused => {
                 if let [s] = targets[..] {
-                    self.sites[s].paused = false;
-                    self.oracle.paused_changed(false, self.now);
-                    self.operator(s, OperatorRequest::ResumeBackups);
+                    if self.sites[s].alive && self.nodes[s].up {
+                        self.sites[s].paused = false;
+                        self.oracle.paused_changed(false, self.now);
+                        self.operator(s, OperatorRequest::ResumeBackups);
+                    } else {
+                        // The agent is down: the operator's resume cannot reach it, and the
+                        // pause stands (in its journal) until they resume again once it is back.
+                        self.sites[s].resume_when_up = true;
+                    }
                 }
             }
             FaultMode::BackupsStalled => {

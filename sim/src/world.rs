@@ -102,6 +102,9 @@ pub struct SiteRt {
     pub service_down: bool,
     /// The chance that a local restart of the service (`RestartService`) fails while it is down.
     pub restart_fails: f64,
+    /// A resume of paused backups that could not reach the agent (down): delivered when it is
+    /// back.
+    pub resume_when_up: bool,
 }
 
 impl SiteRt {
@@ -127,6 +130,7 @@ impl SiteRt {
             restore_ends: BTreeMap::new(),
             service_down: false,
             restart_fails: 0.0,
+            resume_when_up: false,
         }
     }
     pub fn states(&self) -> crate::db::States {
