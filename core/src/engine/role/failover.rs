@@ -653,9 +653,14 @@ impl SiteEngine {
             // The lease ran out while the promotion completed: fenced until renewed.
             self.become_fenced(now, "promoted, but the lease must be renewed first");
         }
-        for (d, w) in self.st.dbs.iter().zip(&mut self.st.writes) {
+        // Positions from an older history (this site's own writes as a primary before it was
+        // rebuilt, or what an earlier primary reported) mean nothing now: the database is at its
+        // restored position, and that is what its heartbeats start from (a stale higher one
+        // overstated a later failover's loss: swarm seed 202662).
+        for (d, w) in self.st.dbs.iter_mut().zip(&mut self.st.writes) {
             if let Some(p) = d.position {
-                w.lsn = w.lsn.max(p);
+                w.lsn = p;
+                d.known_produced = p;
             }
         }
         if let Some(p) = self.st.procedure.as_mut() {
