@@ -54,9 +54,10 @@ impl SiteEngine {
         }
     }
 
-    /// This site's own service does not answer (its last check failed).
+    /// This site's own service does not answer: its last `unhealthy_count` checks failed (one
+    /// failed check, a busy database, is no outage).
     pub(in crate::engine) fn own_service_down(&self) -> bool {
-        self.st.own.failed > 0
+        self.st.own.failed >= self.cfg.failover.unhealthy_count.max(1)
     }
 
     /// Within the hold-down after a failover this site took part in.
