@@ -484,14 +484,30 @@ impl Driver for SqliteDriver {
         // No slot lock: a probe must answer while a long backup or restore runs. Its SQLite
         // connection holds a lock only for one query, and SQLite defers closing its descriptor
         // while the driver's other connections hold locks, so it cannot drop theirs.
+        //
+        // A database locked beyond the probe's timeout answers: a live process holds that lock
+        // (SQLite's locks die with their process), e.g. a restore applying a log at the recovery
+        // site or a long write of the application. A probe that failed on `busy` made a busy
+        // standby look dead and a loaded primary look down.
         let slot = self.slot(db)?;
         let timeout = Duration::from_millis(self.config.probe_timeout_ms);
         let conn = open_existing(slot.path(), slot.name(), timeout, true)?;
-        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+        let answered = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
             r.get::<_, i64>(0)
-        })
-        .map(|_| ())
-        .map_err(|e| {
+        });
+        if let Err(rusqlite::Error::SqliteFailure(ffi, _)) = &answered {
+            if matches!(
+                ffi.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) {
+                tracing::debug!(
+                    db = slot.name(),
+                    "probe: the database is locked by a live process"
+                );
+                return Ok(());
+            }
+        }
+        answered.map(|_| ()).map_err(|e| {
             DriverError::sqlite(
                 format!(
                     "probing database {} ({})",

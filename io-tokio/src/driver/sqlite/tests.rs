@@ -718,3 +718,22 @@ fn artifacts_of_another_database_are_refused() {
     let e = driver.position(DbId(4)).unwrap_err();
     assert_eq!(e.kind, ErrorKind::Config);
 }
+
+#[test]
+fn a_database_locked_by_a_live_writer_answers_the_probe_and_a_missing_one_does_not() {
+    let primary = site();
+    let app = primary.app();
+    app.execute("INSERT INTO t(id, v) VALUES (1, 'a')", [])
+        .unwrap();
+    // A restore or a long write holds the exclusive lock past the probe's timeout: the
+    // database is busy, not down.
+    app.execute_batch("BEGIN EXCLUSIVE; INSERT INTO t(id, v) VALUES (2, 'b');")
+        .unwrap();
+    primary.driver.probe(SALES).unwrap();
+    app.execute_batch("COMMIT").unwrap();
+    primary.driver.probe(SALES).unwrap();
+    // A database file that is gone does not answer.
+    fs::remove_file(&primary.db).unwrap();
+    let e = primary.driver.probe(SALES).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+}
