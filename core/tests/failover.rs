@@ -1190,6 +1190,46 @@ fn a_switchover_to_a_site_the_arbiter_does_not_hear_is_refused_and_the_primary_w
     h.assert_safe();
 }
 
+/// Swarm seeds 203783 and 203830: a switchover (a failback) to a site whose own database
+/// service had been down for minutes handed it the epoch; it never accepted writes, and the old
+/// primary was held down. The target refuses while its own checks fail: the primary writes on.
+#[test]
+fn a_switchover_target_whose_own_service_is_down_refuses_and_the_primary_writes_on() {
+    let mut h = Harness::new(config(1));
+    h.run(20_000);
+    h.db[B].service_up = false;
+    h.run(30_000);
+    h.operator(A, OperatorRequest::Switchover);
+    assert!(
+        h.run_until(30_000, |h| h.sites[A].role() == Role::Primary
+            && h.sites[A].state().procedure.is_none()
+            && h.db[A].writable),
+        "{}",
+        h.trace()
+    );
+    h.run(10_000);
+    assert_eq!(h.arbiter.epoch(), Epoch(1), "{}", h.trace());
+    assert!(h.commands_of(B, is_promote).is_empty(), "{}", h.trace());
+    assert_eq!(
+        h.audits_of(A, "switchover aborted").len(),
+        1,
+        "{}",
+        h.trace()
+    );
+    // Its service answers again: the same request goes through.
+    h.db[B].service_up = true;
+    h.run(30_000);
+    h.operator(A, OperatorRequest::Switchover);
+    assert!(
+        h.run_until(30_000, |h| h.sites[B].role() == Role::Primary
+            && h.db[B].writable),
+        "{}",
+        h.trace()
+    );
+    assert_eq!(h.arbiter.epoch(), Epoch(2));
+    h.assert_safe();
+}
+
 /// Run in steps; return the longest time with no writable site during which no critical alert
 /// was active at either site.
 fn longest_silent_writer_gap(h: &mut Harness, ms: Millis) -> Millis {
