@@ -125,8 +125,13 @@ fn torture(kills_per_agent: u64) -> Figures {
     let (count, _, max, wrong) = rows(&c.rec_db);
     f.lost_rows = committed.saturating_sub(count) + wrong;
     if !converged || count != committed || max != committed {
+        let (p_count, _, p_max, _) = rows(&c.pri_db);
         f.notes.push(format!(
-            "at the end: {count} rows (max {max}, {wrong} wrong) of {committed} acknowledged"
+            "at the end: {count} rows (max {max}, {wrong} wrong) of {committed} acknowledged; \
+             missing at the recovery site: {:?}; the primary holds {p_count} rows (max {p_max}), \
+             missing there: {:?}",
+            missing_ids(&c.rec_db, committed),
+            missing_ids(&c.pri_db, committed)
         ));
     }
     let kinds = alert_kinds(c.rec_http);
@@ -141,6 +146,22 @@ fn torture(kills_per_agent: u64) -> Figures {
         c.dump_logs();
     }
     f
+}
+
+/// The first ten ids in 1..=n that `db` does not hold.
+fn missing_ids(db: &Path, n: u64) -> Vec<u64> {
+    let Ok(c) =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return Vec::new();
+    };
+    (1..=n)
+        .filter(|id| {
+            c.query_row("SELECT 1 FROM t WHERE id = ?1", [*id as i64], |_| Ok(()))
+                .is_err()
+        })
+        .take(10)
+        .collect()
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
