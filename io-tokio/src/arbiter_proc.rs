@@ -17,6 +17,8 @@ const BATCH: usize = 128;
 
 pub async fn run(file: ArbiterFile) -> anyhow::Result<()> {
     let cfg = file.engine.clone();
+    // Held until `run` returns: a second arbiter on this data_dir exits instead.
+    let _owner = crate::datadir::DataDirLock::acquire(&file.data_dir, "arbiter")?;
     let jdir = file.data_dir.join("journal");
     let (mut store, rec) = JournalStore::open::<ArbiterState>(&jdir)
         .with_context(|| format!("opening the arbiter journal in {}", jdir.display()))?;

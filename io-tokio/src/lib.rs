@@ -18,6 +18,7 @@ pub mod arbiter_proc;
 pub mod cli;
 pub mod config;
 pub mod crash;
+pub mod datadir;
 pub mod demo;
 pub mod driver;
 pub mod http;

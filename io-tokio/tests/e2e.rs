@@ -506,3 +506,28 @@ fn a_deleted_journal_is_reported_loudly_at_start() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A second agent started by accident on a running agent's data_dir (and a second arbiter on
+/// the arbiter's) exits with code 4 and names the process that holds it; the running cluster
+/// goes on unharmed: the primary still accepts writes.
+#[test]
+fn a_second_agent_on_the_same_data_dir_exits_4() {
+    let c = Cluster::start(Opts::default());
+    for (sub, name) in [("agent", "primary"), ("arbiter", "arbiter")] {
+        let out = std::process::Command::new(BIN)
+            .arg(sub)
+            .arg("--config")
+            .arg(c.path(name))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{sub}: {err}");
+        assert!(
+            err.contains("in use by another lifeboat process")
+                && err.contains(&format!("{sub} pid")),
+            "{sub}: {err}"
+        );
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(status(c.pri_http).is_some_and(|d| d["writable"] == true));
+}

@@ -87,8 +87,8 @@ pub async fn run(file: SiteFile, config_path: std::path::PathBuf) -> anyhow::Res
     let cfg = file.engine.clone();
     let me = file.site_id();
     let peer = SiteId(1 - me.0.min(1));
-    std::fs::create_dir_all(&file.data_dir)
-        .with_context(|| format!("creating data_dir {}", file.data_dir.display()))?;
+    // Held until `run` returns: a second agent on this data_dir exits instead.
+    let _owner = crate::datadir::DataDirLock::acquire(&file.data_dir, "agent")?;
 
     // ---- journal: snapshot + replay
     let jdir = file.data_dir.join("journal");
@@ -404,14 +404,14 @@ fn unreadable_input(cfg: &lifeboat_core::Config, u: files::Unreadable) -> Input 
 /// lost, and the engine starts without the memory of what those files are. Said loudly, with
 /// what to do; the agent still starts (a new site's directory may hold copied files).
 fn warn_if_orphaned(data_dir: &Path, snapshot: bool) {
-    // Everything beside the journal: artifacts, the driver's state, quarantined files.
+    // Everything beside the journal and the lock file: artifacts, the driver's state, quarantined files.
     let held = |d: &std::fs::DirEntry| match d.file_type() {
         Ok(t) if t.is_dir() => std::fs::read_dir(d.path()).map_or(0, |r| r.flatten().count()),
         _ => 1,
     };
     let files: usize = std::fs::read_dir(data_dir).map_or(0, |r| {
         r.flatten()
-            .filter(|e| e.file_name() != "journal")
+            .filter(|e| e.file_name() != "journal" && e.file_name() != crate::datadir::LOCK_FILE)
             .map(|e| held(&e))
             .sum()
     });
