@@ -1230,6 +1230,47 @@ fn a_switchover_target_whose_own_service_is_down_refuses_and_the_primary_writes_
     h.assert_safe();
 }
 
+/// Swarm seeds 205950 and 205306: an old primary whose engine was down through the failover
+/// came back, heard of the newer epoch in the arbiter's `Denied` and counted the hold-down from
+/// that moment, as if it had just failed over; when the new primary was lost three minutes
+/// later nobody took over. The hold-down counts only for a site that held a grant (or resigned)
+/// since its engine started.
+#[test]
+fn an_old_primary_that_learns_of_a_past_failover_after_its_restart_is_not_held_down() {
+    let mut cfg = config(1);
+    cfg.failover.hold_down_ms = 600_000;
+    let mut h = Harness::new(cfg);
+    h.run(20_000);
+    h.kill(A);
+    assert!(h.run_until(120_000, |h| h.db[B].writable), "{}", h.trace());
+    h.run(60_000);
+    // It comes back with the link between the sites down: the arbiter's `Denied` is how it
+    // hears of epoch 2.
+    h.cut(A, B);
+    h.revive(A);
+    h.run(5_000);
+    h.heal(A, B);
+    assert!(
+        h.run_until(120_000, |h| h.sites[A].role() == Role::Secondary),
+        "{}",
+        h.trace()
+    );
+    assert!(
+        h.sites[A].state().own.failover_at.is_none(),
+        "{}",
+        h.trace()
+    );
+    h.run(30_000);
+    h.kill(B);
+    assert!(h.run_until(120_000, |h| h.db[A].writable), "{}", h.trace());
+    assert!(
+        h.audits_of(A, "failover held back").is_empty(),
+        "{}",
+        h.trace()
+    );
+    h.assert_safe();
+}
+
 /// Run in steps; return the longest time with no writable site during which no critical alert
 /// was active at either site.
 fn longest_silent_writer_gap(h: &mut Harness, ms: Millis) -> Millis {

@@ -870,8 +870,9 @@ impl SiteEngine {
         // The hold-down counts from the failover, which this site saw happen if its engine ran
         // through it (it held a grant since its last start, or resigned). An old primary whose
         // engine comes back after an outage (the restart resets its lease state) may learn of a
-        // failover long past.
-        let live = self.st.lease.resigned || self.st.lease.last_grant_at.is_some();
+        // failover long past. A grant, not any answer: the `Denied` that tells a restarted
+        // engine of the newer epoch is an answer too (swarm seed 205950).
+        let live = self.st.lease.resigned || self.st.lease.expires.is_some();
         if live {
             self.st.own.failover_at = Some(now);
         }
