@@ -382,9 +382,7 @@ impl Cluster {
 
     /// The primary database's position as the file says (its change counter, the driver's LSN).
     pub fn primary_lsn(&self) -> Option<u64> {
-        let bytes = std::fs::read(&self.pri_db).ok()?;
-        let b = bytes.get(24..28)?;
-        Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as u64)
+        change_counter(&self.pri_db)
     }
 
     /// Dump the logs when a test fails (kept in the temp dir otherwise).
@@ -412,6 +410,33 @@ impl Drop for Cluster {
     }
 }
 
+/// SQLite's locks are POSIX record locks, owned by the process: closing *any* descriptor of a
+/// database file drops every lock this process holds on it. The [`Writer`]'s connection lives
+/// in the test process, so a raw read of the primary's file that closed its descriptor while
+/// the writer committed dropped the writer's EXCLUSIVE lock; the agent's next read transaction
+/// then took the journal for a crashed writer's and rolled back a commit SQLite acknowledged (a
+/// row lost at the primary itself). The writer holds this turn for each statement (its
+/// connection holds no lock between statements) and raw reads of a database file take it too.
+static SQLITE_TURN: Mutex<()> = Mutex::new(());
+
+/// Take the turn (see [`SQLITE_TURN`]).
+pub fn sqlite_turn() -> std::sync::MutexGuard<'static, ()> {
+    SQLITE_TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A database file's change counter (header offset 24), read from the file itself (in turn
+/// with the writer's statements: see [`SQLITE_TURN`]).
+pub fn change_counter(db: &Path) -> Option<u64> {
+    let _turn = sqlite_turn();
+    let mut header = [0u8; 28];
+    std::fs::File::open(db)
+        .and_then(|mut f| f.read_exact(&mut header))
+        .ok()?;
+    Some(u64::from(u32::from_be_bytes([
+        header[24], header[25], header[26], header[27],
+    ])))
+}
+
 /// A writer: one row per transaction, counting the commits SQLite acknowledged.
 pub struct Writer {
     stop: Arc<AtomicBool>,
@@ -429,17 +454,20 @@ impl Writer {
             conn.busy_timeout(Duration::from_millis(50)).unwrap();
             while !s.load(Ordering::SeqCst) {
                 let id = c.load(Ordering::SeqCst) + 1;
-                let inserted = conn.execute(
-                    "INSERT INTO t(id, v) VALUES (?1, 'row ' || ?1)",
-                    [id as i64],
-                );
-                // An error can still leave the row committed (a busy or I/O error reported
-                // after the commit, e.g. while an agent is killed): count what is there, so the
-                // acknowledged count and the rows agree.
-                let there = inserted.is_ok()
-                    || conn
-                        .query_row("SELECT 1 FROM t WHERE id = ?1", [id as i64], |_| Ok(()))
-                        .is_ok();
+                let there = {
+                    let _turn = sqlite_turn();
+                    let inserted = conn.execute(
+                        "INSERT INTO t(id, v) VALUES (?1, 'row ' || ?1)",
+                        [id as i64],
+                    );
+                    // An error can still leave the row committed (a busy or I/O error reported
+                    // after the commit, e.g. while an agent is killed): count what is there, so
+                    // the acknowledged count and the rows agree.
+                    inserted.is_ok()
+                        || conn
+                            .query_row("SELECT 1 FROM t WHERE id = ?1", [id as i64], |_| Ok(()))
+                            .is_ok()
+                };
                 if there {
                     c.store(id, Ordering::SeqCst);
                 }
