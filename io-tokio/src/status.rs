@@ -125,13 +125,28 @@ impl StatusBoard {
         let mut i = self.inner();
         doc["seq"] = json!(i.reports.len() + 1);
         doc["utc"] = json!(iso(utc_now()));
-        if let Ok(mut f) = std::fs::OpenOptions::new()
+        // A failover's RPO and RTO must not vanish: the file is synced (and its directory when
+        // the file is new), and if it cannot be written the whole report goes to the log.
+        let new_file = !self.reports_file.exists();
+        let kept = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.reports_file)
-        {
-            let _ = writeln!(f, "{doc}");
-            let _ = f.sync_data();
+            .and_then(|mut f| {
+                writeln!(f, "{doc}")?;
+                f.sync_data()
+            })
+            .and_then(|()| match self.reports_file.parent() {
+                Some(dir) if new_file => crate::transport::inbox::fsync_dir(dir),
+                _ => Ok(()),
+            });
+        if let Err(e) = kept {
+            tracing::error!(
+                path = %self.reports_file.display(),
+                error = %e,
+                report = %doc,
+                "the report could not be kept in reports.jsonl; it is in this log line instead"
+            );
         }
         i.reports.push(doc);
     }

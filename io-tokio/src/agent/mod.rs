@@ -284,7 +284,7 @@ pub async fn run(file: SiteFile, config_path: std::path::PathBuf) -> anyhow::Res
                         let doc =
                             sinks::alert_json(&cfg, &file.site, &ev, |t| board.utc_of(t, now));
                         board.alert(doc.clone());
-                        let _ = sink.try_send(doc);
+                        sinks::send(&sink, doc);
                     }
                     Output::Audit(a) => {
                         info!(what = %a.what, why = %a.why, epoch = a.epoch.0, inputs = ?a.inputs, "decision");

@@ -13,8 +13,26 @@ use tracing::{error, info, warn};
 
 /// Time limit of one webhook POST or exec hook.
 pub const SINK_TIMEOUT: Duration = Duration::from_secs(10);
-/// Alerts waiting for slow sinks; beyond this the oldest waiting ones are dropped (and logged).
+/// Alerts waiting for slow sinks; beyond this a new alert reaches the structured log only (see
+/// [`send`]).
 const SINK_QUEUE: usize = 1024;
+
+/// Hand an alert to the sinks. When they are so far behind that the queue is full, the alert
+/// is written to the structured log here, with a warning that hooks and webhooks missed it:
+/// never dropped without a trace.
+pub fn send(tx: &mpsc::Sender<serde_json::Value>, doc: serde_json::Value) {
+    if let Err(e) = tx.try_send(doc) {
+        let doc = match e {
+            mpsc::error::TrySendError::Full(d) | mpsc::error::TrySendError::Closed(d) => d,
+        };
+        log_alert(&doc);
+        warn!(
+            alert = doc["kind"].as_str().unwrap_or("?"),
+            waiting = SINK_QUEUE,
+            "the alert hooks and webhooks are behind: this alert reached the log only"
+        );
+    }
+}
 
 /// The JSON every sink receives.
 pub fn alert_json(

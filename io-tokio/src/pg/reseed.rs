@@ -124,15 +124,41 @@ pub fn reseed(
         }
         Err(e) => {
             let _ = s.stop("immediate");
+            // Put the old standby back. If that fails, the old data is still whole under
+            // `old`: say where, in the error the operator sees, instead of leaving it unnamed.
+            let mut rollback = String::new();
             if had_old {
-                let _ = fs::remove_dir_all(&data);
-                let _ = fs::rename(&old, &data);
-                if was_running {
-                    let _ = s.start();
+                let back = (|| {
+                    if data.exists() {
+                        fs::remove_dir_all(&data)?;
+                    }
+                    fs::rename(&old, &data)
+                })();
+                match back {
+                    Ok(()) => {
+                        if was_running {
+                            if let Err(se) = s.start() {
+                                rollback = format!(
+                                    "; the previous standby is back in {} but did not start: {se}",
+                                    data.display()
+                                );
+                            }
+                        }
+                    }
+                    Err(re) => {
+                        rollback = format!(
+                            "; putting the previous standby back failed ({re}): its data is \
+                             intact in {}, move it to {} by hand before starting PostgreSQL",
+                            old.display(),
+                            data.display()
+                        );
+                        tracing::error!(old = %old.display(), data = %data.display(),
+                            error = %re, "reseed rollback failed: the previous standby is kept aside");
+                    }
                 }
             }
             Err(e.context(format!(
-                "reseed of database {} from {}",
+                "reseed of database {} from {}{rollback}",
                 slot.name(),
                 full.path.display()
             )))
