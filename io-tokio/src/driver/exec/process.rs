@@ -99,16 +99,15 @@ fn collect(rx: mpsc::Receiver<Vec<u8>>) -> String {
 }
 
 /// SIGKILL the command's process group (it leads its own, see `process_group(0)`), so the
-/// children of a `sh -c` die with it. Done through kill(1): no unsafe code here.
+/// children of a `sh -c` die with it.
 fn kill_group(pid: u32) {
-    let _ = Command::new("kill")
-        .arg("-KILL")
-        .arg("--")
-        .arg(format!("-{pid}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    let group = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw);
+    if let Some(group) = group {
+        // ESRCH: the group is already gone, which is what we wanted.
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+    }
 }
 
 /// The last `n` non-empty lines of a text, joined with `; `.
