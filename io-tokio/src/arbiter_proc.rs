@@ -83,11 +83,19 @@ pub async fn run(file: ArbiterFile) -> anyhow::Result<()> {
         Input::Tick
     };
     let mut pending: Vec<Input> = vec![first];
+    let stop = crate::stop::requested();
+    tokio::pin!(stop);
     loop {
         if pending.is_empty() {
-            match rx.recv().await {
-                Some(ev) => pending.extend(ev.to_input()),
-                None => return Ok(()),
+            tokio::select! {
+                why = &mut stop => {
+                    info!(signal = why, "stopping: the journal is whole up to the last batch");
+                    return Ok(());
+                }
+                got = rx.recv() => match got {
+                    Some(ev) => pending.extend(ev.to_input()),
+                    None => return Ok(()),
+                },
             }
             while pending.len() < BATCH {
                 match rx.try_recv() {

@@ -25,4 +25,5 @@ pub mod http;
 pub mod journal_store;
 pub mod pg;
 pub mod status;
+pub mod stop;
 pub mod transport;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 const EXIT_CODES: &str = "Exit codes: 0 success; 1 the request was refused or did not complete, a \
 verification failed, or the demo failed; 2 bad usage or an invalid configuration file; 3 the \
 agent could not be reached; 4 the agent or arbiter stopped on an error (journal, disk, address \
-in use). wal-push / wal-fetch: 0 done; 1 not done yet (PostgreSQL retries); 2 bad usage or configuration.";
+in use, a data_dir held by another process). wal-push / wal-fetch: 0 done; 1 not done yet (PostgreSQL retries); 2 bad usage or configuration.";
 
 #[derive(Parser, Debug)]
 #[command(

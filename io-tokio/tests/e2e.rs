@@ -531,3 +531,28 @@ fn a_second_agent_on_the_same_data_dir_exits_4() {
     std::thread::sleep(Duration::from_secs(3));
     assert!(status(c.pri_http).is_some_and(|d| d["writable"] == true));
 }
+
+/// `SIGTERM` stops an agent and the arbiter cleanly: exit 0 within seconds, saying so; started
+/// again, the primary takes its lease up and accepts writes.
+#[test]
+fn sigterm_stops_the_agents_and_the_arbiter_cleanly_and_they_resume() {
+    let mut c = Cluster::start(Opts::default());
+    for name in ["recovery", "primary", "arbiter"] {
+        assert_eq!(
+            c.terminate(name, Duration::from_secs(10)),
+            Some(0),
+            "{name}: {}",
+            c.log(name)
+        );
+        assert!(c.log(name).contains("stopping"), "{}", c.log(name));
+    }
+    for name in ["arbiter", "primary", "recovery"] {
+        c.spawn(name);
+    }
+    let pri = c.pri_http;
+    wait_for(
+        "the primary to accept writes again",
+        Duration::from_secs(30),
+        || status(pri).is_some_and(|d| d["writable"] == true),
+    );
+}

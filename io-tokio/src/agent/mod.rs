@@ -217,6 +217,8 @@ pub async fn run(file: SiteFile, config_path: std::path::PathBuf) -> anyhow::Res
     pending.extend(unreadable_manifests(&cfg, exec.files(), feed.clone()));
     pending.extend(unannounced_outbox(&engine, me, exec.files()));
     let mut last_status = std::time::Instant::now() - Duration::from_secs(1);
+    let stop = crate::stop::requested();
+    tokio::pin!(stop);
     loop {
         if pending.is_empty() {
             let sleep = engine
@@ -225,6 +227,11 @@ pub async fn run(file: SiteFile, config_path: std::path::PathBuf) -> anyhow::Res
                 .unwrap_or(Duration::from_secs(1))
                 .min(Duration::from_millis(500));
             tokio::select! {
+                why = &mut stop => {
+                    info!(signal = why, "stopping: the journal is whole up to the last batch");
+                    board.publish(&engine, clock.now(), &store);
+                    return Ok(());
+                }
                 got = in_rx.recv() => match got {
                     Some(i) => pending.push(i),
                     None => return Ok(()),

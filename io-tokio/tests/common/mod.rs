@@ -358,6 +358,26 @@ impl Cluster {
             .is_none_or(|c| c.try_wait().ok().flatten().is_some())
     }
 
+    /// SIGTERM, then wait up to `within` for the process to exit; its exit code (`None`: it
+    /// did not exit in time, and was killed).
+    pub fn terminate(&mut self, name: &str, within: Duration) -> Option<i32> {
+        let mut c = self.procs.remove(name)?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let t = std::time::Instant::now();
+        while t.elapsed() < within {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+
     /// SIGKILL.
     pub fn kill(&mut self, name: &str) {
         if let Some(mut c) = self.procs.remove(name) {
