@@ -80,8 +80,18 @@ pub const PEER_LOST_AFTER: Millis = 60_000;
 /// A planned switchover not done in this time is abandoned and writes resume.
 pub const SWITCHOVER_TIMEOUT: Millis = 5 * MINUTE;
 /// A `link_down` alert clears only after the link stayed up this long: a flapping link keeps one
-/// alert instead of a storm of raises and clears.
+/// alert instead of a storm of raises and clears. A link that was in trouble for longer must
+/// stay up as long as its trouble lasted, up to [`LINK_DOWN_CLEAR_MAX`]: probes that land by
+/// chance in a flapping link's up windows for a minute are no proof it stopped flapping.
 pub const LINK_DOWN_CLEAR_AFTER: Millis = 60_000;
+/// The longest calm a link in trouble needs before its `link_down` clears.
+pub const LINK_DOWN_CLEAR_MAX: Millis = 10 * MINUTE;
+
+/// How long a link whose trouble ran from `since` to `last` must stay up before it is calm.
+pub fn link_calm_after(since: Millis, last: Millis) -> Millis {
+    last.saturating_sub(since)
+        .clamp(LINK_DOWN_CLEAR_AFTER, LINK_DOWN_CLEAR_MAX)
+}
 /// While a primary accepts writes it asks its adapter this often for the logs the database
 /// finished on its own (PostgreSQL's `archive_timeout`), so they ship at once instead of at the
 /// next scheduled log backup.

@@ -1667,3 +1667,50 @@ fn a_link_down_five_seconds_of_every_seven_is_reported_once_and_kept_while_it_fl
         h.assert_safe();
     }
 }
+
+/// Swarm seeds 207718 and 207814: a link flapping at nearly the probe period let every probe of
+/// a whole minute land in its up windows, `link_down` cleared, and was raised again a minute
+/// later. A link that was in trouble for minutes must stay up as long (up to ten minutes)
+/// before its alert clears; a short outage still clears after a minute.
+#[test]
+fn a_link_that_flapped_for_minutes_needs_as_long_a_calm_before_link_down_clears() {
+    let link_down_active = |h: &Harness| {
+        h.sites[B]
+            .state()
+            .alerts
+            .iter()
+            .any(|(id, _)| id.kind.as_str() == "link_down")
+    };
+    let flap = |h: &mut Harness, ms: Millis| {
+        let start = h.t;
+        while h.t < start + ms {
+            h.cut(A, B);
+            h.run(5_000);
+            h.heal(A, B);
+            h.run(2_000);
+        }
+    };
+    let mut h = Harness::new(config(1));
+    h.run(20_000);
+    flap(&mut h, 8 * 60_000);
+    assert!(link_down_active(&h), "{}", h.trace());
+    // Seventy seconds in which every probe gets through, then the flapping goes on.
+    h.run(70_000);
+    assert!(
+        link_down_active(&h),
+        "cleared after 70 s of calm:\n{}",
+        h.trace()
+    );
+    flap(&mut h, 3 * 60_000);
+    let raises = h
+        .alerts_of("link_down")
+        .iter()
+        .filter(|a| a.change == AlertChange::Raised)
+        .count();
+    assert_eq!(raises, 1, "{}", h.trace());
+    // Once it stays up as long as it flapped, the alert clears.
+    h.run(12 * 60_000);
+    assert!(!link_down_active(&h), "{}", h.trace());
+    assert_no_failover(&h);
+    h.assert_safe();
+}

@@ -142,7 +142,7 @@ pub struct PeerView {
     #[serde(default)]
     pub peer_seen: Option<(Millis, Option<Millis>)>,
     /// A troubled link to the primary: (first failed reachability probe, last one, failures).
-    /// It ends only once the link stayed up for `LINK_DOWN_CLEAR_AFTER`, so a link that flaps
+    /// It ends only once the link stayed calm (`defaults::link_calm_after`), so a link that flaps
     /// (down 5 s of every 7 s) is one trouble, not a series of short ones each reset by a good
     /// probe.
     #[serde(default)]

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::alert::{AlertId, AlertKind, Severity, Subject};
+use crate::defaults::link_calm_after;
 use crate::engine::{texts, SiteEngine, Timer};
 use crate::ids::{DbId, Lsn, Millis, SiteId};
 use crate::protocol::{ArbiterView, Command, Heartbeat, Message, Peer, ProbeTarget};
@@ -99,10 +100,11 @@ impl SiteEngine {
                 .last_heartbeat_at
                 .is_some_and(|t| now.saturating_sub(t) > (3 * every).max(2_000))
         {
-            let calm = crate::defaults::LINK_DOWN_CLEAR_AFTER;
             let p = &mut self.st.peer;
             p.link_trouble = match p.link_trouble {
-                Some((since, last, n)) if now.saturating_sub(last) < calm => {
+                Some((since, last, n))
+                    if now.saturating_sub(last) < link_calm_after(since, last) =>
+                {
                     Some((since, now, n.saturating_add(1)))
                 }
                 _ => Some((now, now, 1)),
@@ -238,13 +240,18 @@ impl SiteEngine {
                 // Reachability only qualifies the service probes; deciding on it alone would
                 // see a healed link with a stale failure count as a dead service.
                 p.site_reachable = ok;
-                let calm = crate::defaults::LINK_DOWN_CLEAR_AFTER;
                 p.link_trouble = match (ok, p.link_trouble) {
-                    (false, Some((since, last, n))) if now.saturating_sub(last) < calm => {
+                    (false, Some((since, last, n)))
+                        if now.saturating_sub(last) < link_calm_after(since, last) =>
+                    {
                         Some((since, now, n.saturating_add(1)))
                     }
                     (false, _) => Some((now, now, 1)),
-                    (true, Some((_, last, _))) if now.saturating_sub(last) >= calm => None,
+                    (true, Some((since, last, _)))
+                        if now.saturating_sub(last) >= link_calm_after(since, last) =>
+                    {
+                        None
+                    }
                     (true, t) => t,
                 };
                 if !ok {
@@ -273,11 +280,9 @@ impl SiteEngine {
                         .last_heartbeat_at
                         .is_some_and(|t| now.saturating_sub(t) <= (3 * hb_every).max(2_000));
                     let link_calm = heartbeats_flow
-                        && self
-                            .st
-                            .peer
-                            .link_trouble
-                            .is_none_or(|(_, last, _)| now.saturating_sub(last) >= calm);
+                        && self.st.peer.link_trouble.is_none_or(|(since, last, _)| {
+                            now.saturating_sub(last) >= link_calm_after(since, last)
+                        });
                     if now.saturating_sub(healthy_since) >= calm && link_calm {
                         self.clear(now, AlertKind::LinkDown, None, subject);
                     }
@@ -309,7 +314,7 @@ impl SiteEngine {
     }
 
     /// A link that keeps failing (`unhealthy_count` failed reachability probes over
-    /// `unhealthy_for_ms`, never up for `LINK_DOWN_CLEAR_AFTER` in between) while the arbiter
+    /// `unhealthy_for_ms`, never calm in between: see `link_calm_after`) while the arbiter
     /// sees the primary renewing is a dead link even if no run of failures was long enough to
     /// make the primary look unhealthy: raise `link_down` once, kept while it flaps.
     fn flapping_check(&mut self, now: Millis) {
