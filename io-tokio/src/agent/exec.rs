@@ -539,7 +539,7 @@ async fn run(ctx: &Ctx, job: Job) -> Result<(), Failure> {
                 ("target", ctx.cfg.site_name(target).to_string()),
                 ("epoch", epoch.0.to_string()),
             ];
-            run_hook(cmd, &vars, HOOK_TIMEOUT)
+            run_hook(cmd, Hooks::FENCE_VARS, &vars, HOOK_TIMEOUT)
                 .await
                 .map_err(|(code, msg)| failure(code, msg, false))
         }
@@ -549,7 +549,7 @@ async fn run(ctx: &Ctx, job: Job) -> Result<(), Failure> {
                     ("site", ctx.cfg.site_name(to).to_string()),
                     ("epoch", epoch.0.to_string()),
                 ];
-                run_hook(cmd, &vars, HOOK_TIMEOUT)
+                run_hook(cmd, Hooks::IDENTITY_VARS, &vars, HOOK_TIMEOUT)
                     .await
                     .map_err(|(code, msg)| failure(code, msg, false))
             }
@@ -559,9 +559,14 @@ async fn run(ctx: &Ctx, job: Job) -> Result<(), Failure> {
             }
         },
         Command::RestartService { .. } => match &ctx.hooks.restart {
-            Some(cmd) => run_hook(cmd, &[("site", ctx.site_name.clone())], HOOK_TIMEOUT)
-                .await
-                .map_err(|(code, msg)| failure(code, msg, false)),
+            Some(cmd) => run_hook(
+                cmd,
+                Hooks::RESTART_VARS,
+                &[("site", ctx.site_name.clone())],
+                HOOK_TIMEOUT,
+            )
+            .await
+            .map_err(|(code, msg)| failure(code, msg, false)),
             None => Err(failure(
                 1,
                 "no [hooks] restart command configured: the service cannot be restarted locally",

@@ -160,47 +160,84 @@ async fn exec_hook(command: &[String], doc: &serde_json::Value) -> Result<(), St
     }
 }
 
-/// Run a hook command (fence, identity, restart) with placeholders replaced; exit code and
-/// stderr come back as the failure.
+/// Run a hook command (fence, identity, restart) with its placeholders (checked when the
+/// configuration loaded), off the async threads; the exit code and stderr come back as the
+/// failure, and a hook that runs too long is killed with its whole process group.
 pub async fn run_hook(
     command: &[String],
-    vars: &[(&str, String)],
+    allowed: &'static [&'static str],
+    vars: &[(&'static str, String)],
     timeout: Duration,
 ) -> Result<(), (i32, String)> {
-    let expand = |s: &String| {
-        let mut s = s.clone();
-        for (k, v) in vars {
-            s = s.replace(&format!("{{{k}}}"), v);
+    let template = crate::driver::exec::CommandTemplate::Argv(command.to_vec());
+    let vars = vars.to_vec();
+    tokio::task::spawn_blocking(move || {
+        crate::driver::exec::run_hook(&template, allowed, &vars, timeout)
+    })
+    .await
+    .unwrap_or_else(|e| Err((1, format!("the hook's thread failed: {e}"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Hooks;
+
+    fn argv(parts: &[&str]) -> Vec<String> {
+        parts.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_hook_gets_its_placeholders_and_its_exit_code_and_stderr_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let script = format!("echo \"$0 $1\" > {}", out.display());
+        let cmd = argv(&["sh", "-c", &script, "{target}", "{epoch}"]);
+        let vars = [
+            ("target", "recovery".to_string()),
+            ("epoch", "7".to_string()),
+        ];
+        run_hook(&cmd, Hooks::FENCE_VARS, &vars, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "recovery 7\n");
+        let failing = argv(&["sh", "-c", "echo no power switch >&2; exit 3"]);
+        let (code, msg) = run_hook(&failing, Hooks::FENCE_VARS, &[], Duration::from_secs(10))
+            .await
+            .unwrap_err();
+        assert_eq!(code, 3);
+        assert!(msg.contains("no power switch"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn a_hook_that_hangs_is_killed_with_the_children_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("child.pid");
+        // The hook starts a grandchild that would outlive a kill of the direct child alone.
+        let script = format!("sleep 60 & echo $! > {}; wait", pid_file.display());
+        let cmd = argv(&["sh", "-c", &script]);
+        let t = std::time::Instant::now();
+        let (code, msg) = run_hook(&cmd, Hooks::RESTART_VARS, &[], Duration::from_millis(500))
+            .await
+            .unwrap_err();
+        assert_eq!(code, 124, "{msg}");
+        assert!(t.elapsed() < Duration::from_secs(10));
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        let pid = pid.trim();
+        // The grandchild is gone (or a zombie about to be reaped by init).
+        let mut gone = false;
+        for _ in 0..50 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next());
+            if stat.is_empty() || state == Some("Z") {
+                gone = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        s
-    };
-    let parts: Vec<String> = command.iter().map(expand).collect();
-    let Some((prog, args)) = parts.split_first() else {
-        return Err((1, "empty hook command".into()));
-    };
-    let mut cmd = tokio::process::Command::new(prog);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let child = cmd
-        .spawn()
-        .map_err(|e| (127, format!("cannot start {prog}: {e}")))?;
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Err(_) => Err((
-            124,
-            format!("{prog} ran longer than {timeout:?} and was killed"),
-        )),
-        Ok(Err(e)) => Err((1, format!("{prog}: {e}"))),
-        Ok(Ok(out)) if out.status.success() => Ok(()),
-        Ok(Ok(out)) => Err((
-            out.status.code().unwrap_or(1),
-            format!(
-                "{prog} exited with {}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        )),
+        assert!(gone, "the hook's child {pid} outlived the time limit");
     }
 }

@@ -139,8 +139,16 @@ pub struct Hooks {
     pub fence: Option<Vec<String>>,
     /// Move the service identity (DNS, VIP) to this site; `{site}` and `{epoch}` are replaced.
     pub identity: Option<Vec<String>>,
-    /// Restart the local database service (Auto Pilot).
+    /// Restart the local database service (Auto Pilot); `{site}` is replaced.
     pub restart: Option<Vec<String>>,
+}
+
+impl Hooks {
+    /// The placeholders each hook offers; any other `{name}` is refused when the configuration
+    /// loads, so a typo (`{epcoh}`) never reaches a fence command at failover time.
+    pub const FENCE_VARS: &'static [&'static str] = &["target", "epoch"];
+    pub const IDENTITY_VARS: &'static [&'static str] = &["site", "epoch"];
+    pub const RESTART_VARS: &'static [&'static str] = &["site"];
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -378,10 +386,10 @@ impl SiteFile {
                 "is true but [hooks] has no `fence` command: add one, or set it to false".into(),
             ));
         }
-        for (name, cmd) in [
-            ("hooks.fence", &f.hooks.fence),
-            ("hooks.identity", &f.hooks.identity),
-            ("hooks.restart", &f.hooks.restart),
+        for (name, cmd, vars) in [
+            ("hooks.fence", &f.hooks.fence, Hooks::FENCE_VARS),
+            ("hooks.identity", &f.hooks.identity, Hooks::IDENTITY_VARS),
+            ("hooks.restart", &f.hooks.restart, Hooks::RESTART_VARS),
         ] {
             if cmd.as_ref().is_some_and(|c| c.is_empty()) {
                 return Err(semantic(
@@ -390,6 +398,12 @@ impl SiteFile {
                     name,
                     "an empty command: give the program and its arguments".into(),
                 ));
+            }
+            if let Some(cmd) = cmd {
+                let template = crate::driver::exec::CommandTemplate::Argv(cmd.clone());
+                if let Err(e) = template.expand(vars, &[], &[]) {
+                    return Err(semantic(path, text, name, e));
+                }
             }
         }
         for (i, p) in f.probes.service.iter().enumerate() {
@@ -602,6 +616,27 @@ data_dir = "data"
         let s = e.to_string();
         assert_eq!(e.line, Some(10), "{s}");
         assert!(s.contains("databses") && s.contains("databases"), "{s}");
+    }
+
+    #[test]
+    fn a_hook_placeholder_typo_is_refused_at_load_not_at_failover() {
+        let good = format!(
+            "{MIN}\n[hooks]\nfence = [\"fence-site\", \"{{target}}\", \"{{epoch}}\"]\n\
+             restart = [\"sh\", \"-c\", \"systemctl restart db-${{SITE:-x}}\", \"{{site}}\"]\n"
+        );
+        SiteFile::parse(Path::new("site.toml"), &good).unwrap();
+        let typo = format!("{MIN}\n[hooks]\nfence = [\"fence-site\", \"{{epcoh}}\"]\n");
+        let e = SiteFile::parse(Path::new("site.toml"), &typo)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("hooks.fence") && e.contains("{epcoh}"), "{e}");
+        assert!(e.contains("{target}") && e.contains("{epoch}"), "{e}");
+        // `{epoch}` is not offered to the restart hook.
+        let wrong = format!("{MIN}\n[hooks]\nrestart = [\"restart-db\", \"{{epoch}}\"]\n");
+        let e = SiteFile::parse(Path::new("site.toml"), &wrong)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("hooks.restart"), "{e}");
     }
 
     #[test]

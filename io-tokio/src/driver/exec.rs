@@ -35,6 +35,38 @@ mod tests;
 
 pub use template::CommandTemplate;
 
+/// Run an operator's hook (fence, identity, restart, an alert's exec sink): `template` with the
+/// placeholders it may use (`allowed`) and their `values`, no shell, a time limit that kills the
+/// hook's whole process group. A failure is (exit code, message with the end of its stderr);
+/// a hook that ran too long is 124.
+pub fn run_hook(
+    template: &CommandTemplate,
+    allowed: &[&'static str],
+    values: &[(&'static str, String)],
+    timeout: Duration,
+) -> Result<(), (i32, String)> {
+    let argv = template
+        .expand(allowed, values, &[])
+        .map_err(|e| (2, format!("hook command: {e}")))?;
+    let prog = argv[0].clone();
+    let done = process::run(&argv, &[], timeout)
+        .map_err(|e| (127, format!("cannot start {prog}: {e}")))?;
+    let stderr = process::last_lines(&done.stderr, STDERR_LINES);
+    if done.timed_out {
+        Err((
+            124,
+            format!("{prog} ran longer than {timeout:?} and was killed with its process group"),
+        ))
+    } else if done.status != 0 {
+        Err((
+            done.status,
+            format!("{prog} exited with {}: {stderr}", done.status),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 use super::error::{DriverError, ErrorKind};
 use super::manifest::{self, ArtifactFile, NewArtifact};
 use super::{BackupRequest, DatabaseSpec, DrillOutcome, Driver};
