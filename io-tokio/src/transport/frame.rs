@@ -33,6 +33,9 @@ pub const MAX_FRAME_LEN: u32 = 4 * 1024 * 1024;
 /// The most a frame's payload buffer holds before its bytes arrive (64 KiB): the rest of an
 /// announced length is allocated as it is read.
 pub const FIRST_READ: usize = 64 * 1024;
+/// The largest frame a peer may send before its handshake completed: a `Hello` is a few dozen
+/// bytes, so an unknown connection never makes this side hold more than this for it.
+pub const HANDSHAKE_MAX_LEN: u32 = 64 * 1024;
 
 /// What a frame carries. The code is the byte on the wire; never reuse a retired code.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -319,6 +322,18 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 /// announces [`MAX_FRAME_LEN`] and sends a few bytes costs at most [`FIRST_READ`] bytes of
 /// buffer (or a recycled chunk buffer), and the buffer grows as the payload arrives.
 pub async fn read_frame_now<R: AsyncRead + Unpin>(r: &mut R) -> Result<RawFrame, FrameError> {
+    read_frame_at_most(r, MAX_FRAME_LEN, None).await
+}
+
+/// Read one frame whose payload is at most `max` bytes (a longer announcement is refused
+/// before any of its payload is read). With a `budget`, a payload longer than [`FIRST_READ`]
+/// first takes as many bytes from it (waiting for other frames to give theirs back): the
+/// payloads all links of a listener hold at once stay within the budget.
+pub async fn read_frame_at_most<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: u32,
+    budget: Option<&tokio::sync::Semaphore>,
+) -> Result<RawFrame, FrameError> {
     let mut header = [0u8; HEADER_LEN];
     match read_full(r, &mut header).await? {
         0 => return Err(FrameError::Closed),
@@ -331,7 +346,24 @@ pub async fn read_frame_now<R: AsyncRead + Unpin>(r: &mut R) -> Result<RawFrame,
         _ => {}
     }
     let h = decode_header(&header)?;
+    if h.len > max {
+        return Err(FrameError::Oversized {
+            kind: h.kind,
+            len: u64::from(h.len),
+            max,
+        });
+    }
     let len = h.len as usize;
+    let _held =
+        match budget {
+            Some(b) if len > FIRST_READ => {
+                let want = u32::try_from(len).unwrap_or(u32::MAX);
+                Some(b.acquire_many(want).await.map_err(|_| {
+                    FrameError::Io(std::io::Error::other("the frame budget is closed"))
+                })?)
+            }
+            _ => None,
+        };
     // Read into spare capacity of a recycled buffer when one is free (no fresh mapping, no
     // zeroing); otherwise start small and grow with what arrives, never past `len`.
     let mut payload =

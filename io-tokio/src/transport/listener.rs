@@ -4,8 +4,8 @@
 use super::frame::FrameError;
 use super::inbox::Inbox;
 use super::link::{
-    check_hello, finish_control_link, run_control_link, AbortOnDrop, ControlLink, HandshakeError,
-    LinkEnd, SendError,
+    check_hello, finish_control_link, run_control_link, AbortOnDrop, ControlLink, LinkEnd,
+    SendError,
 };
 use super::ship::receive_artifact;
 use super::wire::{Frame, FrameReader, FrameWriter, LinkKind, Welcome, PROTOCOL_VERSION};
@@ -14,12 +14,12 @@ use lifeboat_core::{Message, Peer};
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
@@ -37,6 +37,87 @@ struct ListenShared {
     events: mpsc::Sender<Event>,
     /// The newest control link of each peer, with the id of its connection.
     peers: std::sync::Mutex<HashMap<Peer, (u64, ControlLink)>>,
+    /// Connections that have not completed their handshake: in all, and per source address.
+    handshaking: std::sync::Mutex<(usize, HashMap<IpAddr, usize>)>,
+    /// Payload bytes that all links may be reading at once (see `FrameReader::with_budget`).
+    budget: Arc<Semaphore>,
+    /// Refused connections, logged once per kind per interval.
+    refusals: RefusalLog,
+}
+
+/// Connections still in their handshake, per listener: beyond this a new one is closed at once.
+pub const MAX_HANDSHAKING: usize = 64;
+/// Connections still in their handshake from one source address.
+pub const MAX_HANDSHAKING_PER_ADDR: usize = 8;
+/// Payload bytes all links of a listener may be reading at once: a few frames at the limit, so
+/// 150 connections that each announce a 4 MiB frame hold this much, not 600 MiB.
+pub const FRAME_BUDGET: u32 = 16 * 1024 * 1024;
+/// A kind of refused connection is logged at most once per this interval (with a count).
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// One log line per kind of refused connection per interval, not one per connection.
+#[derive(Default)]
+struct RefusalLog {
+    kinds: std::sync::Mutex<HashMap<&'static str, (Option<std::time::Instant>, u64)>>,
+}
+
+impl RefusalLog {
+    fn note(&self, kind: &'static str, addr: SocketAddr, detail: &str) {
+        let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
+        let (last, quiet) = kinds.entry(kind).or_default();
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < REFUSAL_LOG_EVERY) {
+            *quiet += 1;
+            return;
+        }
+        warn!(%addr, refused = kind, %detail, more_since_last_line = *quiet, "connection refused");
+        *last = Some(now);
+        *quiet = 0;
+    }
+}
+
+/// A connection's place among those still handshaking; given back when dropped.
+struct Handshaking {
+    shared: Arc<ListenShared>,
+    ip: IpAddr,
+}
+
+impl Handshaking {
+    fn take(shared: &Arc<ListenShared>, ip: IpAddr) -> Result<Handshaking, &'static str> {
+        let mut h = shared.handshaking.lock().unwrap_or_else(|e| e.into_inner());
+        let (total, per_addr) = &mut *h;
+        let here = per_addr.get(&ip).copied().unwrap_or(0);
+        if *total >= MAX_HANDSHAKING {
+            return Err("too many connections in their handshake");
+        }
+        if here >= MAX_HANDSHAKING_PER_ADDR {
+            return Err("too many connections in their handshake from one address");
+        }
+        *total += 1;
+        per_addr.insert(ip, here + 1);
+        Ok(Handshaking {
+            shared: shared.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Handshaking {
+    fn drop(&mut self) {
+        let mut h = self
+            .shared
+            .handshaking
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let (total, per_addr) = &mut *h;
+        *total = total.saturating_sub(1);
+        if let Some(n) = per_addr.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                per_addr.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl Listener {
@@ -57,6 +138,9 @@ impl Listener {
             cfg,
             events,
             peers: std::sync::Mutex::new(HashMap::new()),
+            handshaking: std::sync::Mutex::new((0, HashMap::new())),
+            budget: Arc::new(Semaphore::new(FRAME_BUDGET as usize)),
+            refusals: RefusalLog::default(),
         });
         let accept_loop = AbortOnDrop(tokio::spawn(accept_loop(listener, shared.clone())));
         info!(%local_addr, ?me, "listening");
@@ -69,6 +153,11 @@ impl Listener {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Payload bytes of the frame budget not taken by links reading a large frame now.
+    pub fn frame_budget_free(&self) -> usize {
+        self.shared.budget.available_permits()
     }
 
     pub fn inbox(&self) -> &Inbox {
@@ -111,10 +200,18 @@ async fn accept_loop(listener: TcpListener, shared: Arc<ListenShared>) {
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, addr)) => {
-                    next_id += 1;
-                    connections.spawn(serve_connection(stream, addr, shared.clone(), next_id));
-                }
+                Ok((stream, addr)) => match Handshaking::take(&shared, addr.ip()) {
+                    Ok(place) => {
+                        next_id += 1;
+                        connections.spawn(serve_connection(stream, addr, place, next_id));
+                    }
+                    // Closed before a byte is read: an unknown peer costs a descriptor for an
+                    // instant, nothing more.
+                    Err(why) => {
+                        shared.refusals.note("connection cap", addr, why);
+                        drop(stream);
+                    }
+                },
                 Err(e) => {
                     // Out of descriptors and the like: back off instead of spinning.
                     warn!(error = %e, "accept failed");
@@ -138,23 +235,38 @@ async fn hang_up<W: tokio::io::AsyncWrite + Unpin>(
     writer.close(&reason).await;
 }
 
-async fn serve_connection(stream: TcpStream, addr: SocketAddr, shared: Arc<ListenShared>, id: u64) {
+async fn serve_connection(stream: TcpStream, addr: SocketAddr, place: Handshaking, id: u64) {
+    let shared = place.shared.clone();
     let cfg = &shared.cfg;
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
-    let mut reader = FrameReader::new(r);
+    let mut reader = FrameReader::new(r).with_budget(shared.budget.clone());
     let mut writer = FrameWriter::new(w, cfg.io_timeout);
-    let hello = match reader.next(cfg.handshake_timeout).await.map(check_hello) {
+    let hello = match reader
+        .handshake(cfg.handshake_timeout)
+        .await
+        .map(check_hello)
+    {
         Ok(Ok(hello)) => hello,
         Ok(Err(e)) => {
-            let peer = match e {
-                HandshakeError::Protocol { peer, .. } => Some(peer),
-                _ => None,
-            };
-            return hang_up(&mut writer, addr, peer, e).await;
+            // Said to the peer every time, logged once per interval: a flood of bad `Hello`s
+            // must not flood the log.
+            shared
+                .refusals
+                .note("handshake refused", addr, &e.to_string());
+            writer.close(&e.to_string()).await;
+            return;
         }
-        Err(e) => return hang_up(&mut writer, addr, None, format!("handshake: {e}")).await,
+        Err(e) => {
+            shared
+                .refusals
+                .note("handshake failed", addr, &e.to_string());
+            writer.close(&format!("handshake: {e}")).await;
+            return;
+        }
     };
+    drop(place);
+    let shared = &*shared;
     let from = hello.peer;
     let welcome = Frame::Welcome(Welcome {
         protocol: PROTOCOL_VERSION,
@@ -162,13 +274,13 @@ async fn serve_connection(stream: TcpStream, addr: SocketAddr, shared: Arc<Liste
     });
     debug!(%addr, peer = ?from, link = ?hello.link, "connection accepted");
     match hello.link {
-        LinkKind::Control => serve_control(reader, writer, welcome, addr, from, &shared, id).await,
+        LinkKind::Control => serve_control(reader, writer, welcome, addr, from, shared, id).await,
         LinkKind::Ship => {
             if let Err(e) = writer.send(&welcome).await {
                 warn!(%addr, peer = ?from, error = %e, "handshake failed");
                 return;
             }
-            serve_ship(reader, writer, addr, from, &shared).await
+            serve_ship(reader, writer, addr, from, shared).await
         }
     }
 }

@@ -662,3 +662,95 @@ async fn both_ends_report_byte_progress_while_a_large_artifact_moves_and_forget_
     assert!(transport.transfers().snapshot().is_empty());
     assert!(site.listener.inbox().transfers().snapshot().is_empty());
 }
+
+/// A header announcing `len` bytes of a `kind` frame (no payload follows).
+fn announce(kind: FrameKind, len: u32) -> Vec<u8> {
+    let mut header = encode_frame(kind, &Message::Query { req: 1 }).unwrap();
+    header.truncate(super::frame::HEADER_LEN);
+    header[4..8].copy_from_slice(&len.to_be_bytes());
+    header
+}
+
+#[tokio::test]
+async fn a_handshake_frame_larger_than_a_hello_is_refused_before_its_payload_is_read() {
+    let site = secondary().await;
+    let (r, mut w) = TcpStream::connect(site.listener.local_addr())
+        .await
+        .unwrap()
+        .into_split();
+    w.write_all(&announce(FrameKind::Hello, MAX_FRAME_LEN))
+        .await
+        .unwrap();
+    let mut reader = FrameReader::new(r);
+    let why = format!("exceeds the limit of {}", super::frame::HANDSHAKE_MAX_LEN);
+    assert_closed_because(&mut reader, &why).await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_handshake_cap_from_one_address_are_closed_at_once() {
+    let site = secondary().await;
+    let addr = site.listener.local_addr();
+    // These connect and say nothing: each holds a place among the handshaking.
+    let mut silent = Vec::new();
+    for _ in 0..listener::MAX_HANDSHAKING_PER_ADDR {
+        silent.push(TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // One more from the same address is closed without a word.
+    let mut extra = TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut extra, &mut buf))
+        .await
+        .expect("the extra connection is closed at once")
+        .unwrap_or(0);
+    assert_eq!(
+        n, 0,
+        "the extra connection got bytes instead of being closed"
+    );
+    // Once the silent ones are gone, a real peer is served.
+    drop(silent);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (transport, _) = primary(addr, config());
+    transport
+        .send_message(Message::Query { req: 3 })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn large_frames_being_read_take_from_the_budget_and_give_it_back() {
+    let site = secondary().await;
+    let addr = site.listener.local_addr();
+    let budget = super::listener::FRAME_BUDGET as usize;
+    assert_eq!(site.listener.frame_budget_free(), budget);
+    // Links that announce a 4 MiB chunk and send one byte of it: each one being read holds
+    // 4 MiB of the budget; beyond it, links wait without reading.
+    let holders = budget / MAX_FRAME_LEN as usize;
+    let mut held = Vec::new();
+    for _ in 0..holders + 2 {
+        let (reader, mut w) = raw_link(addr).await;
+        w.write_all(&announce(FrameKind::Chunk, MAX_FRAME_LEN))
+            .await
+            .unwrap();
+        w.write_all(&[7u8]).await.unwrap();
+        held.push((reader, w));
+    }
+    let spent = async {
+        while site.listener.frame_budget_free() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, spent)
+        .await
+        .expect("the announced frames take the whole budget");
+    // Gone (their links time out or close), they give it all back.
+    drop(held);
+    let back = async {
+        while site.listener.frame_budget_free() < budget {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, back)
+        .await
+        .expect("closed links give their budget back");
+}

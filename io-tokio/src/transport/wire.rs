@@ -14,10 +14,12 @@
 //! Either side may end a connection with `Close { reason }` so the other can log why.
 
 use super::frame::{
-    decode_payload, encode_payload, read_frame, write_frame, FrameError, FrameKind, RawFrame,
+    decode_payload, encode_payload, read_frame, read_frame_at_most, write_frame, FrameError,
+    FrameKind, RawFrame, HANDSHAKE_MAX_LEN, MAX_FRAME_LEN,
 };
 use lifeboat_core::{ArtifactMeta, Checksum, Message, Peer};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 
@@ -140,18 +142,52 @@ impl Frame {
 /// The reading half of a framed connection.
 pub struct FrameReader<R> {
     inner: BufReader<R>,
+    /// Payload bytes shared by every link of a listener (see [`read_frame_at_most`]).
+    budget: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(inner: R) -> Self {
         FrameReader {
             inner: BufReader::with_capacity(IO_BUFFER, inner),
+            budget: None,
         }
+    }
+
+    /// Large payloads take their bytes from `budget` while they are read.
+    pub fn with_budget(mut self, budget: Arc<tokio::sync::Semaphore>) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     /// The next frame, within `within`. Not cancel-safe (see [`read_frame`]).
     pub async fn next(&mut self, within: Duration) -> Result<Frame, FrameError> {
-        Frame::decode(read_frame(&mut self.inner, within).await?)
+        match &self.budget {
+            None => Frame::decode(read_frame(&mut self.inner, within).await?),
+            Some(b) => {
+                let read = read_frame_at_most(&mut self.inner, MAX_FRAME_LEN, Some(b));
+                match tokio::time::timeout(within, read).await {
+                    Ok(raw) => Frame::decode(raw?),
+                    Err(_) => Err(FrameError::Timeout {
+                        what: "waiting for a frame",
+                        after: within,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// The first frame of a connection (the handshake), within `within`: at most
+    /// [`HANDSHAKE_MAX_LEN`] bytes, so a peer nobody knows yet holds no more memory than that.
+    pub async fn handshake(&mut self, within: Duration) -> Result<Frame, FrameError> {
+        let read = read_frame_at_most(&mut self.inner, HANDSHAKE_MAX_LEN, None);
+        match tokio::time::timeout(within, read).await {
+            Ok(raw) => Frame::decode(raw?),
+            Err(_) => Err(FrameError::Timeout {
+                what: "waiting for the handshake",
+                after: within,
+            }),
+        }
     }
 }
 

@@ -358,6 +358,11 @@ impl Cluster {
             .is_none_or(|c| c.try_wait().ok().flatten().is_some())
     }
 
+    /// The process id of a process this cluster started.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.procs.get(name).map(|c| c.id())
+    }
+
     /// SIGTERM, then wait up to `within` for the process to exit; its exit code (`None`: it
     /// did not exit in time, and was killed).
     pub fn terminate(&mut self, name: &str, within: Duration) -> Option<i32> {
