@@ -1714,3 +1714,41 @@ fn a_link_that_flapped_for_minutes_needs_as_long_a_calm_before_link_down_clears(
     assert_no_failover(&h);
     h.assert_safe();
 }
+
+/// Swarm seed 210385: the new primary of a switchover was cut off a second after it took the
+/// writes and wrote on until its lease ran out; the old primary failed over and reported a loss
+/// within [0, 0], because the new primary had not reported a write rate yet. The upper bound
+/// uses the highest rate either site saw as primary: the same application writes to both.
+#[test]
+fn a_failover_right_after_a_switchover_bounds_the_loss_by_the_rate_seen_before_it() {
+    let mut h = Harness::new(config(1));
+    h.run(60_000);
+    h.operator(A, OperatorRequest::Switchover);
+    assert!(h.run_until(30_000, |h| h.db[B].writable), "{}", h.trace());
+    h.run(1_000);
+    // The new primary is cut off from everyone and writes until its lease runs out.
+    h.cut(B, A);
+    h.cut(B, ARB);
+    assert!(h.run_until(180_000, |h| h.db[A].writable), "{}", h.trace());
+    h.run(30_000);
+    let missing = h.missing_at(A).len() as u64;
+    assert!(
+        missing > 0,
+        "the test needs writes lost at B:\n{}",
+        h.trace()
+    );
+    let Some(Report::Failover {
+        rpo_lower,
+        rpo_upper,
+        ..
+    }) = h.failover_report().cloned()
+    else {
+        panic!("no failover report:\n{}", h.trace())
+    };
+    assert!(rpo_lower <= missing, "lower {rpo_lower} > {missing} lost");
+    assert!(
+        rpo_upper.is_none_or(|u| u >= missing),
+        "reported at most {rpo_upper:?} lost, but {missing} acknowledged writes are missing"
+    );
+    h.assert_safe();
+}

@@ -116,6 +116,10 @@ pub struct OwnService {
     pub failover_at: Option<Millis>,
     /// An automatic failover was held down (audited once per outage).
     pub held_down_at: Option<Millis>,
+    /// Highest write rate this site saw while it was the primary (positions per second over
+    /// all databases): the same application writes wherever the primary is.
+    #[serde(default)]
+    pub peak_rate: u64,
 }
 
 /// What this site sees of its peer, the primary's health and the arbiter.

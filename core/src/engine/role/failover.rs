@@ -351,10 +351,14 @@ impl SiteEngine {
         let mut lower = 0u128;
         let mut losses = Vec::new();
         // Writes that could have happened since the last heartbeat: its age (plus one heartbeat
-        // of sampling lag) at twice the peak observed rate. Unknown without any heartbeat.
+        // of sampling lag) at twice the peak observed rate. Unknown without any heartbeat. The
+        // peak is the primary's reported one or this site's own while it was the primary: a
+        // primary lost seconds after a switchover has reported no rate yet, and its writes of
+        // those seconds counted as none (swarm seed 210385).
+        let peak = self.st.peer.peak_rate.max(self.st.own.peak_rate);
         let extra: Option<u128> = self.st.peer.last_heartbeat_at.map(|t| {
             let age = u128::from(now.saturating_sub(t) + self.cfg.lease.heartbeat_every_ms);
-            (u128::from(self.st.peer.peak_rate) * 2 * age).div_ceil(1000)
+            (u128::from(peak) * 2 * age).div_ceil(1000)
         });
         let bound = |x: u128| u64::try_from(x).ok();
         let mut overflow = Vec::new();
@@ -382,10 +386,7 @@ impl SiteEngine {
         }
         let upper = extra.and_then(|x| bound(lower + x));
         if extra.is_some() && upper.is_none() {
-            overflow.push((
-                "peak_rate_per_sec".into(),
-                self.st.peer.peak_rate.to_string(),
-            ));
+            overflow.push(("peak_rate_per_sec".into(), peak.to_string()));
             self.audit(
                 now,
                 "rpo upper bound unknown".into(),

@@ -48,6 +48,9 @@ impl SiteEngine {
         let every = self.cfg.lease.heartbeat_every_ms.max(1);
         let rate =
             std::mem::take(&mut self.st.advanced_since_heartbeat).saturating_mul(1000) / every;
+        if primary {
+            self.st.own.peak_rate = self.st.own.peak_rate.max(rate);
+        }
         let hb = Heartbeat {
             epoch: self.st.epoch,
             seq: self.st.heartbeat_seq,
