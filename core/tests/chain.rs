@@ -130,6 +130,13 @@ impl Site {
                         inputs.push_back(Input::Completed { op: *op, result });
                     }
                 }
+                // This site's own database service answers its checks.
+                if let Output::Command(Command::CheckService { op }) = &o {
+                    inputs.push_back(Input::Completed {
+                        op: *op,
+                        result: Ok(()),
+                    });
+                }
                 self.log.push((self.now, o.clone()));
                 outs.push(o);
             }
@@ -996,6 +1003,42 @@ fn secondary_raises_missing_log_for_a_gap_then_reseeds_from_a_new_full_backup() 
     s.receive(55 * MINUTE, log(0, 400, 410, 55));
     assert_eq!(s.position(0), Some(410));
     assert_eq!(s.db(0).reseed_since, None);
+}
+
+/// Swarm seed 209123: a switchover was asked while a database of the recovery site waited
+/// behind a missing log; the target waited for a final position it could never reach, writes
+/// stayed stopped, and when the primary site was lost meanwhile nobody wrote for six minutes.
+/// The target refuses at once and says which database and why.
+#[test]
+fn a_switchover_to_a_site_with_a_database_behind_a_missing_log_is_refused_at_once() {
+    let mut s = seeded_secondary(config(1));
+    s.receive(5 * MINUTE, log(0, 100, 110, 5));
+    s.receive(15 * MINUTE, log(0, 120, 130, 15));
+    s.run_until(18 * MINUTE);
+    assert_eq!(s.active(AlertKind::MissingLog), 1);
+    let epoch = s.e.state().epoch;
+    let sent_before = s.sent().len();
+    s.feed(Input::Message {
+        from: Peer::Site(PRIMARY),
+        msg: Message::SwitchoverFinal {
+            epoch,
+            positions: vec![(DbId(0), Lsn(140))],
+        },
+    });
+    let answers: Vec<String> = s.sent()[sent_before..]
+        .iter()
+        .filter_map(|(_, m)| match m {
+            Message::SwitchoverAborted { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(answers.len(), 1, "{:?}", s.sent());
+    assert!(
+        answers[0].contains("sales") && answers[0].contains("missing"),
+        "{}",
+        answers[0]
+    );
+    assert!(s.e.state().procedure.is_none());
 }
 
 #[test]

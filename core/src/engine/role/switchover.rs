@@ -110,6 +110,41 @@ impl SiteEngine {
             }
             return;
         }
+        // A database behind a hole (a missing log, or waiting for a reseed) cannot reach its
+        // final position: the switchover would wait out its timeout with writes stopped, and a
+        // loss of the primary meanwhile leaves no writer (swarm seed 209123). Refuse at once.
+        let blocked: Vec<String> = positions
+            .iter()
+            .filter(|(db, lsn)| {
+                let behind = self
+                    .st
+                    .dbs
+                    .get(db.0 as usize)
+                    .is_some_and(|d| d.position.unwrap_or_default() < *lsn);
+                let hole =
+                    self.st.alerts.for_db(*db).any(|(id, _)| {
+                        matches!(id.kind, AlertKind::MissingLog | AlertKind::Reseed)
+                    });
+                behind && hole
+            })
+            .map(|(db, _)| self.cfg.db_name(*db).to_string())
+            .collect();
+        if epoch == self.st.epoch
+            && !blocked.is_empty()
+            && matches!(self.st.role, Role::Secondary | Role::SwitchoverTarget)
+        {
+            let reason = format!(
+                "the recovery site cannot reach the final position of {}: a log is missing or a \
+                 reseed is pending (see its missing_log / reseed alerts); mend the chain \
+                 (`lifeboat reseed <db>`) and ask again",
+                blocked.join(", ")
+            );
+            self.send_peer(Message::SwitchoverAborted { epoch, reason });
+            if self.st.role == Role::SwitchoverTarget {
+                self.abandon_target(now, "a database cannot reach its final position");
+            }
+            return;
+        }
         if epoch == self.st.epoch
             && !matches!(self.st.role, Role::Secondary | Role::SwitchoverTarget)
         {
