@@ -1752,3 +1752,29 @@ fn a_failover_right_after_a_switchover_bounds_the_loss_by_the_rate_seen_before_i
     );
     h.assert_safe();
 }
+
+/// Swarm seeds 235 and 222: a primary that takes its lease up again after resigning it raised
+/// `arbiter_unreachable` with its first renewal, counting the arbiter's silence from its last
+/// grant before the resign, although it had asked nothing meanwhile.
+#[test]
+fn a_primary_taking_its_lease_up_again_does_not_call_a_silent_arbiter_unreachable() {
+    let mut cfg = config(1);
+    cfg.failover.local_restart = true;
+    let mut h = Harness::new(cfg);
+    h.run(20_000);
+    h.db[A].service_up = false;
+    h.db[A].restart_fixes_service = false;
+    assert!(
+        h.run_until(60_000, |h| !h.audits_of(A, "resign").is_empty()),
+        "{}",
+        h.trace()
+    );
+    h.run(20_000);
+    h.db[A].service_up = true;
+    h.run(30_000);
+    assert_eq!(h.raised("arbiter_unreachable"), 0, "{}", h.trace());
+    // A real silence is still reported.
+    h.kill_arbiter();
+    h.run(60_000);
+    assert!(h.raised("arbiter_unreachable") >= 1, "{}", h.trace());
+}

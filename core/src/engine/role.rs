@@ -567,11 +567,22 @@ impl SiteEngine {
         let epoch = self.st.epoch;
         self.send(Peer::Arbiter, Message::Renew { epoch, req });
         // The arbiter has not answered for too long: say so (the fence deadline acts alone).
+        // Silence counts from the last answer, but never from before the renewals that go
+        // unanswered now began (one renewal period before the first of them): a primary that
+        // takes its lease up again after resigning it asked nothing meanwhile, and its last
+        // answer dates from before the resign (false `arbiter_unreachable`: swarm seed 235).
+        let every = self.cfg.lease.renew_every_ms;
         let last = self
             .st
             .lease
             .last_grant_at
-            .unwrap_or(self.st.peer.watch_since);
+            .unwrap_or(self.st.peer.watch_since)
+            .max(
+                self.st
+                    .lease
+                    .asking_since
+                    .map_or(0, |t| t.saturating_sub(every)),
+            );
         if now.saturating_sub(last)
             >= self.cfg.lease.arbiter_timeout_ms + self.cfg.lease.renew_every_ms
         {
