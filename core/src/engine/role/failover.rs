@@ -615,6 +615,13 @@ impl SiteEngine {
         };
         match (&p.step, cmd) {
             (Step::ExternalFence { op: o }, Command::ExternalFence { .. }) if *o == op => {
+                // A forced failover gave itself the epoch without the old primary's lease
+                // running out: that primary may have written until this fence took hold
+                // (a failing fence hook kept it writing for six minutes: swarm seed 7291).
+                // The loss bounds count up to now.
+                if matches!(p.kind, ProcKind::Failover { forced: true }) {
+                    self.compute_rpo(now);
+                }
                 self.promote(now)
             }
             (Step::Promote { op: o }, Command::Promote { .. }) if *o == op => self.promoted(now),
