@@ -683,6 +683,49 @@ fn the_arbiters_clock_never_runs_backwards() {
 }
 
 #[test]
+fn site_status_says_how_long_ago_the_arbiter_last_heard_the_site_asked_about() {
+    let mut arb = started_at(0);
+    let seen = |site, heard_ms_ago, req| Message::SiteSeen {
+        site,
+        heard_ms_ago,
+        req,
+    };
+    let status = |site, req| Message::SiteStatus { site, req };
+    // Never heard: unknown.
+    assert_eq!(reply(&mut arb, 500, A, status(B, 1)), seen(B, None, 1));
+    let _ = reply(&mut arb, 1_000, B, query(2));
+    assert_eq!(
+        reply(&mut arb, 4_000, A, status(B, 3)),
+        seen(B, Some(3_000), 3)
+    );
+    // Asking is being heard: the asker itself was heard just now.
+    assert_eq!(
+        reply(&mut arb, 4_500, B, status(A, 4)),
+        seen(A, Some(500), 4)
+    );
+    // Asking changes nothing of the lease.
+    assert_eq!(lease_of(&arb), (Epoch(1), Some(A), 10_000, None));
+}
+
+#[test]
+fn the_arbiter_only_answers_and_never_asks_for_a_tick() {
+    // An adapter ticks an engine at its `poll_timeout`: a deadline from the arbiter would make
+    // it spin (a deadline of 0 is always due) for an engine that has nothing to do on its own.
+    let mut arb = Arbiter::new(cfg());
+    assert_eq!(arb.poll_timeout(), None);
+    arb.handle(0, Input::Tick);
+    assert_eq!(arb.poll_timeout(), None);
+    let _ = send(&mut arb, 1_000, A, renew(1, 1));
+    assert_eq!(arb.poll_timeout(), None);
+    let _ = send(&mut arb, 12_000, B, acquire(1, 2));
+    assert_eq!(arb.epoch(), Epoch(2));
+    assert_eq!(arb.poll_timeout(), None);
+    arb.handle(13_000, Input::Restarted);
+    assert_eq!(arb.poll_timeout(), None);
+    assert_eq!(arb.poll_output(), None);
+}
+
+#[test]
 fn a_restarted_arbiter_grants_no_new_epoch_before_a_full_lease_plus_margin_from_the_restart() {
     let mut arb = started_at(0);
     assert_eq!(reply(&mut arb, 1_000, A, renew(1, 1)), granted(1, 1));
