@@ -28,7 +28,7 @@ pub mod world;
 
 pub use duration::{format_span, parse_span, Span};
 pub use mode::{parse_modes, FaultMode};
-pub use world::{world_config, WorldParams};
+pub use world::{world_config, ConfirmAnswer, Hook, WorldParams};
 
 use lifeboat_core::alert::Severity;
 use lifeboat_core::config::Config;

@@ -83,6 +83,67 @@ pub struct WorldParams {
     pub sender_verifies: bool,
     /// Time an identity switch (DNS / VIP) takes.
     pub identity_time: Span,
+    /// How the local restart hook (`RestartService`, Auto Pilot) behaves until
+    /// `hooks_heal_at`: it works, fails, or hangs (never completes); it works after.
+    pub restart_hook: Hook,
+    /// How the external fence hook (`ExternalFence`, `failover.fence_hook`) behaves until
+    /// `hooks_heal_at`; it works after.
+    pub fence_hook: Hook,
+    /// When misbehaving hooks start working (from the start of the run). `0`: never.
+    pub hooks_heal_at: Span,
+    /// The operator's answer when a failover waits for confirmation (`failover.confirm`):
+    /// `confirm` or `abort` after `confirm_after`, or `silence` (the timeout decides).
+    pub confirm_answer: ConfirmAnswer,
+    pub confirm_after: Span,
+    /// An operator forces a failover (`failover --force`) at the recovery site once it has had
+    /// a critical `primary_down` active this long, when that is safe: `fence_hook` is
+    /// configured, or the primary site is gone and no schedule brings it back. `0`: never.
+    pub force_after: Span,
+}
+
+/// How a hook behaves while it misbehaves.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hook {
+    /// It does what it is asked.
+    #[default]
+    Works,
+    /// Every run fails (a non-zero exit).
+    Fails,
+    /// Every run hangs: it never completes, and a re-issue of the same operation while it
+    /// hangs is not started again.
+    Hangs,
+}
+
+impl Hook {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hook::Works => "works",
+            Hook::Fails => "fails",
+            Hook::Hangs => "hangs",
+        }
+    }
+}
+
+/// The operator's answer to a failover waiting for confirmation.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfirmAnswer {
+    #[default]
+    Confirm,
+    Abort,
+    /// No answer: `failover.on_confirm_timeout` decides.
+    Silence,
+}
+
+impl ConfirmAnswer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConfirmAnswer::Confirm => "confirm",
+            ConfirmAnswer::Abort => "abort",
+            ConfirmAnswer::Silence => "silence",
+        }
+    }
 }
 
 impl Default for WorldParams {
@@ -105,6 +166,12 @@ impl Default for WorldParams {
             snapshot_every: 4_096,
             sender_verifies: true,
             identity_time: Span(30_000),
+            restart_hook: Hook::Works,
+            fence_hook: Hook::Works,
+            hooks_heal_at: Span(0),
+            confirm_answer: ConfirmAnswer::Confirm,
+            confirm_after: Span(60_000),
+            force_after: Span(0),
         }
     }
 }

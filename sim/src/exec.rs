@@ -9,6 +9,7 @@ use lifeboat_core::{
     AlertKind, ArtifactKey, ArtifactKind, ArtifactMeta, Checksum, DbId, Epoch, Lsn, Millis, OpId,
     SiteId,
 };
+use lifeboat_scenarios::Hook;
 use rand::Rng;
 
 /// The longest a single restore takes, however slow the disk.
@@ -144,6 +145,15 @@ impl World {
             Command::AllowWrites { op, epoch } => self.open_writes(s, op, epoch, false),
             Command::Promote { op, epoch } => self.open_writes(s, op, epoch, true),
             Command::ExternalFence { op, target, epoch } => {
+                let after = self.params.role_op_time.0;
+                match self.hook_now(self.params.fence_hook) {
+                    Hook::Works => {}
+                    Hook::Fails => {
+                        let f = failure(1, "the fence hook exited with status 1", false);
+                        return self.complete(s, op, Err(f), after);
+                    }
+                    Hook::Hangs => return,
+                }
                 let t = target.0 as usize;
                 if t < 2 && t != s {
                     self.settle();
@@ -158,21 +168,10 @@ impl World {
             }
             Command::RestartService { op } => {
                 let after = self.params.role_op_time.0;
-                let result = if !self.sites[s].service_down {
-                    Ok(())
-                } else if self
-                    .rng
-                    .exec
-                    .gen_bool(self.sites[s].restart_fails.clamp(0.0, 1.0))
-                {
-                    Err(failure(
-                        1053,
-                        "the database service did not start in time after the restart",
-                        false,
-                    ))
-                } else {
-                    self.set_service_down(s, false);
-                    Ok(())
+                let result = match self.hook_now(self.params.restart_hook) {
+                    Hook::Hangs => return,
+                    Hook::Fails => Err(failure(1, "the restart hook exited with status 1", false)),
+                    Hook::Works => self.restart_service(s),
                 };
                 self.complete(s, op, result, after);
             }
@@ -227,6 +226,37 @@ impl World {
                     self.local(s, 1, inputs);
                 }
             }
+        }
+    }
+
+    /// How a hook behaves now: as drawn until `world.hooks_heal_at`, working after.
+    fn hook_now(&self, h: Hook) -> Hook {
+        let heal = self.params.hooks_heal_at.0;
+        if heal > 0 && self.now >= heal {
+            Hook::Works
+        } else {
+            h
+        }
+    }
+
+    /// A working restart hook: the service comes back, unless its restart fails (with the
+    /// `service_down` fault's probability).
+    fn restart_service(&mut self, s: usize) -> Result<(), Failure> {
+        if !self.sites[s].service_down {
+            Ok(())
+        } else if self
+            .rng
+            .exec
+            .gen_bool(self.sites[s].restart_fails.clamp(0.0, 1.0))
+        {
+            Err(failure(
+                1053,
+                "the database service did not start in time after the restart",
+                false,
+            ))
+        } else {
+            self.set_service_down(s, false);
+            Ok(())
         }
     }
 
@@ -830,6 +860,7 @@ impl World {
             format!("{name} CRASH ({lost} unsynced journal bytes lost)")
         });
         self.oracle.node_down(n, self.now);
+        self.oracle_paths_changed();
     }
 
     /// The node's process starts again from its journal.
@@ -882,6 +913,7 @@ impl World {
             )
         });
         self.oracle.node_up(n, self.now);
+        self.oracle_paths_changed();
         self.nodes[n].wake_at = None;
         self.feed(n, Input::Restarted, None);
         if n < 2 && std::mem::take(&mut self.sites[n].resume_when_up) {
@@ -922,6 +954,9 @@ impl World {
         self.sites[s].restore_ends.clear();
         self.oracle.site_lost(s, self.now);
         self.oracle_site_lost(s, was_primary);
+        if was_primary {
+            self.plan_announce_check(s);
+        }
     }
 
     /// The database service of a site stops or starts again (writes are accounted first).

@@ -11,7 +11,7 @@
 //! swarm.rs    swarm testing: each seed enables a random subset of fault modes and intensities
 //! world.rs    virtual time, the event queue, engines, clients, the one-writer oracle
 //! exec.rs     the simulated adapter: commands executed with their faults, crash and restart
-//! faults.rs   applying a schedule's faults
+//! faults.rs   applying a schedule's faults     operator.rs  confirmations, forced failovers
 //! node.rs     an engine process: clock, journal on the simulated disk, replay
 //! db.rs       the database model: positions on lineages (divergence shows)
 //! net.rs      links and network faults        clock.rs   drifting, stepping clocks
@@ -27,6 +27,7 @@ pub mod exec;
 pub mod faults;
 pub mod net;
 pub mod node;
+pub mod operator;
 pub mod oracle;
 pub mod outcome;
 pub mod queue;

@@ -32,6 +32,8 @@ pub struct SeedOutcome {
     pub simulated_ms: Millis,
     pub failovers: u32,
     pub switchovers: u32,
+    /// Failovers an operator forced (`failover --force`, `world.force_after`).
+    pub forced_failovers: u32,
     pub drills_ok: u32,
     pub reseeds: u32,
     pub identity_moves: u32,

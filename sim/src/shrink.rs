@@ -23,6 +23,7 @@ fn fails_same(
     let mut s = spec.clone();
     // What a generated seed drew stays with its schedule.
     s.config = spec.config_for(seed).0;
+    s.world = spec.world_for(seed);
     s.faults = FaultChoice::Fixed(schedule.to_vec());
     s.world.hours = hours;
     // The scenario's own expectations stay (a violated expectation is a finding too); a shrunk
@@ -115,7 +116,7 @@ pub fn as_scenario(spec: &RunSpec, seed: u64, s: &Shrunk, repro: &str) -> String
         first_seed: seed,
         world: lifeboat_scenarios::WorldParams {
             hours: s.hours,
-            ..spec.world.clone()
+            ..spec.world_for(seed)
         },
         config: spec.config_for(seed).0,
         config_table: config_table(&spec.config_for(seed).0),

@@ -3,9 +3,92 @@
 
 use crate::outcome::{SeedOutcome, Violation};
 use crate::world::World;
+use lifeboat_core::config::OnConfirmTimeout;
 use lifeboat_core::Config;
-use lifeboat_scenarios::{world_config, Expect, FaultMode, FaultSpec, Scenario, WorldParams};
+use lifeboat_scenarios::{
+    world_config, ConfirmAnswer, Expect, FaultMode, FaultSpec, Hook, Scenario, Span, WorldParams,
+};
 use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+/// What one seed runs with (see [`RunSpec::draws`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Draws {
+    pub config: Config,
+    pub world: WorldParams,
+    /// Every drawn value, `key = value`.
+    pub drawn: Vec<String>,
+}
+
+fn log_uniform(r: &mut ChaCha8Rng, lo: u64, hi: u64) -> u64 {
+    let (lo, hi) = (lo.max(1) as f64, hi.max(lo + 1) as f64);
+    (lo * (hi / lo).powf(r.gen::<f64>())).round() as u64
+}
+
+/// Half the generated seeds draw their timings (stream 86) from ranges `Config::validate`
+/// accepts: lease 10..60 s, renewal a third to an eighth of it, fence time 0.5..3 s, heartbeats
+/// 1..10 s, arbiter timeout 2..20 s, probes 1..10 s, 2..5 failed probes over at least that many
+/// periods, switchover timeout 2..10 min, hold-down 2..30 min.
+fn draw_timings(seed: u64, cfg: &mut Config) {
+    let mut r = crate::world::stream(seed, 86);
+    if !r.gen_bool(0.5) {
+        return;
+    }
+    let l = &mut cfg.lease;
+    l.lease_ms = r.gen_range(10..=60) * 1_000;
+    l.renew_every_ms = r.gen_range(l.lease_ms / 8..=l.lease_ms / 3);
+    l.fence_time_ms = r.gen_range(5..=30) * 100;
+    l.heartbeat_every_ms = r.gen_range(1..=10) * 1_000;
+    l.arbiter_timeout_ms = r.gen_range(2..=20) * 1_000;
+    let f = &mut cfg.failover;
+    f.probe_every_ms = r.gen_range(1..=10) * 1_000;
+    f.unhealthy_count = r.gen_range(2..=5);
+    let least = f.probe_every_ms * u64::from(f.unhealthy_count - 1);
+    f.unhealthy_for_ms = r.gen_range(least..=least + 20_000);
+    f.switchover_timeout_ms = r.gen_range(2..=10) * 60_000;
+    f.hold_down_ms = r.gen_range(2..=30) * 60_000;
+}
+
+/// `key = value` for every engine setting the draws changed.
+fn config_diff(base: &Config, cfg: &Config) -> Vec<String> {
+    let (Ok(a), Ok(b)) = (serde_json::to_value(base), serde_json::to_value(cfg)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    diff_values("", &a, &b, &mut out);
+    out
+}
+
+/// `world.key = value` for every world setting the draws changed.
+fn world_diff(base: &WorldParams, w: &WorldParams) -> Vec<String> {
+    let (Ok(a), Ok(b)) = (serde_json::to_value(base), serde_json::to_value(w)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    diff_values("world.", &a, &b, &mut out);
+    out
+}
+
+fn diff_values(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+    match (a, b) {
+        (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+            for (k, vb) in y {
+                let key = format!("{prefix}{k}");
+                match x.get(k) {
+                    Some(va) if va == vb => {}
+                    Some(va) if va.is_object() => diff_values(&format!("{key}."), va, vb, out),
+                    _ => out.push(format!("{key} = {}", plain(vb))),
+                }
+            }
+        }
+        _ if a != b => out.push(format!("{} = {}", prefix.trim_end_matches('.'), plain(b))),
+        _ => {}
+    }
+}
+
+fn plain(v: &serde_json::Value) -> String {
+    v.as_str().map_or_else(|| v.to_string(), String::from)
+}
 
 /// Where a seed's fault schedule comes from.
 #[derive(Clone, Debug)]
@@ -57,15 +140,19 @@ impl RunSpec {
     }
 
     /// The fault schedule of one seed.
+    /// Generated schedules are built for the seed's drawn configuration (the agent-crash bound
+    /// and the clock faults follow its lease and drift margin).
     pub fn schedule(&self, seed: u64) -> Vec<FaultSpec> {
         match &self.faults {
             FaultChoice::Fixed(s) => s.clone(),
             FaultChoice::Exact(modes) => {
-                crate::swarm::schedule(seed, modes, &self.config, &self.world)
+                let cfg = self.config_for(seed).0;
+                crate::swarm::schedule(seed, modes, &cfg, &self.world)
             }
             FaultChoice::Swarm(pool) => {
                 let modes = crate::swarm::choose_modes(seed, pool);
-                crate::swarm::schedule(seed, &modes, &self.config, &self.world)
+                let cfg = self.config_for(seed).0;
+                crate::swarm::schedule(seed, &modes, &cfg, &self.world)
             }
         }
     }
@@ -79,48 +166,161 @@ impl RunSpec {
         }
     }
 
-    /// The engine configuration of one seed, and what it drew (`key = value`). A scenario's
-    /// configuration is used as written. A generated seed draws from its own random stream, so
-    /// its reproduction (`--faults` with the same modes) draws the same:
+    /// The engine configuration of one seed, and what it drew (`key = value`); see
+    /// [`RunSpec::draws`].
+    pub fn config_for(&self, seed: u64) -> (Config, Vec<String>) {
+        let d = self.draws(seed);
+        (d.config, d.drawn)
+    }
+
+    /// The world of one seed: the spec's world with the seed's drawn hooks and operator.
+    pub fn world_for(&self, seed: u64) -> WorldParams {
+        self.draws(seed).world
+    }
+
+    /// What a seed runs with: the engine configuration and the world, and every value it drew
+    /// (`key = value`, printed with a violation). A scenario's configuration and world are used
+    /// as written. A generated seed draws each concern from its own random stream, so its
+    /// reproduction (`--faults` with the same modes) draws the same:
     /// - without faults (operator actions aside), three seeds in four run with a probe cadence
     ///   `failover.probe_every_ms` in 1 s..5 s: a fault-free run is quiet at any cadence;
     /// - with `service_down`, three seeds in four turn Auto Pilot on
-    ///   (`failover.local_restart = true`), so its paths are exercised.
-    pub fn config_for(&self, seed: u64) -> (Config, Vec<String>) {
+    ///   (`failover.local_restart = true`), so its paths are exercised;
+    /// - the deployment (stream 80): one seed in eight has no arbiter (`arbiter = false`);
+    /// - confirmation (81): one seed in four waits for an operator (`failover.confirm`), with a
+    ///   drawn timeout and `on_confirm_timeout`, and the operator's answer (`world.confirm_answer`:
+    ///   confirm, abort or silence, after `world.confirm_after`);
+    /// - Auto Pilot (82): `failover.local_restart` on in three seeds in ten more, a drawn
+    ///   `local_restart_wait_ms`, and a restart hook that works, fails or hangs
+    ///   (`world.restart_hook`);
+    /// - the external fence (83): `failover.fence_hook` off in three seeds in ten; when on, a
+    ///   fence hook that works, fails or hangs (`world.fence_hook`); misbehaving hooks work again
+    ///   from `world.hooks_heal_at`, inside the fault window (84);
+    /// - forced failovers (85): in three seeds in ten with faults, an operator forces a failover
+    ///   once the recovery site has had `primary_down` active for `world.force_after`;
+    /// - timings (86): half the seeds draw the lease, renewal, fence time, heartbeat, arbiter
+    ///   timeout, probe cadence and thresholds, switchover timeout and hold-down from ranges
+    ///   `Config::validate` accepts.
+    pub fn draws(&self, seed: u64) -> Draws {
         let mut cfg = self.config.clone();
+        let mut world = self.world.clone();
         let mut drawn = Vec::new();
         let Some(modes) = self.modes(seed) else {
-            return (cfg, drawn);
+            return Draws {
+                config: cfg,
+                world,
+                drawn,
+            };
         };
-        if modes.iter().all(|m| m.is_operation()) {
+        let faulty = !modes.iter().all(|m| m.is_operation());
+        let base = (cfg.clone(), world.clone());
+        draw_timings(seed, &mut cfg);
+        if !faulty {
             let mut r = crate::world::stream(seed, 97);
             if r.gen_bool(0.75) {
                 cfg.failover.probe_every_ms = r.gen_range(1_000..=5_000);
-                drawn.push(format!(
-                    "failover.probe_every_ms = {}",
-                    cfg.failover.probe_every_ms
-                ));
+                let f = &mut cfg.failover;
+                f.unhealthy_for_ms = f
+                    .unhealthy_for_ms
+                    .max(f.probe_every_ms * u64::from(f.unhealthy_count.saturating_sub(1)));
             }
         }
         if modes.contains(&FaultMode::ServiceDown) {
             let mut r = crate::world::stream(seed, 96);
             if r.gen_bool(0.75) && !cfg.failover.local_restart {
                 cfg.failover.local_restart = true;
-                drawn.push("failover.local_restart = true".into());
             }
+        }
+        let run = world.run_ms();
+        let window = ((run as f64) * world.fault_window) as u64;
+        let mut r = crate::world::stream(seed, 80);
+        if r.gen_bool(0.125) {
+            cfg.arbiter = false;
+        }
+        let mut r = crate::world::stream(seed, 81);
+        if r.gen_bool(0.25) {
+            let f = &mut cfg.failover;
+            f.confirm = true;
+            f.confirm_timeout_ms = r.gen_range(1..=10) * 60_000;
+            f.on_confirm_timeout = if r.gen_bool(0.5) {
+                OnConfirmTimeout::Proceed
+            } else {
+                OnConfirmTimeout::Abort
+            };
+            let x: f64 = r.gen();
+            world.confirm_answer = if x < 0.4 {
+                ConfirmAnswer::Confirm
+            } else if x < 0.7 {
+                ConfirmAnswer::Abort
+            } else {
+                ConfirmAnswer::Silence
+            };
+            world.confirm_after = Span(log_uniform(&mut r, 5_000, 15 * 60_000));
+        }
+        let mut r = crate::world::stream(seed, 82);
+        if r.gen_bool(0.3) {
+            cfg.failover.local_restart = true;
+        }
+        if r.gen_bool(0.5) {
+            cfg.failover.local_restart_wait_ms = r.gen_range(10..=120) * 1_000;
+        }
+        let hook = |r: &mut rand_chacha::ChaCha8Rng| {
+            let x: f64 = r.gen();
+            if x < 0.5 {
+                Hook::Works
+            } else if x < 0.75 {
+                Hook::Fails
+            } else {
+                Hook::Hangs
+            }
+        };
+        let restart = hook(&mut r);
+        if cfg.failover.local_restart {
+            world.restart_hook = restart;
+        }
+        let mut r = crate::world::stream(seed, 83);
+        if r.gen_bool(0.3) {
+            cfg.failover.fence_hook = false;
+        }
+        let fence = hook(&mut r);
+        if cfg.failover.fence_hook && faulty {
+            world.fence_hook = fence;
+        }
+        let mut r = crate::world::stream(seed, 84);
+        let heal = r.gen_range(window / 10..=window.max(window / 10 + 1));
+        if world.restart_hook != Hook::Works || world.fence_hook != Hook::Works {
+            world.hooks_heal_at = Span(heal.max(1));
+        }
+        let mut r = crate::world::stream(seed, 85);
+        if faulty && r.gen_bool(0.3) {
+            world.force_after = Span(log_uniform(&mut r, 60_000, 30 * 60_000));
         }
         if cfg.validate().is_err() {
             // A scenario's own values may not admit the draw: keep them as written.
-            return (self.config.clone(), Vec::new());
+            return Draws {
+                config: self.config.clone(),
+                world: self.world.clone(),
+                drawn: Vec::new(),
+            };
         }
-        (cfg, drawn)
+        drawn.extend(config_diff(&base.0, &cfg));
+        drawn.extend(world_diff(&base.1, &world));
+        Draws {
+            config: cfg,
+            world,
+            drawn,
+        }
     }
 
     /// Run one seed; `record` keeps the last events as text.
     pub fn run_once(&self, seed: u64, record: bool) -> SeedOutcome {
         let schedule = self.schedule(seed);
-        let (config, drawn) = self.config_for(seed);
-        let w = World::new(config, self.world.clone(), seed, schedule, record);
+        let Draws {
+            config,
+            world,
+            drawn,
+        } = self.draws(seed);
+        let w = World::new(config, world, seed, schedule, record);
         let mut out = w.run();
         out.drawn = drawn;
         if let Some(e) = &self.expect {
@@ -328,11 +528,15 @@ pub fn check_expectations(e: &Expect, out: &mut SeedOutcome) {
 /// Run one seed printing every event as it happens.
 pub fn run_traced(spec: &RunSpec, seed: u64, print: &mut dyn FnMut(&str)) -> SeedOutcome {
     let schedule = spec.schedule(seed);
-    let (config, drawn) = spec.config_for(seed);
+    let Draws {
+        config,
+        world,
+        drawn,
+    } = spec.draws(seed);
     for d in &drawn {
         print(&format!("drawn for this seed: {d}"));
     }
-    let mut w = World::new(config, spec.world.clone(), seed, schedule, true);
+    let mut w = World::new(config, world, seed, schedule, true);
     w.trace.live = true;
     let mut out = w.run();
     out.drawn = drawn;
@@ -512,12 +716,54 @@ mod tests {
             .map(|(c, _)| c.failover.probe_every_ms)
             .collect();
         assert!(cadences.len() > 10, "{cadences:?}");
-        assert!(cadences.iter().all(|c| (1_000..=5_000).contains(c)));
+        // 1 s..5 s for a fault-free run (stream 97), or a drawn timing (1 s..10 s).
+        assert!(cadences.iter().all(|c| (1_000..=10_000).contains(c)));
         for (s, d) in drew.iter().enumerate() {
             assert_eq!(&spec.config_for(s as u64), d);
         }
         // A scenario's configuration is used as written.
         spec.faults = FaultChoice::Fixed(Vec::new());
         assert_eq!(spec.config_for(3).0, spec.config);
+    }
+
+    /// Every drawn configuration is valid, its replay draws the same, every value it changed is
+    /// in its `drawn` list, and the draws reach every branch the issue asks for.
+    #[test]
+    fn generated_seeds_draw_valid_configurations_and_worlds_and_print_them() {
+        let spec = RunSpec::swarm(24.0);
+        let mut seen = std::collections::BTreeSet::new();
+        for seed in 0..400 {
+            let d = spec.draws(seed);
+            d.config.validate().unwrap();
+            assert_eq!(spec.draws(seed), d, "seed {seed} draws differently twice");
+            for line in &d.drawn {
+                let key = line.split(" = ").next().unwrap_or_default().to_string();
+                seen.insert(if key.starts_with("world.") {
+                    line.clone()
+                } else {
+                    key
+                });
+            }
+            if d.config != spec.config || d.world != spec.world {
+                assert!(!d.drawn.is_empty(), "seed {seed} drew without saying so");
+            }
+        }
+        for want in [
+            "arbiter",
+            "failover.confirm",
+            "failover.local_restart",
+            "failover.fence_hook",
+            "lease.lease_ms",
+            "failover.switchover_timeout_ms",
+            "world.confirm_answer = abort",
+            "world.confirm_answer = silence",
+            "world.restart_hook = hangs",
+            "world.restart_hook = fails",
+            "world.fence_hook = hangs",
+            "world.fence_hook = fails",
+        ] {
+            assert!(seen.contains(want), "no seed drew {want}: {seen:?}");
+        }
+        assert!(seen.iter().any(|k| k.starts_with("world.force_after")));
     }
 }

@@ -188,6 +188,8 @@ pub struct Summary {
     pub events: u64,
     pub failovers: u64,
     pub switchovers: u64,
+    /// Failover requests the simulated operator forced (`world.force_after`).
+    pub forced_failovers: u64,
     pub restarts: u64,
     pub transactions: u64,
     pub clean_seeds: u64,
@@ -236,6 +238,7 @@ impl Summary {
             s.events += o.events;
             s.failovers += u64::from(o.failovers);
             s.switchovers += u64::from(o.switchovers);
+            s.forced_failovers += u64::from(o.forced_failovers);
             s.restarts += u64::from(o.restarts);
             s.transactions += o.transactions;
             let modes = o.modes();
@@ -290,8 +293,13 @@ impl Summary {
             t.push_str(&format!("  {k}: {n}\n"));
         }
         t.push_str(&format!(
-            "failovers: {}  switchovers: {}  engine restarts: {}\ntransactions acknowledged: {}\n",
-            self.failovers, self.switchovers, self.restarts, self.transactions
+            "failovers: {} (operator `failover --force` requests: {})  switchovers: {}  engine restarts: {}\n\
+             transactions acknowledged: {}\n",
+            self.failovers,
+            self.forced_failovers,
+            self.switchovers,
+            self.restarts,
+            self.transactions
         ));
         let mut v = self.rpo_true.clone();
         if let Some((min, med, p90, max)) = percentiles(&mut v) {
@@ -352,6 +360,7 @@ impl Summary {
             "simulated_hours": (self.simulated_hours() * 1000.0).round() / 1000.0,
             "failovers": self.failovers,
             "switchovers": self.switchovers,
+            "forced_failovers": self.forced_failovers,
             "engine_restarts": self.restarts,
             "clean_seeds": self.clean_seeds,
             "transactions": self.transactions,

@@ -210,6 +210,13 @@ pub enum Ev {
     OracleTick,
     DiskReport,
     Check(crate::oracle::Check),
+    /// An operator's request to a site; an answer to the confirmation question with this
+    /// deadline is dropped once that question is no longer open.
+    Operator {
+        site: usize,
+        req: lifeboat_core::protocol::OperatorRequest,
+        question: Option<Millis>,
+    },
     End,
 }
 
@@ -293,6 +300,8 @@ pub struct World {
     storm: (Millis, u64),
     /// When each node's process first starts.
     boot: Vec<Millis>,
+    /// The simulated operator (confirmations, forced failovers).
+    pub operator: crate::operator::Operator,
 }
 
 impl World {
@@ -379,6 +388,7 @@ impl World {
             roles: [None, None],
             storm: (0, 0),
             boot,
+            operator: Default::default(),
             cfg,
             params,
         }
@@ -545,6 +555,7 @@ impl World {
             Ev::Boot { node } => {
                 self.nodes[node].up = true;
                 self.oracle.node_up(node, self.now);
+                self.oracle_paths_changed();
                 self.feed(node, Input::Tick, None);
             }
             Ev::OracleTick => {
@@ -563,6 +574,11 @@ impl World {
                 );
             }
             Ev::Check(c) => self.check(c),
+            Ev::Operator {
+                site,
+                req,
+                question,
+            } => self.operator_request(site, req, question),
             Ev::End => {}
         }
     }
@@ -611,6 +627,17 @@ impl World {
             self.trace.note(self.now, || format!("{name} <- {input:?}"));
         }
         let epoch_before = self.nodes[node].engine.epoch();
+        // The arbiter's input, for the oracle on its outputs (`arbiter_epochs`).
+        let arbiter_input = (node == ARBITER).then(|| {
+            let from = match &input {
+                Input::Message {
+                    from: Peer::Site(s),
+                    msg,
+                } => Some((s.0 as usize, msg.clone())),
+                _ => None,
+            };
+            (from, matches!(input, Input::Restarted))
+        });
         let mut out = std::mem::take(&mut self.out_buf);
         out.clear();
         if let Err(panic) = self.nodes[node].handle(local, input, &mut out) {
@@ -642,6 +669,13 @@ impl World {
                     format!("{name}: {why}, but no `{}` alert was raised", kind.as_str()),
                 );
             }
+        }
+        if let Some((from, restarted)) = arbiter_input {
+            let at = match &self.nodes[ARBITER].engine {
+                crate::node::Engine::Arbiter(a) => a.state().now,
+                crate::node::Engine::Site(_) => 0,
+            };
+            self.check_arbiter_outputs(from, restarted, at, &out);
         }
         if node == ARBITER {
             self.arbiter_epoch(epoch);
@@ -677,11 +711,17 @@ impl World {
                     self.oracle.promoting_since[node] = self.now;
                 }
             }
+            self.operator_look(node);
         }
         self.rearm(node);
     }
 
     fn arbiter_epoch(&mut self, epoch: Epoch) {
+        if self.oracle.arbiter.adopted.is_some_and(|a| a >= epoch) {
+            // An epoch a forced failover took without the arbiter: it begins when that site
+            // opens its databases (after its external fence), not when the arbiter hears of it.
+            return;
+        }
         if epoch > self.truth.epoch {
             // Writes up to this instant belong to the old epoch.
             self.settle();

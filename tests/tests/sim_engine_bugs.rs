@@ -127,3 +127,17 @@ fn issue_13_repros_replay_clean() {
         assert!(o.ok(), "{}", describe_violation(&spec, &o));
     }
 }
+
+/// Issue 20's two seeds outside the CI range, replayed clean with the issue's exact fault lists
+/// (and whatever configuration and operator the seeds draw):
+/// - 7154: db00 stuck behind a hole with no `missing_log` or `reseed` alert;
+/// - 7106: `rto` after the old primary returned.
+#[test]
+fn issue_20_repros_replay_clean() {
+    for (seed, faults) in [
+        (7154, "partition,isolate,loss,reorder,corrupt_in_transit,truncate_in_transit,corrupt_at_rest,truncate_at_rest,backups_paused,backups_stalled,restore_error_transient,restore_error_permanent,slow_restores,old_primary_returns,arbiter_loss,failback,drill"),
+        (7106, "loss,duplication,reorder,corrupt_in_transit,corrupt_at_rest,truncate_at_rest,never_shipped,backups_stalled,restore_error_permanent,disk_pressure,old_primary_returns,switchover"),
+    ] {
+        replays_clean(seed, faults);
+    }
+}

@@ -88,6 +88,14 @@ fn the_swarm_finds_a_forgotten_retry_count() {
     finds(swarm(), PlantedBug::ForgetRetryCount, 60);
 }
 
+/// The arbiter's own outputs are judged (`arbiter_epochs`): a new epoch granted before the
+/// lease plus the drift margin ran out on its clock shows in any failover of the plain swarm,
+/// no aimed sweep needed.
+#[test]
+fn the_swarm_finds_an_arbiter_that_ignores_the_drift_margin_on_its_own_outputs() {
+    finds(swarm(), PlantedBug::IgnoreDriftMargin, 20);
+}
+
 fn at(mode: FaultMode, at: u64, duration: u64) -> FaultSpec {
     FaultSpec::new(mode, at, duration)
 }

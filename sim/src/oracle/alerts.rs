@@ -41,6 +41,8 @@ impl World {
                 self.out.first_raise.entry(kind).or_insert(self.now);
             }
         }
+        self.operator_alert(node, &a);
+        self.oracle_promised_alert(node, &a);
         if a.change != AlertChange::Cleared {
             self.out.max_severity = self.out.max_severity.max(Some(a.severity));
         }

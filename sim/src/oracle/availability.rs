@@ -104,7 +104,7 @@ impl World {
 
     /// Site `s` could hold a lease and write: it exists, its agent and service run, and (with an
     /// arbiter) the arbiter runs and both directions of their link are up.
-    fn lease_path_ok(&self, s: usize) -> bool {
+    pub(crate) fn lease_path_ok(&self, s: usize) -> bool {
         self.sites[s].alive
             && self.nodes[s].up
             && !self.sites[s].service_down
@@ -138,7 +138,7 @@ impl World {
         })
     }
 
-    fn roles_text(&self) -> String {
+    pub(crate) fn roles_text(&self) -> String {
         (0..2)
             .map(|s| {
                 let role = self.role(s).map_or("down", |r| r.as_str());
@@ -178,6 +178,7 @@ impl World {
         if self.stop || self.role(source) != Some(Role::SwitchingOver) {
             return;
         }
+        self.watch_switchover_end(source);
         if self.oracle.switch_watch.is_some() {
             return;
         }
@@ -202,6 +203,8 @@ impl World {
 
     /// Links, nodes or services changed: a switchover under watch may have lost its way.
     pub fn oracle_paths_changed(&mut self) {
+        self.oracle_arbiter_paths();
+        self.switch_ends_paths();
         let Some(w) = self.oracle.switch_watch.clone() else {
             return;
         };
@@ -270,8 +273,10 @@ impl World {
         let dur = f.duration.0;
         let down = f.down.map_or(lifeboat_scenarios::FLAP_DOWN, |x| x.0);
         let every = f.every.map_or(lifeboat_scenarios::FLAP_EVERY, |x| x.0);
-        // Judged: the inter-site link, down at least half the time, for long enough.
-        if a >= 2
+        // Judged: the inter-site link, down at least half the time, for long enough, with an
+        // arbiter (without one nothing tells a flapping link from a flapping site).
+        if !self.cfg.arbiter
+            || a >= 2
             || b >= 2
             || 2 * down < every
             || dur < FLAP_MIN_WINDOW
@@ -330,6 +335,11 @@ impl World {
                 .keys()
                 .any(|(node, id)| *node == n && id.kind == lifeboat_core::AlertKind::LinkDown)
         };
+        // With no raise in the window, an alert still active now was raised before it (by an
+        // earlier trouble of this link) and kept all along: one alert, as promised.
+        if raises.is_empty() && active(s) {
+            return;
+        }
         let Some(problem) = flapping_verdict(&raises, from, active) else {
             return;
         };
@@ -386,7 +396,8 @@ impl World {
             + 3 * self.params.role_op_time.0
             + 2 * c.lease.arbiter_timeout_ms
             + self.params.identity_time.0;
-        f.local_restart_wait_ms + lapse + detect + ops + 2 * MINUTE
+        let confirm = if f.confirm { f.confirm_timeout_ms } else { 0 };
+        f.local_restart_wait_ms + confirm + lapse + detect + ops + 2 * MINUTE
     }
 
     /// A site asked the primary's agent for a local restart (Auto Pilot): a path begins.
@@ -418,6 +429,14 @@ impl World {
             None,
             &[FaultMode::ServiceDown],
         ) {
+            return true;
+        }
+        // A restart or fence hook that fails or hangs holds the path up (and says so only by
+        // the critical alert's absence): not Auto Pilot's bound to keep.
+        if self
+            .hook_trouble_until()
+            .is_some_and(|t| t > began.saturating_sub(lease))
+        {
             return true;
         }
         let msg = format!(

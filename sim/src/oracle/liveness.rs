@@ -34,6 +34,27 @@ pub enum Check {
     AutoPilot {
         began: Millis,
     },
+    /// A primary site lost at `at`: the recovery site must have announced it by now.
+    Announced {
+        lost: usize,
+        at: Millis,
+    },
+    /// A switchover that began at `started`: its source (`target` false) or target must have
+    /// left its switchover role by now.
+    SwitchoverEnds {
+        started: Millis,
+        target: bool,
+    },
+    /// Not an oracle: the operator looks at a `primary_down` raised at `site` at `since`.
+    Force {
+        site: usize,
+        since: Millis,
+    },
+}
+
+/// A hook that works again is run again at the next re-issue of its operation.
+fn c_op_timeout(c: &lifeboat_core::Config) -> Millis {
+    c.restore.op_timeout_ms
 }
 
 pub(crate) fn benign_for_rto(m: FaultMode) -> bool {
@@ -87,7 +108,26 @@ impl World {
             };
             heal = heal.max(end);
         }
-        Some(heal)
+        match self.hook_trouble_until() {
+            Some(Millis::MAX) => None,
+            Some(t) => Some(heal.max(t)),
+            None => Some(heal),
+        }
+    }
+
+    /// Until when a hook the configuration uses misbehaves (`world.restart_hook` with
+    /// `failover.local_restart`, `world.fence_hook` with `failover.fence_hook`; `Millis::MAX`:
+    /// for the whole run), `None` when none does. A promotion waits for its external fence and
+    /// Auto Pilot for its restart: the availability bounds do not hold meanwhile.
+    pub fn hook_trouble_until(&self) -> Option<Millis> {
+        let p = &self.params;
+        let f = &self.cfg.failover;
+        let bad = (f.fence_hook && p.fence_hook != lifeboat_scenarios::Hook::Works)
+            || (f.local_restart && p.restart_hook != lifeboat_scenarios::Hook::Works);
+        bad.then(|| match p.hooks_heal_at.0 {
+            0 => Millis::MAX,
+            t => t + c_op_timeout(&self.cfg),
+        })
     }
 
     /// How long after the faults heal the secondary must have caught up: a hole's reseed (the
@@ -216,6 +256,11 @@ impl World {
             Check::SwitchoverWriter { started } => self.check_switchover_writer(started),
             Check::Flapping { fault, from } => self.check_flapping(fault, from),
             Check::AutoPilot { began } => self.check_auto_pilot(began),
+            Check::Force { site, since } => self.operator_force(site, since),
+            Check::Announced { lost, at } => self.check_announced(lost, at),
+            Check::SwitchoverEnds { started, target } => {
+                self.check_switchover_ends(started, target)
+            }
             Check::Rto { lost, at, epoch } => {
                 let replaced = (0..2).any(|s| {
                     s != lost
@@ -324,7 +369,8 @@ impl World {
                 && x.at.0 == self.now;
             !this_one && a < to && b > from
         });
-        if disturbed || self.now + bound >= self.end {
+        let hooks = self.hook_trouble_until().is_some_and(|t| t > from);
+        if disturbed || hooks || self.now + bound >= self.end {
             return;
         }
         let epoch = self.truth.epoch;

@@ -21,17 +21,23 @@
 //! | `auto_pilot` | every Auto Pilot path ends with a writable site or an active critical alert (`availability.rs`) |
 //! | `drain_barrier` | a takeover asks for the epoch only after restoring every received, verified log that continues its chain (or after that log failed every drain retry) — `world.rs` |
 //! | `handoff_heard` | the arbiter hands an epoch only to a site that reached it within one lease — `world.rs` |
+//! | `arbiter_epochs` | on the arbiter's own outputs: its epoch never goes backwards, one holder per epoch, renewals granted only to the holder, hand-offs only from it, a new epoch only after the lease plus the drift margin (`promises.rs`) |
+//! | `arbiter_reachable` | no `arbiter_unreachable` while the arbiter answers the site (`promises.rs`) |
+//! | `primary_down_announced` | a lost primary is announced (critical `primary_down`) within the detection bound when the arbiter is reachable (`promises.rs`) |
+//! | `switchover_ends` | a planned switchover completes or aborts within `switchover_timeout_ms` (`promises.rs`) |
 //! | `journal_replay` | replaying a whole journal reproduces the engine's state (`exec.rs`) |
 //! | `engine_panic`, `liveness` | engines never panic and never livelock — `world.rs` |
 
 mod alerts;
 mod availability;
 mod history;
-mod liveness;
+pub(crate) mod liveness;
+mod promises;
 mod restores;
 
 pub use availability::{hold_down_ms, SwitchWatch, FLAP_REPORT_WITHIN, HOLD_DOWN_DEFAULT};
 pub use liveness::Check;
+pub use promises::{ArbiterWords, SwitchEnd};
 
 use lifeboat_core::alert::AlertId;
 use lifeboat_core::{
@@ -113,6 +119,14 @@ pub struct Oracles {
     pub switch_watch: Option<SwitchWatch>,
     /// Auto Pilot paths not yet ended by a writable site: when each began.
     pub auto_pilot: Vec<Millis>,
+    /// What the arbiter has said (oracle `arbiter_epochs`).
+    pub arbiter: ArbiterWords,
+    /// Since when each site and the arbiter answer each other (oracle `arbiter_reachable`).
+    pub arbiter_ok_since: [Option<Millis>; 2],
+    /// The last raise (or update) of a critical `primary_down` about its peer at each site.
+    pub peer_down_raised: [Option<Millis>; 2],
+    /// Switchovers whose end is watched (oracle `switchover_ends`).
+    pub switch_ends: Vec<SwitchEnd>,
 }
 
 impl Oracles {
