@@ -167,6 +167,11 @@ impl SiteEngine {
 
     pub(in crate::engine) fn probe_tick(&mut self, now: Millis) {
         if !self.watches_primary() {
+            // Queries count only while this site watches the primary: one left unanswered
+            // before it was primary or rebuilding would make its first query after that look
+            // like a long silence (false `arbiter_unreachable`: swarm seed 230674).
+            self.st.peer.arbiter_query = None;
+            self.st.peer.arbiter_misses = 0;
             return;
         }
         self.command(Command::Probe);
