@@ -98,18 +98,6 @@ impl SiteEngine {
         epoch: Epoch,
         positions: Vec<(DbId, Lsn)>,
     ) {
-        if epoch == self.st.epoch && self.own_service_down() {
-            // A target whose own database does not answer would take the epoch and never
-            // accept writes (swarm seeds 203783, 203830): refuse, the primary writes on.
-            let reason =
-                "the recovery site cannot take over: its own database service does not answer"
-                    .to_string();
-            self.send_peer(Message::SwitchoverAborted { epoch, reason });
-            if self.st.role == Role::SwitchoverTarget {
-                self.abandon_target(now, "this site's own database service does not answer");
-            }
-            return;
-        }
         // A database behind a hole (a missing log, or waiting for a reseed) cannot reach its
         // final position: the switchover would wait out its timeout with writes stopped, and a
         // loss of the primary meanwhile leaves no writer (swarm seed 209123). Refuse at once.
