@@ -1768,9 +1768,15 @@ fn final_positions_sent_just_before_the_timeout_are_not_said_again_after_it() {
 #[test]
 fn a_target_whose_own_service_is_down_refuses_and_gives_up_a_switchover_under_way() {
     let mut s = Site::secondary();
-    s.run_until(2_000);
+    s.run_until(20_000);
     let failed = s.cfg.failover.unhealthy_count;
-    s.edit(|st| st.own.failed = failed);
+    let down_for = s.cfg.failover.unhealthy_for_ms;
+    let answered = move |st: &mut SiteState| {
+        st.own.failed = failed;
+        st.own.answered_failures = failed;
+        st.own.first_failure = Some(20_000 - down_for);
+    };
+    s.edit(answered);
     s.hear_primary(Message::SwitchoverFinal {
         epoch: Epoch(1),
         positions: vec![(DbId(0), Lsn(0))],
@@ -1780,13 +1786,13 @@ fn a_target_whose_own_service_is_down_refuses_and_gives_up_a_switchover_under_wa
     assert_eq!(refused.len(), 1);
     // Already the target when its service fails: it answers the same and steps back.
     let mut s = Site::secondary();
-    s.run_until(2_000);
+    s.run_until(20_000);
     s.hear_primary(Message::SwitchoverFinal {
         epoch: Epoch(1),
         positions: vec![(DbId(0), Lsn(100))],
     });
     assert_eq!(s.role(), Role::SwitchoverTarget);
-    s.edit(|st| st.own.failed = failed);
+    s.edit(answered);
     s.hear_primary(Message::SwitchoverFinal {
         epoch: Epoch(1),
         positions: vec![(DbId(0), Lsn(100))],
@@ -1800,8 +1806,8 @@ fn a_target_whose_own_service_is_down_refuses_and_gives_up_a_switchover_under_wa
     );
     // Of another epoch: not its business.
     let mut s = Site::secondary();
-    s.run_until(2_000);
-    s.edit(|st| st.own.failed = failed);
+    s.run_until(20_000);
+    s.edit(answered);
     s.hear_primary(Message::SwitchoverFinal {
         epoch: Epoch(2),
         positions: vec![(DbId(0), Lsn(0))],
@@ -1809,6 +1815,50 @@ fn a_target_whose_own_service_is_down_refuses_and_gives_up_a_switchover_under_wa
     assert!(s
         .to_peer(|m| matches!(m, Message::SwitchoverAborted { .. }))
         .is_empty());
+}
+
+/// Checks that only timed out (a loaded machine) or failed for less than `unhealthy_for_ms` are
+/// no reason to refuse: a loaded recovery site refused a real switchover on them.
+#[test]
+fn a_target_whose_checks_only_timed_out_or_failed_briefly_takes_the_switchover() {
+    for (answered, down_for) in [(0, 10_000), (3, 100)] {
+        let mut s = Site::secondary();
+        s.run_until(20_000);
+        let failed = s.cfg.failover.unhealthy_count;
+        s.edit(|st| {
+            st.own.failed = failed;
+            st.own.answered_failures = answered;
+            st.own.first_failure = Some(20_000 - down_for);
+        });
+        s.hear_primary(Message::SwitchoverFinal {
+            epoch: Epoch(1),
+            positions: vec![(DbId(0), Lsn(100))],
+        });
+        assert_eq!(s.role(), Role::SwitchoverTarget, "{answered} {down_for}");
+        assert!(s
+            .to_peer(|m| matches!(m, Message::SwitchoverAborted { .. }))
+            .is_empty());
+    }
+}
+
+/// A target that said ready may already hold the hand-off: its service failing then does not
+/// make it step back.
+#[test]
+fn a_target_that_said_ready_goes_on_when_its_service_fails() {
+    let mut s = awaiting_epoch(cfg());
+    assert_eq!(s.step(), Some(Step::AwaitEpoch));
+    let failed = s.cfg.failover.unhealthy_count;
+    s.edit(|st| {
+        st.own.failed = failed;
+        st.own.answered_failures = failed;
+        st.own.first_failure = Some(0);
+    });
+    s.hear_primary(Message::SwitchoverFinal {
+        epoch: Epoch(1),
+        positions: vec![(DbId(0), Lsn(0))],
+    });
+    assert_eq!(s.role(), Role::SwitchoverTarget);
+    assert_eq!(s.step(), Some(Step::AwaitEpoch));
 }
 
 /// A target that restored the final positions and waits for the epoch.

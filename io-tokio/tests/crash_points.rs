@@ -135,11 +135,34 @@ fn a_crash_at_every_named_point_loses_nothing_and_opens_no_hole() {
 #[test]
 fn a_crash_mid_promotion_finishes_the_switchover_after_the_restart_with_zero_loss() {
     let (mut c, w) = recovery_armed_at("promote_before_report");
-    operator(&[
-        "switchover",
-        "--agent",
-        &format!("127.0.0.1:{}", c.pri_http),
-    ]);
+    // The primary refuses a switchover to a recovery site it has not heard from in three
+    // heartbeats, and a just-restarted agent may not have been heard yet: ask until it starts.
+    let t = Instant::now();
+    loop {
+        operator(&[
+            "switchover",
+            "--agent",
+            &format!("127.0.0.1:{}", c.pri_http),
+        ]);
+        let asked = Instant::now();
+        let started = loop {
+            if c.exited("recovery") || status(c.pri_http).is_some_and(|d| d["role"] != "primary") {
+                break true;
+            }
+            if asked.elapsed() > Duration::from_secs(2) {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if started {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the primary never started the switchover:\n{}",
+            c.log("primary")
+        );
+    }
     wait_for_crash(&mut c, "recovery", "promote_before_report");
     let committed = w.stop();
     c.spawn("recovery");

@@ -120,6 +120,10 @@ pub struct OwnService {
     /// all databases): the same application writes wherever the primary is.
     #[serde(default)]
     pub peak_rate: u64,
+    /// Of the consecutive failed checks, those the service answered with an error (a check that
+    /// timed out on a loaded machine is not counted here).
+    #[serde(default)]
+    pub answered_failures: u32,
 }
 
 /// What this site sees of its peer, the primary's health and the arbiter.

@@ -50,7 +50,10 @@ impl SiteEngine {
         }
         match result {
             Ok(()) => self.own_ok(now),
-            Err(f) => self.own_failed(now, &format!("{} {}", f.code, f.message)),
+            Err(f) => {
+                self.st.own.answered_failures = self.st.own.answered_failures.saturating_add(1);
+                self.own_failed(now, &format!("{} {}", f.code, f.message))
+            }
         }
     }
 
@@ -58,6 +61,17 @@ impl SiteEngine {
     /// failed check, a busy database, is no outage).
     pub(in crate::engine) fn own_service_down(&self) -> bool {
         self.st.own.failed >= self.cfg.failover.unhealthy_count.max(1)
+    }
+
+    /// This site's own service has answered its last `unhealthy_count` checks with errors, over
+    /// at least `unhealthy_for_ms`: the evidence a switchover target needs to refuse. Checks that
+    /// only timed out do not count: a loaded recovery site refused a real switchover on them.
+    pub(in crate::engine) fn own_service_refuses(&self, now: Millis) -> bool {
+        let f = &self.cfg.failover;
+        let o = &self.st.own;
+        o.answered_failures >= f.unhealthy_count.max(1)
+            && o.first_failure
+                .is_some_and(|t| now.saturating_sub(t) >= f.unhealthy_for_ms)
     }
 
     /// Within the hold-down after a failover this site took part in.
@@ -104,6 +118,7 @@ impl SiteEngine {
         let o = &mut self.st.own;
         let was_down = o.failed > 0;
         o.failed = 0;
+        o.answered_failures = 0;
         o.first_failure = None;
         o.last_ok = Some(now);
         o.restart_at = None;

@@ -98,6 +98,27 @@ impl SiteEngine {
         epoch: Epoch,
         positions: Vec<(DbId, Lsn)>,
     ) {
+        if epoch == self.st.epoch
+            && self.own_service_refuses(now)
+            && (self.st.role == Role::Secondary
+                || self
+                    .st
+                    .procedure
+                    .as_ref()
+                    .is_some_and(|p| p.step == Step::ReachFinal))
+        {
+            // A target whose own database answers its checks with errors would take the epoch
+            // and never accept writes (swarm seeds 203783, 203830): refuse, the primary writes
+            // on. Once it said ready the hand-off may be under way: it goes on.
+            let reason = "the recovery site cannot take over: its own database service answers \
+                          its checks with errors (see its audit); mend it and ask again"
+                .to_string();
+            self.send_peer(Message::SwitchoverAborted { epoch, reason });
+            if self.st.role == Role::SwitchoverTarget {
+                self.abandon_target(now, "this site's own database service does not answer");
+            }
+            return;
+        }
         // A database behind a hole (a missing log, or waiting for a reseed) cannot reach its
         // final position: the switchover would wait out its timeout with writes stopped, and a
         // loss of the primary meanwhile leaves no writer (swarm seed 209123). Refuse at once.
