@@ -89,6 +89,7 @@ fn replays_clean(seed: u64, faults: &str) {
     spec.faults = FaultChoice::Exact(
         faults
             .split(',')
+            .filter(|m| *m != "none")
             .map(|m| FaultMode::from_name(m).unwrap_or_else(|| panic!("unknown mode {m}")))
             .collect(),
     );
@@ -147,7 +148,9 @@ fn issue_20_repros_replay_clean() {
 /// - 7291: a forced failover's loss bounds stopped before its external fence;
 /// - 230674: a query left over from before a rebuild made the first one after it a silence;
 /// - 210385: a loss under-reported right after a switchover (no rate reported yet);
-/// - 209123: a switchover target behind a missing log waited out its timeout.
+/// - 209123: a switchover target behind a missing log waited out its timeout;
+/// - 203830: a failback target whose own service answered with errors took the epoch;
+/// - 232301: a primary called an arbiter that came up after it unreachable without asking it.
 #[test]
 fn issue_20_swarm_findings_replay_clean() {
     for (seed, faults) in [
@@ -157,6 +160,8 @@ fn issue_20_swarm_findings_replay_clean() {
         (230674, "partition_one_way,isolate,loss,corrupt_in_transit,corrupt_at_rest,restore_error_transient,clock_drift"),
         (210385, "partition,partition_one_way,isolate,corrupt_in_transit,corrupt_at_rest,truncate_at_rest,never_shipped,slow_restores,engine_crash,clock_step,switchover,failback"),
         (209123, "partition,never_shipped,backups_paused,restore_error_permanent,disk_pressure,clock_drift,site_loss,switchover,drill,service_down"),
+        (232301, "none"),
+        (203830, "loss,reorder,corrupt_in_transit,backups_paused,restore_error_permanent,failback,drill,flapping_link,service_down"),
     ] {
         replays_clean(seed, faults);
     }

@@ -79,6 +79,9 @@ pub struct LeaseState {
     pub asking_since: Option<Millis>,
     #[serde(default)]
     pub quiet_until: Option<Millis>,
+    /// An unanswered renewal was asked again at once (see `arbiter_silence`).
+    #[serde(default)]
+    pub retried: bool,
 }
 
 impl LeaseState {
@@ -472,6 +475,7 @@ impl SiteEngine {
                 .set(Timer::Probe, now + self.probe_interval(now));
             self.self_check_tick(now);
             self.probe_tick(now);
+            self.arbiter_silence(now);
         }
         if self.st.timers.due(Timer::RoleStep, now) {
             fired = true;
@@ -533,6 +537,7 @@ impl SiteEngine {
             }
             self.st.lease.quiet_until = None;
             self.st.lease.asking_since = None;
+            self.st.lease.retried = false;
         }
         let since = *self.st.lease.asking_since.get_or_insert(now);
         if now.saturating_sub(since) < lease + 2 * timeout {
@@ -570,28 +575,50 @@ impl SiteEngine {
         self.st.lease.remember(req, now);
         let epoch = self.st.epoch;
         self.send(Peer::Arbiter, Message::Renew { epoch, req });
-        // The arbiter has not answered for too long: say so (the fence deadline acts alone).
-        // Silence counts from the last answer, but never from before the renewals that go
-        // unanswered now began (one renewal period before the first of them): a primary that
-        // takes its lease up again after resigning it asked nothing meanwhile, and its last
-        // answer dates from before the resign (false `arbiter_unreachable`: swarm seed 235).
+    }
+
+    /// The arbiter has not answered for too long: say so (the fence deadline acts alone).
+    /// Checked on every probe tick once the latest renewal went unanswered for an arbiter
+    /// timeout. The first time the silence is long enough the renewal is asked again at once,
+    /// and the alert waits for that request too: sites and the arbiter start in any order, and
+    /// a primary whose last renewal went to an arbiter not yet up raised the alert as it sent
+    /// the renewal answered 24 ms later (swarm seed 232301).
+    /// Silence counts from the last answer, but never from before the renewals that go
+    /// unanswered now began (one renewal period before the first of them): a primary that takes
+    /// its lease up again after resigning it asked nothing meanwhile, and its last answer dates
+    /// from before the resign (false `arbiter_unreachable`: swarm seed 235).
+    fn arbiter_silence(&mut self, now: Millis) {
+        let Some(asking_since) = self.st.lease.asking_since else {
+            return;
+        };
+        // Renewals paused on purpose (`renewals_paused`) leave nothing to answer.
+        let paused = self.st.lease.quiet_until.is_some_and(|u| now < u);
+        if !self.renews() || paused {
+            return;
+        }
+        let timeout = self.cfg.lease.arbiter_timeout_ms;
         let every = self.cfg.lease.renew_every_ms;
+        let latest = self.st.lease.requests.last().map_or(0, |(_, t)| *t);
+        if now.saturating_sub(latest) < timeout {
+            return;
+        }
         let last = self
             .st
             .lease
             .last_grant_at
             .unwrap_or(self.st.peer.watch_since)
-            .max(
-                self.st
-                    .lease
-                    .asking_since
-                    .map_or(0, |t| t.saturating_sub(every)),
-            );
-        if now.saturating_sub(last)
-            >= self.cfg.lease.arbiter_timeout_ms + self.cfg.lease.renew_every_ms
-        {
-            self.arbiter_unreachable(now);
+            .max(asking_since.saturating_sub(every));
+        if now.saturating_sub(last) < timeout + every {
+            return;
         }
+        if self.st.lease.retried {
+            self.arbiter_unreachable(now);
+            return;
+        }
+        // Ask again at once, and judge by that answer: the unanswered request may have gone to
+        // an arbiter that was not up yet.
+        self.st.lease.retried = true;
+        self.renew(now);
     }
 
     fn arbiter_unreachable(&mut self, now: Millis) {
@@ -622,6 +649,7 @@ impl SiteEngine {
         };
         self.st.lease.last_grant_at = Some(now);
         self.st.lease.asking_since = None;
+        self.st.lease.retried = false;
         self.st.lease.quiet_until = None;
         self.clear(
             now,
@@ -711,6 +739,7 @@ impl SiteEngine {
     fn denied(&mut self, now: Millis, view: ArbiterView, reason: &str) {
         self.st.lease.last_grant_at = Some(now);
         self.st.lease.asking_since = None;
+        self.st.lease.retried = false;
         self.st.lease.quiet_until = None;
         self.clear(
             now,
