@@ -74,6 +74,7 @@ fn scratch_dir() -> PathBuf {
         static DIR: OnceCell<PathBuf> = const { OnceCell::new() };
     }
     let root = ROOT.get_or_init(|| {
+        remove_stale_scratch();
         std::env::temp_dir().join(format!("lifeboat-fuzz-sqlite-{}", std::process::id()))
     });
     DIR.with(|d| {
@@ -84,6 +85,30 @@ fn scratch_dir() -> PathBuf {
         })
         .clone()
     })
+}
+
+/// A process keeps its scratch directory until it exits (a fuzzer runs for hours), so each test
+/// run left one behind: remove those of processes that are gone (Linux: no `/proc/<pid>`).
+fn remove_stale_scratch() {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("lifeboat-fuzz-sqlite-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 fn write(path: &Path, bytes: &[u8]) {
