@@ -207,6 +207,20 @@ fn run(cmd: Cmd) -> Result<ExitCode, String> {
                 out!("{}", describe_violation(&spec, o));
             }
             out!("{}", summary.text());
+            // The figures a sweep is judged by (issue 13's proof): every seed clean, and how fast.
+            let minutes = started.elapsed().as_secs_f64() / 60.0;
+            outln!(
+                "bench swarm_seeds_clean {}",
+                if summary.violations == 0 {
+                    list.len()
+                } else {
+                    0
+                }
+            );
+            outln!(
+                "bench swarm_seeds_per_minute {:.0}",
+                list.len() as f64 / minutes.max(1e-9)
+            );
             if json {
                 outln!("{}", summary.json());
             }
