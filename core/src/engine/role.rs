@@ -79,9 +79,9 @@ pub struct LeaseState {
     pub asking_since: Option<Millis>,
     #[serde(default)]
     pub quiet_until: Option<Millis>,
-    /// An unanswered renewal was asked again at once (see `arbiter_silence`).
+    /// When an unanswered renewal was asked again at once (see `arbiter_silence`).
     #[serde(default)]
-    pub retried: bool,
+    pub retried_at: Option<Millis>,
 }
 
 impl LeaseState {
@@ -537,7 +537,7 @@ impl SiteEngine {
             }
             self.st.lease.quiet_until = None;
             self.st.lease.asking_since = None;
-            self.st.lease.retried = false;
+            self.st.lease.retried_at = None;
         }
         let since = *self.st.lease.asking_since.get_or_insert(now);
         if now.saturating_sub(since) < lease + 2 * timeout {
@@ -578,11 +578,10 @@ impl SiteEngine {
     }
 
     /// The arbiter has not answered for too long: say so (the fence deadline acts alone).
-    /// Checked on every probe tick once the latest renewal went unanswered for an arbiter
-    /// timeout. The first time the silence is long enough the renewal is asked again at once,
-    /// and the alert waits for that request too: sites and the arbiter start in any order, and
-    /// a primary whose last renewal went to an arbiter not yet up raised the alert as it sent
-    /// the renewal answered 24 ms later (swarm seed 232301).
+    /// Checked on every probe tick. The first time the silence is long enough the renewal is
+    /// asked again at once, and the alert waits an arbiter timeout for that request too: sites
+    /// and the arbiter start in any order, and a primary whose last renewal went to an arbiter
+    /// not yet up raised the alert as it sent the renewal answered 24 ms later (seed 232301).
     /// Silence counts from the last answer, but never from before the renewals that go
     /// unanswered now began (one renewal period before the first of them): a primary that takes
     /// its lease up again after resigning it asked nothing meanwhile, and its last answer dates
@@ -598,10 +597,6 @@ impl SiteEngine {
         }
         let timeout = self.cfg.lease.arbiter_timeout_ms;
         let every = self.cfg.lease.renew_every_ms;
-        let latest = self.st.lease.requests.last().map_or(0, |(_, t)| *t);
-        if now.saturating_sub(latest) < timeout {
-            return;
-        }
         let last = self
             .st
             .lease
@@ -611,14 +606,22 @@ impl SiteEngine {
         if now.saturating_sub(last) < timeout + every {
             return;
         }
-        if self.st.lease.retried {
-            self.arbiter_unreachable(now);
-            return;
+        match self.st.lease.retried_at {
+            Some(at) if now.saturating_sub(at) >= timeout => self.arbiter_unreachable(now),
+            Some(_) => {}
+            None => {
+                // Judge by a request sent now that the silence is long: the unanswered ones may
+                // have gone to an arbiter that was not up yet. A renewal sent within the
+                // timeout serves; otherwise ask again at once.
+                let latest = self.st.lease.requests.last().map_or(0, |(_, t)| *t);
+                if now.saturating_sub(latest) < timeout {
+                    self.st.lease.retried_at = Some(latest);
+                } else {
+                    self.st.lease.retried_at = Some(now);
+                    self.renew(now);
+                }
+            }
         }
-        // Ask again at once, and judge by that answer: the unanswered request may have gone to
-        // an arbiter that was not up yet.
-        self.st.lease.retried = true;
-        self.renew(now);
     }
 
     fn arbiter_unreachable(&mut self, now: Millis) {
@@ -649,7 +652,7 @@ impl SiteEngine {
         };
         self.st.lease.last_grant_at = Some(now);
         self.st.lease.asking_since = None;
-        self.st.lease.retried = false;
+        self.st.lease.retried_at = None;
         self.st.lease.quiet_until = None;
         self.clear(
             now,
@@ -739,7 +742,7 @@ impl SiteEngine {
     fn denied(&mut self, now: Millis, view: ArbiterView, reason: &str) {
         self.st.lease.last_grant_at = Some(now);
         self.st.lease.asking_since = None;
-        self.st.lease.retried = false;
+        self.st.lease.retried_at = None;
         self.st.lease.quiet_until = None;
         self.clear(
             now,
