@@ -2271,3 +2271,33 @@ fn a_view_younger_than_the_arbiter_timeout_plus_a_probe_interval_still_decides()
     assert!(!s.to_arbiter(is_acquire).is_empty(), "{:?}", s.step());
     assert_eq!(s.role(), Role::Promoting);
 }
+
+/// With both `local_restart` and `confirm`, the restart's wait ends in the confirmation step,
+/// whose deadline is `confirm_timeout_ms` after it: no epoch is asked for in between.
+#[test]
+fn a_local_restart_that_runs_out_asks_for_confirmation_for_the_confirm_timeout() {
+    let mut c = cfg();
+    c.failover.local_restart = true;
+    c.failover.confirm = true;
+    let mut s = Site::unstarted(c, B);
+    s.arbiter = Some(renewing());
+    s.input(Input::Tick);
+    s.run_until(5_000);
+    s.primary_service_ok = false;
+    run_to_step(&mut s, 10_000, |st| matches!(st, Step::LocalRestart { .. }));
+    let Some(Step::LocalRestart { until }) = s.step() else {
+        unreachable!()
+    };
+    s.run_until(until + 10);
+    let Some(Step::Confirm { until: confirm }) = s.step() else {
+        panic!("{:?}", s.step())
+    };
+    let timeout = s.cfg.failover.confirm_timeout_ms;
+    assert!(
+        confirm >= until + timeout && confirm <= until + 10 + timeout,
+        "confirmation until {confirm}, the restart's wait ended at {until}"
+    );
+    s.run_until(confirm - 10);
+    assert!(matches!(s.step(), Some(Step::Confirm { .. })));
+    assert!(s.to_arbiter(is_acquire).is_empty());
+}
