@@ -2221,10 +2221,12 @@ fn link_down_stays_while_no_heartbeat_arrives_even_if_the_probes_answer() {
     assert!(link_down_cleared(&s).is_empty());
 }
 
-#[test]
-fn a_local_restart_step_waits_for_its_deadline_across_a_restart() {
+/// A recovery site with `local_restart` (and `confirm` if asked) whose primary's service died:
+/// in the local-restart step, and when that step ends.
+fn at_local_restart(confirm: bool) -> (Site, Millis) {
     let mut c = cfg();
     c.failover.local_restart = true;
+    c.failover.confirm = confirm;
     let mut s = Site::unstarted(c, B);
     s.arbiter = Some(renewing());
     s.input(Input::Tick);
@@ -2234,6 +2236,12 @@ fn a_local_restart_step_waits_for_its_deadline_across_a_restart() {
     let Some(Step::LocalRestart { until }) = s.step() else {
         unreachable!()
     };
+    (s, until)
+}
+
+#[test]
+fn a_local_restart_step_waits_for_its_deadline_across_a_restart() {
+    let (mut s, until) = at_local_restart(false);
     let started = s.audits("failover")[0];
     assert_eq!(until, started + s.cfg.failover.local_restart_wait_ms);
     s.run(1_000);
@@ -2276,18 +2284,7 @@ fn a_view_younger_than_the_arbiter_timeout_plus_a_probe_interval_still_decides()
 /// whose deadline is `confirm_timeout_ms` after it: no epoch is asked for in between.
 #[test]
 fn a_local_restart_that_runs_out_asks_for_confirmation_for_the_confirm_timeout() {
-    let mut c = cfg();
-    c.failover.local_restart = true;
-    c.failover.confirm = true;
-    let mut s = Site::unstarted(c, B);
-    s.arbiter = Some(renewing());
-    s.input(Input::Tick);
-    s.run_until(5_000);
-    s.primary_service_ok = false;
-    run_to_step(&mut s, 10_000, |st| matches!(st, Step::LocalRestart { .. }));
-    let Some(Step::LocalRestart { until }) = s.step() else {
-        unreachable!()
-    };
+    let (mut s, until) = at_local_restart(true);
     s.run_until(until + 10);
     let Some(Step::Confirm { until: confirm }) = s.step() else {
         panic!("{:?}", s.step())
