@@ -135,6 +135,10 @@ pub struct PeerView {
     pub watch_since: Millis,
     pub last_heard: Option<Millis>,
     pub last_heartbeat_at: Option<Millis>,
+    /// The epoch and sequence number of the last heartbeat from the primary: a gap in the
+    /// sequence is a heartbeat the link lost.
+    #[serde(default)]
+    pub last_heartbeat_seq: Option<(Epoch, u64)>,
     pub backups_paused: bool,
     pub paused_since: Option<Millis>,
     /// Highest write rate the primary reported (positions per second over all databases).
