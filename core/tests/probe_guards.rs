@@ -13,229 +13,34 @@ use lifeboat_core::alert::{AlertChange, AlertKind};
 use lifeboat_core::artifact::{ArtifactKey, ArtifactKind, ArtifactMeta};
 use lifeboat_core::audit::AuditRecord;
 use lifeboat_core::defaults::LINK_DOWN_CLEAR_AFTER;
-use lifeboat_core::engine::{Role, SiteEngine, SiteState};
+use lifeboat_core::engine::Role;
 use lifeboat_core::protocol::{
     ArbiterView, Command, Heartbeat, Input, Message, Output, Peer, ProbeTarget,
 };
 use lifeboat_core::{AlertEvent, Checksum, Config, DbId, Epoch, Lsn, Millis, SiteId, UtcMillis};
-use std::collections::VecDeque;
 
-/// The initial primary.
-const A: SiteId = SiteId(0);
-/// The recovery site, the engine under test unless a test says otherwise.
-const B: SiteId = SiteId(1);
+mod guards;
+use guards::*;
 
 /// A link is calm once it went this long without trouble (its trouble lasted less than that).
 const CALM: Millis = LINK_DOWN_CLEAR_AFTER;
 
+/// The shared defaults, and the two more these tests count on.
 fn cfg() -> Config {
-    let c = Config {
-        databases: vec!["db0".into()],
-        ..Config::default()
-    };
-    assert!(c.arbiter);
-    assert_eq!(c.failover.probe_every_ms, 1_000);
-    assert_eq!(c.failover.unhealthy_count, 3);
-    assert_eq!(c.failover.unhealthy_for_ms, 3_000);
-    assert_eq!(c.lease.arbiter_timeout_ms, 3_000);
+    let c = guards::cfg();
     assert_eq!(c.lease.renew_every_ms, 2_000);
     assert_eq!(c.lease.heartbeat_every_ms, 1_000);
     assert_eq!(CALM, 60_000);
     c
 }
 
-/// One site engine in a scripted world (a trimmed copy of the driver of `procedure_guards`).
-struct Site {
-    cfg: Config,
-    me: SiteId,
-    e: SiteEngine,
-    now: Millis,
-    queue: VecDeque<(Millis, Input)>,
-    log: Vec<(Millis, Output)>,
-    /// Probes get an answer at all (`false`: they time out silently).
-    probes_answer: bool,
-    primary_site_ok: bool,
-    primary_service_ok: bool,
-    /// The arbiter's answer to a `Query`; `None`: the arbiter does not answer.
-    arbiter: Option<ArbiterView>,
-    /// The arbiter grants every `Renew` and `Acquire`.
-    grants: bool,
-}
-
+/// What these tests read of the scripted world besides the shared driver's views.
 impl Site {
-    fn unstarted(cfg: Config, me: SiteId) -> Site {
-        let e = SiteEngine::new(cfg.clone(), me);
-        Site {
-            cfg,
-            me,
-            e,
-            now: 0,
-            queue: VecDeque::new(),
-            log: Vec::new(),
-            probes_answer: true,
-            primary_site_ok: true,
-            primary_service_ok: true,
-            arbiter: None,
-            grants: false,
-        }
-    }
-
-    fn edit(&mut self, edit: impl FnOnce(&mut SiteState)) {
-        let mut st = self.e.state().clone();
-        edit(&mut st);
-        self.e = SiteEngine::from_state(self.cfg.clone(), self.me, st);
-    }
-
-    fn input(&mut self, input: Input) {
-        self.e.handle(self.now, input);
-        self.process();
-    }
-
-    fn hear_primary(&mut self, msg: Message) {
-        self.input(Input::Message {
-            from: Peer::Site(A),
-            msg,
-        });
-    }
-
     fn probe(&mut self, target: ProbeTarget, ok: bool) {
         self.input(Input::Probe { target, ok });
     }
 
-    fn later(&mut self, delay: Millis, input: Input) {
-        let at = self.now + delay;
-        let i = self.queue.partition_point(|(t, _)| *t <= at);
-        self.queue.insert(i, (at, input));
-    }
-
-    fn process(&mut self) {
-        while let Some(out) = self.e.poll_output() {
-            match &out {
-                Output::Command(Command::Probe) if self.probes_answer => {
-                    let (site, service) = (self.primary_site_ok, self.primary_service_ok);
-                    for (target, ok) in [(ProbeTarget::Site, site), (ProbeTarget::Service, service)]
-                    {
-                        self.later(10, Input::Probe { target, ok });
-                    }
-                }
-                Output::Command(Command::CheckService { op }) => {
-                    self.later(
-                        5,
-                        Input::Completed {
-                            op: *op,
-                            result: Ok(()),
-                        },
-                    );
-                }
-                Output::Command(
-                    Command::Fence { op }
-                    | Command::AllowWrites { op, .. }
-                    | Command::Promote { op, .. }
-                    | Command::SwitchIdentity { op, .. },
-                ) => self.later(
-                    5,
-                    Input::Completed {
-                        op: *op,
-                        result: Ok(()),
-                    },
-                ),
-                Output::Send {
-                    to: Peer::Arbiter,
-                    msg:
-                        Message::Renew { epoch, req }
-                        | Message::Acquire {
-                            seen: epoch, req, ..
-                        },
-                } if self.grants => {
-                    let next = matches!(
-                        &out,
-                        Output::Send {
-                            msg: Message::Acquire { .. },
-                            ..
-                        }
-                    );
-                    let msg = Message::Granted {
-                        epoch: Epoch(epoch.0 + u64::from(next)),
-                        lease_ms: self.cfg.lease.lease_ms,
-                        req: *req,
-                    };
-                    self.later(
-                        10,
-                        Input::Message {
-                            from: Peer::Arbiter,
-                            msg,
-                        },
-                    );
-                }
-                Output::Send {
-                    to: Peer::Arbiter,
-                    msg: Message::Query { req },
-                } => {
-                    if let Some(view) = self.arbiter.clone() {
-                        let req = *req;
-                        self.later(
-                            10,
-                            Input::Message {
-                                from: Peer::Arbiter,
-                                msg: Message::View { view, req },
-                            },
-                        );
-                    }
-                }
-                _ => {}
-            }
-            self.log.push((self.now, out));
-        }
-    }
-
-    /// Run the engine (its timers and the scripted inputs) until `t`.
-    fn run_until(&mut self, t: Millis) {
-        for _ in 0..1_000_000 {
-            let timer = self.e.poll_timeout().unwrap_or(Millis::MAX);
-            let queued = self.queue.front().map_or(Millis::MAX, |(at, _)| *at);
-            let at = timer.min(queued).max(self.now);
-            if at > t {
-                self.now = t;
-                return;
-            }
-            self.now = at;
-            if queued <= at {
-                let (_, input) = self.queue.pop_front().unwrap();
-                self.input(input);
-            } else {
-                self.input(Input::Tick);
-            }
-        }
-        panic!("the engine never settles before {t} (a busy loop?)");
-    }
-
-    fn run(&mut self, ms: Millis) {
-        self.run_until(self.now + ms);
-    }
-
-    // ---- observations
-
-    fn queries(&self) -> Vec<Millis> {
-        self.log
-            .iter()
-            .filter_map(|(t, o)| match o {
-                Output::Send {
-                    to: Peer::Arbiter,
-                    msg: Message::Query { .. },
-                } => Some(*t),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn probe_ticks(&self) -> Vec<Millis> {
-        self.log
-            .iter()
-            .filter_map(|(t, o)| matches!(o, Output::Command(Command::Probe)).then_some(*t))
-            .collect()
-    }
-
-    fn alerts(&self, kind: AlertKind, change: AlertChange) -> Vec<(Millis, AlertEvent)> {
+    fn alert_changes(&self, kind: AlertKind, change: AlertChange) -> Vec<(Millis, AlertEvent)> {
         self.log
             .iter()
             .filter_map(|(t, o)| match o {
@@ -247,15 +52,11 @@ impl Site {
             .collect()
     }
 
-    fn raised(&self, kind: AlertKind) -> Vec<(Millis, AlertEvent)> {
-        self.alerts(kind, AlertChange::Raised)
-    }
-
     fn cleared(&self, kind: AlertKind) -> Vec<(Millis, AlertEvent)> {
-        self.alerts(kind, AlertChange::Cleared)
+        self.alert_changes(kind, AlertChange::Cleared)
     }
 
-    fn audits(&self, what: &str) -> Vec<AuditRecord> {
+    fn audit_records(&self, what: &str) -> Vec<AuditRecord> {
         self.log
             .iter()
             .filter_map(|(_, o)| match o {
@@ -336,7 +137,7 @@ fn one_more_failure_raises_link_down(s: &mut Site) -> bool {
     s.probe(ProbeTarget::Site, false);
     let raised = s.raised(AlertKind::LinkDown).len() > before;
     if raised {
-        let why = s.audits("no failover").last().unwrap().why.clone();
+        let why = s.audit_records("no failover").last().unwrap().why.clone();
         assert!(why.contains("flapping"), "{why}");
     }
     raised
@@ -444,7 +245,7 @@ fn a_steady_outage_of_a_renewing_primary_is_a_dead_link_found_by_the_outage_path
     s.probe(ProbeTarget::Site, false);
     s.probe(ProbeTarget::Service, false);
     assert_eq!(s.raised(AlertKind::LinkDown).len(), 1);
-    let audits = s.audits("no failover");
+    let audits = s.audit_records("no failover");
     assert_eq!(audits.len(), 1);
     assert!(
         audits[0].why.contains("unreachable from here") && !audits[0].why.contains("flapping"),
