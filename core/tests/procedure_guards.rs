@@ -1934,3 +1934,24 @@ fn a_local_restart_that_runs_out_asks_for_confirmation_for_the_confirm_timeout()
     assert!(matches!(s.step(), Some(Step::Confirm { .. })));
     assert!(s.to_arbiter(is_acquire).is_empty());
 }
+
+/// Swarm seed 243276: a target that did not hear the arbiter (its queries unanswered, its
+/// `arbiter_unreachable` raised) was handed the epoch, never got its lease, and writes stopped
+/// until the old primary failed back. It refuses instead, and the primary writes on.
+#[test]
+fn a_target_that_does_not_hear_the_arbiter_refuses_the_switchover() {
+    let mut s = Site::secondary();
+    s.arbiter = None;
+    s.run_until(30_000);
+    assert_eq!(s.raised(AlertKind::ArbiterUnreachable).len(), 1);
+    s.hear_primary(Message::SwitchoverFinal {
+        epoch: Epoch(1),
+        positions: vec![(DbId(0), Lsn(0))],
+    });
+    assert_eq!(s.role(), Role::Secondary);
+    assert_eq!(
+        s.to_peer(|m| matches!(m, Message::SwitchoverAborted { .. }))
+            .len(),
+        1
+    );
+}

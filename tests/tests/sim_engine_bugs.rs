@@ -151,7 +151,8 @@ fn issue_20_repros_replay_clean() {
 /// - 209123: a switchover target behind a missing log waited out its timeout;
 /// - 203830: a failback target whose own service answered with errors took the epoch;
 /// - 232301: a primary called an arbiter that came up after it unreachable without asking it;
-/// - 241494: a link flapping at the probe period raised `link_down` four times.
+/// - 241494: a link flapping at the probe period raised `link_down` four times;
+/// - 243276: a switchover target that did not hear the arbiter took the hand-off.
 #[test]
 fn issue_20_swarm_findings_replay_clean() {
     for (seed, faults) in [
@@ -162,6 +163,7 @@ fn issue_20_swarm_findings_replay_clean() {
         (210385, "partition,partition_one_way,isolate,corrupt_in_transit,corrupt_at_rest,truncate_at_rest,never_shipped,slow_restores,engine_crash,clock_step,switchover,failback"),
         (209123, "partition,never_shipped,backups_paused,restore_error_permanent,disk_pressure,clock_drift,site_loss,switchover,drill,service_down"),
         (232301, "none"),
+        (243276, "partition_one_way,isolate,loss,duplication,reorder,corrupt_in_transit,restore_error_permanent,disk_pressure,clock_step,site_loss,arbiter_loss,switchover"),
         (241494, "partition_one_way,backups_paused,restore_error_transient,slow_restores,engine_crash,clock_drift,flapping_link,service_down"),
         (203830, "loss,reorder,corrupt_in_transit,backups_paused,restore_error_permanent,failback,drill,flapping_link,service_down"),
     ] {

@@ -98,8 +98,17 @@ impl SiteEngine {
         epoch: Epoch,
         positions: Vec<(DbId, Lsn)>,
     ) {
+        // A target that does not hear the arbiter would be handed the epoch (the arbiter hears
+        // it) and never be granted its lease: writes stop until that lease lapses and the old
+        // primary takes the epoch back by a failover (swarm seed 243276). Refused the same way.
+        let deaf = self.cfg.arbiter
+            && self.st.alerts.is_active(&crate::alert::AlertId {
+                kind: AlertKind::ArbiterUnreachable,
+                db: None,
+                subject: crate::alert::Subject::Site(self.me),
+            });
         if epoch == self.st.epoch
-            && self.own_service_refuses(now)
+            && (deaf || self.own_service_refuses(now))
             && (self.st.role == Role::Secondary
                 || self
                     .st
@@ -110,12 +119,25 @@ impl SiteEngine {
             // A target whose own database answers its checks with errors would take the epoch
             // and never accept writes (swarm seeds 203783, 203830): refuse, the primary writes
             // on. Once it said ready the hand-off may be under way: it goes on.
-            let reason = "the recovery site cannot take over: its own database service answers \
-                          its checks with errors (see its audit); mend it and ask again"
-                .to_string();
-            self.send_peer(Message::SwitchoverAborted { epoch, reason });
+            let (reason, why) = if deaf {
+                (
+                    "the recovery site cannot take over: it does not hear the arbiter (see its \
+                     arbiter_unreachable alert); mend the link and ask again",
+                    "this site does not hear the arbiter",
+                )
+            } else {
+                (
+                    "the recovery site cannot take over: its own database service answers its \
+                     checks with errors (see its audit); mend it and ask again",
+                    "this site's own database service does not answer",
+                )
+            };
+            self.send_peer(Message::SwitchoverAborted {
+                epoch,
+                reason: reason.to_string(),
+            });
             if self.st.role == Role::SwitchoverTarget {
-                self.abandon_target(now, "this site's own database service does not answer");
+                self.abandon_target(now, why);
             }
             return;
         }
