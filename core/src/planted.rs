@@ -22,7 +22,9 @@ pub enum PlantedBug {
     /// The failover drain ignores restores waiting for their retry, and restores go on past
     /// it (issue 13, bug 2).
     DrainIgnoresRetries,
-    /// The arbiter hands the epoch to a site it has not heard from (issue 13, bug 3).
+    /// The arbiter hands the epoch to a site it has not heard from (issue 13, bug 3), and that
+    /// target does not refuse the switchover although it does not hear the arbiter either (the
+    /// second defence, which alone would hide the first from the sweep).
     HandoffToUnheardTarget,
 }
 

@@ -1404,6 +1404,7 @@ fn final_positions_sent_just_before_the_timeout_are_not_said_again_after_it() {
 #[test]
 fn a_target_whose_own_service_is_down_refuses_and_gives_up_a_switchover_under_way() {
     let mut s = Site::secondary();
+    s.arbiter = Some(renewing());
     s.run_until(20_000);
     let failed = s.cfg.failover.unhealthy_count;
     let down_for = s.cfg.failover.unhealthy_for_ms;
@@ -1422,6 +1423,7 @@ fn a_target_whose_own_service_is_down_refuses_and_gives_up_a_switchover_under_wa
     assert_eq!(refused.len(), 1);
     // Already the target when its service fails: it answers the same and steps back.
     let mut s = Site::secondary();
+    s.arbiter = Some(renewing());
     s.run_until(20_000);
     s.hear_primary(Message::SwitchoverFinal {
         epoch: Epoch(1),
@@ -1442,6 +1444,7 @@ fn a_target_whose_own_service_is_down_refuses_and_gives_up_a_switchover_under_wa
     );
     // Of another epoch: not its business.
     let mut s = Site::secondary();
+    s.arbiter = Some(renewing());
     s.run_until(20_000);
     s.edit(answered);
     s.hear_primary(Message::SwitchoverFinal {
@@ -1459,6 +1462,7 @@ fn a_target_whose_own_service_is_down_refuses_and_gives_up_a_switchover_under_wa
 fn a_target_whose_checks_only_timed_out_or_failed_briefly_takes_the_switchover() {
     for (answered, down_for) in [(0, 10_000), (3, 100)] {
         let mut s = Site::secondary();
+        s.arbiter = Some(renewing());
         s.run_until(20_000);
         let failed = s.cfg.failover.unhealthy_count;
         s.edit(|st| {

@@ -240,9 +240,11 @@ fn a_sweep_of_failovers_with_failing_restores_finds_a_drain_that_ignores_retries
 }
 
 /// `handoff_to_unheard_target`: the recovery site loses the arbiter, then an operator asks for a
-/// switchover; the epoch goes to a site that can never renew (oracle `handoff_heard`; the
-/// writer gap itself is now bounded by a second defence: the target pauses its renewals and
-/// the old primary takes over the lapsed lease).
+/// switchover; the epoch goes to a site that can never renew (oracle `handoff_heard`). Two more
+/// defences stand behind the arbiter's: the target refuses a switchover while it does not hear
+/// the arbiter (the planted bug skips that too, or the sweep could not reach the arbiter's
+/// guard), and a target handed the epoch that cannot renew pauses and the old primary takes
+/// the lapsed lease back.
 fn handoff_sweep() -> RunSpec {
     let mut spec = swarm();
     spec.name = "hand-off sweep".into();
