@@ -1959,3 +1959,158 @@ fn a_target_that_does_not_hear_the_arbiter_refuses_the_switchover() {
         1
     );
 }
+
+// ================================================================ which failover steps run
+
+fn restart_requests(s: &Site) -> usize {
+    s.to_peer(|m| matches!(m, Message::RestartRequest { .. }))
+        .len()
+}
+
+/// Without `local_restart` the primary's site is never asked to restart its service, even
+/// when it still answers: the failover goes straight on to the epoch.
+#[test]
+fn without_local_restart_a_reachable_primary_whose_service_died_is_not_asked_to_restart() {
+    let mut s = Site::unstarted(cfg(), B);
+    assert!(!s.cfg.failover.local_restart);
+    s.arbiter = Some(renewing());
+    s.input(Input::Tick);
+    s.run_until(5_000);
+    s.primary_service_ok = false;
+    // Unhealthy from here while the primary still renews, then its lease lapses.
+    s.run(5_000);
+    assert_eq!(s.role(), Role::Secondary);
+    s.arbiter = Some(lapsed());
+    s.run(10_000);
+    assert_eq!(s.role(), Role::Promoting, "{:?}", s.step());
+    assert_eq!(restart_requests(&s), 0);
+    assert!(!s.to_arbiter(is_acquire).is_empty());
+}
+
+/// A local restart is tried only by an automatic failover of a primary whose site still
+/// answers: not for a site that is gone, not when an operator forces the failover.
+#[test]
+fn a_local_restart_is_tried_only_automatically_and_only_on_a_reachable_site() {
+    let mut c = cfg();
+    c.failover.local_restart = true;
+    // The whole primary site is gone.
+    let mut s = losing_the_primary(c.clone());
+    s.run(10_000);
+    assert_eq!(s.role(), Role::Promoting, "{:?}", s.step());
+    assert_eq!(restart_requests(&s), 0);
+    assert!(!s.to_arbiter(is_acquire).is_empty());
+    // The site answers, its service does not, and an operator forces the failover at once.
+    let mut s = Site::unstarted(c, B);
+    s.arbiter = Some(renewing());
+    s.input(Input::Tick);
+    s.run_until(5_000);
+    s.primary_service_ok = false;
+    s.input(Input::Operator(OperatorRequest::Failover { force: true }));
+    s.run(100);
+    assert_eq!(s.role(), Role::Promoting, "{:?}", s.step());
+    assert_eq!(restart_requests(&s), 0);
+    assert!(!s.to_arbiter(is_acquire).is_empty());
+}
+
+/// Without `confirm`, a local restart that runs out goes on to the drain and the epoch, with
+/// no confirmation step in between.
+#[test]
+fn without_confirm_a_local_restart_that_runs_out_goes_on_to_the_epoch() {
+    let (mut s, until) = at_local_restart(false);
+    s.arbiter = Some(lapsed());
+    s.run_until(until + 100);
+    assert!(
+        !matches!(s.step(), Some(Step::Confirm { .. }) | None),
+        "{:?}",
+        s.step()
+    );
+    assert!(!s.to_arbiter(is_acquire).is_empty());
+}
+
+// ================================================================ a step found after a restart
+
+/// Whatever step a restarted engine finds its procedure in, it takes that step's next action
+/// at once: the event that would have woken it (a restore's or a ship's completion) may have
+/// been handled by the process that died. Each case puts the procedure in the step with nothing
+/// left to wait for, as that process left it.
+fn restarted_in(s: &mut Site, step: Step) -> usize {
+    s.edit(|st| {
+        if let Some(p) = st.procedure.as_mut() {
+            p.step = step;
+        }
+    });
+    let before = s.log.len();
+    s.restart();
+    s.run(500);
+    before
+}
+
+#[test]
+fn a_drain_found_after_a_restart_goes_on_to_the_epoch_at_once() {
+    let mut s = losing_the_primary(cfg());
+    run_to_step(&mut s, 10_000, |st| matches!(st, Step::Acquire { .. }));
+    let before = restarted_in(&mut s, Step::Drain);
+    let asked = s.log[before..]
+        .iter()
+        .filter(|(_, o)| matches!(o, Output::Send { to: Peer::Arbiter, msg } if is_acquire(msg)))
+        .count();
+    assert!(asked >= 1, "{:?}", &s.log[before..]);
+    assert!(
+        matches!(s.step(), Some(Step::Acquire { .. })),
+        "{:?}",
+        s.step()
+    );
+}
+
+#[test]
+fn a_settling_promotion_found_after_a_restart_promotes_at_once() {
+    let mut s = losing_the_primary(cfg());
+    s.grants = true;
+    s.role_ops_complete = false;
+    run_to_step(&mut s, 10_000, |st| matches!(st, Step::Promote { .. }));
+    s.role_ops_complete = true;
+    s.edit(|st| st.ops.clear());
+    let before = restarted_in(&mut s, Step::Settle);
+    let promoted = s.log[before..]
+        .iter()
+        .filter(|(_, o)| matches!(o, Output::Command(Command::Promote { .. })))
+        .count();
+    assert_eq!(promoted, 1, "{:?}", &s.log[before..]);
+    assert_ne!(s.step(), Some(Step::Settle));
+}
+
+#[test]
+fn a_switchover_found_shipping_after_a_restart_sends_its_final_positions_at_once() {
+    let (mut s, _, _) = shipping_the_final_log();
+    s.role_ops_complete = true;
+    s.edit(|st| st.outbox.clear());
+    let before = restarted_in(&mut s, Step::Shipping);
+    let finals = s.log[before..]
+        .iter()
+        .filter(|(_, o)| matches!(o, Output::Send { msg, .. } if is_final(msg)))
+        .count();
+    assert_eq!(finals, 1, "{:?}", &s.log[before..]);
+    assert_eq!(s.step(), Some(Step::AwaitReady));
+}
+
+/// An operator's failover request is the confirmation: with `confirm` on it is not asked for
+/// again, the failover goes on to the epoch.
+#[test]
+fn an_operators_failover_is_not_held_for_confirmation() {
+    let mut c = cfg();
+    c.failover.confirm = true;
+    c.failover.automatic = false;
+    let mut s = Site::unstarted(c, B);
+    s.arbiter = Some(lapsed());
+    s.input(Input::Tick);
+    s.run_until(2_000);
+    s.input(Input::Operator(OperatorRequest::Failover { force: false }));
+    s.run(100);
+    assert_eq!(s.role(), Role::Promoting, "{:?}", s.log);
+    assert!(
+        !matches!(s.step(), Some(Step::Confirm { .. })),
+        "{:?}",
+        s.step()
+    );
+    assert!(!s.to_arbiter(is_acquire).is_empty());
+}
