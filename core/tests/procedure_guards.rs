@@ -2114,3 +2114,84 @@ fn an_operators_failover_is_not_held_for_confirmation() {
     );
     assert!(!s.to_arbiter(is_acquire).is_empty());
 }
+
+// ================================================================ the drain's retries
+
+/// A recovery site that restored a full and holds two logs after it: the first fails every
+/// restore (it waits for its retry), the second waits behind it. Then its primary is lost.
+fn draining_behind_a_failing_log() -> (Site, ArtifactMeta) {
+    let mut s = Site::unstarted(cfg(), B);
+    s.arbiter = Some(renewing());
+    s.input(Input::Tick);
+    s.run_until(1_000);
+    s.input(received(art(ArtifactKind::Full, 0, 0, 1)));
+    s.run(500);
+    s.fail_restores = 1_000;
+    let failing = art(ArtifactKind::Log, 0, 120, 1);
+    s.input(received(failing));
+    s.input(received(art(ArtifactKind::Log, 120, 240, 1)));
+    s.run_until(5_000);
+    s.primary_site_ok = false;
+    s.primary_service_ok = false;
+    s.arbiter = Some(lapsed());
+    (s, failing)
+}
+
+fn restores_of(s: &Site, key: ArtifactKey, after: Millis) -> usize {
+    s.commands(|c| matches!(c, Command::Restore { artifact, .. } if artifact.key == key))
+        .iter()
+        .filter(|(t, _)| *t >= after)
+        .count()
+}
+
+/// The drain gives an artifact that waits for its retry `DRAIN_RETRIES` retries at once, then
+/// gives up on it and names it (and only it, not the log waiting behind it) in the audit.
+#[test]
+fn the_drain_retries_a_failing_log_at_once_then_names_it_given_up() {
+    let (mut s, failing) = draining_behind_a_failing_log();
+    run_to_step(&mut s, 10_000, |st| matches!(st, Step::Acquire { .. }));
+    let started = s.audits("failover")[0];
+    assert_eq!(
+        restores_of(&s, failing.key, started),
+        lifeboat_core::defaults::DRAIN_RETRIES as usize
+    );
+    let gave_up: Vec<_> = s
+        .log
+        .iter()
+        .filter_map(|(_, o)| match o {
+            Output::Audit(a) if a.what == "drain gave up on failing restores" => {
+                Some(a.inputs.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        gave_up,
+        vec![vec![("db0".to_string(), "0..120".to_string())]]
+    );
+}
+
+/// An artifact given up for good (`retry_at` = never: unreadable, quarantined) is not retried
+/// by the drain.
+#[test]
+fn the_drain_does_not_retry_an_artifact_given_up_for_good() {
+    let (mut s, failing) = draining_behind_a_failing_log();
+    s.edit(|st| {
+        for p in st.dbs[0].pending.iter_mut() {
+            if p.meta.key == failing.key {
+                p.retry_at = Some(Millis::MAX);
+            }
+        }
+    });
+    run_to_step(&mut s, 10_000, |st| matches!(st, Step::Acquire { .. }));
+    let started = s.audits("failover")[0];
+    assert_eq!(restores_of(&s, failing.key, started), 0);
+}
+
+/// Without a failing restore the drain has nothing to give up and says nothing about it.
+#[test]
+fn a_drain_with_nothing_failing_writes_no_give_up_audit() {
+    let mut s = losing_the_primary(cfg());
+    run_to_step(&mut s, 10_000, |st| matches!(st, Step::Acquire { .. }));
+    assert!(s.audits("drain gave up on failing restores").is_empty());
+}
