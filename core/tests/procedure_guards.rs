@@ -2195,3 +2195,75 @@ fn a_drain_with_nothing_failing_writes_no_give_up_audit() {
     run_to_step(&mut s, 10_000, |st| matches!(st, Step::Acquire { .. }));
     assert!(s.audits("drain gave up on failing restores").is_empty());
 }
+
+// ================================================================ completions at the primary
+
+fn log_backups(s: &Site, after: Millis) -> usize {
+    s.commands(|c| {
+        matches!(
+            c,
+            Command::TakeBackup {
+                kind: ArtifactKind::Log,
+                ..
+            }
+        )
+    })
+    .iter()
+    .filter(|(t, _)| *t >= after)
+    .count()
+}
+
+/// A primary that loses the arbiter fences itself, and once writes are stopped cuts one log of
+/// everything acknowledged before (so it can reach the recovery site): one log, not one per
+/// completion that follows.
+#[test]
+fn a_primary_that_fenced_itself_cuts_one_log_of_what_it_acknowledged() {
+    let mut s = primary(cfg());
+    s.run(5_000);
+    s.grants = false;
+    let lost = s.now;
+    s.run(20_000);
+    assert_eq!(s.role(), Role::Fenced, "{:?}", s.log);
+    let fenced = s.commands(|c| matches!(c, Command::Fence { .. }));
+    let fenced_at = fenced.last().map(|(t, _)| *t).unwrap();
+    assert!(fenced_at > lost);
+    // The fence completes 5 ms later; the log follows it and nothing cuts another.
+    assert_eq!(log_backups(&s, fenced_at), 1, "{:?}", s.log);
+    // The arbiter answers again (renewals resume after their pause): writes resume, and
+    // that cuts no log either.
+    s.grants = true;
+    let back = s.now;
+    s.run(20_000);
+    assert_eq!(s.role(), Role::Primary, "{:?}", s.log);
+    assert_eq!(log_backups(&s, back), 0, "{:?}", s.log);
+}
+
+/// While writes are being stopped for a switchover, only its own fence's completion moves it
+/// on; in the final-log step, only its own log's.
+#[test]
+fn only_a_switchovers_own_fence_and_final_log_move_it_on() {
+    let mut s = primary(cfg());
+    s.role_ops_complete = false;
+    s.input(Input::Operator(OperatorRequest::Switchover));
+    let Some(Step::StopWrites { op }) = s.step() else {
+        panic!("{:?}", s.step())
+    };
+    complete_a_stale(&mut s, Command::Fence { op: OpId(9_998) });
+    assert_eq!(s.step(), Some(Step::StopWrites { op }));
+    s.input(Input::Completed { op, result: Ok(()) });
+    let Some(Step::FinalLog { op }) = s.step() else {
+        panic!("{:?}", s.step())
+    };
+    complete_a_stale(
+        &mut s,
+        Command::TakeBackup {
+            op: OpId(9_999),
+            db: None,
+            kind: ArtifactKind::Log,
+        },
+    );
+    assert_eq!(s.step(), Some(Step::FinalLog { op }));
+    // The switchover's own fence cut no log besides the final one.
+    let started = s.audits("switchover")[0];
+    assert_eq!(log_backups(&s, started), 1, "{:?}", s.log);
+}
