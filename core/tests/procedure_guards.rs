@@ -2267,3 +2267,141 @@ fn only_a_switchovers_own_fence_and_final_log_move_it_on() {
     let started = s.audits("switchover")[0];
     assert_eq!(log_backups(&s, started), 1, "{:?}", s.log);
 }
+
+// ================================================================ the failover report's list
+
+fn two_databases() -> Config {
+    let mut c = cfg();
+    c.databases = vec!["db0".into(), "db1".into()];
+    c
+}
+
+fn art_of(db: u32, kind: ArtifactKind, s: u64, e: u64) -> ArtifactMeta {
+    let mut m = art(kind, s, e, 1);
+    m.key.db = DbId(db);
+    m
+}
+
+/// db0 restored to `restored.0`, db1 to `restored.1`; the primary's last heartbeat reports
+/// `produced` and `rate`; then the failover runs to its report.
+fn report_after(
+    restored: (u64, u64),
+    produced: (u64, u64),
+    rate: u64,
+) -> (Site, lifeboat_core::report::Report) {
+    let mut s = losing_the_primary(two_databases());
+    for (db, end) in [(0, restored.0), (1, restored.1)] {
+        s.input(received(art_of(db, ArtifactKind::Full, 0, 0)));
+        if end > 0 {
+            s.input(received(art_of(db, ArtifactKind::Log, 0, end)));
+        }
+    }
+    s.run(100);
+    s.hear_primary(Message::Heartbeat(Heartbeat {
+        epoch: Epoch(1),
+        seq: 9,
+        backups_paused: false,
+        writable: true,
+        positions: vec![(DbId(0), Lsn(produced.0)), (DbId(1), Lsn(produced.1))],
+        write_rate_per_sec: rate,
+    }));
+    s.grants = true;
+    s.run(10_000);
+    assert_eq!(s.role(), Role::Primary, "{:?}", s.step());
+    let report = s
+        .log
+        .iter()
+        .find_map(|(_, o)| match o {
+            Output::Report(r @ lifeboat_core::report::Report::Failover { .. }) => Some(r.clone()),
+            _ => None,
+        })
+        .expect("a failover report");
+    (s, report)
+}
+
+fn listed(r: &lifeboat_core::report::Report) -> Vec<(DbId, u64, Option<u64>)> {
+    let lifeboat_core::report::Report::Failover { losses, .. } = r else {
+        unreachable!()
+    };
+    losses
+        .iter()
+        .map(|l| (l.db, l.rpo_lower, l.rpo_upper))
+        .collect()
+}
+
+/// The report lists every database that may have lost writes: one behind what the primary
+/// produced, and, when the primary was writing, every one (its last writes may be in no
+/// heartbeat). A database fully restored from a primary that wrote nothing is not listed.
+#[test]
+fn a_failover_report_lists_exactly_the_databases_that_may_have_lost_writes() {
+    let (s, r) = report_after((500, 50), (500, 500), 0);
+    assert_eq!(listed(&r), vec![(DbId(1), 450, Some(450))]);
+    assert!(s.audits("rpo upper bound unknown").is_empty());
+    let (_, r) = report_after((500, 50), (500, 500), 100);
+    let dbs: Vec<DbId> = listed(&r).iter().map(|l| l.0).collect();
+    assert_eq!(dbs, vec![DbId(0), DbId(1)]);
+    assert_eq!(listed(&r)[0].1, 0);
+    assert!(listed(&r)[0].2.is_some_and(|u| u > 0));
+}
+
+/// An upper bound beyond 2^64 is reported unknown, and the audit names the databases whose
+/// own bound overflowed (and only those) with the peak rate.
+#[test]
+fn an_overflowing_upper_bound_is_unknown_and_its_audit_names_the_database() {
+    let (s, r) = report_after((0, 50), (u64::MAX, 500), 100);
+    let lifeboat_core::report::Report::Failover {
+        rpo_lower,
+        rpo_upper,
+        ..
+    } = &r
+    else {
+        unreachable!()
+    };
+    assert_eq!((*rpo_lower, *rpo_upper), (u64::MAX, None));
+    let l = listed(&r);
+    assert_eq!((l[0].0, l[0].2), (DbId(0), None));
+    assert_eq!((l[1].0, l[1].1), (DbId(1), 450));
+    assert!(l[1].2.is_some());
+    let audits: Vec<_> = s
+        .log
+        .iter()
+        .filter_map(|(_, o)| match o {
+            Output::Audit(a) if a.what == "rpo upper bound unknown" => Some(a.inputs.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        audits,
+        vec![vec![
+            ("db0".to_string(), format!("restored 0 of {}", u64::MAX)),
+            ("peak_rate_per_sec".to_string(), "100".to_string()),
+        ]]
+    );
+}
+
+/// A forced failover takes the next epoch itself only when the arbiter has been silent for
+/// longer than its timeout plus a probe interval; up to that it asks the arbiter.
+#[test]
+fn a_forced_failover_assigns_its_own_epoch_only_past_the_arbiters_silence_bound() {
+    let bound = cfg().lease.arbiter_timeout_ms + cfg().failover.probe_every_ms;
+    for (age, own) in [(bound - 1_500, false), (bound, false), (bound + 1, true)] {
+        let mut s = losing_the_primary(cfg());
+        s.arbiter = None;
+        let at = s.now - age;
+        s.edit(|st| {
+            st.peer.arbiter_view = Some(lapsed());
+            st.peer.arbiter_view_at = Some(at);
+        });
+        s.input(Input::Operator(OperatorRequest::Failover { force: true }));
+        assert_eq!(
+            s.audits("self-assigned epoch").len(),
+            usize::from(own),
+            "view {age} ms old"
+        );
+        assert_eq!(
+            s.to_arbiter(is_acquire).is_empty(),
+            own,
+            "view {age} ms old"
+        );
+    }
+}
