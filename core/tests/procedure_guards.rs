@@ -2405,3 +2405,24 @@ fn a_forced_failover_assigns_its_own_epoch_only_past_the_arbiters_silence_bound(
         );
     }
 }
+
+/// After giving itself the epoch, a forced failover keeps telling the arbiter (so that it
+/// adopts the epoch once it answers) at the renewal period, starting one period later.
+#[test]
+fn a_self_assigned_epoch_is_told_to_the_arbiter_every_renewal_period() {
+    let mut s = losing_the_primary(cfg());
+    s.arbiter = None;
+    s.edit(|st| st.peer.arbiter_view_at = None);
+    s.input(Input::Operator(OperatorRequest::Failover { force: true }));
+    let at = s.audits("self-assigned epoch")[0];
+    s.run(10_000);
+    let renews: Vec<Millis> = s
+        .to_arbiter(|m| matches!(m, Message::Renew { .. }))
+        .iter()
+        .map(|(t, _)| *t)
+        .filter(|t| *t >= at)
+        .collect();
+    let every = s.cfg.lease.renew_every_ms;
+    assert!(!renews.is_empty());
+    assert_eq!(renews[0], at + every, "{renews:?}");
+}
