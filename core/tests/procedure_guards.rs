@@ -2426,3 +2426,49 @@ fn a_self_assigned_epoch_is_told_to_the_arbiter_every_renewal_period() {
     assert!(!renews.is_empty());
     assert_eq!(renews[0], at + every, "{renews:?}");
 }
+
+// ================================================================ a promotion held for the lease
+
+/// A promotion under way goes out once: the renewals granted while it runs do not issue it
+/// again. After a restart it waits for the lease and then goes out again with the same id,
+/// at a failover's new primary and at a switchover's target alike.
+#[test]
+fn a_promotion_goes_out_once_and_again_with_its_id_after_a_restart() {
+    // Failover.
+    let mut s = losing_the_primary(cfg());
+    s.grants = true;
+    s.role_ops_complete = false;
+    run_to_step(&mut s, 10_000, |st| matches!(st, Step::Promote { .. }));
+    let Some(Step::Promote { op }) = s.step() else {
+        unreachable!()
+    };
+    s.run(10_000);
+    assert_eq!(promotes(&s), 1, "renewals re-issued the promotion");
+    s.restart();
+    s.run(1_000);
+    let again = s.commands(|c| matches!(c, Command::Promote { .. }));
+    assert_eq!(again.len(), 2);
+    assert_eq!(again[1].1.op(), Some(op));
+    // Switchover target.
+    let mut s = awaiting_epoch(cfg());
+    s.grants = true;
+    s.role_ops_complete = false;
+    s.message(
+        Peer::Arbiter,
+        Message::View {
+            view: view(2, Some(B), true, false),
+            req: 0,
+        },
+    );
+    run_to_step(&mut s, 5_000, |st| matches!(st, Step::Promote { .. }));
+    let Some(Step::Promote { op }) = s.step() else {
+        unreachable!()
+    };
+    s.run(10_000);
+    assert_eq!(promotes(&s), 1, "renewals re-issued the promotion");
+    s.restart();
+    s.run(1_000);
+    let again = s.commands(|c| matches!(c, Command::Promote { .. }));
+    assert_eq!(again.len(), 2);
+    assert_eq!(again[1].1.op(), Some(op));
+}
