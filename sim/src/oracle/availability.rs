@@ -241,6 +241,17 @@ impl World {
             );
             return;
         }
+        // A fence or restart hook that fails or hangs holds up the promotion of a failover
+        // that took the epoch meanwhile (the source lost its lease during the switchover):
+        // not the switchover's bound to keep, as for `rto` and `auto_pilot` (swarm seed
+        // 247756).
+        if self
+            .hook_trouble_until()
+            .is_some_and(|t| t > w.started.saturating_sub(self.cfg.lease.lease_ms))
+        {
+            self.oracle.switch_watch = None;
+            return;
+        }
         self.oracle.switch_watch = None;
         let c = &self.cfg;
         let msg = format!(
@@ -429,6 +440,15 @@ impl World {
             None,
             &[FaultMode::ServiceDown],
         ) {
+            return true;
+        }
+        // The path already ended with a writable site: a later outage of the service is its
+        // own path (swarm seed 247868: writes resumed 1.5 min after the restart request, and
+        // the service went down again 4.5 min later, just before the check).
+        let o = &self.oracle;
+        if o.last_writer_at.is_some_and(|t| t > began)
+            || o.no_writer_since.is_some_and(|t| t > began)
+        {
             return true;
         }
         // A restart or fence hook that fails or hangs holds the path up (and says so only by

@@ -93,6 +93,10 @@ impl World {
             } => {
                 self.out.failovers += 1;
                 self.out.rto_ms.push(rto_ms);
+                if node < 2 {
+                    let start = self.oracle.promoting_since[node];
+                    self.oracle.last_failover = Some(start);
+                }
                 if !forced {
                     self.oracle_auto_failover(node);
                 }

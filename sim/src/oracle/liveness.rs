@@ -272,12 +272,13 @@ impl World {
                 // opened for writing again: nothing was left to replace.
                 let came_back =
                     self.sites[lost].alive && self.oracle.reopened_at[lost].is_some_and(|t| t > at);
-                // The other site took part in an automatic failover within the hold-down: it
-                // holds back by configuration (README, Auto Pilot), its critical alert raised.
-                // A site replaced while cut off counts the hold-down from when it learned of the
-                // failover, which can be up to another hold-down later.
+                // The other site took part in a failover (automatic or forced: swarm seed
+                // 250837) within the hold-down: it holds back by configuration (README,
+                // Hold-down), its critical alert raised. A site replaced while cut off counts the
+                // hold-down from when it learned of the failover, which can be up to another
+                // hold-down later.
                 let other = 1 - lost.min(1);
-                let held_down = self.oracle.last_auto_failover.is_some_and(|prev| {
+                let held_down = self.oracle.last_failover.is_some_and(|prev| {
                     at.saturating_sub(prev) < 2 * self.oracle.hold_down
                         && self.oracle.up_since[other] <= prev
                 });

@@ -113,6 +113,11 @@ pub struct Oracles {
     pub promoting_since: [Millis; 2],
     /// The start (entry into `promoting`) of the last automatic failover.
     pub last_auto_failover: Option<Millis>,
+    /// When the last failover of any kind (forced ones too) started: the engine's hold-down
+    /// counts from every failover a site took part in (README, Hold-down).
+    pub last_failover: Option<Millis>,
+    /// The last time the writer-gap bookkeeping saw a site accept writes.
+    pub last_writer_at: Option<Millis>,
     /// `failover.hold_down_ms`, or [`HOLD_DOWN_DEFAULT`] while the configuration has no such key.
     pub hold_down: Millis,
     /// A planned switchover being watched for availability.
@@ -207,6 +212,7 @@ impl Oracles {
                 self.longest_gap = self.longest_gap.max(now.saturating_sub(g));
             }
             self.first_writer.get_or_insert(now);
+            self.last_writer_at = Some(now);
         } else if self.first_writer.is_some() && self.no_writer_since.is_none() {
             self.no_writer_since = Some(now);
         }
