@@ -2472,3 +2472,50 @@ fn a_promotion_goes_out_once_and_again_with_its_id_after_a_restart() {
     assert_eq!(again.len(), 2);
     assert_eq!(again[1].1.op(), Some(op));
 }
+
+// ================================================================ a target behind a hole
+
+/// A recovery site holding a full and a log after a hole (`missing_log` raised): at position
+/// 0, with the next log starting at 120.
+fn behind_a_hole() -> Site {
+    let mut s = Site::secondary();
+    s.arbiter = Some(renewing());
+    s.run_until(1_000);
+    s.input(received(art(ArtifactKind::Full, 0, 0, 1)));
+    s.input(received(art(ArtifactKind::Log, 120, 240, 1)));
+    s.run(30 * 60_000);
+    assert!(!s.raised(AlertKind::MissingLog).is_empty(), "{:?}", s.log);
+    s
+}
+
+fn aborted(s: &Site) -> usize {
+    s.to_peer(|m| matches!(m, Message::SwitchoverAborted { .. }))
+        .len()
+}
+
+/// Behind its final position with a hole in the way, the target refuses at once (swarm seed
+/// 209123), and steps back if it was already the target; at its final position the hole does
+/// not matter; a final position of another epoch is not its business.
+#[test]
+fn a_target_behind_a_hole_refuses_only_when_the_hole_keeps_it_from_the_final_position() {
+    let fin = |epoch: u64, lsn: u64| Message::SwitchoverFinal {
+        epoch: Epoch(epoch),
+        positions: vec![(DbId(0), Lsn(lsn))],
+    };
+    // Behind: refused.
+    let mut s = behind_a_hole();
+    s.hear_primary(fin(1, 240));
+    assert_eq!((s.role(), aborted(&s)), (Role::Secondary, 1));
+    // At the final position: taken.
+    let mut s = behind_a_hole();
+    s.hear_primary(fin(1, 0));
+    assert_eq!((s.role(), aborted(&s)), (Role::SwitchoverTarget, 0));
+    // Said again with a final position it cannot reach: it steps back.
+    s.hear_primary(fin(1, 240));
+    assert_eq!((s.role(), aborted(&s)), (Role::Secondary, 1));
+    assert_eq!(s.audits("switchover aborted").len(), 1);
+    // Another epoch's final positions.
+    let mut s = behind_a_hole();
+    s.hear_primary(fin(2, 240));
+    assert_eq!(aborted(&s), 0);
+}
