@@ -2438,17 +2438,7 @@ fn a_promotion_goes_out_once_and_again_with_its_id_after_a_restart() {
     let mut s = losing_the_primary(cfg());
     s.grants = true;
     s.role_ops_complete = false;
-    run_to_step(&mut s, 10_000, |st| matches!(st, Step::Promote { .. }));
-    let Some(Step::Promote { op }) = s.step() else {
-        unreachable!()
-    };
-    s.run(10_000);
-    assert_eq!(promotes(&s), 1, "renewals re-issued the promotion");
-    s.restart();
-    s.run(1_000);
-    let again = s.commands(|c| matches!(c, Command::Promote { .. }));
-    assert_eq!(again.len(), 2);
-    assert_eq!(again[1].1.op(), Some(op));
+    promotes_once_then_again_after_a_restart(&mut s, 10_000);
     // Switchover target.
     let mut s = awaiting_epoch(cfg());
     s.grants = true;
@@ -2460,12 +2450,18 @@ fn a_promotion_goes_out_once_and_again_with_its_id_after_a_restart() {
             req: 0,
         },
     );
-    run_to_step(&mut s, 5_000, |st| matches!(st, Step::Promote { .. }));
+    promotes_once_then_again_after_a_restart(&mut s, 5_000);
+}
+
+/// The promotion is reached within `within`, renewals granted for 10 s do not repeat it, and
+/// a restart repeats it once, with its id.
+fn promotes_once_then_again_after_a_restart(s: &mut Site, within: Millis) {
+    run_to_step(s, within, |st| matches!(st, Step::Promote { .. }));
     let Some(Step::Promote { op }) = s.step() else {
         unreachable!()
     };
     s.run(10_000);
-    assert_eq!(promotes(&s), 1, "renewals re-issued the promotion");
+    assert_eq!(promotes(s), 1, "renewals re-issued the promotion");
     s.restart();
     s.run(1_000);
     let again = s.commands(|c| matches!(c, Command::Promote { .. }));
