@@ -1962,6 +1962,13 @@ fn a_target_that_does_not_hear_the_arbiter_refuses_the_switchover() {
 
 // ================================================================ which failover steps run
 
+/// A failover started and asked for the epoch without asking the primary to restart.
+fn went_on_to_the_epoch_without_a_restart(s: &Site) {
+    assert_eq!(s.role(), Role::Promoting, "{:?}", s.step());
+    assert_eq!(restart_requests(s), 0);
+    assert!(!s.to_arbiter(is_acquire).is_empty());
+}
+
 fn restart_requests(s: &Site) -> usize {
     s.to_peer(|m| matches!(m, Message::RestartRequest { .. }))
         .len()
@@ -1982,9 +1989,7 @@ fn without_local_restart_a_reachable_primary_whose_service_died_is_not_asked_to_
     assert_eq!(s.role(), Role::Secondary);
     s.arbiter = Some(lapsed());
     s.run(10_000);
-    assert_eq!(s.role(), Role::Promoting, "{:?}", s.step());
-    assert_eq!(restart_requests(&s), 0);
-    assert!(!s.to_arbiter(is_acquire).is_empty());
+    went_on_to_the_epoch_without_a_restart(&s);
 }
 
 /// A local restart is tried only by an automatic failover of a primary whose site still
@@ -1996,9 +2001,7 @@ fn a_local_restart_is_tried_only_automatically_and_only_on_a_reachable_site() {
     // The whole primary site is gone.
     let mut s = losing_the_primary(c.clone());
     s.run(10_000);
-    assert_eq!(s.role(), Role::Promoting, "{:?}", s.step());
-    assert_eq!(restart_requests(&s), 0);
-    assert!(!s.to_arbiter(is_acquire).is_empty());
+    went_on_to_the_epoch_without_a_restart(&s);
     // The site answers, its service does not, and an operator forces the failover at once.
     let mut s = Site::unstarted(c, B);
     s.arbiter = Some(renewing());
@@ -2007,9 +2010,7 @@ fn a_local_restart_is_tried_only_automatically_and_only_on_a_reachable_site() {
     s.primary_service_ok = false;
     s.input(Input::Operator(OperatorRequest::Failover { force: true }));
     s.run(100);
-    assert_eq!(s.role(), Role::Promoting, "{:?}", s.step());
-    assert_eq!(restart_requests(&s), 0);
-    assert!(!s.to_arbiter(is_acquire).is_empty());
+    went_on_to_the_epoch_without_a_restart(&s);
 }
 
 /// Without `confirm`, a local restart that runs out goes on to the drain and the epoch, with
