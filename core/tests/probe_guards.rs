@@ -662,3 +662,93 @@ fn a_heartbeat_the_link_lost_is_trouble_however_short_the_gap() {
     s.hear_primary(heartbeat(2));
     assert_eq!(s.trouble(), None);
 }
+
+/// The critical alert for a dead service on a reachable, renewing primary counts whole seconds
+/// since the first failed probe, like the one for a dead primary.
+#[test]
+fn a_dead_service_on_a_renewing_primary_says_how_many_whole_seconds_the_probes_have_failed() {
+    let mut s = watcher();
+    let now = s.now;
+    s.edit(|st| {
+        st.peer.failed_probes = 2;
+        st.peer.first_failure = Some(now - 7_600);
+        st.peer.site_reachable = true;
+        st.peer.arbiter_view = Some(view(A, true, 500));
+        st.peer.arbiter_view_at = Some(now);
+    });
+    s.probe(ProbeTarget::Service, false);
+    let down = s.raised(AlertKind::PrimaryDown);
+    assert_eq!(down.len(), 1);
+    let text = &down[0].1.text;
+    assert!(text.contains("its agent answers"), "{text}");
+    assert!(
+        text.contains("[3] failed probes over [7] seconds"),
+        "{text}"
+    );
+}
+
+// ================================================================ resigning the lease
+
+/// The primary with its own service down (its checks fail from `at`), until it resigned.
+fn resigning_primary() -> (Site, Millis) {
+    let mut s = primary();
+    s.own_service_ok = false;
+    s.run(60_000);
+    let at = s.audit_records("resign");
+    assert_eq!(at.len(), 1, "{:?}", s.log);
+    let t = s
+        .log
+        .iter()
+        .find(|(_, o)| matches!(o, Output::Audit(a) if a.what == "resign"))
+        .map(|(t, _)| *t)
+        .unwrap();
+    (s, t)
+}
+
+/// A primary that resigns its lease stops writing at once (it fences itself in the same
+/// input), not when the lease it no longer renews runs out.
+#[test]
+fn a_primary_that_resigns_its_lease_fences_itself_at_once() {
+    let (s, at) = resigning_primary();
+    let fenced: Vec<Millis> = s
+        .commands(|c| matches!(c, Command::Fence { .. }))
+        .into_iter()
+        .map(|(t, _)| t)
+        .filter(|t| *t > 0)
+        .collect();
+    // (The fence at t = 0 is the start's: every site starts fenced until it holds a lease.)
+    assert_eq!(fenced, vec![at], "fenced at {fenced:?}, resigned at {at}");
+    assert!(s.e.state().lease.resigned);
+    assert_eq!(s.role(), Role::Fenced);
+}
+
+/// Only the epoch's primary (or its fenced holder) gives a lease up: a site that lost the role
+/// while its service restart ran keeps its lease state when the restart fails.
+#[test]
+fn a_site_that_is_no_longer_primary_does_not_resign_when_its_restart_fails() {
+    let mut s = primary();
+    s.role_ops_complete = false;
+    s.message(
+        Peer::Site(B),
+        Message::RestartRequest {
+            op: lifeboat_core::OpId(7),
+        },
+    );
+    let restart = s.commands(|c| matches!(c, Command::RestartService { .. }));
+    assert_eq!(restart.len(), 1);
+    let Command::RestartService { op } = restart[0].1 else {
+        unreachable!()
+    };
+    s.edit(|st| st.role = Role::Demoted);
+    s.input(Input::Completed {
+        op,
+        result: Err(lifeboat_core::protocol::Failure {
+            code: 2006,
+            message: "the service did not start".into(),
+            permanent: false,
+        }),
+    });
+    assert!(s.audit_records("resign").is_empty());
+    assert!(!s.e.state().lease.resigned);
+    assert_eq!(s.role(), Role::Demoted);
+}

@@ -2516,3 +2516,28 @@ fn a_target_behind_a_hole_refuses_only_when_the_hole_keeps_it_from_the_final_pos
     s.hear_primary(fin(2, 240));
     assert_eq!(aborted(&s), 0);
 }
+
+/// Auto Pilot asks the primary's site for one local restart an outage: a restart asked for at
+/// or after the outage's first failed probe belongs to this outage and is not asked for again;
+/// one asked for before it belonged to an earlier outage.
+#[test]
+fn a_local_restart_is_asked_for_once_an_outage_counted_from_its_first_failed_probe() {
+    for (earlier_by, restarts) in [(0, 0), (1, 1)] {
+        let mut c = cfg();
+        c.failover.local_restart = true;
+        let mut s = Site::unstarted(c, B);
+        s.arbiter = Some(renewing());
+        s.input(Input::Tick);
+        s.run_until(5_000);
+        s.primary_service_ok = false;
+        s.run(1_500);
+        let first = s.e.state().peer.first_failure.expect("a failed probe");
+        s.edit(|st| st.peer.local_restart_at = Some(first - earlier_by));
+        s.run(10_000);
+        assert_eq!(
+            restart_requests(&s),
+            restarts,
+            "asked {earlier_by} ms before the outage"
+        );
+    }
+}
