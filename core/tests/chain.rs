@@ -2076,3 +2076,178 @@ fn an_incremental_on_a_newer_full_applies_once_logs_carried_the_copy_past_that_f
     );
     assert_eq!(s.active(AlertKind::Reseed), 0);
 }
+
+// ------------------------------------------------------------------ epochs and restore guards
+
+/// `artifact` of another epoch.
+fn of_epoch(mut m: ArtifactMeta, epoch: u64) -> ArtifactMeta {
+    m.key.epoch = Epoch(epoch);
+    m
+}
+
+fn audits(outs: &[Output]) -> Vec<String> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Audit(a) => Some(a.what.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_primary_refuses_drills_and_reseeds_which_belong_to_the_recovery_site() {
+    let mut p = Site::primary(config(1));
+    p.run_until(SECOND);
+    let mut outs = p.feed(Input::Operator(OperatorRequest::Drill {
+        db: Some(DbId(0)),
+    }));
+    outs.extend(p.feed(Input::Operator(OperatorRequest::Reseed { db: DbId(0) })));
+    let said = audits(&outs);
+    assert!(said.contains(&"reject drill".to_string()), "{said:?}");
+    assert!(said.contains(&"reject reseed".to_string()), "{said:?}");
+    assert!(
+        !outs.iter().any(|o| matches!(
+            o,
+            Output::Command(Command::Drill { .. })
+                | Output::Alert(_)
+                | Output::Send {
+                    msg: Message::RequestFull { .. },
+                    ..
+                }
+        )),
+        "{outs:?}"
+    );
+    assert_eq!(p.active(AlertKind::Reseed), 0);
+    assert_eq!(p.active(AlertKind::DrillFailed), 0);
+}
+
+#[test]
+fn a_verified_artifact_of_a_newer_epoch_teaches_the_recovery_site_that_epoch() {
+    let mut s = seeded_secondary(config(1));
+    assert_eq!(s.e.epoch(), Epoch(1));
+    s.receive(MINUTE, of_epoch(log(0, 100, 200, 1), 2));
+    assert_eq!(s.e.epoch(), Epoch(2));
+    assert_eq!(s.position(0), Some(200));
+    // From now on the old epoch's artifacts are stale: kept aside and counted, never restored.
+    let outs = s.receive(2 * MINUTE, log(0, 200, 300, 2));
+    assert_eq!(s.position(0), Some(200));
+    assert_eq!(alerts_in(&outs, AlertKind::StaleEpochArtifact).len(), 1);
+    assert_eq!(s.e.state().quarantined, 1);
+    assert!(messages(&outs).contains(&Message::Ack {
+        key: log(0, 200, 300, 2).key
+    }));
+}
+
+#[test]
+fn an_older_epochs_artifact_already_restored_here_is_acknowledged_again_without_a_stale_alert() {
+    let mut s = seeded_secondary(config(1));
+    let before = log(0, 100, 200, 1);
+    s.receive(MINUTE, before);
+    s.receive(2 * MINUTE, of_epoch(log(0, 200, 300, 2), 2));
+    assert_eq!((s.e.epoch(), s.position(0)), (Epoch(2), Some(300)));
+    // The old primary ships `before` again (its ack was lost before the failover): the copy
+    // here is part of what was restored, so it is acknowledged and nothing is set aside.
+    let outs = s.receive(3 * MINUTE, before);
+    assert!(messages(&outs).contains(&Message::Ack { key: before.key }));
+    assert!(alerts_in(&outs, AlertKind::StaleEpochArtifact).is_empty());
+    assert!(
+        !outs
+            .iter()
+            .any(|o| matches!(o, Output::Command(Command::Quarantine { .. }))),
+        "{outs:?}"
+    );
+    assert_eq!(s.e.state().quarantined, 0);
+}
+
+/// A secondary at 100 restoring the epoch-1 log (100, 200), still running when an epoch-2
+/// artifact arrives: the epoch change sets the log aside while the database applies it.
+fn restoring_when_the_epoch_changes() -> (Site, OpId) {
+    let mut s = Site::secondary(config(1));
+    s.outcome = Box::new(|m| (m.key.kind == ArtifactKind::Full).then_some(Ok(())));
+    s.receive(0, full(0, 100, 0));
+    let outs = s.receive(MINUTE, log(0, 100, 200, 1));
+    let [(op, _)] = restores(&outs)[..] else {
+        panic!("one restore: {outs:?}")
+    };
+    let outs = s.receive(2 * MINUTE, of_epoch(log(0, 300, 400, 3), 2));
+    assert_eq!(alerts_in(&outs, AlertKind::StaleEpochArtifact).len(), 1);
+    assert!(s.db(0).pending.iter().all(|p| p.meta.key.epoch == Epoch(2)));
+    (s, op)
+}
+
+#[test]
+fn a_restore_of_a_set_aside_artifact_that_completes_moves_the_position_and_rebuilds_the_copy() {
+    let (mut s, op) = restoring_when_the_epoch_changes();
+    let outs = s.complete(op, Ok(()));
+    // The database did change: the position says so, and it now holds the older epoch's
+    // writes, which may have diverged from the new primary's: recreate it from a full.
+    assert_eq!(s.position(0), Some(200));
+    assert_eq!(alerts_in(&outs, AlertKind::Reseed).len(), 1, "{outs:?}");
+    assert!(messages(&outs).contains(&Message::RequestFull { db: Some(DbId(0)) }));
+}
+
+#[test]
+fn a_restore_of_a_set_aside_artifact_that_fails_changes_nothing() {
+    let (mut s, op) = restoring_when_the_epoch_changes();
+    let outs = s.complete(op, Err(transient()));
+    assert_eq!(s.position(0), Some(100));
+    assert!(alerts_in(&outs, AlertKind::Reseed).is_empty(), "{outs:?}");
+    assert_eq!(s.active(AlertKind::Reseed), 0);
+}
+
+#[test]
+fn during_its_own_reseed_the_recovery_site_tries_only_untried_artifacts_to_continue_the_chain() {
+    let dead = log(0, 100, 200, 5);
+    let flaky = log(0, 100, 250, 10);
+    let mut s = seeded_secondary(config(1));
+    s.outcome = Box::new(move |m| {
+        Some(if m.key == dead.key {
+            Err(permanent())
+        } else if m.key == flaky.key {
+            Err(transient())
+        } else {
+            Ok(())
+        })
+    });
+    s.receive(5 * MINUTE, dead);
+    s.run_until(8 * MINUTE);
+    assert_eq!(s.active(AlertKind::Reseed), 1);
+    // An untried log that continues the chain is worth a try before recreating the database.
+    let outs = s.receive(10 * MINUTE, flaky);
+    assert_eq!(restores(&outs).len(), 1);
+    assert_eq!(
+        s.db(0)
+            .pending
+            .iter()
+            .find(|p| p.meta.key == flaky.key)
+            .unwrap()
+            .attempts,
+        1
+    );
+    // Once it failed, the reseed decides: no retries of it while the full is awaited.
+    let later = s.run_until(30 * MINUTE);
+    assert!(restores(&later).is_empty(), "{:?}", restores(&later));
+    assert!(s.db(0).reseed_since.is_some());
+    let outs = s.receive(31 * MINUTE, full(0, 260, 30));
+    assert_eq!(reseeds(&outs).len(), 1);
+    assert_eq!(s.position(0), Some(260));
+}
+
+#[test]
+fn a_hole_is_named_after_the_first_artifact_beyond_it_as_earlier_ones_arrive() {
+    let mut s = seeded_secondary(config(1));
+    let outs = s.receive(MINUTE, log(0, 300, 400, 3));
+    assert_eq!(
+        relabels(&outs)
+            .iter()
+            .map(|m| (m.key, m.retry))
+            .collect::<Vec<_>>(),
+        vec![(log(0, 300, 400, 3).key, 1)]
+    );
+    // The log after the position's is still missing, but the hole now ends at 200: counted
+    // again from its first check, under the new first artifact's name.
+    let outs = s.receive(MINUTE + 10 * SECOND, log(0, 200, 300, 2));
+    let named: Vec<_> = relabels(&outs).iter().map(|m| (m.key, m.retry)).collect();
+    assert_eq!(named, vec![(log(0, 200, 300, 2).key, 1)]);
+    assert_eq!(s.db(0).gap.as_ref().unwrap().since, MINUTE + 10 * SECOND);
+}

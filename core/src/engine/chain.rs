@@ -487,7 +487,7 @@ impl DbState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::{Checksum, DbId, Epoch, UtcMillis};
+    use crate::ids::{Checksum, DbId, Epoch, OpId, UtcMillis};
 
     fn art(kind: ArtifactKind, s: u64, e: u64, base: Option<u64>) -> ArtifactMeta {
         ArtifactMeta {
@@ -619,5 +619,171 @@ mod tests {
         assert!(!d.insert(art(ArtifactKind::Log, 10, 20, None), 0));
         assert_eq!(d.drop_covered().len(), 1);
         assert!(d.pending.is_empty());
+    }
+
+    fn log(s: u64, e: u64) -> ArtifactMeta {
+        art(ArtifactKind::Log, s, e, None)
+    }
+
+    fn full(at: u64) -> ArtifactMeta {
+        art(ArtifactKind::Full, at, at, None)
+    }
+
+    /// A database restored to `position` on the full ending at `full_at`.
+    fn at(position: u64, full_at: u64) -> DbState {
+        DbState {
+            position: Some(Lsn(position)),
+            current_full: Some(Lsn(full_at)),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_artifact_waiting_or_in_flight_is_covered_even_before_the_position_reaches_it() {
+        let mut d = at(10, 0);
+        let waiting = log(10, 20);
+        d.insert(waiting, 0);
+        assert!(d.covers(&waiting), "waiting in the chain");
+        let restoring = log(20, 30);
+        d.in_flight = Some((OpId(1), restoring.key));
+        assert!(d.covers(&restoring), "being restored");
+        assert!(
+            !d.covers(&log(30, 40)),
+            "neither waiting, restoring nor passed"
+        );
+        assert!(d.covers(&log(0, 10)), "the position passed it");
+    }
+
+    #[test]
+    fn a_database_with_one_artifact_waiting_holds_room_for_one() {
+        let mut d = DbState::default();
+        d.insert(log(10, 20), 0);
+        // Many databases each hold a short chain: a vector's default first allocation (four)
+        // would make every chain four times the memory it needs.
+        assert_eq!(d.pending.len(), 1);
+        assert!(
+            d.pending.capacity() < 4,
+            "capacity {}",
+            d.pending.capacity()
+        );
+    }
+
+    #[test]
+    fn the_chain_rule_at_the_ends_of_a_range() {
+        let p = Some(Lsn(20));
+        let f = Some(Lsn(10));
+        // A full applies only beyond the position (to bridge a hole).
+        assert!(applies_at(p, f, None, &full(30)));
+        assert!(!applies_at(p, f, None, &full(20)));
+        assert!(!applies_at(p, f, None, &full(10)));
+        // A log or incremental applies when the position is inside its range, not at its end.
+        assert!(applies_at(p, f, None, &log(20, 30)));
+        assert!(applies_at(p, f, None, &log(10, 30)));
+        assert!(!applies_at(p, f, None, &log(10, 20)));
+        assert!(!applies_at(p, f, None, &log(21, 30)));
+        let incr = |s, e| art(ArtifactKind::Incremental, s, e, Some(10));
+        assert!(applies_at(p, f, None, &incr(10, 30)));
+        assert!(!applies_at(p, f, None, &incr(10, 20)));
+        assert!(!applies_at(p, f, None, &incr(21, 30)));
+    }
+
+    #[test]
+    fn nothing_new_starts_while_a_restore_is_in_flight() {
+        let mut d = at(10, 0);
+        d.insert(log(10, 20), 0);
+        assert_eq!(d.next(0), Next::Restore(0));
+        d.in_flight = Some((OpId(1), log(5, 10).key));
+        assert_eq!(d.next(0), Next::Nothing);
+    }
+
+    #[test]
+    fn a_failed_artifact_waits_until_its_retry_time_and_is_tried_at_it() {
+        let mut d = at(10, 0);
+        d.insert(log(10, 20), 0);
+        d.pending[0].attempts = 1;
+        d.pending[0].retry_at = Some(100);
+        assert_eq!(d.next(50), Next::Waiting);
+        assert_eq!(d.next(99), Next::Waiting);
+        assert_eq!(d.next(100), Next::Restore(0));
+        assert_eq!(d.next(150), Next::Restore(0));
+    }
+
+    #[test]
+    fn a_chain_starts_from_an_untried_full_before_a_newer_one_that_failed() {
+        let mut d = DbState::default();
+        d.insert(full(10), 0);
+        d.insert(full(20), 0);
+        d.pending[1].attempts = 1;
+        d.pending[1].retry_at = Some(5);
+        assert_eq!(d.next(10), Next::Restore(0), "the untried full");
+        // Untried and equal otherwise: the newest.
+        d.pending[1].attempts = 0;
+        assert_eq!(d.next(10), Next::Restore(1));
+    }
+
+    #[test]
+    fn a_chain_waits_for_a_full_that_may_be_retried_later_and_has_nothing_without_one() {
+        let mut d = DbState::default();
+        d.insert(full(10), 0);
+        d.pending[0].attempts = 1;
+        d.pending[0].retry_at = Some(100);
+        assert_eq!(d.next(50), Next::Waiting);
+        assert_eq!(d.next(100), Next::Restore(0));
+        let mut d = DbState::default();
+        d.insert(log(10, 20), 0);
+        assert_eq!(d.next(50), Next::Nothing);
+    }
+
+    #[test]
+    fn a_gap_is_marked_at_the_first_artifact_beyond_the_position() {
+        let mut d = at(20, 0);
+        // One that ends at the position is no part of the gap (a covered copy not yet dropped).
+        d.insert(log(10, 20), 0);
+        d.insert(log(30, 40), 0);
+        assert_eq!(d.next(0), Next::Gap { first_after: 1 });
+    }
+
+    #[test]
+    fn the_backlog_counts_waiting_and_in_flight_restores_and_the_oldest_arrival() {
+        let mut d = at(10, 0);
+        d.insert(log(10, 20), 100);
+        d.insert(log(20, 30), 40);
+        d.in_flight = Some((OpId(1), log(5, 10).key));
+        assert_eq!(d.backlog(1_000), (3, 960));
+        assert_eq!(DbState::default().backlog(1_000), (0, 0));
+    }
+
+    #[test]
+    fn a_restore_out_of_step_with_the_drill_chain_does_not_extend_it() {
+        let mut d = DbState::default();
+        d.drill_restored(full(10), None);
+        d.drill_restored(log(10, 20), Some(Lsn(10)));
+        // The copy was at 25, not at the chain's end (20): the chain no longer describes it, and
+        // without a retained full nothing can start it again.
+        d.drill_restored(log(20, 30), Some(Lsn(25)));
+        assert!(d.drill_chain.is_empty(), "{:?}", d.drill_chain);
+    }
+
+    #[test]
+    fn the_drill_chain_moves_to_a_newer_retained_full_once_the_position_passed_it() {
+        let mut d = DbState::default();
+        d.drill_restored(full(10), None);
+        d.drill_restored(log(10, 40), Some(Lsn(10)));
+        d.drill_restored(log(40, 50), Some(Lsn(40)));
+        // The retained full is the chain's own: nothing to move.
+        d.retained_full = Some(Box::new(full(10)));
+        assert!(!d.drill_rebase());
+        // A full at 40, inside the chain: the chain restarts there, keeping what follows it.
+        d.retained_full = Some(Box::new(full(40)));
+        assert!(d.drill_rebase());
+        assert_eq!(d.drill_chain, vec![full(40), log(40, 50)]);
+        // A full exactly at the chain's end: the chain is that full alone.
+        d.retained_full = Some(Box::new(full(50)));
+        assert!(d.drill_rebase());
+        assert_eq!(d.drill_chain, vec![full(50)]);
+        // A full the position has not reached: the chain stays.
+        d.retained_full = Some(Box::new(full(60)));
+        assert!(!d.drill_rebase());
+        assert_eq!(d.drill_chain, vec![full(50)]);
     }
 }

@@ -1018,6 +1018,26 @@ mod drill_tests {
         }
     }
 
+    /// A copy that moved without restores (a switchover, a rebuild) has no drill chain to keep:
+    /// a newer full the position passed lets the prune drop what ends before it at once, and
+    /// the same full shipped again changes nothing.
+    #[test]
+    fn a_newer_full_without_a_drill_chain_prunes_before_it_once() {
+        let mut s = Site::new();
+        for m in [full(100), log(100, 150), log(150, 200)] {
+            s.receive(m);
+        }
+        s.e.st.dbs[0].drill_chain.clear();
+        s.prunes.clear();
+        s.receive(full(180));
+        assert_eq!(s.prunes, vec![(Lsn(180), vec![full(180).key])]);
+        s.receive(full(180));
+        assert_eq!(s.prunes.len(), 1, "{:?}", s.prunes);
+        // A full ahead of the position prunes only up to the position.
+        s.receive(full(260));
+        assert_eq!(s.prunes.last().map(|p| p.0), Some(Lsn(200)));
+    }
+
     /// Nothing restored: the drill fails at once (`drill_failed`), without a command.
     #[test]
     fn a_drill_without_a_chain_to_the_position_fails_without_a_command() {
