@@ -697,6 +697,16 @@ mod tests {
     }
 
     #[test]
+    fn of_the_artifacts_that_apply_the_one_reaching_furthest_is_restored() {
+        let mut d = at(10, 0);
+        d.insert(log(10, 20), 0);
+        d.insert(log(10, 30), 0);
+        d.insert(log(5, 25), 0);
+        assert_eq!(d.pending[2].meta, log(10, 30));
+        assert_eq!(d.next(0), Next::Restore(2));
+    }
+
+    #[test]
     fn a_failed_artifact_waits_until_its_retry_time_and_is_tried_at_it() {
         let mut d = at(10, 0);
         d.insert(log(10, 20), 0);
