@@ -45,19 +45,9 @@ pub struct JournalStore {
     pub bytes: u64,
 }
 
-fn fsync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Write `bytes` to `path` atomically and durably: temp file, fsync, rename, fsync dir.
+/// Write `bytes` as `dir/name` atomically and durably (see [`crate::durable`]).
 fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    fs::rename(&tmp, dir.join(name))?;
-    fsync_dir(dir)
+    crate::durable::write_durably(&dir.join(name), bytes)
 }
 
 impl JournalStore {

@@ -4,12 +4,14 @@
 //! agent/         the site agent: engine loop, command executor, probes, alert sinks, files
 //! arbiter_proc   the arbiter process
 //! journal_store  the engine journal and snapshots on disk; the engines' monotonic clock
+//! durable        durable files: temporary name, fsync, rename, directory fsync
 //! config         site.toml and arbiter.toml
 //! crash          named crash points for the end-to-end tests (`LIFEBOAT_CRASH_AT`)
 //! status, http   /status, /metrics, /health, operator requests; a minimal HTTP/1.1
 //! cli/           operator commands and the status table
 //! demo           `lifeboat demo`
 //! driver/        databases (sqlite, exec)
+//! pg/            PostgreSQL: WAL archiving (wal-push, wal-fetch), base backups, standby, drills
 //! transport/     frames, links, artifact shipping
 //! ```
 
@@ -21,6 +23,7 @@ pub mod crash;
 pub mod datadir;
 pub mod demo;
 pub mod driver;
+pub mod durable;
 pub mod http;
 pub mod journal_store;
 pub mod pg;

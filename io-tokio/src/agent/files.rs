@@ -51,16 +51,7 @@ pub struct ArtifactFiles {
     reports_rx: Mutex<Option<mpsc::UnboundedReceiver<Unreadable>>>,
 }
 
-fn parent(p: &Path) -> &Path {
-    match p.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    }
-}
-
-fn fsync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
-}
+use crate::durable::{parent_dir as parent, sync_dir as fsync_dir};
 
 /// Read the manifest beside an artifact (the inbox and the outbox share one format).
 pub fn read_any_manifest(artifact: &Path) -> Option<ArtifactMeta> {

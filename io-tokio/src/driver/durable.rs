@@ -1,83 +1,45 @@
-//! Durable file steps shared by the drivers: every file that must survive a crash is written to
-//! a temporary name, fsynced, renamed into place, and its directory fsynced.
+//! The drivers' file steps: the durable steps of [`crate::durable`] with errors that name the
+//! file, and the streaming copies and hashes the drivers share.
 
 use super::error::DriverError;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Copy buffer size for streaming copies and hashing.
 pub(crate) const COPY_CHUNK: usize = 1 << 20;
 
-/// The directory holding `path` (`.` for a bare file name).
-pub(crate) fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
+pub(crate) use crate::durable::{parent_dir, temp_beside};
 
-/// A hidden temporary name beside `path`: `.<name>.tmp`. Discovery ignores dot files.
-pub(crate) fn temp_beside(path: &Path, tag: &str) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    parent_dir(path).join(format!(".{name}.{tag}.tmp"))
-}
-
-/// fsync a directory, so renames and removals in it survive a crash.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), DriverError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| DriverError::io(format!("fsync of directory {}", dir.display()), &e))
-}
+// The steps of [`crate::durable`], with the drivers' error type naming the file.
 
 /// fsync a file's contents and metadata.
 pub(crate) fn sync_file(path: &Path) -> Result<(), DriverError> {
-    File::open(path)
-        .and_then(|f| f.sync_all())
+    crate::durable::sync_file(path)
         .map_err(|e| DriverError::io(format!("fsync of {}", path.display()), &e))
 }
 
 /// Rename an already fsynced file into place and fsync the directory (or both directories).
 pub(crate) fn rename_durably(from: &Path, to: &Path) -> Result<(), DriverError> {
-    fs::rename(from, to).map_err(|e| {
+    crate::durable::rename_durably(from, to).map_err(|e| {
         DriverError::io(
-            format!("renaming {} to {}", from.display(), to.display()),
+            format!("renaming {} to {} durably", from.display(), to.display()),
             &e,
         )
-    })?;
-    sync_dir(parent_dir(to))?;
-    if parent_dir(from) != parent_dir(to) {
-        sync_dir(parent_dir(from))?;
-    }
-    Ok(())
+    })
 }
 
 /// Write `bytes` as the whole content of `path`: temp file, fsync, rename, directory fsync.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DriverError> {
-    let tmp = temp_beside(path, "write");
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(DriverError::io(format!("writing {}", tmp.display()), &e));
-    }
-    rename_durably(&tmp, path)
+    crate::durable::write_durably(path, bytes)
+        .map_err(|e| DriverError::io(format!("writing {} durably", path.display()), &e))
 }
 
 /// Remove a file if it exists and fsync its directory. Missing is fine.
 pub(crate) fn remove_durably(path: &Path) -> Result<(), DriverError> {
-    match fs::remove_file(path) {
-        Ok(()) => sync_dir(parent_dir(path)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(DriverError::io(format!("removing {}", path.display()), &e)),
-    }
+    crate::durable::remove_durably(path)
+        .map_err(|e| DriverError::io(format!("removing {}", path.display()), &e))
 }
 
 /// Copy `from` into a new file `to` (truncating it) and fsync `to`. Returns the bytes copied.

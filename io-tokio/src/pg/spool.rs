@@ -14,46 +14,24 @@
 //! Every file that must survive a crash is written to a temporary name, fsynced, renamed into
 //! place, and its directory fsynced.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// fsync a directory, so renames in it survive a crash.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
+pub use crate::durable::sync_dir;
 
-fn parent(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
-/// A hidden temporary name beside `path` (dot files are never served, pushed or discovered).
+/// A hidden temporary name beside `path`, tagged with this process's id: `wal-push` and
+/// `wal-fetch` run as PostgreSQL's processes beside the agent's (dot files are never served,
+/// pushed or discovered).
 pub fn temp_beside(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    parent(path).join(format!(".{name}.{}.tmp", std::process::id()))
+    crate::durable::temp_beside(path, &std::process::id().to_string())
 }
 
-/// Write `bytes` as the whole of `path`: temporary file, fsync, rename, directory fsync.
+/// Write `bytes` as the whole of `path` durably (see [`crate::durable`]), under this
+/// process's temporary name.
 pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = temp_beside(path);
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        sync_dir(parent(path))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    crate::durable::write_durably_as(path, &std::process::id().to_string(), bytes)
 }
 
 /// Write `bytes` as the whole of `path` atomically (temporary file, rename) but without fsync:

@@ -119,10 +119,7 @@ pub fn partial_file_name(meta: &ArtifactMeta) -> String {
     )
 }
 
-/// Make a directory's entries (creations, renames) durable.
-pub fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
+pub use crate::durable::sync_dir as fsync_dir;
 
 /// Write `artifact`'s manifest durably: a temporary file, fsync, rename, fsync the directory.
 /// Returns the manifest's path.
@@ -196,12 +193,7 @@ pub fn read_manifest(path: &Path) -> Result<ArtifactMeta, ManifestError> {
     Ok(meta)
 }
 
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
+use crate::durable::parent_dir;
 
 /// The directory artifacts are received into.
 pub struct Inbox {
