@@ -723,6 +723,46 @@ mod tests {
         Pair { a: u64, b: i32 },
     }
 
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// A journal and a snapshot written by an earlier build must decode in this one. These
+    /// bytes change if bincode's encoding changes (an upgrade: see the note on bincode in the
+    /// workspace's Cargo.toml) or an engine input's shape does (a reordered variant): either
+    /// needs a new format version read beside the old one, not a silent change.
+    #[test]
+    fn the_bytes_of_a_journal_record_and_a_snapshot_are_pinned() {
+        use crate::artifact::ArtifactKey;
+        use crate::ids::{Checksum, DbId, Epoch, Lsn, OpId, SiteId};
+        use crate::protocol::{Failure, Input};
+        let mut out = encode_header(7);
+        let inputs = [
+            Input::Completed {
+                op: OpId(5),
+                result: Err(Failure {
+                    code: 3013,
+                    message: "x".into(),
+                    permanent: true,
+                }),
+            },
+            Input::Tick,
+        ];
+        for (i, input) in inputs.iter().enumerate() {
+            encode_record(7 + i as u64, input, &mut out).unwrap();
+        }
+        assert_eq!(hex(&out), "4c424a524e4c00000100070000000000000067c2d5fc1e0000008ccbbbfb070000000000000006000000050000000000000001000000c50b0000010000000000000078010400000091b0d97d080000000000000000000000");
+        let key = ArtifactKey {
+            db: DbId(1),
+            epoch: Epoch(2),
+            lsn_start: Lsn(3),
+            lsn_end: Lsn(4),
+            kind: crate::artifact::ArtifactKind::Log,
+        };
+        let snap = encode_snapshot(&(key, Checksum(9), SiteId(1)), 11).unwrap();
+        assert_eq!(hex(&snap), "4c42534e4150000004000b000000000000002a0000000000000096ee7108010000000200000000000000030000000000000004000000000000000200000009000000000000000100");
+    }
+
     fn sample_events() -> Vec<Event> {
         vec![
             Event::Note("full backup of orders taken".into()),
