@@ -3,6 +3,7 @@
 //! is lost. The role is decided by lease and epoch (see `role.rs`).
 
 mod chain;
+mod invariants;
 mod monitor;
 mod outbox;
 mod restore;
@@ -239,6 +240,9 @@ impl SiteEngine {
             } => self.unreadable_manifest(now, outbox, &file, db, key, &reason),
         }
         self.run_timers(now);
+        if cfg!(debug_assertions) {
+            self.check_invariants();
+        }
     }
 
     /// The next output to execute, send or report.
