@@ -2182,6 +2182,11 @@ fn a_restore_of_a_set_aside_artifact_that_completes_moves_the_position_and_rebui
     // The database did change: the position says so, and it now holds the older epoch's
     // writes, which may have diverged from the new primary's: recreate it from a full.
     assert_eq!(s.position(0), Some(200));
+    assert_eq!(
+        s.db(0).current_full,
+        Some(Lsn(100)),
+        "a log starts no chain"
+    );
     assert_eq!(alerts_in(&outs, AlertKind::Reseed).len(), 1, "{outs:?}");
     assert!(messages(&outs).contains(&Message::RequestFull { db: Some(DbId(0)) }));
 }
@@ -2250,4 +2255,23 @@ fn a_hole_is_named_after_the_first_artifact_beyond_it_as_earlier_ones_arrive() {
     let named: Vec<_> = relabels(&outs).iter().map(|m| (m.key, m.retry)).collect();
     assert_eq!(named, vec![(log(0, 200, 300, 2).key, 1)]);
     assert_eq!(s.db(0).gap.as_ref().unwrap().since, MINUTE + 10 * SECOND);
+}
+
+#[test]
+fn a_reseed_set_aside_by_an_epoch_change_that_completes_still_moves_the_copy_to_its_full() {
+    let mut s = Site::secondary(config(1));
+    s.outcome = Box::new(|m| (m.key.lsn_end == Lsn(100)).then_some(Ok(())));
+    s.receive(0, full(0, 100, 0));
+    s.feed(Input::Operator(OperatorRequest::Reseed { db: DbId(0) }));
+    let outs = s.receive(MINUTE, full(0, 300, 1));
+    let [(op, f)] = reseeds(&outs)[..] else {
+        panic!("one reseed: {outs:?}")
+    };
+    assert_eq!(f.key, full(0, 300, 1).key);
+    s.receive(2 * MINUTE, of_epoch(log(0, 400, 500, 3), 2));
+    assert!(s.db(0).pending.iter().all(|p| p.meta.key.epoch == Epoch(2)));
+    // The database was recreated from the full: the copy's chain now starts there.
+    s.complete(op, Ok(()));
+    assert_eq!(s.position(0), Some(300));
+    assert_eq!(s.db(0).current_full, Some(Lsn(300)));
 }
