@@ -2275,3 +2275,34 @@ fn a_reseed_set_aside_by_an_epoch_change_that_completes_still_moves_the_copy_to_
     assert_eq!(s.position(0), Some(300));
     assert_eq!(s.db(0).current_full, Some(Lsn(300)));
 }
+
+#[test]
+fn a_site_handed_the_epoch_while_a_restore_ran_does_not_reseed_when_that_restore_completes() {
+    let mut s = Site::secondary(config(1));
+    s.outcome = Box::new(|m| (m.key.kind == ArtifactKind::Full).then_some(Ok(())));
+    s.receive(0, full(0, 100, 0));
+    let outs = s.receive(MINUTE, log(0, 100, 200, 1));
+    let [(op, _)] = restores(&outs)[..] else {
+        panic!("one restore: {outs:?}")
+    };
+    // The primary hands this site epoch 2: the running restore's artifact is of the old epoch.
+    s.at(
+        2 * MINUTE,
+        Input::Message {
+            from: Peer::Site(PRIMARY),
+            msg: Message::EpochNotice {
+                epoch: Epoch(2),
+                holder: SECONDARY,
+            },
+        },
+    );
+    assert_eq!(s.e.epoch(), Epoch(2));
+    let role = s.e.role();
+    assert_ne!(role, lifeboat_core::engine::Role::Secondary);
+    let outs = s.complete(op, Ok(()));
+    assert_eq!(s.position(0), Some(200));
+    // Only a secondary rebuilds a copy that took an older epoch's writes: the site taking
+    // over keeps its copy (its handed-off history contains them).
+    assert!(alerts_in(&outs, AlertKind::Reseed).is_empty(), "{outs:?}");
+    assert_eq!(s.active(AlertKind::Reseed), 0);
+}
