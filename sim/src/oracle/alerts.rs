@@ -47,7 +47,7 @@ impl World {
             self.out.max_severity = self.out.max_severity.max(Some(a.severity));
         }
         let noisy = match a.change {
-            AlertChange::Raised => true,
+            AlertChange::Raised => !self.drill_before_the_next_full(node, &a),
             AlertChange::Notice => a.id.kind != AlertKind::Switchover,
             _ => false,
         };
@@ -62,6 +62,21 @@ impl World {
                 ),
             );
         }
+    }
+
+    /// A drill at a site whose copy moved without a restore (it became the secondary by a
+    /// switchover or failback) fails until a full backup of the new primary is restored or
+    /// passed there (Contracts: the drill chain): `drill_failed` is the promised answer, not
+    /// noise, until such a full had time to be taken, shipped and passed.
+    fn drill_before_the_next_full(&self, node: usize, a: &AlertEvent) -> bool {
+        let Some(&since) = self.oracle.role_since.get(node) else {
+            return false;
+        };
+        let c = &self.cfg;
+        a.id.kind == AlertKind::DrillFailed
+            && since > 0
+            && self.now
+                < since + c.schedule.full_every_ms + 2 * c.schedule.log_every_ms + 10 * MINUTE
     }
 
     fn stable_secondary(&self, s: usize, since: Millis) -> bool {
