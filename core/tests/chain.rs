@@ -2306,3 +2306,119 @@ fn a_site_handed_the_epoch_while_a_restore_ran_does_not_reseed_when_that_restore
     assert!(alerts_in(&outs, AlertKind::Reseed).is_empty(), "{outs:?}");
     assert_eq!(s.active(AlertKind::Reseed), 0);
 }
+
+// ------------------------------------------------------------------ holes, reseeds and drills
+
+#[test]
+fn a_hole_is_named_on_the_artifact_that_waits_behind_it() {
+    let mut s = seeded_secondary(config(1));
+    s.receive(MINUTE, log(0, 300, 400, 3));
+    s.receive(MINUTE + 10 * SECOND, log(0, 200, 300, 2));
+    let retries: Vec<_> = s
+        .db(0)
+        .pending
+        .iter()
+        .map(|p| (p.meta.key.lsn_start.0, p.meta.retry))
+        .collect();
+    // The first check of the hole now ending at 200 counts on the log after it; the log behind
+    // that one keeps the count of its own first check.
+    assert_eq!(retries, vec![(200, 1), (300, 1)]);
+    s.run_until(MINUTE + 10 * SECOND + 60 * SECOND);
+    assert_eq!(s.db(0).pending[0].meta.retry, 2);
+    assert_eq!(s.db(0).pending[1].meta.retry, 1);
+}
+
+#[test]
+fn a_hole_is_reported_after_its_minutes_when_that_comes_before_its_attempts() {
+    let mut cfg = config(1);
+    cfg.alerts.after_attempts = 10;
+    cfg.alerts.after_minutes = 5;
+    let mut s = seeded_secondary(cfg);
+    s.receive(MINUTE, log(0, 200, 300, 1));
+    s.run_until(6 * MINUTE - 1);
+    assert!(s.alerts(AlertKind::MissingLog).is_empty());
+    s.run_until(6 * MINUTE);
+    let a = s.alerts(AlertKind::MissingLog);
+    assert_eq!(a.len(), 1);
+    assert_eq!((a[0].0, a[0].1.change), (6 * MINUTE, AlertChange::Raised));
+}
+
+#[test]
+fn a_hole_reseeds_on_time_even_between_backed_off_checks_and_without_a_monitor_pass() {
+    let mut cfg = config(1);
+    // Checks of the hole at 0, 1, 2, 4, 8, 16, 32 minutes: the reseed at 30 comes between two.
+    cfg.alerts.check_every_ms = 24 * 60 * MINUTE;
+    let reseed_after = cfg.restore.reseed_after_minutes * MINUTE;
+    let mut s = seeded_secondary(cfg);
+    s.receive(MINUTE, log(0, 200, 300, 1));
+    s.run_until(MINUTE + reseed_after + 10 * MINUTE);
+    let asked: Vec<Millis> = s
+        .sent()
+        .into_iter()
+        .filter(|(_, m)| matches!(m, Message::RequestFull { .. }))
+        .map(|(t, _)| t)
+        .collect();
+    assert_eq!(asked, vec![MINUTE + reseed_after]);
+}
+
+#[test]
+fn an_operator_reseed_asked_during_the_engines_own_is_not_cancelled_by_the_chain_continuing() {
+    let dead = log(0, 100, 200, 5);
+    let mut s = seeded_secondary(config(1)).failing(dead.key, permanent());
+    s.receive(5 * MINUTE, dead);
+    s.run_until(8 * MINUTE);
+    assert!(s.db(0).reseed_auto, "the engine's own reseed");
+    s.feed(Input::Operator(OperatorRequest::Reseed { db: DbId(0) }));
+    assert!(!s.db(0).reseed_auto, "now the operator's");
+    // A log that covers the dead one would cancel the engine's reseed, not the operator's.
+    let outs = s.receive(10 * MINUTE, log(0, 100, 300, 10));
+    assert!(restores(&outs).is_empty(), "{outs:?}");
+    assert!(s.db(0).reseed_since.is_some());
+    let outs = s.receive(12 * MINUTE, full(0, 300, 12));
+    assert_eq!(reseeds(&outs).len(), 1);
+    assert_eq!(s.db(0).reseed_since, None);
+}
+
+#[test]
+fn during_a_reseed_only_a_full_beyond_the_position_recreates_the_database() {
+    let mut s = seeded_secondary(config(1));
+    s.receive(MINUTE, log(0, 100, 200, 1));
+    s.feed(Input::Operator(OperatorRequest::Reseed { db: DbId(0) }));
+    let outs = s.receive(2 * MINUTE, full(0, 200, 2));
+    assert!(
+        reseeds(&outs).is_empty(),
+        "a full at the position: {outs:?}"
+    );
+    let outs = s.receive(3 * MINUTE, full(0, 250, 3));
+    assert_eq!(reseeds(&outs).len(), 1);
+    assert_eq!(s.position(0), Some(250));
+}
+
+#[test]
+fn a_drills_report_names_the_position_it_restored() {
+    let mut s = seeded_secondary(config(1));
+    s.receive(MINUTE, log(0, 100, 200, 1));
+    let outs = s.feed(Input::Operator(OperatorRequest::Drill {
+        db: Some(DbId(0)),
+    }));
+    let drills: Vec<(OpId, Lsn)> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Command(Command::Drill { op, upto, .. }) => Some((*op, *upto)),
+            _ => None,
+        })
+        .collect();
+    let [(op, upto)] = drills[..] else {
+        panic!("one drill: {outs:?}")
+    };
+    assert_eq!(upto, Lsn(200));
+    let outs = s.complete(op, Ok(()));
+    let reports: Vec<_> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Report(Report::Drill { upto, ok, .. }) => Some((*upto, *ok)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reports, vec![(Lsn(200), true)]);
+}
