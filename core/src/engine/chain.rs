@@ -182,11 +182,7 @@ pub struct WritePosition {
 }
 
 /// Chain order: by start, then end, then kind.
-pub(super) fn order_key(m: &ArtifactMeta) -> (Lsn, Lsn, ArtifactKind) {
-    order(m)
-}
-
-fn order(m: &ArtifactMeta) -> (Lsn, Lsn, ArtifactKind) {
+pub(super) fn order(m: &ArtifactMeta) -> (Lsn, Lsn, ArtifactKind) {
     (m.key.lsn_start, m.key.lsn_end, m.key.kind)
 }
 

@@ -3,7 +3,7 @@
 //! bodies). A rule broken by an input panics at that input, with the rule's name, instead of
 //! surfacing later as a wrong decision.
 
-use super::chain::order_key;
+use super::chain::order;
 use super::{OpPurpose, Role, SiteEngine};
 
 /// Above this many databases only the checks that cost nothing per database run (the core's
@@ -39,7 +39,7 @@ impl SiteEngine {
             assert!(
                 d.pending
                     .windows(2)
-                    .all(|w| order_key(&w[0].meta) <= order_key(&w[1].meta)
+                    .all(|w| order(&w[0].meta) <= order(&w[1].meta)
                         && w[0].meta.key != w[1].meta.key),
                 "invariant: db {i}'s waiting artifacts are in chain order, each once"
             );
