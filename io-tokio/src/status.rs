@@ -275,8 +275,8 @@ impl StatusBoard {
             .collect();
         let procedure = st.procedure.as_ref().map(|p| {
             json!({
-                "kind": format!("{:?}", p.kind),
-                "step": format!("{:?}", p.step),
+                "kind": p.kind.as_str(),
+                "step": p.step.as_str(),
                 "running_ms": ago(p.started_at),
                 "new_epoch": p.new_epoch.map(|e| e.0),
             })

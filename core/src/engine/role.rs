@@ -240,6 +240,44 @@ pub enum ProcKind {
     Rebuild,
 }
 
+impl ProcKind {
+    /// The procedure's name in status documents and the CLI (snake_case, stable).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ProcKind::Failover { forced: false } => "failover",
+            ProcKind::Failover { forced: true } => "forced_failover",
+            ProcKind::Switchover => "switchover",
+            ProcKind::Rebuild => "rebuild",
+        }
+    }
+}
+
+impl Step {
+    /// The step's name in status documents and the CLI (snake_case, stable; the step's
+    /// bookkeeping fields stay inside the engine).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Step::LocalRestart { .. } => "local_restart",
+            Step::Confirm { .. } => "confirm",
+            Step::Drain => "drain",
+            Step::Acquire { .. } => "acquire",
+            Step::ExternalFence { .. } => "external_fence",
+            Step::Settle => "settle",
+            Step::Promote { .. } => "promote",
+            Step::SwitchIdentity { .. } => "switch_identity",
+            Step::StopWrites { .. } => "stop_writes",
+            Step::FinalLog { .. } => "final_log",
+            Step::Shipping => "shipping",
+            Step::AwaitReady => "await_ready",
+            Step::Handoff { .. } => "handoff",
+            Step::ReachFinal => "reach_final",
+            Step::AwaitEpoch => "await_epoch",
+            Step::Renew { .. } => "renew",
+            Step::AwaitFulls { .. } => "await_fulls",
+        }
+    }
+}
+
 /// A role procedure in progress. Persisted with the state, so a crash in the middle resumes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Procedure {
@@ -1036,4 +1074,54 @@ impl SiteEngine {
 
 fn p_first(p: &PeerView, now: Millis) -> Millis {
     p.first_failure.unwrap_or(now)
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::{ProcKind, Step};
+    use crate::ids::OpId;
+
+    /// The names reach `/status` and the CLI: snake_case, one per variant, no Rust `Debug` text.
+    #[test]
+    fn procedure_and_step_names_are_distinct_snake_case_words() {
+        let op = OpId(1);
+        let steps = [
+            Step::LocalRestart { until: 1 },
+            Step::Confirm { until: 1 },
+            Step::Drain,
+            Step::Acquire { req: 1, sent_at: 1 },
+            Step::ExternalFence { op },
+            Step::Settle,
+            Step::Promote { op },
+            Step::SwitchIdentity { op },
+            Step::StopWrites { op },
+            Step::FinalLog { op },
+            Step::Shipping,
+            Step::AwaitReady,
+            Step::Handoff { req: 1 },
+            Step::ReachFinal,
+            Step::AwaitEpoch,
+            Step::Renew { req: 1 },
+            Step::AwaitFulls { asked_at: 1 },
+        ];
+        let kinds = [
+            ProcKind::Failover { forced: false },
+            ProcKind::Failover { forced: true },
+            ProcKind::Switchover,
+            ProcKind::Rebuild,
+        ];
+        let mut names: Vec<&str> = steps.iter().map(Step::as_str).collect();
+        let mut kind_names: Vec<&str> = kinds.iter().map(ProcKind::as_str).collect();
+        for n in names.iter().chain(&kind_names) {
+            assert!(
+                !n.is_empty() && n.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "{n}"
+            );
+        }
+        names.sort_unstable();
+        names.dedup();
+        kind_names.sort_unstable();
+        kind_names.dedup();
+        assert_eq!((names.len(), kind_names.len()), (steps.len(), kinds.len()));
+    }
 }
