@@ -34,7 +34,55 @@ pub enum Timer {
     CollectLogs,
 }
 
-const TIMER_COUNT: usize = 12;
+impl Timer {
+    /// Every timer, in discriminant order.
+    pub const ALL: [Timer; 12] = [
+        Timer::Monitor,
+        Timer::Heartbeat,
+        Timer::LeaseRenew,
+        Timer::FenceDeadline,
+        Timer::Probe,
+        Timer::ShipSweep,
+        Timer::OpSweep,
+        Timer::FullBackup,
+        Timer::IncrementalBackup,
+        Timer::LogBackup,
+        Timer::RoleStep,
+        Timer::CollectLogs,
+    ];
+}
+
+/// The slots of [`Timers`]: one per entry of `ALL`, no longer counted by hand. A variant added
+/// to `Timer` fails the exhaustive match below until it is named there, beside `ALL`; an entry
+/// of `ALL` out of discriminant order fails the position check. The count is part of the
+/// snapshot's layout (`SNAPSHOT_FORMAT_VERSION`).
+const TIMER_COUNT: usize = Timer::ALL.len();
+const _: () = {
+    const fn listed(t: Timer) -> usize {
+        match t {
+            Timer::Monitor
+            | Timer::Heartbeat
+            | Timer::LeaseRenew
+            | Timer::FenceDeadline
+            | Timer::Probe
+            | Timer::ShipSweep
+            | Timer::OpSweep
+            | Timer::FullBackup
+            | Timer::IncrementalBackup
+            | Timer::LogBackup
+            | Timer::RoleStep
+            | Timer::CollectLogs => t as usize,
+        }
+    }
+    let mut i = 0;
+    while i < TIMER_COUNT {
+        assert!(
+            listed(Timer::ALL[i]) == i,
+            "Timer::ALL is in discriminant order"
+        );
+        i += 1;
+    }
+};
 
 /// Fixed timers plus the two per-item schedules that need ordering (ship backoff, restore retry).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
