@@ -195,6 +195,15 @@ impl Site {
             .collect()
     }
 
+    /// When this site asked the primary for a full backup.
+    fn asked_for_fulls(&self) -> Vec<Millis> {
+        self.sent()
+            .into_iter()
+            .filter(|(_, m)| matches!(m, Message::RequestFull { .. }))
+            .map(|(t, _)| t)
+            .collect()
+    }
+
     fn active(&self, kind: AlertKind) -> usize {
         self.e
             .alerts()
@@ -1229,12 +1238,7 @@ fn secondary_reseeds_again_when_the_new_full_leaves_a_dead_artifact_in_the_way()
     s.receive(9 * MINUTE, full(0, 150, 9));
     assert_eq!(s.position(0), Some(150));
     s.receive(10 * MINUTE, log(0, 200, 210, 10));
-    let asked: Vec<Millis> = s
-        .sent()
-        .into_iter()
-        .filter(|(_, m)| matches!(m, Message::RequestFull { .. }))
-        .map(|(t, _)| t)
-        .collect();
+    let asked = s.asked_for_fulls();
     // Asked at the first reseed (7 min), again when none had come after the op timeout, and
     // for the second reseed once the full at 150 was restored (9 min).
     assert_eq!(asked.first(), Some(&(7 * MINUTE)), "{asked:?}");
@@ -2079,6 +2083,14 @@ fn an_incremental_on_a_newer_full_applies_once_logs_carried_the_copy_past_that_f
 
 // ------------------------------------------------------------------ epochs and restore guards
 
+/// Receive `f` at `at`: it must recreate the database (one reseed) and end any reseed there.
+fn recreated_by(s: &mut Site, at: Millis, f: ArtifactMeta) {
+    let outs = s.receive(at, f);
+    assert_eq!(reseeds(&outs).len(), 1, "{outs:?}");
+    assert_eq!(s.position(0), Some(f.key.lsn_end.0));
+    assert_eq!(s.db(0).reseed_since, None);
+}
+
 /// `artifact` of another epoch.
 fn of_epoch(mut m: ArtifactMeta, epoch: u64) -> ArtifactMeta {
     m.key.epoch = Epoch(epoch);
@@ -2159,9 +2171,8 @@ fn an_older_epochs_artifact_already_restored_here_is_acknowledged_again_without_
     assert_eq!(s.e.state().quarantined, 0);
 }
 
-/// A secondary at 100 restoring the epoch-1 log (100, 200), still running when an epoch-2
-/// artifact arrives: the epoch change sets the log aside while the database applies it.
-fn restoring_when_the_epoch_changes() -> (Site, OpId) {
+/// A secondary at 100 whose restore of the epoch-1 log (100, 200) is still running.
+fn restoring_a_log() -> (Site, OpId) {
     let mut s = Site::secondary(config(1));
     s.outcome = Box::new(|m| (m.key.kind == ArtifactKind::Full).then_some(Ok(())));
     s.receive(0, full(0, 100, 0));
@@ -2169,6 +2180,13 @@ fn restoring_when_the_epoch_changes() -> (Site, OpId) {
     let [(op, _)] = restores(&outs)[..] else {
         panic!("one restore: {outs:?}")
     };
+    (s, op)
+}
+
+/// [`restoring_a_log`], and an epoch-2 artifact arrives: the epoch change sets the log aside
+/// while the database applies it.
+fn restoring_when_the_epoch_changes() -> (Site, OpId) {
+    let (mut s, op) = restoring_a_log();
     let outs = s.receive(2 * MINUTE, of_epoch(log(0, 300, 400, 3), 2));
     assert_eq!(alerts_in(&outs, AlertKind::StaleEpochArtifact).len(), 1);
     assert!(s.db(0).pending.iter().all(|p| p.meta.key.epoch == Epoch(2)));
@@ -2233,9 +2251,7 @@ fn during_its_own_reseed_the_recovery_site_tries_only_untried_artifacts_to_conti
     let later = s.run_until(30 * MINUTE);
     assert!(restores(&later).is_empty(), "{:?}", restores(&later));
     assert!(s.db(0).reseed_since.is_some());
-    let outs = s.receive(31 * MINUTE, full(0, 260, 30));
-    assert_eq!(reseeds(&outs).len(), 1);
-    assert_eq!(s.position(0), Some(260));
+    recreated_by(&mut s, 31 * MINUTE, full(0, 260, 30));
 }
 
 #[test]
@@ -2255,6 +2271,18 @@ fn a_hole_is_named_after_the_first_artifact_beyond_it_as_earlier_ones_arrive() {
     let named: Vec<_> = relabels(&outs).iter().map(|m| (m.key, m.retry)).collect();
     assert_eq!(named, vec![(log(0, 200, 300, 2).key, 1)]);
     assert_eq!(s.db(0).gap.as_ref().unwrap().since, MINUTE + 10 * SECOND);
+    // The count lives on the waiting artifact the hole is named after; the one behind it keeps
+    // the count of its own first check.
+    let retries = |s: &Site| -> Vec<(u64, u32)> {
+        s.db(0)
+            .pending
+            .iter()
+            .map(|p| (p.meta.key.lsn_start.0, p.meta.retry))
+            .collect()
+    };
+    assert_eq!(retries(&s), vec![(200, 1), (300, 1)]);
+    s.run_until(MINUTE + 10 * SECOND + 60 * SECOND);
+    assert_eq!(retries(&s), vec![(200, 2), (300, 1)]);
 }
 
 #[test]
@@ -2278,13 +2306,7 @@ fn a_reseed_set_aside_by_an_epoch_change_that_completes_still_moves_the_copy_to_
 
 #[test]
 fn a_site_handed_the_epoch_while_a_restore_ran_does_not_reseed_when_that_restore_completes() {
-    let mut s = Site::secondary(config(1));
-    s.outcome = Box::new(|m| (m.key.kind == ArtifactKind::Full).then_some(Ok(())));
-    s.receive(0, full(0, 100, 0));
-    let outs = s.receive(MINUTE, log(0, 100, 200, 1));
-    let [(op, _)] = restores(&outs)[..] else {
-        panic!("one restore: {outs:?}")
-    };
+    let (mut s, op) = restoring_a_log();
     // The primary hands this site epoch 2: the running restore's artifact is of the old epoch.
     s.at(
         2 * MINUTE,
@@ -2310,25 +2332,6 @@ fn a_site_handed_the_epoch_while_a_restore_ran_does_not_reseed_when_that_restore
 // ------------------------------------------------------------------ holes, reseeds and drills
 
 #[test]
-fn a_hole_is_named_on_the_artifact_that_waits_behind_it() {
-    let mut s = seeded_secondary(config(1));
-    s.receive(MINUTE, log(0, 300, 400, 3));
-    s.receive(MINUTE + 10 * SECOND, log(0, 200, 300, 2));
-    let retries: Vec<_> = s
-        .db(0)
-        .pending
-        .iter()
-        .map(|p| (p.meta.key.lsn_start.0, p.meta.retry))
-        .collect();
-    // The first check of the hole now ending at 200 counts on the log after it; the log behind
-    // that one keeps the count of its own first check.
-    assert_eq!(retries, vec![(200, 1), (300, 1)]);
-    s.run_until(MINUTE + 10 * SECOND + 60 * SECOND);
-    assert_eq!(s.db(0).pending[0].meta.retry, 2);
-    assert_eq!(s.db(0).pending[1].meta.retry, 1);
-}
-
-#[test]
 fn a_hole_is_reported_after_its_minutes_when_that_comes_before_its_attempts() {
     let mut cfg = config(1);
     cfg.alerts.after_attempts = 10;
@@ -2352,12 +2355,7 @@ fn a_hole_reseeds_on_time_even_between_backed_off_checks_and_without_a_monitor_p
     let mut s = seeded_secondary(cfg);
     s.receive(MINUTE, log(0, 200, 300, 1));
     s.run_until(MINUTE + reseed_after + 10 * MINUTE);
-    let asked: Vec<Millis> = s
-        .sent()
-        .into_iter()
-        .filter(|(_, m)| matches!(m, Message::RequestFull { .. }))
-        .map(|(t, _)| t)
-        .collect();
+    let asked = s.asked_for_fulls();
     assert_eq!(asked, vec![MINUTE + reseed_after]);
 }
 
@@ -2374,9 +2372,7 @@ fn an_operator_reseed_asked_during_the_engines_own_is_not_cancelled_by_the_chain
     let outs = s.receive(10 * MINUTE, log(0, 100, 300, 10));
     assert!(restores(&outs).is_empty(), "{outs:?}");
     assert!(s.db(0).reseed_since.is_some());
-    let outs = s.receive(12 * MINUTE, full(0, 300, 12));
-    assert_eq!(reseeds(&outs).len(), 1);
-    assert_eq!(s.db(0).reseed_since, None);
+    recreated_by(&mut s, 12 * MINUTE, full(0, 300, 12));
 }
 
 #[test]
@@ -2389,9 +2385,7 @@ fn during_a_reseed_only_a_full_beyond_the_position_recreates_the_database() {
         reseeds(&outs).is_empty(),
         "a full at the position: {outs:?}"
     );
-    let outs = s.receive(3 * MINUTE, full(0, 250, 3));
-    assert_eq!(reseeds(&outs).len(), 1);
-    assert_eq!(s.position(0), Some(250));
+    recreated_by(&mut s, 3 * MINUTE, full(0, 250, 3));
 }
 
 #[test]
