@@ -692,7 +692,7 @@ impl SiteEngine {
                 });
             }
             Err(f) => {
-                let text = texts::drill_failed(self.db_name(db), f.code, &f.message);
+                let text = texts::drill_failed(self.db_name(db), Some(f.code), &f.message);
                 self.raise(
                     now,
                     AlertKind::DrillFailed,
@@ -1046,10 +1046,20 @@ mod drill_tests {
             db: Some(DbId(0)),
         }));
         assert!(s.drills.is_empty());
-        assert!(s
+        let texts: Vec<&str> = s
             .e
             .alerts()
             .iter()
-            .any(|(id, _)| id.kind == crate::alert::AlertKind::DrillFailed));
+            .filter(|(id, _)| id.kind == crate::alert::AlertKind::DrillFailed)
+            .map(|(_, a)| a.text.as_str())
+            .collect();
+        // No error code: the database was never asked.
+        assert_eq!(
+            texts,
+            vec![format!(
+                "The drill for database [{}] failed: nothing restored yet.",
+                s.e.cfg.databases[0]
+            )]
+        );
     }
 }

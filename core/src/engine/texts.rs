@@ -122,8 +122,13 @@ pub fn stale_epoch(db: &str, path: &str, epoch: Epoch, current: Epoch) -> String
     )
 }
 
-pub fn drill_failed(db: &str, code: i32, message: &str) -> String {
-    format!("The drill for database [{db}] failed: {code} {message}.")
+/// `code`: the database's error code, when the drill ran and the database refused; `None` when
+/// the engine could not start the drill (there is no code to show).
+pub fn drill_failed(db: &str, code: Option<i32>, message: &str) -> String {
+    match code {
+        Some(code) => format!("The drill for database [{db}] failed: {code} {message}."),
+        None => format!("The drill for database [{db}] failed: {message}."),
+    }
 }
 
 pub fn disk_space(site: &str, free_mib: u64, min_mib: u64) -> String {

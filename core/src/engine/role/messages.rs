@@ -238,7 +238,7 @@ impl SiteEngine {
                 Some(_) => None,
             };
             if let Some(why) = why {
-                let text = texts::drill_failed(self.db_name(db), 0, &why);
+                let text = texts::drill_failed(self.db_name(db), None, &why);
                 self.raise(
                     now,
                     AlertKind::DrillFailed,
