@@ -1046,13 +1046,12 @@ mod drill_tests {
             db: Some(DbId(0)),
         }));
         assert!(s.drills.is_empty());
-        let texts: Vec<&str> = s
-            .e
-            .alerts()
-            .iter()
-            .filter(|(id, _)| id.kind == crate::alert::AlertKind::DrillFailed)
-            .map(|(_, a)| a.text.as_str())
-            .collect();
+        let texts: Vec<&str> =
+            s.e.alerts()
+                .iter()
+                .filter(|(id, _)| id.kind == crate::alert::AlertKind::DrillFailed)
+                .map(|(_, a)| a.text.as_str())
+                .collect();
         // No error code: the database was never asked.
         assert_eq!(
             texts,
