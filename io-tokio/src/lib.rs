@@ -5,6 +5,7 @@
 //! arbiter_proc   the arbiter process
 //! journal_store  the engine journal and snapshots on disk; the engines' monotonic clock
 //! durable        durable files: temporary name, fsync, rename, directory fsync
+//! process/       commands and hooks: validated templates, process groups, time limits
 //! config         site.toml and arbiter.toml
 //! crash          named crash points for the end-to-end tests (`LIFEBOAT_CRASH_AT`)
 //! status, http   /status, /metrics, /health, operator requests; a minimal HTTP/1.1
@@ -27,6 +28,7 @@ pub mod durable;
 pub mod http;
 pub mod journal_store;
 pub mod pg;
+pub mod process;
 pub mod status;
 pub mod stop;
 pub mod transport;

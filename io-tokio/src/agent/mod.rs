@@ -10,7 +10,7 @@
 //! is executed. Commands run off the loop (driver work in two ordered queues, ships and probes
 //! as tasks) and come back as inputs.
 
-mod exec;
+mod executor;
 pub mod files;
 mod probes;
 pub mod sinks;
@@ -20,7 +20,7 @@ use crate::journal_store::{EngineClock, JournalStore, Record};
 use crate::status::{self, StatusBoard};
 use crate::transport::{Event, Inbox, Listener, Transport, TransportConfig};
 use anyhow::Context;
-use exec::Executor;
+use executor::Executor;
 use lifeboat_core::engine::{SiteEngine, SiteState};
 use lifeboat_core::protocol::{Message, OperatorRequest};
 use lifeboat_core::{Input, Output, Peer, SiteId};

@@ -169,10 +169,10 @@ pub async fn run_hook(
     vars: &[(&'static str, String)],
     timeout: Duration,
 ) -> Result<(), (i32, String)> {
-    let template = crate::driver::exec::CommandTemplate::Argv(command.to_vec());
+    let template = crate::process::CommandTemplate::Argv(command.to_vec());
     let vars = vars.to_vec();
     tokio::task::spawn_blocking(move || {
-        crate::driver::exec::run_hook(&template, allowed, &vars, timeout)
+        crate::process::run_hook(&template, allowed, &vars, timeout)
     })
     .await
     .unwrap_or_else(|e| Err((1, format!("the hook's thread failed: {e}"))))

@@ -400,7 +400,7 @@ impl SiteFile {
                 ));
             }
             if let Some(cmd) = cmd {
-                let template = crate::driver::exec::CommandTemplate::Argv(cmd.clone());
+                let template = crate::process::CommandTemplate::Argv(cmd.clone());
                 if let Err(e) = template.expand(vars, &[], &[]) {
                     return Err(semantic(path, text, name, e));
                 }

@@ -28,44 +28,11 @@
 //! A reseed command must itself keep the old database until the new one is verified; lifeboat
 //! cannot see inside it.
 
-mod process;
-mod template;
 #[cfg(test)]
 mod tests;
 
-pub use template::CommandTemplate;
-
-/// Run an operator's hook (fence, identity, restart, an alert's exec sink): `template` with the
-/// placeholders it may use (`allowed`) and their `values`, no shell, a time limit that kills the
-/// hook's whole process group. A failure is (exit code, message with the end of its stderr);
-/// a hook that ran too long is 124.
-pub fn run_hook(
-    template: &CommandTemplate,
-    allowed: &[&'static str],
-    values: &[(&'static str, String)],
-    timeout: Duration,
-) -> Result<(), (i32, String)> {
-    let argv = template
-        .expand(allowed, values, &[])
-        .map_err(|e| (2, format!("hook command: {e}")))?;
-    let prog = argv[0].clone();
-    let done = process::run(&argv, &[], timeout)
-        .map_err(|e| (127, format!("cannot start {prog}: {e}")))?;
-    let stderr = process::last_lines(&done.stderr, STDERR_LINES);
-    if done.timed_out {
-        Err((
-            124,
-            format!("{prog} ran longer than {timeout:?} and was killed with its process group"),
-        ))
-    } else if done.status != 0 {
-        Err((
-            done.status,
-            format!("{prog} exited with {}: {stderr}", done.status),
-        ))
-    } else {
-        Ok(())
-    }
-}
+pub use crate::process::template::CommandTemplate;
+use crate::process::{group as process, template, STDERR_LINES};
 
 use super::error::{DriverError, ErrorKind};
 use super::manifest::{self, ArtifactFile, NewArtifact};
@@ -84,8 +51,6 @@ use template::{Parsed, Vars};
 pub const DEFAULT_TIMEOUT_SECS: u64 = 3_600;
 /// Time limit of the probe: a probe that hangs is a failed probe.
 pub const DEFAULT_PROBE_TIMEOUT_SECS: u64 = 10;
-/// How many stderr lines a failure's message carries.
-const STDERR_LINES: usize = 10;
 
 /// The exec driver's configuration: one template per operation (absent = unsupported).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,7 +15,7 @@ const CAPTURE_LIMIT: usize = 64 * 1024;
 const PIPE_GRACE: Duration = Duration::from_secs(2);
 
 /// How a command ended.
-pub(super) struct Finished {
+pub(crate) struct Finished {
     /// Exit status; 128 + signal number when a signal ended it (as shells report).
     pub status: i32,
     pub timed_out: bool,
@@ -24,7 +24,7 @@ pub(super) struct Finished {
 }
 
 /// Run `argv` with extra environment variables, waiting at most `timeout`.
-pub(super) fn run(
+pub(crate) fn run(
     argv: &[String],
     env: &[(String, String)],
     timeout: Duration,
@@ -111,7 +111,7 @@ fn kill_group(pid: u32) {
 }
 
 /// The last `n` non-empty lines of a text, joined with `; `.
-pub(super) fn last_lines(text: &str, n: usize) -> String {
+pub(crate) fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text
         .lines()
         .map(str::trim)

@@ -19,20 +19,20 @@ pub enum CommandTemplate {
 
 /// A piece of one argument.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) enum Piece {
+pub(crate) enum Piece {
     Text(String),
     Var(&'static str),
 }
 
 /// A validated template: arguments made of pieces.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Parsed {
+pub(crate) struct Parsed {
     args: Vec<Vec<Piece>>,
 }
 
 /// Values for one run: each placeholder's text, and `{chain}`'s list.
 #[derive(Clone, Debug, Default)]
-pub(super) struct Vars {
+pub(crate) struct Vars {
     pub values: BTreeMap<&'static str, String>,
     pub chain: Vec<String>,
 }
@@ -45,11 +45,11 @@ impl Vars {
 }
 
 /// The placeholder that expands to several arguments when it is a whole argument.
-pub(super) const CHAIN: &str = "chain";
+pub(crate) const CHAIN: &str = "chain";
 
 impl CommandTemplate {
     /// Parse and check against the placeholders the operation offers.
-    pub(super) fn parse(&self, allowed: &[&'static str]) -> Result<Parsed, String> {
+    pub(crate) fn parse(&self, allowed: &[&'static str]) -> Result<Parsed, String> {
         let raw = match self {
             CommandTemplate::Line(line) => split_line(line)?,
             CommandTemplate::Argv(argv) => argv.clone(),
