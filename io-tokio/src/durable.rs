@@ -81,14 +81,20 @@ pub fn remove_durably(path: &Path) -> io::Result<()> {
 }
 
 /// Append one line with a single `write` on an `O_APPEND` file (concurrent lines never
-/// interleave), then fsync it: a line that was appended is on disk.
+/// interleave), then fsync it, and its directory when this line created the file: a line that
+/// was appended is on disk.
 pub fn append_line_durably(path: &Path, line: &str) -> io::Result<()> {
+    let new_file = !path.exists();
     let mut f = OpenOptions::new().create(true).append(true).open(path)?;
     let mut l = String::with_capacity(line.len() + 1);
     l.push_str(line);
     l.push('\n');
     f.write_all(l.as_bytes())?;
-    f.sync_data()
+    f.sync_data()?;
+    if new_file {
+        sync_dir(parent_dir(path))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

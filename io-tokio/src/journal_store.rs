@@ -12,6 +12,7 @@
 //! [`EngineClock`] starts at the newest `now` found in the snapshot and journal and adds the
 //! monotonic time elapsed since this process started.
 
+use crate::durable::write_durably;
 use anyhow::{bail, Context};
 use lifeboat_core::journal::{self, Decoded, JournalWriter, Tail};
 use lifeboat_core::{Input, Millis};
@@ -43,11 +44,6 @@ pub struct JournalStore {
     records_since_snapshot: u64,
     /// Bytes appended since the snapshot (status).
     pub bytes: u64,
-}
-
-/// Write `bytes` as `dir/name` atomically and durably (see [`crate::durable`]).
-fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    crate::durable::write_durably(&dir.join(name), bytes)
 }
 
 impl JournalStore {
@@ -160,7 +156,7 @@ impl JournalStore {
         torn: Option<String>,
     ) -> anyhow::Result<(JournalStore, Recovered<S>)> {
         let jpath = Self::journal_path(dir);
-        write_atomic(dir, "journal", &journal::encode_header(next_seq))
+        write_durably(&dir.join("journal"), &journal::encode_header(next_seq))
             .with_context(|| format!("creating {}", jpath.display()))?;
         let file = OpenOptions::new()
             .append(true)
@@ -229,9 +225,9 @@ impl JournalStore {
     pub fn snapshot<S: Serialize>(&mut self, state: &S) -> anyhow::Result<()> {
         let next = self.writer.next_seq();
         let bytes = journal::encode_snapshot(state, next)?;
-        write_atomic(&self.dir, "snapshot", &bytes).context("writing the snapshot")?;
+        write_durably(&self.dir.join("snapshot"), &bytes).context("writing the snapshot")?;
         crate::crash::point("snapshot_before_journal");
-        write_atomic(&self.dir, "journal", &journal::encode_header(next))
+        write_durably(&self.dir.join("journal"), &journal::encode_header(next))
             .context("starting a new journal")?;
         self.file = OpenOptions::new()
             .append(true)

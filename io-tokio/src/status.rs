@@ -13,7 +13,6 @@ use lifeboat_core::utc::UtcDateTime;
 use lifeboat_core::{Config, DbId, Input, Millis, UtcMillis};
 use serde_json::{json, Value};
 use std::collections::VecDeque;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -127,20 +126,7 @@ impl StatusBoard {
         doc["utc"] = json!(iso(utc_now()));
         // A failover's RPO and RTO must not vanish: the file is synced (and its directory when
         // the file is new), and if it cannot be written the whole report goes to the log.
-        let new_file = !self.reports_file.exists();
-        let kept = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.reports_file)
-            .and_then(|mut f| {
-                writeln!(f, "{doc}")?;
-                f.sync_data()
-            })
-            .and_then(|()| match self.reports_file.parent() {
-                Some(dir) if new_file => crate::transport::inbox::fsync_dir(dir),
-                _ => Ok(()),
-            });
-        if let Err(e) = kept {
+        if let Err(e) = crate::durable::append_line_durably(&self.reports_file, &doc.to_string()) {
             tracing::error!(
                 path = %self.reports_file.display(),
                 error = %e,

@@ -33,6 +33,12 @@ impl SiteEngine {
         if st.dbs.len() > FULL_CHECK_MAX_DBS {
             return;
         }
+        let mut waiting = vec![0usize; st.dbs.len()];
+        for db in &st.ready {
+            if let Some(w) = waiting.get_mut(db.0 as usize) {
+                *w += 1;
+            }
+        }
         let mut in_flight = 0u32;
         for (i, d) in st.dbs.iter().enumerate() {
             // The chain is kept in chain order without duplicates: `next` and `insert` rely on it.
@@ -51,13 +57,13 @@ impl SiteEngine {
                     "invariant: db {i}'s restore in flight ({op:?}, {key:?}) is an outstanding restore of it"
                 );
             }
-            let waiting = st.ready.iter().filter(|r| r.0 as usize == i).count();
             assert!(
-                waiting == usize::from(d.queued),
-                "invariant: db {i} is queued ({}) exactly when it waits for a slot once ({waiting})",
-                d.queued
+                waiting[i] == usize::from(d.queued),
+                "invariant: db {i} is queued ({}) exactly when it waits for a slot once ({})",
+                d.queued,
+                waiting[i]
             );
-            // The drill chain starts with a full and ends where a drill of it would arrive.
+            // A drill restores its chain from a full backup.
             if let Some(first) = d.drill_chain.first() {
                 assert!(
                     first.key.kind == crate::artifact::ArtifactKind::Full,
