@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use lifeboat_core::name::ArtifactName;
 use lifeboat_core::{ArtifactKey, ArtifactKind, ArtifactMeta, DbId, Epoch, Lsn, UtcMillis};
 use lifeboat_io_tokio::agent::files;
-use lifeboat_io_tokio::driver::manifest as dm;
+use lifeboat_io_tokio::drivers::manifest as dm;
 use lifeboat_io_tokio::transport::inbox as ti;
 
 use crate::bytes::Bytes;
@@ -398,7 +398,7 @@ mod tests {
             checksum: Checksum(0xabc),
             retry: 1,
         };
-        let manifest = lifeboat_io_tokio::driver::Manifest::from_meta(&meta, "sa\"les\u{1}é");
+        let manifest = lifeboat_io_tokio::drivers::Manifest::from_meta(&meta, "sa\"les\u{1}é");
         dm::write_manifest(&artifact, &manifest).unwrap();
         let written = fs::read(dm::manifest_path(&artifact)).unwrap();
         let ours = manifest_json(&manifest_fields(&meta, "sa\"les\u{1}é"));

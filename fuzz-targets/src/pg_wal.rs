@@ -18,8 +18,10 @@
 //! - segment ranges: the checked one is exact or `None`, the saturating one agrees with it.
 
 use crate::bytes::Bytes;
-use lifeboat_io_tokio::pg::segment::{self, HistoryFile, SegmentHeader, SEGMENT_FORMAT_VERSION};
-use lifeboat_io_tokio::pg::wal::{
+use lifeboat_io_tokio::drivers::postgres::segment::{
+    self, HistoryFile, SegmentHeader, SEGMENT_FORMAT_VERSION,
+};
+use lifeboat_io_tokio::drivers::postgres::wal::{
     checked_segment_range, scan_segment, segment_range, valid_segment_size, PgLsn, ScanError,
     WalFile, MIN_SEGMENT, PAGE_MAGIC_PG15, WAL_PAGE,
 };

@@ -21,7 +21,7 @@ use lifeboat_core::config::{MAX_DURATION_MINUTES, MAX_DURATION_MS};
 use lifeboat_core::engine::SiteEngine;
 use lifeboat_core::{Config, Input, SiteId, MINUTE};
 use lifeboat_io_tokio::config::{ArbiterFile, ConfigFileError, DriverConfig, SiteFile};
-use lifeboat_io_tokio::driver::CommandTemplate;
+use lifeboat_io_tokio::drivers::CommandTemplate;
 use std::path::Path;
 
 /// A valid site file (the README's, with every table this body edits).

@@ -24,11 +24,11 @@
 
 use crate::bytes::Bytes;
 use lifeboat_core::{ArtifactKind, Checksum, DbId, Epoch, Lsn, UtcMillis};
-use lifeboat_io_tokio::driver::sqlite::apply::{apply_delta, roll_back, Applied, Target};
-use lifeboat_io_tokio::driver::sqlite::chain::{ChainState, PageSet};
-use lifeboat_io_tokio::driver::sqlite::header::{lock_page, parse_header, read_image, widen};
-use lifeboat_io_tokio::driver::sqlite::pages::{DeltaHeader, DeltaKind, DeltaReader, HEADER_LEN};
-use lifeboat_io_tokio::driver::{ArtifactFile, ErrorKind, Manifest, MANIFEST_FORMAT_VERSION};
+use lifeboat_io_tokio::drivers::sqlite::apply::{apply_delta, roll_back, Applied, Target};
+use lifeboat_io_tokio::drivers::sqlite::chain::{ChainState, PageSet};
+use lifeboat_io_tokio::drivers::sqlite::header::{lock_page, parse_header, read_image, widen};
+use lifeboat_io_tokio::drivers::sqlite::pages::{DeltaHeader, DeltaKind, DeltaReader, HEADER_LEN};
+use lifeboat_io_tokio::drivers::{ArtifactFile, ErrorKind, Manifest, MANIFEST_FORMAT_VERSION};
 use std::cell::OnceCell;
 use std::fs;
 use std::path::{Path, PathBuf};

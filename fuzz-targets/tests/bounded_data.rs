@@ -11,9 +11,9 @@ mod corpus;
 
 use corpus::{mutate, random_bytes, run_case, scale};
 use lifeboat_fuzz_targets as targets;
-use lifeboat_io_tokio::driver::sqlite::pages::{DeltaHeader, DeltaKind};
-use lifeboat_io_tokio::pg::segment::{self, SegmentHeader, SEGMENT_FORMAT_VERSION};
-use lifeboat_io_tokio::pg::wal::{segment_name, PAGE_MAGIC_PG15};
+use lifeboat_io_tokio::drivers::postgres::segment::{self, SegmentHeader, SEGMENT_FORMAT_VERSION};
+use lifeboat_io_tokio::drivers::postgres::wal::{segment_name, PAGE_MAGIC_PG15};
+use lifeboat_io_tokio::drivers::sqlite::pages::{DeltaHeader, DeltaKind};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::Path;

@@ -458,8 +458,8 @@ fn manifest_layout_matches_the_crate_encoding() {
     for _ in 0..8 {
         let m = meta(&mut rng);
         let artifact = dir.join("sales_2026_11_22_03_05_00_tlog_0");
-        let manifest = lifeboat_io_tokio::driver::Manifest::from_meta(&m, "sales");
-        lifeboat_io_tokio::driver::manifest::write_manifest(&artifact, &manifest)
+        let manifest = lifeboat_io_tokio::drivers::Manifest::from_meta(&m, "sales");
+        lifeboat_io_tokio::drivers::manifest::write_manifest(&artifact, &manifest)
             .expect("a manifest is written");
         let written = std::fs::read(dir.join("sales_2026_11_22_03_05_00_tlog_0.manifest"))
             .expect("the manifest is readable");

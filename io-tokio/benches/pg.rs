@@ -17,11 +17,15 @@
 //! `bench pg_vs_cp_archive_ratio <R>` (lifeboat's segments per second / cp's; higher is better),
 //! plus `bench pg_cp_wal_segments_per_sec <N>`. Without PostgreSQL it says so and prints nothing.
 
+#[path = "../tests/pgkit/cluster.rs"]
+#[allow(dead_code)]
+mod cluster;
+
+use cluster::{psql, Cluster, ScratchDir};
 use lifeboat_core::{ArtifactKind, DbId, Epoch, UtcMillis};
-use lifeboat_io_tokio::driver::{check_bytes, ArtifactFile, BackupRequest, Driver};
-use lifeboat_io_tokio::pg::cluster::{self, psql, Cluster, ScratchDir};
-use lifeboat_io_tokio::pg::wal::PgLsn;
-use lifeboat_io_tokio::pg::{PgDatabase, PostgresConfig, PostgresDriver};
+use lifeboat_io_tokio::drivers::postgres::wal::PgLsn;
+use lifeboat_io_tokio::drivers::postgres::{PgDatabase, PostgresConfig, PostgresDriver};
+use lifeboat_io_tokio::drivers::{check_bytes, ArtifactFile, BackupRequest, Driver};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -37,7 +41,7 @@ fn main() {
         args.get(1).map(String::as_str),
         Some("wal-push" | "wal-fetch")
     ) {
-        std::process::exit(lifeboat_io_tokio::pg::cli::run(&args[1..]));
+        std::process::exit(lifeboat_io_tokio::drivers::postgres::cli::run(&args[1..]));
     }
     if let Err(why) = cluster::available() {
         eprintln!("pg bench skipped: {why}");

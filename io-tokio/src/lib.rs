@@ -2,32 +2,31 @@
 //!
 //! ```text
 //! agent/         the site agent: engine loop, command executor, probes, alert sinks, files
-//! arbiter_proc   the arbiter process
+//! arbiter/       the arbiter process
 //! journal_store  the engine journal and snapshots on disk; the engines' monotonic clock
 //! durable        durable files: temporary name, fsync, rename, directory fsync
 //! process/       commands and hooks: validated templates, process groups, time limits
-//! config         site.toml and arbiter.toml
+//! config/        site.toml and arbiter.toml
 //! crash          named crash points for the end-to-end tests (`LIFEBOAT_CRASH_AT`)
-//! status, http   /status, /metrics, /health, operator requests; a minimal HTTP/1.1
+//! status/, http  /status, /metrics, /health, operator requests; a minimal HTTP/1.1
 //! cli/           operator commands and the status table
 //! demo           `lifeboat demo`
-//! driver/        databases (sqlite, exec)
-//! pg/            PostgreSQL: WAL archiving (wal-push, wal-fetch), base backups, standby, drills
+//! drivers/       databases: sqlite/, script (one command per operation), postgres/ (WAL
+//!                archiving, base backups, standby, drills)
 //! transport/     frames, links, artifact shipping
 //! ```
 
 pub mod agent;
-pub mod arbiter_proc;
+pub mod arbiter;
 pub mod cli;
 pub mod config;
 pub mod crash;
 pub mod datadir;
 pub mod demo;
-pub mod driver;
+pub mod drivers;
 pub mod durable;
 pub mod http;
 pub mod journal_store;
-pub mod pg;
 pub mod process;
 pub mod status;
 pub mod stop;

@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use lifeboat_io_tokio::cli::{self, exit, Target};
 use lifeboat_io_tokio::config::{ArbiterFile, SiteFile};
-use lifeboat_io_tokio::{agent, arbiter_proc, demo};
+use lifeboat_io_tokio::{agent, arbiter, demo};
 use std::path::PathBuf;
 
 const EXIT_CODES: &str = "Exit codes: 0 success; 1 the request was refused or did not complete, a \
@@ -229,7 +229,7 @@ fn main() {
                 eprintln!("lifeboat arbiter: {e}");
                 exit::USAGE
             }
-            Ok(file) => match runtime().block_on(arbiter_proc::run(file)) {
+            Ok(file) => match runtime().block_on(arbiter::run(file)) {
                 Ok(()) => exit::OK,
                 Err(e) => {
                     eprintln!("lifeboat arbiter: {e:#}");
@@ -278,13 +278,13 @@ fn main() {
             }
         },
         Cmd::Verify { artifact } => cli::verify::run(&artifact),
-        Cmd::WalPush { path, config } => lifeboat_io_tokio::pg::cli::run(&[
+        Cmd::WalPush { path, config } => lifeboat_io_tokio::drivers::postgres::cli::run(&[
             "wal-push".into(),
             path,
             "--config".into(),
             config.display().to_string(),
         ]),
-        Cmd::WalFetch { name, dest, config } => lifeboat_io_tokio::pg::cli::run(&[
+        Cmd::WalFetch { name, dest, config } => lifeboat_io_tokio::drivers::postgres::cli::run(&[
             "wal-fetch".into(),
             name,
             dest,

@@ -13,9 +13,13 @@
 
 mod common;
 
+#[path = "pgkit/cluster.rs"]
+#[allow(dead_code)]
+mod cluster;
+
+use cluster::{psql, psql_each, ScratchDir};
 use common::{alert_kinds, free_ports, reports, status, wait_for, Proxy, BIN};
-use lifeboat_io_tokio::pg::cluster::{self, psql, psql_each, ScratchDir};
-use lifeboat_io_tokio::pg::wal::{self, PgLsn};
+use lifeboat_io_tokio::drivers::postgres::wal::{self, PgLsn};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -11,18 +11,22 @@
 //! `archive_command` / `restore_command` run a `lifeboat` executable as the `postgres` user: the
 //! real binary once it has the `wal-push` / `wal-fetch` subcommands, else this test binary,
 //! which answers the same command lines by calling the same library functions
-//! (`lifeboat_io_tokio::pg::cli`). Either is copied to a 0755 location first.
+//! (`lifeboat_io_tokio::drivers::postgres::cli`). Either is copied to a 0755 location first.
 //!
 //! This is a `harness = false` test (so the binary can stand in for `lifeboat`); it prints the
 //! usual `test result:` line. Without PostgreSQL the tests are skipped with a message, except in
 //! CI (`CI=true`), where that is a failure.
 
+#[path = "pgkit/cluster.rs"]
+#[allow(dead_code)]
+mod cluster;
+
+use cluster::{psql, psql_each, Cluster, ScratchDir};
 use lifeboat_core::{ArtifactKind, DbId, Epoch, UtcMillis};
-use lifeboat_io_tokio::driver::{ArtifactFile, BackupRequest, Driver, DriverError, ErrorKind};
-use lifeboat_io_tokio::pg::cluster::{self, psql, psql_each, Cluster, ScratchDir};
-use lifeboat_io_tokio::pg::segment;
-use lifeboat_io_tokio::pg::wal::PgLsn;
-use lifeboat_io_tokio::pg::{PgDatabase, PostgresConfig, PostgresDriver};
+use lifeboat_io_tokio::drivers::postgres::segment;
+use lifeboat_io_tokio::drivers::postgres::wal::PgLsn;
+use lifeboat_io_tokio::drivers::postgres::{PgDatabase, PostgresConfig, PostgresDriver};
+use lifeboat_io_tokio::drivers::{ArtifactFile, BackupRequest, Driver, DriverError, ErrorKind};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -241,7 +245,7 @@ fn ship(
         if damage(&copy) {
             flip_byte(&copy.path, copy.manifest.size / 2);
         }
-        while let Err(e) = lifeboat_io_tokio::driver::check_bytes(&copy) {
+        while let Err(e) = lifeboat_io_tokio::drivers::check_bytes(&copy) {
             assert_eq!(e.kind, ErrorKind::ChecksumMismatch, "{e}");
             recopies += 1;
             copy = cluster::deliver(a, &to.inbox).unwrap();
@@ -394,7 +398,7 @@ fn standby_replays_shipped_wal_and_matches_the_primary_row_for_row() {
     }
     assert_eq!(a.driver.timelines(DB).unwrap(), vec![(Epoch(1), 1)]);
     // A drill: the full and the chain into a scratch copy, checked and discarded.
-    let full: Vec<ArtifactFile> = lifeboat_io_tokio::driver::manifest::discover(&b.inbox)
+    let full: Vec<ArtifactFile> = lifeboat_io_tokio::drivers::manifest::discover(&b.inbox)
         .unwrap()
         .artifacts
         .into_iter()
@@ -636,11 +640,11 @@ fn corrupted_segments_are_detected_and_never_replayed() {
     let bad_bytes = segment::encode(h.clone(), &bad_payload);
     let bad_path = b.inbox.join("bad-segment");
     std::fs::write(&bad_path, &bad_bytes).unwrap();
-    let (size, sum) = lifeboat_io_tokio::driver::hash_file(&bad_path).unwrap();
+    let (size, sum) = lifeboat_io_tokio::drivers::hash_file(&bad_path).unwrap();
     let mut m = good[0].manifest.clone();
     m.size = size;
     m.checksum = sum;
-    lifeboat_io_tokio::driver::manifest::write_manifest(&bad_path, &m).unwrap();
+    lifeboat_io_tokio::drivers::manifest::write_manifest(&bad_path, &m).unwrap();
     let bad = ArtifactFile {
         path: bad_path,
         manifest: m,
@@ -727,7 +731,7 @@ fn a_hole_in_the_chain_is_refused_then_healed_by_a_reseed_and_replay_resumes() {
 /// wal-push keeps timeline history and `.partial` files without misreading them, is idempotent,
 /// and refuses to overwrite a different segment; wal-fetch refuses damaged copies. No server.
 fn wal_push_and_fetch_handle_every_archive_file_kind() {
-    use lifeboat_io_tokio::pg::{wal_fetch, wal_push, Pushed, WalConfig, WalError};
+    use lifeboat_io_tokio::drivers::postgres::{wal_fetch, wal_push, Pushed, WalConfig, WalError};
     let s = ScratchDir::new("walfiles").unwrap();
     let spool = s.dir("spool");
     let wal = WalConfig {
@@ -827,7 +831,7 @@ fn main() {
         args.get(1).map(String::as_str),
         Some("wal-push" | "wal-fetch")
     ) {
-        std::process::exit(lifeboat_io_tokio::pg::cli::run(&args[1..]));
+        std::process::exit(lifeboat_io_tokio::drivers::postgres::cli::run(&args[1..]));
     }
     let flags: Vec<&str> = args[1..]
         .iter()

@@ -9,7 +9,7 @@ use super::probes::Prober;
 use super::sinks::run_hook;
 use super::Feed;
 use crate::config::{Hooks, ProbeConfig, SiteFile};
-use crate::driver::{self, ArtifactFile, BackupRequest, Driver, Manifest};
+use crate::drivers::{self, ArtifactFile, BackupRequest, Driver, Manifest};
 use crate::status::StatusBoard;
 use crate::transport::Transport;
 use lifeboat_core::engine::SiteEngine;
@@ -415,7 +415,7 @@ async fn worker(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Job>) {
 }
 
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, driver::DriverError> + Send + 'static,
+    f: impl FnOnce() -> Result<T, drivers::DriverError> + Send + 'static,
 ) -> Result<T, Failure> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r.map_err(|e| e.to_failure()),
@@ -468,7 +468,7 @@ async fn run(ctx: &Ctx, job: Job) -> Result<(), Failure> {
             let name = ctx.cfg.db_name(artifact.key.db).to_string();
             let Some(path) = ctx.files.inbox_path(&artifact, &name) else {
                 return Err(failure(
-                    driver::ErrorKind::NotFound.code(),
+                    drivers::ErrorKind::NotFound.code(),
                     format!(
                         "the {} of {name} covering {}..{} is not in the inbox {}: it was removed \
                          by hand or lost; it must be shipped again",
@@ -493,7 +493,7 @@ async fn run(ctx: &Ctx, job: Job) -> Result<(), Failure> {
                     manifest: Manifest::from_meta(&artifact, &name),
                 };
                 // Never apply bytes that differ from the manifest, whatever happened on disk.
-                driver::check_bytes(&file)?;
+                drivers::check_bytes(&file)?;
                 if reseed {
                     d.reseed(&file).map(drop)
                 } else {
@@ -584,8 +584,8 @@ async fn run(ctx: &Ctx, job: Job) -> Result<(), Failure> {
 /// stops as many databases as it can).
 fn each_db(
     d: &dyn Driver,
-    mut f: impl FnMut(DbId) -> Result<(), driver::DriverError>,
-) -> Result<(), driver::DriverError> {
+    mut f: impl FnMut(DbId) -> Result<(), drivers::DriverError>,
+) -> Result<(), drivers::DriverError> {
     let mut first = None;
     for i in 0..d.databases().len() as u32 {
         if let Err(e) = f(DbId(i)) {
@@ -607,7 +607,7 @@ async fn drill(
     db: DbId,
     chain: &[ArtifactMeta],
     db_name: &str,
-) -> Result<driver::DrillOutcome, Failure> {
+) -> Result<drivers::DrillOutcome, Failure> {
     let chain = drill_files(files, chain, db_name)?;
     blocking(move || d.drill(db, &chain)).await
 }
@@ -622,7 +622,7 @@ fn drill_files(
 ) -> Result<Vec<ArtifactFile>, Failure> {
     if chain.is_empty() {
         return Err(failure(
-            driver::ErrorKind::NotFound.code(),
+            drivers::ErrorKind::NotFound.code(),
             format!("the drill of {db_name} names no artifacts to restore"),
             false,
         ));
@@ -635,7 +635,7 @@ fn drill_files(
                 manifest: Manifest::from_meta(m, db_name),
             }),
             None => Err(failure(
-                driver::ErrorKind::NotFound.code(),
+                drivers::ErrorKind::NotFound.code(),
                 format!(
                     "the {} of {db_name} covering {}..{} that the drill restores is not in the \
                      inbox {}: it was removed by hand or lost",
@@ -673,7 +673,7 @@ pub fn free_mib_now(dir: &std::path::Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::driver::{DatabaseSpec, DrillOutcome, DriverError};
+    use crate::drivers::{DatabaseSpec, DrillOutcome, DriverError};
     use crate::transport::testkit::{Fault, Proxy};
     use crate::transport::{inbox as ti, Event, Inbox, Listener, TransportConfig};
     use lifeboat_core::{Checksum, Lsn, Peer, UtcMillis};
@@ -740,7 +740,7 @@ mod tests {
 
     fn unused<T>() -> Result<T, DriverError> {
         Err(DriverError::new(
-            driver::ErrorKind::Config,
+            drivers::ErrorKind::Config,
             "not in this test",
         ))
     }
@@ -842,7 +842,7 @@ mod tests {
         let err = drill(&files, d.clone(), DbId(0), &[full, gone, log], "db0")
             .await
             .unwrap_err();
-        assert_eq!(err.code, driver::ErrorKind::NotFound.code());
+        assert_eq!(err.code, drivers::ErrorKind::NotFound.code());
         assert!(err.message.contains("100..150"), "{}", err.message);
         assert!(d.drilled.lock().unwrap().is_empty());
     }
@@ -874,7 +874,7 @@ mod tests {
         let path = files.outbox.join(ti::artifact_file_name(&m, "db0"));
         let bytes: Vec<u8> = (0..3 * MIB).map(|i| (i * 31 % 251) as u8).collect();
         std::fs::write(&path, &bytes).unwrap();
-        let (size, checksum) = crate::driver::hash_file(&path).unwrap();
+        let (size, checksum) = crate::drivers::hash_file(&path).unwrap();
         (m.size, m.checksum) = (size, checksum);
         ti::write_manifest(&path, &m, "db0").unwrap();
         files.remember_outbox(m.key, path);

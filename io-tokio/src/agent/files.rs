@@ -2,7 +2,7 @@
 //! site acknowledges it), the inbox (what it received, until restored and pruned) and the
 //! quarantine (kept aside, never restored). Every change is durable (fsync, rename, fsync dir).
 
-use crate::driver::manifest as dm;
+use crate::drivers::manifest as dm;
 use crate::transport::inbox as ti;
 use lifeboat_core::{ArtifactKey, ArtifactMeta, DbId, Lsn};
 use std::collections::{BTreeSet, HashMap};

@@ -2,11 +2,11 @@
 //! Outbox, inbox and quarantine share one manifest format, so any artifact file can be checked.
 
 use super::exit;
-use crate::driver;
+use crate::drivers;
 use std::path::Path;
 
 pub fn run(path: &Path) -> i32 {
-    match driver::verify_artifact(path) {
+    match drivers::verify_artifact(path) {
         Ok(a) => {
             println!(
                 "{}: ok ({} bytes, checksum {})",

@@ -1,8 +1,8 @@
 //! `[driver]` of a site file: which driver, where the databases are, and opening it.
 
 use super::SiteFile;
-use crate::driver::{DatabaseSpec, Driver, ExecConfig, ExecDriver, SqliteConfig, SqliteDriver};
-use crate::pg::{PostgresConfig, PostgresDriver};
+use crate::drivers::postgres::{PostgresConfig, PostgresDriver};
+use crate::drivers::{DatabaseSpec, Driver, ExecConfig, ExecDriver, SqliteConfig, SqliteDriver};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -28,10 +28,10 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{watch, OwnedMutexGuard};
 
 /// The version of the manifest format (one format for the whole adapter: the driver's
-/// [`crate::driver::Manifest`]); the first field of every manifest.
-pub use crate::driver::manifest::MANIFEST_FORMAT_VERSION as MANIFEST_FORMAT;
+/// [`crate::drivers::Manifest`]); the first field of every manifest.
+pub use crate::drivers::manifest::MANIFEST_FORMAT_VERSION as MANIFEST_FORMAT;
 /// The largest manifest read (the driver's limit): a larger file is garbage, not a manifest.
-pub use crate::driver::manifest::MANIFEST_MAX_BYTES;
+pub use crate::drivers::manifest::MANIFEST_MAX_BYTES;
 /// Extension of a manifest beside its artifact.
 pub const MANIFEST_EXTENSION: &str = "manifest";
 /// Extension of a transfer under way (hidden files, so directory scans skip them).
@@ -145,7 +145,7 @@ pub fn staged_manifest_path(artifact: &Path) -> PathBuf {
 /// read the same wherever they are.
 pub fn stage_manifest(artifact: &Path, meta: &ArtifactMeta, db_name: &str) -> io::Result<PathBuf> {
     let tmp = staged_manifest_path(artifact);
-    let manifest = crate::driver::Manifest::from_meta(meta, db_name);
+    let manifest = crate::drivers::Manifest::from_meta(meta, db_name);
     let json = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
     let mut file = File::create(&tmp)?;
     file.write_all(&json)?;
@@ -184,7 +184,7 @@ pub fn read_manifest(path: &Path) -> Result<ArtifactMeta, ManifestError> {
             found: format.format_version,
         });
     }
-    let manifest: crate::driver::Manifest = serde_json::from_slice(&bytes).map_err(json)?;
+    let manifest: crate::drivers::Manifest = serde_json::from_slice(&bytes).map_err(json)?;
     let meta = manifest.meta();
     meta.check().map_err(|why| ManifestError::Invalid {
         path: path.to_path_buf(),
@@ -423,7 +423,7 @@ mod tests {
             "{text}"
         );
         // The same format the drivers write: their reader accepts it.
-        let read = crate::driver::read_manifest(&artifact).unwrap();
+        let read = crate::drivers::read_manifest(&artifact).unwrap();
         assert_eq!(read.meta(), m);
         assert_eq!(read_manifest(&path).unwrap(), m);
         assert!(!staged_manifest_path(&artifact).exists());

@@ -7,8 +7,8 @@ use super::server::Server;
 use super::spool;
 use super::standby::segment_path;
 use super::{setup, PostgresDriver, Slot};
-use crate::driver::manifest::{self, ArtifactFile};
-use crate::driver::{DrillOutcome, DriverError, ErrorKind};
+use crate::drivers::manifest::{self, ArtifactFile};
+use crate::drivers::{DrillOutcome, DriverError, ErrorKind};
 use lifeboat_core::{ArtifactKind, Lsn};
 use std::fs;
 use std::time::{Duration, Instant};
@@ -51,7 +51,7 @@ pub fn drill(
         let wal_toml = scratch.join("wal.toml");
         setup::write_wal_toml(&wal, &wal_toml, d.run_as.ids)?;
         for a in chain {
-            crate::driver::check_bytes(a)?;
+            crate::drivers::check_bytes(a)?;
         }
         extract(d, &full.path, &data)?;
         let mut applied = 1;

@@ -55,7 +55,6 @@
 //! must be reseeded.
 
 pub mod cli;
-pub mod cluster;
 pub mod config;
 pub mod segment;
 pub mod spool;
@@ -74,7 +73,7 @@ pub use config::{PgDatabase, PostgresConfig, WalConfig};
 pub use server::{Running, Server};
 pub use standby::Served;
 
-use crate::driver::{
+use crate::drivers::{
     ArtifactFile, BackupRequest, DatabaseSpec, Discovery, DrillOutcome, Driver, DriverError,
     ErrorKind,
 };
@@ -317,7 +316,7 @@ impl Driver for PostgresDriver {
     }
 
     fn discover(&self, dir: &Path) -> Result<Discovery, DriverError> {
-        crate::driver::manifest::discover(dir)
+        crate::drivers::manifest::discover(dir)
     }
 
     fn position(&self, db: DbId) -> Result<Lsn, DriverError> {
@@ -332,7 +331,7 @@ impl Driver for PostgresDriver {
     fn restore(&self, artifact: &ArtifactFile) -> Result<Lsn, DriverError> {
         let slot = self.slot_for(artifact)?;
         let mut st = slot.lock();
-        crate::driver::check_bytes(artifact)?;
+        crate::drivers::check_bytes(artifact)?;
         match artifact.manifest.kind {
             ArtifactKind::Full => reseed::reseed(self, slot, &mut st, artifact),
             ArtifactKind::Log => {
@@ -353,7 +352,7 @@ impl Driver for PostgresDriver {
     fn reseed(&self, full: &ArtifactFile) -> Result<Lsn, DriverError> {
         let slot = self.slot_for(full)?;
         let mut st = slot.lock();
-        crate::driver::check_bytes(full)?;
+        crate::drivers::check_bytes(full)?;
         reseed::reseed(self, slot, &mut st, full)
     }
 

@@ -148,7 +148,7 @@ impl PostgresConfig {
     /// The spool directory of one database.
     pub fn db_spool(&self, name: &str) -> PathBuf {
         self.spool_dir
-            .join(crate::driver::manifest::file_safe(name))
+            .join(crate::drivers::manifest::file_safe(name))
     }
 }
 
@@ -226,7 +226,7 @@ impl WalConfig {
 /// code (its configuration blocks must load, its `lifeboat.conf` must be what the driver writes).
 #[cfg(test)]
 pub(crate) fn readme_section() -> &'static str {
-    let readme = include_str!("../../../README.md");
+    let readme = include_str!("../../../../README.md");
     let start = readme
         .find("## Protect a PostgreSQL database in five steps")
         .expect("the README has the PostgreSQL section");

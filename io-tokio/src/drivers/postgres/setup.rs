@@ -5,7 +5,7 @@ use super::config::{PostgresConfig, WalConfig};
 use super::server::Server;
 use super::spool::{self, OsUser};
 use super::Slot;
-use crate::driver::DriverError;
+use crate::drivers::DriverError;
 use std::fs;
 use std::path::Path;
 
@@ -177,7 +177,7 @@ mod tests {
             5432,
             Path::new("/var/lib/lifeboat/pg-spool/sales/wal.toml"),
         );
-        let readme = crate::pg::config::readme_section();
+        let readme = crate::drivers::postgres::config::readme_section();
         let start = readme
             .find("```ini\n")
             .expect("the README shows lifeboat.conf")

@@ -4,7 +4,7 @@
 //! - [`sqlite::SqliteDriver`], the embedded default: full backups are consistent copies of the
 //!   database file, incrementals and logs are page deltas, the LSN is the header's change
 //!   counter (one per committed transaction), the fence is a held SQLite write lock;
-//! - [`exec::ExecDriver`]: one command template per operation, for any database.
+//! - [`script::ExecDriver`]: one command template per operation, for any database.
 //!
 //! **Blocking.** Every method blocks on file and database I/O; the agent calls them through
 //! `tokio::task::spawn_blocking` (a `Driver` is `Send + Sync`, share it as `Arc<dyn Driver>`).
@@ -22,18 +22,19 @@
 //! `Failure`.
 
 pub mod error;
-pub mod exec;
 pub mod manifest;
+pub mod postgres;
+pub mod script;
 pub mod sqlite;
 
 mod durable;
 
 pub use error::{DriverError, ErrorKind, LIFEBOAT_CODE_BASE};
-pub use exec::{CommandTemplate, ExecConfig, ExecDriver};
 pub use manifest::{
     check_bytes, discover, hash_file, read_manifest, relabel, verify_artifact, ArtifactFile,
     Discovery, Manifest, MANIFEST_FORMAT_VERSION,
 };
+pub use script::{CommandTemplate, ExecConfig, ExecDriver};
 pub use sqlite::{SqliteConfig, SqliteDriver};
 
 use lifeboat_core::{ArtifactKind, DbId, Epoch, Lsn, UtcMillis};

@@ -3,7 +3,7 @@
 
 use super::apply::Target;
 use super::*;
-use crate::driver::manifest::{read_manifest, verify_artifact, write_manifest};
+use crate::drivers::manifest::{read_manifest, verify_artifact, write_manifest};
 use lifeboat_core::name::ArtifactName;
 use lifeboat_core::UtcMillis;
 use rusqlite::{params, Connection};
@@ -141,7 +141,7 @@ fn kinds(v: &[ArtifactFile]) -> Vec<ArtifactKind> {
 
 /// Rewrite an artifact's manifest to match its (tampered) bytes, as a bad primary would.
 fn reseal(artifact: &ArtifactFile) -> ArtifactFile {
-    let (size, checksum) = crate::driver::hash_file(&artifact.path).unwrap();
+    let (size, checksum) = crate::drivers::hash_file(&artifact.path).unwrap();
     let mut m = artifact.manifest.clone();
     m.size = size;
     m.checksum = checksum;
@@ -550,7 +550,7 @@ fn manifest_is_json_version_first_beside_a_seed_convention_name() {
     assert_ne!(a.path, b.path);
     assert_eq!(b.manifest.created_utc, a.manifest.created_utc);
 
-    let relabelled = crate::driver::relabel(&a, 3).unwrap();
+    let relabelled = crate::drivers::relabel(&a, 3).unwrap();
     assert!(relabelled.path.to_string_lossy().ends_with("_tlog_3"));
     assert_eq!(relabelled.manifest.retry, 3);
     assert!(!a.path.exists() && !a.manifest_path().exists());

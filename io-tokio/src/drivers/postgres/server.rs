@@ -4,7 +4,7 @@
 use super::config::{PgDatabase, PostgresConfig};
 use super::spool::{self, OsUser};
 use super::wal::PgLsn;
-use crate::driver::{DriverError, ErrorKind};
+use crate::drivers::{DriverError, ErrorKind};
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};

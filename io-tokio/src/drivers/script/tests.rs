@@ -1,7 +1,7 @@
 //! The exec driver's specification, as tests (they run `sh`).
 
 use super::*;
-use crate::driver::verify_artifact;
+use crate::drivers::verify_artifact;
 use lifeboat_core::UtcMillis;
 use std::path::Path;
 use std::time::Instant;

@@ -2,7 +2,7 @@
 //! published, and the epoch ↔ timeline pairs it saw.
 
 use super::spool;
-use crate::driver::{DriverError, ErrorKind};
+use crate::drivers::{DriverError, ErrorKind};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

@@ -21,7 +21,7 @@ use super::config::WalConfig;
 use super::segment::{self, HistoryFile, SegmentHeader, SEGMENT_FORMAT_VERSION};
 use super::spool;
 use super::wal::{scan_segment, segment_range, valid_segment_size, PgLsn, WalFile, MIN_SEGMENT};
-use crate::driver::manifest;
+use crate::drivers::manifest;
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -266,7 +266,7 @@ fn fetch(name: &str, dest: &Path, cfg: &WalConfig) -> Result<Fetched, WalError> 
 
 fn serve_segment(name: &str, src: &Path, dest: &Path) -> Result<Fetched, WalError> {
     let artifact = manifest::verify_artifact(src).map_err(|e| match e.kind {
-        crate::driver::ErrorKind::NotFound => WalError::NotThere(name.to_string()),
+        crate::drivers::ErrorKind::NotFound => WalError::NotThere(name.to_string()),
         _ => WalError::Refused(format!("{name}: {e}")),
     })?;
     let bytes = fs::read(&artifact.path).map_err(io_err(format!("reading {}", src.display())))?;

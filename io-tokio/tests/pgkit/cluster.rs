@@ -1,9 +1,9 @@
-//! Throw-away PostgreSQL clusters for tests, benchmarks and demos: `initdb` (as PostgreSQL's
+//! Throw-away PostgreSQL clusters for the tests and benchmarks (not part of the library): `initdb` (as PostgreSQL's
 //! user when we are root), loopback only, and guards that stop every server and remove every
 //! directory even when a test fails.
 
-use super::config::DEFAULT_BIN_DIR;
-use super::spool::{self, OsUser};
+use lifeboat_io_tokio::drivers::postgres::config::DEFAULT_BIN_DIR;
+use lifeboat_io_tokio::drivers::postgres::spool::{self, OsUser};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -298,9 +298,9 @@ pub fn psql_each(port: u16, sqls: &[&str]) -> Result<Vec<String>, String> {
 /// Copy an artifact and its manifest into another site's inbox, the way the transport delivers
 /// it (file first, manifest last), and return the copy. The copy is not verified here.
 pub fn deliver(
-    artifact: &crate::driver::ArtifactFile,
+    artifact: &lifeboat_io_tokio::drivers::ArtifactFile,
     inbox: &Path,
-) -> Result<crate::driver::ArtifactFile, String> {
+) -> Result<lifeboat_io_tokio::drivers::ArtifactFile, String> {
     let name = artifact
         .path
         .file_name()
@@ -313,9 +313,9 @@ pub fn deliver(
             dest.display()
         )
     })?;
-    crate::driver::manifest::write_manifest(&dest, &artifact.manifest)
+    lifeboat_io_tokio::drivers::manifest::write_manifest(&dest, &artifact.manifest)
         .map_err(|e| e.to_string())?;
-    Ok(crate::driver::ArtifactFile {
+    Ok(lifeboat_io_tokio::drivers::ArtifactFile {
         path: dest,
         manifest: artifact.manifest.clone(),
     })
