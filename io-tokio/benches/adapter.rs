@@ -9,7 +9,7 @@
 //! Run with `cargo bench -p lifeboat-io-tokio --bench adapter`.
 
 use lifeboat_io_tokio::demo::{arbiter_toml, site_toml, SitePorts};
-use lifeboat_io_tokio::status::quantile;
+use lifeboat_io_tokio::status::doc::quantile;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

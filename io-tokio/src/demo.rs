@@ -8,8 +8,7 @@
 //! `demo: rpo_txns=<true loss> rto_ms=<N> verified=yes`.
 
 use crate::cli::{self, exit};
-use crate::http;
-use serde_json::Value;
+use crate::status::doc::{AlertDoc, DbDoc, ReportBody, StatusDoc};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -180,12 +179,13 @@ fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-async fn status(http: u16) -> Option<Value> {
+async fn status(http: u16) -> Option<StatusDoc> {
     cli::get_status(&format!("127.0.0.1:{http}")).await.ok()
 }
 
-fn db0<'a>(d: &'a Value, key: &str) -> &'a Value {
-    &d["databases"][0][key]
+/// The demo's one database in a status document.
+fn db0(d: &StatusDoc) -> Option<&DbDoc> {
+    d.databases.first()
 }
 
 pub async fn run(keep: bool, dir: Option<PathBuf>) -> i32 {
@@ -300,7 +300,7 @@ async fn demo(dir: &Path, started: Instant) -> Result<String, String> {
     let t0 = Instant::now();
     loop {
         if let Some(d) = status(pri_http).await {
-            if d["writable"].as_bool() == Some(true) {
+            if d.writable {
                 break;
             }
         }
@@ -335,21 +335,23 @@ async fn demo(dir: &Path, started: Instant) -> Result<String, String> {
         tokio::time::sleep(Duration::from_millis(1000)).await;
         let (pd, rd) = (status(pri_http).await, status(rec_http).await);
         if let (Some(pd), Some(rd)) = (&pd, &rd) {
-            restored_once |= db0(rd, "restored_lsn").is_u64();
+            let (Some(p), Some(r)) = (db0(pd), db0(rd)) else {
+                return Err("a status document without the database `app`".into());
+            };
+            restored_once |= r.restored_lsn.is_some();
             println!(
                 "  t={:>5.1}s committed={:<5} primary[{} epoch {} lsn {}]  recovery[{} restored {} backlog {} latency {} last copy {}]",
                 started.elapsed().as_secs_f64(),
                 committed.load(Ordering::SeqCst),
-                pd["role"].as_str().unwrap_or("?"),
-                pd["epoch"],
-                db0(pd, "write_lsn"),
-                rd["role"].as_str().unwrap_or("?"),
-                db0(rd, "restored_lsn").as_u64().map_or("-".to_string(), |l| l.to_string()),
-                db0(rd, "backlog"),
-                db0(rd, "restore_latency_ms")
-                    .as_u64()
+                pd.role.as_str(),
+                pd.epoch,
+                p.write_lsn,
+                rd.role.as_str(),
+                r.restored_lsn.map_or("-".to_string(), |l| l.to_string()),
+                r.backlog,
+                r.restore_latency_ms
                     .map_or("-".to_string(), |ms| format!("{ms}ms")),
-                db0(rd, "last_copy")["file"].as_str().unwrap_or("-"),
+                r.last_copy.as_ref().map_or("-", |a| a.file.as_str()),
             );
         }
         if restored_once && t1.elapsed() >= STEADY {
@@ -382,18 +384,11 @@ async fn demo(dir: &Path, started: Instant) -> Result<String, String> {
     );
 
     // Detection and failover, as the recovery site sees them.
-    let mut last_role = String::new();
+    let mut last_role = None;
     let mut printed_alerts = std::collections::BTreeSet::new();
-    let alert_key = |a: &Value| {
-        format!(
-            "{}/{}/{}",
-            a["kind"].as_str().unwrap_or("?"),
-            a["change"].as_str().unwrap_or("?"),
-            a["count"]
-        )
-    };
+    let alert_key = |a: &AlertDoc| format!("{}/{}/{}", a.kind.as_str(), a.change.as_str(), a.count);
     if let Some(rd) = status(rec_http).await {
-        for a in rd["recent_alerts"].as_array().into_iter().flatten() {
+        for a in &rd.recent_alerts {
             printed_alerts.insert(alert_key(a));
         }
     }
@@ -405,48 +400,50 @@ async fn demo(dir: &Path, started: Instant) -> Result<String, String> {
         let Some(rd) = status(rec_http).await else {
             continue;
         };
-        for a in rd["recent_alerts"].as_array().into_iter().flatten() {
-            let kind = a["kind"].as_str().unwrap_or("?");
-            let change = a["change"].as_str().unwrap_or("?");
+        for a in &rd.recent_alerts {
             if printed_alerts.insert(alert_key(a)) {
                 println!(
-                    "  +{:>4} ms alert {kind} {change} [{}]: {}",
+                    "  +{:>4} ms alert {} {} [{}]: {}",
                     killed_at.elapsed().as_millis(),
-                    a["severity"].as_str().unwrap_or("?"),
-                    a["text"].as_str().unwrap_or("")
+                    a.kind.as_str(),
+                    a.change.as_str(),
+                    a.severity.as_str(),
+                    a.text
                 );
             }
         }
-        let role = rd["role"].as_str().unwrap_or("?").to_string();
-        if role != last_role {
+        if last_role != Some(rd.role) {
             println!(
-                "  +{:>4} ms recovery site: {role} (epoch {}){}",
+                "  +{:>4} ms recovery site: {} (epoch {}){}",
                 killed_at.elapsed().as_millis(),
-                rd["epoch"],
-                rd["procedure"]["step"]
-                    .as_str()
-                    .map(|s| format!(", step {s}"))
+                rd.role.as_str(),
+                rd.epoch,
+                rd.procedure
+                    .as_ref()
+                    .map(|p| format!(", step {}", p.step))
                     .unwrap_or_default()
             );
-            last_role = role;
+            last_role = Some(rd.role);
         }
-        if let Some(r) = rd["reports"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|r| r["kind"] == "failover")
-        {
-            break r.clone();
+        let failover = rd.reports.iter().find_map(|r| match &r.body {
+            ReportBody::Failover {
+                epoch,
+                new_primary,
+                rpo_lower,
+                rpo_upper,
+                rto_ms,
+                ..
+            } => Some((*epoch, new_primary.clone(), *rpo_lower, *rpo_upper, *rto_ms)),
+            _ => None,
+        });
+        if let Some(f) = failover {
+            break f;
         }
     };
-    let rpo_lower = report["rpo_lower"].as_u64().unwrap_or(0);
-    let rpo_upper = report["rpo_upper"].as_u64();
-    let rto_ms = report["rto_ms"].as_u64().unwrap_or(0);
+    let (epoch, new_primary, rpo_lower, rpo_upper, rto_ms) = report;
     println!(
-        "demo: FAILOVER done: {} is the primary at epoch {}; reported RPO between {rpo_lower} and {} \
+        "demo: FAILOVER done: {new_primary} is the primary at epoch {epoch}; reported RPO between {rpo_lower} and {} \
          transactions, RTO {rto_ms} ms (detection to writable); {} ms after the kill",
-        report["new_primary"].as_str().unwrap_or("?"),
-        report["epoch"],
         rpo_upper.map_or("unknown".to_string(), |u| u.to_string()),
         killed_at.elapsed().as_millis()
     );
@@ -489,17 +486,11 @@ async fn demo(dir: &Path, started: Instant) -> Result<String, String> {
         ));
     }
     // The new primary accepts writes.
-    let url = format!("http://127.0.0.1:{rec_http}/status");
-    if let Ok((200, body)) = http::request("GET", &url, None, Duration::from_secs(2)).await {
-        let d: Value = serde_json::from_slice(&body).unwrap_or_default();
+    if let Some(d) = status(rec_http).await {
         println!(
             "demo: the recovery site is {} and {}accepting writes; total demo time {:.1}s",
-            d["role"].as_str().unwrap_or("?"),
-            if d["writable"].as_bool() == Some(true) {
-                ""
-            } else {
-                "not yet "
-            },
+            d.role.as_str(),
+            if d.writable { "" } else { "not yet " },
             started.elapsed().as_secs_f64()
         );
     }

@@ -77,7 +77,7 @@ pub struct Response {
 }
 
 impl Response {
-    pub fn json(status: u16, value: &serde_json::Value) -> Response {
+    pub fn json(status: u16, value: &impl serde::Serialize) -> Response {
         Response {
             status,
             content_type: "application/json",
@@ -131,10 +131,12 @@ fn parse_query(q: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Serve until the task is dropped. `handler` is called once per request.
-pub async fn serve<H>(listener: TcpListener, handler: Arc<H>)
+/// Serve until the task is dropped. `handler` is called once per request; its future runs
+/// within the request's time limit.
+pub async fn serve<H, F>(listener: TcpListener, handler: Arc<H>)
 where
-    H: Fn(Request) -> Response + Send + Sync + 'static,
+    H: Fn(Request) -> F + Send + Sync + 'static,
+    F: std::future::Future<Output = Response> + Send + 'static,
 {
     loop {
         let (stream, addr) = match listener.accept().await {
@@ -156,14 +158,15 @@ where
     }
 }
 
-async fn handle_conn<H>(stream: TcpStream, handler: Arc<H>) -> std::io::Result<()>
+async fn handle_conn<H, F>(stream: TcpStream, handler: Arc<H>) -> std::io::Result<()>
 where
-    H: Fn(Request) -> Response + Send + Sync + 'static,
+    H: Fn(Request) -> F + Send + Sync + 'static,
+    F: std::future::Future<Output = Response> + Send + 'static,
 {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let response = match read_request(&mut r).await {
-        Ok(req) => handler(req),
+        Ok(req) => handler(req).await,
         Err(msg) => Response::text(400, format!("{msg}\n")),
     };
     let head = format!(
@@ -346,7 +349,7 @@ mod tests {
     async fn a_request_reaches_the_handler_and_the_answer_comes_back() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        let h = Arc::new(|r: Request| {
+        let h = Arc::new(|r: Request| async move {
             Response::text(200, format!("{} {} {:?}", r.method, r.path, r.param("x")))
         });
         let task = tokio::spawn(serve(l, h));

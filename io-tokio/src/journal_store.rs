@@ -223,9 +223,21 @@ impl JournalStore {
 
     /// Write a snapshot of `state` and start a fresh journal after it.
     pub fn snapshot<S: Serialize>(&mut self, state: &S) -> anyhow::Result<()> {
+        let bytes = self.encode_snapshot(state)?;
+        self.write_snapshot(&bytes)
+    }
+
+    /// The bytes of a snapshot of `state` taken now (cheap, in memory: the engine loop encodes
+    /// on its own thread and writes with [`Self::write_snapshot`] on a blocking one).
+    pub fn encode_snapshot<S: Serialize>(&self, state: &S) -> anyhow::Result<Vec<u8>> {
+        Ok(journal::encode_snapshot(state, self.writer.next_seq())?)
+    }
+
+    /// Write snapshot bytes from [`Self::encode_snapshot`] (no record appended in between) and
+    /// start a fresh journal after them.
+    pub fn write_snapshot(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
         let next = self.writer.next_seq();
-        let bytes = journal::encode_snapshot(state, next)?;
-        write_durably(&self.dir.join("snapshot"), &bytes).context("writing the snapshot")?;
+        write_durably(&self.dir.join("snapshot"), bytes).context("writing the snapshot")?;
         crate::crash::point("snapshot_before_journal");
         write_durably(&self.dir.join("journal"), &journal::encode_header(next))
             .context("starting a new journal")?;
@@ -237,6 +249,21 @@ impl JournalStore {
         self.bytes = 0;
         Ok(())
     }
+
+    /// What `/status` shows of the journal.
+    pub fn stats(&self) -> JournalStats {
+        JournalStats {
+            records_since_snapshot: self.records_since_snapshot,
+            bytes: self.bytes,
+        }
+    }
+}
+
+/// The journal's size since its snapshot.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JournalStats {
+    pub records_since_snapshot: u64,
+    pub bytes: u64,
 }
 
 /// The engines' monotonic time: the newest journaled `now` plus the time elapsed since this

@@ -25,6 +25,7 @@ pub mod datadir;
 pub mod demo;
 pub mod drivers;
 pub mod durable;
+pub mod engine_loop;
 pub mod http;
 pub mod journal_store;
 pub mod process;

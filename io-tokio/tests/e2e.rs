@@ -54,8 +54,31 @@ fn steady_shipping_replays_every_committed_row_at_the_recovery_site() {
         .unwrap();
     assert!(out.status.success());
     let table = String::from_utf8_lossy(&out.stdout);
+    // The table of the real agents' documents: one row per site, every monitor cell filled.
+    let row = |site: &str| -> Vec<String> {
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("{site} ")))
+            .unwrap_or_else(|| panic!("no row for {site}:\n{table}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    let (rec, pri) = (row("recovery"), row("primary"));
+    assert_eq!(rec.len(), 16, "{table}");
+    assert_eq!(&rec[1..5], ["secondary", "1", "no", "app"], "{table}");
+    assert!(rec[5].parse::<u64>().is_ok(), "RESTORED: {table}");
+    for (i, what) in [(8, "LAST BACKUP"), (10, "LAST COPY"), (12, "LAST RESTORE")] {
+        assert!(rec[i].starts_with("app_"), "{what}: {table}");
+    }
     assert!(
-        table.contains("recovery") && table.contains("primary") && table.contains("LAST RESTORE"),
+        rec[13].ends_with("ms") || rec[13].ends_with('s'),
+        "LATENCY: {table}"
+    );
+    assert_eq!(&pri[1..5], ["primary", "1", "yes", "app"], "{table}");
+    assert!(pri[6].parse::<u64>().unwrap() > 0, "PRODUCED: {table}");
+    assert!(
+        table.contains("recovery: thresholds: logs every"),
         "{table}"
     );
     assert!(!alert_kinds(c.rec_http)

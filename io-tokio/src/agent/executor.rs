@@ -10,12 +10,12 @@ use super::sinks::run_hook;
 use super::Feed;
 use crate::config::{Hooks, ProbeConfig, SiteFile};
 use crate::drivers::{self, ArtifactFile, BackupRequest, Driver, Manifest};
+use crate::status::doc::{WorkDoc, WorkKind};
 use crate::status::StatusBoard;
 use crate::transport::Transport;
 use lifeboat_core::engine::SiteEngine;
 use lifeboat_core::protocol::{Command, Failure, Input, ProbeTarget};
 use lifeboat_core::{ArtifactKey, ArtifactKind, ArtifactMeta, Config, DbId, Epoch, OpId, SiteId};
-use serde_json::json;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -483,9 +483,17 @@ async fn run(ctx: &Ctx, job: Job) -> Result<(), Failure> {
             let id = format!("restore:{op}");
             ctx.board.work_start(
                 id.clone(),
-                json!({"work": if reseed {"reseed"} else {"restore"}, "db": name,
-                       "lsn_start": artifact.key.lsn_start.0, "lsn_end": artifact.key.lsn_end.0,
-                       "size": artifact.size}),
+                WorkDoc {
+                    work: if reseed {
+                        WorkKind::Reseed
+                    } else {
+                        WorkKind::Restore
+                    },
+                    db: name.clone(),
+                    lsn_start: artifact.key.lsn_start.0,
+                    lsn_end: artifact.key.lsn_end.0,
+                    size: artifact.size,
+                },
             );
             let r = blocking(move || {
                 let file = ArtifactFile {
@@ -880,7 +888,7 @@ mod tests {
         files.remember_outbox(m.key, path);
 
         let (ftx, mut inputs) = mpsc::channel(64);
-        let feed = super::super::Feed(ftx);
+        let feed = crate::engine_loop::Feed(ftx);
         let name = ti::artifact_file_name(&m, "db0");
         let to = SiteId(1);
         for attempt in 1..=2u64 {

@@ -1,14 +1,9 @@
-//! The site agent: one [`SiteEngine`] driven by the world.
+//! The site agent: one [`SiteEngine`] on the [`engine_loop`](crate::engine_loop), fed by the
+//! world (transport events, completions, probes, operator requests) and dispatching its outputs
+//! to the executor, the peers, the alert sinks and the status board.
 //!
-//! ```text
-//! inputs (transport events, completions, probes, operator, disk) ─┐
-//!   journal (append + fsync) -> engine.handle(now, input) -> poll_output -> execute
-//!   sleep until poll_timeout or the next input -> Tick
-//! ```
-//!
-//! Persist, then act: a batch of inputs is fsynced to the journal before any output it caused
-//! is executed. Commands run off the loop (driver work in two ordered queues, ships and probes
-//! as tasks) and come back as inputs.
+//! Commands run off the loop (driver work in two ordered queues, ships and probes as tasks) and
+//! come back as inputs.
 
 mod executor;
 pub mod files;
@@ -16,72 +11,17 @@ mod probes;
 pub mod sinks;
 
 use crate::config::SiteFile;
-use crate::journal_store::{EngineClock, JournalStore, Record};
+use crate::engine_loop::{Dispatch, EngineLoop, Feed, PeerQueue};
 use crate::status::{self, StatusBoard};
-use crate::transport::{Event, Inbox, Listener, Transport, TransportConfig};
+use crate::transport::{Inbox, Listener, Transport, TransportConfig};
 use anyhow::Context;
 use executor::Executor;
-use lifeboat_core::engine::{SiteEngine, SiteState};
-use lifeboat_core::protocol::{Message, OperatorRequest};
-use lifeboat_core::{Input, Output, Peer, SiteId};
-use serde_json::json;
+use lifeboat_core::engine::SiteEngine;
+use lifeboat_core::{Input, Millis, Output, Peer, SiteId};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
-
-/// Inputs taken in one batch (one fsync for all of them).
-const BATCH: usize = 256;
-/// Inputs waiting for the loop.
-const INPUT_QUEUE: usize = 4096;
-/// Messages waiting for one peer's link; beyond this new ones are dropped (engines re-send).
-const OUTBOUND_QUEUE: usize = 512;
-
-/// A handle other tasks use to feed the loop.
-#[derive(Clone)]
-pub struct Feed(mpsc::Sender<Input>);
-
-impl Feed {
-    pub async fn send(&self, input: Input) {
-        let _ = self.0.send(input).await;
-    }
-    pub fn try_send(&self, input: Input) -> bool {
-        self.0.try_send(input).is_ok()
-    }
-}
-
-/// Messages to one peer, in order, over whichever link to it is up.
-struct Outbound(mpsc::Sender<Message>);
-
-impl Outbound {
-    fn start(
-        name: &'static str,
-        dial: Arc<Transport>,
-        listener: Arc<Listener>,
-        peer: Peer,
-    ) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Message>(OUTBOUND_QUEUE);
-        tokio::spawn(async move {
-            while let Some(msg) = rx.recv().await {
-                if dial.remote().is_some() {
-                    match dial.send_message(msg.clone()).await {
-                        Ok(()) => continue,
-                        Err(e) => debug!(to = name, error = %e, "send over the dialed link failed"),
-                    }
-                }
-                // The peer may have dialed us while our own dial is down.
-                if let Err(e) = listener.send_to(peer, msg).await {
-                    debug!(to = name, error = %e, "message dropped: no link");
-                }
-            }
-        });
-        Outbound(tx)
-    }
-    fn send(&self, msg: Message) {
-        let _ = self.0.try_send(msg);
-    }
-}
 
 pub async fn run(file: SiteFile, config_path: std::path::PathBuf) -> anyhow::Result<()> {
     let cfg = file.engine.clone();
@@ -89,54 +29,31 @@ pub async fn run(file: SiteFile, config_path: std::path::PathBuf) -> anyhow::Res
     let peer = SiteId(1 - me.0.min(1));
     // Held until `run` returns: a second agent on this data_dir exits instead.
     let _owner = crate::datadir::DataDirLock::acquire(&file.data_dir, "agent")?;
-
-    // ---- journal: snapshot + replay
-    let jdir = file.data_dir.join("journal");
-    let had_journal = JournalStore::journal_path(&jdir).exists();
-    let (mut store, rec) = JournalStore::open::<SiteState>(&jdir)
-        .with_context(|| format!("opening the journal in {}", jdir.display()))?;
-    let torn = rec.torn.clone();
-    if let Some(t) = &torn {
-        warn!(report = %t, "journal recovered after a crash");
+    let (lp, started) = EngineLoop::open(
+        &file.data_dir.join("journal"),
+        file.journal.snapshot_every,
+        |s| match s {
+            Some(s) => SiteEngine::from_state(cfg.clone(), me, s),
+            None => SiteEngine::new(cfg.clone(), me),
+        },
+    )?;
+    if !started.had_journal {
+        warn_if_orphaned(&file.data_dir, started.resumed);
     }
-    if !had_journal {
-        warn_if_orphaned(&file.data_dir, rec.state.is_some());
-    }
-    let resumed = rec.state.is_some() || !rec.records.is_empty();
-    let mut engine = match rec.state {
-        Some(s) => SiteEngine::from_state(cfg.clone(), me, s),
-        None => SiteEngine::new(cfg.clone(), me),
-    };
-    let replayed = rec.records.len();
-    for (now, input) in rec.records {
-        engine.handle(now, input);
-        while engine.poll_output().is_some() {}
-    }
-    let clock = EngineClock::new(engine.state().now + 1);
     info!(
         site = %file.site,
         config = %config_path.display(),
-        role = engine.role().as_str(),
-        epoch = engine.epoch().0,
-        replayed,
-        resumed,
+        role = lp.engine().role().as_str(),
+        epoch = lp.engine().epoch().0,
+        replayed = started.replayed,
+        resumed = started.resumed,
         "agent starting"
     );
 
-    // ---- channels, transport
-    let (in_tx, mut in_rx) = mpsc::channel::<Input>(INPUT_QUEUE);
-    let feed = Feed(in_tx);
-    let (ev_tx, mut ev_rx) = mpsc::channel::<Event>(1024);
-    {
-        let feed = feed.clone();
-        tokio::spawn(async move {
-            while let Some(ev) = ev_rx.recv().await {
-                if let Some(input) = ev.to_input() {
-                    feed.send(input).await;
-                }
-            }
-        });
-    }
+    // ---- transport: our listener, our dial to the peer (and the arbiter), one queue each
+    let feed = lp.feed();
+    let (ev_tx, ev_rx) = mpsc::channel(1024);
+    feed.forward(ev_rx);
     let inbox = Inbox::open(file.data_dir.join("inbox"), cfg.databases.clone())
         .with_context(|| format!("opening the inbox under {}", file.data_dir.display()))?;
     let receiving = inbox.transfers().clone();
@@ -158,34 +75,35 @@ pub async fn run(file: SiteFile, config_path: std::path::PathBuf) -> anyhow::Res
             )
         })?,
     );
-    let peer_dial = Arc::new(Transport::connect(
-        file.peer.clone(),
-        Peer::Site(me),
-        tcfg.clone(),
-        ev_tx.clone(),
-    ));
-    let to_peer = Outbound::start(
-        "peer",
-        peer_dial.clone(),
-        listener.clone(),
-        Peer::Site(peer),
-    );
-    let to_arbiter = file.arbiter.as_ref().map(|addr| {
-        let dial = Arc::new(Transport::connect(
-            addr.clone(),
+    let dial = |addr: &str| {
+        Arc::new(Transport::connect(
+            addr.to_string(),
             Peer::Site(me),
             tcfg.clone(),
             ev_tx.clone(),
-        ));
-        Outbound::start("arbiter", dial, listener.clone(), Peer::Arbiter)
+        ))
+    };
+    let peer_dial = dial(&file.peer);
+    let to_peer = PeerQueue::start(
+        "peer".into(),
+        Some(peer_dial.clone()),
+        listener.clone(),
+        Peer::Site(peer),
+    );
+    let to_arbiter = file.arbiter.as_deref().map(|addr| {
+        PeerQueue::start(
+            "arbiter".into(),
+            Some(dial(addr)),
+            listener.clone(),
+            Peer::Arbiter,
+        )
     });
 
-    // ---- executor, sinks, status
+    // ---- executor, alert sinks, status
     let board = Arc::new(StatusBoard::new(&file));
     board.watch_transfers(receiving);
     board.watch_transfers(peer_dial.transfers().clone());
-    board
-        .set_recovery(json!({"resumed": resumed, "replayed_records": replayed, "torn_tail": torn}));
+    board.set_recovery(&started);
     let exec = Arc::new(
         Executor::start(
             &file,
@@ -196,8 +114,7 @@ pub async fn run(file: SiteFile, config_path: std::path::PathBuf) -> anyhow::Res
         )
         .context("starting the database driver")?,
     );
-    let sink = sinks::start(file.alerts.clone());
-    status::serve(&file.http, board.clone(), feed.clone())
+    status::serve(&file.http, board.clone(), feed.clone(), lp.peeker())
         .await
         .with_context(|| {
             format!(
@@ -208,133 +125,65 @@ pub async fn run(file: SiteFile, config_path: std::path::PathBuf) -> anyhow::Res
         })?;
     exec.start_background(&file);
 
-    // ---- the loop
-    let mut pending: Vec<Input> = vec![if resumed {
+    let mut first = vec![if started.resumed {
         Input::Restarted
     } else {
         Input::Tick
     }];
-    pending.extend(unreadable_manifests(&cfg, exec.files(), feed.clone()));
-    pending.extend(unannounced_outbox(&engine, me, exec.files()));
-    let mut last_status = std::time::Instant::now() - Duration::from_secs(1);
-    let stop = crate::stop::requested();
-    tokio::pin!(stop);
-    loop {
-        if pending.is_empty() {
-            let sleep = engine
-                .poll_timeout()
-                .map(|t| clock.until(t))
-                .unwrap_or(Duration::from_secs(1))
-                .min(Duration::from_millis(500));
-            tokio::select! {
-                why = &mut stop => {
-                    info!(signal = why, "stopping: the journal is whole up to the last batch");
-                    board.publish(&engine, clock.now(), &store);
-                    return Ok(());
-                }
-                got = in_rx.recv() => match got {
-                    Some(i) => pending.push(i),
-                    None => return Ok(()),
-                },
-                () = tokio::time::sleep(sleep) => {
-                    if engine.poll_timeout().is_some_and(|t| t <= clock.now()) {
-                        pending.push(Input::Tick);
-                    }
-                }
-            }
-            while pending.len() < BATCH {
-                match in_rx.try_recv() {
-                    Ok(i) => pending.push(i),
-                    Err(_) => break,
-                }
-            }
-            if pending.is_empty() {
-                if last_status.elapsed() >= Duration::from_millis(200) {
-                    board.publish(&engine, clock.now(), &store);
-                    last_status = std::time::Instant::now();
-                }
-                continue;
-            }
-        }
-        let now = clock.now();
-        let batch: Vec<Record> = pending.drain(..).map(|i| (now, i)).collect();
-        // Persist first: nothing this batch causes happens before it is durable.
-        store.append(&batch)?;
-        crate::crash::point("journal_before_effects");
-        for (now, input) in batch {
-            match &input {
-                Input::Operator(req) => info!(request = ?req, "operator request"),
-                Input::ArtifactReceived { meta, computed, .. }
-                    if meta.checksum == *computed
-                        && meta.key.kind == lifeboat_core::ArtifactKind::Log =>
-                {
-                    // From the log's creation at the primary to verified here (wall clock).
-                    let ms = status::utc_now().0.saturating_sub(meta.created_utc.0);
-                    board.log_verified(ms.max(0) as u64);
-                }
-                _ => {}
-            }
-            engine.handle(now, input);
-            while let Some(out) = engine.poll_output() {
-                match out {
-                    Output::Command(c) => exec.execute(c, &engine),
-                    Output::Send { to, msg } => match to {
-                        Peer::Site(s) if s == peer => to_peer.send(msg),
-                        Peer::Arbiter => {
-                            if let Some(a) = &to_arbiter {
-                                a.send(msg)
-                            }
-                        }
-                        Peer::Site(_) => {}
-                    },
-                    Output::Alert(ev) => {
-                        let doc =
-                            sinks::alert_json(&cfg, &file.site, &ev, |t| board.utc_of(t, now));
-                        board.alert(doc.clone());
-                        sinks::send(&sink, doc);
-                    }
-                    Output::Audit(a) => {
-                        info!(what = %a.what, why = %a.why, epoch = a.epoch.0, inputs = ?a.inputs, "decision");
-                        board.audit(&a);
-                    }
-                    Output::Report(r) => {
-                        let doc = status::report_json(&cfg, &r);
-                        info!(report = %doc, "report");
-                        board.report(doc);
-                    }
-                }
-            }
-        }
-        if store.records_since_snapshot() >= file.journal.snapshot_every {
-            store
-                .snapshot(engine.state())
-                .context("writing the engine snapshot")?;
-        }
-        if last_status.elapsed() >= Duration::from_millis(100) {
-            board.publish(&engine, clock.now(), &store);
-            last_status = std::time::Instant::now();
-        }
-    }
+    first.extend(unreadable_manifests(&cfg, exec.files(), feed.clone()));
+    first.extend(unannounced_outbox(lp.engine(), me, exec.files()));
+    let mut out = Outputs {
+        exec,
+        peer,
+        to_peer,
+        to_arbiter,
+        alerts: sinks::start(file.alerts.clone()),
+        board,
+    };
+    lp.run(first, &mut out).await
 }
 
-/// Parse an operator request path (`/operator/<name>`) and its parameters.
-pub fn operator_request(
-    name: &str,
-    force: bool,
-    db: Option<lifeboat_core::DbId>,
-) -> Option<OperatorRequest> {
-    Some(match name {
-        "switchover" => OperatorRequest::Switchover,
-        "failover" => OperatorRequest::Failover { force },
-        "failback" => OperatorRequest::Failback,
-        "drill" => OperatorRequest::Drill { db },
-        "pause" => OperatorRequest::PauseBackups,
-        "resume" => OperatorRequest::ResumeBackups,
-        "reseed" => OperatorRequest::Reseed { db: db? },
-        "confirm" => OperatorRequest::ConfirmFailover,
-        "abort" => OperatorRequest::AbortFailover,
-        _ => return None,
-    })
+/// Where the site engine's outputs go.
+struct Outputs {
+    exec: Arc<Executor>,
+    peer: SiteId,
+    to_peer: PeerQueue,
+    to_arbiter: Option<PeerQueue>,
+    alerts: mpsc::Sender<crate::status::doc::AlertDoc>,
+    board: Arc<StatusBoard>,
+}
+
+impl Dispatch<SiteEngine> for Outputs {
+    fn input(&mut self, input: &Input) {
+        if let Input::Operator(req) = input {
+            info!(request = ?req, "operator request");
+        }
+        self.board.input(input);
+    }
+
+    fn output(&mut self, engine: &SiteEngine, now: Millis, out: Output) {
+        match out {
+            Output::Command(c) => self.exec.execute(c, engine),
+            Output::Send { to, msg } => match to {
+                Peer::Site(s) if s == self.peer => self.to_peer.send(msg),
+                Peer::Arbiter => match &self.to_arbiter {
+                    Some(q) => q.send(msg),
+                    None => debug!("no arbiter configured: message to it not sent"),
+                },
+                Peer::Site(s) => warn!(
+                    site = s.0,
+                    "message to a site this agent does not know: dropped"
+                ),
+            },
+            Output::Alert(ev) => sinks::send(&self.alerts, self.board.alert(&ev, now)),
+            Output::Audit(a) => {
+                info!(what = %a.what, why = %a.why, epoch = a.epoch.0, inputs = ?a.inputs, "decision");
+                self.board.audit(&a);
+            }
+            Output::Report(r) => self.board.report(&r),
+        }
+        self.board.set_role(engine.role(), engine.writable());
+    }
 }
 
 /// Crash point "after publish, before journal": the driver published an artifact into the

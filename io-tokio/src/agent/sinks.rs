@@ -3,8 +3,8 @@
 
 use crate::config::SinkConfig;
 use crate::http;
-use lifeboat_core::alert::{AlertChange, AlertEvent, Subject};
-use lifeboat_core::Config;
+use crate::status::doc::AlertDoc;
+use lifeboat_core::alert::{AlertChange, Severity};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -20,70 +20,37 @@ const SINK_QUEUE: usize = 1024;
 /// Hand an alert to the sinks. When they are so far behind that the queue is full, the alert
 /// is written to the structured log here, with a warning that hooks and webhooks missed it:
 /// never dropped without a trace.
-pub fn send(tx: &mpsc::Sender<serde_json::Value>, doc: serde_json::Value) {
+pub fn send(tx: &mpsc::Sender<AlertDoc>, doc: AlertDoc) {
     if let Err(e) = tx.try_send(doc) {
         let doc = match e {
             mpsc::error::TrySendError::Full(d) | mpsc::error::TrySendError::Closed(d) => d,
         };
         log_alert(&doc);
         warn!(
-            alert = doc["kind"].as_str().unwrap_or("?"),
+            alert = doc.kind.as_str(),
             waiting = SINK_QUEUE,
             "the alert hooks and webhooks are behind: this alert reached the log only"
         );
     }
 }
 
-/// The JSON every sink receives.
-pub fn alert_json(
-    cfg: &Config,
-    site: &str,
-    ev: &AlertEvent,
-    utc_of: impl Fn(u64) -> String,
-) -> serde_json::Value {
-    let subject = match ev.id.subject {
-        Subject::None => serde_json::Value::Null,
-        Subject::Site(s) => serde_json::json!({"site": cfg.site_name(s)}),
-        Subject::Artifact(k) => serde_json::json!({
-            "artifact": {"db": cfg.db_name(k.db), "kind": k.kind.name_word(), "epoch": k.epoch.0,
-                         "lsn_start": k.lsn_start.0, "lsn_end": k.lsn_end.0}
-        }),
-    };
-    serde_json::json!({
-        "site": site,
-        "kind": ev.id.kind.as_str(),
-        "db": ev.id.db.map(|d| cfg.db_name(d).to_string()),
-        "subject": subject,
-        "change": match ev.change {
-            AlertChange::Raised => "raised",
-            AlertChange::Updated => "updated",
-            AlertChange::Cleared => "cleared",
-            AlertChange::Notice => "notice",
-        },
-        "severity": ev.severity.as_str(),
-        "count": ev.count,
-        "first_seen": utc_of(ev.first_seen),
-        "last_seen": utc_of(ev.last_seen),
-        "text": ev.text,
-    })
-}
-
-/// Start the sink task; send alert JSON documents into the returned channel.
-pub fn start(sinks: Vec<SinkConfig>) -> mpsc::Sender<serde_json::Value> {
-    let (tx, mut rx) = mpsc::channel::<serde_json::Value>(SINK_QUEUE);
+/// Start the sink task; send alert documents into the returned channel. Every sink receives
+/// the document as JSON ([`AlertDoc`]).
+pub fn start(sinks: Vec<SinkConfig>) -> mpsc::Sender<AlertDoc> {
+    let (tx, mut rx) = mpsc::channel::<AlertDoc>(SINK_QUEUE);
     tokio::spawn(async move {
         while let Some(doc) = rx.recv().await {
             log_alert(&doc);
+            let body = serde_json::to_vec(&doc).unwrap_or_default();
             for s in &sinks {
                 match s {
                     SinkConfig::Log => {}
                     SinkConfig::Exec { command } => {
-                        if let Err(e) = exec_hook(command, &doc).await {
+                        if let Err(e) = exec_hook(command, &doc, &body).await {
                             warn!(command = ?command, error = %e, "alert exec hook failed");
                         }
                     }
                     SinkConfig::Webhook { url } => {
-                        let body = serde_json::to_vec(&doc).unwrap_or_default();
                         match http::request(
                             "POST",
                             url,
@@ -104,24 +71,23 @@ pub fn start(sinks: Vec<SinkConfig>) -> mpsc::Sender<serde_json::Value> {
     tx
 }
 
-fn log_alert(doc: &serde_json::Value) {
-    let kind = doc["kind"].as_str().unwrap_or("?");
-    let sev = doc["severity"].as_str().unwrap_or("?");
-    let change = doc["change"].as_str().unwrap_or("?");
-    let text = doc["text"].as_str().unwrap_or("");
-    let count = doc["count"].as_u64().unwrap_or(0);
-    match sev {
-        "critical" | "failure" if change != "cleared" => {
-            error!(alert = kind, severity = sev, change, count, "{text}")
+fn log_alert(doc: &AlertDoc) {
+    let (alert, severity, change) = (
+        doc.kind.as_str(),
+        doc.severity.as_str(),
+        doc.change.as_str(),
+    );
+    let (count, text) = (doc.count, &doc.text);
+    match (doc.change, doc.severity) {
+        (AlertChange::Cleared, _) => info!(alert, severity, change, count, "{text}"),
+        (_, Severity::Critical | Severity::Failure) => {
+            error!(alert, severity, change, count, "{text}")
         }
-        "warning" if change != "cleared" => {
-            warn!(alert = kind, severity = sev, change, count, "{text}")
-        }
-        _ => info!(alert = kind, severity = sev, change, count, "{text}"),
+        (_, Severity::Warning) => warn!(alert, severity, change, count, "{text}"),
     }
 }
 
-async fn exec_hook(command: &[String], doc: &serde_json::Value) -> Result<(), String> {
+async fn exec_hook(command: &[String], doc: &AlertDoc, body: &[u8]) -> Result<(), String> {
     let (prog, args) = command.split_first().ok_or("empty command")?;
     let mut cmd = tokio::process::Command::new(prog);
     cmd.args(args)
@@ -129,21 +95,16 @@ async fn exec_hook(command: &[String], doc: &serde_json::Value) -> Result<(), St
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    for (k, key) in [
-        ("LIFEBOAT_ALERT_KIND", "kind"),
-        ("LIFEBOAT_ALERT_SEVERITY", "severity"),
-        ("LIFEBOAT_ALERT_CHANGE", "change"),
-        ("LIFEBOAT_ALERT_TEXT", "text"),
-        ("LIFEBOAT_ALERT_SITE", "site"),
-    ] {
-        cmd.env(k, doc[key].as_str().unwrap_or(""));
-    }
+    cmd.env("LIFEBOAT_ALERT_KIND", doc.kind.as_str())
+        .env("LIFEBOAT_ALERT_SEVERITY", doc.severity.as_str())
+        .env("LIFEBOAT_ALERT_CHANGE", doc.change.as_str())
+        .env("LIFEBOAT_ALERT_TEXT", &doc.text)
+        .env("LIFEBOAT_ALERT_SITE", &doc.site);
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start {prog}: {e}"))?;
     if let Some(mut stdin) = child.stdin.take() {
-        let body = serde_json::to_vec(doc).unwrap_or_default();
-        let _ = stdin.write_all(&body).await;
+        let _ = stdin.write_all(body).await;
     }
     let out = tokio::time::timeout(SINK_TIMEOUT, child.wait_with_output())
         .await

@@ -1,49 +1,40 @@
-//! The arbiter process: the witness engine behind a transport listener, with its journal.
-//! Sites dial it; it answers over the control link each site opened.
+//! The arbiter process: the witness engine behind a transport listener, with its journal, on
+//! the same engine loop as the site agent. Sites dial it; it answers over the control link each
+//! site opened, one ordered queue per site.
 
 use crate::config::ArbiterFile;
+use crate::engine_loop::{Dispatch, EngineLoop, Peeker, PeerQueue};
 use crate::http::{self, Request, Response};
-use crate::journal_store::{EngineClock, JournalStore, Record};
-use crate::transport::{Event, Inbox, Listener, TransportConfig};
+use crate::transport::{Inbox, Listener, TransportConfig};
 use anyhow::Context;
-use lifeboat_core::arbiter::{Arbiter, ArbiterState};
-use lifeboat_core::{Input, Output, Peer};
-use std::sync::{Arc, Mutex};
+use lifeboat_core::arbiter::Arbiter;
+use lifeboat_core::{Config, Input, Millis, Output, Peer};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use tokio::sync::mpsc;
-use tracing::{info, warn};
-
-/// Events taken from the channel in one batch (one fsync).
-const BATCH: usize = 128;
+use tracing::info;
 
 pub async fn run(file: ArbiterFile) -> anyhow::Result<()> {
     let cfg = file.engine.clone();
     // Held until `run` returns: a second arbiter on this data_dir exits instead.
     let _owner = crate::datadir::DataDirLock::acquire(&file.data_dir, "arbiter")?;
-    let jdir = file.data_dir.join("journal");
-    let (mut store, rec) = JournalStore::open::<ArbiterState>(&jdir)
-        .with_context(|| format!("opening the arbiter journal in {}", jdir.display()))?;
-    if let Some(t) = &rec.torn {
-        warn!(report = %t, "journal recovered");
-    }
-    let resumed = rec.state.is_some() || !rec.records.is_empty();
-    let mut arb = match rec.state {
-        Some(s) => Arbiter::from_state(cfg.clone(), s),
-        None => Arbiter::new(cfg.clone()),
-    };
-    let replayed = rec.records.len();
-    for (now, input) in rec.records {
-        arb.handle(now, input);
-        while arb.poll_output().is_some() {}
-    }
-    let clock = EngineClock::new(arb.state().now + 1);
+    let (lp, started) = EngineLoop::open(
+        &file.data_dir.join("journal"),
+        file.journal.snapshot_every,
+        |s| match s {
+            Some(s) => Arbiter::from_state(cfg.clone(), s),
+            None => Arbiter::new(cfg.clone()),
+        },
+    )?;
     info!(
-        epoch = arb.epoch().0,
-        holder = ?arb.holder().map(|h| cfg.site_name(h).to_string()),
-        replayed,
+        epoch = lp.engine().epoch().0,
+        holder = ?lp.engine().holder().map(|h| cfg.site_name(h).to_string()),
+        replayed = started.replayed,
         "arbiter starting"
     );
 
-    let (tx, mut rx) = mpsc::channel::<Event>(1024);
+    let (tx, events) = mpsc::channel(1024);
+    lp.feed().forward(events);
     let inbox = Inbox::open(file.data_dir.join("inbox"), cfg.databases.clone())
         .with_context(|| format!("creating {}", file.data_dir.display()))?;
     let listener = Arc::new(
@@ -57,92 +48,89 @@ pub async fn run(file: ArbiterFile) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {} (listen)", file.listen))?,
     );
-
-    let status = Arc::new(Mutex::new(serde_json::Value::Null));
     if let Some(addr) = &file.http {
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("http on {addr}"))?;
-        let status = status.clone();
+        let (peeker, cfg, listener) = (lp.peeker(), cfg.clone(), listener.clone());
         tokio::spawn(http::serve(
             l,
-            Arc::new(move |r: Request| match r.path.as_str() {
-                "/status" => Response::json(
-                    200,
-                    &status.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-                ),
-                "/health" => Response::text(200, "ok\n"),
-                _ => Response::text(404, "try /status\n"),
+            Arc::new(move |r: Request| {
+                let (peeker, cfg, listener) = (peeker.clone(), cfg.clone(), listener.clone());
+                async move {
+                    match r.path.as_str() {
+                        "/status" => match status(&peeker, cfg, &listener).await {
+                            Some(doc) => Response::json(200, &doc),
+                            None => Response::text(503, "the arbiter is stopping or overloaded\n"),
+                        },
+                        "/health" => Response::text(200, "ok\n"),
+                        _ => Response::text(404, "try /status\n"),
+                    }
+                }
             }),
         ));
     }
 
-    let first: Input = if resumed {
+    let first = if started.resumed {
         Input::Restarted
     } else {
         Input::Tick
     };
-    let mut pending: Vec<Input> = vec![first];
-    let stop = crate::stop::requested();
-    tokio::pin!(stop);
-    loop {
-        if pending.is_empty() {
-            tokio::select! {
-                why = &mut stop => {
-                    info!(signal = why, "stopping: the journal is whole up to the last batch");
-                    return Ok(());
-                }
-                got = rx.recv() => match got {
-                    Some(ev) => pending.extend(ev.to_input()),
-                    None => return Ok(()),
-                },
+    let mut out = Answers {
+        listener,
+        queues: BTreeMap::new(),
+    };
+    lp.run(vec![first], &mut out).await
+}
+
+/// The arbiter's outputs: answers to sites, one ordered queue per site; decisions to the log.
+struct Answers {
+    listener: Arc<Listener>,
+    queues: BTreeMap<Peer, PeerQueue>,
+}
+
+impl Dispatch<Arbiter> for Answers {
+    fn output(&mut self, _: &Arbiter, _: Millis, out: Output) {
+        match out {
+            Output::Send { to, msg } => {
+                let listener = &self.listener;
+                self.queues
+                    .entry(to)
+                    .or_insert_with(|| {
+                        PeerQueue::start(format!("{to:?}"), None, listener.clone(), to)
+                    })
+                    .send(msg);
             }
-            while pending.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(ev) => pending.extend(ev.to_input()),
-                    Err(_) => break,
-                }
-            }
-            continue;
+            Output::Audit(a) => info!(what = %a.what, why = %a.why, epoch = a.epoch.0, "decision"),
+            other => tracing::debug!(?other, "arbiter output"),
         }
-        let now = clock.now();
-        let batch: Vec<Record> = pending.drain(..).map(|i| (now, i)).collect();
-        store.append(&batch)?;
-        for (now, input) in batch {
-            arb.handle(now, input);
-            while let Some(out) = arb.poll_output() {
-                match out {
-                    Output::Send { to, msg } => {
-                        let l = listener.clone();
-                        tokio::spawn(async move {
-                            if let Err(e) = l.send_to(to, msg).await {
-                                tracing::debug!(error = %e, "arbiter answer not sent");
-                            }
-                        });
-                    }
-                    Output::Audit(a) => {
-                        info!(what = %a.what, why = %a.why, epoch = a.epoch.0, "decision")
-                    }
-                    other => tracing::debug!(?other, "arbiter output"),
-                }
-            }
-        }
-        if store.records_since_snapshot() >= file.journal.snapshot_every {
-            store.snapshot(arb.state())?;
-        }
-        let st = arb.state();
-        *status.lock().unwrap_or_else(|e| e.into_inner()) = serde_json::json!({
-            "role": "arbiter",
-            "epoch": st.epoch.0,
-            "holder": st.holder.map(|h| cfg.site_name(h).to_string()),
-            "holder_renewing": arb.view(now_of(&clock)).holder_renewing,
-            "lease_lapsed": arb.view(now_of(&clock)).lease_lapsed,
-            "since_renewal_ms": arb.view(now_of(&clock)).since_renewal_ms,
-            "connected": listener.connected_peers().iter().map(|p| format!("{p:?}")).collect::<Vec<_>>(),
-        });
     }
 }
 
-fn now_of(c: &EngineClock) -> u64 {
-    c.now()
+/// The arbiter's `/status` document, built between batches.
+async fn status(
+    peeker: &Peeker<Arbiter>,
+    cfg: Config,
+    listener: &Listener,
+) -> Option<serde_json::Value> {
+    let connected: Vec<String> = listener
+        .connected_peers()
+        .iter()
+        .map(|p| format!("{p:?}"))
+        .collect();
+    peeker
+        .peek(move |arb, now, _| {
+            let st = arb.state();
+            let view = arb.view(now);
+            serde_json::json!({
+                "role": "arbiter",
+                "epoch": st.epoch.0,
+                "holder": st.holder.map(|h| cfg.site_name(h).to_string()),
+                "holder_renewing": view.holder_renewing,
+                "lease_lapsed": view.lease_lapsed,
+                "since_renewal_ms": view.since_renewal_ms,
+                "connected": connected,
+            })
+        })
+        .await
 }

@@ -6,7 +6,7 @@ pub mod verify;
 
 use crate::config::SiteFile;
 use crate::http;
-use serde_json::Value;
+use crate::status::doc::{KindName, ReportBody, ReportDoc, StatusDoc};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -53,7 +53,7 @@ impl Target {
 
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
-pub async fn get_status(addr: &str) -> Result<Value, String> {
+pub async fn get_status(addr: &str) -> Result<StatusDoc, String> {
     let (code, body) =
         http::request("GET", &format!("http://{addr}/status"), None, TIMEOUT).await?;
     if code != 200 {
@@ -63,11 +63,11 @@ pub async fn get_status(addr: &str) -> Result<Value, String> {
 }
 
 /// Status of the local site and, when it names one, the other site.
-pub async fn all_status(addr: &str) -> Result<Vec<(String, Result<Value, String>)>, String> {
+pub async fn all_status(addr: &str) -> Result<Vec<(String, Result<StatusDoc, String>)>, String> {
     let local = get_status(addr).await?;
     let mut out = vec![(addr.to_string(), Ok(local.clone()))];
-    if let Some(peer) = local["peer_http"].as_str() {
-        out.push((peer.to_string(), get_status(peer).await));
+    if let Some(peer) = &local.peer_http {
+        out.push((peer.clone(), get_status(peer).await));
     }
     Ok(out)
 }
@@ -83,10 +83,10 @@ pub async fn status(target: &Target, as_json: bool) -> i32 {
     match all_status(&addr).await {
         Ok(sites) => {
             if as_json {
-                let docs: Vec<Value> = sites
+                let docs: Vec<serde_json::Value> = sites
                     .iter()
                     .map(|(a, r)| match r {
-                        Ok(d) => d.clone(),
+                        Ok(d) => serde_json::to_value(d).unwrap_or_default(),
                         Err(e) => serde_json::json!({"http": a, "error": e}),
                     })
                     .collect();
@@ -111,14 +111,14 @@ pub async fn status(target: &Target, as_json: bool) -> i32 {
 }
 
 /// The reports of `kind` the sites hold, as (site, seq, report).
-fn reports_of(sites: &[(String, Result<Value, String>)], kind: &str) -> Vec<(String, u64, Value)> {
+fn reports_of(
+    sites: &[(String, Result<StatusDoc, String>)],
+    kind: &str,
+) -> Vec<(String, u64, ReportDoc)> {
     let mut out = Vec::new();
     for d in sites.iter().filter_map(|(_, r)| r.as_ref().ok()) {
-        let site = d["site"].as_str().unwrap_or("?").to_string();
-        for r in d["reports"].as_array().into_iter().flatten() {
-            if r["kind"] == kind {
-                out.push((site.clone(), r["seq"].as_u64().unwrap_or(0), r.clone()));
-            }
+        for r in d.reports.iter().filter(|r| r.body.kind() == kind) {
+            out.push((d.site.clone(), r.seq, r.clone()));
         }
     }
     out
@@ -126,18 +126,16 @@ fn reports_of(sites: &[(String, Result<Value, String>)], kind: &str) -> Vec<(Str
 
 /// While a command waits: the procedure step and the transfers of every site, on stderr, each
 /// line printed again only when it changed (a large reseed copy shows its bar filling).
-fn show_progress(sites: &[(String, Result<Value, String>)], before: Vec<String>) -> Vec<String> {
+fn show_progress(
+    sites: &[(String, Result<StatusDoc, String>)],
+    before: Vec<String>,
+) -> Vec<String> {
     let mut now = Vec::new();
     for d in sites.iter().filter_map(|(_, r)| r.as_ref().ok()) {
-        let site = d["site"].as_str().unwrap_or("?");
-        if let Some(p) = d["procedure"].as_object() {
-            now.push(format!(
-                "{site}: {} step {}",
-                p.get("kind").and_then(Value::as_str).unwrap_or("?"),
-                p.get("step").and_then(Value::as_str).unwrap_or("?")
-            ));
+        if let Some(p) = &d.procedure {
+            now.push(format!("{}: {} step {}", d.site, p.kind, p.step));
         }
-        now.extend(table::transfer_lines(site, d));
+        now.extend(table::transfer_lines(&d.site, d));
     }
     for line in &now {
         if !before.contains(line) {
@@ -207,8 +205,11 @@ pub async fn operator(target: &Target, name: &str, query: &str, wait: u64) -> i3
                 .into_iter()
                 .find(|(site, seq, _)| !before.iter().any(|(s, q, _)| s == site && q == seq));
             if let Some((_, _, r)) = new {
-                println!("{name}: done: {r}");
-                let ok = r["ok"].as_bool().unwrap_or(true);
+                println!(
+                    "{name}: done: {}",
+                    serde_json::to_string(&r).unwrap_or_default()
+                );
+                let ok = !matches!(r.body, ReportBody::Drill { ok: false, .. });
                 return if ok { exit::OK } else { exit::FAILED };
             }
         }
@@ -222,19 +223,13 @@ pub async fn operator(target: &Target, name: &str, query: &str, wait: u64) -> i3
 
 /// The last full backup restored into database `db` at any site (file name and end position),
 /// from the status documents.
-fn last_full_restore(sites: &[(String, Result<Value, String>)], db: &str) -> Option<String> {
+fn last_full_restore(sites: &[(String, Result<StatusDoc, String>)], db: &str) -> Option<String> {
     sites
         .iter()
         .filter_map(|(_, r)| r.as_ref().ok())
-        .flat_map(|d| d["databases"].as_array().cloned().unwrap_or_default())
-        .filter(|e| e["name"] == db && e["last_restore"]["kind"] == "full")
-        .map(|e| {
-            format!(
-                "{} {}",
-                e["last_restore"]["file"], e["last_restore"]["lsn_end"]
-            )
-        })
-        .next()
+        .filter_map(|d| d.db(db)?.last_restore.as_ref())
+        .find(|a| a.kind == KindName::Full)
+        .map(|a| format!("{} {}", a.file, a.lsn_end))
 }
 
 /// Wait until the recovery site's database `db` went through its reseed (the new full backup
@@ -254,8 +249,8 @@ async fn wait_reseed(addr: &str, db: &str, wait: u64, full_before: Option<String
         let entry = sites
             .iter()
             .filter_map(|(_, r)| r.as_ref().ok())
-            .flat_map(|d| d["databases"].as_array().cloned().unwrap_or_default())
-            .find(|e| e["name"] == db && !e["reseeding_ms"].is_null());
+            .filter_map(|d| d.db(db))
+            .find(|e| e.reseeding_ms.is_some());
         let restored_new_full = || {
             let now = last_full_restore(&sites, db);
             now.is_some() && now != full_before

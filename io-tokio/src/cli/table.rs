@@ -2,13 +2,19 @@
 //! database the time since the last backup / copy / restore, the last file of each, the restore
 //! latency, the backlog and the alert state; then thresholds, active alerts and work in progress.
 
-use serde_json::Value;
+use crate::status::doc::{ArtifactDoc, RoleName, StatusDoc, WorkKind};
+use crate::transport::progress::Direction;
 
-fn ago(v: &Value) -> String {
-    match v["ago_ms"].as_u64() {
-        None => "-".into(),
-        Some(ms) => human_ms(ms),
-    }
+fn ago(v: &Option<ArtifactDoc>) -> String {
+    v.as_ref().map_or("-".into(), |a| human_ms(a.ago_ms))
+}
+
+fn file(v: &Option<ArtifactDoc>) -> String {
+    v.as_ref().map_or("-".into(), |a| a.file.clone())
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map_or("-".into(), |v| v.to_string())
 }
 
 pub fn human_ms(ms: u64) -> String {
@@ -20,18 +26,6 @@ pub fn human_ms(ms: u64) -> String {
         format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60)
     } else {
         format!("{}h{:02}m", ms / 3_600_000, (ms / 60_000) % 60)
-    }
-}
-
-fn file(v: &Value) -> String {
-    v["file"].as_str().unwrap_or("-").to_string()
-}
-
-fn opt(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
     }
 }
 
@@ -47,30 +41,26 @@ pub fn bar(done: u64, total: u64) -> String {
 }
 
 /// One line per artifact transfer under way at a site: direction, file, a bar and the bytes.
-pub fn transfer_lines(site: &str, doc: &Value) -> Vec<String> {
-    doc["transfers"]
-        .as_array()
-        .into_iter()
-        .flatten()
+pub fn transfer_lines(site: &str, doc: &StatusDoc) -> Vec<String> {
+    doc.transfers
+        .iter()
         .map(|t| {
-            let size = t["size"].as_u64().unwrap_or(0);
-            let done = t["done"].as_u64().unwrap_or(0);
-            let verb = match t["direction"].as_str() {
-                Some("send") => "sending",
-                _ => "receiving",
+            let verb = match t.direction {
+                Direction::Send => "sending",
+                Direction::Receive => "receiving",
             };
             format!(
                 "{site}: {verb} {} {} {}/{} MiB",
-                t["file"].as_str().unwrap_or("?"),
-                bar(done, size),
-                done >> 20,
-                size >> 20
+                t.file,
+                bar(t.done, t.size),
+                t.done >> 20,
+                t.size >> 20
             )
         })
         .collect()
 }
 
-pub fn render(sites: &[(String, Result<Value, String>)]) -> String {
+pub fn render(sites: &[(String, Result<StatusDoc, String>)]) -> String {
     let head = [
         "SITE",
         "ROLE",
@@ -102,47 +92,34 @@ pub fn render(sites: &[(String, Result<Value, String>)]) -> String {
                 continue;
             }
         };
-        let site = d["site"].as_str().unwrap_or("?").to_string();
-        let alerts = d["alerts"].as_array().cloned().unwrap_or_default();
-        for db in d["databases"].as_array().into_iter().flatten() {
-            let name = db["name"].as_str().unwrap_or("?");
-            let db_alerts: Vec<String> = alerts
+        let site = &d.site;
+        for db in &d.databases {
+            let db_alerts: Vec<String> = d
+                .alerts
                 .iter()
-                .filter(|a| a["db"].as_str() == Some(name) || a["db"].is_null())
-                .map(|a| {
-                    format!(
-                        "{}:{}",
-                        a["kind"].as_str().unwrap_or("?"),
-                        a["severity"].as_str().unwrap_or("?")
-                    )
-                })
+                .filter(|a| a.db.as_deref().is_none_or(|n| n == db.name))
+                .map(|a| format!("{}:{}", a.kind.as_str(), a.severity.as_str()))
                 .collect();
             rows.push(vec![
                 site.clone(),
-                opt(&d["role"]),
-                opt(&d["epoch"]),
-                if d["writable"].as_bool() == Some(true) {
-                    "yes".into()
+                d.role.as_str().to_string(),
+                d.epoch.to_string(),
+                if d.writable { "yes" } else { "no" }.to_string(),
+                db.name.clone(),
+                opt(db.restored_lsn),
+                if d.writable || d.role == RoleName::Primary {
+                    db.write_lsn.to_string()
                 } else {
-                    "no".into()
+                    db.known_produced_lsn.to_string()
                 },
-                name.to_string(),
-                opt(&db["restored_lsn"]),
-                if d["writable"].as_bool() == Some(true) || d["role"] == "primary" {
-                    opt(&db["write_lsn"])
-                } else {
-                    opt(&db["known_produced_lsn"])
-                },
-                ago(&db["last_backup"]),
-                file(&db["last_backup"]),
-                ago(&db["last_copy"]),
-                file(&db["last_copy"]),
-                ago(&db["last_restore"]),
-                file(&db["last_restore"]),
-                db["restore_latency_ms"]
-                    .as_u64()
-                    .map_or("-".into(), human_ms),
-                opt(&db["backlog"]),
+                ago(&db.last_backup),
+                file(&db.last_backup),
+                ago(&db.last_copy),
+                file(&db.last_copy),
+                ago(&db.last_restore),
+                file(&db.last_restore),
+                db.restore_latency_ms.map_or("-".into(), human_ms),
+                db.backlog.to_string(),
                 if db_alerts.is_empty() {
                     "ok".into()
                 } else {
@@ -150,55 +127,46 @@ pub fn render(sites: &[(String, Result<Value, String>)]) -> String {
                 },
             ]);
         }
-        for a in &alerts {
+        for a in &d.alerts {
             notes.push(format!(
                 "{site}: [{}] {} x{}: {}",
-                a["severity"].as_str().unwrap_or("?"),
-                a["kind"].as_str().unwrap_or("?"),
-                a["count"],
-                a["text"].as_str().unwrap_or("")
+                a.severity.as_str(),
+                a.kind.as_str(),
+                a.count,
+                a.text
             ));
         }
-        if let Some(p) = d["procedure"].as_object() {
+        if let Some(p) = &d.procedure {
             notes.push(format!(
                 "{site}: {} in progress, step {}, for {}",
-                p.get("kind").map(opt).unwrap_or_default(),
-                p.get("step").map(opt).unwrap_or_default(),
-                human_ms(p.get("running_ms").and_then(Value::as_u64).unwrap_or(0))
+                p.kind,
+                p.step,
+                human_ms(p.running_ms)
             ));
         }
-        for w in d["work"].as_array().into_iter().flatten() {
-            let size = w["size"].as_u64().unwrap_or(0);
-            let done = w["done"].as_u64().unwrap_or(0);
+        for w in &d.work {
+            let what = match w.work {
+                WorkKind::Restore => "restore",
+                WorkKind::Reseed => "reseed",
+            };
             notes.push(format!(
-                "{site}: {} {} {}",
-                opt(&w["work"]),
-                w["file"].as_str().or(w["db"].as_str()).unwrap_or(""),
-                if done > 0 {
-                    bar(done, size)
-                } else {
-                    format!("{size} bytes")
-                }
+                "{site}: {what} {} {}..{} {} bytes",
+                w.db, w.lsn_start, w.lsn_end, w.size
             ));
         }
-        notes.extend(transfer_lines(&site, d));
-        if let Some(t) = d["thresholds"].as_object() {
-            notes.push(format!(
-                "{site}: thresholds: logs every {}; no new logs after {} min; restore alert after \
-                 {} attempts or {} min; critical after {} min; backlog over {} or {} min",
-                human_ms(t.get("log_every_ms").and_then(Value::as_u64).unwrap_or(0)),
-                t.get("no_new_logs_minutes").map(opt).unwrap_or_default(),
-                t.get("restore_alert_after_attempts")
-                    .map(opt)
-                    .unwrap_or_default(),
-                t.get("restore_alert_after_minutes")
-                    .map(opt)
-                    .unwrap_or_default(),
-                t.get("critical_after_minutes").map(opt).unwrap_or_default(),
-                t.get("backlog_count").map(opt).unwrap_or_default(),
-                t.get("backlog_age_minutes").map(opt).unwrap_or_default(),
-            ));
-        }
+        notes.extend(transfer_lines(site, d));
+        let t = &d.thresholds;
+        notes.push(format!(
+            "{site}: thresholds: logs every {}; no new logs after {} min; restore alert after \
+             {} attempts or {} min; critical after {} min; backlog over {} or {} min",
+            human_ms(t.log_every_ms),
+            t.no_new_logs_minutes,
+            t.restore_alert_after_attempts,
+            t.restore_alert_after_minutes,
+            t.critical_after_minutes,
+            t.backlog_count,
+            t.backlog_age_minutes,
+        ));
     }
     let widths: Vec<usize> = (0..head.len())
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
@@ -223,24 +191,48 @@ pub fn render(sites: &[(String, Result<Value, String>)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::status::doc::tests::sample;
 
     #[test]
     fn one_row_per_site_and_database_with_the_monitor_fields() {
-        let d = json!({"site": "recovery", "role": "secondary", "epoch": 1, "writable": false,
-            "databases": [{"name": "app", "restored_lsn": 10, "known_produced_lsn": 12,
-              "last_copy": {"file": "app_2026_11_22_03_05_00_tlog_0", "ago_ms": 1500},
-              "restore_latency_ms": 40, "backlog": 1}],
-            "alerts": []});
-        let t = render(&[("a".into(), Ok(d)), ("b".into(), Err("refused".into()))]);
-        assert!(
-            t.contains("recovery") && t.contains("app_2026_11_22_03_05_00_tlog_0"),
+        let t = render(&[
+            ("a".into(), Ok(sample())),
+            ("b".into(), Err("refused".into())),
+        ]);
+        let row = t.lines().nth(1).unwrap();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells,
+            [
+                "recovery",
+                "secondary",
+                "1",
+                "no",
+                "app",
+                "20",
+                "0",
+                "1m00s",
+                "app_2026_12_03_10_00_00_tlog_0",
+                "1.5s",
+                "app_2026_12_03_10_00_00_tlog_0",
+                "1.2s",
+                "app_2026_12_03_10_00_00_tlog_0",
+                "40ms",
+                "1",
+                "ok"
+            ],
             "{t}"
         );
         assert!(
-            t.contains("1.5s") && t.contains("40ms") && t.contains("UNREACHABLE"),
+            t.lines()
+                .nth(2)
+                .unwrap()
+                .starts_with("b         UNREACHABLE"),
             "{t}"
         );
+        assert!(t.contains("b: refused"), "{t}");
+        assert!(t.contains("recovery: restore app 10..20 4096 bytes"), "{t}");
+        assert!(t.contains("recovery: thresholds: logs every 5m00s"), "{t}");
     }
 
     #[test]
@@ -251,15 +243,9 @@ mod tests {
 
     #[test]
     fn transfers_show_a_bar_and_their_mebibytes() {
-        let doc = serde_json::json!({"transfers": [
-            {"direction": "receive", "file": "sales_2026_11_22_03_05_00_full_0", "size": 64u64 << 20,
-             "done": 16u64 << 20, "resumed_from": 0},
-        ]});
         assert_eq!(
-            transfer_lines("recovery", &doc),
-            vec![
-                "recovery: receiving sales_2026_11_22_03_05_00_full_0 [##........]  25% 16/64 MiB"
-            ]
+            transfer_lines("recovery", &sample()),
+            vec!["recovery: receiving app_2026_12_03_10_00_00_full_0 [##........]  25% 16/64 MiB"]
         );
     }
 }

@@ -3,12 +3,12 @@
 //! A sender or receiver registers a transfer and moves its counter after every chunk; the guard
 //! removes it when the transfer ends, however it ends. Reading is a snapshot in start order.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Which way the bytes go, from this site's point of view.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     Send,
@@ -16,7 +16,7 @@ pub enum Direction {
 }
 
 /// One transfer as `/status` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transfer {
     pub direction: Direction,
     /// The artifact's file name.

@@ -44,9 +44,20 @@ pub fn http(method: &str, port: u16, path: &str) -> Option<(u16, Vec<u8>)> {
     Some((status, buf[split + 4..].to_vec()))
 }
 
+/// The agent's `/status` as JSON. Every document the tests read must also read as the typed
+/// [`StatusDoc`](lifeboat_io_tokio::status::doc::StatusDoc) the CLI and the demo use.
 pub fn status(port: u16) -> Option<Value> {
     let (code, body) = http("GET", port, "/status")?;
-    (code == 200).then(|| serde_json::from_slice(&body).ok())?
+    if code != 200 {
+        return None;
+    }
+    if let Err(e) = serde_json::from_slice::<lifeboat_io_tokio::status::doc::StatusDoc>(&body) {
+        panic!(
+            "the agent on port {port} answered a /status the typed document cannot read: {e}\n{}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    serde_json::from_slice(&body).ok()
 }
 
 pub fn wait_for(what: &str, within: Duration, mut f: impl FnMut() -> bool) {

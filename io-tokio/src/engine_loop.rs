@@ -1,0 +1,350 @@
+//! The one engine driver, shared by the site agent and the arbiter.
+//!
+//! ```text
+//! open:  snapshot + journal replay (outputs of replayed inputs are dropped: they happened)
+//! run:   wait for inputs, a peek, the engine's deadline or a stop signal
+//!        a batch of inputs -> journal (append + fsync, on a blocking thread)
+//!        -> engine.handle(now, input) -> poll_output -> Dispatch (executor, peers, alerts, status)
+//!        every `snapshot_every` records: a snapshot (encoded here, written on a blocking thread)
+//! ```
+//!
+//! Persist, then act: nothing a batch causes is dispatched before the batch is durable. Status
+//! is built on demand: `/status` sends a [`Peek`] that runs between batches with the engine, so
+//! nothing is rebuilt while nobody looks.
+
+use crate::journal_store::{EngineClock, JournalStats, JournalStore, Record};
+use crate::transport::{Event, Listener, Transport};
+use anyhow::Context;
+use lifeboat_core::arbiter::{Arbiter, ArbiterState};
+use lifeboat_core::engine::{SiteEngine, SiteState};
+use lifeboat_core::protocol::Message;
+use lifeboat_core::{Input, Millis, Output, Peer};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+/// Inputs taken in one batch (one fsync for all of them).
+const BATCH: usize = 256;
+/// Inputs waiting for the loop.
+const INPUT_QUEUE: usize = 4096;
+/// Peeks waiting for the loop (status requests).
+const PEEK_QUEUE: usize = 64;
+/// Messages waiting for one peer's link; beyond this new ones are dropped (engines re-send).
+const PEER_QUEUE: usize = 512;
+
+/// What the loop needs of an engine: the Sans-IO shape every engine of the core has.
+pub trait Engine: Send + 'static {
+    type State: Serialize + DeserializeOwned;
+    fn handle(&mut self, now: Millis, input: Input);
+    fn poll_output(&mut self) -> Option<Output>;
+    fn poll_timeout(&self) -> Option<Millis>;
+    fn state(&self) -> &Self::State;
+    /// The engine time of its state (a restarted process continues after it).
+    fn now(&self) -> Millis;
+}
+
+impl Engine for SiteEngine {
+    type State = SiteState;
+    fn handle(&mut self, now: Millis, input: Input) {
+        SiteEngine::handle(self, now, input)
+    }
+    fn poll_output(&mut self) -> Option<Output> {
+        SiteEngine::poll_output(self)
+    }
+    fn poll_timeout(&self) -> Option<Millis> {
+        SiteEngine::poll_timeout(self)
+    }
+    fn state(&self) -> &SiteState {
+        SiteEngine::state(self)
+    }
+    fn now(&self) -> Millis {
+        SiteEngine::state(self).now
+    }
+}
+
+impl Engine for Arbiter {
+    type State = ArbiterState;
+    fn handle(&mut self, now: Millis, input: Input) {
+        Arbiter::handle(self, now, input)
+    }
+    fn poll_output(&mut self) -> Option<Output> {
+        Arbiter::poll_output(self)
+    }
+    fn poll_timeout(&self) -> Option<Millis> {
+        Arbiter::poll_timeout(self)
+    }
+    fn state(&self) -> &ArbiterState {
+        Arbiter::state(self)
+    }
+    fn now(&self) -> Millis {
+        Arbiter::state(self).now
+    }
+}
+
+/// Where an engine's inputs and outputs go: the executor, the peers, alerts, status.
+pub trait Dispatch<E> {
+    /// An input about to be handled (after it is durable): for metrics that watch inputs.
+    fn input(&mut self, _input: &Input) {}
+    /// One output of `engine`, in order.
+    fn output(&mut self, engine: &E, now: Millis, out: Output);
+}
+
+/// A look at the engine between batches (status documents). Never changes it.
+pub type Peek<E> = Box<dyn FnOnce(&E, Millis, JournalStats) + Send>;
+
+/// A handle other tasks use to feed the loop.
+#[derive(Clone)]
+pub struct Feed(pub(crate) mpsc::Sender<Input>);
+
+impl Feed {
+    pub async fn send(&self, input: Input) {
+        let _ = self.0.send(input).await;
+    }
+    pub fn try_send(&self, input: Input) -> bool {
+        self.0.try_send(input).is_ok()
+    }
+    /// Feed the inputs of transport events, in order, until their channel closes.
+    pub fn forward(&self, mut events: mpsc::Receiver<Event>) {
+        let feed = self.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                if let Some(input) = ev.to_input() {
+                    feed.send(input).await;
+                }
+            }
+        });
+    }
+}
+
+/// A handle to look at the engine from other tasks.
+pub struct Peeker<E>(mpsc::Sender<Peek<E>>);
+
+impl<E> Clone for Peeker<E> {
+    fn clone(&self) -> Self {
+        Peeker(self.0.clone())
+    }
+}
+
+impl<E: Engine> Peeker<E> {
+    /// `f` applied to the engine between batches; `None` when the loop has stopped or is so far
+    /// behind that its peek queue is full.
+    pub async fn peek<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&E, Millis, JournalStats) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        let peek: Peek<E> = Box::new(move |e, now, stats| {
+            let _ = tx.send(f(e, now, stats));
+        });
+        self.0.try_send(peek).ok()?;
+        rx.await.ok()
+    }
+}
+
+/// How the journal looked at start.
+pub struct Started {
+    /// A snapshot or records were found: the process restarted.
+    pub resumed: bool,
+    /// Records replayed after the snapshot.
+    pub replayed: usize,
+    /// A torn tail that was truncated.
+    pub torn: Option<String>,
+    /// The journal file existed before this start.
+    pub had_journal: bool,
+}
+
+pub struct EngineLoop<E: Engine> {
+    engine: E,
+    store: Arc<Mutex<JournalStore>>,
+    stats: JournalStats,
+    clock: EngineClock,
+    snapshot_every: u64,
+    inputs: mpsc::Receiver<Input>,
+    peeks: mpsc::Receiver<Peek<E>>,
+    feed: Feed,
+    peeker: Peeker<E>,
+}
+
+impl<E: Engine> EngineLoop<E> {
+    /// Open the journal in `dir`, build the engine from its snapshot (`make(None)` for a new
+    /// one) and replay the records after it.
+    pub fn open(
+        dir: &Path,
+        snapshot_every: u64,
+        make: impl FnOnce(Option<E::State>) -> E,
+    ) -> anyhow::Result<(Self, Started)> {
+        let had_journal = JournalStore::journal_path(dir).exists();
+        let (store, rec) = JournalStore::open::<E::State>(dir)
+            .with_context(|| format!("opening the journal in {}", dir.display()))?;
+        if let Some(t) = &rec.torn {
+            warn!(report = %t, "journal recovered after a crash");
+        }
+        let resumed = rec.state.is_some() || !rec.records.is_empty();
+        let mut engine = make(rec.state);
+        let replayed = rec.records.len();
+        for (now, input) in rec.records {
+            engine.handle(now, input);
+            while engine.poll_output().is_some() {}
+        }
+        let clock = EngineClock::new(engine.now() + 1);
+        let (in_tx, inputs) = mpsc::channel(INPUT_QUEUE);
+        let (peek_tx, peeks) = mpsc::channel(PEEK_QUEUE);
+        let started = Started {
+            resumed,
+            replayed,
+            torn: rec.torn,
+            had_journal,
+        };
+        let stats = store.stats();
+        let lp = EngineLoop {
+            engine,
+            store: Arc::new(Mutex::new(store)),
+            stats,
+            clock,
+            snapshot_every,
+            inputs,
+            peeks,
+            feed: Feed(in_tx),
+            peeker: Peeker(peek_tx),
+        };
+        Ok((lp, started))
+    }
+
+    pub fn engine(&self) -> &E {
+        &self.engine
+    }
+    pub fn feed(&self) -> Feed {
+        self.feed.clone()
+    }
+    pub fn peeker(&self) -> Peeker<E> {
+        self.peeker.clone()
+    }
+
+    /// Run until a stop signal or until every feed is gone. `first` is the first batch.
+    pub async fn run(
+        mut self,
+        first: Vec<Input>,
+        out: &mut impl Dispatch<E>,
+    ) -> anyhow::Result<()> {
+        let mut pending = first;
+        let stop = crate::stop::requested();
+        tokio::pin!(stop);
+        loop {
+            if pending.is_empty() {
+                let deadline = self.engine.poll_timeout();
+                let sleep = tokio::time::sleep(deadline.map_or(DAY, |t| self.clock.until(t)));
+                tokio::select! {
+                    why = &mut stop => {
+                        info!(signal = why, "stopping: the journal is whole up to the last batch");
+                        return Ok(());
+                    }
+                    got = self.inputs.recv() => pending.extend(got),
+                    Some(peek) = self.peeks.recv() => peek(&self.engine, self.clock.now(), self.stats),
+                    () = sleep => {
+                        if deadline.is_some_and(|t| t <= self.clock.now()) {
+                            pending.push(Input::Tick);
+                        }
+                    }
+                }
+                while pending.len() < BATCH {
+                    match self.inputs.try_recv() {
+                        Ok(i) => pending.push(i),
+                        Err(_) => break,
+                    }
+                }
+                if pending.is_empty() {
+                    continue;
+                }
+            }
+            self.step(std::mem::take(&mut pending), out).await?;
+        }
+    }
+
+    /// One batch: durable first, then handled, every output dispatched in order.
+    async fn step(&mut self, inputs: Vec<Input>, out: &mut impl Dispatch<E>) -> anyhow::Result<()> {
+        let now = self.clock.now();
+        let batch: Vec<Record> = inputs.into_iter().map(|i| (now, i)).collect();
+        let batch = self
+            .blocking(move |store| store.append(&batch).map(|()| batch))
+            .await?;
+        crate::crash::point("journal_before_effects");
+        for (now, input) in batch {
+            out.input(&input);
+            self.engine.handle(now, input);
+            while let Some(o) = self.engine.poll_output() {
+                out.output(&self.engine, now, o);
+            }
+        }
+        if self.stats.records_since_snapshot >= self.snapshot_every {
+            let bytes = self
+                .store
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .encode_snapshot(self.engine.state())?;
+            self.blocking(move |store| store.write_snapshot(&bytes))
+                .await
+                .context("writing the engine snapshot")?;
+        }
+        Ok(())
+    }
+
+    /// `f` on the journal on a blocking thread (fsync must not stall a tokio worker).
+    async fn blocking<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut JournalStore) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let store = self.store.clone();
+        let (r, stats) = tokio::task::spawn_blocking(move || {
+            let mut s = store.lock().unwrap_or_else(|e| e.into_inner());
+            (f(&mut s), s.stats())
+        })
+        .await
+        .context("the journal's thread died")?;
+        self.stats = stats;
+        r
+    }
+}
+
+/// The loop's sleep when the engine has no deadline: it still wakes for inputs and peeks.
+const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+/// Messages to one peer, in order, over whichever link to it is up: the link this process
+/// dialed (if any), else the link the peer dialed to our listener.
+pub struct PeerQueue(mpsc::Sender<Message>);
+
+impl PeerQueue {
+    pub fn start(
+        name: String,
+        dial: Option<Arc<Transport>>,
+        listener: Arc<Listener>,
+        peer: Peer,
+    ) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Message>(PEER_QUEUE);
+        tokio::spawn(async move {
+            while let Some(msg) = rx.recv().await {
+                if let Some(dial) = dial.as_ref().filter(|d| d.remote().is_some()) {
+                    match dial.send_message(msg.clone()).await {
+                        Ok(()) => continue,
+                        Err(e) => {
+                            debug!(to = %name, error = %e, "send over the dialed link failed")
+                        }
+                    }
+                }
+                if let Err(e) = listener.send_to(peer, msg).await {
+                    debug!(to = %name, error = %e, "message dropped: no link");
+                }
+            }
+        });
+        PeerQueue(tx)
+    }
+
+    /// Queue `msg`; when the queue is full it is dropped (the engines re-send what matters).
+    pub fn send(&self, msg: Message) {
+        if self.0.try_send(msg).is_err() {
+            debug!("peer queue full: message dropped");
+        }
+    }
+}
