@@ -50,15 +50,18 @@ pub fn rename_durably(from: &Path, to: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Create (or truncate) `path` with `bytes` and fsync it; the caller renames it into place.
+pub fn write_file_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
 /// Write `bytes` as the whole of `path` under the temporary tag `tag`: temporary file, fsync,
 /// rename, directory fsync. On failure the temporary file is removed and `path` is untouched.
 pub fn write_durably_as(path: &Path, tag: &str, bytes: &[u8]) -> io::Result<()> {
     let tmp = temp_beside(path, tag);
-    let written = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })();
+    let written = write_file_synced(&tmp, bytes);
     if let Err(e) = written.and_then(|()| rename_durably(&tmp, path)) {
         let _ = fs::remove_file(&tmp);
         return Err(e);

@@ -735,7 +735,7 @@ mod tests {
     fn put(dir: &Path, m: &ArtifactMeta) -> PathBuf {
         let p = dir.join(ti::artifact_file_name(m, "db0"));
         std::fs::write(&p, b"bytes").unwrap();
-        ti::write_manifest(&p, m, "db0").unwrap();
+        crate::drivers::manifest::write_manifest(&p, &Manifest::from_meta(m, "db0")).unwrap();
         p
     }
 
@@ -884,7 +884,7 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let (size, checksum) = crate::drivers::hash_file(&path).unwrap();
         (m.size, m.checksum) = (size, checksum);
-        ti::write_manifest(&path, &m, "db0").unwrap();
+        crate::drivers::manifest::write_manifest(&path, &Manifest::from_meta(&m, "db0")).unwrap();
         files.remember_outbox(m.key, path);
 
         let (ftx, mut inputs) = mpsc::channel(64);

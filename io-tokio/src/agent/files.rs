@@ -55,7 +55,7 @@ use crate::durable::{parent_dir as parent, sync_dir as fsync_dir};
 
 /// Read the manifest beside an artifact (the inbox and the outbox share one format).
 pub fn read_any_manifest(artifact: &Path) -> Option<ArtifactMeta> {
-    ti::read_manifest(&ti::manifest_path(artifact)).ok()
+    dm::read_manifest(artifact).ok().map(|f| f.meta())
 }
 
 impl ArtifactFiles {
@@ -104,8 +104,8 @@ impl ArtifactFiles {
         for (artifact, error) in unreadable {
             // Looked at again under the lock: another scan may have moved it meanwhile, or it
             // was rewritten; and a manifest that vanished is a removal, not damage.
-            let reason = match ti::read_manifest(&ti::manifest_path(&artifact)) {
-                Err(e) if artifact.is_file() && damaged(&e) => e.to_string(),
+            let reason = match dm::read_manifest(&artifact) {
+                Err(e) if artifact.is_file() && e.damaged() => e.to_string(),
                 _ => continue,
             };
             let key = {
@@ -220,13 +220,13 @@ impl ArtifactFiles {
                     new.display()
                 )));
             }
-            ti::write_manifest(&new, meta, db_name)?;
+            dm::write_manifest(&new, &dm::Manifest::from_meta(meta, db_name))?;
             fs::rename(&old, &new)?;
             fsync_dir(&self.inbox)?;
-            let _ = fs::remove_file(ti::manifest_path(&old));
+            let _ = fs::remove_file(dm::manifest_path(&old));
             fsync_dir(&self.inbox)?;
         } else {
-            ti::write_manifest(&new, meta, db_name)?;
+            dm::write_manifest(&new, &dm::Manifest::from_meta(meta, db_name))?;
         }
         Ok(())
     }
@@ -266,8 +266,8 @@ impl ArtifactFiles {
             dst = self.quarantine.join(n);
             i += 1;
         }
-        let msrc = ti::manifest_path(src);
-        let mdst = ti::manifest_path(&dst);
+        let msrc = dm::manifest_path(src);
+        let mdst = dm::manifest_path(&dst);
         fs::rename(src, &dst)?;
         if msrc.exists() {
             fs::rename(&msrc, &mdst)?;
@@ -315,23 +315,13 @@ pub fn scan(dir: &Path) -> Vec<(ArtifactMeta, PathBuf)> {
     found
 }
 
-/// Whether a manifest error is damage to the manifest itself (not JSON, no valid artifact, too
-/// large), as opposed to an I/O error (a file removed or renamed under the scan, permissions)
-/// or a newer format (upgrade lifeboat: nothing is wrong with the file).
-fn damaged(e: &ti::ManifestError) -> bool {
-    matches!(
-        e,
-        ti::ManifestError::Json { .. }
-            | ti::ManifestError::TooLarge { .. }
-            | ti::ManifestError::Invalid { .. }
-    )
-}
-
 /// An artifact whose manifest is damaged, with the error.
-type Damaged = (PathBuf, ti::ManifestError);
+type Damaged = (PathBuf, dm::ManifestError);
 
 /// The artifacts of a directory with a readable manifest, sorted by path, and those (artifact
-/// path, error) whose manifest is damaged (see [`damaged`]); other errors are logged.
+/// path, error) whose manifest is damaged (`ManifestError::damaged`: not JSON, no valid
+/// artifact, too large; not an I/O error such as a file removed under the scan, nor a newer
+/// format); other errors are logged.
 fn scan_checked(dir: &Path) -> (Vec<(ArtifactMeta, PathBuf)>, Vec<Damaged>) {
     let mut out = Vec::new();
     let mut bad = Vec::new();
@@ -347,9 +337,9 @@ fn scan_checked(dir: &Path) -> (Vec<(ArtifactMeta, PathBuf)>, Vec<Damaged>) {
         if !artifact.is_file() {
             continue;
         }
-        match ti::read_manifest(&ti::manifest_path(&artifact)) {
-            Ok(meta) => out.push((meta, artifact)),
-            Err(e) if damaged(&e) => bad.push((artifact, e)),
+        match dm::read_manifest(&artifact) {
+            Ok(f) => out.push((f.meta(), artifact)),
+            Err(e) if e.damaged() => bad.push((artifact, e)),
             Err(e) => tracing::warn!(
                 file = %e.path().display(),
                 error = %e,
@@ -363,7 +353,7 @@ fn scan_checked(dir: &Path) -> (Vec<(ArtifactMeta, PathBuf)>, Vec<Damaged>) {
 }
 
 fn remove_pair(path: &Path) -> io::Result<()> {
-    let m = ti::manifest_path(path);
+    let m = dm::manifest_path(path);
     // Manifest first: a file without a manifest is an incomplete copy, never a valid artifact.
     match fs::remove_file(&m) {
         Ok(()) => {}
@@ -412,7 +402,7 @@ mod tests {
     fn good(dir: &Path, m: &ArtifactMeta) -> PathBuf {
         let p = dir.join(ti::artifact_file_name(m, "db0"));
         fs::write(&p, b"bytes").unwrap();
-        ti::write_manifest(&p, m, "db0").unwrap();
+        dm::write_manifest(&p, &dm::Manifest::from_meta(m, "db0")).unwrap();
         p
     }
 
@@ -420,7 +410,7 @@ mod tests {
     fn garbage(dir: &Path, name: &str) -> PathBuf {
         let p = dir.join(name);
         fs::write(&p, b"bytes").unwrap();
-        fs::write(ti::manifest_path(&p), b"\x00not json at all").unwrap();
+        fs::write(dm::manifest_path(&p), b"\x00not json at all").unwrap();
         p
     }
 
@@ -436,18 +426,18 @@ mod tests {
         let found = files.scan(true);
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].1, ok);
-        assert!(!bad.exists() && !ti::manifest_path(&bad).exists());
+        assert!(!bad.exists() && !dm::manifest_path(&bad).exists());
         let moved = files.quarantine.join(name);
-        assert!(moved.is_file() && ti::manifest_path(&moved).is_file());
+        assert!(moved.is_file() && dm::manifest_path(&moved).is_file());
         let why = fs::read_to_string(files.quarantine.join(format!("{name}.reason"))).unwrap();
-        assert!(why.contains("not valid JSON"), "{why}");
+        assert!(why.contains("not a JSON object"), "{why}");
 
         let u = reports.try_recv().expect("no report");
         assert!(u.outbox);
         assert_eq!(u.file, name);
         assert_eq!(u.db_name().as_deref(), Some("db0"));
         assert_eq!(u.moved_to, moved);
-        assert!(u.reason.contains("not valid JSON"), "{}", u.reason);
+        assert!(u.reason.contains("not a JSON object"), "{}", u.reason);
         assert_eq!(u.key, None);
 
         // Gone from the outbox: the next scans neither see nor report it again.
@@ -465,14 +455,18 @@ mod tests {
         let m = meta(30, 40);
         let p = good(&files.outbox, &m);
         files.remember_outbox(m.key, p.clone());
-        fs::write(ti::manifest_path(&p), vec![b' '; 2 << 20]).unwrap();
+        fs::write(dm::manifest_path(&p), vec![b' '; 2 << 20]).unwrap();
         let junk = garbage(&files.inbox, "not-even-a-name");
 
         files.sweep();
         let first = reports.try_recv().unwrap();
         assert!(first.outbox);
         assert_eq!(first.key, Some(m.key));
-        assert!(first.reason.contains("larger than"), "{}", first.reason);
+        assert!(
+            first.reason.contains("over 65536 bytes"),
+            "{}",
+            first.reason
+        );
         assert_eq!(files.outbox_path(&m.key), None);
         let second = reports.try_recv().unwrap();
         assert!(!second.outbox);

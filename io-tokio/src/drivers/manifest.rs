@@ -185,49 +185,95 @@ pub fn hash_file(path: &Path) -> Result<(u64, Checksum), DriverError> {
     result.map_err(|e| DriverError::io(format!("reading artifact {}", path.display()), &e))
 }
 
-/// Read and validate the manifest beside `artifact` (the artifact's path, or the manifest's).
-/// Checks the format version, the fields, the artifact's structural sanity and that a
-/// seed-convention file name agrees with the manifest on database and kind. Does not read the
-/// artifact's bytes: [`verify_artifact`] does.
-pub fn read_manifest(artifact: &Path) -> Result<ArtifactFile, DriverError> {
+/// A manifest that cannot be read. Every error names the manifest's path.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error(
+        "artifact {} has no manifest (expected {}): it was not published by lifeboat or its \
+         copy is incomplete; re-copy both from the primary",
+        artifact.display(),
+        path.display()
+    )]
+    Missing { artifact: PathBuf, path: PathBuf },
+    #[error("reading manifest {}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error(
+        "manifest {} is format version {found}; this lifeboat reads version \
+         {MANIFEST_FORMAT_VERSION}: run the same lifeboat version on both sites",
+        path.display()
+    )]
+    Version { path: PathBuf, found: u32 },
+    /// Not JSON, too large, no format version, fields that describe no valid artifact, or a
+    /// seed-convention file name that disagrees with it: damaged, not merely unreadable now.
+    #[error(
+        "manifest {} is not valid: {why}; re-copy the artifact and its manifest from the primary",
+        path.display()
+    )]
+    Invalid { path: PathBuf, why: String },
+}
+
+impl ManifestError {
+    /// The manifest file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            ManifestError::Missing { path, .. }
+            | ManifestError::Io { path, .. }
+            | ManifestError::Version { path, .. }
+            | ManifestError::Invalid { path, .. } => path,
+        }
+    }
+
+    /// The manifest is there and damaged (set it aside), rather than missing, unreadable for
+    /// now, or of another version.
+    pub fn damaged(&self) -> bool {
+        matches!(self, ManifestError::Invalid { .. })
+    }
+}
+
+impl From<ManifestError> for DriverError {
+    fn from(e: ManifestError) -> DriverError {
+        let kind = match &e {
+            ManifestError::Missing { .. } => ErrorKind::ManifestMissing,
+            ManifestError::Version { .. } => ErrorKind::ManifestVersion,
+            ManifestError::Invalid { .. } => ErrorKind::ManifestInvalid,
+            ManifestError::Io { path, source } => {
+                return DriverError::io(format!("reading {}", path.display()), source)
+            }
+        };
+        DriverError::new(kind, e.to_string())
+    }
+}
+
+/// Read and validate the manifest beside `artifact` (the artifact's path, or the manifest's):
+/// the one manifest reader of the adapter (outbox, inbox, restores, `lifeboat verify`). Checks
+/// the format version, the fields, the artifact's structural sanity and that a seed-convention
+/// file name agrees with the manifest on database and kind. Reads at most
+/// [`MANIFEST_MAX_BYTES`] (plus one, to notice more). Does not read the artifact's bytes:
+/// [`verify_artifact`] does.
+pub fn read_manifest(artifact: &Path) -> Result<ArtifactFile, ManifestError> {
     let artifact = artifact_path(artifact);
     let mpath = manifest_path(&artifact);
-    let invalid = |why: String| {
-        DriverError::new(
-            ErrorKind::ManifestInvalid,
-            format!(
-                "manifest {} is not valid: {why}; re-copy the artifact and its manifest from \
-                 the primary",
-                mpath.display()
-            ),
-        )
+    let invalid = |why: String| ManifestError::Invalid {
+        path: mpath.clone(),
+        why,
     };
-    let len = match fs::metadata(&mpath) {
-        Ok(m) => m.len(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(DriverError::new(
-                ErrorKind::ManifestMissing,
-                format!(
-                    "artifact {} has no manifest (expected {}): it was not published by \
-                     lifeboat or its copy is incomplete; re-copy both from the primary",
-                    artifact.display(),
-                    mpath.display()
-                ),
-            ))
-        }
-        Err(e) => return Err(DriverError::io(format!("reading {}", mpath.display()), &e)),
-    };
-    if len > MANIFEST_MAX_BYTES {
-        return Err(invalid(format!(
-            "it is {len} bytes, a manifest is at most {MANIFEST_MAX_BYTES}"
-        )));
-    }
-    // The size above may be stale (the file can grow after the check): read at most one byte
-    // past the limit, whatever the file holds by now.
+    // Read at most one byte past the limit, whatever size the file has by now.
     let mut bytes = Vec::new();
-    File::open(&mpath)
-        .and_then(|f| f.take(MANIFEST_MAX_BYTES + 1).read_to_end(&mut bytes))
-        .map_err(|e| DriverError::io(format!("reading {}", mpath.display()), &e))?;
+    match File::open(&mpath).and_then(|f| f.take(MANIFEST_MAX_BYTES + 1).read_to_end(&mut bytes)) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(ManifestError::Missing {
+                artifact,
+                path: mpath,
+            })
+        }
+        Err(source) => {
+            return Err(ManifestError::Io {
+                path: mpath,
+                source,
+            })
+        }
+    }
     if bytes.len() as u64 > MANIFEST_MAX_BYTES {
         return Err(invalid(format!(
             "it is over {MANIFEST_MAX_BYTES} bytes, a manifest is at most {MANIFEST_MAX_BYTES}"
@@ -243,16 +289,7 @@ pub fn read_manifest(artifact: &Path) -> Result<ArtifactFile, DriverError> {
     match probe.format_version {
         None => return Err(invalid("it has no format_version field".to_string())),
         Some(MANIFEST_FORMAT_VERSION) => {}
-        Some(v) => {
-            return Err(DriverError::new(
-                ErrorKind::ManifestVersion,
-                format!(
-                    "manifest {} is format version {v}; this lifeboat reads version \
-                     {MANIFEST_FORMAT_VERSION}: run the same lifeboat version on both sites",
-                    mpath.display()
-                ),
-            ))
-        }
+        Some(found) => return Err(ManifestError::Version { path: mpath, found }),
     }
     let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
     manifest
@@ -401,19 +438,43 @@ pub fn publish(
     let path = free_name(outbox, new.db_name, new.kind, new.created_utc)?;
     durable::rename_durably(staged, &path)?;
     let manifest = Manifest::from_meta(&meta, new.db_name);
-    write_manifest(&path, &manifest)?;
+    put_manifest(&path, &manifest)?;
     Ok(ArtifactFile { path, manifest })
 }
 
-/// Write (or rewrite) the manifest beside `artifact` durably.
-pub fn write_manifest(artifact: &Path, manifest: &Manifest) -> Result<(), DriverError> {
-    let json = serde_json::to_vec(manifest).map_err(|e| {
-        DriverError::new(
-            ErrorKind::ManifestInvalid,
-            format!("encoding the manifest of {}: {e}", artifact.display()),
+/// Write (or rewrite) the manifest beside `artifact` durably: a temporary file, fsync,
+/// rename, directory fsync.
+pub fn write_manifest(artifact: &Path, manifest: &Manifest) -> io::Result<()> {
+    let json = serde_json::to_vec(manifest).map_err(io::Error::other)?;
+    crate::durable::write_durably(&manifest_path(artifact), &json)
+}
+
+/// [`write_manifest`] with the drivers' error naming the file.
+fn put_manifest(artifact: &Path, manifest: &Manifest) -> Result<(), DriverError> {
+    write_manifest(artifact, manifest).map_err(|e| {
+        DriverError::io(
+            format!("writing the manifest of {} durably", artifact.display()),
+            &e,
         )
-    })?;
-    durable::write_atomically(&manifest_path(artifact), &json)
+    })
+}
+
+/// The hidden temporary name a manifest is staged under before its rename.
+pub fn staged_manifest_path(artifact: &Path) -> PathBuf {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(manifest_path(artifact).file_name().unwrap_or_default());
+    name.push(".tmp");
+    artifact.with_file_name(name)
+}
+
+/// Write and fsync `artifact`'s manifest under its staged name (see [`staged_manifest_path`]);
+/// the caller renames it beside the artifact once the artifact is in place, and fsyncs the
+/// directory (a received artifact and its manifest appear together).
+pub fn stage_manifest(artifact: &Path, manifest: &Manifest) -> io::Result<PathBuf> {
+    let tmp = staged_manifest_path(artifact);
+    let json = serde_json::to_vec(manifest).map_err(io::Error::other)?;
+    crate::durable::write_file_synced(&tmp, &json)?;
+    Ok(tmp)
 }
 
 /// The first seed-convention name for this artifact that is free in `dir`, starting at the
@@ -471,7 +532,7 @@ pub fn discover(dir: &Path) -> Result<Discovery, DriverError> {
                 )
                 .with_permanent(true),
             ),
-            Err(e) => out.problems.push(e),
+            Err(e) => out.problems.push(e.into()),
         }
     }
     out.artifacts.sort_by(|a, b| {
@@ -524,7 +585,7 @@ pub fn relabel(artifact: &ArtifactFile, retry: u32) -> Result<ArtifactFile, Driv
     };
     let new_path = durable::parent_dir(&artifact.path).join(new_name);
     if new_path == artifact.path {
-        write_manifest(&new_path, &manifest)?;
+        put_manifest(&new_path, &manifest)?;
         return Ok(ArtifactFile {
             path: new_path,
             manifest,
@@ -540,7 +601,7 @@ pub fn relabel(artifact: &ArtifactFile, retry: u32) -> Result<ArtifactFile, Driv
             ),
         ));
     }
-    write_manifest(&new_path, &manifest)?;
+    put_manifest(&new_path, &manifest)?;
     durable::rename_durably(&artifact.path, &new_path)?;
     durable::remove_durably(&artifact.manifest_path())?;
     Ok(ArtifactFile {

@@ -17,71 +17,22 @@
 //! by the artifact's identity and expected checksum instead, so a resumed transfer finds it
 //! whatever the retry count, and never continues the bytes of a different artifact.
 
+pub use crate::drivers::manifest::{manifest_path, read_manifest, ManifestError};
 use lifeboat_core::name::ArtifactName;
 use lifeboat_core::{ArtifactKey, ArtifactMeta, DbId};
-use serde::Deserialize;
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{watch, OwnedMutexGuard};
 
-/// The version of the manifest format (one format for the whole adapter: the driver's
-/// [`crate::drivers::Manifest`]); the first field of every manifest.
-pub use crate::drivers::manifest::MANIFEST_FORMAT_VERSION as MANIFEST_FORMAT;
-/// The largest manifest read (the driver's limit): a larger file is garbage, not a manifest.
-pub use crate::drivers::manifest::MANIFEST_MAX_BYTES;
-/// Extension of a manifest beside its artifact.
-pub const MANIFEST_EXTENSION: &str = "manifest";
 /// Extension of a transfer under way (hidden files, so directory scans skip them).
 pub const PARTIAL_EXTENSION: &str = "partial";
-
-/// A manifest that cannot be read.
-#[derive(Debug, thiserror::Error)]
-pub enum ManifestError {
-    #[error("manifest {path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-    #[error("manifest {path} is not valid JSON of an artifact manifest: {source}")]
-    Json {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
-    #[error(
-        "manifest {path} has format {found}; this build reads format {MANIFEST_FORMAT}: \
-         upgrade lifeboat"
-    )]
-    UnsupportedFormat { path: PathBuf, found: u32 },
-    #[error("manifest {path} is larger than {MANIFEST_MAX_BYTES} bytes: garbage, not a manifest")]
-    TooLarge { path: PathBuf },
-    #[error("manifest {path} describes no valid artifact: {why}")]
-    Invalid { path: PathBuf, why: &'static str },
-}
-
-impl ManifestError {
-    /// The manifest file the error is about.
-    pub fn path(&self) -> &Path {
-        match self {
-            ManifestError::Io { path, .. }
-            | ManifestError::Json { path, .. }
-            | ManifestError::UnsupportedFormat { path, .. }
-            | ManifestError::TooLarge { path }
-            | ManifestError::Invalid { path, .. } => path,
-        }
-    }
-}
 
 /// The file name of an artifact, by the seed's convention (see the module doc).
 pub fn artifact_file_name(meta: &ArtifactMeta, db_name: &str) -> String {
     ArtifactName::of(meta, db_name).to_string()
-}
-
-/// The manifest path beside an artifact file: `<artifact>.manifest`.
-pub fn manifest_path(artifact: &Path) -> PathBuf {
-    let mut name = artifact.file_name().unwrap_or_default().to_os_string();
-    name.push(".");
-    name.push(MANIFEST_EXTENSION);
-    artifact.with_file_name(name)
 }
 
 /// [`Inbox::free_artifact_path`] for an inbox directory `dir` (usable off the async runtime).
@@ -90,8 +41,8 @@ pub fn free_artifact_path(dir: &Path, db_name: &str, meta: &ArtifactMeta) -> io:
     let mut m = *meta;
     for _ in 0..MAX_TRIES {
         let path = dir.join(artifact_file_name(&m, db_name));
-        match read_manifest(&manifest_path(&path)) {
-            Ok(other) if other.key != meta.key => {
+        match read_manifest(&path) {
+            Ok(other) if other.manifest.meta().key != meta.key => {
                 m.created_utc = lifeboat_core::UtcMillis(m.created_utc.0.saturating_add(1_000));
             }
             // Free, or this very artifact (a re-ship replaces it).
@@ -120,80 +71,6 @@ pub fn partial_file_name(meta: &ArtifactMeta) -> String {
 }
 
 pub use crate::durable::sync_dir as fsync_dir;
-
-/// Write `artifact`'s manifest durably: a temporary file, fsync, rename, fsync the directory.
-/// Returns the manifest's path.
-pub fn write_manifest(artifact: &Path, meta: &ArtifactMeta, db_name: &str) -> io::Result<PathBuf> {
-    let tmp = stage_manifest(artifact, meta, db_name)?;
-    let path = manifest_path(artifact);
-    fs::rename(&tmp, &path)?;
-    fsync_dir(parent_dir(&path))?;
-    Ok(path)
-}
-
-/// The hidden temporary name a manifest is written under before its rename.
-pub fn staged_manifest_path(artifact: &Path) -> PathBuf {
-    let mut name = std::ffi::OsString::from(".");
-    name.push(manifest_path(artifact).file_name().unwrap_or_default());
-    name.push(".tmp");
-    artifact.with_file_name(name)
-}
-
-/// Write and fsync `artifact`'s manifest under its staged name (see [`staged_manifest_path`]);
-/// the caller renames it beside the artifact and fsyncs the directory. The format is the one the
-/// drivers write in the outbox (`{"format_version":1,"db":...}`), so a file and its manifest
-/// read the same wherever they are.
-pub fn stage_manifest(artifact: &Path, meta: &ArtifactMeta, db_name: &str) -> io::Result<PathBuf> {
-    let tmp = staged_manifest_path(artifact);
-    let manifest = crate::drivers::Manifest::from_meta(meta, db_name);
-    let json = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
-    let mut file = File::create(&tmp)?;
-    file.write_all(&json)?;
-    file.sync_all()?;
-    Ok(tmp)
-}
-
-/// Read a manifest, checking its format version first, then that it describes a valid artifact
-/// (`ArtifactMeta::check`). Reads at most [`MANIFEST_MAX_BYTES`] (plus one, to notice more).
-pub fn read_manifest(path: &Path) -> Result<ArtifactMeta, ManifestError> {
-    #[derive(Deserialize)]
-    struct FormatOnly {
-        format_version: u32,
-    }
-    let io = |source| ManifestError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut bytes = Vec::new();
-    File::open(path)
-        .and_then(|f| f.take(MANIFEST_MAX_BYTES + 1).read_to_end(&mut bytes))
-        .map_err(io)?;
-    if bytes.len() as u64 > MANIFEST_MAX_BYTES {
-        return Err(ManifestError::TooLarge {
-            path: path.to_path_buf(),
-        });
-    }
-    let json = |source| ManifestError::Json {
-        path: path.to_path_buf(),
-        source,
-    };
-    let format: FormatOnly = serde_json::from_slice(&bytes).map_err(json)?;
-    if format.format_version != MANIFEST_FORMAT {
-        return Err(ManifestError::UnsupportedFormat {
-            path: path.to_path_buf(),
-            found: format.format_version,
-        });
-    }
-    let manifest: crate::drivers::Manifest = serde_json::from_slice(&bytes).map_err(json)?;
-    let meta = manifest.meta();
-    meta.check().map_err(|why| ManifestError::Invalid {
-        path: path.to_path_buf(),
-        why,
-    })?;
-    Ok(meta)
-}
-
-use crate::durable::parent_dir;
 
 /// The directory artifacts are received into.
 pub struct Inbox {
@@ -269,9 +146,8 @@ impl Inbox {
     /// The identity of a *different* artifact that already holds this artifact's name, if any.
     /// A file with the same identity (a re-ship) may be replaced.
     pub fn name_taken_by(&self, meta: &ArtifactMeta) -> Option<ArtifactKey> {
-        let manifest = manifest_path(&self.artifact_path(meta));
-        match read_manifest(&manifest) {
-            Ok(other) if other.key != meta.key => Some(other.key),
+        match read_manifest(&self.artifact_path(meta)) {
+            Ok(other) if other.manifest.meta().key != meta.key => Some(other.manifest.meta().key),
             _ => None,
         }
     }
@@ -353,6 +229,7 @@ impl Drop for Claim {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::drivers::manifest::{staged_manifest_path, write_manifest, Manifest};
     use lifeboat_core::{ArtifactKind, Checksum, Epoch, Lsn, UtcMillis};
     use std::time::Duration;
 
@@ -416,16 +293,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let artifact = dir.path().join("app_2026_11_22_03_05_00_incr_0");
         let m = meta(ArtifactKind::Incremental, 0);
-        let path = write_manifest(&artifact, &m, "app").unwrap();
+        write_manifest(&artifact, &Manifest::from_meta(&m, "app")).unwrap();
+        let path = manifest_path(&artifact);
         let text = fs::read_to_string(&path).unwrap();
         assert!(
             text.starts_with("{\"format_version\":1,\"db\":\"app\""),
             "{text}"
         );
-        // The same format the drivers write: their reader accepts it.
-        let read = crate::drivers::read_manifest(&artifact).unwrap();
-        assert_eq!(read.meta(), m);
-        assert_eq!(read_manifest(&path).unwrap(), m);
+        // Read by the artifact's path or the manifest's.
+        assert_eq!(read_manifest(&artifact).unwrap().meta(), m);
+        assert_eq!(read_manifest(&path).unwrap().meta(), m);
         assert!(!staged_manifest_path(&artifact).exists());
         assert_eq!(
             staged_manifest_path(&artifact).file_name().unwrap(),
@@ -440,7 +317,7 @@ mod tests {
         fs::write(&path, br#"{"format_version": 2, "db": "whatever"}"#).unwrap();
         let err = read_manifest(&path).unwrap_err();
         assert!(
-            matches!(err, ManifestError::UnsupportedFormat { found: 2, .. }),
+            matches!(err, ManifestError::Version { found: 2, .. }) && !err.damaged(),
             "{err}"
         );
     }
@@ -454,7 +331,11 @@ mod tests {
         other.key.lsn_start = Lsn(250);
         other.key.lsn_end = Lsn(300);
         assert_eq!(inbox.name_taken_by(&m), None);
-        write_manifest(&inbox.artifact_path(&other), &other, "app").unwrap();
+        write_manifest(
+            &inbox.artifact_path(&other),
+            &Manifest::from_meta(&other, "app"),
+        )
+        .unwrap();
         assert_eq!(inbox.name_taken_by(&m), Some(other.key));
         assert_eq!(inbox.name_taken_by(&other), None);
     }

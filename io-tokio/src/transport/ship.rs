@@ -6,9 +6,10 @@
 //! holds, so the checksum it reports is always over the whole file.
 
 use super::frame::{FrameError, FrameKind};
-use super::inbox::{fsync_dir, manifest_path, stage_manifest, Claim, Inbox};
+use super::inbox::{fsync_dir, Claim, Inbox};
 use super::wire::{Frame, FrameReader, FrameWriter};
 use super::TransportConfig;
+use crate::drivers::manifest::{manifest_path, stage_manifest, Manifest};
 use lifeboat_core::{ArtifactKey, ArtifactMeta, Checksum};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -416,7 +417,9 @@ where
     // Staged beside the partial file, whose name is unique to this artifact.
     let staged = streamed.is_ok().then(|| {
         let (artifact, meta, db_name) = (partial.clone(), meta, inbox.db_name(meta.key.db));
-        tokio::task::spawn_blocking(move || stage_manifest(&artifact, &meta, &db_name))
+        tokio::task::spawn_blocking(move || {
+            stage_manifest(&artifact, &Manifest::from_meta(&meta, &db_name))
+        })
     });
     // Always let the disk thread finish: the prefix is then durable for the next resume.
     let written = match sink.await {

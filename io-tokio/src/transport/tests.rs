@@ -228,7 +228,7 @@ async fn a_5_mib_artifact_arrives_byte_identical_with_its_checksum_and_manifest(
     );
     assert_same_file(&source, &path);
     assert_eq!(path.file_name(), source.file_name());
-    assert_eq!(read_manifest(&manifest_path(&path)).unwrap(), meta);
+    assert_eq!(read_manifest(&manifest_path(&path)).unwrap().meta(), meta);
     assert!(partial_files(site.listener.inbox().dir()).is_empty());
 }
 
@@ -411,8 +411,11 @@ async fn a_different_artifact_with_the_same_name_is_kept_under_the_next_free_nam
     let (got, _, twin_path) = next_artifact(&mut site.events).await;
     assert_eq!(got, twin);
     assert_ne!(twin_path, path);
-    assert_eq!(read_manifest(&manifest_path(&path)).unwrap(), meta);
-    assert_eq!(read_manifest(&manifest_path(&twin_path)).unwrap(), twin);
+    assert_eq!(read_manifest(&manifest_path(&path)).unwrap().meta(), meta);
+    assert_eq!(
+        read_manifest(&manifest_path(&twin_path)).unwrap().meta(),
+        twin
+    );
     // Shipped again, the twin replaces itself under the name it has, not a third one.
     transport.ship(twin, &source).await.unwrap();
     let (_, _, again) = next_artifact(&mut site.events).await;
