@@ -5,9 +5,7 @@ use crate::config::SinkConfig;
 use crate::http;
 use crate::status::doc::AlertDoc;
 use lifeboat_core::alert::{AlertChange, Severity};
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
@@ -87,37 +85,39 @@ fn log_alert(doc: &AlertDoc) {
     }
 }
 
+/// An alert's exec sink: the document as JSON on stdin and the main fields in the environment,
+/// no shell, killed with its process group after [`SINK_TIMEOUT`].
 async fn exec_hook(command: &[String], doc: &AlertDoc, body: &[u8]) -> Result<(), String> {
-    let (prog, args) = command.split_first().ok_or("empty command")?;
-    let mut cmd = tokio::process::Command::new(prog);
-    cmd.args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd.env("LIFEBOAT_ALERT_KIND", doc.kind.as_str())
-        .env("LIFEBOAT_ALERT_SEVERITY", doc.severity.as_str())
-        .env("LIFEBOAT_ALERT_CHANGE", doc.change.as_str())
-        .env("LIFEBOAT_ALERT_TEXT", &doc.text)
-        .env("LIFEBOAT_ALERT_SITE", &doc.site);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {prog}: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(body).await;
-    }
-    let out = tokio::time::timeout(SINK_TIMEOUT, child.wait_with_output())
-        .await
-        .map_err(|_| format!("{prog} ran longer than {SINK_TIMEOUT:?}"))?
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
+    let prog = command.first().ok_or("empty command")?.clone();
+    let env: Vec<(String, String)> = [
+        ("LIFEBOAT_ALERT_KIND", doc.kind.as_str().to_string()),
+        ("LIFEBOAT_ALERT_SEVERITY", doc.severity.as_str().to_string()),
+        ("LIFEBOAT_ALERT_CHANGE", doc.change.as_str().to_string()),
+        ("LIFEBOAT_ALERT_TEXT", doc.text.clone()),
+        ("LIFEBOAT_ALERT_SITE", doc.site.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let (argv, input) = (command.to_vec(), body.to_vec());
+    let done = tokio::task::spawn_blocking(move || {
+        crate::process::group::run_with_input(&argv, &env, Some(input), SINK_TIMEOUT)
+    })
+    .await
+    .map_err(|e| format!("the sink's thread failed: {e}"))?
+    .map_err(|e| format!("cannot start {prog}: {e}"))?;
+    if done.timed_out {
+        Err(format!(
+            "{prog} ran longer than {SINK_TIMEOUT:?} and was killed with its process group"
+        ))
+    } else if done.status != 0 {
         Err(format!(
             "{prog} exited with {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
+            done.status,
+            crate::process::group::last_lines(&done.stderr, crate::process::STDERR_LINES)
         ))
+    } else {
+        Ok(())
     }
 }
 
@@ -168,6 +168,36 @@ mod tests {
             .unwrap_err();
         assert_eq!(code, 3);
         assert!(msg.contains("no power switch"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn an_alert_exec_sink_gets_the_document_on_stdin_and_its_fields_in_the_environment() {
+        let doc = crate::status::doc::tests::sample().recent_alerts[0].clone();
+        let body = serde_json::to_vec(&doc).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let script = format!(
+            "cat > {0}; echo \"$LIFEBOAT_ALERT_KIND $LIFEBOAT_ALERT_SEVERITY $LIFEBOAT_ALERT_CHANGE\" >> {0}",
+            out.display()
+        );
+        exec_hook(&argv(&["sh", "-c", &script]), &doc, &body)
+            .await
+            .unwrap();
+        let got = std::fs::read_to_string(&out).unwrap();
+        let (json, env) = got.split_at(body.len());
+        assert_eq!(json.as_bytes(), body);
+        assert_eq!(env, "missing_log failure raised\n");
+        let err = exec_hook(
+            &argv(&["sh", "-c", "echo no pager >&2; exit 5"]),
+            &doc,
+            &body,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            err.contains("exited with 5") && err.contains("no pager"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

@@ -29,15 +29,36 @@ pub(crate) fn run(
     env: &[(String, String)],
     timeout: Duration,
 ) -> std::io::Result<Finished> {
+    run_with_input(argv, env, None, timeout)
+}
+
+/// [`run`] with `input` written to the command's stdin (then closed) by a thread of its own, so
+/// a command that never reads it still meets its time limit.
+pub(crate) fn run_with_input(
+    argv: &[String],
+    env: &[(String, String)],
+    input: Option<Vec<u8>>,
+    timeout: Duration,
+) -> std::io::Result<Finished> {
     let mut command = Command::new(&argv[0]);
     command
         .args(&argv[1..])
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
     let mut child = command.spawn()?;
+    if let (Some(bytes), Some(mut stdin)) = (input, child.stdin.take()) {
+        thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(&bytes);
+        });
+    }
     let stdout = capture(child.stdout.take());
     let stderr = capture(child.stderr.take());
 

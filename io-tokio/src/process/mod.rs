@@ -1,8 +1,8 @@
-//! Processes and command templates, in one place: the `exec` driver's commands and the
-//! `[hooks]` (fence, identity, restart) run through the same code. A template is parsed and its
-//! placeholders validated against the ones its use allows when the configuration is loaded; a
-//! command runs without a shell, stdin closed, in its own process group, within a time limit
-//! past which the whole group is killed.
+//! Processes and command templates, in one place: the script driver's commands, the `[hooks]`
+//! (fence, identity, restart) and the alerts' exec sinks run through the same code. A template
+//! is parsed and its placeholders validated against the ones its use allows when the
+//! configuration is loaded; a command runs without a shell, stdin closed (or fed from memory),
+//! in its own process group, within a time limit past which the whole group is killed.
 //!
 //! ```text
 //! template.rs  CommandTemplate (argv or a command line), its placeholders, per-argument expansion
