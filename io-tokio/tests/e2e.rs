@@ -84,6 +84,15 @@ fn steady_shipping_replays_every_committed_row_at_the_recovery_site() {
     assert!(!alert_kinds(c.rec_http)
         .iter()
         .any(|k| k == "primary_down" || k == "restore_error"));
+    // The arbiter's document: the holder and its connected sites by name.
+    let (code, body) = http("GET", c.arb_http, "/status").unwrap();
+    assert_eq!(code, 200);
+    let a: lifeboat_io_tokio::status::doc::ArbiterStatusDoc =
+        serde_json::from_slice(&body).unwrap();
+    assert_eq!((a.role.as_str(), a.epoch), ("arbiter", 1));
+    assert_eq!(a.holder.as_deref(), Some("primary"));
+    assert!(a.holder_renewing && !a.lease_lapsed, "{a:?}");
+    assert!(a.connected.iter().any(|n| n == "primary"), "{a:?}");
 }
 
 #[test]

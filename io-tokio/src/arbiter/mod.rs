@@ -5,6 +5,7 @@
 use crate::config::ArbiterFile;
 use crate::engine_loop::{Dispatch, EngineLoop, Peeker, PeerQueue};
 use crate::http::{self, Request, Response};
+use crate::status::doc::ArbiterStatusDoc;
 use crate::transport::{Inbox, Listener, TransportConfig};
 use anyhow::Context;
 use lifeboat_core::arbiter::Arbiter;
@@ -77,6 +78,7 @@ pub async fn run(file: ArbiterFile) -> anyhow::Result<()> {
         Input::Tick
     };
     let mut out = Answers {
+        cfg,
         listener,
         queues: BTreeMap::new(),
     };
@@ -85,6 +87,7 @@ pub async fn run(file: ArbiterFile) -> anyhow::Result<()> {
 
 /// The arbiter's outputs: answers to sites, one ordered queue per site; decisions to the log.
 struct Answers {
+    cfg: Config,
     listener: Arc<Listener>,
     queues: BTreeMap<Peer, PeerQueue>,
 }
@@ -93,12 +96,10 @@ impl Dispatch<Arbiter> for Answers {
     fn output(&mut self, _: &Arbiter, _: Millis, out: Output) {
         match out {
             Output::Send { to, msg } => {
-                let listener = &self.listener;
+                let (listener, name) = (&self.listener, peer_name(&self.cfg, to));
                 self.queues
                     .entry(to)
-                    .or_insert_with(|| {
-                        PeerQueue::start(format!("{to:?}"), None, listener.clone(), to)
-                    })
+                    .or_insert_with(|| PeerQueue::start(name, None, listener.clone(), to))
                     .send(msg);
             }
             Output::Audit(a) => info!(what = %a.what, why = %a.why, epoch = a.epoch.0, "decision"),
@@ -112,25 +113,33 @@ async fn status(
     peeker: &Peeker<Arbiter>,
     cfg: Config,
     listener: &Listener,
-) -> Option<serde_json::Value> {
+) -> Option<ArbiterStatusDoc> {
     let connected: Vec<String> = listener
         .connected_peers()
         .iter()
-        .map(|p| format!("{p:?}"))
+        .map(|p| peer_name(&cfg, *p))
         .collect();
     peeker
         .peek(move |arb, now, _| {
             let st = arb.state();
             let view = arb.view(now);
-            serde_json::json!({
-                "role": "arbiter",
-                "epoch": st.epoch.0,
-                "holder": st.holder.map(|h| cfg.site_name(h).to_string()),
-                "holder_renewing": view.holder_renewing,
-                "lease_lapsed": view.lease_lapsed,
-                "since_renewal_ms": view.since_renewal_ms,
-                "connected": connected,
-            })
+            ArbiterStatusDoc {
+                role: "arbiter".into(),
+                epoch: st.epoch.0,
+                holder: st.holder.map(|h| cfg.site_name(h).to_string()),
+                holder_renewing: view.holder_renewing,
+                lease_lapsed: view.lease_lapsed,
+                since_renewal_ms: view.since_renewal_ms,
+                connected,
+            }
         })
         .await
+}
+
+/// A peer by the name the configuration gives it.
+fn peer_name(cfg: &Config, p: Peer) -> String {
+    match p {
+        Peer::Site(s) => cfg.site_name(s).to_string(),
+        Peer::Arbiter => "arbiter".into(),
+    }
 }

@@ -401,6 +401,20 @@ pub struct StartDoc {
     pub torn_tail: Option<String>,
 }
 
+/// The arbiter's `/status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ArbiterStatusDoc {
+    /// Always `arbiter`.
+    pub role: String,
+    pub epoch: u64,
+    pub holder: Option<String>,
+    pub holder_renewing: bool,
+    pub lease_lapsed: bool,
+    pub since_renewal_ms: Option<Millis>,
+    /// The sites with a control link to the arbiter now, by name.
+    pub connected: Vec<String>,
+}
+
 /// What the board adds to what the engine knows.
 pub struct Extras<'a> {
     pub site: &'a str,
