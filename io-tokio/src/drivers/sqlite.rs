@@ -65,6 +65,7 @@ pub mod pages;
 mod slot;
 #[cfg(test)]
 mod tests;
+pub mod wal;
 
 use super::durable;
 use super::error::{DriverError, ErrorKind};

@@ -1,0 +1,409 @@
+//! Reading SQLite's write-ahead log: the committed frames after a position, validated the way
+//! SQLite validates them on recovery.
+//!
+//! Format (<https://www.sqlite.org/fileformat2.html#walformat>), all fields big-endian:
+//!
+//! ```text
+//! header, 32 bytes:  magic (0x377f0682 or 0x377f0683), version 3007000, page size,
+//!                    checkpoint sequence, salt-1, salt-2, checksum-1, checksum-2
+//! frame, 24 bytes + one page:
+//!                    page number, database size in pages after a commit (0 otherwise),
+//!                    salt-1, salt-2, checksum-1, checksum-2, the page image
+//! ```
+//!
+//! Checksums are cumulative: the header's covers its first 24 bytes; each frame's covers its
+//! first 8 bytes and its page, continuing from the checksum before it. The words are read in
+//! big-endian order when the magic ends in 3, little-endian when it ends in 2. A frame counts
+//! when its salts are the header's and its checksum continues the chain; the WAL's committed
+//! content ends at the last such frame that commits (database size non-zero). Frames after it
+//! belong to a transaction that is not committed (or never will be) and are not read.
+//!
+//! A [`WalCursor`] is where a reader stopped: the header's salts, the frames consumed (all of
+//! them committed) and the running checksum. Reading from a cursor continues the same chain; a
+//! header with other salts means SQLite restarted the WAL since (a checkpoint copied every frame
+//! into the database file, then a writer started the log over): [`WalRead::Restarted`].
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+
+pub const HEADER_LEN: u64 = 32;
+pub const FRAME_HEADER_LEN: u64 = 24;
+const MAGIC_LE: u32 = 0x377f_0682;
+const MAGIC_BE: u32 = 0x377f_0683;
+const VERSION: u32 = 3_007_000;
+
+/// A WAL header that SQLite would use.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct WalHeader {
+    pub page_size: u32,
+    pub checkpoint_seq: u32,
+    pub salts: [u32; 2],
+    big_endian: bool,
+    checksum: [u32; 2],
+}
+
+/// Where a reader of one WAL stopped (after a commit frame, or at the header).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalCursor {
+    pub salts: [u32; 2],
+    pub checkpoint_seq: u32,
+    pub page_size: u32,
+    /// Frames consumed from the start of this WAL.
+    pub frames: u64,
+    /// The checksum after the last consumed frame (the header's with none).
+    pub checksum: [u32; 2],
+    big_endian: bool,
+}
+
+/// Committed frames read from a cursor.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// Commit frames read: transactions.
+    pub commits: u64,
+    /// Each page written, with the file offset of its newest image among the frames read.
+    pub pages: BTreeMap<u32, u64>,
+    /// The database's size in pages after the last commit read (none when no commit was read).
+    pub db_pages: Option<u32>,
+}
+
+/// What reading the WAL found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WalRead {
+    /// No WAL, or one whose header SQLite would ignore (empty, torn, bad checksum): nothing
+    /// committed is in it.
+    Empty,
+    /// The same WAL as the cursor's (or a first read): what was committed after it.
+    Continued { cursor: WalCursor, new: Committed },
+    /// Another WAL than the cursor's: SQLite restarted it. `new` is everything committed in the
+    /// new one, from its start.
+    Restarted { cursor: WalCursor, new: Committed },
+}
+
+/// The WAL's header, if SQLite would use it.
+pub fn read_header(file: &File) -> io::Result<Option<WalHeader>> {
+    let mut buf = [0u8; HEADER_LEN as usize];
+    match read_exact_at(file, 0, &mut buf)? {
+        true => Ok(parse_header(&buf)),
+        false => Ok(None),
+    }
+}
+
+fn be(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn parse_header(b: &[u8; HEADER_LEN as usize]) -> Option<WalHeader> {
+    let magic = be(b, 0);
+    let big_endian = match magic {
+        MAGIC_BE => true,
+        MAGIC_LE => false,
+        _ => return None,
+    };
+    let page_size = be(b, 8);
+    if be(b, 4) != VERSION || !(512..=65_536).contains(&page_size) || !page_size.is_power_of_two() {
+        return None;
+    }
+    let checksum = [be(b, 24), be(b, 28)];
+    if checksum_of(big_endian, [0, 0], &b[..24]) != checksum {
+        return None;
+    }
+    Some(WalHeader {
+        page_size,
+        checkpoint_seq: be(b, 12),
+        salts: [be(b, 16), be(b, 20)],
+        big_endian,
+        checksum,
+    })
+}
+
+/// SQLite's WAL checksum of `data` (a multiple of 8 bytes) continuing from `s`.
+fn checksum_of(big_endian: bool, s: [u32; 2], data: &[u8]) -> [u32; 2] {
+    let (mut s0, mut s1) = (s[0], s[1]);
+    for pair in data.chunks_exact(8) {
+        let word = |i: usize| {
+            let w = [pair[i], pair[i + 1], pair[i + 2], pair[i + 3]];
+            if big_endian {
+                u32::from_be_bytes(w)
+            } else {
+                u32::from_le_bytes(w)
+            }
+        };
+        s0 = s0.wrapping_add(word(0)).wrapping_add(s1);
+        s1 = s1.wrapping_add(word(4)).wrapping_add(s0);
+    }
+    [s0, s1]
+}
+
+/// Fill `buf` from `offset`; false when the file ends first.
+fn read_exact_at(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => return Ok(false),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// The file offset of frame `i`'s header (0-based).
+pub fn frame_offset(page_size: u32, i: u64) -> u64 {
+    HEADER_LEN + i * (FRAME_HEADER_LEN + u64::from(page_size))
+}
+
+/// The committed frames of the WAL in `file` after `from` (from its start without a cursor).
+/// Reads every frame it returns once, sequentially; stops at the first frame that does not
+/// continue the chain, and returns only frames up to the last commit before it.
+pub fn read_committed(file: &File, from: Option<&WalCursor>) -> io::Result<WalRead> {
+    let Some(header) = read_header(file)? else {
+        return Ok(WalRead::Empty);
+    };
+    let start = WalCursor {
+        salts: header.salts,
+        checkpoint_seq: header.checkpoint_seq,
+        page_size: header.page_size,
+        frames: 0,
+        checksum: header.checksum,
+        big_endian: header.big_endian,
+    };
+    let (cursor, restarted) = match from {
+        Some(c) if c.salts == header.salts && c.page_size == header.page_size => (*c, false),
+        Some(_) => (start, true),
+        None => (start, false),
+    };
+    let (cursor, new) = scan(file, cursor)?;
+    Ok(if restarted {
+        WalRead::Restarted { cursor, new }
+    } else {
+        WalRead::Continued { cursor, new }
+    })
+}
+
+/// Frames from `cursor` on, up to the last commit of the valid chain.
+fn scan(file: &File, cursor: WalCursor) -> io::Result<(WalCursor, Committed)> {
+    let frame_len = FRAME_HEADER_LEN + u64::from(cursor.page_size);
+    let mut f = file.try_clone()?;
+    f.seek(SeekFrom::Start(frame_offset(
+        cursor.page_size,
+        cursor.frames,
+    )))?;
+    let mut reader = io::BufReader::with_capacity(1 << 20, f);
+    let mut frame = vec![0u8; frame_len as usize];
+    let (mut at, mut sum) = (cursor, cursor.checksum);
+    let mut pending: Vec<(u32, u64)> = Vec::new();
+    let mut out = Committed::default();
+    let mut i = cursor.frames;
+    loop {
+        match reader.read_exact(&mut frame) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(e),
+        }
+        let page = be(&frame, 0);
+        let db_pages = be(&frame, 4);
+        if page == 0 || [be(&frame, 8), be(&frame, 12)] != cursor.salts {
+            break;
+        }
+        sum = checksum_of(cursor.big_endian, sum, &frame[..8]);
+        sum = checksum_of(cursor.big_endian, sum, &frame[FRAME_HEADER_LEN as usize..]);
+        if [be(&frame, 16), be(&frame, 20)] != sum {
+            break;
+        }
+        pending.push((page, frame_offset(cursor.page_size, i) + FRAME_HEADER_LEN));
+        i += 1;
+        if db_pages != 0 {
+            out.commits += 1;
+            out.db_pages = Some(db_pages);
+            out.pages.extend(pending.drain(..));
+            at.frames = i;
+            at.checksum = sum;
+        }
+    }
+    Ok((at, out))
+}
+
+/// The page image at `offset` (from [`Committed::pages`]).
+pub fn read_page(file: &File, offset: u64, page_size: u32) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; page_size as usize];
+    if read_exact_at(file, offset, &mut buf)? {
+        Ok(buf)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("the WAL ends inside the page image at offset {offset}"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A WAL written by hand: `frames` of (page, commit size) with page bytes filled by `fill`.
+    fn wal(big_endian: bool, salts: [u32; 2], frames: &[(u32, u32, u8)]) -> Vec<u8> {
+        let page_size = 512u32;
+        let mut h = Vec::new();
+        h.extend((if big_endian { MAGIC_BE } else { MAGIC_LE }).to_be_bytes());
+        h.extend(VERSION.to_be_bytes());
+        h.extend(page_size.to_be_bytes());
+        h.extend(7u32.to_be_bytes());
+        h.extend(salts[0].to_be_bytes());
+        h.extend(salts[1].to_be_bytes());
+        let mut sum = checksum_of(big_endian, [0, 0], &h);
+        h.extend(sum[0].to_be_bytes());
+        h.extend(sum[1].to_be_bytes());
+        for &(page, commit, fill) in frames {
+            let mut f = Vec::new();
+            f.extend(page.to_be_bytes());
+            f.extend(commit.to_be_bytes());
+            f.extend(salts[0].to_be_bytes());
+            f.extend(salts[1].to_be_bytes());
+            let data = vec![fill; page_size as usize];
+            sum = checksum_of(big_endian, sum, &f[..8]);
+            sum = checksum_of(big_endian, sum, &data);
+            f.extend(sum[0].to_be_bytes());
+            f.extend(sum[1].to_be_bytes());
+            f.extend(data);
+            h.extend(f);
+        }
+        h
+    }
+
+    fn file_of(bytes: &[u8]) -> File {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(bytes).unwrap();
+        f
+    }
+
+    fn continued(r: WalRead) -> (WalCursor, Committed) {
+        match r {
+            WalRead::Continued { cursor, new } => (cursor, new),
+            other => panic!("expected Continued, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn committed_frames_end_at_the_last_commit_and_the_newest_image_wins() {
+        for big_endian in [false, true] {
+            let bytes = wal(
+                big_endian,
+                [1, 2],
+                &[(1, 0, 1), (2, 3, 2), (2, 0, 3), (3, 3, 4), (4, 0, 5)],
+            );
+            let f = file_of(&bytes);
+            let (cursor, new) = continued(read_committed(&f, None).unwrap());
+            assert_eq!(new.commits, 2);
+            assert_eq!(new.db_pages, Some(3));
+            assert_eq!(
+                cursor.frames, 4,
+                "the uncommitted fifth frame is not consumed"
+            );
+            assert_eq!(new.pages.keys().copied().collect::<Vec<_>>(), [1, 2, 3]);
+            // Page 2's newest image is the third frame's (fill 3).
+            assert_eq!(read_page(&f, new.pages[&2], 512).unwrap()[0], 3);
+            // Nothing more to read from there.
+            let (again, none) = continued(read_committed(&f, Some(&cursor)).unwrap());
+            assert_eq!((again, none), (cursor, Committed::default()));
+        }
+    }
+
+    #[test]
+    fn reading_continues_from_a_cursor_when_frames_are_appended() {
+        let first = wal(false, [9, 9], &[(1, 1, 1)]);
+        let f = file_of(&first);
+        let (cursor, new) = continued(read_committed(&f, None).unwrap());
+        assert_eq!(new.commits, 1);
+        let longer = wal(false, [9, 9], &[(1, 1, 1), (2, 2, 2), (1, 2, 3)]);
+        let f = file_of(&longer);
+        let (end, new) = continued(read_committed(&f, Some(&cursor)).unwrap());
+        assert_eq!((new.commits, end.frames), (2, 3));
+        assert_eq!(new.pages.keys().copied().collect::<Vec<_>>(), [1, 2]);
+    }
+
+    #[test]
+    fn a_damaged_frame_or_a_stale_one_ends_the_chain() {
+        let mut bytes = wal(false, [5, 6], &[(1, 1, 1), (2, 2, 2), (3, 3, 3)]);
+        // Flip a byte in the second frame's page: its checksum no longer continues the chain.
+        let at = frame_offset(512, 1) as usize + 24 + 100;
+        bytes[at] ^= 0xff;
+        let (cursor, new) = continued(read_committed(&file_of(&bytes), None).unwrap());
+        assert_eq!((new.commits, cursor.frames), (1, 1));
+        // A frame left over from an earlier WAL (other salts) after the valid ones is not read.
+        let mut old = wal(false, [5, 6], &[(1, 1, 1)]);
+        let stale = wal(false, [4, 4], &[(1, 1, 1), (2, 2, 2)]);
+        old.extend_from_slice(&stale[frame_offset(512, 1) as usize..]);
+        let (_, new) = continued(read_committed(&file_of(&old), None).unwrap());
+        assert_eq!(new.commits, 1);
+    }
+
+    #[test]
+    fn a_new_salt_is_a_restart_and_garbage_is_no_wal() {
+        let f = file_of(&wal(false, [1, 1], &[(1, 1, 1)]));
+        let (cursor, _) = continued(read_committed(&f, None).unwrap());
+        let g = file_of(&wal(false, [2, 1], &[(1, 1, 7), (2, 2, 8)]));
+        match read_committed(&g, Some(&cursor)).unwrap() {
+            WalRead::Restarted { cursor, new } => {
+                assert_eq!((new.commits, cursor.frames, cursor.salts), (2, 2, [2, 1]))
+            }
+            other => panic!("expected a restart, got {other:?}"),
+        }
+        for junk in [&b""[..], b"short", &[0u8; 64]] {
+            assert_eq!(
+                read_committed(&file_of(junk), None).unwrap(),
+                WalRead::Empty
+            );
+        }
+        let mut bad = wal(false, [1, 1], &[(1, 1, 1)]);
+        bad[27] ^= 1; // the header's checksum
+        assert_eq!(
+            read_committed(&file_of(&bad), None).unwrap(),
+            WalRead::Empty
+        );
+    }
+
+    #[test]
+    fn a_real_sqlite_wal_reads_one_commit_per_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        conn.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+            .unwrap();
+        let wal_path = dir.path().join("app.db-wal");
+        let f = File::open(&wal_path).unwrap();
+        let (cursor, new) = continued(read_committed(&f, None).unwrap());
+        assert_eq!(new.commits, 1);
+        for i in 0..50 {
+            conn.execute(
+                "INSERT INTO t(v) VALUES (?1)",
+                [format!("row {i} {}", "x".repeat(300))],
+            )
+            .unwrap();
+        }
+        let f = File::open(&wal_path).unwrap();
+        let (end, new) = continued(read_committed(&f, Some(&cursor)).unwrap());
+        assert_eq!(new.commits, 50);
+        let page_count: u32 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(new.db_pages, Some(page_count));
+        assert!(end.frames > cursor.frames);
+        // A checkpoint that restarts the log: the next transaction starts a new WAL.
+        conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
+            .unwrap();
+        conn.execute("INSERT INTO t(v) VALUES ('after')", [])
+            .unwrap();
+        let f = File::open(&wal_path).unwrap();
+        match read_committed(&f, Some(&end)).unwrap() {
+            WalRead::Restarted { new, .. } => assert_eq!(new.commits, 1),
+            other => panic!("expected a restart, got {other:?}"),
+        }
+    }
+}
