@@ -25,6 +25,65 @@ use tracing::{debug, info, warn};
 
 /// Time limit of a hook command (fence, identity, restart).
 pub const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a position sample or a SQL probe is waited for. The blocking call itself cannot be
+/// cancelled: its gate stays closed until it returns, so calls never pile up behind a lock.
+pub const SAMPLE_LIMIT: Duration = Duration::from_secs(2);
+
+/// At most one blocking call of a kind in flight (a database's position sample, the SQL probe):
+/// a call asked for while one runs is skipped and counted, never queued. Without this a
+/// database lock held for minutes parked one thread per sample and probe (515 in one run).
+#[derive(Default)]
+pub struct Gate {
+    busy: AtomicBool,
+    skipped: std::sync::atomic::AtomicU64,
+}
+
+/// The open gate, closed again when dropped (wherever the blocking call ends).
+pub struct Pass(Arc<Gate>);
+
+impl Gate {
+    /// Enter, or count a skip when a call is in flight.
+    pub fn enter(self: &Arc<Self>) -> Option<Pass> {
+        if self.busy.swap(true, Ordering::AcqRel) {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            None
+        } else {
+            Some(Pass(self.clone()))
+        }
+    }
+    pub fn skipped(&self) -> u64 {
+        self.skipped.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Pass {
+    fn drop(&mut self) {
+        self.0.busy.store(false, Ordering::Release);
+    }
+}
+
+/// Run `f` on a blocking thread through `gate`, waiting at most [`SAMPLE_LIMIT`]: `None` when
+/// skipped (a call is in flight) or late (the call goes on and keeps the gate closed).
+async fn gated<T: Send + 'static>(
+    gate: &Arc<Gate>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    gated_within(gate, SAMPLE_LIMIT, f).await
+}
+
+async fn gated_within<T: Send + 'static>(
+    gate: &Arc<Gate>,
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let pass = gate.enter()?;
+    let call = tokio::task::spawn_blocking(move || {
+        let out = f();
+        drop(pass);
+        out
+    });
+    tokio::time::timeout(limit, call).await.ok()?.ok()
+}
 
 struct Job {
     cmd: Command,
@@ -44,6 +103,10 @@ pub struct Executor {
     data_q: mpsc::UnboundedSender<Job>,
     /// A `CollectLogs` is running: the next one is skipped rather than queued behind it.
     collecting: Arc<AtomicBool>,
+    /// One position sample in flight per database.
+    sampling: Vec<Arc<Gate>>,
+    /// One SQL probe in flight (the engine's probes, the service checks and `/health`).
+    sql_probe: Arc<Gate>,
 }
 
 fn failure(code: i32, message: impl Into<String>, permanent: bool) -> Failure {
@@ -100,6 +163,10 @@ impl Executor {
             role_q,
             data_q,
             collecting: Arc::new(AtomicBool::new(false)),
+            sampling: (0..file.engine.databases.len())
+                .map(|_| Arc::default())
+                .collect(),
+            sql_probe: Arc::default(),
         })
     }
 
@@ -126,10 +193,12 @@ impl Executor {
         tokio::spawn(async move {
             loop {
                 let d = me.driver.clone();
-                let ok = tokio::task::spawn_blocking(move || probe_all(&*d))
-                    .await
-                    .unwrap_or(false);
-                me.board.set_health(ok);
+                let ok = gated(&me.sql_probe, move || probe_all(&*d)).await;
+                me.board.set_health(ok.unwrap_or(false));
+                me.board.set_skipped(
+                    me.sampling.iter().map(|g| g.skipped()).sum(),
+                    me.sql_probe.skipped(),
+                );
                 tokio::time::sleep(every).await;
             }
         });
@@ -221,20 +290,17 @@ impl Executor {
                 });
             }
             Command::SamplePositions => {
-                let d = self.driver.clone();
-                let feed = self.feed.clone();
-                tokio::spawn(async move {
-                    let n = d.databases().len() as u32;
-                    let got = tokio::task::spawn_blocking(move || {
-                        (0..n)
-                            .filter_map(|i| d.position(DbId(i)).ok().map(|l| (DbId(i), l)))
-                            .collect::<Vec<_>>()
-                    })
-                    .await;
-                    for (db, lsn) in got.unwrap_or_default() {
-                        feed.send(Input::WritePosition { db, lsn }).await;
-                    }
-                });
+                // One sample in flight per database: a database whose lock is held long is
+                // skipped (and counted) while the others are sampled.
+                for (i, gate) in self.sampling.iter().enumerate() {
+                    let (d, feed, gate) = (self.driver.clone(), self.feed.clone(), gate.clone());
+                    let db = DbId(i as u32);
+                    tokio::spawn(async move {
+                        if let Some(Ok(lsn)) = gated(&gate, move || d.position(db)).await {
+                            feed.send(Input::WritePosition { db, lsn }).await;
+                        }
+                    });
+                }
             }
         }
     }
@@ -294,6 +360,7 @@ impl Executor {
         let prober = self.prober.clone();
         let feed = self.feed.clone();
         let driver = self.driver.clone();
+        let sql_probe = self.sql_probe.clone();
         tokio::spawn(async move {
             let site = prober.site();
             let service = async {
@@ -303,7 +370,10 @@ impl Executor {
                         None => {
                             debug_assert!(matches!(p, ProbeConfig::Sql));
                             let d = driver.clone();
-                            tokio::task::spawn_blocking(move || probe_all(&*d))
+                            // No answer within the limit (or the last probe still hangs) is a
+                            // failed probe; a database merely locked answers (the driver's probe
+                            // treats a lock held by a live process as an answer).
+                            gated(&sql_probe, move || probe_all(&*d))
                                 .await
                                 .unwrap_or(false)
                         }
@@ -681,6 +751,41 @@ pub fn free_mib_now(dir: &std::path::Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_blocking_call_that_hangs_closes_its_gate_and_later_calls_are_skipped_not_queued() {
+        let gate: Arc<Gate> = Arc::default();
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        // The first call outlives its limit: no answer, and the gate stays closed.
+        let late = gated_within(&gate, Duration::from_millis(50), move || {
+            let _ = wait.recv();
+            7
+        })
+        .await;
+        assert_eq!(late, None);
+        let threads = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        for _ in 0..100 {
+            let t = threads.clone();
+            let got = gated_within(&gate, Duration::from_millis(50), move || {
+                t.fetch_add(1, Ordering::SeqCst);
+            })
+            .await;
+            assert_eq!(got, None);
+        }
+        assert_eq!(threads.load(Ordering::SeqCst), 0, "a skipped call ran");
+        assert_eq!(gate.skipped(), 100);
+        // Once the hung call returns, the next one runs.
+        release.send(()).unwrap();
+        let mut answered = None;
+        for _ in 0..100 {
+            answered = gated_within(&gate, Duration::from_secs(5), || 8).await;
+            if answered.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(answered, Some(8));
+    }
     use crate::drivers::{DatabaseSpec, DrillOutcome, DriverError};
     use crate::transport::testkit::{Fault, Proxy};
     use crate::transport::{inbox as ti, Event, Inbox, Listener, TransportConfig};

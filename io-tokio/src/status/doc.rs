@@ -143,6 +143,15 @@ pub struct StatusDoc {
     pub journal: JournalDoc,
     /// Artifact transfers under way, with their byte progress.
     pub transfers: Vec<Transfer>,
+    /// Blocking calls skipped because the one before was still running (a database lock held
+    /// long): position samples and SQL probes, since the agent started.
+    pub skipped: SkippedDoc,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SkippedDoc {
+    pub samples: u64,
+    pub probes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -429,6 +438,7 @@ pub struct Extras<'a> {
     pub journal: JournalStats,
     pub at_start: StartDoc,
     pub transfers: Vec<Transfer>,
+    pub skipped: SkippedDoc,
 }
 
 impl StatusDoc {
@@ -575,6 +585,7 @@ impl StatusDoc {
                 at_start: x.at_start,
             },
             transfers: x.transfers,
+            skipped: x.skipped,
         }
     }
 
@@ -800,6 +811,10 @@ pub(crate) mod tests {
                 done: 16 << 20,
                 resumed_from: 0,
             }],
+            skipped: SkippedDoc {
+                samples: 3,
+                probes: 1,
+            },
         };
         let mut doc = StatusDoc::build(&cfg, &engine, 1_000, x);
         let art = |kind, ago_ms| {
@@ -977,6 +992,9 @@ pub(crate) mod tests {
             "role",
             "ships_in_flight",
             "site",
+            "skipped",
+            "skipped.probes",
+            "skipped.samples",
             "thresholds",
             "thresholds.backlog_age_minutes",
             "thresholds.backlog_count",

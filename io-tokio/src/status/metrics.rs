@@ -54,6 +54,18 @@ pub fn render(doc: &StatusDoc) -> String {
         "",
         Some(doc.journal.records_since_snapshot as f64),
     );
+    g(
+        "lifeboat_skipped_samples",
+        "position samples skipped because the last one still ran (a database lock held long)",
+        "",
+        Some(doc.skipped.samples as f64),
+    );
+    g(
+        "lifeboat_skipped_probes",
+        "SQL probes skipped because the last one still ran",
+        "",
+        Some(doc.skipped.probes as f64),
+    );
     for d in &doc.databases {
         let l = format!(",db=\"{}\"", d.name);
         let ago = |a: &Option<ArtifactDoc>| a.as_ref().map(|a| secs(a.ago_ms));

@@ -68,6 +68,7 @@ struct Inner {
     at_start: StartDoc,
     /// Recent latencies from a log's creation at the primary to its verification here.
     log_verified_ms: VecDeque<u64>,
+    skipped: doc::SkippedDoc,
 }
 
 /// What the agent keeps for `/status` beside the engine.
@@ -179,6 +180,11 @@ impl StatusBoard {
         self.inner().health = Some(ok);
     }
 
+    /// Position samples and SQL probes skipped because the last one was still running.
+    pub fn set_skipped(&self, samples: u64, probes: u64) {
+        self.inner().skipped = doc::SkippedDoc { samples, probes };
+    }
+
     pub fn set_role(&self, role: Role, writable: bool) {
         self.inner().role = Some((role.into(), writable));
     }
@@ -212,6 +218,7 @@ impl StatusBoard {
             journal,
             at_start: i.at_start.clone(),
             transfers: i.transfers.iter().flat_map(|t| t.snapshot()).collect(),
+            skipped: i.skipped.clone(),
         };
         StatusDoc::build(&self.cfg, engine, now, x)
     }
