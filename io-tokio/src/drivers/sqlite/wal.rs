@@ -227,6 +227,73 @@ fn scan(file: &File, cursor: WalCursor) -> io::Result<(WalCursor, Committed)> {
     Ok((at, out))
 }
 
+/// After a restart: what the old WAL still holds past `old` (frames the new one has not
+/// overwritten), and all of the new one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AfterRestart {
+    /// Every frame the old WAL committed after `old` was read (`old_tail`), then the new WAL
+    /// from its start (`new`, up to `cursor`).
+    Complete {
+        old_tail: Committed,
+        cursor: WalCursor,
+        new: Committed,
+    },
+    /// The new WAL overwrote the frame after `old`: whether the old one committed more after
+    /// it cannot be known from the file.
+    Unknown,
+}
+
+/// Read past a restart: continue the old WAL's chain from `old` where the new one has not
+/// written over it, then read the new one. The old chain's end is known only when it lies at
+/// or beyond every frame the new WAL wrote (valid frames of the new salts, committed or not).
+pub fn read_after_restart(file: &File, old: &WalCursor) -> io::Result<AfterRestart> {
+    let Some(header) = read_header(file)? else {
+        return Ok(AfterRestart::Unknown);
+    };
+    if header.page_size != old.page_size {
+        return Ok(AfterRestart::Unknown);
+    }
+    let start = WalCursor {
+        salts: header.salts,
+        checkpoint_seq: header.checkpoint_seq,
+        page_size: header.page_size,
+        frames: 0,
+        checksum: header.checksum,
+        big_endian: header.big_endian,
+    };
+    let written = valid_frames(file, &start)?;
+    if old.frames < written {
+        return Ok(AfterRestart::Unknown);
+    }
+    let (_, old_tail) = scan(file, *old)?;
+    let (cursor, new) = scan(file, start)?;
+    Ok(AfterRestart::Complete {
+        old_tail,
+        cursor,
+        new,
+    })
+}
+
+/// How many frames from `start` continue its chain (committed or not).
+fn valid_frames(file: &File, start: &WalCursor) -> io::Result<u64> {
+    let frame_len = FRAME_HEADER_LEN + u64::from(start.page_size);
+    let mut frame = vec![0u8; frame_len as usize];
+    let mut sum = start.checksum;
+    let mut i = start.frames;
+    while read_exact_at(file, frame_offset(start.page_size, i), &mut frame)? {
+        if be(&frame, 0) == 0 || [be(&frame, 8), be(&frame, 12)] != start.salts {
+            break;
+        }
+        sum = checksum_of(start.big_endian, sum, &frame[..8]);
+        sum = checksum_of(start.big_endian, sum, &frame[FRAME_HEADER_LEN as usize..]);
+        if [be(&frame, 16), be(&frame, 20)] != sum {
+            break;
+        }
+        i += 1;
+    }
+    Ok(i)
+}
+
 /// The page image at `offset` (from [`Committed::pages`]).
 pub fn read_page(file: &File, offset: u64, page_size: u32) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; page_size as usize];
@@ -364,6 +431,42 @@ mod tests {
         assert_eq!(
             read_committed(&file_of(&bad), None).unwrap(),
             WalRead::Empty
+        );
+    }
+
+    #[test]
+    fn after_a_restart_the_old_tail_is_read_where_the_new_log_has_not_overwritten_it() {
+        // The old WAL committed five frames; the reader had consumed two.
+        let old = wal(
+            false,
+            [1, 1],
+            &[(1, 0, 1), (2, 1, 2), (3, 2, 3), (4, 0, 4), (5, 4, 5)],
+        );
+        let f = file_of(&old[..frame_offset(512, 2) as usize]);
+        let (cursor, _) = continued(read_committed(&f, None).unwrap());
+        assert_eq!(cursor.frames, 2);
+        // Restarted: one new frame written over the old first frame; the old tail survives.
+        let new = wal(false, [2, 2], &[(9, 9, 9)]);
+        let mut bytes = old.clone();
+        bytes[..new.len()].copy_from_slice(&new);
+        match read_after_restart(&file_of(&bytes), &cursor).unwrap() {
+            AfterRestart::Complete { old_tail, new, .. } => {
+                assert_eq!(old_tail.commits, 2);
+                assert_eq!(
+                    old_tail.pages.keys().copied().collect::<Vec<_>>(),
+                    [3, 4, 5]
+                );
+                assert_eq!((new.commits, new.db_pages), (1, Some(9)));
+            }
+            other => panic!("expected the old tail, got {other:?}"),
+        }
+        // Three new frames reach past the reader's position: what followed it is gone.
+        let new = wal(false, [2, 2], &[(9, 0, 9), (8, 0, 8), (7, 9, 7)]);
+        let mut bytes = old.clone();
+        bytes[..new.len()].copy_from_slice(&new);
+        assert_eq!(
+            read_after_restart(&file_of(&bytes), &cursor).unwrap(),
+            AfterRestart::Unknown
         );
     }
 
