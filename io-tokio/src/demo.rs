@@ -235,7 +235,7 @@ async fn demo(dir: &Path, started: Instant) -> Result<String, String> {
     {
         let c = rusqlite::Connection::open(&pri_db).map_err(|x| x.to_string())?;
         c.execute_batch(
-            "PRAGMA journal_mode=DELETE; CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT NOT NULL);",
+            "PRAGMA journal_mode=WAL; CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT NOT NULL);",
         )
         .map_err(|x| format!("creating the demo table: {x}"))?;
     }

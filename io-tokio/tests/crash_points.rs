@@ -86,10 +86,7 @@ fn crash_and_recover(victim: &'static str, point: &str, nth: u32) -> Duration {
     wait_for(
         "the recovery site to restore the primary's last position",
         Duration::from_secs(30),
-        || match (c.primary_lsn(), c.restored()) {
-            (Some(p), Some(r)) => p > 0 && r >= p,
-            _ => false,
-        },
+        || c.caught_up(),
     );
     let caught_up = restarted.elapsed();
     assert_prefix(&c.rec_db, committed);
@@ -110,6 +107,7 @@ fn a_crash_at_every_named_point_loses_nothing_and_opens_no_hole() {
         ("primary", "publish_before_journal", 2),
         ("primary", "journal_before_effects", 40),
         ("primary", "snapshot_before_journal", 1),
+        ("primary", "capture_mid_shadow", 3),
         ("recovery", "journal_before_effects", 40),
         ("recovery", "receive_before_fsync", 2),
         ("recovery", "receive_before_rename", 2),
@@ -199,10 +197,7 @@ fn a_crash_mid_reseed_finishes_the_reseed_after_the_restart() {
     wait_for(
         "the recovery site to restore the primary's last position",
         Duration::from_secs(60),
-        || match (c.primary_lsn(), c.restored()) {
-            (Some(p), Some(r)) => p > 0 && r >= p,
-            _ => false,
-        },
+        || c.caught_up(),
     );
     assert_prefix(&c.rec_db, committed);
     assert!(!alert_kinds(c.rec_http).iter().any(|k| k == "missing_log"));

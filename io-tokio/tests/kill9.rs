@@ -82,10 +82,10 @@ fn torture(kills_per_agent: u64) -> Figures {
         std::thread::sleep(Duration::from_millis(rng.gen_range(0..300)));
         c.spawn(victim);
         let restarted = Instant::now();
-        let target = c.primary_lsn().unwrap_or(0);
+        let target = c.primary_rows().unwrap_or(0);
         let mut caught_up = false;
         while restarted.elapsed() < CATCH_UP_WITHIN {
-            if c.restored().is_some_and(|r| r >= target) {
+            if c.recovery_rows().is_some_and(|r| r >= target) {
                 caught_up = true;
                 break;
             }
@@ -96,10 +96,10 @@ fn torture(kills_per_agent: u64) -> Figures {
         } else {
             f.holes += 1;
             f.notes.push(format!(
-                "kill {} ({victim}): the recovery site stayed at {:?}, below {target}, for \
+                "kill {} ({victim}): the recovery site stayed at {:?} rows, below {target}, for \
                  {CATCH_UP_WITHIN:?}",
                 f.kills,
-                c.restored()
+                c.recovery_rows()
             ));
             break;
         }
@@ -115,11 +115,13 @@ fn torture(kills_per_agent: u64) -> Figures {
     let converged = {
         let t = Instant::now();
         loop {
-            match (c.primary_lsn(), c.restored()) {
-                (Some(p), Some(r)) if p > 0 && r >= p => break true,
-                _ if t.elapsed() > CATCH_UP_WITHIN => break false,
-                _ => std::thread::sleep(Duration::from_millis(50)),
+            if c.caught_up() {
+                break true;
             }
+            if t.elapsed() > CATCH_UP_WITHIN {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     };
     let (count, _, max, wrong) = rows(&c.rec_db);
@@ -178,7 +180,7 @@ fn a_raw_read_of_the_primary_file_keeps_the_writers_lock() {
     let db = dir.path().join("app.db");
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute_batch(
-        "PRAGMA journal_mode=DELETE; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL);",
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL);",
     )
     .unwrap();
     // The writer, mid-statement: its turn taken, the file locked.

@@ -57,6 +57,7 @@
 
 // Public for the `sqlite_delta` fuzz target (they parse bytes the driver did not write).
 pub mod apply;
+mod capture;
 pub mod chain;
 mod drill;
 pub mod header;
@@ -238,6 +239,12 @@ impl Driver for SqliteDriver {
                 &e,
             )
         })?;
+        if st.pin.is_none() {
+            st.pin = capture::Pin::open(slot)?;
+        }
+        if let Some(pin) = st.pin.as_mut() {
+            return take_backup_wal(slot, pin, request);
+        }
         let previous = ChainState::load(&slot.dir, slot.name());
         let staged = slot.staged_shadow();
         let image = slot.read_live(&st, Some(&staged))?;
@@ -308,86 +315,14 @@ impl Driver for SqliteDriver {
         };
 
         let continues = matches!(continuity, Continuity::Continues) && image.page_count > 0;
-        let mut out = Vec::new();
-        match request.kind {
-            ArtifactKind::Full => {
-                let staging = manifest::staging_path(&request.outbox, slot.name(), request.kind);
-                durable::copy_and_sync(&staged, &staging)?;
-                out.push(manifest::publish(
-                    &request.outbox,
-                    &staging,
-                    &slot.new_artifact(request, ArtifactKind::Full, position, position, None),
-                )?);
-                next.base_full = Some(position);
-                next.incr_touched = PageSet::default();
-            }
-            ArtifactKind::Log => {
-                if continues && position > next.log_from {
-                    out.push(slot.publish_delta(
-                        request,
-                        &staged,
-                        image,
-                        ArtifactKind::Log,
-                        next.log_from,
-                        position,
-                        &next.log_touched,
-                    )?);
-                    next.log_from = position;
-                    next.log_touched = PageSet::default();
-                }
-            }
-            ArtifactKind::Incremental => {
-                if let (true, Some(base)) = (continues, next.base_full) {
-                    if position > base {
-                        out.push(slot.publish_delta(
-                            request,
-                            &staged,
-                            image,
-                            ArtifactKind::Incremental,
-                            base,
-                            position,
-                            &next.incr_touched,
-                        )?);
-                    }
-                }
-            }
-        }
+        let out = publish_requested(slot, request, &mut next, &staged, image, continues)?;
         next.commit(&slot.dir, &staged)?;
         chain::store_reference(&slot.dir, position)?;
         for a in &out {
             tracing::info!(db = slot.name(), artifact = %a.describe(), "published");
         }
 
-        match (request.kind, continuity) {
-            (ArtifactKind::Full, _) => {}
-            (_, Continuity::Restarts(why)) => {
-                return Err(DriverError::new(
-                    ErrorKind::NoBaseFull,
-                    format!(
-                        "database {}: {why}; its chain restarted at position {position}: take a \
-                         full backup, the standby needs it before further {}s apply",
-                        slot.name(),
-                        request.kind.text_word()
-                    ),
-                ))
-            }
-            (ArtifactKind::Log, Continuity::Starts) => {
-                tracing::info!(db = slot.name(), %position,
-                    "the transaction log chain starts here; the standby needs a full backup taken \
-                     at or after this position");
-            }
-            (ArtifactKind::Incremental, _) if next.base_full.is_none() => {
-                return Err(DriverError::new(
-                    ErrorKind::NoBaseFull,
-                    format!(
-                        "database {} has no full backup yet, and an incremental is based on one: \
-                         take a full backup first",
-                        slot.name()
-                    ),
-                ))
-            }
-            _ => {}
-        }
+        continuity_result(slot, request, continuity, &next)?;
         Ok(out)
     }
 
@@ -398,6 +333,12 @@ impl Driver for SqliteDriver {
         if !slot.path().is_file() {
             return Err(slot.missing("restore a full backup into it or fix its path"));
         }
+        if st.pin.is_none() {
+            st.pin = capture::Pin::open(slot)?;
+        }
+        if let Some(pin) = &st.pin {
+            return capture::position(slot, pin);
+        }
         let image = slot.read_live(&st, None)?;
         Ok(widen(image.counter, chain::load_reference(&slot.dir)))
     }
@@ -407,6 +348,7 @@ impl Driver for SqliteDriver {
         manifest::check_bytes(artifact)?;
         let mut st = slot.lock();
         slot.recover(&mut st)?;
+        st.pin = None;
         let lsn = match artifact.manifest.kind {
             ArtifactKind::Full => slot.install_full(&mut st, artifact, "quick_check")?,
             ArtifactKind::Incremental | ArtifactKind::Log => slot.apply_live(&mut st, artifact)?,
@@ -433,6 +375,7 @@ impl Driver for SqliteDriver {
         manifest::check_bytes(full)?;
         let mut st = slot.lock();
         slot.recover(&mut st)?;
+        st.pin = None;
         let lsn = slot.install_full(&mut st, full, "integrity_check")?;
         crate::crash::point("mid_reseed");
         ChainState::clear(&slot.dir)?;
@@ -448,6 +391,7 @@ impl Driver for SqliteDriver {
         if !slot.path().is_file() {
             return Err(slot.missing("nothing to promote: restore a full backup into it first"));
         }
+        st.pin = None;
         // Start this site's chain before the first write: everything written after promotion
         // is in its first log, so the old primary can follow without a reseed.
         let generation = ChainState::load(&slot.dir, slot.name()).map_or(1, |c| c.generation + 1);
@@ -548,4 +492,130 @@ impl Driver for SqliteDriver {
         }
         outcome
     }
+}
+
+/// Publish what `request` asks for from `source`, the snapshot at `next.position`, and move the
+/// chain past it.
+fn publish_requested(
+    slot: &Slot,
+    request: &BackupRequest,
+    next: &mut ChainState,
+    source: &std::path::Path,
+    image: header::Image,
+    continues: bool,
+) -> Result<Vec<ArtifactFile>, DriverError> {
+    let position = next.position;
+    let staged = source;
+    let mut out = Vec::new();
+    match request.kind {
+        ArtifactKind::Full => {
+            let staging = manifest::staging_path(&request.outbox, slot.name(), request.kind);
+            durable::copy_and_sync(staged, &staging)?;
+            out.push(manifest::publish(
+                &request.outbox,
+                &staging,
+                &slot.new_artifact(request, ArtifactKind::Full, position, position, None),
+            )?);
+            next.base_full = Some(position);
+            next.incr_touched = PageSet::default();
+        }
+        ArtifactKind::Log => {
+            if continues && position > next.log_from {
+                out.push(slot.publish_delta(
+                    request,
+                    staged,
+                    image,
+                    ArtifactKind::Log,
+                    next.log_from,
+                    position,
+                    &next.log_touched,
+                )?);
+                next.log_from = position;
+                next.log_touched = PageSet::default();
+            }
+        }
+        ArtifactKind::Incremental => {
+            if let (true, Some(base)) = (continues, next.base_full) {
+                if position > base {
+                    out.push(slot.publish_delta(
+                        request,
+                        staged,
+                        image,
+                        ArtifactKind::Incremental,
+                        base,
+                        position,
+                        &next.incr_touched,
+                    )?);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What a backup's continuity means for the request: a restarted chain fails logs and
+/// incrementals with `NoBaseFull` (the standby needs a new full first).
+fn continuity_result(
+    slot: &Slot,
+    request: &BackupRequest,
+    continuity: Continuity,
+    next: &ChainState,
+) -> Result<(), DriverError> {
+    let position = next.position;
+    match (request.kind, continuity) {
+        (ArtifactKind::Full, _) => {}
+        (_, Continuity::Restarts(why)) => {
+            return Err(DriverError::new(
+                ErrorKind::NoBaseFull,
+                format!(
+                    "database {}: {why}; its chain restarted at position {position}: take a \
+                     full backup, the standby needs it before further {}s apply",
+                    slot.name(),
+                    request.kind.text_word()
+                ),
+            ))
+        }
+        (ArtifactKind::Log, Continuity::Starts) => {
+            tracing::info!(db = slot.name(), %position,
+                "the transaction log chain starts here; the standby needs a full backup taken \
+                 at or after this position");
+        }
+        (ArtifactKind::Incremental, _) if next.base_full.is_none() => {
+            return Err(DriverError::new(
+                ErrorKind::NoBaseFull,
+                format!(
+                    "database {} has no full backup yet, and an incremental is based on one: \
+                     take a full backup first",
+                    slot.name()
+                ),
+            ))
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A backup of a WAL-mode database: capture the WAL into the shadow, then cut what was asked
+/// from the shadow (no lock on the live database beyond the capture's pins).
+fn take_backup_wal(
+    slot: &Slot,
+    pin: &mut capture::Pin,
+    request: &BackupRequest,
+) -> Result<Vec<ArtifactFile>, DriverError> {
+    let (mut next, captured) = capture::capture(slot, pin)?;
+    let continuity = match captured {
+        capture::Captured::Continues => Continuity::Continues,
+        capture::Captured::Starts(None) => Continuity::Starts,
+        capture::Captured::Starts(Some(why)) => Continuity::Restarts(why),
+    };
+    let image = next.image();
+    let shadow = next.shadow_path(&slot.dir);
+    let continues = matches!(continuity, Continuity::Continues) && image.page_count > 0;
+    let out = publish_requested(slot, request, &mut next, &shadow, image, continues)?;
+    next.save(&slot.dir)?;
+    for a in &out {
+        tracing::info!(db = slot.name(), artifact = %a.describe(), "published");
+    }
+    continuity_result(slot, request, continuity, &next)?;
+    Ok(out)
 }

@@ -229,7 +229,7 @@ impl Cluster {
         std::fs::create_dir_all(rec_db.parent().unwrap()).unwrap();
         let c = rusqlite::Connection::open(&pri_db).unwrap();
         c.execute_batch(
-            "PRAGMA journal_mode=DELETE; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL);",
+            "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT NOT NULL);",
         )
         .unwrap();
         drop(c);
@@ -416,9 +416,23 @@ impl Cluster {
         status(self.rec_http)?["databases"][0]["restored_lsn"].as_u64()
     }
 
-    /// The primary database's position as the file says (its change counter, the driver's LSN).
-    pub fn primary_lsn(&self) -> Option<u64> {
-        change_counter(&self.pri_db)
+    /// Rows at the primary now, read through SQLite (in WAL mode the file's header says
+    /// nothing about the newest transactions).
+    pub fn primary_rows(&self) -> Option<u64> {
+        try_rows(&self.pri_db).map(|r| r.0)
+    }
+
+    /// Rows at the recovery site now (`None` while a restore holds its lock).
+    pub fn recovery_rows(&self) -> Option<u64> {
+        try_rows(&self.rec_db).map(|r| r.0)
+    }
+
+    /// The recovery copy holds exactly the rows the primary holds now.
+    pub fn caught_up(&self) -> bool {
+        match (try_rows(&self.pri_db), try_rows(&self.rec_db)) {
+            (Some(p), Some(r)) => p.0 > 0 && p == r,
+            _ => false,
+        }
     }
 
     /// Dump the logs when a test fails (kept in the temp dir otherwise).
@@ -528,6 +542,14 @@ impl Writer {
 }
 
 /// (count, min id, max id, rows with wrong contents) of a database's table.
+/// [`rows`], or `None` while the database cannot be read (locked by a restore, not there yet).
+pub fn try_rows(db: &Path) -> Option<(u64, u64, u64, u64)> {
+    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .ok()?;
+    let s = lifeboat_io_tokio::demo::table_summary(&c).ok()?;
+    Some((s.count, s.min, s.max, s.wrong))
+}
+
 pub fn rows(db: &Path) -> (u64, u64, u64, u64) {
     let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .unwrap();

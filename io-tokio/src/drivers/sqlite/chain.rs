@@ -163,6 +163,12 @@ pub struct ChainState {
     /// The last full backup's `lsn_end`, and the pages touched since then.
     pub base_full: Option<Lsn>,
     pub incr_touched: PageSet,
+    /// The database runs in WAL mode and this chain follows its WAL (`capture.rs`).
+    #[serde(default)]
+    pub wal_mode: bool,
+    /// Where the last capture stopped in the WAL (none: read it from its start).
+    #[serde(default)]
+    pub wal: Option<super::wal::WalCursor>,
 }
 
 impl ChainState {
@@ -178,6 +184,8 @@ impl ChainState {
             log_touched: PageSet::default(),
             base_full: None,
             incr_touched: PageSet::default(),
+            wal_mode: false,
+            wal: None,
         }
     }
 
@@ -239,11 +247,16 @@ impl ChainState {
     pub fn commit(&self, dir: &Path, staged_shadow: &Path) -> Result<(), DriverError> {
         let shadow = self.shadow_path(dir);
         durable::rename_durably(staged_shadow, &shadow)?;
+        self.save(dir)?;
+        remove_shadows(dir, Some(&shadow))
+    }
+
+    /// Record this state (its shadow already in place): replace `chain.json` atomically.
+    pub fn save(&self, dir: &Path) -> Result<(), DriverError> {
         let json = self.to_json().map_err(|e| {
             DriverError::new(ErrorKind::Io, format!("encoding the chain state: {e}"))
         })?;
-        durable::write_atomically(&dir.join(CHAIN_FILE), &json)?;
-        remove_shadows(dir, Some(&shadow))
+        durable::write_atomically(&dir.join(CHAIN_FILE), &json)
     }
 
     /// Forget the chain (this database now follows another site's history).

@@ -59,7 +59,11 @@ impl HeldLock {
         busy: Duration,
     ) -> Result<HeldLock, DriverError> {
         let conn = open_existing(path, db_name, busy, false)?;
-        ensure_rollback_journal(&conn, path, db_name)?;
+        // The fence works in either mode (BEGIN IMMEDIATE); raw reads and page writes need the
+        // database file to hold every committed page, as in rollback-journal mode.
+        if level != LockLevel::Reserved {
+            ensure_rollback_journal(&conn, path, db_name)?;
+        }
         let what = || format!("locking database {db_name} ({})", path.display());
         conn.execute_batch(level.begin())
             .map_err(|e| DriverError::sqlite(what(), &e))?;

@@ -36,6 +36,9 @@ pub(super) struct SlotState {
     /// The site wants this database fenced (held again after operations that must drop it).
     pub(super) fence_wanted: bool,
     pub(super) fence: Option<HeldLock>,
+    /// A WAL-mode primary's pinned read snapshots (`capture.rs`); dropped before the file is
+    /// replaced or promoted.
+    pub(super) pin: Option<super::capture::Pin>,
 }
 
 impl Slot {
@@ -66,6 +69,15 @@ impl Slot {
 
     pub(super) fn staged_shadow(&self) -> PathBuf {
         self.dir.join("shadow.next.tmp")
+    }
+
+    /// `{doing} database <name> (<path>)`, for messages.
+    pub(super) fn what(&self, doing: &str) -> String {
+        format!(
+            "{doing} database {} ({})",
+            self.name(),
+            self.path().display()
+        )
     }
 
     pub(super) fn missing(&self, advice: &str) -> DriverError {

@@ -10,6 +10,8 @@ use rusqlite::{params, Connection};
 use std::path::Path;
 use tempfile::TempDir;
 
+mod wal;
+
 /// 2026-11-22T03:05:00Z.
 const T0: i64 = 1_795_316_700_000;
 const SALES: DbId = DbId(0);
@@ -674,24 +676,6 @@ fn interrupted_apply_is_rolled_back_when_the_driver_opens() {
     assert_eq!(standby.bytes(), before);
     assert_eq!(reopened.restore(&log).unwrap(), log.manifest.lsn_end);
     assert_eq!(standby.rows(), primary.rows());
-}
-
-#[test]
-fn wal_database_is_switched_to_rollback_journal_mode() {
-    let primary = site();
-    {
-        let app = primary.app();
-        app.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))
-            .unwrap();
-        insert(&app, 0, 5);
-    }
-    let full = primary.one(ArtifactKind::Full);
-    let header = fs::read(&primary.db).unwrap();
-    assert_eq!((header[18], header[19]), (1, 1), "rollback-journal mode");
-    assert_eq!(
-        full.manifest.lsn_end,
-        Lsn(u64::from(counter_of(&primary.db)))
-    );
 }
 
 #[test]

@@ -245,7 +245,8 @@ pub enum AfterRestart {
 
 /// Read past a restart: continue the old WAL's chain from `old` where the new one has not
 /// written over it, then read the new one. The old chain's end is known only when it lies at
-/// or beyond every frame the new WAL wrote (valid frames of the new salts, committed or not).
+/// or beyond every frame the new WAL wrote (valid frames of the new salts, committed or not)
+/// and a frame that does not continue it is there to see (not the end of a truncated file).
 pub fn read_after_restart(file: &File, old: &WalCursor) -> io::Result<AfterRestart> {
     let Some(header) = read_header(file)? else {
         return Ok(AfterRestart::Unknown);
@@ -263,6 +264,13 @@ pub fn read_after_restart(file: &File, old: &WalCursor) -> io::Result<AfterResta
     };
     let written = valid_frames(file, &start)?;
     if old.frames < written {
+        return Ok(AfterRestart::Unknown);
+    }
+    // The old chain's end is seen only on a frame that is there and does not continue it; at
+    // the end of the file, frames after it may have been truncated away.
+    let stop = valid_frames(file, old)?;
+    let len = file.metadata()?.len();
+    if len < frame_offset(old.page_size, stop + 1) {
         return Ok(AfterRestart::Unknown);
     }
     let (_, old_tail) = scan(file, *old)?;
@@ -445,10 +453,20 @@ mod tests {
         let f = file_of(&old[..frame_offset(512, 2) as usize]);
         let (cursor, _) = continued(read_committed(&f, None).unwrap());
         assert_eq!(cursor.frames, 2);
-        // Restarted: one new frame written over the old first frame; the old tail survives.
+        // Restarted: one new frame written over the old first frame; the old tail survives,
+        // and a frame of another log after it shows where it ends.
         let new = wal(false, [2, 2], &[(9, 9, 9)]);
         let mut bytes = old.clone();
         bytes[..new.len()].copy_from_slice(&new);
+        let stale = wal(false, [7, 7], &[(1, 1, 1)]);
+        let mut with_end = bytes.clone();
+        with_end.extend_from_slice(&stale[HEADER_LEN as usize..]);
+        assert_eq!(
+            read_after_restart(&file_of(&bytes), &cursor).unwrap(),
+            AfterRestart::Unknown,
+            "at the end of the file, more frames may have been truncated away"
+        );
+        let bytes = with_end;
         match read_after_restart(&file_of(&bytes), &cursor).unwrap() {
             AfterRestart::Complete { old_tail, new, .. } => {
                 assert_eq!(old_tail.commits, 2);

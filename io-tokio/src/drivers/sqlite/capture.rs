@@ -1,0 +1,413 @@
+//! Change capture from SQLite's write-ahead log, for databases the application runs in WAL
+//! mode (the driver never changes the mode).
+//!
+//! **What a log costs.** The committed frames since the last capture are read from the `-wal`
+//! file ([`super::wal`]), their newest page images written into the private shadow copy in
+//! place, and the log is cut from the shadow: what changed is read and written once, whatever
+//! the database's size. The live database file is never read except to start a chain.
+//!
+//! **Positions** count committed transactions: a capture adds the number of commit frames it
+//! read. The shadow's page 1 carries the position as its change counter (and rollback-journal
+//! mode in bytes 18-19), so every artifact is a rollback-journal image at its position, exactly
+//! what the recovery site restores and checks, unchanged.
+//!
+//! **Checkpoints.** SQLite may restart the WAL (write new frames from its start) once every
+//! frame is in the database file and no reader uses the log. The driver keeps a read
+//! transaction open at all times on one of two connections (the *pin*): a capture pins the
+//! newest snapshot on the other connection before it releases the old pin and runs a passive
+//! checkpoint. Backfill then stops at the new pin's snapshot, or, when the log was empty or fully
+//! backfilled as the pin began (a pin on SQLite's read slot 0), cannot run at all; either way a
+//! restart can only drop frames the driver already captured. Frames committed while the agent
+//! was not running may be gone: a restart the driver did not see is read past where the new log
+//! has not overwritten the old one, else healed by comparing the shadow with a snapshot of the
+//! live database (one full read; the log's transaction count is then a lower bound, and the
+//! driver says so in its log).
+//!
+//! **Crash safety.** Page images go into the shadow in place under a marker file
+//! (`shadow.dirty`, durable before the first write and removed after `chain.json` records the
+//! new position). After a crash the marker says the shadow may hold images newer than its
+//! position: reading the same frames from the saved cursor again writes the same images and
+//! repairs it; if SQLite restarted the WAL meanwhile, the healing comparison carries every page.
+
+use super::super::durable;
+use super::super::error::{DriverError, ErrorKind};
+use super::chain::{self, ChainState, PageSet};
+use super::header::{lock_page, read_image, widen, Image};
+use super::lock::open_existing;
+use super::slot::Slot;
+use super::wal::{self, AfterRestart, Committed, WalCursor, WalRead};
+use lifeboat_core::Lsn;
+use rusqlite::Connection;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long the pin's checkpoint waits for the application's locks (it never stalls a writer
+/// longer; a busy checkpoint is simply skipped until the next capture).
+const CHECKPOINT_BUSY: Duration = Duration::from_millis(20);
+/// A restart in the middle of a snapshot is retried this many times.
+const SNAPSHOT_TRIES: usize = 5;
+pub const DIRTY_FILE: &str = "shadow.dirty";
+
+/// Two connections of which one always holds a read transaction, and raw handles on the
+/// database and its WAL opened while a pin holds SQLite's locks (closing a raw handle of a file
+/// drops this process's POSIX locks on it: see `lock.rs`), closed only after the connections.
+pub(super) struct Pin {
+    conns: [Connection; 2],
+    active: usize,
+    /// No capture has renewed this pin yet: the WAL may have restarted before it was taken
+    /// (the agent was not running), and frames the driver never read may be gone.
+    fresh: bool,
+    db: File,
+    wal: File,
+}
+
+impl Pin {
+    /// Open the pin of a database in WAL mode; `None` when the database is not in WAL mode.
+    pub(super) fn open(slot: &Slot) -> Result<Option<Pin>, DriverError> {
+        let open = || open_existing(slot.path(), slot.name(), slot.busy, false);
+        let first = open()?;
+        let mode: String = first
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(|e| DriverError::sqlite(slot.what("reading the journal mode of"), &e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Ok(None);
+        }
+        begin(&first, slot)?;
+        let second = open()?;
+        let raw = |p: &Path| {
+            File::open(p).map_err(|e| DriverError::io(format!("opening {}", p.display()), &e))
+        };
+        let db = raw(slot.path())?;
+        let wal = raw(&wal_path(slot.path()))?;
+        Ok(Some(Pin {
+            conns: [first, second],
+            active: 0,
+            fresh: true,
+            db,
+            wal,
+        }))
+    }
+
+    /// Pin the newest snapshot on the other connection, release the old pin, and checkpoint
+    /// passively up to what is pinned now.
+    fn renew(&mut self, slot: &Slot) -> Result<(), DriverError> {
+        let next = 1 - self.active;
+        begin(&self.conns[next], slot)?;
+        let old = &self.conns[self.active];
+        old.execute_batch("COMMIT")
+            .map_err(|e| DriverError::sqlite(slot.what("releasing the old pin of"), &e))?;
+        self.active = next;
+        self.fresh = false;
+        let _ = old.busy_timeout(CHECKPOINT_BUSY);
+        if let Err(e) = old.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::debug!(db = slot.name(), error = %e, "passive checkpoint skipped");
+        }
+        let _ = old.busy_timeout(slot.busy);
+        Ok(())
+    }
+}
+
+fn begin(conn: &Connection, slot: &Slot) -> Result<(), DriverError> {
+    conn.execute_batch("BEGIN DEFERRED")
+        .and_then(|()| conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(())))
+        .map_err(|e| DriverError::sqlite(slot.what("pinning a read snapshot of"), &e))
+}
+
+pub(super) fn wal_path(db: &Path) -> PathBuf {
+    let mut s = db.as_os_str().to_owned();
+    s.push("-wal");
+    PathBuf::from(s)
+}
+
+fn io_err(what: String) -> impl FnOnce(io::Error) -> DriverError {
+    move |e| DriverError::io(what, &e)
+}
+
+/// Stamp a shadow's page 1: rollback-journal mode, the position as change counter and
+/// version-valid-for, and the page count (valid because the two match).
+fn stamp_page1(file: &File, position: Lsn, page_count: u32) -> io::Result<()> {
+    let counter = (position.0 as u32).to_be_bytes();
+    file.write_all_at(&[1, 1], 18)?;
+    file.write_all_at(&counter, 24)?;
+    file.write_all_at(&page_count.to_be_bytes(), 28)?;
+    file.write_all_at(&counter, 92)
+}
+
+/// Write the newest images of `new` (read from the WAL) into `file`, then size it to the last
+/// commit's page count.
+fn write_frames(wal: &File, new: &Committed, page_size: u32, file: &File) -> io::Result<()> {
+    let skip = lock_page(page_size);
+    for (&page, &offset) in &new.pages {
+        if page == skip || new.db_pages.is_some_and(|n| page > n) {
+            continue;
+        }
+        let image = wal::read_page(wal, offset, page_size)?;
+        file.write_all_at(&image, u64::from(page - 1) * u64::from(page_size))?;
+    }
+    if let Some(n) = new.db_pages {
+        file.set_len(u64::from(n) * u64::from(page_size))?;
+    }
+    Ok(())
+}
+
+/// A consistent copy of the live database at `dest` (rollback-journal image, counter not yet
+/// stamped), taken under the pin: the file, then every frame committed in the WAL. Returns its
+/// shape and the WAL cursor it corresponds to (`None` while the WAL is empty).
+fn snapshot(pin: &Pin, dest: &Path) -> Result<(Image, Option<WalCursor>), DriverError> {
+    for _ in 0..SNAPSHOT_TRIES {
+        let read = wal::read_committed(&pin.wal, None)
+            .map_err(io_err("reading the WAL for a snapshot".into()))?;
+        let (cursor, new) = match read {
+            WalRead::Empty => (None, Committed::default()),
+            WalRead::Continued { cursor, new } | WalRead::Restarted { cursor, new } => {
+                (Some(cursor), new)
+            }
+        };
+        let copied = (|| {
+            let out = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .read(true)
+                .open(dest)?;
+            let len = pin.db.metadata()?.len();
+            let mut w = &out;
+            durable::copy_prefix(&pin.db, &mut w, len)?;
+            let page_size = match &cursor {
+                Some(c) => c.page_size,
+                None => header_page_size(&out)?,
+            };
+            write_frames(&pin.wal, &new, page_size, &out)?;
+            out.write_all_at(&[1, 1], 18)?;
+            out.sync_all()?;
+            Ok::<_, io::Error>(out)
+        })()
+        .map_err(io_err(format!("copying a snapshot to {}", dest.display())))?;
+        // A restart during the copy (possible only before the first pin) changes the salts.
+        let again = wal::read_header(&pin.wal).map_err(io_err("reading the WAL header".into()))?;
+        if again.map(|h| h.salts) == cursor.map(|c| c.salts) {
+            let image = read_image(&copied).map_err(|e| {
+                DriverError::new(
+                    ErrorKind::CheckFailed,
+                    format!("the snapshot copy {} is not usable: {e}", dest.display()),
+                )
+            })?;
+            return Ok((image, cursor));
+        }
+    }
+    Err(DriverError::new(
+        ErrorKind::Busy,
+        format!("the WAL restarted during {SNAPSHOT_TRIES} snapshots in a row; try again"),
+    ))
+}
+
+fn header_page_size(file: &File) -> io::Result<u32> {
+    let mut h = [0u8; 2];
+    file.read_exact_at(&mut h, 16)?;
+    let raw = u32::from(u16::from_be_bytes(h));
+    Ok(if raw == 1 { 65_536 } else { raw })
+}
+
+/// How a capture continued the chain.
+pub(super) enum Captured {
+    /// The chain goes on: the shadow is at the new position, pages touched recorded.
+    Continues,
+    /// No usable chain: it starts (or restarts) at a new snapshot, which needs a full backup.
+    Starts(Option<String>),
+}
+
+/// Bring the chain of a WAL-mode database up to date with the WAL and return it, its shadow
+/// at the chain's position.
+pub(super) fn capture(slot: &Slot, pin: &mut Pin) -> Result<(ChainState, Captured), DriverError> {
+    let dir = &slot.dir;
+    let dirty = dir.join(DIRTY_FILE);
+    let previous = ChainState::load(dir, slot.name());
+    // A crash while page images went into the shadow: pages may be newer than its position.
+    // Reading the same frames again repairs it; if they are gone, every page is carried.
+    let suspect = dirty.exists();
+    let (prev, cursor) = match previous {
+        Some(p) if p.wal_mode => {
+            let c = p.wal;
+            (p, c)
+        }
+        other => {
+            let why = other.map(|_| "it was in rollback-journal mode before".to_string());
+            return start(slot, pin, why.clone()).map(|c| (c, Captured::Starts(why)));
+        }
+    };
+    let read = wal::read_committed(&pin.wal, cursor.as_ref()).map_err(io_err(format!(
+        "reading the WAL of database {}",
+        slot.name()
+    )))?;
+    let steps: Vec<(Committed, WalCursor)> = match (read, cursor) {
+        (WalRead::Continued { cursor, new }, _) => vec![(new, cursor)],
+        // Under a pin held since the last capture, SQLite restarts the WAL only once every
+        // frame in it was read (see the module documentation): the new log is all there is.
+        (WalRead::Restarted { cursor, new }, Some(_)) if !pin.fresh => vec![(new, cursor)],
+        (WalRead::Restarted { .. }, Some(old)) => {
+            match wal::read_after_restart(&pin.wal, &old).map_err(io_err(format!(
+                "reading the WAL of database {}",
+                slot.name()
+            )))? {
+                AfterRestart::Complete {
+                    old_tail,
+                    cursor: new_cursor,
+                    new,
+                } => vec![(old_tail, old), (new, new_cursor)],
+                AfterRestart::Unknown => {
+                    return heal(slot, pin, prev, suspect, "it restarted unseen")
+                }
+            }
+        }
+        (WalRead::Restarted { cursor, new }, None) => vec![(new, cursor)],
+        (WalRead::Empty, None) => vec![],
+        (WalRead::Empty, Some(c)) if c.frames == 0 || !pin.fresh => vec![],
+        (WalRead::Empty, Some(_)) => {
+            return heal(slot, pin, prev, suspect, "it was emptied unseen")
+        }
+    };
+    let mut next = prev;
+    let mut changed = PageSet::default();
+    let mut commits = 0;
+    let shadow = next.shadow_path(dir);
+    if steps.iter().any(|(c, _)| c.commits > 0) {
+        durable::write_atomically(&dirty, b"the shadow is being updated\n")?;
+        let file =
+            durable::open_rw(&shadow).map_err(io_err(format!("opening {}", shadow.display())))?;
+        for (new, _) in &steps {
+            write_frames(&pin.wal, new, next.page_size, &file)
+                .map_err(io_err(format!("updating the shadow {}", shadow.display())))?;
+            changed.extend(&new.pages.keys().copied().collect::<PageSet>());
+            commits += new.commits;
+            if let Some(n) = new.db_pages {
+                next.page_count = n;
+            }
+        }
+        next.position = Lsn(next.position.0 + commits);
+        changed.insert(1);
+        crate::crash::point("capture_mid_shadow");
+        stamp_page1(&file, next.position, next.page_count)
+            .and_then(|()| file.sync_all())
+            .map_err(io_err(format!("updating the shadow {}", shadow.display())))?;
+    }
+    if let Some((_, last)) = steps.last() {
+        next.wal = Some(*last);
+    }
+    next.wal_mode = true;
+    next.log_touched.extend(&changed);
+    next.incr_touched.extend(&changed);
+    next.save(dir)?;
+    durable::remove_durably(&dirty)?;
+    chain::store_reference(dir, next.position)?;
+    pin.renew(slot)?;
+    Ok((next, Captured::Continues))
+}
+
+/// Start a chain at a fresh snapshot of the live database.
+fn start(slot: &Slot, pin: &mut Pin, why: Option<String>) -> Result<ChainState, DriverError> {
+    let staged = slot.staged_shadow();
+    let (image, cursor) = snapshot(pin, &staged)?;
+    let reference = chain::load_reference(&slot.dir);
+    // A new chain starts past every position handed out before, so positions never go back.
+    let position = Lsn(widen(image.counter, reference).0.max(reference.0) + 1);
+    stamp(&staged, position, image.page_count)?;
+    let generation = ChainState::load(&slot.dir, slot.name()).map_or(1, |c| c.generation + 1);
+    let mut state = ChainState::start(
+        generation,
+        position,
+        Image {
+            counter: position.0 as u32,
+            ..image
+        },
+    );
+    state.wal_mode = true;
+    state.wal = cursor;
+    state.commit(&slot.dir, &staged)?;
+    durable::remove_durably(&slot.dir.join(DIRTY_FILE))?;
+    chain::store_reference(&slot.dir, position)?;
+    if let Some(why) = why {
+        tracing::info!(db = slot.name(), %position, %why, "the WAL chain starts at a new snapshot");
+    }
+    pin.renew(slot)?;
+    Ok(state)
+}
+
+fn stamp(path: &Path, position: Lsn, page_count: u32) -> Result<(), DriverError> {
+    durable::open_rw(path)
+        .and_then(|f| {
+            stamp_page1(&f, position, page_count)?;
+            f.sync_all()
+        })
+        .map_err(io_err(format!("stamping {}", path.display())))
+}
+
+/// The WAL lost frames the driver had not read (a restart or truncation while the agent was not
+/// running): compare the shadow with a snapshot of the live database and carry every page that
+/// differs. The count of transactions in between is unknown: the position moves by one.
+fn heal(
+    slot: &Slot,
+    pin: &mut Pin,
+    prev: ChainState,
+    suspect: bool,
+    why: &str,
+) -> Result<(ChainState, Captured), DriverError> {
+    tracing::warn!(db = slot.name(), %why,
+        "the WAL lost frames the driver had not read: comparing the whole database with the \
+         shadow copy (the next log's transaction count is a lower bound)");
+    let staged = slot.staged_shadow();
+    let (image, cursor) = snapshot(pin, &staged)?;
+    if image.page_size != prev.page_size {
+        let why = Some("its page size changed".to_string());
+        return start(slot, pin, why.clone()).map(|c| (c, Captured::Starts(why)));
+    }
+    let old = prev.shadow_path(&slot.dir);
+    let touched = File::open(&old)
+        .and_then(|o| {
+            let n = File::open(&staged)?;
+            chain::changed_pages(&o, prev.image(), &n, image)
+        })
+        .map_err(io_err(format!(
+            "comparing {} with a snapshot",
+            old.display()
+        )))?;
+    let mut next = prev;
+    next.generation += 1;
+    next.position = Lsn(next.position.0 + 1);
+    next.page_count = image.page_count;
+    stamp(&staged, next.position, image.page_count)?;
+    let mut touched = touched;
+    touched.insert(1);
+    if suspect {
+        // Pages written into the shadow before a crash look unchanged: carry every page.
+        touched.insert_range(1, image.page_count.max(1));
+    }
+    next.log_touched.extend(&touched);
+    next.incr_touched.extend(&touched);
+    next.wal = cursor;
+    next.commit(&slot.dir, &staged)?;
+    chain::store_reference(&slot.dir, next.position)?;
+    pin.renew(slot)?;
+    Ok((next, Captured::Continues))
+}
+
+/// The position of a WAL-mode database now: its chain's position plus the transactions
+/// committed in the WAL since (read-only: nothing is captured).
+pub(super) fn position(slot: &Slot, pin: &Pin) -> Result<Lsn, DriverError> {
+    let Some(state) = ChainState::load(&slot.dir, slot.name()) else {
+        return Ok(chain::load_reference(&slot.dir));
+    };
+    if !state.wal_mode {
+        return Ok(state.position);
+    }
+    let more = match wal::read_committed(&pin.wal, state.wal.as_ref()).map_err(io_err(format!(
+        "reading the WAL of database {}",
+        slot.name()
+    )))? {
+        WalRead::Continued { new, .. } | WalRead::Restarted { new, .. } => new.commits,
+        WalRead::Empty => 0,
+    };
+    Ok(Lsn(state.position.0 + more))
+}

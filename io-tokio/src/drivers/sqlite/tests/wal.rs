@@ -1,0 +1,227 @@
+//! The sqlite driver on a database the application runs in WAL mode: logs come from the WAL,
+//! the application keeps its mode, and what SQLite does to the WAL (checkpoints, restarts)
+//! loses nothing.
+
+use super::*;
+
+impl Site {
+    /// The application's connection in WAL mode, with SQLite's default automatic checkpoints.
+    fn wal_app(&self) -> Connection {
+        let conn = self.app();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        conn
+    }
+
+    fn journal_mode(&self) -> String {
+        let conn = Connection::open(&self.db).unwrap();
+        conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    fn restore_all(&self, artifacts: &[&ArtifactFile]) {
+        for a in artifacts {
+            let at = self.driver.restore(a).unwrap();
+            assert_eq!(at, a.manifest.lsn_end, "{}", a.describe());
+        }
+    }
+
+    fn integrity(&self) -> String {
+        let conn = Connection::open(&self.db).unwrap();
+        conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap()
+    }
+}
+
+#[test]
+fn a_wal_database_keeps_its_mode_and_its_logs_count_transactions_and_restore_identical_rows() {
+    let primary = site();
+    let standby = site();
+    let app = primary.wal_app();
+    insert(&app, 0, 40);
+    let full = primary.one(ArtifactKind::Full);
+    assert_eq!(full.manifest.lsn_start, full.manifest.lsn_end);
+
+    insert(&app, 40, 60);
+    let log1 = primary.one(ArtifactKind::Log);
+    assert_eq!(log1.manifest.lsn_start, full.manifest.lsn_end);
+    assert_eq!(log1.manifest.lsn_end.0 - log1.manifest.lsn_start.0, 60);
+    update(&app, 10..30, "changed");
+    app.execute("DELETE FROM t WHERE id % 3 = 0", []).unwrap();
+    assert_eq!(primary.position().0 - log1.manifest.lsn_end.0, 21);
+    let log2 = primary.one(ArtifactKind::Log);
+    assert_eq!(log2.manifest.lsn_end.0 - log2.manifest.lsn_start.0, 21);
+    // Shrink the file: the standby truncates too.
+    app.execute("DELETE FROM t WHERE id > 20", []).unwrap();
+    app.execute_batch("VACUUM").unwrap();
+    let log3 = primary.one(ArtifactKind::Log);
+    assert_eq!(log3.manifest.lsn_start, log2.manifest.lsn_end);
+    assert!(
+        primary.backup(ArtifactKind::Log).is_empty(),
+        "nothing new, no log"
+    );
+
+    standby.restore_all(&[&full, &log1, &log2, &log3]);
+    assert_eq!(standby.rows(), primary.rows());
+    assert_eq!(standby.integrity(), "ok");
+    assert_eq!(standby.position(), log3.manifest.lsn_end);
+    assert_eq!(
+        primary.journal_mode(),
+        "wal",
+        "the driver never changes the mode"
+    );
+}
+
+#[test]
+fn checkpoints_by_the_application_between_two_logs_lose_nothing() {
+    let primary = site();
+    let standby = site();
+    let app = primary.wal_app();
+    insert(&app, 0, 20);
+    let full = primary.one(ArtifactKind::Full);
+    let mut logs = Vec::new();
+    for (round, mode) in ["PASSIVE", "FULL", "RESTART", "TRUNCATE"]
+        .iter()
+        .enumerate()
+    {
+        let from = 20 + round as i64 * 30;
+        insert(&app, from, 15);
+        // The application checkpoints in the middle of the writes; a mode that must wait for
+        // the driver's pinned reader gives up (busy) instead of blocking.
+        app.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))
+            .unwrap();
+        insert(&app, from + 15, 15);
+        update(&app, 0..5, &format!("round {round}"));
+        let log = primary.one(ArtifactKind::Log);
+        assert_eq!(
+            log.manifest.lsn_end.0 - log.manifest.lsn_start.0,
+            35,
+            "{mode}"
+        );
+        logs.push(log);
+    }
+    let mut all: Vec<&ArtifactFile> = vec![&full];
+    all.extend(logs.iter());
+    standby.restore_all(&all);
+    assert_eq!(standby.rows(), primary.rows());
+    assert_eq!(standby.integrity(), "ok");
+}
+
+#[test]
+fn a_wal_emptied_while_the_agent_was_stopped_is_healed_by_comparing_pages() {
+    let primary = site();
+    let standby = site();
+    let app = primary.wal_app();
+    insert(&app, 0, 30);
+    let full = primary.one(ArtifactKind::Full);
+    insert(&app, 30, 10);
+    let log1 = primary.one(ArtifactKind::Log);
+    // The agent stops: its pins go. The application writes, checkpoints the WAL away and
+    // writes again into a new one.
+    let state = primary.dir.path().to_path_buf();
+    let Site { driver, .. } = &primary;
+    drop(unsafe_take(driver));
+    insert(&app, 40, 25);
+    update(&app, 0..10, "while stopped");
+    let (busy, _, _): (i64, i64, i64) = app
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    assert_eq!(busy, 0, "nobody pins the WAL while the agent is stopped");
+    insert(&app, 65, 5);
+    // The agent starts again.
+    let restarted = open_driver(&state, &primary.db);
+    let log2 = {
+        let mut v = restarted
+            .take_backup(&BackupRequest {
+                db: SALES,
+                kind: ArtifactKind::Log,
+                epoch: Epoch(1),
+                created_utc: UtcMillis(T0 + 60_000),
+                outbox: primary.outbox.clone(),
+            })
+            .unwrap();
+        assert_eq!(v.len(), 1);
+        v.remove(0)
+    };
+    assert_eq!(log2.manifest.lsn_start, log1.manifest.lsn_end);
+    assert!(log2.manifest.lsn_end > log2.manifest.lsn_start);
+    standby.restore_all(&[&full, &log1, &log2]);
+    assert_eq!(standby.rows(), primary.rows());
+    assert_eq!(standby.integrity(), "ok");
+}
+
+/// The driver of a site, closed (as when the agent stops) while the site's other parts stay.
+fn unsafe_take(driver: &SqliteDriver) -> Vec<Option<super::super::capture::Pin>> {
+    driver.slots.iter().map(|s| s.lock().pin.take()).collect()
+}
+
+#[test]
+fn a_crash_while_the_shadow_was_updated_is_repaired_from_the_same_frames() {
+    let primary = site();
+    let standby = site();
+    let app = primary.wal_app();
+    insert(&app, 0, 10);
+    let full = primary.one(ArtifactKind::Full);
+    insert(&app, 10, 10);
+    let log1 = primary.one(ArtifactKind::Log);
+    // A crash between page images written into the shadow and chain.json: the marker stays,
+    // and the shadow holds images newer than its recorded position.
+    let state = primary.dir.path().join("state/sales");
+    let marker = state.join(super::super::capture::DIRTY_FILE);
+    insert(&app, 20, 10);
+    fs::write(&marker, b"x").unwrap();
+    let log2 = primary.one(ArtifactKind::Log);
+    assert!(!marker.exists());
+    assert_eq!(log2.manifest.lsn_start, log1.manifest.lsn_end);
+    assert_eq!(log2.manifest.lsn_end.0 - log2.manifest.lsn_start.0, 10);
+    standby.restore_all(&[&full, &log1, &log2]);
+    assert_eq!(standby.rows(), primary.rows());
+}
+
+#[test]
+fn a_crash_mid_update_then_an_unseen_restart_carries_every_page() {
+    let primary = site();
+    let standby = site();
+    let app = primary.wal_app();
+    insert(&app, 0, 30);
+    let full = primary.one(ArtifactKind::Full);
+    insert(&app, 30, 10);
+    let log1 = primary.one(ArtifactKind::Log);
+    let state = primary.dir.path().to_path_buf();
+    drop(unsafe_take(&primary.driver));
+    // The crash left the marker; while the agent was down the WAL was emptied.
+    fs::write(
+        state
+            .join("state/sales")
+            .join(super::super::capture::DIRTY_FILE),
+        b"x",
+    )
+    .unwrap();
+    update(&app, 0..5, "down");
+    app.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    insert(&app, 40, 3);
+    let restarted = open_driver(&state, &primary.db);
+    let mut v = restarted
+        .take_backup(&BackupRequest {
+            db: SALES,
+            kind: ArtifactKind::Log,
+            epoch: Epoch(1),
+            created_utc: UtcMillis(T0 + 60_000),
+            outbox: primary.outbox.clone(),
+        })
+        .unwrap();
+    let log2 = v.remove(0);
+    let (reader, pages) = pages::DeltaReader::open(&log2.path).unwrap();
+    assert_eq!(
+        pages.len() as u32,
+        reader.header.page_count,
+        "every page is carried"
+    );
+    standby.restore_all(&[&full, &log1, &log2]);
+    assert_eq!(standby.rows(), primary.rows());
+}
