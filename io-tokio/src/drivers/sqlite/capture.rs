@@ -47,6 +47,11 @@ use std::time::Duration;
 /// How long the pin's checkpoint waits for the application's locks (it never stalls a writer
 /// longer; a busy checkpoint is simply skipped until the next capture).
 const CHECKPOINT_BUSY: Duration = Duration::from_millis(20);
+/// A WAL this many frames long is started over after the capture (SQLite's own automatic
+/// checkpoint starts at 1000 pages).
+const RESET_FRAMES: u64 = 1000;
+/// How long a WAL reset waits for the write lock (the application's commit in progress).
+const WRITE_LOCK_WAIT: Duration = Duration::from_millis(5);
 /// A restart in the middle of a snapshot is retried this many times.
 const SNAPSHOT_TRIES: usize = 5;
 pub const DIRTY_FILE: &str = "shadow.dirty";
@@ -269,6 +274,27 @@ pub(super) fn capture(slot: &Slot, pin: &mut Pin) -> Result<(ChainState, Capture
             return heal(slot, pin, prev, suspect, "it was emptied unseen")
         }
     };
+    let next = apply(slot, pin, prev, &steps)?;
+    let frames = next.wal.map_or(0, |c| c.frames);
+    let next = if frames >= RESET_FRAMES {
+        reset(slot, pin, next)?
+    } else {
+        pin.renew(slot)?;
+        next
+    };
+    Ok((next, Captured::Continues))
+}
+
+/// Write the captured frames into the shadow (under the marker) and record the new position
+/// and cursor.
+fn apply(
+    slot: &Slot,
+    pin: &Pin,
+    prev: ChainState,
+    steps: &[(Committed, WalCursor)],
+) -> Result<ChainState, DriverError> {
+    let dir = &slot.dir;
+    let dirty = dir.join(DIRTY_FILE);
     let mut next = prev;
     let mut changed = PageSet::default();
     let mut commits = 0;
@@ -277,7 +303,7 @@ pub(super) fn capture(slot: &Slot, pin: &mut Pin) -> Result<(ChainState, Capture
         durable::write_atomically(&dirty, b"the shadow is being updated\n")?;
         let file =
             durable::open_rw(&shadow).map_err(io_err(format!("opening {}", shadow.display())))?;
-        for (new, _) in &steps {
+        for (new, _) in steps {
             write_frames(&pin.wal, new, next.page_size, &file)
                 .map_err(io_err(format!("updating the shadow {}", shadow.display())))?;
             changed.extend(&new.pages.keys().copied().collect::<PageSet>());
@@ -302,8 +328,56 @@ pub(super) fn capture(slot: &Slot, pin: &mut Pin) -> Result<(ChainState, Capture
     next.save(dir)?;
     durable::remove_durably(&dirty)?;
     chain::store_reference(dir, next.position)?;
-    pin.renew(slot)?;
-    Ok((next, Captured::Continues))
+    Ok(next)
+}
+
+/// Let SQLite start the WAL over once it is long: with the pins alone the log would grow for
+/// ever under a steady writer (a pin on a snapshot inside the log forbids a restart).
+///
+/// A passive checkpoint first copies what the pin allows, without blocking anyone. Then, for
+/// a few milliseconds, the driver holds the write lock (`BEGIN IMMEDIATE`; skipped when the
+/// application is writing), reads the last committed frames (none can be added meanwhile),
+/// releases the old pin, checkpoints the rest, and pins again on a log that is fully copied:
+/// the next writer restarts it, and nothing in it was left unread.
+fn reset(slot: &Slot, pin: &mut Pin, state: ChainState) -> Result<ChainState, DriverError> {
+    let other = 1 - pin.active;
+    let writer = &pin.conns[other];
+    let _ = writer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+    let _ = writer.busy_timeout(WRITE_LOCK_WAIT);
+    let locked = writer.execute_batch("BEGIN IMMEDIATE");
+    let _ = writer.busy_timeout(slot.busy);
+    if let Err(e) = locked {
+        tracing::debug!(db = slot.name(), error = %e, "WAL reset skipped: the application writes");
+        pin.renew(slot)?;
+        return Ok(state);
+    }
+    let outcome = (|| -> Result<ChainState, DriverError> {
+        let read = wal::read_committed(&pin.wal, state.wal.as_ref()).map_err(io_err(format!(
+            "reading the WAL of database {}",
+            slot.name()
+        )))?;
+        let state = match read {
+            WalRead::Continued { cursor, new } => apply(slot, pin, state, &[(new, cursor)])?,
+            // Impossible under the pin and the write lock; read again at the next capture.
+            _ => return Ok(state),
+        };
+        let held = &pin.conns[pin.active];
+        held.execute_batch("COMMIT")
+            .map_err(|e| DriverError::sqlite(slot.what("releasing the pin of"), &e))?;
+        let _ = held.busy_timeout(CHECKPOINT_BUSY);
+        let copied = held.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        let _ = held.busy_timeout(slot.busy);
+        begin(held, slot)?;
+        if let Err(e) = copied {
+            tracing::debug!(db = slot.name(), error = %e, "checkpoint before the WAL reset");
+        }
+        Ok(state)
+    })();
+    let released = pin.conns[other].execute_batch("COMMIT");
+    pin.fresh = false;
+    let state = outcome?;
+    released.map_err(|e| DriverError::sqlite(slot.what("releasing the write lock of"), &e))?;
+    Ok(state)
 }
 
 /// Start a chain at a fresh snapshot of the live database.

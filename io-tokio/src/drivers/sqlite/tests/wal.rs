@@ -225,3 +225,38 @@ fn a_crash_mid_update_then_an_unseen_restart_carries_every_page() {
     standby.restore_all(&[&full, &log1, &log2]);
     assert_eq!(standby.rows(), primary.rows());
 }
+
+#[test]
+fn under_a_steady_writer_the_wal_starts_over_instead_of_growing_for_ever() {
+    let primary = site();
+    let standby = site();
+    let app = primary.wal_app();
+    insert(&app, 0, 10);
+    let full = primary.one(ArtifactKind::Full);
+    let wal = super::super::capture::wal_path(&primary.db);
+    let salts = || {
+        let f = File::open(&wal).unwrap();
+        super::super::wal::read_header(&f).unwrap().map(|h| h.salts)
+    };
+    let mut logs = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut longest = 0;
+    for round in 0..8 {
+        insert(&app, 10 + round * 400, 400);
+        seen.insert(salts());
+        longest = longest.max(fs::metadata(&wal).unwrap().len());
+        logs.push(primary.one(ArtifactKind::Log));
+    }
+    assert!(seen.len() > 2, "the WAL never started over: {seen:?}");
+    assert!(longest < 64 << 20, "the WAL grew to {longest} bytes");
+    let mut all: Vec<&ArtifactFile> = vec![&full];
+    all.extend(logs.iter());
+    standby.restore_all(&all);
+    assert_eq!(standby.rows(), primary.rows());
+    assert_eq!(standby.integrity(), "ok");
+    let total: u64 = logs
+        .iter()
+        .map(|l| l.manifest.lsn_end.0 - l.manifest.lsn_start.0)
+        .sum();
+    assert_eq!(total, 8 * 400, "every transaction counted once");
+}
