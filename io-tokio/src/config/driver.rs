@@ -12,7 +12,7 @@ use std::sync::Arc;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
 pub enum DriverConfig {
-    /// The embedded default: SQLite files in rollback-journal mode.
+    /// The embedded default: SQLite files, in WAL or rollback-journal mode.
     Sqlite {
         #[serde(default)]
         databases: Vec<DatabaseSpec>,
@@ -26,6 +26,10 @@ pub enum DriverConfig {
         /// A query a drill runs on its scratch copy (it must return a row).
         #[serde(default)]
         drill_check_sql: Option<String>,
+        /// How often the standby's `PRAGMA quick_check` runs after a log or incremental is
+        /// applied (0: after every one).
+        #[serde(default)]
+        check_every_ms: Option<u64>,
     },
     /// Any database, through command templates (`[driver.commands]`).
     Exec {
@@ -106,6 +110,7 @@ impl Default for DriverConfig {
             busy_timeout_ms: None,
             probe_timeout_ms: None,
             drill_check_sql: None,
+            check_every_ms: None,
         }
     }
 }
@@ -136,6 +141,7 @@ pub fn open_driver(file: &SiteFile) -> anyhow::Result<Arc<dyn Driver>> {
             busy_timeout_ms,
             probe_timeout_ms,
             drill_check_sql,
+            check_every_ms,
             ..
         } => {
             let mut c = SqliteConfig::new(
@@ -150,6 +156,9 @@ pub fn open_driver(file: &SiteFile) -> anyhow::Result<Arc<dyn Driver>> {
                 c.probe_timeout_ms = *v;
             }
             c.drill_check_sql = drill_check_sql.clone();
+            if let Some(v) = check_every_ms {
+                c.check_every_ms = *v;
+            }
             for s in &specs {
                 if let Some(dir) = s.path.parent() {
                     std::fs::create_dir_all(dir)?;

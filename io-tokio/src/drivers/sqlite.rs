@@ -1,25 +1,27 @@
 //! The embedded default driver: SQLite databases, bundled SQLite, no external tools.
 //!
-//! **LSN.** The database header's *file change counter* (offset 24, big-endian u32), which
-//! SQLite increments once per committed write transaction in rollback-journal mode. So the LSN
-//! counts committed transactions and an RPO in transactions is exact. The counter is 32 bits;
-//! the driver widens it to 64 against the last position it knew (`lsn.json`), so LSNs keep
-//! growing across the wrap.
+//! **Two modes.** A database the application runs in WAL mode is captured from its WAL
+//! (`sqlite/capture.rs`: each log costs what changed; positions count committed transactions;
+//! the application keeps WAL mode). A database in rollback-journal mode is captured by snapshots
+//! as below. `locking_mode=EXCLUSIVE` in the application is not supported (the driver could
+//! never read).
 //!
-//! **Rollback-journal mode required.** In WAL mode the counter does not move per transaction and
-//! committed pages live in the `-wal` file. The driver switches a WAL database to
-//! `journal_mode=DELETE` when it can (it needs a moment without other connections) and refuses
-//! it otherwise. `locking_mode=EXCLUSIVE` in the application is not supported either (the
-//! counter then moves once per lock, and the driver could never read).
+//! **LSN in rollback-journal mode.** The database header's *file change counter* (offset 24,
+//! big-endian u32), which SQLite increments once per committed write transaction in
+//! rollback-journal mode. So the LSN counts committed transactions and an RPO in transactions is
+//! exact. The counter is 32 bits; the driver widens it to 64 against the last position it knew
+//! (`lsn.json`), so LSNs keep growing across the wrap. In WAL mode the shadow's counter is
+//! stamped with the position, so every artifact carries it the same way.
 //!
-//! **Snapshots.** A consistent image of the live file is read while holding a SQLite read
-//! transaction (a SHARED lock: in rollback-journal mode no writer can change the file under it),
-//! or, while fenced, under the fence. The online backup API is not used: its destination commit
-//! rewrites the copy's change counter and schema cookie, so the copy would not carry the
-//! primary's LSN nor be a byte-exact base for page deltas. Cost: every backup copies the whole
-//! file once (into the private shadow) and compares it with the previous shadow, and application
-//! commits wait while the copy holds the read lock: their `busy_timeout` must cover the time it
-//! takes to copy the database.
+//! **Snapshots in rollback-journal mode.** A consistent image of the live file is read while
+//! holding a SQLite read transaction (a SHARED lock: in rollback-journal mode no writer can
+//! change the file under it), or, while fenced, under the fence. The online backup API is not
+//! used: its destination commit rewrites the copy's change counter and schema cookie, so the
+//! copy would not carry the primary's LSN nor be a byte-exact base for page deltas. Cost: every
+//! backup copies the whole file once (into the private shadow) and compares it with the previous
+//! shadow, and application commits wait while the copy holds the read lock: their
+//! `busy_timeout` must cover the time it takes to copy the database. WAL mode has none of these
+//! costs.
 //!
 //! **Artifacts.**
 //! - *Full*: the image itself, a plain SQLite database file (open it with `sqlite3`), covering
@@ -37,8 +39,9 @@
 //! **Restore.** A full replaces the standby's file: copied beside it, fsynced, checked with
 //! `PRAGMA quick_check`, renamed over it, directory fsynced. A delta is applied in place under an
 //! exclusive lock after checking `lsn_start <= position < lsn_end` (at `position == lsn_end` it
-//! is a verified no-op), with an undo file of pre-images; then `PRAGMA quick_check` runs and a
-//! failure rolls the pages back and fails the restore. A reseed is a full restore verified with
+//! is a verified no-op), with an undo file of pre-images; `PRAGMA quick_check` (a read of the
+//! whole database) then runs at most every `check_every_ms`, and a failure rolls the pages back
+//! and fails the restore. The standby is kept in rollback-journal mode. A reseed is a full restore verified with
 //! `PRAGMA integrity_check`; the old copy stays in service until the atomic swap. Connections
 //! that other processes keep open on a replaced file keep seeing the old file: standby readers
 //! must reconnect after a full restore or reseed.
@@ -110,6 +113,18 @@ pub struct SqliteConfig {
     /// if it errors or returns no row (e.g. `SELECT 1 FROM orders LIMIT 1`).
     #[serde(default)]
     pub drill_check_sql: Option<String>,
+    /// The standby's `PRAGMA quick_check` after an applied delta runs at most this often (it
+    /// reads the whole database); 0 runs it after every delta. Fulls, reseeds and drills are
+    /// always checked.
+    #[serde(default = "default_check_every_ms")]
+    pub check_every_ms: u64,
+}
+
+/// A quick check of the standby at most every 10 minutes.
+pub const DEFAULT_CHECK_EVERY_MS: u64 = 600_000;
+
+fn default_check_every_ms() -> u64 {
+    DEFAULT_CHECK_EVERY_MS
 }
 
 fn default_busy_timeout_ms() -> u64 {
@@ -131,6 +146,7 @@ impl SqliteConfig {
             probe_timeout_ms: DEFAULT_PROBE_TIMEOUT_MS,
             fence_timeout_ms: DEFAULT_FENCE_TIMEOUT_MS,
             drill_check_sql: None,
+            check_every_ms: DEFAULT_CHECK_EVERY_MS,
         }
     }
 }
@@ -171,6 +187,7 @@ impl SqliteDriver {
                 dir,
                 busy,
                 fence_wait: Duration::from_millis(config.fence_timeout_ms),
+                check_every: Duration::from_millis(config.check_every_ms),
                 state: Mutex::new(SlotState::default()),
             });
         }

@@ -28,6 +28,8 @@ pub(super) struct Slot {
     pub(super) busy: Duration,
     /// How long the fence waits for the application's write transaction.
     pub(super) fence_wait: Duration,
+    /// The quick check after an applied delta runs at most this often.
+    pub(super) check_every: Duration,
     pub(super) state: Mutex<SlotState>,
 }
 
@@ -39,6 +41,8 @@ pub(super) struct SlotState {
     /// A WAL-mode primary's pinned read snapshots (`capture.rs`); dropped before the file is
     /// replaced or promoted.
     pub(super) pin: Option<super::capture::Pin>,
+    /// When the standby last passed `PRAGMA quick_check` (a full restore or an applied delta).
+    pub(super) checked: Option<std::time::Instant>,
 }
 
 impl Slot {
@@ -224,9 +228,17 @@ impl Slot {
         }
         let undo = self.undo_path();
         let target = self.target();
-        self.with_exclusive(st, |lock| {
+        let mut last_check = st.checked;
+        let checked = &mut last_check;
+        let out = self.with_exclusive(st, |lock| {
             let (applied, lsn) = apply::apply_delta(lock.file(), &target, artifact, Some(&undo))?;
             if applied == Applied::AlreadyThere {
+                return Ok(lsn);
+            }
+            // The pages were checked against the artifact's checksum before they were written;
+            // the quick check reads the whole database, so it runs on a schedule, not per log.
+            if checked.is_some_and(|t| t.elapsed() < self.check_every) {
+                durable::remove_durably(&undo)?;
                 return Ok(lsn);
             }
             let verdict = lock
@@ -235,6 +247,7 @@ impl Slot {
             match verdict {
                 Ok(()) => {
                     durable::remove_durably(&undo)?;
+                    *checked = Some(std::time::Instant::now());
                     Ok(lsn)
                 }
                 Err(e) if e.kind == ErrorKind::CheckFailed => {
@@ -253,7 +266,9 @@ impl Slot {
                 // operation on this database rolls back before anything else.
                 Err(e) => Err(e),
             }
-        })
+        });
+        st.checked = last_check;
+        out
     }
 
     /// Replace the live file with a verified copy of a full backup.
@@ -308,6 +323,7 @@ impl Slot {
         let refenced = self.refence(st);
         swapped?;
         refenced?;
+        st.checked = Some(std::time::Instant::now());
         Ok(lsn)
     }
 

@@ -41,14 +41,27 @@ fn site() -> Site {
 }
 
 fn open_driver(root: &Path, db: &Path) -> SqliteDriver {
+    open_driver_with(root, db, SqliteConfig::new(root.join("state")))
+}
+
+fn open_driver_with(_root: &Path, db: &Path, config: SqliteConfig) -> SqliteDriver {
     SqliteDriver::open(
-        SqliteConfig::new(root.join("state")),
+        config,
         vec![DatabaseSpec {
             name: "sales".into(),
             path: db.to_path_buf(),
         }],
     )
     .unwrap()
+}
+
+/// A site whose standby runs `PRAGMA quick_check` after a delta at most every `ms`.
+fn site_checking_every(ms: u64) -> Site {
+    let mut s = site();
+    let mut config = SqliteConfig::new(s.dir.path().join("state"));
+    config.check_every_ms = ms;
+    s.driver = open_driver_with(s.dir.path(), &s.db, config);
+    s
 }
 
 impl Site {
@@ -330,7 +343,7 @@ fn corrupted_artifact_file_is_caught_by_manifest_verification() {
 #[test]
 fn quick_check_failure_becomes_a_restore_error_and_rolls_the_pages_back() {
     let primary = site();
-    let standby = site();
+    let standby = site_checking_every(0);
     let app = primary.app();
     insert(&app, 0, 30);
     let full = primary.one(ArtifactKind::Full);
@@ -356,6 +369,38 @@ fn quick_check_failure_becomes_a_restore_error_and_rolls_the_pages_back() {
     let good = reseal(&log);
     standby.driver.restore(&good).unwrap();
     assert_eq!(standby.rows(), primary.rows());
+}
+
+/// Applying a log costs what changed: the quick check (a read of the whole database) runs on a
+/// schedule. Within it, a delta whose bytes match their checksum is applied unchecked; the
+/// first apply after the interval checks, rolls back what fails and says so.
+#[test]
+fn the_standby_quick_check_runs_on_a_schedule_not_after_every_log() {
+    let primary = site();
+    let standby = site_checking_every(200);
+    let app = primary.app();
+    insert(&app, 0, 30);
+    let full = primary.one(ArtifactKind::Full);
+    insert(&app, 30, 30);
+    let log1 = primary.one(ArtifactKind::Log);
+    insert(&app, 60, 30);
+    let log2 = primary.one(ArtifactKind::Log);
+    standby.driver.restore(&full).unwrap();
+    // Within the interval after the full's check: a garbled (resealed) log is not read back.
+    let good = fs::read(&log1.path).unwrap();
+    garble_delta_pages(&log1);
+    let bad = reseal(&log1);
+    assert_eq!(standby.driver.restore(&bad).unwrap(), log1.manifest.lsn_end);
+    // After it, the next apply checks the whole database and finds the damage.
+    std::thread::sleep(Duration::from_millis(250));
+    let e = standby.driver.restore(&log2).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::CheckFailed, "{e}");
+    assert_eq!(
+        standby.position(),
+        log1.manifest.lsn_end,
+        "log2 was rolled back"
+    );
+    fs::write(&log1.path, good).unwrap();
 }
 
 #[test]
