@@ -365,10 +365,18 @@ impl Driver for SqliteDriver {
         manifest::check_bytes(artifact)?;
         let mut st = slot.lock();
         slot.recover(&mut st)?;
-        st.pin = None;
         let lsn = match artifact.manifest.kind {
-            ArtifactKind::Full => slot.install_full(&mut st, artifact, "quick_check")?,
-            ArtifactKind::Incremental | ArtifactKind::Log => slot.apply_live(&mut st, artifact)?,
+            ArtifactKind::Full => {
+                st.pin = None;
+                slot.install_full(&mut st, artifact, "quick_check")?
+            }
+            ArtifactKind::Incremental | ArtifactKind::Log => {
+                // A former WAL-mode primary follows the new one: its file is switched to
+                // rollback-journal mode for the apply, and its page 1 must say the position the
+                // driver counted (SQLite's own counter means nothing in WAL mode).
+                let demoted = capture::demotion_position(slot, &mut st)?;
+                slot.apply_live(&mut st, artifact, demoted)?
+            }
         };
         // This copy now follows the other site's history: a chain it kept as a primary is void.
         ChainState::clear(&slot.dir)?;

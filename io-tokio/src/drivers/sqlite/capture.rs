@@ -160,8 +160,9 @@ fn write_frames(wal: &File, new: &Committed, page_size: u32, file: &File) -> io:
 
 /// A consistent copy of the live database at `dest` (rollback-journal image, counter not yet
 /// stamped), taken under the pin: the file, then every frame committed in the WAL. Returns its
-/// shape and the WAL cursor it corresponds to (`None` while the WAL is empty).
-fn snapshot(pin: &Pin, dest: &Path) -> Result<(Image, Option<WalCursor>), DriverError> {
+/// shape, the WAL cursor it corresponds to (`None` while the WAL is empty) and the number of
+/// transactions committed in the WAL.
+fn snapshot(pin: &Pin, dest: &Path) -> Result<(Image, Option<WalCursor>, u64), DriverError> {
     for _ in 0..SNAPSHOT_TRIES {
         let read = wal::read_committed(&pin.wal, None)
             .map_err(io_err("reading the WAL for a snapshot".into()))?;
@@ -200,7 +201,7 @@ fn snapshot(pin: &Pin, dest: &Path) -> Result<(Image, Option<WalCursor>), Driver
                     format!("the snapshot copy {} is not usable: {e}", dest.display()),
                 )
             })?;
-            return Ok((image, cursor));
+            return Ok((image, cursor, new.commits));
         }
     }
     Err(DriverError::new(
@@ -238,10 +239,11 @@ pub(super) fn capture(slot: &Slot, pin: &mut Pin) -> Result<(ChainState, Capture
             let c = p.wal;
             (p, c)
         }
-        other => {
-            let why = other.map(|_| "it was in rollback-journal mode before".to_string());
-            return start(slot, pin, why.clone()).map(|c| (c, Captured::Starts(why)));
-        }
+        // The application switched the database to WAL mode: its chain goes on from the
+        // shadow of the last rollback-journal snapshot (as after a promotion, when the
+        // application opens the copy and sets WAL mode).
+        Some(p) => return heal(slot, pin, p, suspect, "the database is now in WAL mode"),
+        None => return start(slot, pin, None).map(|c| (c, Captured::Starts(None))),
     };
     let read = wal::read_committed(&pin.wal, cursor.as_ref()).map_err(io_err(format!(
         "reading the WAL of database {}",
@@ -383,7 +385,7 @@ fn reset(slot: &Slot, pin: &mut Pin, state: ChainState) -> Result<ChainState, Dr
 /// Start a chain at a fresh snapshot of the live database.
 fn start(slot: &Slot, pin: &mut Pin, why: Option<String>) -> Result<ChainState, DriverError> {
     let staged = slot.staged_shadow();
-    let (image, cursor) = snapshot(pin, &staged)?;
+    let (image, cursor, _) = snapshot(pin, &staged)?;
     let reference = chain::load_reference(&slot.dir);
     // A new chain starts past every position handed out before, so positions never go back.
     let position = Lsn(widen(image.counter, reference).0.max(reference.0) + 1);
@@ -428,11 +430,17 @@ fn heal(
     suspect: bool,
     why: &str,
 ) -> Result<(ChainState, Captured), DriverError> {
-    tracing::warn!(db = slot.name(), %why,
-        "the WAL lost frames the driver had not read: comparing the whole database with the \
-         shadow copy (the next log's transaction count is a lower bound)");
+    let switched = !prev.wal_mode;
+    if switched {
+        tracing::info!(db = slot.name(), %why,
+            "comparing the database with the shadow copy of its last snapshot once");
+    } else {
+        tracing::warn!(db = slot.name(), %why,
+            "the WAL lost frames the driver had not read: comparing the whole database with \
+             the shadow copy (the next log's transaction count is a lower bound)");
+    }
     let staged = slot.staged_shadow();
-    let (image, cursor) = snapshot(pin, &staged)?;
+    let (image, cursor, commits) = snapshot(pin, &staged)?;
     if image.page_size != prev.page_size {
         let why = Some("its page size changed".to_string());
         return start(slot, pin, why.clone()).map(|c| (c, Captured::Starts(why)));
@@ -449,11 +457,18 @@ fn heal(
         )))?;
     let mut next = prev;
     next.generation += 1;
-    next.position = Lsn(next.position.0 + 1);
+    // Exact when the database switched to WAL mode right after the snapshot (every transaction
+    // since is in the WAL); a lower bound when frames were lost.
+    let moved = !touched.is_empty() || commits > 0;
+    let counted = if switched { commits } else { commits.max(1) };
+    next.position = Lsn(next.position.0 + if moved { counted.max(1) } else { 0 });
     next.page_count = image.page_count;
+    next.wal_mode = true;
     stamp(&staged, next.position, image.page_count)?;
     let mut touched = touched;
-    touched.insert(1);
+    if moved {
+        touched.insert(1);
+    }
     if suspect {
         // Pages written into the shadow before a crash look unchanged: carry every page.
         touched.insert_range(1, image.page_count.max(1));
@@ -484,4 +499,37 @@ pub(super) fn position(slot: &Slot, pin: &Pin) -> Result<Lsn, DriverError> {
         WalRead::Empty => 0,
     };
     Ok(Lsn(state.position.0 + more))
+}
+
+/// The position a former WAL-mode primary is at, when a delta from the new primary is about to
+/// be applied to it: counted by the driver (its chain plus the transactions committed in the
+/// WAL since), to be stamped into page 1 once the file is in rollback-journal mode. `None` for a
+/// database that is not, or no longer, a WAL-mode primary's. Drops the pin.
+pub(super) fn demotion_position(
+    slot: &Slot,
+    st: &mut super::slot::SlotState,
+) -> Result<Option<Lsn>, DriverError> {
+    let chain = ChainState::load(&slot.dir, slot.name()).filter(|c| c.wal_mode);
+    if chain.is_none() {
+        st.pin = None;
+        return Ok(None);
+    }
+    if st.pin.is_none() && slot.path().is_file() {
+        st.pin = Pin::open(slot)?;
+    }
+    let at = match st.pin.take() {
+        Some(pin) => position(slot, &pin)?,
+        // Already in rollback-journal mode (a crash after the switch): what the chain says.
+        None => chain.map_or(Lsn(0), |c| c.position),
+    };
+    Ok(Some(at))
+}
+
+/// Stamp `position` into page 1 of a file just switched to rollback-journal mode (under the
+/// exclusive lock whose handle `file` is), with its page count, and make it durable.
+pub(super) fn stamp_demoted(file: &File, position: Lsn) -> io::Result<()> {
+    let page_size = header_page_size(file)?;
+    let pages = (file.metadata()?.len() / u64::from(page_size.max(512))) as u32;
+    stamp_page1(file, position, pages)?;
+    file.sync_all()
 }

@@ -222,6 +222,7 @@ impl Slot {
         &self,
         st: &mut SlotState,
         artifact: &ArtifactFile,
+        demoted: Option<Lsn>,
     ) -> Result<Lsn, DriverError> {
         if !self.path().is_file() {
             return Err(self.missing("restore a full backup of it first"));
@@ -231,6 +232,19 @@ impl Slot {
         let mut last_check = st.checked;
         let checked = &mut last_check;
         let out = self.with_exclusive(st, |lock| {
+            if let Some(at) = demoted {
+                super::capture::stamp_demoted(lock.file(), at).map_err(|e| {
+                    DriverError::io(
+                        format!(
+                            "stamping position {at} into database {} ({}), a former WAL-mode \
+                             primary",
+                            target.db_name,
+                            target.path.display()
+                        ),
+                        &e,
+                    )
+                })?;
+            }
             let (applied, lsn) = apply::apply_delta(lock.file(), &target, artifact, Some(&undo))?;
             if applied == Applied::AlreadyThere {
                 return Ok(lsn);
