@@ -15,6 +15,7 @@ mod name_parser;
 mod pg_wal;
 mod site_config;
 mod sqlite_delta;
+mod sqlite_wal;
 mod wire_frames;
 
 pub use engine_inputs::{engine_inputs, engine_inputs_coverage, engine_inputs_digest, Coverage};
@@ -28,6 +29,7 @@ pub use name_parser::name_parser;
 pub use pg_wal::pg_wal;
 pub use site_config::site_config;
 pub use sqlite_delta::sqlite_delta;
+pub use sqlite_wal::sqlite_wal;
 pub use wire_frames::wire_frames;
 
 /// A fuzz target's body: panics only when an invariant is violated.
@@ -44,6 +46,7 @@ pub const TARGETS: &[(&str, Body)] = &[
     ("manifests", manifests),
     ("journal_dir", journal_dir),
     ("sqlite_delta", sqlite_delta),
+    ("sqlite_wal", sqlite_wal),
     ("pg_wal", pg_wal),
     ("site_config", site_config),
 ];

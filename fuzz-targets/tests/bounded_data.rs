@@ -1,4 +1,4 @@
-//! The data-parser fuzz targets (`sqlite_delta`, `pg_wal`, `site_config`) as bounded,
+//! The data-parser fuzz targets (`sqlite_delta`, `sqlite_wal`, `pg_wal`, `site_config`) as bounded,
 //! deterministic tests: each body runs over a pseudo-random corpus from a fixed seed, random
 //! bytes in every mode and mutations of valid inputs. A failure saves the case and prints how
 //! to replay it.
@@ -99,6 +99,38 @@ fn valid_chain(rng: &mut ChaCha8Rng) -> Vec<u8> {
          \"incr_touched\":{incr}}}"
     )
     .into_bytes()
+}
+
+/// A WAL file with valid checksums: `frames` of 512-byte pages, some of them commits.
+fn valid_wal(rng: &mut ChaCha8Rng) -> Vec<u8> {
+    let images: Vec<(u32, u32, Vec<u8>)> = (0..rng.gen_range(0..10))
+        .map(|i| {
+            let commit = if rng.gen_bool(0.4) { i + 1 } else { 0 };
+            (rng.gen_range(1..6), commit, random_bytes(rng, 40))
+        })
+        .collect();
+    let frames: Vec<(u32, u32, &[u8])> = images
+        .iter()
+        .map(|(p, c, i)| (*p, *c, i.as_slice()))
+        .collect();
+    lifeboat_io_tokio::drivers::sqlite::wal::encode(rng.gen(), [rng.gen(), rng.gen()], 512, &frames)
+}
+
+#[test]
+fn sqlite_wal_over_a_bounded_corpus() {
+    let mut rng = ChaCha8Rng::seed_from_u64(0x7761_6c21);
+    for i in 0..1_500 * scale() {
+        let case = match i % 6 {
+            0 => random_bytes(&mut rng, 300),
+            1 | 2 => with_mode(1, &random_bytes(&mut rng, 200)),
+            3 => with_mode(0, &valid_wal(&mut rng)),
+            _ => {
+                let w = valid_wal(&mut rng);
+                with_mode(0, &mutate(&mut rng, w))
+            }
+        };
+        run_case("sqlite_wal", i, &case, targets::sqlite_wal);
+    }
 }
 
 #[test]
@@ -337,4 +369,15 @@ fn write_seed_corpus() {
     case.extend_from_slice(t);
     case.extend_from_slice(&[2, 3, b'x', b'{', b'd', 0, 6, 9, 2]);
     write("site_config", "template", case);
+    write(
+        "sqlite_wal",
+        "valid-wal",
+        with_mode(0, &valid_wal(&mut rng)),
+    );
+    write(
+        "sqlite_wal",
+        "another-wal",
+        with_mode(0, &valid_wal(&mut rng)),
+    );
+    write("sqlite_wal", "built-wal", with_mode(1, &[5; 80]));
 }

@@ -302,6 +302,43 @@ fn valid_frames(file: &File, start: &WalCursor) -> io::Result<u64> {
     Ok(i)
 }
 
+/// A WAL file as SQLite writes it: the header for `salts` and `page_size`, then each frame
+/// `(page, database size after a commit or 0, image)` with its cumulative checksum. For tests
+/// and the `sqlite_wal` fuzz target (images shorter than a page are padded with zeros).
+pub fn encode(
+    big_endian: bool,
+    salts: [u32; 2],
+    page_size: u32,
+    frames: &[(u32, u32, &[u8])],
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend((if big_endian { MAGIC_BE } else { MAGIC_LE }).to_be_bytes());
+    out.extend(VERSION.to_be_bytes());
+    out.extend(page_size.to_be_bytes());
+    out.extend(7u32.to_be_bytes());
+    out.extend(salts[0].to_be_bytes());
+    out.extend(salts[1].to_be_bytes());
+    let mut sum = checksum_of(big_endian, [0, 0], &out);
+    out.extend(sum[0].to_be_bytes());
+    out.extend(sum[1].to_be_bytes());
+    for &(page, commit, image) in frames {
+        let mut head = Vec::with_capacity(FRAME_HEADER_LEN as usize);
+        head.extend(page.to_be_bytes());
+        head.extend(commit.to_be_bytes());
+        head.extend(salts[0].to_be_bytes());
+        head.extend(salts[1].to_be_bytes());
+        let mut data = image[..image.len().min(page_size as usize)].to_vec();
+        data.resize(page_size as usize, 0);
+        sum = checksum_of(big_endian, sum, &head[..8]);
+        sum = checksum_of(big_endian, sum, &data);
+        head.extend(sum[0].to_be_bytes());
+        head.extend(sum[1].to_be_bytes());
+        out.extend(head);
+        out.extend(data);
+    }
+    out
+}
+
 /// The page image at `offset` (from [`Committed::pages`]).
 pub fn read_page(file: &File, offset: u64, page_size: u32) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; page_size as usize];
@@ -320,34 +357,15 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    /// A WAL written by hand: `frames` of (page, commit size) with page bytes filled by `fill`.
+    /// A WAL of 512-byte pages: `frames` of (page, commit size, fill byte of the image).
     fn wal(big_endian: bool, salts: [u32; 2], frames: &[(u32, u32, u8)]) -> Vec<u8> {
-        let page_size = 512u32;
-        let mut h = Vec::new();
-        h.extend((if big_endian { MAGIC_BE } else { MAGIC_LE }).to_be_bytes());
-        h.extend(VERSION.to_be_bytes());
-        h.extend(page_size.to_be_bytes());
-        h.extend(7u32.to_be_bytes());
-        h.extend(salts[0].to_be_bytes());
-        h.extend(salts[1].to_be_bytes());
-        let mut sum = checksum_of(big_endian, [0, 0], &h);
-        h.extend(sum[0].to_be_bytes());
-        h.extend(sum[1].to_be_bytes());
-        for &(page, commit, fill) in frames {
-            let mut f = Vec::new();
-            f.extend(page.to_be_bytes());
-            f.extend(commit.to_be_bytes());
-            f.extend(salts[0].to_be_bytes());
-            f.extend(salts[1].to_be_bytes());
-            let data = vec![fill; page_size as usize];
-            sum = checksum_of(big_endian, sum, &f[..8]);
-            sum = checksum_of(big_endian, sum, &data);
-            f.extend(sum[0].to_be_bytes());
-            f.extend(sum[1].to_be_bytes());
-            f.extend(data);
-            h.extend(f);
-        }
-        h
+        let images: Vec<Vec<u8>> = frames.iter().map(|f| vec![f.2; 512]).collect();
+        let frames: Vec<(u32, u32, &[u8])> = frames
+            .iter()
+            .zip(&images)
+            .map(|(f, i)| (f.0, f.1, i.as_slice()))
+            .collect();
+        encode(big_endian, salts, 512, &frames)
     }
 
     fn file_of(bytes: &[u8]) -> File {
