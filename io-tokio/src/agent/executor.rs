@@ -514,6 +514,28 @@ async fn run(ctx: &Ctx, job: Job) -> Result<(), Failure> {
                     outbox: outbox.clone(),
                 })
                 .collect();
+            // A full backup reads the whole database: shown under way in /status.
+            let id = format!("backup:{op}");
+            if kind == ArtifactKind::Full {
+                for r in &reqs {
+                    let db_name = ctx.cfg.db_name(r.db).to_string();
+                    let size = d
+                        .databases()
+                        .get(r.db.0 as usize)
+                        .and_then(|s| std::fs::metadata(&s.path).ok())
+                        .map_or(0, |m| m.len());
+                    ctx.board.work_start(
+                        id.clone(),
+                        WorkDoc {
+                            work: WorkKind::Backup,
+                            db: db_name,
+                            lsn_start: 0,
+                            lsn_end: 0,
+                            size,
+                        },
+                    );
+                }
+            }
             let made = blocking(move || {
                 let mut out = Vec::new();
                 for req in &reqs {
@@ -521,7 +543,9 @@ async fn run(ctx: &Ctx, job: Job) -> Result<(), Failure> {
                 }
                 Ok(out)
             })
-            .await?;
+            .await;
+            ctx.board.work_done(&id);
+            let made = made?;
             crate::crash::point("publish_before_journal");
             // Each artifact is announced before the completion (the core's contract).
             for a in made {

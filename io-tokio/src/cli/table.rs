@@ -145,14 +145,21 @@ pub fn render(sites: &[(String, Result<StatusDoc, String>)]) -> String {
             ));
         }
         for w in &d.work {
-            let what = match w.work {
-                WorkKind::Restore => "restore",
-                WorkKind::Reseed => "reseed",
-            };
-            notes.push(format!(
-                "{site}: {what} {} {}..{} {} bytes",
-                w.db, w.lsn_start, w.lsn_end, w.size
-            ));
+            notes.push(match w.work {
+                WorkKind::Backup => format!("{site}: full backup of {} ({} bytes)", w.db, w.size),
+                WorkKind::Restore | WorkKind::Reseed => format!(
+                    "{site}: {} {} {}..{} {} bytes",
+                    if w.work == WorkKind::Restore {
+                        "restore"
+                    } else {
+                        "reseed"
+                    },
+                    w.db,
+                    w.lsn_start,
+                    w.lsn_end,
+                    w.size
+                ),
+            });
         }
         notes.extend(transfer_lines(site, d));
         let t = &d.thresholds;

@@ -312,6 +312,8 @@ pub struct ShipDoc {
 pub enum WorkKind {
     Restore,
     Reseed,
+    /// A full backup at the primary (`size`: the database's size when it started).
+    Backup,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
