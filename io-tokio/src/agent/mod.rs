@@ -197,7 +197,13 @@ pub async fn run(file: SiteFile, config_path: std::path::PathBuf) -> anyhow::Res
         .context("starting the database driver")?,
     );
     let sink = sinks::start(file.alerts.clone());
-    status::serve(&file.http, board.clone(), feed.clone())
+    // Remote troubleshooting (issue 17): logs, log level, probes now, path ping (crate::troubleshoot).
+    let tools = Arc::new(crate::troubleshoot::Troubleshoot::new(
+        &file,
+        board.clone(),
+        exec.probe_kit(),
+    ));
+    status::serve(&file.http, board.clone(), feed.clone(), tools)
         .await
         .with_context(|| {
             format!(

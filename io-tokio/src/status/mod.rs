@@ -525,18 +525,31 @@ pub fn metrics(doc: &Value) -> String {
 }
 
 /// Serve `/status`, `/metrics`, `/health` and `POST /operator/<request>`.
-pub async fn serve(addr: &str, board: Arc<StatusBoard>, feed: Feed) -> std::io::Result<()> {
+pub async fn serve(
+    addr: &str,
+    board: Arc<StatusBoard>,
+    feed: Feed,
+    tools: Arc<crate::troubleshoot::Troubleshoot>, // remote troubleshooting (issue 17)
+) -> std::io::Result<()> {
     let l = tokio::net::TcpListener::bind(addr).await?;
     let cfg = board.cfg.clone();
     tokio::spawn(http::serve(
         l,
-        Arc::new(move |r: Request| handle(&board, &cfg, &feed, r)),
+        Arc::new(move |r: Request| handle(&board, &cfg, &feed, &tools, r)),
     ));
     Ok(())
 }
 
-fn handle(board: &StatusBoard, cfg: &Config, feed: &Feed, r: Request) -> Response {
+fn handle(
+    board: &StatusBoard,
+    cfg: &Config,
+    feed: &Feed,
+    tools: &crate::troubleshoot::Troubleshoot, // remote troubleshooting (issue 17)
+    r: Request,
+) -> Response {
     match (r.method.as_str(), r.path.as_str()) {
+        // Remote troubleshooting (issue 17): /operator/{log-level,logs,probe,ping}.
+        (_, p) if crate::troubleshoot::serves(p) => tools.handle(&r),
         ("GET", "/status") => Response::json(200, &board.doc()),
         ("GET", "/metrics") => Response {
             status: 200,
