@@ -112,7 +112,7 @@ impl Frame {
             Frame::ShipResume { offset } => encode_payload(kind, offset),
             Frame::Chunk(bytes) => Ok(bytes.clone()),
             Frame::ShipDone { computed } => encode_payload(kind, computed),
-            Frame::PathPing(p) => encode_payload(kind, p),
+            Frame::PathPing(p) => Ok(p.encode()),
             Frame::PathPong(p) => encode_payload(kind, p),
         }
     }
@@ -150,7 +150,8 @@ impl Frame {
                 computed: decode_payload(kind, p)?,
             },
             FrameKind::PathPing => {
-                let ping: PathPing = decode_payload(kind, p)?;
+                let ping = PathPing::decode(raw.payload)
+                    .map_err(|reason| FrameError::Malformed { kind, reason })?;
                 check_ping_version(kind, ping.version)?;
                 Frame::PathPing(ping)
             }
