@@ -1,6 +1,10 @@
 //! A minimal HTTP/1.1 server and client over tokio TCP: enough for `/status`, `/metrics`,
 //! `/health`, operator requests, HTTP probes and webhooks, without a web framework.
 //! One request per connection (`Connection: close`), bodies bounded.
+//!
+//! Handlers are async: an answer that takes a while (a status document built between two
+//! batches of the engine loop, probes run now, a path ping) is awaited by the connection's task,
+//! within [`DEFERRED_TIMEOUT`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +24,11 @@ pub const MAX_HEAD: usize = MAX_LINE * (MAX_HEADER_LINES + 2);
 /// A body buffer starts at most this large and grows as the bytes arrive, so a request that
 /// announces a large body and sends none costs little.
 const BODY_FIRST_READ: usize = 64 << 10;
-/// A request must arrive within this.
+/// A request must arrive within this, and its answer must be written within this.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest an answer may take (the path ping's own limit is 60 s); then the client is
+/// answered 504.
+pub const DEFERRED_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Why a request (or an answer's head) could not be read. Every limit is checked before the
 /// bytes past it are buffered.
@@ -97,6 +104,10 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         202 => "Accepted",
+        413 => "Payload Too Large",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        504 => "Gateway Timeout",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
@@ -149,15 +160,15 @@ where
         };
         let handler = handler.clone();
         tokio::spawn(async move {
-            match tokio::time::timeout(REQUEST_TIMEOUT, handle_conn(stream, handler)).await {
-                Ok(Err(e)) => debug!(%addr, error = %e, "http request failed"),
-                Err(_) => debug!(%addr, "http request timed out"),
-                Ok(Ok(())) => {}
+            if let Err(e) = handle_conn(stream, handler).await {
+                debug!(%addr, error = %e, "http request failed");
             }
         });
     }
 }
 
+/// Read one request within [`REQUEST_TIMEOUT`], answer it within [`DEFERRED_TIMEOUT`], write
+/// the answer within [`REQUEST_TIMEOUT`].
 async fn handle_conn<H, F>(stream: TcpStream, handler: Arc<H>) -> std::io::Result<()>
 where
     H: Fn(Request) -> F + Send + Sync + 'static,
@@ -165,9 +176,10 @@ where
 {
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
-    let response = match read_request(&mut r).await {
-        Ok(req) => handler(req).await,
-        Err(msg) => Response::text(400, format!("{msg}\n")),
+    let response = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut r)).await {
+        Ok(Ok(req)) => answer(&*handler, req).await,
+        Ok(Err(msg)) => Response::text(400, format!("{msg}\n")),
+        Err(_) => return Err(std::io::Error::other("the request did not arrive in time")),
     };
     let head = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -176,9 +188,30 @@ where
         response.content_type,
         response.body.len()
     );
-    w.write_all(head.as_bytes()).await?;
-    w.write_all(&response.body).await?;
-    w.shutdown().await
+    let write = async {
+        w.write_all(head.as_bytes()).await?;
+        w.write_all(&response.body).await?;
+        w.shutdown().await
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, write)
+        .await
+        .map_err(|_| std::io::Error::other("the answer could not be written in time"))?
+}
+
+/// The handler's answer, within [`DEFERRED_TIMEOUT`].
+async fn answer<H, F>(handler: &H, req: Request) -> Response
+where
+    H: Fn(Request) -> F + Send + Sync + 'static,
+    F: std::future::Future<Output = Response> + Send + 'static,
+{
+    tokio::time::timeout(DEFERRED_TIMEOUT, handler(req))
+        .await
+        .unwrap_or_else(|_| {
+            Response::text(
+                504,
+                format!("no answer within {DEFERRED_TIMEOUT:?}; try again\n"),
+            )
+        })
 }
 
 /// One line, its line end included, of at most [`MAX_LINE`] bytes: never buffers more. Empty at
@@ -363,6 +396,23 @@ mod tests {
         .unwrap();
         assert_eq!(status, 200);
         assert_eq!(String::from_utf8(body).unwrap(), "POST /p Some(\"7\")");
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_slow_answer_is_awaited_and_sent() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let h = Arc::new(|r: Request| async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Response::text(200, format!("later {}", r.path))
+        });
+        let task = tokio::spawn(serve(l, h));
+        let url = format!("http://{addr}/slow");
+        let (status, body) = request("GET", &url, None, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!((status, body), (200, b"later /slow".to_vec()));
         task.abort();
     }
 }

@@ -13,7 +13,8 @@
 //! demo           `lifeboat demo`
 //! drivers/       databases: sqlite/, script (one command per operation), postgres/ (WAL
 //!                archiving, base backups, standby, drills)
-//! transport/     frames, links, artifact shipping
+//! transport/     frames, links, artifact shipping, path pings
+//! troubleshoot/  remote troubleshooting: log ring, log filter changes, probes now, path pings
 //! ```
 
 pub mod agent;
@@ -32,3 +33,4 @@ pub mod process;
 pub mod status;
 pub mod stop;
 pub mod transport;
+pub mod troubleshoot;

@@ -1,6 +1,7 @@
 //! The `lifeboat` binary: site agents, the arbiter, operator commands and the demo.
 
 use clap::{Parser, Subcommand, ValueEnum};
+use lifeboat_io_tokio::cli::troubleshoot::SiteTarget;
 use lifeboat_io_tokio::cli::{self, exit, Target};
 use lifeboat_io_tokio::config::{ArbiterFile, SiteFile};
 use lifeboat_io_tokio::{agent, arbiter, demo};
@@ -120,6 +121,48 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         wait: u64,
     },
+    /// Change a running agent's log filter for a while (e.g. `lifeboat=debug`), then back to
+    /// the one it started with.
+    LogLevel {
+        /// The filter: a level or `target=level` directives (tracing env-filter syntax).
+        filter: String,
+        /// How long before the configured filter is back: `90s`, `10m`, `2h` (at most 24h).
+        #[arg(long = "for", default_value = "10m")]
+        hold: String,
+        #[command(flatten)]
+        target: SiteTarget,
+    },
+    /// The last log lines and the recent decisions (audit records) of either site's agent.
+    Logs {
+        /// Lines to show (at most 2000: the agent keeps the last 2000 lines, 1 MiB).
+        #[arg(short = 'n', default_value_t = 200)]
+        n: usize,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: SiteTarget,
+    },
+    /// Run every probe of an agent now (service probes, SQL through the driver, the peer site,
+    /// the arbiter) and show each result and its time. Display only: the results are not fed
+    /// to the engine.
+    Probe {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: SiteTarget,
+    },
+    /// The path from an agent to the other site's agent over lifeboat's own transport: round
+    /// trips (min/avg/max) and throughput (a payload sent and acknowledged).
+    Ping {
+        /// Throughput payload (at most 256MiB; 0: round trips only).
+        #[arg(long, default_value = "16MiB")]
+        bytes: String,
+        /// Round trips (1 to 100).
+        #[arg(long, default_value_t = 5)]
+        count: u32,
+        #[command(flatten)]
+        target: SiteTarget,
+    },
     /// Configuration files.
     Config {
         #[command(subcommand)]
@@ -167,15 +210,8 @@ fn init_logs(format: LogFormat, filter: Option<String>) {
     let filter = filter
         .or_else(|| std::env::var("LIFEBOAT_LOG").ok())
         .unwrap_or_else(|| "info".into());
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Human => b.init(),
-        LogFormat::Json => b.json().init(),
-    }
+    // Reloadable (`lifeboat log-level`), and the last lines kept for `lifeboat logs`.
+    lifeboat_io_tokio::troubleshoot::logging::init(format == LogFormat::Json, &filter);
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -201,6 +237,10 @@ fn main() {
             | Cmd::Demo { .. }
             | Cmd::WalPush { .. }
             | Cmd::WalFetch { .. }
+            | Cmd::LogLevel { .. }
+            | Cmd::Logs { .. }
+            | Cmd::Probe { .. }
+            | Cmd::Ping { .. }
     ) && cli.log.is_none();
     init_logs(
         cli.log_format,
@@ -265,6 +305,20 @@ fn main() {
         Cmd::Reseed { db, target, wait } => {
             runtime().block_on(cli::operator(&target, "reseed", &format!("?db={db}"), wait))
         }
+        Cmd::LogLevel {
+            filter,
+            hold,
+            target,
+        } => runtime().block_on(cli::troubleshoot::log_level(&target, &filter, &hold)),
+        Cmd::Logs { n, json, target } => {
+            runtime().block_on(cli::troubleshoot::logs(&target, n, json))
+        }
+        Cmd::Probe { json, target } => runtime().block_on(cli::troubleshoot::probe(&target, json)),
+        Cmd::Ping {
+            bytes,
+            count,
+            target,
+        } => runtime().block_on(cli::troubleshoot::ping(&target, &bytes, count)),
         Cmd::Config {
             cmd: ConfigCmd::Check { file },
         } => match lifeboat_io_tokio::config::check_any(&file) {

@@ -170,6 +170,17 @@ impl Executor {
         })
     }
 
+    /// Every probe of this agent, run when an operator asks (`lifeboat probe`); display only,
+    /// nothing reaches the engine.
+    pub fn probe_kit(&self) -> crate::troubleshoot::probe::ProbeKit {
+        let prober = self.prober.clone();
+        let driver = self.driver.clone();
+        crate::troubleshoot::probe::ProbeKit::new(move || {
+            let (prober, driver) = (prober.clone(), driver.clone());
+            Box::pin(async move { prober.run_all_now(driver).await })
+        })
+    }
+
     /// The site's artifact files (the agent's start-up scans).
     pub fn files(&self) -> &Arc<ArtifactFiles> {
         &self.files

@@ -114,7 +114,13 @@ pub async fn run(file: SiteFile, config_path: std::path::PathBuf) -> anyhow::Res
         )
         .context("starting the database driver")?,
     );
-    status::serve(&file.http, board.clone(), feed.clone(), lp.peeker())
+    // Remote troubleshooting: logs, log level, probes now, path ping (crate::troubleshoot).
+    let tools = Arc::new(crate::troubleshoot::Troubleshoot::new(
+        &file,
+        board.clone(),
+        exec.probe_kit(),
+    ));
+    status::serve(&file.http, board.clone(), feed.clone(), lp.peeker(), tools)
         .await
         .with_context(|| {
             format!(

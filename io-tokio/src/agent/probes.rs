@@ -1,11 +1,17 @@
 //! Probes of the primary from this site: its service (TCP connect, HTTP status, SQL through the
 //! driver, a command) and its site (the peer agent's transport port answers). The core decides
 //! when to probe (`Command::Probe`); results go back as `Input::Probe`.
+//!
+//! [`Prober::run_all_now`] runs the same probes (and the driver's SQL probe and the arbiter's
+//! transport) for an operator's `lifeboat probe`, with what each one saw; it feeds nothing to the
+//! engine.
 
 use crate::config::{ProbeConfig, SiteFile, DEFAULT_PROBE_TIMEOUT_MS};
+use crate::drivers::Driver;
 use crate::http;
-use crate::transport::{Listener, Transport};
-use lifeboat_core::Peer;
+use crate::transport::{ping, Listener, Transport, TransportConfig};
+use crate::troubleshoot::probe::ProbeRun;
+use lifeboat_core::{DbId, Peer};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -17,6 +23,9 @@ pub struct Prober {
     timeout: Duration,
     /// The control links to the peer: either one up means its agent is there.
     links: Option<(Arc<Transport>, Arc<Listener>, Peer)>,
+    /// This site, and the arbiter's transport address (operator probes only).
+    me: Peer,
+    arbiter: Option<String>,
 }
 
 impl Prober {
@@ -46,6 +55,8 @@ impl Prober {
             peer: file.peer.clone(),
             timeout,
             links,
+            me: Peer::Site(file.site_id()),
+            arbiter: file.arbiter.clone(),
         }
     }
 
@@ -56,38 +67,131 @@ impl Prober {
     /// The peer site's agent is there: a control link to it is up, or its transport port
     /// accepts a connection.
     pub async fn site(&self) -> bool {
+        self.site_seen().await.is_ok()
+    }
+
+    /// [`Prober::site`], saying how it was seen.
+    async fn site_seen(&self) -> Result<String, String> {
         if let Some((dial, listener, peer)) = &self.links {
-            if dial.remote().is_some() || listener.connected_peers().contains(peer) {
-                return true;
+            if dial.remote().is_some() {
+                return Ok("control link up (dialed by this site)".into());
+            }
+            if listener.connected_peers().contains(peer) {
+                return Ok("control link up (dialed by the peer)".into());
             }
         }
-        tcp(&self.peer, self.timeout).await
+        tcp(&self.peer, self.timeout)
+            .await
+            .map(|()| "no control link, but its transport port accepts connections".into())
     }
 
     /// One non-SQL service probe (SQL probes run through the driver, see the executor).
     pub async fn one(&self, p: &ProbeConfig) -> Option<bool> {
+        self.check(p).await.map(|r| r.is_ok())
+    }
+
+    /// One non-SQL service probe, saying what it saw; `None` for SQL.
+    async fn check(&self, p: &ProbeConfig) -> Option<Result<String, String>> {
         Some(match p {
-            ProbeConfig::Tcp { addr } => tcp(addr, self.timeout).await,
+            ProbeConfig::Tcp { addr } => tcp(addr, self.timeout).await.map(|()| "connected".into()),
             ProbeConfig::Http { url, expect } => {
-                matches!(http::request("GET", url, None, self.timeout).await,
-                    Ok((s, _)) if s == expect.unwrap_or(200))
+                let want = expect.unwrap_or(200);
+                match http::request("GET", url, None, self.timeout).await {
+                    Ok((s, _)) if s == want => Ok(format!("HTTP {s}")),
+                    Ok((s, _)) => Err(format!("HTTP {s} (expected {want})")),
+                    Err(e) => Err(e),
+                }
             }
             ProbeConfig::Exec { command } => exec(command, self.timeout).await,
             ProbeConfig::Sql => return None,
         })
     }
+
+    /// Every probe now, for an operator: each service probe of `[probes]`, the driver's SQL
+    /// probe of every local database, the peer site, and the arbiter's transport (a ping link:
+    /// handshake and one round trip). One after another, each within the probe time limit.
+    pub async fn run_all_now(&self, driver: Arc<dyn Driver>) -> Vec<ProbeRun> {
+        let mut runs = Vec::new();
+        for p in &self.service {
+            if let Some(target) = describe(p) {
+                runs.push(
+                    ProbeRun::timed("service", target, async {
+                        self.check(p).await.unwrap_or(Ok(String::new()))
+                    })
+                    .await,
+                );
+            }
+        }
+        let sql_is_a_service_probe = self.service.iter().any(|p| matches!(p, ProbeConfig::Sql));
+        let names: Vec<String> = driver.databases().iter().map(|d| d.name.clone()).collect();
+        for (i, name) in names.into_iter().enumerate() {
+            let d = driver.clone();
+            let timeout = self.timeout.max(Duration::from_secs(1));
+            let check = async move {
+                let kind = d.kind();
+                let probe = tokio::task::spawn_blocking(move || d.probe(DbId(i as u32)));
+                match tokio::time::timeout(timeout, probe).await {
+                    Ok(Ok(Ok(()))) => Ok(format!("{kind} driver probe answered")),
+                    Ok(Ok(Err(e))) => Err(e.to_string()),
+                    Ok(Err(e)) => Err(format!("the driver's probe task failed: {e}")),
+                    Err(_) => Err(format!("no answer within {timeout:?}")),
+                }
+            };
+            let mut run = ProbeRun::timed("sql", name, check).await;
+            if sql_is_a_service_probe {
+                run.detail.push_str(" (also a service probe)");
+            }
+            runs.push(run);
+        }
+        runs.push(ProbeRun::timed("site", format!("peer {}", self.peer), self.site_seen()).await);
+        if let Some(addr) = &self.arbiter {
+            let me = self.me;
+            let cfg = TransportConfig {
+                connect_timeout: self.timeout,
+                handshake_timeout: self.timeout,
+                io_timeout: self.timeout,
+                ..TransportConfig::default()
+            };
+            let check = async move {
+                match ping::ping_path(addr, me, &cfg, 1, 0).await {
+                    Ok(r) => Ok(format!(
+                        "transport answers as {:?}: handshake {:.1}ms, round trip {:.1}ms",
+                        r.peer,
+                        crate::troubleshoot::probe::millis(r.handshake),
+                        r.rtt()
+                            .map_or(0.0, |t| crate::troubleshoot::probe::millis(t.0))
+                    )),
+                    Err(e) => Err(e.to_string()),
+                }
+            };
+            runs.push(ProbeRun::timed("arbiter", addr.clone(), check).await);
+        }
+        runs
+    }
 }
 
-async fn tcp(addr: &str, timeout: Duration) -> bool {
-    matches!(
-        tokio::time::timeout(timeout, TcpStream::connect(addr)).await,
-        Ok(Ok(_))
-    )
+/// A service probe's kind and target, as the table shows it (`None` for SQL, shown per
+/// database).
+fn describe(p: &ProbeConfig) -> Option<String> {
+    Some(match p {
+        ProbeConfig::Tcp { addr } => format!("tcp {addr}"),
+        ProbeConfig::Http { url, .. } => format!("http {url}"),
+        ProbeConfig::Exec { command } => format!("exec {}", command.join(" ")),
+        ProbeConfig::Sql => return None,
+    })
 }
 
-async fn exec(command: &[String], timeout: Duration) -> bool {
+async fn tcp(addr: &str, timeout: Duration) -> Result<(), String> {
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("cannot connect to {addr}: {e}")),
+        Err(_) => Err(format!("no connection to {addr} within {timeout:?}")),
+    }
+}
+
+async fn exec(command: &[String], timeout: Duration) -> Result<String, String> {
     let Some((prog, args)) = command.split_first() else {
-        return false;
+        return Err("the probe's command is empty".into());
     };
     let child = tokio::process::Command::new(prog)
         .args(args)
@@ -96,5 +200,10 @@ async fn exec(command: &[String], timeout: Duration) -> bool {
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .status();
-    matches!(tokio::time::timeout(timeout, child).await, Ok(Ok(s)) if s.success())
+    match tokio::time::timeout(timeout, child).await {
+        Ok(Ok(s)) if s.success() => Ok("exit 0".into()),
+        Ok(Ok(s)) => Err(format!("{s}")),
+        Ok(Err(e)) => Err(format!("cannot run {prog}: {e}")),
+        Err(_) => Err(format!("still running after {timeout:?}; killed")),
+    }
 }

@@ -2,6 +2,7 @@
 //! `--agent host:port`), and `status` also asks the other site's agent (`peer_http`).
 
 mod table;
+pub mod troubleshoot;
 pub mod verify;
 
 use crate::config::SiteFile;

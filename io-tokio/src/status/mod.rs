@@ -137,6 +137,11 @@ impl StatusBoard {
         doc
     }
 
+    /// The last decisions of the engine, oldest first.
+    pub fn recent_decisions(&self) -> Vec<DecisionDoc> {
+        self.inner().audits.iter().cloned().collect()
+    }
+
     pub fn audit(&self, a: &AuditRecord) {
         let mut i = self.inner();
         i.audits.push_back(DecisionDoc::of(a));
@@ -254,12 +259,14 @@ pub async fn serve(
     board: Arc<StatusBoard>,
     feed: Feed,
     peeker: Peeker<SiteEngine>,
+    tools: Arc<crate::troubleshoot::Troubleshoot>,
 ) -> std::io::Result<()> {
     let l = tokio::net::TcpListener::bind(addr).await?;
     let api = Arc::new(Api {
         board,
         feed,
         peeker,
+        tools,
     });
     tokio::spawn(http::serve(
         l,
@@ -275,6 +282,8 @@ struct Api {
     board: Arc<StatusBoard>,
     feed: Feed,
     peeker: Peeker<SiteEngine>,
+    /// Remote troubleshooting: `/operator/{log-level,logs,probe,ping}`.
+    tools: Arc<crate::troubleshoot::Troubleshoot>,
 }
 
 impl Api {
@@ -289,6 +298,7 @@ impl Api {
     async fn handle(&self, r: Request) -> Response {
         let busy = || Response::text(503, "the agent is stopping or overloaded; try again\n");
         match (r.method.as_str(), r.path.as_str()) {
+            (_, p) if crate::troubleshoot::serves(p) => self.tools.handle(&r).await,
             ("GET", "/status") => match self.doc().await {
                 Some(d) => Response::json(200, &d),
                 None => busy(),

@@ -62,11 +62,15 @@ pub enum FrameKind {
     ShipEnd,
     /// Receiver to sender: the artifact is fsynced and renamed; this is the checksum I computed.
     ShipDone,
+    /// Dialer of a ping link: a path ping (an operator measuring the path; see `ping.rs`).
+    PathPing,
+    /// The listener's answer to a path ping that asked for one.
+    PathPong,
 }
 
 impl FrameKind {
     /// Every kind, for tests and tools.
-    pub const ALL: [FrameKind; 11] = [
+    pub const ALL: [FrameKind; 13] = [
         FrameKind::Hello,
         FrameKind::Welcome,
         FrameKind::Close,
@@ -78,6 +82,8 @@ impl FrameKind {
         FrameKind::Chunk,
         FrameKind::ShipEnd,
         FrameKind::ShipDone,
+        FrameKind::PathPing,
+        FrameKind::PathPong,
     ];
 
     /// The kind's byte on the wire.
@@ -94,6 +100,8 @@ impl FrameKind {
             FrameKind::Chunk => 9,
             FrameKind::ShipEnd => 10,
             FrameKind::ShipDone => 11,
+            FrameKind::PathPing => 12,
+            FrameKind::PathPong => 13,
         }
     }
 

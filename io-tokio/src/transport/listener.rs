@@ -282,6 +282,21 @@ async fn serve_connection(stream: TcpStream, addr: SocketAddr, place: Handshakin
             }
             serve_ship(reader, writer, addr, from, shared).await
         }
+        LinkKind::Ping => {
+            let mut writer = writer;
+            let mut reader = reader;
+            if let Err(e) = writer.send(&welcome).await {
+                warn!(%addr, peer = ?from, error = %e, "handshake failed");
+                return;
+            }
+            match super::ping::serve_ping(&mut reader, &mut writer, cfg.idle_timeout).await {
+                Ok(served) => {
+                    info!(%addr, peer = ?from, pings = served.pings, bytes = served.bytes, "path ping served");
+                    writer.shutdown().await;
+                }
+                Err(reason) => hang_up(&mut writer, addr, Some(from), reason).await,
+            }
+        }
     }
 }
 

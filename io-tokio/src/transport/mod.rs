@@ -7,7 +7,8 @@
 //! ship.rs    one artifact transfer: sender and receiver, resumable, bounded memory
 //! link.rs    the handshake, the control link both ends share, backoff, errors
 //! dialer.rs  Transport: dials one peer, keeps the control link up, ships artifacts
-//! listener.rs Listener: accepts peers, serves control and ship links
+//! listener.rs Listener: accepts peers, serves control, ship and ping links
+//! ping.rs    path pings of an operator: round trips and throughput over a link of their own
 //! ```
 //!
 //! Use:
@@ -38,6 +39,7 @@ pub mod frame;
 pub mod inbox;
 mod link;
 mod listener;
+pub mod ping;
 pub mod progress;
 mod ship;
 pub mod wire;

@@ -757,3 +757,38 @@ async fn large_frames_being_read_take_from_the_budget_and_give_it_back() {
         .await
         .expect("closed links give their budget back");
 }
+
+#[tokio::test]
+async fn a_path_ping_measures_round_trips_and_throughput_beside_a_live_control_link() {
+    let mut s = secondary().await;
+    let addr = s.listener.local_addr();
+    let (p, _events) = primary(addr, config());
+    assert_eq!(p.wait_connected(WAIT).await, Some(SECONDARY));
+    let report = ping::ping_path(&addr.to_string(), PRIMARY, &config(), 3, 8 * MIB + 5)
+        .await
+        .unwrap();
+    assert_eq!(report.peer, SECONDARY);
+    assert_eq!(report.rtts.len(), 3);
+    assert_eq!(report.bulk.map(|b| b.0), Some(8 * MIB + 5));
+    assert!(report.mib_per_s().unwrap() > 0.0);
+    // The ping had a link of its own: the control link carries messages as before.
+    p.send_message(Message::Query { req: 7 }).await.unwrap();
+    let got = tokio::time::timeout(WAIT, s.events.recv()).await.unwrap();
+    assert!(matches!(
+        got,
+        Some(Event::Message {
+            msg: Message::Query { req: 7 },
+            ..
+        })
+    ));
+    // Beyond the bound nothing is sent.
+    let refused = ping::ping_path(
+        &addr.to_string(),
+        PRIMARY,
+        &config(),
+        1,
+        ping::MAX_PING_BYTES + 1,
+    )
+    .await;
+    assert!(matches!(refused, Err(ping::PingError::TooManyBytes(_))));
+}

@@ -11,12 +11,17 @@
 //!                          <-    ShipDone { computed }     after fsync + rename + manifest
 //! ```
 //!
+//! A *ping* link (an operator's `lifeboat ping`, see `ping.rs`) carries `PathPing` frames from
+//! the dialer and `PathPong` answers; it is a connection of its own, so it never delays a message
+//! or an artifact's frames.
+//!
 //! Either side may end a connection with `Close { reason }` so the other can log why.
 
 use super::frame::{
     decode_payload, encode_payload, read_frame, read_frame_at_most, write_frame, FrameError,
     FrameKind, RawFrame, HANDSHAKE_MAX_LEN, MAX_FRAME_LEN,
 };
+use super::ping::{PathPing, PathPong, PATH_PING_VERSION};
 use lifeboat_core::{ArtifactMeta, Checksum, Message, Peer};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -37,6 +42,9 @@ pub enum LinkKind {
     Control,
     /// Artifacts, one after another, from the dialer to the listener.
     Ship,
+    /// Path pings of an operator (round trips and throughput), then closed. Appended: a
+    /// listener that predates it refuses the `Hello` as malformed, and the operator is told.
+    Ping,
 }
 
 /// The dialer's first frame.
@@ -68,6 +76,8 @@ pub enum Frame {
     Chunk(Vec<u8>),
     ShipEnd,
     ShipDone { computed: Checksum },
+    PathPing(PathPing),
+    PathPong(PathPong),
 }
 
 impl Frame {
@@ -84,6 +94,8 @@ impl Frame {
             Frame::Chunk(_) => FrameKind::Chunk,
             Frame::ShipEnd => FrameKind::ShipEnd,
             Frame::ShipDone { .. } => FrameKind::ShipDone,
+            Frame::PathPing(_) => FrameKind::PathPing,
+            Frame::PathPong(_) => FrameKind::PathPong,
         }
     }
 
@@ -100,6 +112,8 @@ impl Frame {
             Frame::ShipResume { offset } => encode_payload(kind, offset),
             Frame::Chunk(bytes) => Ok(bytes.clone()),
             Frame::ShipDone { computed } => encode_payload(kind, computed),
+            Frame::PathPing(p) => Ok(p.encode()),
+            Frame::PathPong(p) => encode_payload(kind, p),
         }
     }
 
@@ -135,8 +149,34 @@ impl Frame {
             FrameKind::ShipDone => Frame::ShipDone {
                 computed: decode_payload(kind, p)?,
             },
+            FrameKind::PathPing => {
+                let ping = PathPing::decode(raw.payload)
+                    .map_err(|reason| FrameError::Malformed { kind, reason })?;
+                check_ping_version(kind, ping.version)?;
+                Frame::PathPing(ping)
+            }
+            FrameKind::PathPong => {
+                let pong: PathPong = decode_payload(kind, p)?;
+                check_ping_version(kind, pong.version)?;
+                Frame::PathPong(pong)
+            }
         })
     }
+}
+
+/// A path ping's payload has its own version (the first field), so its layout can change
+/// without a new protocol: an unknown one is refused by name.
+fn check_ping_version(kind: FrameKind, found: u16) -> Result<(), FrameError> {
+    if found == PATH_PING_VERSION {
+        return Ok(());
+    }
+    Err(FrameError::Malformed {
+        kind,
+        reason: format!(
+            "path ping format version {found}, this build reads {PATH_PING_VERSION}; \
+             upgrade the older side"
+        ),
+    })
 }
 
 /// The reading half of a framed connection.
@@ -287,6 +327,8 @@ mod tests {
             Frame::ShipDone {
                 computed: Checksum(77),
             },
+            Frame::PathPing(PathPing::new(7, true, vec![9; 100])),
+            Frame::PathPong(PathPong::new(7, 100)),
         ];
         let (a, b) = tokio::io::duplex(1024);
         let sent = frames.clone();
