@@ -8,12 +8,14 @@
 //!
 //! Run with `cargo bench -p lifeboat-io-tokio --bench adapter`.
 
+mod common;
+
+use common::{status, Procs};
 use lifeboat_io_tokio::demo::{arbiter_toml, site_toml, SitePorts};
 use lifeboat_io_tokio::status::doc::quantile;
 use serde_json::Value;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,30 +27,6 @@ fn env_or(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn status(port: u16) -> Option<Value> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let at = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
-    serde_json::from_slice(&buf[at + 4..]).ok()
-}
-
-struct Kill(Vec<Child>);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 fn log_to_verified(logs: usize) -> Vec<u64> {
@@ -102,7 +80,7 @@ fn log_to_verified(logs: usize) -> Vec<u64> {
             ),
         ),
     ];
-    let mut procs = Kill(Vec::new());
+    let mut procs = Procs(Vec::new());
     for (i, (sub, text)) in files.iter().enumerate() {
         let cfg = d.join(format!("{i}.toml"));
         std::fs::write(&cfg, text).unwrap();

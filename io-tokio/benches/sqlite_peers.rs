@@ -75,17 +75,19 @@
 //! size; the writer at ≥ 0.8× of unreplicated WAL; no commit stall over 100 ms; 1 GiB protected
 //! within 60 s.
 
+mod common;
+
+use common::{status, Procs};
 use lifeboat_io_tokio::demo::{arbiter_toml, site_toml, SitePorts};
 use lifeboat_io_tokio::status::doc::quantile;
 use rusqlite::{Connection, OpenFlags};
-use serde_json::Value;
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Read;
+use std::net::TcpListener;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -118,6 +120,42 @@ fn label(mib: u64) -> String {
 
 fn bench(name: &str, value: impl std::fmt::Display) {
     println!("bench {name} {value}");
+}
+
+/// The figures of one tool at one size. `cpu`/`write` name the CPU and bytes-written figures
+/// (`sqlite_primary_cpu_...`, `litestream_cpu_...`, `litestream_write_mib_...`).
+fn print_figures(tool: &str, cpu: &str, write: &str, size: &str, f: &Figures) {
+    let written = if write.is_empty() {
+        "primary_write_"
+    } else {
+        write
+    };
+    bench(
+        &format!("{tool}_protected_s_{size}"),
+        format!("{:.1}", f.protected_s),
+    );
+    bench(&format!("{tool}_lag_p50_ms_{size}"), f.lag_p50);
+    bench(&format!("{tool}_lag_p99_ms_{size}"), f.lag_p99);
+    bench(
+        &format!("{tool}_{cpu}cpu_s_per_min_{size}"),
+        format!("{:.2}", f.cpu_per_min),
+    );
+    bench(
+        &format!("{tool}_{written}mib_per_min_{size}"),
+        format!("{:.2}", f.write_mib_per_min),
+    );
+    bench(
+        &format!("{tool}_{cpu}wchar_mib_per_min_{size}"),
+        format!("{:.2}", f.wchar_mib_per_min),
+    );
+    bench(
+        &format!("{tool}_writer_ratio_{size}"),
+        format!("{:.2}", f.writer_ratio),
+    );
+    bench(
+        &format!("{tool}_worst_commit_ms_{size}"),
+        format!("{:.1}", f.worst_commit_ms),
+    );
 }
 
 fn ratio(a: f64, b: f64) -> String {
@@ -445,30 +483,6 @@ fn lags<K: Copy>(
 }
 
 // ---- processes ----
-
-struct Procs(Vec<Child>);
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn status(port: u16) -> Option<Value> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let at = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
-    serde_json::from_slice(&buf[at + 4..]).ok()
-}
 
 fn clk_tck() -> f64 {
     Command::new("getconf")
@@ -865,34 +879,7 @@ fn main() {
             let _ = std::fs::remove_dir_all(&d);
         }
         match &lb {
-            Ok(f) => {
-                bench(
-                    &format!("sqlite_protected_s_{size}"),
-                    format!("{:.1}", f.protected_s),
-                );
-                bench(&format!("sqlite_lag_p50_ms_{size}"), f.lag_p50);
-                bench(&format!("sqlite_lag_p99_ms_{size}"), f.lag_p99);
-                bench(
-                    &format!("sqlite_primary_cpu_s_per_min_{size}"),
-                    format!("{:.2}", f.cpu_per_min),
-                );
-                bench(
-                    &format!("sqlite_primary_write_mib_per_min_{size}"),
-                    format!("{:.2}", f.write_mib_per_min),
-                );
-                bench(
-                    &format!("sqlite_primary_wchar_mib_per_min_{size}"),
-                    format!("{:.2}", f.wchar_mib_per_min),
-                );
-                bench(
-                    &format!("sqlite_writer_ratio_{size}"),
-                    format!("{:.2}", f.writer_ratio),
-                );
-                bench(
-                    &format!("sqlite_worst_commit_ms_{size}"),
-                    format!("{:.1}", f.worst_commit_ms),
-                );
-            }
+            Ok(f) => print_figures("sqlite", "primary_", "", &size, f),
             Err(e) => eprintln!("[{size}] lifeboat failed: {e}"),
         }
 
@@ -909,32 +896,7 @@ fn main() {
             }
             match (&ls, &lb) {
                 (Ok(f), lb) => {
-                    bench(
-                        &format!("litestream_protected_s_{size}"),
-                        format!("{:.1}", f.protected_s),
-                    );
-                    bench(&format!("litestream_lag_p50_ms_{size}"), f.lag_p50);
-                    bench(&format!("litestream_lag_p99_ms_{size}"), f.lag_p99);
-                    bench(
-                        &format!("litestream_cpu_s_per_min_{size}"),
-                        format!("{:.2}", f.cpu_per_min),
-                    );
-                    bench(
-                        &format!("litestream_write_mib_per_min_{size}"),
-                        format!("{:.2}", f.write_mib_per_min),
-                    );
-                    bench(
-                        &format!("litestream_wchar_mib_per_min_{size}"),
-                        format!("{:.2}", f.wchar_mib_per_min),
-                    );
-                    bench(
-                        &format!("litestream_writer_ratio_{size}"),
-                        format!("{:.2}", f.writer_ratio),
-                    );
-                    bench(
-                        &format!("litestream_worst_commit_ms_{size}"),
-                        format!("{:.1}", f.worst_commit_ms),
-                    );
+                    print_figures("litestream", "", "write_", &size, f);
                     if let Ok(l) = lb {
                         let pairs = [
                             ("lag_p50", l.lag_p50 as f64, f.lag_p50 as f64),

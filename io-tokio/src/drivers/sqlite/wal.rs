@@ -44,6 +44,20 @@ pub struct WalHeader {
     checksum: [u32; 2],
 }
 
+impl WalHeader {
+    /// A cursor at this WAL's start, before its first frame.
+    fn start(&self) -> WalCursor {
+        WalCursor {
+            salts: self.salts,
+            checkpoint_seq: self.checkpoint_seq,
+            page_size: self.page_size,
+            frames: 0,
+            checksum: self.checksum,
+            big_endian: self.big_endian,
+        }
+    }
+}
+
 /// Where a reader of one WAL stopped (after a commit frame, or at the header).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalCursor {
@@ -163,14 +177,7 @@ pub fn read_committed(file: &File, from: Option<&WalCursor>) -> io::Result<WalRe
     let Some(header) = read_header(file)? else {
         return Ok(WalRead::Empty);
     };
-    let start = WalCursor {
-        salts: header.salts,
-        checkpoint_seq: header.checkpoint_seq,
-        page_size: header.page_size,
-        frames: 0,
-        checksum: header.checksum,
-        big_endian: header.big_endian,
-    };
+    let start = header.start();
     let (cursor, restarted) = match from {
         Some(c) if c.salts == header.salts && c.page_size == header.page_size => (*c, false),
         Some(_) => (start, true),
@@ -204,16 +211,11 @@ fn scan(file: &File, cursor: WalCursor) -> io::Result<(WalCursor, Committed)> {
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
             Err(e) => return Err(e),
         }
-        let page = be(&frame, 0);
-        let db_pages = be(&frame, 4);
-        if page == 0 || [be(&frame, 8), be(&frame, 12)] != cursor.salts {
+        let Some(next) = continues(&frame, &cursor, sum) else {
             break;
-        }
-        sum = checksum_of(cursor.big_endian, sum, &frame[..8]);
-        sum = checksum_of(cursor.big_endian, sum, &frame[FRAME_HEADER_LEN as usize..]);
-        if [be(&frame, 16), be(&frame, 20)] != sum {
-            break;
-        }
+        };
+        sum = next;
+        let (page, db_pages) = (be(&frame, 0), be(&frame, 4));
         pending.push((page, frame_offset(cursor.page_size, i) + FRAME_HEADER_LEN));
         i += 1;
         if db_pages != 0 {
@@ -254,14 +256,7 @@ pub fn read_after_restart(file: &File, old: &WalCursor) -> io::Result<AfterResta
     if header.page_size != old.page_size {
         return Ok(AfterRestart::Unknown);
     }
-    let start = WalCursor {
-        salts: header.salts,
-        checkpoint_seq: header.checkpoint_seq,
-        page_size: header.page_size,
-        frames: 0,
-        checksum: header.checksum,
-        big_endian: header.big_endian,
-    };
+    let start = header.start();
     let written = valid_frames(file, &start)?;
     if old.frames < written {
         return Ok(AfterRestart::Unknown);
@@ -282,6 +277,17 @@ pub fn read_after_restart(file: &File, old: &WalCursor) -> io::Result<AfterResta
     })
 }
 
+/// The checksum after `frame` (header and page) when it continues the chain of `of` whose
+/// checksum so far is `sum`: a page number, the log's salts, the checksum that follows.
+fn continues(frame: &[u8], of: &WalCursor, sum: [u32; 2]) -> Option<[u32; 2]> {
+    if be(frame, 0) == 0 || [be(frame, 8), be(frame, 12)] != of.salts {
+        return None;
+    }
+    let sum = checksum_of(of.big_endian, sum, &frame[..8]);
+    let sum = checksum_of(of.big_endian, sum, &frame[FRAME_HEADER_LEN as usize..]);
+    ([be(frame, 16), be(frame, 20)] == sum).then_some(sum)
+}
+
 /// How many frames from `start` continue its chain (committed or not).
 fn valid_frames(file: &File, start: &WalCursor) -> io::Result<u64> {
     let frame_len = FRAME_HEADER_LEN + u64::from(start.page_size);
@@ -289,13 +295,9 @@ fn valid_frames(file: &File, start: &WalCursor) -> io::Result<u64> {
     let mut sum = start.checksum;
     let mut i = start.frames;
     while read_exact_at(file, frame_offset(start.page_size, i), &mut frame)? {
-        if be(&frame, 0) == 0 || [be(&frame, 8), be(&frame, 12)] != start.salts {
-            break;
-        }
-        sum = checksum_of(start.big_endian, sum, &frame[..8]);
-        sum = checksum_of(start.big_endian, sum, &frame[FRAME_HEADER_LEN as usize..]);
-        if [be(&frame, 16), be(&frame, 20)] != sum {
-            break;
+        match continues(&frame, start, sum) {
+            Some(next) => sum = next,
+            None => break,
         }
         i += 1;
     }

@@ -133,25 +133,28 @@ fn a_wal_emptied_while_the_agent_was_stopped_is_healed_by_comparing_pages() {
     assert_eq!(busy, 0, "nobody pins the WAL while the agent is stopped");
     insert(&app, 65, 5);
     // The agent starts again.
-    let restarted = open_driver(&state, &primary.db);
-    let log2 = {
-        let mut v = restarted
-            .take_backup(&BackupRequest {
-                db: SALES,
-                kind: ArtifactKind::Log,
-                epoch: Epoch(1),
-                created_utc: UtcMillis(T0 + 60_000),
-                outbox: primary.outbox.clone(),
-            })
-            .unwrap();
-        assert_eq!(v.len(), 1);
-        v.remove(0)
-    };
+    let log2 = log_after_restart(&primary, &state);
     assert_eq!(log2.manifest.lsn_start, log1.manifest.lsn_end);
     assert!(log2.manifest.lsn_end > log2.manifest.lsn_start);
     standby.restore_all(&[&full, &log1, &log2]);
     assert_eq!(standby.rows(), primary.rows());
     assert_eq!(standby.integrity(), "ok");
+}
+
+/// The one log a driver opened again on `primary`'s state (the agent restarted) takes.
+fn log_after_restart(primary: &Site, state: &Path) -> ArtifactFile {
+    let restarted = open_driver(state, &primary.db);
+    let mut v = restarted
+        .take_backup(&BackupRequest {
+            db: SALES,
+            kind: ArtifactKind::Log,
+            epoch: Epoch(1),
+            created_utc: UtcMillis(T0 + 60_000),
+            outbox: primary.outbox.clone(),
+        })
+        .unwrap();
+    assert_eq!(v.len(), 1);
+    v.remove(0)
 }
 
 /// The driver of a site, closed (as when the agent stops) while the site's other parts stay.
@@ -205,17 +208,7 @@ fn a_crash_mid_update_then_an_unseen_restart_carries_every_page() {
     app.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
         .unwrap();
     insert(&app, 40, 3);
-    let restarted = open_driver(&state, &primary.db);
-    let mut v = restarted
-        .take_backup(&BackupRequest {
-            db: SALES,
-            kind: ArtifactKind::Log,
-            epoch: Epoch(1),
-            created_utc: UtcMillis(T0 + 60_000),
-            outbox: primary.outbox.clone(),
-        })
-        .unwrap();
-    let log2 = v.remove(0);
+    let log2 = log_after_restart(&primary, &state);
     let (reader, pages) = pages::DeltaReader::open(&log2.path).unwrap();
     assert_eq!(
         pages.len() as u32,
