@@ -121,8 +121,7 @@ fn a_wal_emptied_while_the_agent_was_stopped_is_healed_by_comparing_pages() {
     // The agent stops: its pins go. The application writes, checkpoints the WAL away and
     // writes again into a new one.
     let state = primary.dir.path().to_path_buf();
-    let Site { driver, .. } = &primary;
-    drop(unsafe_take(driver));
+    drop(drop_pins(&primary.driver));
     insert(&app, 40, 25);
     update(&app, 0..10, "while stopped");
     let (busy, _, _): (i64, i64, i64) = app
@@ -157,8 +156,8 @@ fn log_after_restart(primary: &Site, state: &Path) -> ArtifactFile {
     v.remove(0)
 }
 
-/// The driver of a site, closed (as when the agent stops) while the site's other parts stay.
-fn unsafe_take(driver: &SqliteDriver) -> Vec<Option<super::super::capture::Pin>> {
+/// The driver's pins on a site's database, taken and closed (as when the agent stops).
+fn drop_pins(driver: &SqliteDriver) -> Vec<Option<super::super::capture::Pin>> {
     driver.slots.iter().map(|s| s.lock().pin.take()).collect()
 }
 
@@ -195,7 +194,7 @@ fn a_crash_mid_update_then_an_unseen_restart_carries_every_page() {
     insert(&app, 30, 10);
     let log1 = primary.one(ArtifactKind::Log);
     let state = primary.dir.path().to_path_buf();
-    drop(unsafe_take(&primary.driver));
+    drop(drop_pins(&primary.driver));
     // The crash left the marker; while the agent was down the WAL was emptied.
     fs::write(
         state
