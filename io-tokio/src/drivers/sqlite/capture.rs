@@ -243,7 +243,15 @@ pub(super) fn capture(slot: &Slot, pin: &mut Pin) -> Result<(ChainState, Capture
         // shadow of the last rollback-journal snapshot (as after a promotion, when the
         // application opens the copy and sets WAL mode).
         Some(p) => return heal(slot, pin, p, suspect, "the database is now in WAL mode"),
-        None => return start(slot, pin, None).map(|c| (c, Captured::Starts(None))),
+        // No chain, or one that could not be used (its file is there): a chain that restarts
+        // needs a full backup before logs can follow, so logs fail until one is taken.
+        None => {
+            let why = dir
+                .join(chain::CHAIN_FILE)
+                .exists()
+                .then(|| "its chain state could not be used".to_string());
+            return start(slot, pin, why.clone()).map(|c| (c, Captured::Starts(why)));
+        }
     };
     let read = wal::read_committed(&pin.wal, cursor.as_ref()).map_err(io_err(format!(
         "reading the WAL of database {}",
@@ -446,20 +454,25 @@ fn heal(
         return start(slot, pin, why.clone()).map(|c| (c, Captured::Starts(why)));
     }
     let old = prev.shadow_path(&slot.dir);
-    let touched = File::open(&old)
-        .and_then(|o| {
-            let n = File::open(&staged)?;
-            chain::changed_pages(&o, prev.image(), &n, image)
-        })
-        .map_err(io_err(format!(
-            "comparing {} with a snapshot",
-            old.display()
-        )))?;
+    // A shadow a crash left half updated cannot be compared with: every page is carried.
+    let touched = if suspect {
+        PageSet::default()
+    } else {
+        File::open(&old)
+            .and_then(|o| {
+                let n = File::open(&staged)?;
+                chain::changed_pages(&o, prev.image(), &n, image)
+            })
+            .map_err(io_err(format!(
+                "comparing {} with a snapshot",
+                old.display()
+            )))?
+    };
     let mut next = prev;
     next.generation += 1;
     // Exact when the database switched to WAL mode right after the snapshot (every transaction
     // since is in the WAL); a lower bound when frames were lost.
-    let moved = !touched.is_empty() || commits > 0;
+    let moved = suspect || !touched.is_empty() || commits > 0;
     let counted = if switched { commits } else { commits.max(1) };
     next.position = Lsn(next.position.0 + if moved { counted.max(1) } else { 0 });
     next.page_count = image.page_count;

@@ -224,7 +224,11 @@ impl ChainState {
             }
         };
         let shadow_len = fs::metadata(state.shadow_path(dir)).map(|m| m.len()).ok();
-        if state.format_version != STATE_FORMAT_VERSION || shadow_len != Some(state.image().len()) {
+        // A WAL capture that stopped while it updated the shadow in place (its marker is still
+        // there) may have resized it: the next capture repairs or replaces it.
+        let updating = state.wal_mode && dir.join(super::capture::DIRTY_FILE).exists();
+        let fits = shadow_len == Some(state.image().len()) || (updating && shadow_len.is_some());
+        if state.format_version != STATE_FORMAT_VERSION || !fits {
             tracing::warn!(db = db_name, path = %path.display(),
                 "the chain state's version or shadow copy does not match; the chain restarts");
             return None;

@@ -176,6 +176,17 @@ fn a_crash_while_the_shadow_was_updated_is_repaired_from_the_same_frames() {
     let marker = state.join(super::super::capture::DIRTY_FILE);
     insert(&app, 20, 10);
     fs::write(&marker, b"x").unwrap();
+    // The crash came after the shadow was resized for the new pages (found by the
+    // capture_mid_shadow crash point: the chain was dropped for its length).
+    let chain = ChainState::load(&state, "sales").unwrap();
+    let shadow = chain.shadow_path(&state);
+    let len = fs::metadata(&shadow).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&shadow)
+        .unwrap()
+        .set_len(len + 3 * 4096)
+        .unwrap();
     let log2 = primary.one(ArtifactKind::Log);
     assert!(!marker.exists());
     assert_eq!(log2.manifest.lsn_start, log1.manifest.lsn_end);
