@@ -168,6 +168,16 @@ pub struct Harness {
     pub created: u64,
 }
 
+/// The audit records among `outs`, by their `what`.
+pub fn audits(outs: &[Output]) -> Vec<String> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Audit(a) => Some(a.what.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The harness configuration: the defaults, faster logs and monitor for short tests.
 pub fn config(dbs: usize) -> Config {
     let mut c = Config {
