@@ -42,11 +42,12 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use lifeboat_core::engine::SiteEngine;
-use lifeboat_core::protocol::{Command, Failure, Input, Message, Output, Peer, ProbeTarget};
+use lifeboat_core::protocol::{Input, Message, Output, Peer, ProbeTarget};
 use lifeboat_core::{
-    ArtifactKey, ArtifactKind, ArtifactMeta, Checksum, Config, DbId, Lsn, Millis, SiteId,
+    ArtifactKey, ArtifactKind, ArtifactMeta, Checksum, Config, DbId, Lsn, Millis, OpId, SiteId,
     UtcMillis, MINUTE,
 };
+use lifeboat_testkit::{failure, Backup, Done, Model, Ship};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -303,7 +304,7 @@ impl World {
             self.stats.outputs += 1;
             self.outputs[site] += 1;
             match out {
-                Output::Command(cmd) => self.execute(site, cmd),
+                Output::Command(cmd) => lifeboat_testkit::execute(self, site, cmd),
                 Output::Send { to, msg } => match to {
                     Peer::Site(s) if usize::from(s.0) < 2 => {
                         let from = Peer::Site(SiteId(site as u16));
@@ -315,123 +316,6 @@ impl World {
                 Output::Alert(_) => self.stats.alerts += 1,
                 Output::Audit(_) => self.stats.audits += 1,
                 Output::Report(_) => self.stats.reports += 1,
-            }
-        }
-    }
-
-    /// What an adapter does with a command.
-    fn execute(&mut self, site: usize, cmd: Command) {
-        let now = self.now;
-        match cmd {
-            Command::Ship { op, artifact, to } => {
-                self.stats.ships += 1;
-                let peer = usize::from(to.0).min(1);
-                let from = SiteId(site as u16);
-                let roll = self.rng.gen_range(0..1_000_000u32);
-                if roll < SHIP_LOST_PPM {
-                    // Lost without a word: the ack timeout recovers it.
-                    self.stats.ships_lost += 1;
-                } else if roll < SHIP_LOST_PPM + SHIP_FAILED_PPM {
-                    self.stats.ships_failed += 1;
-                    let input = Input::ShipFailed {
-                        op,
-                        key: artifact.key,
-                        to,
-                        reason: "connection reset by peer".into(),
-                    };
-                    self.local.push(now, site, input);
-                } else if roll < SHIP_LOST_PPM + SHIP_FAILED_PPM + SHIP_CORRUPT_PPM {
-                    self.stats.ships_corrupt += 1;
-                    let input = Input::ArtifactReceived {
-                        meta: artifact,
-                        computed: Checksum(artifact.checksum.0 ^ 0x5a5a),
-                        from,
-                    };
-                    self.link.push(now, peer, input);
-                } else {
-                    let input = Input::ArtifactReceived {
-                        meta: artifact,
-                        computed: artifact.checksum,
-                        from,
-                    };
-                    if self.chance(SHIP_DUPLICATE_PPM) {
-                        self.stats.ships_duplicated += 1;
-                        self.link.push(now, peer, input.clone());
-                    }
-                    self.link.push(now, peer, input);
-                }
-            }
-            Command::Restore { op, artifact } => {
-                self.stats.restores += 1;
-                let result = if self.poisoned.contains(&artifact.key) {
-                    Err(Failure {
-                        code: 3241,
-                        message: "the media family on the device is incorrectly formed".into(),
-                        permanent: true,
-                    })
-                } else if self.chance(RESTORE_POISONED_PPM) {
-                    self.poisoned.insert(artifact.key);
-                    Err(Failure {
-                        code: 3241,
-                        message: "the media family on the device is incorrectly formed".into(),
-                        permanent: true,
-                    })
-                } else if self.chance(RESTORE_FAILED_PPM) {
-                    Err(Failure {
-                        code: 4305,
-                        message: "the log in this backup set begins too late".into(),
-                        permanent: false,
-                    })
-                } else {
-                    Ok(())
-                };
-                if result.is_err() {
-                    self.stats.restore_failures += 1;
-                }
-                self.restore
-                    .push(now, site, Input::Completed { op, result });
-            }
-            Command::Reseed { op, .. } => {
-                self.stats.reseeds += 1;
-                self.restore
-                    .push(now, site, Input::Completed { op, result: Ok(()) });
-            }
-            Command::TakeBackup { op, db, kind } => {
-                // The periodic all-database backups are what the generator spreads over the
-                // period; a full asked for one database (a reseed) is cut right away.
-                if let (Some(db), ArtifactKind::Full) = (db, kind) {
-                    if (db.0 as usize) < self.dbs() {
-                        let meta = self.cut(db.0 as usize, ArtifactKind::Full);
-                        self.local.push(now, site, Input::ArtifactDiscovered(meta));
-                    }
-                }
-                self.local
-                    .push(now, site, Input::Completed { op, result: Ok(()) });
-            }
-            Command::Probe => {
-                for target in [ProbeTarget::Service, ProbeTarget::Site] {
-                    self.local
-                        .push(now, site, Input::Probe { target, ok: true });
-                }
-            }
-            Command::SamplePositions => {
-                for _ in 0..self.sample_size {
-                    let db = self.rng.gen_range(0..self.dbs());
-                    let m = &mut self.model[db];
-                    m.written += self.rng.gen_range(1..100);
-                    let input = Input::WritePosition {
-                        db: DbId(db as u32),
-                        lsn: Lsn(m.written),
-                    };
-                    self.local.push(now, site, input);
-                }
-            }
-            other => {
-                if let Some(op) = other.op() {
-                    self.local
-                        .push(now, site, Input::Completed { op, result: Ok(()) });
-                }
-                // Relabel, Discard, Prune, Quarantine: file operations without a completion.
             }
         }
     }
@@ -559,6 +443,114 @@ impl World {
         bincode::serialize(self.engines[site].state())
             .expect("state serializes")
             .len()
+    }
+}
+
+/// Where a report waits before it reaches an engine.
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum Via {
+    Link,
+    Restore,
+    Local,
+}
+
+/// The world's link and databases as the shared executor sees them.
+impl Model for World {
+    type When = Via;
+
+    fn deliver(&mut self, site: usize, via: Via, inputs: Vec<Input>) {
+        let now = self.now;
+        let lane = match via {
+            Via::Link => &mut self.link,
+            Via::Restore => &mut self.restore,
+            Via::Local => &mut self.local,
+        };
+        for input in inputs {
+            lane.push(now, site, input);
+        }
+    }
+
+    fn completes(&mut self, _: usize, _: OpId) -> Done<Via> {
+        Done::ok(Via::Local)
+    }
+
+    fn ship(&mut self, _: usize, _: OpId, artifact: ArtifactMeta, _: SiteId) -> Ship<Via> {
+        self.stats.ships += 1;
+        let roll = self.rng.gen_range(0..1_000_000u32);
+        if roll < SHIP_LOST_PPM {
+            // Lost without a word: the ack timeout recovers it.
+            self.stats.ships_lost += 1;
+            Ship::Silent
+        } else if roll < SHIP_LOST_PPM + SHIP_FAILED_PPM {
+            self.stats.ships_failed += 1;
+            Ship::Fails(Via::Local, "connection reset by peer".into())
+        } else if roll < SHIP_LOST_PPM + SHIP_FAILED_PPM + SHIP_CORRUPT_PPM {
+            self.stats.ships_corrupt += 1;
+            Ship::Arrives(vec![(Via::Link, Checksum(artifact.checksum.0 ^ 0x5a5a))])
+        } else if self.chance(SHIP_DUPLICATE_PPM) {
+            self.stats.ships_duplicated += 1;
+            Ship::Arrives(vec![(Via::Link, artifact.checksum); 2])
+        } else {
+            Ship::Arrives(vec![(Via::Link, artifact.checksum)])
+        }
+    }
+
+    fn restore(&mut self, _: usize, _: OpId, artifact: ArtifactMeta, reseed: bool) -> Done<Via> {
+        if reseed {
+            self.stats.reseeds += 1;
+            return Done::ok(Via::Restore);
+        }
+        self.stats.restores += 1;
+        let poisoned = || {
+            let message = "the media family on the device is incorrectly formed";
+            Err(failure(3241, message, true))
+        };
+        let result = if self.poisoned.contains(&artifact.key) {
+            poisoned()
+        } else if self.chance(RESTORE_POISONED_PPM) {
+            self.poisoned.insert(artifact.key);
+            poisoned()
+        } else if self.chance(RESTORE_FAILED_PPM) {
+            let message = "the log in this backup set begins too late";
+            Err(failure(4305, message, false))
+        } else {
+            Ok(())
+        };
+        if result.is_err() {
+            self.stats.restore_failures += 1;
+        }
+        Done::At(Via::Restore, result)
+    }
+
+    fn backup(&mut self, _: usize, _: OpId, db: Option<DbId>, kind: ArtifactKind) -> Backup<Via> {
+        // The periodic all-database backups are what the generator spreads over the period; a
+        // full asked for one database (a reseed) is cut right away.
+        let mut found = Vec::new();
+        if let (Some(db), ArtifactKind::Full) = (db, kind) {
+            if (db.0 as usize) < self.dbs() {
+                found.push((Via::Local, self.cut(db.0 as usize, ArtifactKind::Full)));
+            }
+        }
+        Backup {
+            found,
+            done: Done::ok(Via::Local),
+        }
+    }
+
+    fn probe(&mut self, _: usize) -> (Via, Vec<(ProbeTarget, bool)>) {
+        let results = vec![(ProbeTarget::Service, true), (ProbeTarget::Site, true)];
+        (Via::Local, results)
+    }
+
+    fn positions(&mut self, _: usize) -> (Via, Vec<(DbId, Lsn)>) {
+        let mut positions = Vec::new();
+        for _ in 0..self.sample_size {
+            let db = self.rng.gen_range(0..self.dbs());
+            let m = &mut self.model[db];
+            m.written += self.rng.gen_range(1..100);
+            positions.push((DbId(db as u32), Lsn(m.written)));
+        }
+        (Via::Local, positions)
     }
 }
 

@@ -7,6 +7,8 @@
 //! margin is 500 ms. A fresh arbiter starts with site A (the initial primary) holding epoch 1;
 //! its lease runs from the first input the arbiter sees.
 
+mod common;
+use common::audits;
 use lifeboat_core::arbiter::{Arbiter, ArbiterState};
 use lifeboat_core::protocol::{ArbiterView, Input, Message, Output, Peer};
 use lifeboat_core::{Config, Epoch, Millis, SiteId};
@@ -70,17 +72,6 @@ fn send(arb: &mut Arbiter, now: Millis, from: SiteId, msg: Message) -> Vec<Outpu
     );
     std::iter::from_fn(|| arb.poll_output()).collect()
 }
-
-/// The audit records among `outs`, by their `what`.
-fn audits(outs: &[Output]) -> Vec<String> {
-    outs.iter()
-        .filter_map(|o| match o {
-            Output::Audit(a) => Some(a.what.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
 /// The messages among `outs`, with their destination.
 fn sent(outs: &[Output]) -> Vec<(Peer, Message)> {
     outs.iter()

@@ -5,6 +5,8 @@
 //! Every test drives one `SiteEngine` directly and plays its adapter: it feeds `handle(now, ..)`,
 //! drains `poll_output()`, ticks at `poll_timeout()` and answers restores like a database would.
 
+mod common;
+use common::audits;
 use lifeboat_core::alert::{AlertChange, AlertEvent};
 use lifeboat_core::engine::{DbState, Seen, SiteEngine};
 use lifeboat_core::name::{ArtifactName, NamePart};
@@ -2096,16 +2098,6 @@ fn of_epoch(mut m: ArtifactMeta, epoch: u64) -> ArtifactMeta {
     m.key.epoch = Epoch(epoch);
     m
 }
-
-fn audits(outs: &[Output]) -> Vec<String> {
-    outs.iter()
-        .filter_map(|o| match o {
-            Output::Audit(a) => Some(a.what.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
 #[test]
 fn the_primary_refuses_drills_and_reseeds_which_belong_to_the_recovery_site() {
     let mut p = Site::primary(config(1));

@@ -7,11 +7,12 @@
 //! to fresh engines, must give the same bytes.
 
 use lifeboat_core::engine::SiteEngine;
-use lifeboat_core::protocol::{Command, Failure, Input, Message, Output, Peer, ProbeTarget};
+use lifeboat_core::protocol::{Input, Message, Output, Peer, ProbeTarget};
 use lifeboat_core::{
-    ArtifactKey, ArtifactKind, ArtifactMeta, Checksum, Config, DbId, Epoch, Lsn, Millis, SiteId,
-    UtcMillis, MINUTE,
+    ArtifactKey, ArtifactKind, ArtifactMeta, Checksum, Config, DbId, Epoch, Lsn, Millis, OpId,
+    SiteId, UtcMillis, MINUTE,
 };
+use lifeboat_testkit::{failure, Backup, Done, Model, Ship};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -55,6 +56,9 @@ struct World {
     /// The primary's database: write position and current full per database.
     written: Vec<u64>,
     full_at: Vec<u64>,
+    /// The time of the output being executed, and the latency drawn for it.
+    now: Millis,
+    lat: Millis,
 }
 
 impl World {
@@ -76,6 +80,8 @@ impl World {
             },
             written: vec![0; DBS],
             full_at: vec![0; DBS],
+            now: 0,
+            lat: 0,
         }
     }
 
@@ -108,12 +114,14 @@ impl World {
         }
     }
 
-    /// The primary's database took a backup: hand the artifacts to the primary's engine.
-    fn backup(&mut self, t: Millis, db: Option<DbId>, kind: ArtifactKind) {
+    /// The primary's database took a backup: the artifacts, each with when it is discovered.
+    fn cut_backups(&mut self, db: Option<DbId>, kind: ArtifactKind) -> Vec<(Millis, ArtifactMeta)> {
+        let t = self.now;
         let dbs: Vec<usize> = match db {
             Some(d) => vec![d.0 as usize],
             None => (0..DBS).collect(),
         };
+        let mut found = Vec::new();
         for d in dbs {
             let w = self.written[d];
             let m = match kind {
@@ -133,8 +141,24 @@ impl World {
                 }
             };
             let at = t + self.rng.gen_range(0..2_000);
-            self.later(at, 0, Input::ArtifactDiscovered(m));
+            found.push((at, m));
         }
+        found
+    }
+
+    /// A restore, reseed or drill: usually fine, sometimes failing, rarely for good.
+    fn database_job(&mut self) -> Done<Millis> {
+        let roll = self.rng.gen_range(0..100);
+        let result = match roll {
+            0..=84 => Ok(()),
+            85..=94 => Err(failure(
+                3013,
+                "RESTORE LOG is terminating abnormally",
+                false,
+            )),
+            _ => Err(failure(3241, "unreadable", true)),
+        };
+        Done::At(self.now + self.rng.gen_range(100..20_000), result)
     }
 
     fn feed(&mut self, t: Millis, n: usize, input: Input) {
@@ -149,89 +173,11 @@ impl World {
 
     /// What the adapters, the link and the databases do with an output.
     fn react(&mut self, t: Millis, n: usize, o: Output) {
-        let peer = 1 - n;
         let lat = self.rng.gen_range(5..800);
         match o {
-            Output::Command(Command::Ship { op, artifact, to }) => {
-                let roll = self.rng.gen_range(0..100);
-                if roll < 5 {
-                    let reason = "connection reset".to_string();
-                    let key = artifact.key;
-                    self.later(
-                        t + lat,
-                        n,
-                        Input::ShipFailed {
-                            op,
-                            key,
-                            to,
-                            reason,
-                        },
-                    );
-                    return;
-                }
-                let computed = if roll < 10 {
-                    Checksum(artifact.checksum.0 ^ 1)
-                } else {
-                    artifact.checksum
-                };
-                let from = SiteId(n as u16);
-                let input = Input::ArtifactReceived {
-                    meta: artifact,
-                    computed,
-                    from,
-                };
-                if roll < 15 {
-                    self.later(t + lat * 3, peer, input.clone());
-                }
-                self.later(t + lat, peer, input);
-            }
-            Output::Command(
-                Command::Restore { op, .. }
-                | Command::Reseed { op, .. }
-                | Command::Drill { op, .. },
-            ) => {
-                let roll = self.rng.gen_range(0..100);
-                let result = match roll {
-                    0..=84 => Ok(()),
-                    85..=94 => Err(Failure {
-                        code: 3013,
-                        message: "RESTORE LOG is terminating abnormally".into(),
-                        permanent: false,
-                    }),
-                    _ => Err(Failure {
-                        code: 3241,
-                        message: "unreadable".into(),
-                        permanent: true,
-                    }),
-                };
-                let at = t + self.rng.gen_range(100..20_000);
-                self.later(at, n, Input::Completed { op, result });
-            }
-            Output::Command(Command::TakeBackup { op, db, kind }) => {
-                self.backup(t, db, kind);
-                self.later(t + 10, n, Input::Completed { op, result: Ok(()) });
-            }
-            Output::Command(Command::Probe) => {
-                let ok = self.rng.gen_range(0..100) < 97;
-                let target = ProbeTarget::Service;
-                self.later(t + lat, n, Input::Probe { target, ok });
-            }
-            Output::Command(Command::SamplePositions) => {
-                let db = self.rng.gen_range(0..DBS);
-                let lsn = Lsn(self.written[db]);
-                self.later(
-                    t + 1,
-                    n,
-                    Input::WritePosition {
-                        db: DbId(db as u32),
-                        lsn,
-                    },
-                );
-            }
             Output::Command(c) => {
-                if let Some(op) = c.op() {
-                    self.later(t + lat, n, Input::Completed { op, result: Ok(()) });
-                }
+                (self.now, self.lat) = (t, lat);
+                lifeboat_testkit::execute(self, n, c);
             }
             Output::Send {
                 to: Peer::Site(s),
@@ -277,6 +223,73 @@ impl World {
             self.rec.states[n] = bincode::serialize(self.sites[n].state()).unwrap();
         }
         self.rec
+    }
+}
+
+/// The world's link and databases as the shared executor sees them: reports arrive at an
+/// absolute time, `lat` (drawn for each output) after the command by default.
+impl Model for World {
+    type When = Millis;
+
+    fn deliver(&mut self, site: usize, at: Millis, inputs: Vec<Input>) {
+        for input in inputs {
+            self.later(at, site, input);
+        }
+    }
+
+    fn completes(&mut self, _: usize, _: OpId) -> Done<Millis> {
+        Done::ok(self.now + self.lat)
+    }
+
+    fn ship(&mut self, _: usize, _: OpId, artifact: ArtifactMeta, _: SiteId) -> Ship<Millis> {
+        let (t, lat) = (self.now, self.lat);
+        let roll = self.rng.gen_range(0..100);
+        if roll < 5 {
+            return Ship::Fails(t + lat, "connection reset".into());
+        }
+        let computed = if roll < 10 {
+            Checksum(artifact.checksum.0 ^ 1)
+        } else {
+            artifact.checksum
+        };
+        if roll < 15 {
+            Ship::Arrives(vec![(t + lat * 3, computed), (t + lat, computed)])
+        } else {
+            Ship::Arrives(vec![(t + lat, computed)])
+        }
+    }
+
+    fn restore(&mut self, _: usize, _: OpId, _: ArtifactMeta, _: bool) -> Done<Millis> {
+        self.database_job()
+    }
+
+    fn drill(&mut self, _: usize, _: OpId, _: DbId, _: Lsn, _: &[ArtifactMeta]) -> Done<Millis> {
+        self.database_job()
+    }
+
+    fn backup(
+        &mut self,
+        _: usize,
+        _: OpId,
+        db: Option<DbId>,
+        kind: ArtifactKind,
+    ) -> Backup<Millis> {
+        let found = self.cut_backups(db, kind);
+        Backup {
+            found,
+            done: Done::ok(self.now + 10),
+        }
+    }
+
+    fn probe(&mut self, _: usize) -> (Millis, Vec<(ProbeTarget, bool)>) {
+        let ok = self.rng.gen_range(0..100) < 97;
+        (self.now + self.lat, vec![(ProbeTarget::Service, ok)])
+    }
+
+    fn positions(&mut self, _: usize) -> (Millis, Vec<(DbId, Lsn)>) {
+        let db = self.rng.gen_range(0..DBS);
+        let lsn = Lsn(self.written[db]);
+        (self.now + 1, vec![(DbId(db as u32), lsn)])
     }
 }
 

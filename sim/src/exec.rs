@@ -10,18 +10,11 @@ use lifeboat_core::{
     SiteId,
 };
 use lifeboat_scenarios::Hook;
+use lifeboat_testkit::{failure, Backup, Done, Model, Ship};
 use rand::Rng;
 
 /// The longest a single restore takes, however slow the disk.
 pub const MAX_RESTORE: Millis = 30 * 60_000;
-
-fn failure(code: i32, message: &str, permanent: bool) -> Failure {
-    Failure {
-        code,
-        message: message.to_string(),
-        permanent,
-    }
-}
 
 impl World {
     /// Deliver inputs to a site's adapter after `after` ms (at least 1), for this incarnation.
@@ -29,10 +22,6 @@ impl World {
         let inc = self.nodes[node].inc;
         self.q
             .push(self.now + after.max(1), Ev::Local { node, inc, inputs });
-    }
-
-    fn complete(&mut self, s: usize, op: OpId, result: Result<(), Failure>, after: Millis) {
-        self.local(s, after, vec![Input::Completed { op, result }]);
     }
 
     pub fn complete_inc(
@@ -53,180 +42,26 @@ impl World {
         );
     }
 
-    /// Whether an operation must run now (not running already, not finished: then its result
-    /// is reported again).
-    fn first_run(&mut self, s: usize, op: OpId) -> bool {
+    /// An operation that runs once (restores, reseeds, backups, drills): `None` when it must
+    /// run now; otherwise what to report: nothing while it runs, its result again once it
+    /// finished.
+    fn run_once(&mut self, s: usize, op: OpId) -> Option<Done<Millis>> {
         if self.sites[s].running.contains(&op) {
-            return false;
+            return Some(Done::Later);
         }
         if let Some(result) = self.sites[s].finished.get(&op).cloned() {
-            self.complete(s, op, result, 1);
-            return false;
+            return Some(Done::At(1, result));
         }
         self.sites[s].running.insert(op);
-        true
+        None
     }
 
+    /// Execute a command of site `s` through the shared executor (a lost site does nothing).
     pub fn execute(&mut self, s: usize, cmd: Command) {
         if !self.sites[s].alive {
             return;
         }
-        let once = matches!(
-            cmd,
-            Command::Restore { .. }
-                | Command::Reseed { .. }
-                | Command::TakeBackup { .. }
-                | Command::Drill { .. }
-        );
-        if once && !self.first_run(s, cmd.op().unwrap_or_default()) {
-            return;
-        }
-        match cmd {
-            Command::Ship { op, artifact, to } => self.ship(s, op, artifact, to),
-            Command::Restore { op, artifact } | Command::Reseed { op, full: artifact } => {
-                self.restore(s, op, artifact)
-            }
-            Command::Relabel { .. } => {}
-            Command::TakeBackup { op, db, kind } => self.backup(s, op, db, kind),
-            Command::Discard { key } => {
-                self.sites[s].outbox.remove(&key);
-            }
-            Command::Prune { db, before, keep } => {
-                // Exactly what the command says: the engine's keep-list is the whole decision.
-                let gone: Vec<ArtifactKey> = self.sites[s]
-                    .inbox
-                    .range(crate::world::db_keys(db))
-                    .map(|(k, _)| *k)
-                    .filter(|k| k.lsn_end < before && keep.binary_search(k).is_err())
-                    .collect();
-                for k in gone {
-                    self.sites[s].inbox.remove(&k);
-                    self.nodes[s].pruned.insert(k);
-                }
-            }
-            Command::Quarantine { artifact, reason } => {
-                let site = &mut self.sites[s];
-                let stale = reason.starts_with("stale epoch");
-                match site.inbox.get(&artifact.key) {
-                    // A bad duplicate was kept aside: the good copy stays.
-                    Some(c) if !c.bad && !stale => {}
-                    Some(_) => {
-                        site.inbox.remove(&artifact.key);
-                    }
-                    None => {
-                        site.outbox.remove(&artifact.key);
-                    }
-                }
-                if reason.starts_with("stale epoch") {
-                    self.out.stale_quarantined += 1;
-                }
-            }
-            Command::Fence { op } => {
-                let site = &mut self.sites[s];
-                site.write_gen += 1;
-                let gen = site.write_gen;
-                let most = self.cfg.lease.fence_time_ms;
-                let delay = if most == 0 {
-                    0
-                } else {
-                    self.rng.exec.gen_range(0..=most)
-                };
-                let inc = self.nodes[s].inc;
-                self.q.push(
-                    self.now + delay,
-                    Ev::FenceApply {
-                        site: s,
-                        inc,
-                        gen,
-                        op,
-                    },
-                );
-            }
-            Command::AllowWrites { op, epoch } => self.open_writes(s, op, epoch, false),
-            Command::Promote { op, epoch } => self.open_writes(s, op, epoch, true),
-            Command::ExternalFence { op, target, epoch } => {
-                let after = self.params.role_op_time.0;
-                match self.hook_now(self.params.fence_hook) {
-                    Hook::Works => {}
-                    Hook::Fails => {
-                        let f = failure(1, "the fence hook exited with status 1", false);
-                        return self.complete(s, op, Err(f), after);
-                    }
-                    Hook::Hangs => return,
-                }
-                let t = target.0 as usize;
-                if t < 2 && t != s {
-                    self.settle();
-                    let site = &mut self.sites[t];
-                    site.fence_epoch = site.fence_epoch.max(epoch);
-                    if site.db_epoch < epoch {
-                        self.close_writes(t);
-                    }
-                }
-                let after = self.params.role_op_time.0;
-                self.complete(s, op, Ok(()), after);
-            }
-            Command::RestartService { op } => {
-                let after = self.params.role_op_time.0;
-                let result = match self.hook_now(self.params.restart_hook) {
-                    Hook::Hangs => return,
-                    Hook::Fails => Err(failure(1, "the restart hook exited with status 1", false)),
-                    Hook::Works => self.restart_service(s),
-                };
-                self.complete(s, op, result, after);
-            }
-            Command::SwitchIdentity { op, to, .. } => {
-                let to = (to.0 as usize).min(1);
-                if self.truth.identity != to {
-                    self.truth.identity = to;
-                    self.out.identity_moves += 1;
-                }
-                let after = self.params.identity_time.0;
-                self.complete(s, op, Ok(()), after);
-            }
-            Command::Drill {
-                op,
-                db,
-                upto,
-                chain,
-            } => {
-                let result = self.drill(s, db, upto, &chain);
-                let after = 3 * self.params.restore_base.0;
-                self.finish_op(s, op, result, after);
-            }
-            // Nothing in the simulated databases finishes a log on its own.
-            Command::CollectLogs { .. } => {}
-            Command::Probe => self.probe(s),
-            Command::CheckService { op } => {
-                let result = if self.sites[s].service_down {
-                    Err(failure(
-                        2006,
-                        "the local database service does not answer",
-                        false,
-                    ))
-                } else {
-                    Ok(())
-                };
-                self.complete(s, op, result, 5);
-            }
-            Command::SamplePositions => {
-                self.settle();
-                let site = &mut self.sites[s];
-                let mut inputs = Vec::new();
-                for (i, d) in site.dbs.iter().enumerate() {
-                    if d.pos > site.reported[i] {
-                        site.reported[i] = d.pos;
-                        inputs.push(Input::WritePosition {
-                            db: DbId(i as u32),
-                            lsn: Lsn(d.pos),
-                        });
-                    }
-                }
-                if !inputs.is_empty() {
-                    self.local(s, 1, inputs);
-                }
-            }
-        }
+        lifeboat_testkit::execute(self, s, cmd);
     }
 
     /// How a hook behaves now: as drawn until `world.hooks_heal_at`, working after.
@@ -241,7 +76,7 @@ impl World {
 
     /// A working restart hook: the service comes back, unless its restart fails (with the
     /// `service_down` fault's probability).
-    fn restart_service(&mut self, s: usize) -> Result<(), Failure> {
+    fn restart_db_service(&mut self, s: usize) -> Result<(), Failure> {
         if !self.sites[s].service_down {
             Ok(())
         } else if self
@@ -262,13 +97,13 @@ impl World {
 
     // ------------------------------------------------------------------ writes
 
-    fn open_writes(&mut self, s: usize, op: OpId, epoch: Epoch, promote: bool) {
+    fn open_databases(&mut self, s: usize, epoch: Epoch, promote: bool) -> Done<Millis> {
         if epoch < self.sites[s].fence_epoch {
             let msg = format!(
                 "the database refuses writes: fenced externally at epoch {}",
                 self.sites[s].fence_epoch
             );
-            return self.complete(s, op, Err(failure(13, &msg, true)), 1);
+            return Done::At(1, Err(failure(13, msg, true)));
         }
         if epoch < self.sites[s].db_epoch {
             let name = self.node_name(s);
@@ -305,12 +140,12 @@ impl World {
         } else {
             1
         };
-        self.complete(s, op, Ok(()), after);
+        Done::ok(after)
     }
 
     // ------------------------------------------------------------------ probes
 
-    fn probe(&mut self, s: usize) {
+    fn probe_peer(&mut self, s: usize) -> (Millis, Vec<(ProbeTarget, bool)>) {
         let p = 1 - s;
         let link = self.net.up(s, p) && self.net.up(p, s);
         let mut reach = link && self.sites[p].alive;
@@ -329,25 +164,19 @@ impl World {
             // A probe that gets no answer times out.
             (self.cfg.failover.probe_every_ms / 2).clamp(1, 1_000)
         };
-        self.local(
-            s,
-            after,
-            vec![
-                Input::Probe {
-                    target: ProbeTarget::Service,
-                    ok: service,
-                },
-                Input::Probe {
-                    target: ProbeTarget::Site,
-                    ok: agent,
-                },
-            ],
-        );
+        let results = vec![(ProbeTarget::Service, service), (ProbeTarget::Site, agent)];
+        (after, results)
     }
 
     // ------------------------------------------------------------------ backups
 
-    fn backup(&mut self, s: usize, op: OpId, db: Option<DbId>, kind: ArtifactKind) {
+    fn take_backup(
+        &mut self,
+        s: usize,
+        op: OpId,
+        db: Option<DbId>,
+        kind: ArtifactKind,
+    ) -> Backup<Millis> {
         let took = self.params.backup_time.0 * if kind == ArtifactKind::Full { 4 } else { 1 };
         if self.active.stalled > 0 {
             let f = failure(
@@ -355,7 +184,11 @@ impl World {
                 "the backup job did not run (its schedule is disabled)",
                 false,
             );
-            return self.finish_op(s, op, Err(f), took);
+            let done = self.finish_op(s, op, Err(f), took);
+            return Backup {
+                found: Vec::new(),
+                done,
+            };
         }
         self.settle();
         let dbs: Vec<usize> = match db {
@@ -402,63 +235,58 @@ impl World {
                 epoch,
             };
             let meta = self.make_artifact(s, i, cut);
-            found.push(Input::ArtifactDiscovered(meta));
+            found.push((took, meta));
         }
-        if !found.is_empty() {
-            self.local(s, took, found);
-        }
-        self.finish_op(s, op, Ok(()), took + 1);
+        let done = self.finish_op(s, op, Ok(()), took + 1);
+        Backup { found, done }
     }
 
     /// An operation run once finishes: remember its result, report it.
-    fn finish_op(&mut self, s: usize, op: OpId, result: Result<(), Failure>, after: Millis) {
+    fn finish_op(
+        &mut self,
+        s: usize,
+        op: OpId,
+        result: Result<(), Failure>,
+        after: Millis,
+    ) -> Done<Millis> {
         self.sites[s].running.remove(&op);
         self.sites[s].finished.insert(op, result.clone());
-        self.complete(s, op, result, after);
+        Done::At(after, result)
     }
 
     // ------------------------------------------------------------------ shipping
 
-    fn ship(&mut self, s: usize, op: OpId, meta: ArtifactMeta, to: SiteId) {
+    /// A ship: the copies travel as `Arrive` events (reported as they land, see `arrive`); a
+    /// failed transfer is reported to the sender.
+    fn ship_copies(&mut self, s: usize, meta: ArtifactMeta, to: SiteId) -> Ship<Millis> {
         let t = to.0 as usize;
         let key = meta.key;
-        let fail = |w: &mut World, reason: &str, after: Millis| {
-            w.local(
-                s,
-                after,
-                vec![Input::ShipFailed {
-                    op,
-                    key,
-                    to,
-                    reason: reason.to_string(),
-                }],
-            )
-        };
+        let fail = |reason: &str, after: Millis| Ship::Fails(after, reason.to_string());
         if t >= 2 || t == s {
-            return fail(self, "no such site", 1);
+            return fail("no such site", 1);
         }
         let Some(body) = self.sites[s].outbox.get(&key).copied() else {
-            return fail(self, "the artifact file is not in the outbox", 1);
+            return fail("the artifact file is not in the outbox", 1);
         };
         if body.damaged && self.params.sender_verifies {
             return fail(
-                self,
                 "the outbox copy does not match its manifest checksum (damaged at rest)",
                 1,
             );
         }
         if self.oracle.shipped(s, key, self.now) {
             let name = self.node_name(s);
-            return self.violation(
+            self.violation(
                 "liveness",
                 format!(
                     "{name} shipped {key:?} more than {} times within an hour (a ship storm)",
                     crate::oracle::SHIP_STORM
                 ),
             );
+            return Ship::Silent;
         }
         if !self.net.up(s, t) || !self.node_reachable(t) {
-            return fail(self, "connection timed out", 3_000);
+            return fail("connection timed out", 3_000);
         }
         let transfer = meta.size / self.params.bytes_per_ms;
         let mut copies = 1;
@@ -468,7 +296,7 @@ impl World {
             let loss = self.net.p_loss();
             if loss > 0.0 && self.rng.net.gen_bool(loss) {
                 let d = self.net.delay(&mut self.rng.net);
-                return fail(self, "connection reset during the transfer", d + transfer);
+                return fail("connection reset during the transfer", d + transfer);
             }
             let dup = self.net.p_dup();
             if dup > 0.0 && self.rng.net.gen_bool(dup) {
@@ -505,6 +333,7 @@ impl World {
                 })),
             );
         }
+        Ship::Silent
     }
 
     /// A copy lands: fsynced and renamed into the inbox, then reported with its computed
@@ -579,7 +408,7 @@ impl World {
 
     // ------------------------------------------------------------------ restores
 
-    fn restore(&mut self, s: usize, op: OpId, meta: ArtifactMeta) {
+    fn start_restore(&mut self, s: usize, op: OpId, meta: ArtifactMeta) {
         self.oracle_restore_issued(s, &meta);
         let key = meta.key;
         if let Some(k) = self
@@ -736,7 +565,7 @@ impl World {
     /// like a driver: every artifact in the inbox and matching its manifest, a full first, each
     /// next one continuing the copy (from the same history), ending at `upto`. Any other chain
     /// fails the drill (and the engine raises `drill_failed`).
-    fn drill(
+    fn run_drill(
         &mut self,
         s: usize,
         db: DbId,
@@ -992,6 +821,201 @@ impl World {
     }
 }
 
+/// The simulated sites as the shared executor sees them: reports reach a site's adapter after
+/// a delay in milliseconds (for the incarnation that issued the command).
+impl Model for World {
+    type When = Millis;
+
+    fn deliver(&mut self, site: usize, after: Millis, inputs: Vec<Input>) {
+        self.local(site, after, inputs);
+    }
+
+    fn completes(&mut self, _: usize, _: OpId) -> Done<Millis> {
+        Done::ok(1)
+    }
+
+    fn ship(&mut self, s: usize, _: OpId, artifact: ArtifactMeta, to: SiteId) -> Ship<Millis> {
+        self.ship_copies(s, artifact, to)
+    }
+
+    fn restore(&mut self, s: usize, op: OpId, artifact: ArtifactMeta, _: bool) -> Done<Millis> {
+        if let Some(done) = self.run_once(s, op) {
+            return done;
+        }
+        self.start_restore(s, op, artifact);
+        Done::Later
+    }
+
+    fn backup(
+        &mut self,
+        s: usize,
+        op: OpId,
+        db: Option<DbId>,
+        kind: ArtifactKind,
+    ) -> Backup<Millis> {
+        match self.run_once(s, op) {
+            Some(done) => Backup {
+                found: Vec::new(),
+                done,
+            },
+            None => self.take_backup(s, op, db, kind),
+        }
+    }
+
+    fn probe(&mut self, s: usize) -> (Millis, Vec<(ProbeTarget, bool)>) {
+        self.probe_peer(s)
+    }
+
+    fn positions(&mut self, s: usize) -> (Millis, Vec<(DbId, Lsn)>) {
+        self.settle();
+        let site = &mut self.sites[s];
+        let mut positions = Vec::new();
+        for (i, d) in site.dbs.iter().enumerate() {
+            if d.pos > site.reported[i] {
+                site.reported[i] = d.pos;
+                positions.push((DbId(i as u32), Lsn(d.pos)));
+            }
+        }
+        (1, positions)
+    }
+
+    fn fence(&mut self, s: usize, op: OpId) -> Done<Millis> {
+        let site = &mut self.sites[s];
+        site.write_gen += 1;
+        let gen = site.write_gen;
+        let most = self.cfg.lease.fence_time_ms;
+        let delay = if most == 0 {
+            0
+        } else {
+            self.rng.exec.gen_range(0..=most)
+        };
+        let inc = self.nodes[s].inc;
+        self.q.push(
+            self.now + delay,
+            Ev::FenceApply {
+                site: s,
+                inc,
+                gen,
+                op,
+            },
+        );
+        Done::Later
+    }
+
+    fn open_writes(&mut self, s: usize, _: OpId, epoch: Epoch, promote: bool) -> Done<Millis> {
+        self.open_databases(s, epoch, promote)
+    }
+
+    fn external_fence(&mut self, s: usize, _: OpId, target: SiteId, epoch: Epoch) -> Done<Millis> {
+        let after = self.params.role_op_time.0;
+        match self.hook_now(self.params.fence_hook) {
+            Hook::Works => {}
+            Hook::Fails => {
+                let f = failure(1, "the fence hook exited with status 1", false);
+                return Done::At(after, Err(f));
+            }
+            Hook::Hangs => return Done::Later,
+        }
+        let t = target.0 as usize;
+        if t < 2 && t != s {
+            self.settle();
+            let site = &mut self.sites[t];
+            site.fence_epoch = site.fence_epoch.max(epoch);
+            if site.db_epoch < epoch {
+                self.close_writes(t);
+            }
+        }
+        Done::ok(after)
+    }
+
+    fn restart_service(&mut self, s: usize, _: OpId) -> Done<Millis> {
+        let after = self.params.role_op_time.0;
+        let result = match self.hook_now(self.params.restart_hook) {
+            Hook::Hangs => return Done::Later,
+            Hook::Fails => Err(failure(1, "the restart hook exited with status 1", false)),
+            Hook::Works => self.restart_db_service(s),
+        };
+        Done::At(after, result)
+    }
+
+    fn check_service(&mut self, s: usize, _: OpId) -> Done<Millis> {
+        let result = if self.sites[s].service_down {
+            Err(failure(
+                2006,
+                "the local database service does not answer",
+                false,
+            ))
+        } else {
+            Ok(())
+        };
+        Done::At(5, result)
+    }
+
+    fn switch_identity(&mut self, _: usize, _: OpId, to: SiteId, _: Epoch) -> Done<Millis> {
+        let to = (to.0 as usize).min(1);
+        if self.truth.identity != to {
+            self.truth.identity = to;
+            self.out.identity_moves += 1;
+        }
+        Done::ok(self.params.identity_time.0)
+    }
+
+    fn drill(
+        &mut self,
+        s: usize,
+        op: OpId,
+        db: DbId,
+        upto: Lsn,
+        chain: &[ArtifactMeta],
+    ) -> Done<Millis> {
+        if let Some(done) = self.run_once(s, op) {
+            return done;
+        }
+        let result = self.run_drill(s, db, upto, chain);
+        let after = 3 * self.params.restore_base.0;
+        self.finish_op(s, op, result, after)
+    }
+
+    fn discard(&mut self, s: usize, key: ArtifactKey) {
+        self.sites[s].outbox.remove(&key);
+    }
+
+    fn prune(&mut self, s: usize, db: DbId, before: Lsn, keep: &[ArtifactKey]) {
+        // Exactly what the command says: the engine's keep-list is the whole decision.
+        let gone: Vec<ArtifactKey> = self.sites[s]
+            .inbox
+            .range(crate::world::db_keys(db))
+            .map(|(k, _)| *k)
+            .filter(|k| k.lsn_end < before && keep.binary_search(k).is_err())
+            .collect();
+        for k in gone {
+            self.sites[s].inbox.remove(&k);
+            self.nodes[s].pruned.insert(k);
+        }
+    }
+
+    fn quarantine(&mut self, s: usize, artifact: &ArtifactMeta, reason: &str) {
+        let site = &mut self.sites[s];
+        let stale = reason.starts_with("stale epoch");
+        match site.inbox.get(&artifact.key) {
+            // A bad duplicate was kept aside: the good copy stays.
+            Some(c) if !c.bad && !stale => {}
+            Some(_) => {
+                site.inbox.remove(&artifact.key);
+            }
+            None => {
+                site.outbox.remove(&artifact.key);
+            }
+        }
+        if stale {
+            self.out.stale_quarantined += 1;
+        }
+    }
+
+    // Nothing in the simulated databases finishes a log on its own: `collect_logs` and
+    // `relabel` keep their defaults.
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1039,7 +1063,7 @@ mod tests {
     #[test]
     fn a_drill_of_a_complete_chain_passes_its_check() {
         let (mut w, chain) = world();
-        assert_eq!(w.drill(1, DbId(0), Lsn(30), &chain), Ok(()));
+        assert_eq!(w.run_drill(1, DbId(0), Lsn(30), &chain), Ok(()));
         assert!(w.out.violations.is_empty());
     }
 
@@ -1047,7 +1071,7 @@ mod tests {
     fn a_drill_fails_when_an_artifact_of_its_chain_is_missing_from_the_store() {
         let (mut w, chain) = world();
         w.sites[1].inbox.remove(&chain[2].key);
-        let err = w.drill(1, DbId(0), Lsn(30), &chain).unwrap_err();
+        let err = w.run_drill(1, DbId(0), Lsn(30), &chain).unwrap_err();
         assert!(err.message.contains("not in the inbox"), "{err:?}");
         // Removed by something else than a prune (quarantine, by hand): no engine fault.
         assert!(w.out.violations.is_empty());
@@ -1057,15 +1081,15 @@ mod tests {
     fn a_drill_fails_when_its_chain_has_a_hole_or_a_wrong_checksum_or_stops_short() {
         let (mut w, chain) = world();
         let hole = [chain[0], chain[1], chain[3]];
-        let err = w.drill(1, DbId(0), Lsn(30), &hole).unwrap_err();
+        let err = w.run_drill(1, DbId(0), Lsn(30), &hole).unwrap_err();
         assert!(err.message.contains("hole"), "{err:?}");
         let mut wrong = chain.clone();
         wrong[1].checksum = Checksum(wrong[1].checksum.0 ^ 1);
-        let err = w.drill(1, DbId(0), Lsn(30), &wrong).unwrap_err();
+        let err = w.run_drill(1, DbId(0), Lsn(30), &wrong).unwrap_err();
         assert!(err.message.contains("checksum"), "{err:?}");
-        let err = w.drill(1, DbId(0), Lsn(30), &chain[1..]).unwrap_err();
+        let err = w.run_drill(1, DbId(0), Lsn(30), &chain[1..]).unwrap_err();
         assert!(err.message.contains("full backup"), "{err:?}");
-        let err = w.drill(1, DbId(0), Lsn(30), &chain[..3]).unwrap_err();
+        let err = w.run_drill(1, DbId(0), Lsn(30), &chain[..3]).unwrap_err();
         assert!(err.message.contains("does not reach"), "{err:?}");
     }
 
@@ -1085,7 +1109,7 @@ mod tests {
         );
         let left: Vec<_> = w.sites[1].inbox.keys().copied().collect();
         assert_eq!(left, vec![chain[0].key, chain[2].key, chain[3].key]);
-        assert!(w.drill(1, DbId(0), Lsn(30), &chain).is_err());
+        assert!(w.run_drill(1, DbId(0), Lsn(30), &chain).is_err());
         assert_eq!(w.out.violations.len(), 1, "{:?}", w.out.violations);
         assert_eq!(w.out.violations[0].oracle, "retention");
     }

@@ -13,13 +13,14 @@ use lifeboat_core::arbiter::Arbiter;
 use lifeboat_core::audit::AuditRecord;
 use lifeboat_core::engine::SiteEngine;
 use lifeboat_core::protocol::{
-    Command, Failure, Input, Message, OperatorRequest, Output, Peer, ProbeTarget,
+    Command, Input, Message, OperatorRequest, Output, Peer, ProbeTarget,
 };
 use lifeboat_core::report::Report;
 use lifeboat_core::{
     AlertEvent, ArtifactKey, ArtifactKind, ArtifactMeta, Checksum, Config, DbId, Epoch, Lsn,
     Millis, OpId, SiteId, UtcMillis,
 };
+use lifeboat_testkit::{failure, Backup, Done, Model, Ship};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -166,6 +167,16 @@ pub struct Harness {
     epochs_seen: [Epoch; 3],
     max_acked_epoch: u64,
     pub created: u64,
+}
+
+/// The audit records among `outs`, by their `what`.
+pub fn audits(outs: &[Output]) -> Vec<String> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Audit(a) => Some(a.what.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The harness configuration: the defaults, faster logs and monitor for short tests.
@@ -422,188 +433,11 @@ impl Harness {
 
     fn execute(&mut self, n: usize, c: Command) {
         self.commands.push((n, self.t, c.clone()));
-        let peer = 1 - n;
-        let ok = |op| Input::Completed { op, result: Ok(()) };
-        match c {
-            Command::Ship { op, artifact, to } => {
-                let to = to.0 as usize;
-                let mut computed = artifact.checksum;
-                if self.db[n].corrupt_next_ship {
-                    self.db[n].corrupt_next_ship = false;
-                    computed = Checksum(computed.0 ^ 1);
-                }
-                if self.db[n].damage_next_log && artifact.key.kind == ArtifactKind::Log {
-                    self.db[n].damage_next_log = false;
-                    self.damaged.insert(artifact.key);
-                }
-                if self.damaged.contains(&artifact.key) {
-                    computed = Checksum(computed.0 ^ 1);
-                }
-                if self.up[n][to] && self.db[to].site_up {
-                    let at = self.t + self.latency;
-                    self.inflight.push_back((
-                        at,
-                        to,
-                        Input::ArtifactReceived {
-                            meta: artifact,
-                            computed,
-                            from: SiteId(n as u16),
-                        },
-                    ));
-                } else {
-                    let key = artifact.key;
-                    self.later(
-                        50,
-                        n,
-                        Input::ShipFailed {
-                            op,
-                            key,
-                            to: SiteId(to as u16),
-                            reason: "connection refused".into(),
-                        },
-                    );
-                }
-            }
-            Command::Restore { op, artifact } | Command::Reseed { op, full: artifact } => {
-                let result = if self.db[n].fails_next_restores > 0 {
-                    self.db[n].fails_next_restores -= 1;
-                    Err(Failure {
-                        code: 4305,
-                        message: "the log is too recent to apply".into(),
-                        permanent: false,
-                    })
-                } else {
-                    self.apply(n, &artifact);
-                    Ok(())
-                };
-                self.later(20, n, Input::Completed { op, result });
-            }
-            Command::TakeBackup { op, db, kind } => {
-                let dbs: Vec<usize> = match db {
-                    Some(d) => vec![d.0 as usize],
-                    None => (0..self.db[n].hist.len()).collect(),
-                };
-                let epoch = self.sites[n].epoch();
-                for i in dbs {
-                    let (s, e) = (self.db[n].logged[i], self.db[n].pos(i));
-                    let meta = match kind {
-                        ArtifactKind::Log if e > s => {
-                            let content = self.db[n].hist[i][s as usize..].to_vec();
-                            Some(self.artifact(DbId(i as u32), kind, s, e, epoch, content))
-                        }
-                        ArtifactKind::Full => {
-                            let content = self.db[n].hist[i].clone();
-                            Some(self.artifact(DbId(i as u32), kind, e, e, epoch, content))
-                        }
-                        _ => None,
-                    };
-                    if let Some(m) = meta {
-                        self.db[n].logged[i] = e;
-                        self.later(1, n, Input::ArtifactDiscovered(m));
-                    }
-                }
-                self.later(2, n, ok(op));
-            }
-            Command::Fence { op } => {
-                let d = self.fence_delay;
-                self.fence(n, d);
-                self.later(d + 1, n, ok(op));
-            }
-            Command::AllowWrites { op, .. } => {
-                self.allow(n);
-                self.later(1, n, ok(op));
-            }
-            Command::Promote { op, .. } => {
-                self.allow(n);
-                self.db[n].promotions.insert(op.0);
-                self.later(1, n, ok(op));
-            }
-            Command::ExternalFence { op, target, .. } => {
-                let d = self.fence_delay;
-                self.fence(target.0 as usize, d);
-                self.later(d + 1, n, ok(op));
-            }
-            Command::SwitchIdentity { op, .. } => {
-                self.db[n].identity_switches += 1;
-                self.later(1, n, ok(op));
-            }
-            Command::RestartService { op } => {
-                self.db[n].service_restarts += 1;
-                let result = if self.db[n].restart_fixes_service {
-                    self.db[n].service_up = true;
-                    Ok(())
-                } else {
-                    Err(Failure {
-                        code: 1,
-                        message: "the service did not start".into(),
-                        permanent: true,
-                    })
-                };
-                self.later(500, n, Input::Completed { op, result });
-            }
-            Command::Drill { op, .. } => {
-                self.db[n].drills += 1;
-                self.later(100, n, ok(op));
-            }
-            Command::CheckService { op } => {
-                let result = if self.db[n].service_up {
-                    Ok(())
-                } else {
-                    Err(Failure {
-                        code: 2006,
-                        message: "the local service does not answer".into(),
-                        permanent: false,
-                    })
-                };
-                self.later(5, n, Input::Completed { op, result });
-            }
-            Command::Probe => {
-                let links = self.up[n][peer] && self.up[peer][n];
-                let p = &self.db[peer];
-                let site = links && p.site_up && p.agent_up;
-                // A fenced database fails the service probe: its service is unhealthy.
-                let service = links && p.accepts_writes() && !self.probe_broken;
-                let rtt = 2 * self.latency;
-                self.later(
-                    rtt,
-                    n,
-                    Input::Probe {
-                        target: ProbeTarget::Site,
-                        ok: site,
-                    },
-                );
-                self.later(
-                    rtt,
-                    n,
-                    Input::Probe {
-                        target: ProbeTarget::Service,
-                        ok: service,
-                    },
-                );
-            }
-            Command::SamplePositions => {
-                for i in 0..self.db[n].hist.len() {
-                    let lsn = Lsn(self.db[n].pos(i));
-                    self.later(
-                        1,
-                        n,
-                        Input::WritePosition {
-                            db: DbId(i as u32),
-                            lsn,
-                        },
-                    );
-                }
-            }
-            Command::Relabel { .. }
-            | Command::Discard { .. }
-            | Command::Prune { .. }
-            | Command::Quarantine { .. }
-            | Command::CollectLogs { .. } => {}
-        }
+        lifeboat_testkit::execute(self, n, c);
     }
 
     /// Stop writes at a site after `delay` (the database accepts writes until then).
-    fn fence(&mut self, n: usize, delay: Millis) {
+    fn fence_after(&mut self, n: usize, delay: Millis) {
         if delay == 0 {
             self.db[n].writable = false;
         } else {
@@ -947,5 +781,159 @@ impl Harness {
             .map(|(n, t, a)| format!("{t} site{n} [{}] {}: {}", a.epoch, a.what, a.why))
             .collect::<Vec<_>>()
             .join("\n")
+    }
+}
+
+/// The harness's sites as the shared executor sees them: what each command does to the
+/// database models and links, and the delay (real milliseconds) before its report arrives.
+impl Model for Harness {
+    type When = Millis;
+
+    fn deliver(&mut self, site: usize, after: Millis, inputs: Vec<Input>) {
+        for input in inputs {
+            self.later(after, site, input);
+        }
+    }
+
+    fn completes(&mut self, _: usize, _: OpId) -> Done<Millis> {
+        Done::ok(1)
+    }
+
+    fn ship(&mut self, n: usize, _: OpId, artifact: ArtifactMeta, to: SiteId) -> Ship<Millis> {
+        let to = to.0 as usize;
+        let mut computed = artifact.checksum;
+        if self.db[n].corrupt_next_ship {
+            self.db[n].corrupt_next_ship = false;
+            computed = Checksum(computed.0 ^ 1);
+        }
+        if self.db[n].damage_next_log && artifact.key.kind == ArtifactKind::Log {
+            self.db[n].damage_next_log = false;
+            self.damaged.insert(artifact.key);
+        }
+        if self.damaged.contains(&artifact.key) {
+            computed = Checksum(computed.0 ^ 1);
+        }
+        if self.up[n][to] && self.db[to].site_up {
+            Ship::Arrives(vec![(self.latency, computed)])
+        } else {
+            Ship::Fails(50, "connection refused".into())
+        }
+    }
+
+    fn restore(&mut self, n: usize, _: OpId, artifact: ArtifactMeta, _: bool) -> Done<Millis> {
+        let result = if self.db[n].fails_next_restores > 0 {
+            self.db[n].fails_next_restores -= 1;
+            Err(failure(4305, "the log is too recent to apply", false))
+        } else {
+            self.apply(n, &artifact);
+            Ok(())
+        };
+        Done::At(20, result)
+    }
+
+    fn backup(
+        &mut self,
+        n: usize,
+        _: OpId,
+        db: Option<DbId>,
+        kind: ArtifactKind,
+    ) -> Backup<Millis> {
+        let dbs: Vec<usize> = match db {
+            Some(d) => vec![d.0 as usize],
+            None => (0..self.db[n].hist.len()).collect(),
+        };
+        let epoch = self.sites[n].epoch();
+        let mut found = Vec::new();
+        for i in dbs {
+            let (s, e) = (self.db[n].logged[i], self.db[n].pos(i));
+            let meta = match kind {
+                ArtifactKind::Log if e > s => {
+                    let content = self.db[n].hist[i][s as usize..].to_vec();
+                    Some(self.artifact(DbId(i as u32), kind, s, e, epoch, content))
+                }
+                ArtifactKind::Full => {
+                    let content = self.db[n].hist[i].clone();
+                    Some(self.artifact(DbId(i as u32), kind, e, e, epoch, content))
+                }
+                _ => None,
+            };
+            if let Some(m) = meta {
+                self.db[n].logged[i] = e;
+                found.push((1, m));
+            }
+        }
+        Backup {
+            found,
+            done: Done::ok(2),
+        }
+    }
+
+    fn probe(&mut self, n: usize) -> (Millis, Vec<(ProbeTarget, bool)>) {
+        let peer = 1 - n;
+        let links = self.up[n][peer] && self.up[peer][n];
+        let p = &self.db[peer];
+        let site = links && p.site_up && p.agent_up;
+        // A fenced database fails the service probe: its service is unhealthy.
+        let service = links && p.accepts_writes() && !self.probe_broken;
+        let results = vec![(ProbeTarget::Site, site), (ProbeTarget::Service, service)];
+        (2 * self.latency, results)
+    }
+
+    fn positions(&mut self, n: usize) -> (Millis, Vec<(DbId, Lsn)>) {
+        let db = &self.db[n];
+        let positions = (0..db.hist.len())
+            .map(|i| (DbId(i as u32), Lsn(db.pos(i))))
+            .collect();
+        (1, positions)
+    }
+
+    fn fence(&mut self, n: usize, _: OpId) -> Done<Millis> {
+        let d = self.fence_delay;
+        self.fence_after(n, d);
+        Done::ok(d + 1)
+    }
+
+    fn open_writes(&mut self, n: usize, op: OpId, _: Epoch, promote: bool) -> Done<Millis> {
+        self.allow(n);
+        if promote {
+            self.db[n].promotions.insert(op.0);
+        }
+        Done::ok(1)
+    }
+
+    fn external_fence(&mut self, _: usize, _: OpId, target: SiteId, _: Epoch) -> Done<Millis> {
+        let d = self.fence_delay;
+        self.fence_after(target.0 as usize, d);
+        Done::ok(d + 1)
+    }
+
+    fn switch_identity(&mut self, n: usize, _: OpId, _: SiteId, _: Epoch) -> Done<Millis> {
+        self.db[n].identity_switches += 1;
+        Done::ok(1)
+    }
+
+    fn restart_service(&mut self, n: usize, _: OpId) -> Done<Millis> {
+        self.db[n].service_restarts += 1;
+        let result = if self.db[n].restart_fixes_service {
+            self.db[n].service_up = true;
+            Ok(())
+        } else {
+            Err(failure(1, "the service did not start", true))
+        };
+        Done::At(500, result)
+    }
+
+    fn drill(&mut self, n: usize, _: OpId, _: DbId, _: Lsn, _: &[ArtifactMeta]) -> Done<Millis> {
+        self.db[n].drills += 1;
+        Done::ok(100)
+    }
+
+    fn check_service(&mut self, n: usize, _: OpId) -> Done<Millis> {
+        let result = if self.db[n].service_up {
+            Ok(())
+        } else {
+            Err(failure(2006, "the local service does not answer", false))
+        };
+        Done::At(5, result)
     }
 }

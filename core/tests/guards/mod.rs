@@ -6,10 +6,11 @@
 
 use lifeboat_core::alert::{AlertChange, AlertKind};
 use lifeboat_core::engine::{Role, SiteEngine, SiteState, Step};
-use lifeboat_core::protocol::{
-    ArbiterView, Command, Failure, Input, Message, Output, Peer, ProbeTarget,
+use lifeboat_core::protocol::{ArbiterView, Command, Input, Message, Output, Peer, ProbeTarget};
+use lifeboat_core::{
+    AlertEvent, ArtifactKind, ArtifactMeta, Config, DbId, Epoch, Lsn, Millis, OpId, SiteId,
 };
-use lifeboat_core::{AlertEvent, Config, Epoch, Millis, SiteId};
+use lifeboat_testkit::{failure, Backup, Done, Model, Ship};
 use std::collections::VecDeque;
 
 /// The initial primary.
@@ -131,63 +132,8 @@ impl Site {
 
     pub fn process(&mut self) {
         while let Some(out) = self.e.poll_output() {
-            let ok = |op| Input::Completed { op, result: Ok(()) };
             match &out {
-                Output::Command(Command::Probe) if self.probes_answer => {
-                    let (site, service) = (self.primary_site_ok, self.primary_service_ok);
-                    self.later(
-                        10,
-                        Input::Probe {
-                            target: ProbeTarget::Site,
-                            ok: site,
-                        },
-                    );
-                    self.later(
-                        10,
-                        Input::Probe {
-                            target: ProbeTarget::Service,
-                            ok: service,
-                        },
-                    );
-                }
-                Output::Command(Command::CheckService { op }) => {
-                    let result = if self.own_service_ok {
-                        Ok(())
-                    } else {
-                        Err(Failure {
-                            code: 2006,
-                            message: "the local service does not answer".into(),
-                            permanent: false,
-                        })
-                    };
-                    self.later(5, Input::Completed { op: *op, result });
-                }
-                Output::Command(
-                    Command::Restore { op, .. }
-                    | Command::Reseed { op, .. }
-                    | Command::Drill { op, .. },
-                ) if self.restores_complete => {
-                    let result = if self.fail_restores > 0 {
-                        self.fail_restores -= 1;
-                        Err(Failure {
-                            code: 4305,
-                            message: "the log is too recent to apply".into(),
-                            permanent: false,
-                        })
-                    } else {
-                        Ok(())
-                    };
-                    self.later(20, Input::Completed { op: *op, result });
-                }
-                Output::Command(
-                    Command::Fence { op }
-                    | Command::AllowWrites { op, .. }
-                    | Command::Promote { op, .. }
-                    | Command::SwitchIdentity { op, .. }
-                    | Command::ExternalFence { op, .. }
-                    | Command::TakeBackup { op, .. }
-                    | Command::RestartService { op },
-                ) if self.role_ops_complete => self.later(5, ok(*op)),
+                Output::Command(c) => lifeboat_testkit::execute(self, 0, c.clone()),
                 Output::Send {
                     to: Peer::Arbiter,
                     msg:
@@ -373,5 +319,92 @@ pub fn view(epoch: u64, holder: Option<SiteId>, renewing: bool, lapsed: bool) ->
         holder_renewing: renewing,
         lease_lapsed: lapsed,
         since_renewal_ms: if renewing { Some(500) } else { Some(12_000) },
+    }
+}
+
+/// The scripted world as the shared executor sees it: reports arrive after a delay (ms).
+impl Model for Site {
+    type When = Millis;
+
+    fn deliver(&mut self, _: usize, after: Millis, inputs: Vec<Input>) {
+        for input in inputs {
+            self.later(after, input);
+        }
+    }
+
+    /// Role commands (fence, promote, identity, external fence, backups, restarts).
+    fn completes(&mut self, _: usize, _: OpId) -> Done<Millis> {
+        if self.role_ops_complete {
+            Done::ok(5)
+        } else {
+            Done::Later
+        }
+    }
+
+    fn ship(&mut self, _: usize, _: OpId, _: ArtifactMeta, _: SiteId) -> Ship<Millis> {
+        Ship::Silent
+    }
+
+    fn restore(&mut self, _: usize, _: OpId, _: ArtifactMeta, _: bool) -> Done<Millis> {
+        self.database_job()
+    }
+
+    fn drill(&mut self, _: usize, _: OpId, _: DbId, _: Lsn, _: &[ArtifactMeta]) -> Done<Millis> {
+        self.database_job()
+    }
+
+    fn backup(
+        &mut self,
+        site: usize,
+        op: OpId,
+        _: Option<DbId>,
+        _: ArtifactKind,
+    ) -> Backup<Millis> {
+        let done = self.completes(site, op);
+        Backup {
+            found: Vec::new(),
+            done,
+        }
+    }
+
+    fn probe(&mut self, _: usize) -> (Millis, Vec<(ProbeTarget, bool)>) {
+        let results = if self.probes_answer {
+            vec![
+                (ProbeTarget::Site, self.primary_site_ok),
+                (ProbeTarget::Service, self.primary_service_ok),
+            ]
+        } else {
+            Vec::new()
+        };
+        (10, results)
+    }
+
+    fn positions(&mut self, _: usize) -> (Millis, Vec<(DbId, Lsn)>) {
+        (0, Vec::new())
+    }
+
+    fn check_service(&mut self, _: usize, _: OpId) -> Done<Millis> {
+        let result = if self.own_service_ok {
+            Ok(())
+        } else {
+            Err(failure(2006, "the local service does not answer", false))
+        };
+        Done::At(5, result)
+    }
+}
+
+impl Site {
+    /// Restores, reseeds and drills: complete (or fail) after 20 ms, unless they never do.
+    fn database_job(&mut self) -> Done<Millis> {
+        if !self.restores_complete {
+            return Done::Later;
+        }
+        let result = if self.fail_restores > 0 {
+            self.fail_restores -= 1;
+            Err(failure(4305, "the log is too recent to apply", false))
+        } else {
+            Ok(())
+        };
+        Done::At(20, result)
     }
 }

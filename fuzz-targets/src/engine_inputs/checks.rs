@@ -86,7 +86,7 @@ impl World<'_> {
                 }
             }
         }
-        self.restores[site].insert(op, Outstanding { db });
+        self.restores[site].insert(op, Outstanding { db, meta: *meta });
     }
 
     /// The database at `site` executes a restore.

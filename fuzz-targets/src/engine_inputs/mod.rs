@@ -107,6 +107,7 @@ struct History {
 #[derive(Clone, Debug)]
 struct Outstanding {
     db: usize,
+    meta: ArtifactMeta,
 }
 
 struct World<'a> {
@@ -136,6 +137,8 @@ struct World<'a> {
     trace: bool,
     /// What each restore operation did when the database first executed it.
     op_results: [BTreeMap<OpId, Result<(), Failure>>; 2],
+    /// The fuzzer's byte deciding the outcome of the command being executed.
+    outcome: u8,
 }
 
 fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
@@ -208,6 +211,7 @@ impl<'a> World<'a> {
             cov: Coverage::default(),
             trace: std::env::var_os("LIFEBOAT_FUZZ_TRACE").is_some_and(|v| v == "1"),
             op_results: [BTreeMap::new(), BTreeMap::new()],
+            outcome: 0,
         }
     }
 
@@ -237,7 +241,7 @@ impl<'a> World<'a> {
         match self.r.u8() % 32 {
             0..=3 => self.advance(),
             4..=6 => self.discover(),
-            7..=10 => self.deliver(),
+            7..=10 => self.deliver_message(),
             11 => {
                 // Duplicate a message (it is delivered now and stays in flight).
                 if !self.net.is_empty() {
@@ -471,7 +475,7 @@ impl<'a> World<'a> {
         }
     }
 
-    fn deliver(&mut self) {
+    fn deliver_message(&mut self) {
         if self.net.is_empty() {
             return;
         }
