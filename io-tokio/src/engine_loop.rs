@@ -3,12 +3,15 @@
 //! ```text
 //! open:  snapshot + journal replay (outputs of replayed inputs are dropped: they happened)
 //! run:   wait for inputs, a peek, the engine's deadline or a stop signal
-//!        a batch of inputs -> journal (append + fsync, on a blocking thread)
-//!        -> engine.handle(now, input) -> poll_output -> Dispatch (executor, peers, alerts, status)
+//!        a batch of inputs -> journal (appended on a blocking thread)
+//!        -> engine.handle(now, input) -> poll_output -> (first output: fsync the journal)
+//!        -> Dispatch (executor, peers, alerts, status)
 //!        every `snapshot_every` records: a snapshot (encoded here, written on a blocking thread)
 //! ```
 //!
-//! Persist, then act: nothing a batch causes is dispatched before the batch is durable. Status
+//! Persist, then act: nothing a batch causes is dispatched before the batch is durable. A batch
+//! that causes nothing (most timer ticks) is not fsynced on its own: the next batch that acts
+//! syncs it too, and losing it in a crash is the same as the crash coming before it. Status
 //! is built on demand: `/status` sends a [`Peek`] that runs between batches with the engine, so
 //! nothing is rebuilt while nobody looks.
 
@@ -238,6 +241,7 @@ impl<E: Engine> EngineLoop<E> {
                 let sleep = tokio::time::sleep(deadline.map_or(DAY, |t| self.clock.until(t)));
                 tokio::select! {
                     why = &mut stop => {
+                        self.blocking(|store| store.sync()).await?;
                         info!(signal = why, "stopping: the journal is whole up to the last batch");
                         return Ok(());
                     }
@@ -268,13 +272,20 @@ impl<E: Engine> EngineLoop<E> {
         let now = self.clock.now();
         let batch: Vec<Record> = inputs.into_iter().map(|i| (now, i)).collect();
         let batch = self
-            .blocking(move |store| store.append(&batch).map(|()| batch))
+            .blocking(move |store| store.write(&batch).map(|()| batch))
             .await?;
-        crate::crash::point("journal_before_effects");
+        let mut synced = false;
         for (now, input) in batch {
             out.input(&input);
             self.engine.handle(now, input);
             while let Some(o) = self.engine.poll_output() {
+                if !synced {
+                    // Persist, then act: the whole batch (and any tail written before it) is
+                    // durable before its first effect.
+                    self.blocking(|store| store.sync()).await?;
+                    crate::crash::point("journal_before_effects");
+                    synced = true;
+                }
                 out.output(&self.engine, now, o);
             }
         }

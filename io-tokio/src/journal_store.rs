@@ -2,8 +2,10 @@
 //! state, bounding replay). The codec is `lifeboat_core::journal`; this file adds paths, fsync
 //! and the order of renames.
 //!
-//! Every record is `(now, Input)`. [`JournalStore::append`] returns only once the records are
-//! fsynced, and the agent executes an input's outputs only after that. A snapshot is written to
+//! Every record is `(now, Input)`. The engine loop writes each batch ([`JournalStore::write`])
+//! and fsyncs it ([`JournalStore::sync`]) before it acts on the first output the batch caused;
+//! a batch that caused none (most timer ticks) waits for the next sync, so the journal costs one
+//! fsync per batch that does something, not one per input. A snapshot is written to
 //! a temporary file, fsynced and renamed; only then is a fresh journal started at the snapshot's
 //! `next_seq` (header first, fsynced, renamed). A crash between the two leaves the old journal,
 //! whose records before `next_seq` replay skips.
@@ -42,6 +44,8 @@ pub struct JournalStore {
     writer: JournalWriter,
     buf: Vec<u8>,
     records_since_snapshot: u64,
+    /// Records were written since the last fsync.
+    unsynced: bool,
     /// Bytes appended since the snapshot (status).
     pub bytes: u64,
 }
@@ -138,6 +142,9 @@ impl JournalStore {
                 writer,
                 buf: Vec::new(),
                 records_since_snapshot: records.len() as u64,
+                // Replayed records may have reached only the page cache before a crash: they are
+                // synced before the first new effect.
+                unsynced: true,
                 bytes: decoded.valid_len as u64,
             },
             Recovered {
@@ -169,6 +176,7 @@ impl JournalStore {
                 writer: JournalWriter::new(next_seq),
                 buf: Vec::new(),
                 records_since_snapshot: 0,
+                unsynced: false,
                 bytes: 0,
             },
             Recovered {
@@ -181,6 +189,29 @@ impl JournalStore {
 
     /// Append records and fsync them. Returns once they are durable.
     pub fn append(&mut self, records: &[Record]) -> anyhow::Result<()> {
+        self.write(records)?;
+        self.sync()
+    }
+
+    /// fsync what [`Self::write`] appended since the last sync (nothing to do when nothing was).
+    pub fn sync(&mut self) -> anyhow::Result<()> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        self.file.sync_data().with_context(|| {
+            format!(
+                "syncing {} (check the disk)",
+                Self::journal_path(&self.dir).display()
+            )
+        })?;
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// Append records without waiting for the disk: they are durable after the next
+    /// [`Self::sync`] (or snapshot). The engine loop syncs before it acts on any output, so an
+    /// unsynced tail lost in a crash held only inputs nobody outside saw an effect of.
+    pub fn write(&mut self, records: &[Record]) -> anyhow::Result<()> {
         if records.is_empty() {
             return Ok(());
         }
@@ -203,15 +234,13 @@ impl JournalStore {
         for r in records {
             self.writer.append(r, &mut self.buf)?;
         }
-        self.file
-            .write_all(&self.buf)
-            .and_then(|()| self.file.sync_data())
-            .with_context(|| {
-                format!(
-                    "appending to {} (check free space)",
-                    Self::journal_path(&self.dir).display()
-                )
-            })?;
+        self.unsynced = true;
+        self.file.write_all(&self.buf).with_context(|| {
+            format!(
+                "appending to {} (check free space)",
+                Self::journal_path(&self.dir).display()
+            )
+        })?;
         self.records_since_snapshot += records.len() as u64;
         self.bytes += self.buf.len() as u64;
         Ok(())
@@ -245,6 +274,8 @@ impl JournalStore {
             .append(true)
             .open(Self::journal_path(&self.dir))?;
         self.writer = JournalWriter::new(next);
+        // The snapshot holds the state of every record written so far.
+        self.unsynced = false;
         self.records_since_snapshot = 0;
         self.bytes = 0;
         Ok(())
