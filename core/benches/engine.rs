@@ -192,6 +192,7 @@ fn kind_of(site: usize, input: &Input) -> &'static str {
             "unreadable_manifest (primary)",
             "unreadable_manifest (secondary)",
         ],
+        Input::CaptureGap { .. } => ["capture_gap (primary)", "capture_gap (secondary)"],
     };
     k[site]
 }

@@ -28,10 +28,12 @@ pub enum AlertKind {
     DiskSpace,
     /// A one-off notice: an artifact's manifest could not be read; the pair was quarantined.
     UnreadableManifest,
+    /// A one-off notice: the primary's change capture healed a gap by comparing the database.
+    CaptureGap,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 17] = [
+    pub const ALL: [AlertKind; 18] = [
         AlertKind::MissingLog,
         AlertKind::NoNewLogs,
         AlertKind::BackupsPaused,
@@ -49,6 +51,7 @@ impl AlertKind {
         AlertKind::DrillFailed,
         AlertKind::DiskSpace,
         AlertKind::UnreadableManifest,
+        AlertKind::CaptureGap,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +73,7 @@ impl AlertKind {
             AlertKind::DrillFailed => "drill_failed",
             AlertKind::DiskSpace => "disk_space",
             AlertKind::UnreadableManifest => "unreadable_manifest",
+            AlertKind::CaptureGap => "capture_gap",
         }
     }
 

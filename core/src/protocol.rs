@@ -109,7 +109,7 @@ pub enum Input {
     /// manifest) into the quarantine, so it reports each file once. `file` is the artifact's
     /// file name; `db` the database its name says, when the name parses and the database is
     /// configured; `key` the identity the adapter still knew for that file (its outbox index),
-    /// if any. Last in the enum: journals encode the variant's index.
+    /// if any.
     UnreadableManifest {
         outbox: bool,
         file: String,
@@ -117,6 +117,12 @@ pub enum Input {
         key: Option<ArtifactKey>,
         reason: String,
     },
+    /// Primary: the driver's change capture of `db` found changes it could not read one by one
+    /// (e.g. SQLite restarted its WAL while the agent was not running) and carried them by
+    /// comparing the whole database instead. Nothing is missing from the chain; transaction
+    /// counts across the gap are lower bounds. `what` says what happened, in the driver's words.
+    /// Last in the enum: journals encode the variant's index.
+    CaptureGap { db: DbId, what: String },
 }
 
 /// Things the adapter must do. Every command that has an effect carries an operation id;

@@ -208,3 +208,55 @@ fn an_unreadable_manifest_whose_name_says_no_database_takes_a_full_backup_of_eve
     assert!(n[0].text.contains("every database"), "{}", n[0].text);
     h.assert_safe();
 }
+
+/// A capture gap the driver healed (`Input::CaptureGap`) is a one-off `capture_gap` warning
+/// naming the database and what happened, audited, with no command and no condition left; a
+/// database id out of range is ignored.
+#[test]
+fn a_healed_capture_gap_is_a_warning_notice_and_nothing_else() {
+    let cfg = config(2);
+    let mut e = SiteEngine::new(cfg, SiteId(0));
+    e.handle(1_000, Input::Tick);
+    while e.poll_output().is_some() {}
+    e.handle(
+        1_000,
+        Input::CaptureGap {
+            db: DbId(1),
+            what: "its WAL was emptied while the agent was not running".into(),
+        },
+    );
+    let out: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+    assert!(
+        out.iter()
+            .all(|o| matches!(o, Output::Alert(_) | Output::Audit(_))),
+        "a healed gap commands nothing: {out:#?}"
+    );
+    assert!(out.iter().any(|o| matches!(o, Output::Audit(_))), "audited");
+    let alert = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Alert(a) => Some(a),
+            _ => None,
+        })
+        .expect("no alert");
+    assert_eq!(alert.id.kind, AlertKind::CaptureGap);
+    assert_eq!(alert.id.kind.as_str(), "capture_gap");
+    assert_eq!(alert.change, AlertChange::Notice);
+    assert_eq!(alert.severity, Severity::Warning);
+    assert_eq!(alert.id.db, Some(DbId(1)));
+    assert!(
+        alert.text.contains("[db1]") && alert.text.contains("WAL was emptied"),
+        "{}",
+        alert.text
+    );
+    assert!(e.alerts().iter().next().is_none(), "no condition is left");
+
+    e.handle(
+        1_000,
+        Input::CaptureGap {
+            db: DbId(7),
+            what: "x".into(),
+        },
+    );
+    assert!(e.poll_output().is_none(), "an unknown database is ignored");
+}

@@ -206,6 +206,7 @@ fn take(d: &PostgresDriver, kind: ArtifactKind, outbox: &Path) -> Vec<ArtifactFi
         epoch: Epoch(1),
         created_utc: UtcMillis(1_795_316_700_000),
         outbox: outbox.to_path_buf(),
+        progress: Default::default(),
     })
     .unwrap()
 }

@@ -153,6 +153,7 @@ impl Site {
                 epoch: Epoch(epoch),
                 created_utc: UtcMillis(1_795_316_700_000),
                 outbox: self.outbox.clone(),
+                progress: Default::default(),
             })
             .unwrap_or_else(|e| panic!("{}: take_backup({kind:?}): {e}", self.name))
     }

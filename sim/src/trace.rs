@@ -97,6 +97,11 @@ pub fn input_fp(i: &Input) -> u64 {
             db.map_or(u64::MAX, |d| u64::from(d.0)),
             file.bytes().fold(0, |h, b| h.rotate_left(5) ^ u64::from(b)),
         ]),
+        Input::CaptureGap { db, what } => mix(&[
+            13,
+            u64::from(db.0),
+            what.bytes().fold(0, |h, b| h.rotate_left(5) ^ u64::from(b)),
+        ]),
     }
 }
 

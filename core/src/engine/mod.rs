@@ -238,6 +238,7 @@ impl SiteEngine {
                 key,
                 reason,
             } => self.unreadable_manifest(now, outbox, &file, db, key, &reason),
+            Input::CaptureGap { db, what } => self.capture_gap(now, db, &what),
         }
         self.run_timers(now);
         if cfg!(debug_assertions) {

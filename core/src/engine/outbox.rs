@@ -428,6 +428,35 @@ impl SiteEngine {
         );
     }
 
+    /// The driver healed a gap in the change capture of `db` (`Input::CaptureGap`): a one-off
+    /// `capture_gap` warning, like `unreadable_manifest` a notice (the gap is already healed when
+    /// the engine hears of it, nothing is left that could later clear), and an audit record.
+    pub(super) fn capture_gap(&mut self, now: Millis, db: DbId, what: &str) {
+        if !self.valid_db(db) {
+            return;
+        }
+        let site = self.cfg.site_name(self.me);
+        let text = super::texts::capture_gap(site, self.db_name(db), what);
+        let id = crate::alert::AlertId {
+            kind: AlertKind::CaptureGap,
+            db: Some(db),
+            subject: Subject::Site(self.me),
+        };
+        self.out
+            .push_back(crate::protocol::Output::Alert(crate::alert::notice(
+                now,
+                id,
+                Severity::Warning,
+                text,
+            )));
+        self.audit(
+            now,
+            "capture gap".into(),
+            format!("{what}; healed by a whole-database comparison"),
+            vec![("db".into(), self.db_name(db).to_string())],
+        );
+    }
+
     /// The outbox entry of a file that left the outbox (its identity from the adapter, else the
     /// entry whose seed-convention name is the file's): it can never be shipped, and would be
     /// retried forever. Forgotten without a `Discard` (the file is in the quarantine).

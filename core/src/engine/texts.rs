@@ -196,6 +196,15 @@ pub fn own_service_down(site: &str, failed: u32, seconds: u64, why: &str) -> Str
 
 /// `unreadable_manifest`: `next` says what the engine does about it (see `unreadable_manifest`
 /// in `outbox.rs`).
+pub fn capture_gap(site: &str, db: &str, what: &str) -> String {
+    format!(
+        "The change capture of database [{db}] at site [{site}] found a gap: {what}. It compared \
+         the whole database with its last capture and carried every page that differs, so the \
+         recovery site misses nothing; the transaction count of the next log is a lower bound. \
+         Keep the agent running while the application writes to avoid this."
+    )
+}
+
 pub fn unreadable_manifest(
     site: &str,
     file: &str,

@@ -295,7 +295,12 @@ impl<'a> World<'a> {
                 let site = self.r.below(2);
                 if self.r.bool() {
                     let free_mib = u64::from(self.r.u16());
-                    if free_mib >= 0xFFF0 {
+                    if (0xFFE8..0xFFF0).contains(&free_mib) {
+                        // As rarely: a gap the driver's change capture healed.
+                        let db = DbId((free_mib as usize % (self.dbs() + 1)) as u32);
+                        let what = format!("its WAL restarted ({free_mib})");
+                        self.feed(site, Input::CaptureGap { db, what });
+                    } else if free_mib >= 0xFFF0 {
                         // Rarely (and without reading more bytes, so recorded inputs keep
                         // their meaning): an outbox or inbox manifest the adapter found
                         // unreadable and moved aside. Its name matches no artifact.

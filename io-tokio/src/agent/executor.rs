@@ -336,6 +336,7 @@ impl Executor {
                         epoch,
                         created_utc: crate::status::utc_now(),
                         outbox: outbox.clone(),
+                        progress: Default::default(),
                     };
                     match d.collect_logs(&req) {
                         Ok(a) => out.extend(a),
@@ -523,6 +524,7 @@ async fn run(ctx: &Ctx, job: Job) -> Result<(), Failure> {
                     epoch,
                     created_utc: ctx.created_utc(db, kind),
                     outbox: outbox.clone(),
+                    progress: Default::default(),
                 })
                 .collect();
             // A full backup reads the whole database: shown under way in /status.
@@ -535,7 +537,7 @@ async fn run(ctx: &Ctx, job: Job) -> Result<(), Failure> {
                         .get(r.db.0 as usize)
                         .and_then(|s| std::fs::metadata(&s.path).ok())
                         .map_or(0, |m| m.len());
-                    ctx.board.work_start(
+                    ctx.board.work_start_counted(
                         id.clone(),
                         WorkDoc {
                             work: WorkKind::Backup,
@@ -543,10 +545,13 @@ async fn run(ctx: &Ctx, job: Job) -> Result<(), Failure> {
                             lsn_start: 0,
                             lsn_end: 0,
                             size,
+                            done: Some(0),
                         },
+                        r.progress.clone(),
                     );
                 }
             }
+            let d2 = d.clone();
             let made = blocking(move || {
                 let mut out = Vec::new();
                 for req in &reqs {
@@ -556,6 +561,10 @@ async fn run(ctx: &Ctx, job: Job) -> Result<(), Failure> {
             })
             .await;
             ctx.board.work_done(&id);
+            for (db, what) in d2.capture_gaps() {
+                warn!(db = ctx.cfg.db_name(db), %what, "the change capture healed a gap");
+                ctx.feed.send(Input::CaptureGap { db, what }).await;
+            }
             let made = made?;
             crate::crash::point("publish_before_journal");
             // Each artifact is announced before the completion (the core's contract).
@@ -598,6 +607,7 @@ async fn run(ctx: &Ctx, job: Job) -> Result<(), Failure> {
                     lsn_start: artifact.key.lsn_start.0,
                     lsn_end: artifact.key.lsn_end.0,
                     size: artifact.size,
+                    done: None,
                 },
             );
             let r = blocking(move || {

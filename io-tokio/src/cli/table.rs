@@ -146,7 +146,16 @@ pub fn render(sites: &[(String, Result<StatusDoc, String>)]) -> String {
         }
         for w in &d.work {
             notes.push(match w.work {
-                WorkKind::Backup => format!("{site}: full backup of {} ({} bytes)", w.db, w.size),
+                WorkKind::Backup => match w.done {
+                    Some(done) if w.size > 0 => format!(
+                        "{site}: full backup of {} {} {} of {} MiB",
+                        w.db,
+                        bar(done, w.size),
+                        done / (1 << 20),
+                        w.size.div_ceil(1 << 20)
+                    ),
+                    _ => format!("{site}: full backup of {} ({} bytes)", w.db, w.size),
+                },
                 WorkKind::Restore | WorkKind::Reseed => format!(
                     "{site}: {} {} {}..{} {} bytes",
                     if w.work == WorkKind::Restore {

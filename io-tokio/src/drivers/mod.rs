@@ -63,6 +63,40 @@ pub struct BackupRequest {
     /// Wall-clock creation time (UTC), for the manifest and the file name.
     pub created_utc: UtcMillis,
     pub outbox: PathBuf,
+    /// Where the driver counts the bytes of a long copy (a full backup), for `/status`.
+    pub progress: Progress,
+}
+
+/// A long copy's progress, shared between the driver (on a blocking thread) and `/status`:
+/// the bytes copied so far of the pass under way, and that pass's size. A full backup may make
+/// more than one pass (a snapshot of the live database, then the artifact): each starts at 0.
+#[derive(Clone, Debug, Default)]
+pub struct Progress(std::sync::Arc<[std::sync::atomic::AtomicU64; 2]>);
+
+/// Not part of what a request asks for: any two compare equal.
+impl PartialEq for Progress {
+    fn eq(&self, _: &Progress) -> bool {
+        true
+    }
+}
+impl Eq for Progress {}
+
+impl Progress {
+    /// A pass of `total` bytes starts.
+    pub fn start(&self, total: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.0[0].store(0, Relaxed);
+        self.0[1].store(total, Relaxed);
+    }
+    /// `n` more bytes were copied.
+    pub fn add(&self, n: u64) {
+        self.0[0].fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+    /// `(done, total)` of the pass under way (`total` 0: none started yet).
+    pub fn get(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.0[0].load(Relaxed), self.0[1].load(Relaxed))
+    }
 }
 
 /// What a drill found.
@@ -96,6 +130,13 @@ pub trait Driver: Send + Sync {
     fn collect_logs(&self, request: &BackupRequest) -> Result<Vec<ArtifactFile>, DriverError> {
         let _ = request;
         Ok(Vec::new())
+    }
+
+    /// Primary: gaps the change capture healed since the last call, per database, in the
+    /// driver's words (see `Input::CaptureGap`); the agent raises a `capture_gap` notice for
+    /// each. Default: none.
+    fn capture_gaps(&self) -> Vec<(DbId, String)> {
+        Vec::new()
     }
 
     /// List the artifacts in a directory (an outbox after a restart, an inbox): those with a

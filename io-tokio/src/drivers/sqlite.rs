@@ -189,6 +189,7 @@ impl SqliteDriver {
                 fence_wait: Duration::from_millis(config.fence_timeout_ms),
                 check_every: Duration::from_millis(config.check_every_ms),
                 state: Mutex::new(SlotState::default()),
+                gaps: Mutex::new(Vec::new()),
             });
         }
         let driver = SqliteDriver {
@@ -241,6 +242,15 @@ impl Driver for SqliteDriver {
 
     fn databases(&self) -> &[DatabaseSpec] {
         &self.specs
+    }
+
+    fn capture_gaps(&self) -> Vec<(DbId, String)> {
+        let mut out = Vec::new();
+        for slot in &self.slots {
+            let mut gaps = slot.gaps.lock().unwrap_or_else(|e| e.into_inner());
+            out.extend(gaps.drain(..).map(|g| (slot.id, g)));
+        }
+        out
     }
 
     fn take_backup(&self, request: &BackupRequest) -> Result<Vec<ArtifactFile>, DriverError> {
@@ -535,7 +545,11 @@ fn publish_requested(
     match request.kind {
         ArtifactKind::Full => {
             let staging = manifest::staging_path(&request.outbox, slot.name(), request.kind);
-            durable::copy_and_sync(staged, &staging)?;
+            durable::copy_and_sync_counted(staged, &staging, &request.progress)?;
+            // The copy read the shadow in large chunks: see `durable::drop_cached`.
+            if let Ok(f) = std::fs::File::open(staged) {
+                durable::drop_cached(&f);
+            }
             out.push(manifest::publish(
                 &request.outbox,
                 &staging,
@@ -627,7 +641,7 @@ fn take_backup_wal(
     pin: &mut capture::Pin,
     request: &BackupRequest,
 ) -> Result<Vec<ArtifactFile>, DriverError> {
-    let (mut next, captured) = capture::capture(slot, pin)?;
+    let (mut next, captured) = capture::capture(slot, pin, &request.progress)?;
     let continuity = match captured {
         capture::Captured::Continues => Continuity::Continues,
         capture::Captured::Starts(None) => Continuity::Starts,
@@ -637,7 +651,8 @@ fn take_backup_wal(
     let shadow = next.shadow_path(&slot.dir);
     let continues = matches!(continuity, Continuity::Continues) && image.page_count > 0;
     let out = publish_requested(slot, request, &mut next, &shadow, image, continues)?;
-    next.save(&slot.dir)?;
+    let saved = ChainState::load(&slot.dir, slot.name());
+    capture::persist(slot, saved.as_ref(), &next)?;
     for a in &out {
         tracing::info!(db = slot.name(), artifact = %a.describe(), "published");
     }

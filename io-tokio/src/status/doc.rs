@@ -323,6 +323,10 @@ pub struct WorkDoc {
     pub lsn_start: u64,
     pub lsn_end: u64,
     pub size: u64,
+    /// Bytes done of `size` in the pass under way, where the work counts them (full backups:
+    /// each pass, the snapshot of the live database then the artifact, counts from 0).
+    #[serde(default)]
+    pub done: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -790,6 +794,7 @@ pub(crate) mod tests {
                 lsn_start: 10,
                 lsn_end: 20,
                 size: 4096,
+                done: None,
             }],
             reports: vec![ReportDoc {
                 seq: 1,
@@ -1015,6 +1020,7 @@ pub(crate) mod tests {
             "utc",
             "work",
             "work[].db",
+            "work[].done",
             "work[].lsn_end",
             "work[].lsn_start",
             "work[].size",

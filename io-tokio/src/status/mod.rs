@@ -49,6 +49,19 @@ pub fn iso(t: UtcMillis) -> String {
 }
 
 /// The UTC time of engine time `t`, given engine time `now` is wall-clock now.
+/// A work entry with the bytes its driver counted so far (a pass of known size replaces the
+/// estimate it started with).
+fn counted(doc: &WorkDoc, progress: Option<&crate::drivers::Progress>) -> WorkDoc {
+    let mut doc = doc.clone();
+    if let Some((done, total)) = progress.map(|p| p.get()) {
+        doc.done = Some(done);
+        if total > 0 {
+            doc.size = total;
+        }
+    }
+    doc
+}
+
 fn utc_of(t: Millis, now: Millis) -> String {
     iso(UtcMillis(utc_now().0 - now.saturating_sub(t) as i64))
 }
@@ -61,7 +74,7 @@ struct Inner {
     health: Option<bool>,
     /// The role and writability after the last output (for `/health`, without the loop).
     role: Option<(RoleName, bool)>,
-    work: Vec<(String, WorkDoc)>,
+    work: Vec<(String, WorkDoc, Option<crate::drivers::Progress>)>,
     /// The transport's artifact transfers (sending and receiving), read live.
     transfers: Vec<crate::transport::Transfers>,
     /// How this process started: journal replay and any torn tail that was truncated.
@@ -196,10 +209,14 @@ impl StatusBoard {
 
     /// Long work in progress (restores, reseeds), shown until [`Self::work_done`].
     pub fn work_start(&self, id: String, doc: WorkDoc) {
-        self.inner().work.push((id, doc));
+        self.inner().work.push((id, doc, None));
+    }
+    /// Work whose bytes the driver counts in `progress` (shown as `done` of `size`).
+    pub fn work_start_counted(&self, id: String, doc: WorkDoc, progress: crate::drivers::Progress) {
+        self.inner().work.push((id, doc, Some(progress)));
     }
     pub fn work_done(&self, id: &str) {
-        self.inner().work.retain(|(w, _)| w != id);
+        self.inner().work.retain(|(w, _, _)| w != id);
     }
 
     /// Show these transfers' byte progress in the status document.
@@ -217,7 +234,11 @@ impl StatusBoard {
             utc_of: &|t| utc_of(t, now),
             recent_alerts: i.alerts.iter().cloned().collect(),
             recent_decisions: i.audits.iter().cloned().collect(),
-            work: i.work.iter().map(|(_, d)| d.clone()).collect(),
+            work: i
+                .work
+                .iter()
+                .map(|(_, d, p)| counted(d, p.as_ref()))
+                .collect(),
             reports: i.reports.iter().rev().take(10).cloned().collect(),
             latencies: i.log_verified_ms.iter().copied().collect(),
             journal,

@@ -40,6 +40,7 @@ fn request(kind: ArtifactKind, outbox: &Path) -> BackupRequest {
         epoch: Epoch(3),
         created_utc: UtcMillis(T0),
         outbox: outbox.to_path_buf(),
+        progress: Default::default(),
     }
 }
 

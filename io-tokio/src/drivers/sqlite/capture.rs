@@ -14,10 +14,12 @@
 //! **Checkpoints.** SQLite may restart the WAL (write new frames from its start) once every
 //! frame is in the database file and no reader uses the log. The driver keeps a read
 //! transaction open at all times on one of two connections (the *pin*): a capture pins the
-//! newest snapshot on the other connection before it releases the old pin and runs a passive
-//! checkpoint. Backfill then stops at the new pin's snapshot, or, when the log was empty or fully
-//! backfilled as the pin began (a pin on SQLite's read slot 0), cannot run at all; either way a
-//! restart can only drop frames the driver already captured. Frames committed while the agent
+//! newest snapshot on the other connection before it releases the old pin. Checkpoints (the
+//! application's automatic ones, and the driver's own once the log is 1000 frames long) then stop
+//! at the pin's snapshot, or, when the log was empty or fully backfilled as the pin began (a pin
+//! on SQLite's read slot 0), cannot run at all; either way a restart can only drop frames the
+//! driver already captured. The driver does not checkpoint every capture: that would write the
+//! application's hot pages into the database file every second instead of once per 1000 frames. Frames committed while the agent
 //! was not running may be gone: a restart the driver did not see is read past where the new log
 //! has not overwritten the old one, else healed by comparing the shadow with a snapshot of the
 //! live database (one full read; the log's transaction count is then a lower bound, and the
@@ -25,12 +27,19 @@
 //!
 //! **Crash safety.** Page images go into the shadow in place under a marker file
 //! (`shadow.dirty`, durable before the first write and removed after `chain.json` records the
-//! new position). After a crash the marker says the shadow may hold images newer than its
-//! position: reading the same frames from the saved cursor again writes the same images and
-//! repairs it; if SQLite restarted the WAL meanwhile, the healing comparison carries every page.
+//! new position, which the driver writes once per capture, after the log it cut is in the outbox,
+//! or before its own checkpoint when it resets the WAL). After a crash the marker says the shadow
+//! may hold images newer than its position: reading the same frames from the saved cursor again
+//! writes the same images and repairs it (a log already published is cut again, the same
+//! artifact); if SQLite restarted the WAL meanwhile, the healing comparison carries every page.
+//!
+//! **Page cache.** The shadow is dropped from the page cache after every whole-file copy and the
+//! live database is read without readahead (see `durable::drop_cached`): a capture then costs
+//! the pages it writes, not the large folios they would sit in.
 
 use super::super::durable;
 use super::super::error::{DriverError, ErrorKind};
+use super::super::Progress;
 use super::chain::{self, ChainState, PageSet};
 use super::header::{lock_page, read_image, widen, Image};
 use super::lock::open_existing;
@@ -86,6 +95,7 @@ impl Pin {
             File::open(p).map_err(|e| DriverError::io(format!("opening {}", p.display()), &e))
         };
         let db = raw(slot.path())?;
+        durable::read_without_readahead(&db);
         let wal = raw(&wal_path(slot.path()))?;
         Ok(Some(Pin {
             conns: [first, second],
@@ -96,8 +106,12 @@ impl Pin {
         }))
     }
 
-    /// Pin the newest snapshot on the other connection, release the old pin, and checkpoint
-    /// passively up to what is pinned now.
+    /// Pin the newest snapshot on the other connection and release the old pin: checkpoints
+    /// (the application's automatic ones, and the driver's when the WAL is long, see [`reset`])
+    /// may now copy everything captured so far.
+    ///
+    /// No checkpoint runs here: one a second would write the application's hot pages into the
+    /// database file every second instead of once per reset.
     fn renew(&mut self, slot: &Slot) -> Result<(), DriverError> {
         let next = 1 - self.active;
         begin(&self.conns[next], slot)?;
@@ -106,11 +120,6 @@ impl Pin {
             .map_err(|e| DriverError::sqlite(slot.what("releasing the old pin of"), &e))?;
         self.active = next;
         self.fresh = false;
-        let _ = old.busy_timeout(CHECKPOINT_BUSY);
-        if let Err(e) = old.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::debug!(db = slot.name(), error = %e, "passive checkpoint skipped");
-        }
-        let _ = old.busy_timeout(slot.busy);
         Ok(())
     }
 }
@@ -162,7 +171,11 @@ fn write_frames(wal: &File, new: &Committed, page_size: u32, file: &File) -> io:
 /// stamped), taken under the pin: the file, then every frame committed in the WAL. Returns its
 /// shape, the WAL cursor it corresponds to (`None` while the WAL is empty) and the number of
 /// transactions committed in the WAL.
-fn snapshot(pin: &Pin, dest: &Path) -> Result<(Image, Option<WalCursor>, u64), DriverError> {
+fn snapshot(
+    pin: &Pin,
+    dest: &Path,
+    progress: &Progress,
+) -> Result<(Image, Option<WalCursor>, u64), DriverError> {
     for _ in 0..SNAPSHOT_TRIES {
         let read = wal::read_committed(&pin.wal, None)
             .map_err(io_err("reading the WAL for a snapshot".into()))?;
@@ -181,7 +194,7 @@ fn snapshot(pin: &Pin, dest: &Path) -> Result<(Image, Option<WalCursor>, u64), D
                 .open(dest)?;
             let len = pin.db.metadata()?.len();
             let mut w = &out;
-            durable::copy_prefix(&pin.db, &mut w, len)?;
+            durable::copy_prefix_counted(&pin.db, &mut w, len, Some(progress))?;
             let page_size = match &cursor {
                 Some(c) => c.page_size,
                 None => header_page_size(&out)?,
@@ -189,6 +202,7 @@ fn snapshot(pin: &Pin, dest: &Path) -> Result<(Image, Option<WalCursor>, u64), D
             write_frames(&pin.wal, &new, page_size, &out)?;
             out.write_all_at(&[1, 1], 18)?;
             out.sync_all()?;
+            durable::drop_cached(&out);
             Ok::<_, io::Error>(out)
         })()
         .map_err(io_err(format!("copying a snapshot to {}", dest.display())))?;
@@ -227,7 +241,11 @@ pub(super) enum Captured {
 
 /// Bring the chain of a WAL-mode database up to date with the WAL and return it, its shadow
 /// at the chain's position.
-pub(super) fn capture(slot: &Slot, pin: &mut Pin) -> Result<(ChainState, Captured), DriverError> {
+pub(super) fn capture(
+    slot: &Slot,
+    pin: &mut Pin,
+    progress: &Progress,
+) -> Result<(ChainState, Captured), DriverError> {
     let dir = &slot.dir;
     let dirty = dir.join(DIRTY_FILE);
     let previous = ChainState::load(dir, slot.name());
@@ -242,7 +260,16 @@ pub(super) fn capture(slot: &Slot, pin: &mut Pin) -> Result<(ChainState, Capture
         // The application switched the database to WAL mode: its chain goes on from the
         // shadow of the last rollback-journal snapshot (as after a promotion, when the
         // application opens the copy and sets WAL mode).
-        Some(p) => return heal(slot, pin, p, suspect, "the database is now in WAL mode"),
+        Some(p) => {
+            return heal(
+                slot,
+                pin,
+                p,
+                suspect,
+                "the database is now in WAL mode",
+                progress,
+            )
+        }
         // No chain, or one that could not be used (its file is there): a chain that restarts
         // needs a full backup before logs can follow, so logs fail until one is taken.
         None => {
@@ -250,7 +277,7 @@ pub(super) fn capture(slot: &Slot, pin: &mut Pin) -> Result<(ChainState, Capture
                 .join(chain::CHAIN_FILE)
                 .exists()
                 .then(|| "its chain state could not be used".to_string());
-            return start(slot, pin, why.clone()).map(|c| (c, Captured::Starts(why)));
+            return start(slot, pin, why.clone(), progress).map(|c| (c, Captured::Starts(why)));
         }
     };
     let read = wal::read_committed(&pin.wal, cursor.as_ref()).map_err(io_err(format!(
@@ -273,7 +300,14 @@ pub(super) fn capture(slot: &Slot, pin: &mut Pin) -> Result<(ChainState, Capture
                     new,
                 } => vec![(old_tail, old), (new, new_cursor)],
                 AfterRestart::Unknown => {
-                    return heal(slot, pin, prev, suspect, "it restarted unseen")
+                    return heal(
+                        slot,
+                        pin,
+                        prev,
+                        suspect,
+                        "its WAL restarted while the agent was not running",
+                        progress,
+                    )
                 }
             }
         }
@@ -281,12 +315,23 @@ pub(super) fn capture(slot: &Slot, pin: &mut Pin) -> Result<(ChainState, Capture
         (WalRead::Empty, None) => vec![],
         (WalRead::Empty, Some(c)) if c.frames == 0 || !pin.fresh => vec![],
         (WalRead::Empty, Some(_)) => {
-            return heal(slot, pin, prev, suspect, "it was emptied unseen")
+            return heal(
+                slot,
+                pin,
+                prev,
+                suspect,
+                "its WAL was emptied while the agent was not running",
+                progress,
+            )
         }
     };
+    let before = prev.clone();
     let next = apply(slot, pin, prev, &steps)?;
     let frames = next.wal.map_or(0, |c| c.frames);
     let next = if frames >= RESET_FRAMES {
+        // Recorded before the checkpoint lets SQLite start the log over: after a crash past
+        // this point the frames would be gone, and `chain.json` already holds what they did.
+        persist(slot, Some(&before), &next)?;
         reset(slot, pin, next)?
     } else {
         pin.renew(slot)?;
@@ -310,7 +355,9 @@ fn apply(
     let mut commits = 0;
     let shadow = next.shadow_path(dir);
     if steps.iter().any(|(c, _)| c.commits > 0) {
-        durable::write_atomically(&dirty, b"the shadow is being updated\n")?;
+        if !dirty.exists() {
+            durable::write_atomically(&dirty, b"the shadow is being updated\n")?;
+        }
         let file =
             durable::open_rw(&shadow).map_err(io_err(format!("opening {}", shadow.display())))?;
         for (new, _) in steps {
@@ -335,10 +382,26 @@ fn apply(
     next.wal_mode = true;
     next.log_touched.extend(&changed);
     next.incr_touched.extend(&changed);
-    next.save(dir)?;
-    durable::remove_durably(&dirty)?;
-    chain::store_reference(dir, next.position)?;
     Ok(next)
+}
+
+/// Record a capture's state once what it published is in the outbox: `chain.json` (when it
+/// changed since `before`), the position reference, then the shadow's marker goes. One write of
+/// each per capture. A crash before this reads the same frames again (the marker says the shadow
+/// may be ahead of `chain.json`); a log published twice is the same artifact.
+pub(super) fn persist(
+    slot: &Slot,
+    before: Option<&ChainState>,
+    state: &ChainState,
+) -> Result<(), DriverError> {
+    let dir = &slot.dir;
+    if before != Some(state) {
+        state.save(dir)?;
+        if before.map(|b| b.position) != Some(state.position) {
+            chain::store_reference(dir, state.position)?;
+        }
+    }
+    durable::remove_durably(&dir.join(DIRTY_FILE))
 }
 
 /// Let SQLite start the WAL over once it is long: with the pins alone the log would grow for
@@ -367,7 +430,12 @@ fn reset(slot: &Slot, pin: &mut Pin, state: ChainState) -> Result<ChainState, Dr
             slot.name()
         )))?;
         let state = match read {
-            WalRead::Continued { cursor, new } => apply(slot, pin, state, &[(new, cursor)])?,
+            WalRead::Continued { cursor, new } => {
+                let before = state.clone();
+                let state = apply(slot, pin, state, &[(new, cursor)])?;
+                persist(slot, Some(&before), &state)?;
+                state
+            }
             // Impossible under the pin and the write lock; read again at the next capture.
             _ => return Ok(state),
         };
@@ -391,9 +459,14 @@ fn reset(slot: &Slot, pin: &mut Pin, state: ChainState) -> Result<ChainState, Dr
 }
 
 /// Start a chain at a fresh snapshot of the live database.
-fn start(slot: &Slot, pin: &mut Pin, why: Option<String>) -> Result<ChainState, DriverError> {
+fn start(
+    slot: &Slot,
+    pin: &mut Pin,
+    why: Option<String>,
+    progress: &Progress,
+) -> Result<ChainState, DriverError> {
     let staged = slot.staged_shadow();
-    let (image, cursor, _) = snapshot(pin, &staged)?;
+    let (image, cursor, _) = snapshot(pin, &staged, progress)?;
     let reference = chain::load_reference(&slot.dir);
     // A new chain starts past every position handed out before, so positions never go back.
     let position = Lsn(widen(image.counter, reference).0.max(reference.0) + 1);
@@ -437,6 +510,7 @@ fn heal(
     prev: ChainState,
     suspect: bool,
     why: &str,
+    progress: &Progress,
 ) -> Result<(ChainState, Captured), DriverError> {
     let switched = !prev.wal_mode;
     if switched {
@@ -446,12 +520,18 @@ fn heal(
         tracing::warn!(db = slot.name(), %why,
             "the WAL lost frames the driver had not read: comparing the whole database with \
              the shadow copy (the next log's transaction count is a lower bound)");
+        slot.gaps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(format!(
+                "{why}, and frames the driver had not read are gone"
+            ));
     }
     let staged = slot.staged_shadow();
-    let (image, cursor, commits) = snapshot(pin, &staged)?;
+    let (image, cursor, commits) = snapshot(pin, &staged, progress)?;
     if image.page_size != prev.page_size {
         let why = Some("its page size changed".to_string());
-        return start(slot, pin, why.clone()).map(|c| (c, Captured::Starts(why)));
+        return start(slot, pin, why.clone(), progress).map(|c| (c, Captured::Starts(why)));
     }
     let old = prev.shadow_path(&slot.dir);
     // A shadow a crash left half updated cannot be compared with: every page is carried.
@@ -461,7 +541,10 @@ fn heal(
         File::open(&old)
             .and_then(|o| {
                 let n = File::open(&staged)?;
-                chain::changed_pages(&o, prev.image(), &n, image)
+                let touched = chain::changed_pages(&o, prev.image(), &n, image);
+                durable::drop_cached(&o);
+                durable::drop_cached(&n);
+                touched
             })
             .map_err(io_err(format!(
                 "comparing {} with a snapshot",

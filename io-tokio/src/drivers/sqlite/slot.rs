@@ -31,6 +31,8 @@ pub(super) struct Slot {
     /// The quick check after an applied delta runs at most this often.
     pub(super) check_every: Duration,
     pub(super) state: Mutex<SlotState>,
+    /// Gaps the change capture healed since the agent last asked (`Driver::capture_gaps`).
+    pub(super) gaps: Mutex<Vec<String>>,
 }
 
 #[derive(Default)]
@@ -107,7 +109,9 @@ impl Slot {
             if let Some(dest) = copy_to {
                 let copied = File::create(dest).and_then(|mut out| {
                     durable::copy_prefix(file, &mut out, image.len())?;
-                    out.sync_all()
+                    out.sync_all()?;
+                    durable::drop_cached(&out);
+                    Ok(())
                 });
                 copied.map_err(|e| {
                     DriverError::io(

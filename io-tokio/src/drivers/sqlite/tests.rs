@@ -130,6 +130,7 @@ impl Site {
             epoch: Epoch(1),
             created_utc: UtcMillis(now),
             outbox: self.outbox.clone(),
+            progress: Default::default(),
         })
     }
 

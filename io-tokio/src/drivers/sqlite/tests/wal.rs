@@ -131,8 +131,17 @@ fn a_wal_emptied_while_the_agent_was_stopped_is_healed_by_comparing_pages() {
         .unwrap();
     assert_eq!(busy, 0, "nobody pins the WAL while the agent is stopped");
     insert(&app, 65, 5);
-    // The agent starts again.
-    let log2 = log_after_restart(&primary, &state);
+    // The agent starts again: the gap is healed and reported (the agent raises capture_gap).
+    let (log2, gaps) = log_after_restart(&primary, &state);
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert_eq!(gaps[0].0, SALES);
+    assert!(
+        gaps[0]
+            .1
+            .contains("frames the driver had not read are gone"),
+        "{}",
+        gaps[0].1
+    );
     assert_eq!(log2.manifest.lsn_start, log1.manifest.lsn_end);
     assert!(log2.manifest.lsn_end > log2.manifest.lsn_start);
     standby.restore_all(&[&full, &log1, &log2]);
@@ -140,8 +149,9 @@ fn a_wal_emptied_while_the_agent_was_stopped_is_healed_by_comparing_pages() {
     assert_eq!(standby.integrity(), "ok");
 }
 
-/// The one log a driver opened again on `primary`'s state (the agent restarted) takes.
-fn log_after_restart(primary: &Site, state: &Path) -> ArtifactFile {
+/// The one log a driver opened again on `primary`'s state (the agent restarted) takes, and the
+/// capture gaps it reported.
+fn log_after_restart(primary: &Site, state: &Path) -> (ArtifactFile, Vec<(DbId, String)>) {
     let restarted = open_driver(state, &primary.db);
     let mut v = restarted
         .take_backup(&BackupRequest {
@@ -150,10 +160,11 @@ fn log_after_restart(primary: &Site, state: &Path) -> ArtifactFile {
             epoch: Epoch(1),
             created_utc: UtcMillis(T0 + 60_000),
             outbox: primary.outbox.clone(),
+            progress: Default::default(),
         })
         .unwrap();
     assert_eq!(v.len(), 1);
-    v.remove(0)
+    (v.remove(0), restarted.capture_gaps())
 }
 
 /// The driver's pins on a site's database, taken and closed (as when the agent stops).
@@ -189,6 +200,10 @@ fn a_crash_while_the_shadow_was_updated_is_repaired_from_the_same_frames() {
         .unwrap();
     let log2 = primary.one(ArtifactKind::Log);
     assert!(!marker.exists());
+    assert!(
+        primary.driver.capture_gaps().is_empty(),
+        "the same frames repaired it: no gap"
+    );
     assert_eq!(log2.manifest.lsn_start, log1.manifest.lsn_end);
     assert_eq!(log2.manifest.lsn_end.0 - log2.manifest.lsn_start.0, 10);
     standby.restore_all(&[&full, &log1, &log2]);
@@ -218,7 +233,8 @@ fn a_crash_mid_update_then_an_unseen_restart_carries_every_page() {
     app.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
         .unwrap();
     insert(&app, 40, 3);
-    let log2 = log_after_restart(&primary, &state);
+    let (log2, gaps) = log_after_restart(&primary, &state);
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
     let (reader, pages) = pages::DeltaReader::open(&log2.path).unwrap();
     assert_eq!(
         pages.len() as u32,
@@ -262,4 +278,34 @@ fn under_a_steady_writer_the_wal_starts_over_instead_of_growing_for_ever() {
         .map(|l| l.manifest.lsn_end.0 - l.manifest.lsn_start.0)
         .sum();
     assert_eq!(total, 8 * 400, "every transaction counted once");
+}
+
+/// A full backup counts its passes in the request's progress (what `/status` shows as `done`
+/// of `size`): the snapshot of the live database at the chain's start, then the artifact.
+#[test]
+fn a_full_backup_counts_its_bytes_in_the_requests_progress() {
+    let primary = site();
+    let app = primary.wal_app();
+    insert(&app, 0, 200);
+    let progress = crate::drivers::Progress::default();
+    assert_eq!(progress.get(), (0, 0));
+    let made = primary
+        .driver
+        .take_backup(&BackupRequest {
+            db: SALES,
+            kind: ArtifactKind::Full,
+            epoch: Epoch(1),
+            created_utc: UtcMillis(T0),
+            outbox: primary.outbox.clone(),
+            progress: progress.clone(),
+        })
+        .unwrap();
+    assert_eq!(made.len(), 1);
+    let size = fs::metadata(&made[0].path).unwrap().len();
+    assert!(size > 0);
+    assert_eq!(
+        progress.get(),
+        (size, size),
+        "the last pass, the artifact, is done"
+    );
 }
