@@ -260,3 +260,87 @@ fn a_healed_capture_gap_is_a_warning_notice_and_nothing_else() {
     );
     assert!(e.poll_output().is_none(), "an unknown database is ignored");
 }
+
+/// The recovery site asks for a full backup again while the first one (of a large database)
+/// is still being taken or shipped: the primary takes no second one, which would only compete
+/// with the first. Once the first was refused, a new request takes a new one.
+#[test]
+fn a_repeated_request_for_a_full_backup_while_one_is_under_way_takes_no_second_one() {
+    use lifeboat_core::protocol::Message;
+    use lifeboat_core::Peer;
+    let mut e = SiteEngine::new(config(1), SiteId(0));
+    e.handle(1_000, Input::Tick);
+    while e.poll_output().is_some() {}
+    let ask = Input::Message {
+        from: Peer::Site(SiteId(1)),
+        msg: Message::RequestFull { db: Some(DbId(0)) },
+    };
+    let fulls = |out: &[Output]| -> Vec<lifeboat_core::OpId> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Command(Command::TakeBackup {
+                    op,
+                    kind: ArtifactKind::Full,
+                    ..
+                }) => Some(*op),
+                _ => None,
+            })
+            .collect()
+    };
+    e.handle(1_000, ask.clone());
+    let out: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+    let first = fulls(&out);
+    assert_eq!(first.len(), 1, "the first request takes a full: {out:#?}");
+
+    e.handle(2_000, ask.clone());
+    let out: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+    assert!(
+        fulls(&out).is_empty(),
+        "a second full while one is taken: {out:#?}"
+    );
+    assert!(audits(&out).iter().any(|a| a == "no new full backup"));
+
+    // Taken and in the outbox, on its first ship: still under way.
+    let meta = ArtifactMeta {
+        key: lifeboat_core::ArtifactKey {
+            db: DbId(0),
+            epoch: lifeboat_core::Epoch(1),
+            lsn_start: lifeboat_core::Lsn(10),
+            lsn_end: lifeboat_core::Lsn(10),
+            kind: ArtifactKind::Full,
+        },
+        base_full: None,
+        created_utc: lifeboat_core::UtcMillis(1_000),
+        size: 1 << 30,
+        checksum: lifeboat_core::Checksum(7),
+        retry: 0,
+    };
+    e.handle(3_000, Input::ArtifactDiscovered(meta));
+    e.handle(
+        3_000,
+        Input::Completed {
+            op: first[0],
+            result: Ok(()),
+        },
+    );
+    while e.poll_output().is_some() {}
+    e.handle(4_000, ask.clone());
+    let out: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+    assert!(
+        fulls(&out).is_empty(),
+        "a second full while one ships: {out:#?}"
+    );
+
+    // The recovery site refused that copy: the next request takes a new full.
+    e.handle(
+        5_000,
+        Input::Message {
+            from: Peer::Site(SiteId(1)),
+            msg: Message::Resend { key: meta.key },
+        },
+    );
+    while e.poll_output().is_some() {}
+    e.handle(6_000, ask);
+    let out: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+    assert_eq!(fulls(&out).len(), 1, "a refused full is replaced: {out:#?}");
+}

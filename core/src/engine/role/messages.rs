@@ -8,6 +8,20 @@ use crate::ids::{DbId, Millis};
 use crate::protocol::{ArbiterView, Command, Message, OperatorRequest, Peer};
 
 impl SiteEngine {
+    /// A full backup of `db` is being taken (its command outstanding), or is in the outbox on
+    /// its first ship (queued or in flight, no failure and no refusal yet). A full that failed
+    /// or was refused does not count: the copy may be damaged, and a new one is taken.
+    fn full_under_way(&self, db: DbId) -> bool {
+        let taking = self.st.ops.values().any(|o| {
+            matches!(o.cmd, Command::TakeBackup { db: d, kind: ArtifactKind::Full, .. }
+                if d.is_none_or(|d| d == db))
+        });
+        taking
+            || self.st.outbox.values().any(|e| {
+                e.meta.key.db == db && e.meta.key.kind == ArtifactKind::Full && e.attempts == 0
+            })
+    }
+
     pub(in crate::engine) fn message(&mut self, now: Millis, from: Peer, msg: Message) {
         match (from, msg) {
             (Peer::Site(s), Message::Ack { key }) if s == self.peer => self.acked(now, key),
@@ -23,6 +37,21 @@ impl SiteEngine {
                 // A fenced holder answers too (a backup needs no writes): the rebuild of the
                 // peer must not wait for the next request because our lease was being renewed.
                 if matches!(self.st.role, Role::Primary | Role::Fenced) {
+                    let all: Vec<DbId> = (0..self.st.dbs.len() as u32).map(DbId).collect();
+                    let asked = db.map_or(all, |d| vec![d]);
+                    if !asked.is_empty() && asked.iter().all(|d| self.full_under_way(*d)) {
+                        // The recovery site asks again while a large full is still being taken
+                        // or shipped: a second one would only compete with the first.
+                        self.audit(
+                            now,
+                            "no new full backup".into(),
+                            "the recovery site asked again while a full backup is being taken \
+                             or shipped"
+                                .into(),
+                            vec![Self::kv("db", format!("{db:?}"))],
+                        );
+                        return;
+                    }
                     self.audit(
                         now,
                         "full backup".into(),
