@@ -335,8 +335,17 @@ impl PeerQueue {
     ) -> Self {
         let (tx, mut rx) = mpsc::channel::<Message>(PEER_QUEUE);
         tokio::spawn(async move {
+            // The first message waits for this process's own link to the peer (up to the
+            // connect timeout) instead of being dropped: it is the engine's first lease renewal
+            // at start, and dropped it would leave a (re)started primary fenced until the next
+            // renewal, a second or more later. Later messages with no link are dropped at once
+            // (the engines re-send what matters): an outage never queues stale messages behind
+            // slow waits.
+            let mut first = true;
             while let Some(msg) = rx.recv().await {
-                if let Some(dial) = dial.as_ref().filter(|d| d.remote().is_some()) {
+                let waits =
+                    std::mem::take(&mut first) && !listener.connected_peers().contains(&peer);
+                if let Some(dial) = dial.as_ref().filter(|d| waits || d.remote().is_some()) {
                     match dial.send_message(msg.clone()).await {
                         Ok(()) => continue,
                         Err(e) => {
