@@ -49,6 +49,22 @@ fn report_unreadable(h: &mut Harness, lost: &ArtifactMeta) -> String {
     file
 }
 
+/// Only alerts and audit records: nothing commanded, sent or reported.
+fn notices_only(out: &[Output]) -> bool {
+    out.iter()
+        .all(|o| matches!(o, Output::Alert(_) | Output::Audit(_)))
+}
+
+/// The first alert among `out`.
+fn only_alert(out: &[Output]) -> &lifeboat_core::alert::AlertEvent {
+    out.iter()
+        .find_map(|o| match o {
+            Output::Alert(a) => Some(a),
+            _ => None,
+        })
+        .expect("no alert")
+}
+
 fn full_backups_of_db0(h: &Harness, since: usize) -> usize {
     h.commands[since..]
         .iter()
@@ -157,17 +173,10 @@ fn an_unreadable_inbox_manifest_at_the_recovery_site_is_noticed_and_neither_ackn
     );
     let out: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
     assert!(
-        out.iter()
-            .all(|o| matches!(o, Output::Alert(_) | Output::Audit(_))),
+        notices_only(&out),
         "the recovery site acknowledged, requested or commanded something: {out:#?}"
     );
-    let alert = out
-        .iter()
-        .find_map(|o| match o {
-            Output::Alert(a) => Some(a),
-            _ => None,
-        })
-        .expect("no alert");
+    let alert = only_alert(&out);
     assert_eq!(alert.id.kind, AlertKind::UnreadableManifest);
     assert_eq!(alert.change, AlertChange::Notice);
     assert_eq!(alert.id.db, Some(DbId(1)));
@@ -227,18 +236,11 @@ fn a_healed_capture_gap_is_a_warning_notice_and_nothing_else() {
     );
     let out: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
     assert!(
-        out.iter()
-            .all(|o| matches!(o, Output::Alert(_) | Output::Audit(_))),
+        notices_only(&out),
         "a healed gap commands nothing: {out:#?}"
     );
     assert!(out.iter().any(|o| matches!(o, Output::Audit(_))), "audited");
-    let alert = out
-        .iter()
-        .find_map(|o| match o {
-            Output::Alert(a) => Some(a),
-            _ => None,
-        })
-        .expect("no alert");
+    let alert = only_alert(&out);
     assert_eq!(alert.id.kind, AlertKind::CaptureGap);
     assert_eq!(alert.id.kind.as_str(), "capture_gap");
     assert_eq!(alert.change, AlertChange::Notice);

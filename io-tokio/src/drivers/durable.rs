@@ -44,19 +44,7 @@ pub(crate) fn remove_durably(path: &Path) -> Result<(), DriverError> {
 
 /// Copy `from` into a new file `to` (truncating it) and fsync `to`. Returns the bytes copied.
 pub(crate) fn copy_and_sync(from: &Path, to: &Path) -> Result<u64, DriverError> {
-    let result = (|| {
-        let mut src = File::open(from)?;
-        let mut dst = File::create(to)?;
-        let n = io::copy(&mut src, &mut dst)?;
-        dst.sync_all()?;
-        Ok::<u64, io::Error>(n)
-    })();
-    result.map_err(|e| {
-        DriverError::io(
-            format!("copying {} to {}", from.display(), to.display()),
-            &e,
-        )
-    })
+    copy_and_sync_counted(from, to, &super::Progress::default())
 }
 
 /// Copy `len` bytes from the start of `src` (positional reads: the handle's cursor is not used,
