@@ -2,6 +2,22 @@
 //! starts a new epoch. It grants a new epoch to another site only after the old lease expired
 //! plus the maximum clock-drift margin, and tells a secondary whether it still sees the primary
 //! renewing — the third vantage point that separates a dead site from a dead link.
+//!
+//! **Epochs come only from the arbiter.** No site message sets the arbiter's epoch or holder:
+//! the epoch changes only by a hand-off its holder asks for, or by a grant to a site that asks
+//! (`Acquire`, or a `Renew` of an epoch the arbiter never handed out) once the current lease ran
+//! out plus the drift margin. What a site says can only raise the *number* the next grant
+//! carries, by at most [`MAX_EPOCH_LEAD`]: a forced failover takes the next number itself while
+//! the arbiter is unreachable, and the arbiter must never hand the same number to the other site.
+//! So a site whose messages are forged (or a holder of one site's key) cannot move the epoch while
+//! the holder renews; at worst it burns numbers.
+//!
+//! An arbiter that lost its state (a new machine, an empty `data_dir`) starts at epoch 1 with the
+//! initial primary as holder and that lease running from its start, like any restart. The real
+//! holder's `Renew` of its newer epoch is refused until that lease lapsed, then granted as a
+//! new epoch of the same number: the holder is fenced by its own deadline meanwhile (at most one
+//! lease of refused writes), and no site gets an epoch before the previous holder's lease, as the
+//! lost arbiter granted it, has run out. The simulator's `arbiter_state_lost` fault checks this.
 
 use crate::audit::AuditRecord;
 use crate::config::Config;
@@ -9,6 +25,11 @@ use crate::ids::{Epoch, Millis, SiteId};
 use crate::protocol::{ArbiterView, Input, Message, Output, Peer};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
+
+/// How far ahead of the arbiter's epoch a site's claim may raise the next grant's number: one
+/// forced failover takes one number, and nobody forces a thousand failovers without the arbiter
+/// answering once. A claim beyond is refused, so a forged claim cannot exhaust the numbers.
+pub const MAX_EPOCH_LEAD: u64 = 1_000;
 
 /// The arbiter's durable state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +50,12 @@ pub struct ArbiterState {
     /// renew, and the service would have no writer until the partition heals.
     #[serde(default)]
     pub last_heard: Vec<Option<Millis>>,
+    /// The newest epoch a site claimed that this arbiter did not hand out (within
+    /// [`MAX_EPOCH_LEAD`]). Only its holder may then be granted an unknown epoch, and every new
+    /// epoch goes past it: an arbiter that lost its state, hearing the real holder's claim and a
+    /// stale one, grants the newest.
+    #[serde(default)]
+    pub claimed: Option<Epoch>,
 }
 
 /// The arbiter engine. Same shape as every engine: `handle`, `poll_output`, `poll_timeout`.
@@ -52,6 +79,7 @@ impl Arbiter {
                 last_renewal: None,
                 clock_base: 0,
                 last_heard: Vec::new(),
+                claimed: None,
             },
             cfg,
             out: VecDeque::new(),
@@ -145,19 +173,42 @@ impl Arbiter {
                 } else if epoch > self.st.epoch
                     || (epoch == self.st.epoch && self.st.holder.is_none())
                 {
-                    // A forced failover took this epoch while we were unreachable: only a
-                    // holder renews, so adopt it (the old holder is then denied and demoted).
-                    self.st.epoch = epoch;
-                    self.st.holder = Some(site);
-                    self.audit(
-                        now,
-                        "adopt epoch",
-                        format!(
-                            "{} holds epoch {epoch}, taken without the arbiter",
-                            self.cfg.site_name(site)
+                    // An epoch this arbiter never handed out (a forced failover took it while
+                    // the arbiter was unreachable, or the arbiter lost its state): a request for
+                    // a new epoch like any other, granted under the same rule.
+                    match self.claim(epoch) {
+                        Err(why) => self.deny(now, site, req, why),
+                        Ok(newest) if epoch < newest => self.deny(
+                            now,
+                            site,
+                            req,
+                            "a newer epoch was claimed; only its holder can have it",
                         ),
-                    );
-                    self.grant(now, site, req, lease);
+                        Ok(_) if !self.lapsed(now) => self.deny(
+                            now,
+                            site,
+                            req,
+                            "this arbiter did not hand out that epoch, and the holder's lease has \
+                             not expired (plus the drift margin)",
+                        ),
+                        Ok(_) => {
+                            let old = self.st.holder;
+                            self.st.epoch = epoch;
+                            self.st.holder = Some(site);
+                            self.audit(
+                                now,
+                                "new epoch",
+                                format!(
+                                    "{} renews epoch {epoch}, which this arbiter did not hand out \
+                                     (a forced failover, or lost arbiter state), and the lease of \
+                                     {} expired (plus the drift margin)",
+                                    self.cfg.site_name(site),
+                                    old.map_or("nobody", |o| self.cfg.site_name(o)),
+                                ),
+                            );
+                            self.grant(now, site, req, lease);
+                        }
+                    }
                 } else {
                     self.deny(now, site, req, "not the holder of the current epoch");
                 }
@@ -167,31 +218,15 @@ impl Arbiter {
                     // The holder asks again (it missed our grant, or restarted mid-promotion):
                     // give it the epoch it already holds instead of burning a new one.
                     self.grant(now, site, req, lease);
-                } else if seen > self.st.epoch {
-                    // Someone took epoch `seen` without us (a forced failover) and this site
-                    // heard of it. Never hand the same epoch to a second site: adopt the number,
-                    // treat its unknown holder's lease as running from now, and refuse for now;
-                    // the next epoch goes out once that lease lapsed like any other.
-                    self.st.epoch = seen;
-                    self.st.holder = None;
-                    self.st.lease_expiry = self.st.lease_expiry.max(now + lease);
-                    self.audit(
-                        now,
-                        "adopt epoch",
-                        format!(
-                            "{} reports epoch {seen}, taken without the arbiter by a site unknown here",
-                            self.cfg.site_name(site)
-                        ),
-                    );
-                    self.deny(
-                        now,
-                        site,
-                        req,
-                        "a newer epoch was taken without the arbiter; its lease must lapse first",
-                    );
+                } else if let Err(why) = self.claim(seen) {
+                    self.deny(now, site, req, why);
                 } else if self.lapsed(now) {
                     let old = self.st.holder;
-                    self.st.epoch = Epoch(self.st.epoch.0 + 1);
+                    // Past every epoch anyone may hold: ours, and one a forced failover took
+                    // without us that this site heard of.
+                    let newest = self.st.claimed.map_or(0, |c| c.0);
+                    let epoch = Epoch(self.st.epoch.0.max(seen.0).max(newest).saturating_add(1));
+                    self.st.epoch = epoch;
                     self.st.holder = Some(site);
                     self.audit(
                         now,
@@ -309,6 +344,21 @@ impl Arbiter {
             }
             _ => {}
         }
+    }
+
+    /// A site's claim of an epoch (`Renew`, `Acquire`'s `seen`): refused beyond
+    /// [`MAX_EPOCH_LEAD`] of ours; remembered when newer than ours. The newest claim so far.
+    fn claim(&mut self, claimed: Epoch) -> Result<Epoch, &'static str> {
+        if claimed.0 > self.st.epoch.0.saturating_add(MAX_EPOCH_LEAD) {
+            return Err(
+                "that epoch is further ahead of the arbiter's than forced failovers \
+                        can take it; an operator must check the sites' epochs",
+            );
+        }
+        if claimed > self.st.epoch && self.st.claimed.is_none_or(|c| claimed > c) {
+            self.st.claimed = Some(claimed);
+        }
+        Ok(self.st.claimed.unwrap_or(claimed).max(claimed))
     }
 
     fn grant(&mut self, now: Millis, site: SiteId, req: u64, lease: Millis) {

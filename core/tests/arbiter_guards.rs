@@ -26,7 +26,9 @@ const MARGIN: Millis = 500;
 
 const NOT_HOLDER: &str = "not the holder of the current epoch";
 const NOT_LAPSED: &str = "the holder's lease has not expired (plus the drift margin)";
-const NEWER_TAKEN: &str = "a newer epoch was taken without the arbiter; its lease must lapse first";
+const UNKNOWN_EPOCH_LIVE_LEASE: &str = "this arbiter did not hand out that epoch, and the holder's lease has not expired (plus the drift margin)";
+const NEWER_CLAIMED: &str = "a newer epoch was claimed; only its holder can have it";
+const TOO_FAR: &str = "that epoch is further ahead of the arbiter's than forced failovers can take it; an operator must check the sites' epochs";
 const ONLY_HOLDER_HANDS_OFF: &str = "only the holder of the current epoch can hand it off";
 
 fn cfg() -> Config {
@@ -56,6 +58,7 @@ fn started_at(t: Millis) -> Arbiter {
             last_renewal: None,
             clock_base: 0,
             last_heard: Vec::new(),
+            claimed: None,
         }
     );
     arb
@@ -212,83 +215,115 @@ fn renew_from_the_holder_quoting_an_old_epoch_is_refused() {
 }
 
 #[test]
-fn renew_quoting_a_newer_epoch_adopts_it_as_taken_by_a_forced_failover() {
+fn a_renew_of_an_epoch_the_arbiter_never_handed_out_changes_nothing_while_the_holder_renews() {
+    // Epochs come only from the arbiter: a site quoting a newer epoch (a forced failover, or a
+    // forged message from a holder of that site's key) cannot take the epoch from a live holder.
     let mut arb = started_at(0);
     assert_eq!(reply(&mut arb, 1_000, A, renew(1, 1)), granted(1, 1));
-    // B took epoch 2 by a forced failover while the arbiter was unreachable, and renews it.
-    let outs = send(&mut arb, 2_000, B, renew(2, 2));
-    assert_eq!(sent(&outs), vec![(Peer::Site(B), granted(2, 2))]);
-    assert_eq!(audits(&outs), vec!["adopt epoch".to_string()]);
-    assert_eq!(lease_of(&arb), (Epoch(2), Some(B), 12_000, Some(2_000)));
-    // The old holder is refused from then on.
+    for (t, claimed, req, why) in [
+        (2_000, 2, 2, UNKNOWN_EPOCH_LIVE_LEASE),
+        (3_000, 77, 3, UNKNOWN_EPOCH_LIVE_LEASE),
+        (10_500, 2, 4, NEWER_CLAIMED),
+    ] {
+        let outs = send(&mut arb, t, B, renew(claimed, req));
+        assert_eq!(
+            sent(&outs),
+            vec![(
+                Peer::Site(B),
+                denied(view(1, Some(A), true, false, Some(t - 1_000)), req, why)
+            )]
+        );
+        assert!(audits(&outs).is_empty(), "{outs:?}");
+        assert_eq!(lease_of(&arb), (Epoch(1), Some(A), 11_000, Some(1_000)));
+    }
+    // The holder keeps renewing.
+    assert_eq!(reply(&mut arb, 10_600, A, renew(1, 5)), granted(1, 5));
+    assert_eq!(lease_of(&arb), (Epoch(1), Some(A), 20_600, Some(10_600)));
+}
+
+#[test]
+fn a_renew_of_an_unknown_epoch_is_granted_as_a_new_epoch_of_that_number_once_the_lease_lapsed() {
+    // B took epoch 3 by a forced failover while the arbiter was unreachable; A is gone.
+    let mut arb = started_at(0);
+    assert_eq!(reply(&mut arb, 1_000, A, renew(1, 1)), granted(1, 1));
     assert_eq!(
-        reply(&mut arb, 2_500, A, renew(1, 3)),
-        denied(view(2, Some(B), true, false, Some(500)), 3, NOT_HOLDER)
+        reply(&mut arb, 11_499, B, renew(3, 2)),
+        denied(
+            view(1, Some(A), false, false, Some(10_499)),
+            2,
+            UNKNOWN_EPOCH_LIVE_LEASE
+        )
+    );
+    let outs = send(&mut arb, 11_500, B, renew(3, 3));
+    assert_eq!(sent(&outs), vec![(Peer::Site(B), granted(3, 3))]);
+    assert_eq!(audits(&outs), vec!["new epoch".to_string()]);
+    assert_eq!(lease_of(&arb), (Epoch(3), Some(B), 21_500, Some(11_500)));
+    // The old holder is refused from then on, and learns who holds the epoch.
+    assert_eq!(
+        reply(&mut arb, 12_000, A, renew(1, 4)),
+        denied(view(3, Some(B), true, false, Some(500)), 4, NOT_HOLDER)
+    );
+    // And nobody else gets epoch 3 by quoting it.
+    assert_eq!(
+        reply(&mut arb, 40_000, A, renew(3, 5)),
+        denied(view(3, Some(B), false, true, Some(28_500)), 5, NOT_HOLDER)
     );
 }
 
 #[test]
-fn with_no_holder_recorded_a_renew_of_the_current_epoch_adopts_the_renewing_site() {
+fn a_claim_further_ahead_than_forced_failovers_go_is_refused_even_after_the_lease_lapsed() {
     let mut arb = started_at(0);
-    // A heard of epoch 3, taken without the arbiter by a site the arbiter does not know.
+    let far = 1 + lifeboat_core::arbiter::MAX_EPOCH_LEAD + 1;
+    for (req, msg) in [
+        (1, renew(far, 1)),
+        (2, acquire(far, 2)),
+        (3, acquire(u64::MAX, 3)),
+    ] {
+        let outs = send(&mut arb, 50_000, B, msg);
+        assert_eq!(
+            sent(&outs),
+            vec![(
+                Peer::Site(B),
+                denied(view(1, Some(A), false, true, None), req, TOO_FAR)
+            )]
+        );
+        assert_eq!(lease_of(&arb), (Epoch(1), Some(A), 10_000, None));
+    }
+    // At the bound it is a number like any other.
+    let near = 1 + lifeboat_core::arbiter::MAX_EPOCH_LEAD;
     assert_eq!(
-        reply(&mut arb, 1_000, A, acquire(3, 1)),
-        denied(view(3, None, true, false, None), 1, NEWER_TAKEN)
+        reply(&mut arb, 50_000, B, acquire(near, 4)),
+        granted(near + 1, 4)
     );
-    assert_eq!(lease_of(&arb), (Epoch(3), None, 11_000, None));
-    // Its holder, B, renews it: the arbiter now knows who holds epoch 3.
-    let outs = send(&mut arb, 2_000, B, renew(3, 2));
-    assert_eq!(sent(&outs), vec![(Peer::Site(B), granted(3, 2))]);
-    assert_eq!(audits(&outs), vec!["adopt epoch".to_string()]);
-    assert_eq!(lease_of(&arb), (Epoch(3), Some(B), 12_000, Some(2_000)));
-    // Once known, the holder is not replaced by another site quoting the same epoch.
-    assert_eq!(
-        reply(&mut arb, 2_500, A, renew(3, 3)),
-        denied(view(3, Some(B), true, false, Some(500)), 3, NOT_HOLDER)
-    );
-    assert_eq!(lease_of(&arb), (Epoch(3), Some(B), 12_000, Some(2_000)));
 }
 
 #[test]
-fn an_older_epoch_is_never_adopted() {
-    // With no holder recorded (the case where the current epoch itself is adoptable).
+fn an_older_epoch_is_never_taken_back() {
     let mut arb = started_at(0);
-    assert_eq!(
-        reply(&mut arb, 1_000, B, acquire(5, 1)),
-        denied(view(5, None, true, false, None), 1, NEWER_TAKEN)
-    );
-    assert_eq!(lease_of(&arb), (Epoch(5), None, 11_000, None));
+    assert_eq!(reply(&mut arb, 20_000, B, acquire(4, 1)), granted(5, 1));
+    assert_eq!(lease_of(&arb), (Epoch(5), Some(B), 30_000, Some(20_000)));
     for (site, old, req) in [(A, 4, 2), (B, 1, 3), (A, 0, 4)] {
-        let outs = send(&mut arb, 2_000, site, renew(old, req));
+        let outs = send(&mut arb, 21_000, site, renew(old, req));
         assert_eq!(
             sent(&outs),
             vec![(
                 Peer::Site(site),
-                denied(view(5, None, true, false, None), req, NOT_HOLDER)
+                denied(view(5, Some(B), true, false, Some(1_000)), req, NOT_HOLDER)
             )],
-            "renewing epoch {old} must not be adopted over epoch 5"
+            "renewing epoch {old} must not be taken over epoch 5"
         );
         assert!(audits(&outs).is_empty(), "{outs:?}");
-        assert_eq!(lease_of(&arb), (Epoch(5), None, 11_000, None));
+        assert_eq!(lease_of(&arb), (Epoch(5), Some(B), 30_000, Some(20_000)));
     }
     // Acquire reporting an older epoch does not move it back either.
     assert_eq!(
-        reply(&mut arb, 2_000, A, acquire(2, 5)),
-        denied(view(5, None, true, false, None), 5, NOT_LAPSED)
+        reply(&mut arb, 21_000, A, acquire(2, 5)),
+        denied(view(5, Some(B), true, false, Some(1_000)), 5, NOT_LAPSED)
     );
-    assert_eq!(lease_of(&arb), (Epoch(5), None, 11_000, None));
-
-    // With a holder recorded.
-    let mut arb = started_at(0);
-    assert_eq!(reply(&mut arb, 1_000, B, renew(4, 1)), granted(4, 1));
-    assert_eq!(
-        reply(&mut arb, 2_000, A, renew(3, 2)),
-        denied(view(4, Some(B), true, false, Some(1_000)), 2, NOT_HOLDER)
-    );
-    assert_eq!(lease_of(&arb), (Epoch(4), Some(B), 11_000, Some(1_000)));
+    // Also long after its lease lapsed, and quoting an older epoch: the next number.
+    assert_eq!(reply(&mut arb, 80_000, A, acquire(0, 6)), granted(6, 6));
+    assert_eq!(lease_of(&arb), (Epoch(6), Some(A), 90_000, Some(80_000)));
 }
-
-// ---- Acquire ----
 
 #[test]
 fn the_first_lease_runs_from_the_arbiters_first_input() {
@@ -378,7 +413,7 @@ fn acquire_from_the_current_holder_is_granted_its_own_epoch_without_starting_a_n
 }
 
 #[test]
-fn acquire_reporting_a_newer_epoch_adopts_the_number_without_a_holder_and_refuses_until_its_lease_lapsed(
+fn acquire_reporting_a_newer_epoch_changes_nothing_until_the_lease_lapsed_then_gets_the_number_after_it(
 ) {
     let mut arb = started_at(0);
     assert_eq!(reply(&mut arb, 5_000, A, renew(1, 1)), granted(1, 1));
@@ -387,44 +422,18 @@ fn acquire_reporting_a_newer_epoch_adopts_the_number_without_a_holder_and_refuse
         sent(&outs),
         vec![(
             Peer::Site(B),
-            denied(view(4, None, true, false, Some(1_000)), 2, NEWER_TAKEN)
+            denied(view(1, Some(A), true, false, Some(1_000)), 2, NOT_LAPSED)
         )]
     );
-    assert_eq!(audits(&outs), vec!["adopt epoch".to_string()]);
-    // The unknown holder's lease counts from now: max(15 000, 6 000 + 10 000).
-    assert_eq!(lease_of(&arb), (Epoch(4), None, 16_000, Some(5_000)));
-    assert_eq!(arb.holder(), None);
+    assert!(audits(&outs).is_empty());
+    assert_eq!(lease_of(&arb), (Epoch(1), Some(A), 15_000, Some(5_000)));
     assert_eq!(
-        reply(&mut arb, 16_499, B, acquire(4, 3)),
-        denied(view(4, None, false, false, Some(11_499)), 3, NOT_LAPSED)
+        reply(&mut arb, 15_499, B, acquire(4, 3)),
+        denied(view(1, Some(A), false, false, Some(10_499)), 3, NOT_LAPSED)
     );
-    assert_eq!(reply(&mut arb, 16_500, B, acquire(4, 4)), granted(5, 4));
-    assert_eq!(lease_of(&arb), (Epoch(5), Some(B), 26_500, Some(16_500)));
-}
-
-#[test]
-fn after_adopting_a_forced_epoch_the_lease_expires_at_its_length_not_never() {
-    let mut arb = started_at(0);
-    // A's lease (to 10 000) lapsed long ago; B reports epoch 3, taken without the arbiter.
-    assert_eq!(
-        reply(&mut arb, 20_000, B, acquire(3, 1)),
-        denied(view(3, None, true, false, None), 1, NEWER_TAKEN)
-    );
-    assert_eq!(lease_of(&arb), (Epoch(3), None, 30_000, None));
-    assert_eq!(
-        reply(&mut arb, 30_499, A, query(2)),
-        answered(view(3, None, false, false, None), 2)
-    );
-    assert_eq!(
-        reply(&mut arb, 30_499, B, acquire(3, 3)),
-        denied(view(3, None, false, false, None), 3, NOT_LAPSED)
-    );
-    assert_eq!(
-        reply(&mut arb, 30_500, A, query(4)),
-        answered(view(3, None, false, true, None), 4)
-    );
-    assert_eq!(reply(&mut arb, 30_500, B, acquire(3, 5)), granted(4, 5));
-    assert_eq!(lease_of(&arb), (Epoch(4), Some(B), 40_500, Some(30_500)));
+    // Past epoch 4, which a forced failover took without the arbiter: never the same number.
+    assert_eq!(reply(&mut arb, 15_500, B, acquire(4, 4)), granted(5, 4));
+    assert_eq!(lease_of(&arb), (Epoch(5), Some(B), 25_500, Some(15_500)));
 }
 
 // ---- Handoff ----
@@ -469,19 +478,6 @@ fn handoff_from_a_non_holder_is_refused() {
             )
         );
         assert_eq!(lease_of(&arb), (Epoch(1), Some(A), 10_000, None));
-    }
-    // With no holder recorded, nobody can hand off, even quoting the current epoch.
-    let mut arb = started_at(0);
-    assert_eq!(
-        reply(&mut arb, 1_000, A, acquire(3, 1)),
-        denied(view(3, None, true, false, None), 1, NEWER_TAKEN)
-    );
-    for site in [A, B] {
-        assert_eq!(
-            reply(&mut arb, 2_000, site, handoff(3, B, 2)),
-            denied(view(3, None, true, false, None), 2, ONLY_HOLDER_HANDS_OFF)
-        );
-        assert_eq!(lease_of(&arb), (Epoch(3), None, 11_000, None));
     }
 }
 
@@ -616,15 +612,6 @@ fn query_reports_holder_epoch_and_whether_the_lease_lapsed_truthfully() {
     assert_eq!(
         reply(&mut arb, 100_250, A, query(4)),
         answered(view(2, Some(B), true, false, Some(250)), 4)
-    );
-    // And with no holder recorded, it says so.
-    assert_eq!(
-        reply(&mut arb, 100_500, A, acquire(7, 5)),
-        denied(view(7, None, true, false, Some(500)), 5, NEWER_TAKEN)
-    );
-    assert_eq!(
-        reply(&mut arb, 100_600, B, query(6)),
-        answered(view(7, None, true, false, Some(600)), 6)
     );
 }
 
@@ -797,7 +784,7 @@ fn steps() -> impl Strategy<Value = Vec<(Millis, Step)>> {
     // Sites 0 and 1 exist, 2 does not; epochs are quoted relative to the arbiter's current one
     // so that current, stale and newer epochs all come up often.
     let site = 0u16..3;
-    let delta = -2i64..=2;
+    let delta = prop_oneof![8 => -2i64..=2, 1 => Just(1_000i64), 1 => Just(1_001i64)];
     let step = prop_oneof![
         4 => (site.clone(), delta.clone()).prop_map(|(site, delta)| Step::Renew { site, delta }),
         4 => (site.clone(), delta.clone(), any::<bool>())
@@ -870,10 +857,13 @@ proptest! {
             prop_assert!(st.now >= prev.now, "{}", ctx);
             prop_assert!(st.epoch >= prev.epoch, "epoch went backwards: {}", ctx);
             if st.epoch == prev.epoch {
-                prop_assert!(
-                    st.holder == prev.holder || (prev.holder.is_none() && st.holder.is_some()),
-                    "holder changed within an epoch: {}", ctx
-                );
+                prop_assert!(st.holder == prev.holder, "holder changed within an epoch: {}", ctx);
+            }
+            if !sent(&outs).iter().any(|(_, m)| matches!(m, Message::Granted { .. }))
+                && !matches!(msg, Message::Handoff { .. })
+            {
+                // A refusal or an answer changes no epoch and no holder.
+                prop_assert_eq!((st.epoch, st.holder), (prev.epoch, prev.holder), "{}", ctx);
             }
             prop_assert!(st.lease_expiry >= prev.lease_expiry, "lease shortened: {}", ctx);
             prop_assert!(st.lease_expiry <= st.now + LEASE, "lease beyond one length: {}", ctx);
@@ -921,13 +911,33 @@ proptest! {
                         prop_assert_eq!(st.last_renewal, Some(st.now), "{}", ctx);
                         let owner = *owners.entry(*epoch).or_insert(from);
                         prop_assert_eq!(owner, from, "epoch given to two sites: {}", ctx);
-                        if let Message::Acquire { .. } = msg {
-                            if *epoch != prev.epoch {
-                                prop_assert_eq!(*epoch, Epoch(prev.epoch.0 + 1), "{}", ctx);
-                                prop_assert!(
-                                    st.now >= prev.lease_expiry + MARGIN,
-                                    "new epoch before the lease plus margin: {}", ctx
-                                );
+                        if *epoch != prev.epoch {
+                            // Only the arbiter's rule starts an epoch, whatever the site said.
+                            prop_assert!(
+                                st.now >= prev.lease_expiry + MARGIN,
+                                "new epoch before the lease plus margin: {}", ctx
+                            );
+                            prop_assert!(
+                                epoch.0 <= prev.epoch.0 + 1 + lifeboat_core::arbiter::MAX_EPOCH_LEAD,
+                                "a claim beyond the bound raised the epoch: {}", ctx
+                            );
+                            match msg {
+                                Message::Acquire { seen, .. } => {
+                                    let newest = prev.claimed.map_or(0, |c| c.0);
+                                    prop_assert_eq!(
+                                        *epoch,
+                                        Epoch(prev.epoch.0.max(seen.0).max(newest) + 1),
+                                        "{}", ctx
+                                    )
+                                }
+                                Message::Renew { epoch: claimed, .. } => {
+                                    prop_assert_eq!(*epoch, claimed, "{}", ctx);
+                                    // The newest claim wins: a stale holder never beats it.
+                                    prop_assert!(
+                                        prev.claimed.is_none_or(|c| claimed >= c), "{}", ctx
+                                    );
+                                }
+                                _ => prop_assert!(false, "new epoch from {:?}: {}", msg, ctx),
                             }
                         }
                     }

@@ -423,8 +423,13 @@ fn arbiter_down_then_primary_lost_never_fails_over_automatically_but_a_forced_fa
     };
     assert!(forced);
     assert!(h.db[B].writable);
-    // The arbiter returns and adopts the epoch the forced failover took...
+    // The arbiter returns; the epoch the forced failover took is not one it handed out, so it
+    // grants it as a new epoch only once the old primary's lease (running again from the
+    // arbiter's restart) has lapsed; the forced primary stays writable meanwhile...
     h.restart_arbiter();
+    h.run(5_000);
+    assert_eq!(h.arbiter.epoch(), Epoch(1));
+    assert!(h.db[B].writable);
     h.run(10_000);
     assert_eq!(h.arbiter.epoch(), Epoch(2));
     assert_eq!(h.arbiter.holder(), Some(SiteId(1)));

@@ -270,6 +270,7 @@ impl FaultSpec {
                 | FaultMode::SlowRestores
                 | FaultMode::DiskPressure
                 | FaultMode::ArbiterLoss
+                | FaultMode::ArbiterStateLost
                 | FaultMode::OldPrimaryReturns
                 | FaultMode::FlappingLink
                 | FaultMode::ServiceDown

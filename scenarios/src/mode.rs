@@ -78,10 +78,13 @@ pub enum FaultMode {
     /// agent restarts it (`RestartService`, Auto Pilot), which fails with a probability, or
     /// until the window ends.
     ServiceDown,
+    /// The arbiter's machine is lost with its disk: a new arbiter starts later with an empty
+    /// `data_dir` and must learn the epoch from the sites without ever granting it twice.
+    ArbiterStateLost,
 }
 
 impl FaultMode {
-    pub const ALL: [FaultMode; 30] = [
+    pub const ALL: [FaultMode; 31] = [
         FaultMode::Partition,
         FaultMode::PartitionOneWay,
         FaultMode::Isolate,
@@ -112,6 +115,7 @@ impl FaultMode {
         FaultMode::ForcedFailover,
         FaultMode::FlappingLink,
         FaultMode::ServiceDown,
+        FaultMode::ArbiterStateLost,
     ];
 
     /// The modes a swarm seed draws from. `forced_failover` is left out: it accepts a
@@ -154,6 +158,7 @@ impl FaultMode {
             FaultMode::ForcedFailover => "forced_failover",
             FaultMode::FlappingLink => "flapping_link",
             FaultMode::ServiceDown => "service_down",
+            FaultMode::ArbiterStateLost => "arbiter_state_lost",
         }
     }
 
@@ -212,6 +217,9 @@ impl FaultMode {
             }
             FaultMode::ServiceDown => {
                 "the primary's database service down, agent up (probability a restart fails, duration)"
+            }
+            FaultMode::ArbiterStateLost => {
+                "the arbiter's machine lost with its disk, a fresh arbiter started later (duration)"
             }
         }
     }

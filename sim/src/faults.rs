@@ -191,6 +191,16 @@ impl World {
                 self.oracle.arbiter_lost(self.now);
                 targets = vec![ARBITER];
             }
+            FaultMode::ArbiterStateLost => {
+                self.crash(ARBITER);
+                self.nodes[ARBITER].wipe_disk();
+                self.trace.note(self.now, || {
+                    "arbiter DISK LOST (a fresh arbiter comes later)".into()
+                });
+                self.oracle.arbiter_lost(self.now);
+                self.oracle_arbiter_state_lost();
+                targets = vec![ARBITER];
+            }
             FaultMode::Switchover => {
                 self.operator(primary, OperatorRequest::Switchover);
                 self.oracle_switchover_requested(primary);
@@ -327,7 +337,7 @@ impl World {
                     self.revive_site(s);
                 }
             }
-            FaultMode::ArbiterLoss => {
+            FaultMode::ArbiterLoss | FaultMode::ArbiterStateLost => {
                 self.restart(ARBITER);
                 self.oracle.arbiter_back(self.now);
             }

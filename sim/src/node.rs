@@ -231,6 +231,16 @@ impl Node {
         lost
     }
 
+    /// The machine is lost with its disk: the next start finds an empty data directory.
+    pub fn wipe_disk(&mut self) {
+        if let Some(disk) = self.disk.as_mut() {
+            *disk = Disk::new();
+        }
+        self.before_crash = None;
+        self.durable_epoch = Epoch(1);
+        self.max_epoch = Epoch(1);
+    }
+
     fn state_now(&self) -> EngineState {
         self.state()
     }

@@ -291,7 +291,7 @@ fn generate(
                 v.push(f);
             }
         }
-        FaultMode::ArbiterLoss => {
+        FaultMode::ArbiterLoss | FaultMode::ArbiterStateLost => {
             for _ in 0..r.gen_range(1..=2) {
                 let a = at(r);
                 v.push(spec(a, clip(a, log_uniform(r, 30_000, 60 * MINUTE))));

@@ -321,6 +321,7 @@ impl World {
                         FaultMode::EngineCrash
                             | FaultMode::OldPrimaryReturns
                             | FaultMode::ArbiterLoss
+                            | FaultMode::ArbiterStateLost
                             | FaultMode::SiteLoss
                     )
                 )

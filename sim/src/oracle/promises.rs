@@ -36,8 +36,12 @@ pub struct ArbiterWords {
     /// Its own time of the last event that (re)started the lease: a grant, a hand-off, an
     /// adoption, its start.
     pub lease_from: Option<Millis>,
-    /// The newest epoch it adopted from a site (taken by a forced failover without it).
+    /// The newest epoch it granted on a site's renewal of an epoch it had not handed out (taken
+    /// by a forced failover without it, or held before the arbiter lost its state).
     pub adopted: Option<Epoch>,
+    /// What the arbiter had said before it lost its state: the epoch and its holder. A fresh
+    /// arbiter may grant that epoch again only to that holder.
+    pub before_loss: Option<(Epoch, Option<usize>)>,
 }
 
 /// A switchover whose end is watched (oracle `switchover_ends`).
@@ -53,6 +57,20 @@ pub struct SwitchEnd {
 
 impl World {
     // ------------------------------------------------------------------ arbiter_epochs
+
+    /// The arbiter's machine was lost with its disk: the next arbiter starts from nothing, and
+    /// its words are judged from its start, with what the lost one said as a floor.
+    pub fn oracle_arbiter_state_lost(&mut self) {
+        let w = &mut self.oracle.arbiter;
+        let said = (w.epoch, w.holder);
+        w.before_loss = Some(match w.before_loss {
+            Some(b) if b.0 > said.0 => b,
+            _ => said,
+        });
+        w.epoch = Epoch(0);
+        w.holder = None;
+        w.lease_from = None;
+    }
 
     /// The arbiter handled `input` (a site's message, when `from` is set) at its own time
     /// `at` and emitted `out`.
@@ -91,6 +109,17 @@ impl World {
             let known = self.oracle.arbiter.epoch;
             let holder = self.oracle.arbiter.holder;
             let input = from.as_ref().map(|(s, m)| (*s, m));
+            if let (true, Some((e, Some(h)))) = (granted, self.oracle.arbiter.before_loss) {
+                if epoch == e && t != h {
+                    let msg = format!(
+                        "the arbiter, started afresh, granted epoch {epoch} to site {}; the lost \
+                         arbiter had given it to site {}",
+                        name(self, t),
+                        name(self, h)
+                    );
+                    return self.violation("arbiter_epochs", msg);
+                }
+            }
             if epoch < known {
                 let msg = format!(
                     "the arbiter sent site {} epoch {epoch} after it had said epoch {known}: its \
@@ -102,6 +131,23 @@ impl World {
             if epoch > known {
                 let lease = self.cfg.lease.lease_ms + self.cfg.drift_margin();
                 let problem = match (granted, input) {
+                    (true, Some((_, Message::Acquire { .. } | Message::Renew { .. })))
+                        if {
+                            let from = self.oracle.arbiter.lease_from.unwrap_or(0);
+                            at < from + lease
+                        } =>
+                    {
+                        let from = self.oracle.arbiter.lease_from.unwrap_or(0);
+                        Some(format!(
+                            "granted epoch {epoch} to site {} {} ms after its lease last \
+                             (re)started, before the lease ({} ms) plus the drift margin ({} ms) \
+                             ran out",
+                            name(self, t),
+                            at.saturating_sub(from),
+                            self.cfg.lease.lease_ms,
+                            self.cfg.drift_margin()
+                        ))
+                    }
                     (true, Some((_, Message::Acquire { .. }))) => {
                         let from = self.oracle.arbiter.lease_from.unwrap_or(0);
                         (at < from + lease).then(|| {
@@ -135,8 +181,10 @@ impl World {
                             )
                         })
                     }
-                    (false, Some((_, Message::Acquire { seen, .. }))) => (*seen != epoch)
-                        .then(|| format!("adopted epoch {epoch} for an Acquire that saw {seen}")),
+                    (false, Some((_, Message::Acquire { seen, .. }))) => Some(format!(
+                        "moved to epoch {epoch} for an Acquire that saw {seen} without granting \
+                         it: epochs come only from the arbiter's own rule"
+                    )),
                     (true, _) => Some(format!(
                         "granted a new epoch {epoch} to site {} without an Acquire or a renewal",
                         name(self, t)
@@ -149,11 +197,7 @@ impl World {
                 if let Some(p) = problem {
                     return self.violation("arbiter_epochs", format!("the arbiter {p}"));
                 }
-                let adopted = matches!(
-                    (granted, input),
-                    (true, Some((_, Message::Renew { .. })))
-                        | (false, Some((_, Message::Acquire { .. })))
-                );
+                let adopted = matches!((granted, input), (true, Some((_, Message::Renew { .. }))));
                 let w = &mut self.oracle.arbiter;
                 w.epoch = epoch;
                 w.holder = named;
