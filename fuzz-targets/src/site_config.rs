@@ -68,6 +68,11 @@ url = "http://alerts.internal:9000/lifeboat"
 
 [disk]
 check_every_ms = 10000
+
+[tls]
+ca = "/etc/lifeboat/certs/ca.pem"
+cert = "/etc/lifeboat/certs/primary.pem"
+key = "/etc/lifeboat/certs/primary.key"
 "#;
 
 /// A valid arbiter file.

@@ -41,6 +41,7 @@ fn log_to_verified(logs: usize) -> Vec<u64> {
     let pri_db = d.join("pdb/app.db");
     std::fs::create_dir_all(pri_db.parent().unwrap()).unwrap();
     std::fs::create_dir_all(d.join("rdb")).unwrap();
+    lifeboat_io_tokio::demo::write_certs(&d.join("certs")).unwrap();
     rusqlite::Connection::open(&pri_db)
         .unwrap()
         .execute_batch(
@@ -48,7 +49,10 @@ fn log_to_verified(logs: usize) -> Vec<u64> {
         )
         .unwrap();
     let files = [
-        ("arbiter", arbiter_toml(p[0], p[1], &d.join("arbiter"))),
+        (
+            "arbiter",
+            arbiter_toml(p[0], p[1], &d.join("arbiter"), &d.join("certs")),
+        ),
         (
             "agent",
             site_toml(
@@ -62,6 +66,7 @@ fn log_to_verified(logs: usize) -> Vec<u64> {
                 },
                 &d.join("primary"),
                 &pri_db,
+                &d.join("certs"),
             ),
         ),
         (
@@ -77,6 +82,7 @@ fn log_to_verified(logs: usize) -> Vec<u64> {
                 },
                 &d.join("recovery"),
                 &d.join("rdb/app.db"),
+                &d.join("certs"),
             ),
         ),
     ];

@@ -15,13 +15,18 @@
 //! `bench ship_vs_cp_ratio <cp time / lifeboat time>`, `bench ship_mib_per_sec <N>`,
 //! `bench cp_mib_per_sec <N>`. `LIFEBOAT_BENCH_DIR` chooses where the files go (default: the
 //! system temp directory; put it on the disk you care about).
+//!
+//! The links are mutually authenticated TLS 1.3, as every configuration runs them (a throw-away
+//! CA made for the run); `LIFEBOAT_BENCH_TLS=0` measures plain TCP (`insecure = true`).
 
 use anyhow::{bail, ensure, Context, Result};
 use lifeboat_core::{
     ArtifactKey, ArtifactKind, ArtifactMeta, Checksum, DbId, Epoch, Lsn, Peer, SiteId, UtcMillis,
 };
 use lifeboat_io_tokio::transport::inbox::artifact_file_name;
-use lifeboat_io_tokio::transport::{Event, Inbox, Listener, Transport, TransportConfig};
+use lifeboat_io_tokio::transport::{
+    Event, Inbox, Listener, Names, Tls, TlsFiles, Transport, TransportConfig,
+};
 use rand::{RngCore, SeedableRng};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -93,12 +98,47 @@ fn copy_with_cp(sources: &[(ArtifactMeta, PathBuf)], into: &Path) -> Result<Dura
     Ok(start.elapsed())
 }
 
+/// Both ends' transport settings: TLS with a fresh CA, or plain TCP.
+fn configs(tls: bool) -> Result<(TransportConfig, TransportConfig)> {
+    if !tls {
+        return Ok((TransportConfig::default(), TransportConfig::default()));
+    }
+    let names = ["primary", "recovery", "arbiter"].map(String::from);
+    let g = lifeboat_io_tokio::certs::generate(&names, time::OffsetDateTime::now_utc(), 30)?;
+    let deployment = Names {
+        sites: names[..2].to_vec(),
+        arbiter: names[2].clone(),
+    };
+    let side = |i: usize| -> Result<TransportConfig> {
+        let (name, pem) = &g.parties[i];
+        let files = TlsFiles {
+            ca: "ca.pem".into(),
+            cert: format!("{name}.pem").into(),
+            key: format!("{name}.key").into(),
+        };
+        let tls = Tls::from_pem(
+            &files,
+            g.ca.cert.as_bytes(),
+            pem.cert.as_bytes(),
+            pem.key.as_bytes(),
+            deployment.clone(),
+            Peer::Site(SiteId(i as u16)),
+        )?;
+        Ok(TransportConfig {
+            tls: Some(Arc::new(tls)),
+            ..TransportConfig::default()
+        })
+    };
+    Ok((side(0)?, side(1)?))
+}
+
 async fn ship_all(
     sources: Vec<(ArtifactMeta, PathBuf)>,
     inbox_dir: &Path,
     parallel: usize,
+    tls: bool,
 ) -> Result<Duration> {
-    let cfg = TransportConfig::default();
+    let (sender_cfg, cfg) = configs(tls)?;
     let (events_tx, mut events) = tokio::sync::mpsc::channel(sources.len() + 16);
     let inbox = Inbox::open(inbox_dir, vec!["bench".into()])?;
     let listener = Listener::bind(
@@ -113,7 +153,7 @@ async fn ship_all(
     let transport = Arc::new(Transport::connect(
         listener.local_addr().to_string(),
         Peer::Site(SiteId(0)),
-        cfg,
+        sender_cfg,
         primary_tx,
     ));
     transport
@@ -170,6 +210,15 @@ fn main() -> Result<()> {
     let mib = env_or("LIFEBOAT_BENCH_FILE_MIB", 16)?;
     let parallel = env_or("LIFEBOAT_BENCH_PARALLEL", 8)?;
     let rounds = env_or("LIFEBOAT_BENCH_ROUNDS", 5)?.max(1);
+    let tls = env_or("LIFEBOAT_BENCH_TLS", 1)? != 0;
+    eprintln!(
+        "transport: {}",
+        if tls {
+            "mutually authenticated TLS 1.3 (AES-GCM)"
+        } else {
+            "plain TCP (insecure)"
+        }
+    );
     ensure!(
         files > 0 && mib > 0,
         "need at least one file of at least 1 MiB"
@@ -200,7 +249,7 @@ fn main() -> Result<()> {
         std::fs::remove_dir_all(&cp_dir)?;
         sync()?;
         let cpu_before = cpu_seconds();
-        let ship = runtime.block_on(ship_all(sources.clone(), &inbox, parallel))?;
+        let ship = runtime.block_on(ship_all(sources.clone(), &inbox, parallel, tls))?;
         let cpu = cpu_seconds()
             .zip(cpu_before)
             .map_or(String::new(), |(after, before)| {

@@ -669,6 +669,7 @@ fn run_lifeboat(d: &Path, db: &Path, s: &Settings) -> Result<Figures, String> {
     let p = free_ports(6);
     let rec_db = d.join("rdb/app.db");
     std::fs::create_dir_all(rec_db.parent().unwrap()).unwrap();
+    lifeboat_io_tokio::demo::write_certs(&d.join("certs")).unwrap();
     let slow_fulls = |t: String| {
         production_timers(t.replace("full_every_ms = 4000", "full_every_ms = 86400000"))
     };
@@ -676,7 +677,7 @@ fn run_lifeboat(d: &Path, db: &Path, s: &Settings) -> Result<Figures, String> {
         (
             "arbiter",
             "arbiter",
-            arbiter_toml(p[0], p[1], &d.join("arbiter")),
+            arbiter_toml(p[0], p[1], &d.join("arbiter"), &d.join("certs")),
         ),
         (
             "primary",
@@ -692,6 +693,7 @@ fn run_lifeboat(d: &Path, db: &Path, s: &Settings) -> Result<Figures, String> {
                 },
                 &d.join("primary"),
                 db,
+                &d.join("certs"),
             ),
         ),
         (
@@ -708,6 +710,7 @@ fn run_lifeboat(d: &Path, db: &Path, s: &Settings) -> Result<Figures, String> {
                 },
                 &d.join("recovery"),
                 &rec_db,
+                &d.join("certs"),
             ),
         ),
     ];

@@ -105,8 +105,28 @@ pub struct SitePorts {
     pub peer_http: u16,
 }
 
-/// A site file on loopback with the demo's engine settings.
-pub fn site_toml(site: &str, ports: SitePorts, data_dir: &Path, db: &Path) -> String {
+/// The demo's sites and arbiter, by the names their certificates carry.
+pub const NAMES: [&str; 3] = ["primary", "recovery", "arbiter"];
+
+/// A throw-away CA and a key pair per party in `dir` (made once; kept if `dir/ca.pem` exists).
+pub fn write_certs(dir: &Path) -> Result<(), String> {
+    if dir.join("ca.pem").exists() {
+        return Ok(());
+    }
+    let sites = [NAMES[0].to_string(), NAMES[1].to_string()];
+    crate::certs::init(dir, &sites, NAMES[2], crate::certs::PARTY_DAYS)
+        .map(|_| ())
+        .map_err(|e| format!("making the demo's certificates in {}: {e:#}", dir.display()))
+}
+
+/// `[tls]` for party `name` with the certificates of [`write_certs`] in `certs`.
+pub fn tls_toml(certs: &Path, name: &str) -> String {
+    let c = certs.display();
+    format!("\n[tls]\nca = \"{c}/ca.pem\"\ncert = \"{c}/{name}.pem\"\nkey = \"{c}/{name}.key\"\n")
+}
+
+/// A site file on loopback with the demo's engine settings; its certificates in `certs`.
+pub fn site_toml(site: &str, ports: SitePorts, data_dir: &Path, db: &Path, certs: &Path) -> String {
     let SitePorts {
         listen,
         peer,
@@ -119,16 +139,19 @@ pub fn site_toml(site: &str, ports: SitePorts, data_dir: &Path, db: &Path) -> St
          arbiter = \"127.0.0.1:{arbiter}\"\nhttp = \"127.0.0.1:{http}\"\n\
          peer_http = \"127.0.0.1:{peer_http}\"\ndata_dir = \"{}\"\n\n[journal]\nsnapshot_every = 500\n\n\
          [disk]\ncheck_every_ms = 2000\n\n[driver]\nkind = \"sqlite\"\nbusy_timeout_ms = 1000\n\
-         [[driver.databases]]\nname = \"app\"\npath = \"{}\"\n{ENGINE}",
+         [[driver.databases]]\nname = \"app\"\npath = \"{}\"\n{}{ENGINE}",
         data_dir.display(),
-        db.display()
+        db.display(),
+        tls_toml(certs, site),
     )
 }
 
-pub fn arbiter_toml(listen: u16, http: u16, data_dir: &Path) -> String {
+/// The arbiter's file on loopback; its certificates in `certs`.
+pub fn arbiter_toml(listen: u16, http: u16, data_dir: &Path, certs: &Path) -> String {
     format!(
-        "listen = \"127.0.0.1:{listen}\"\nhttp = \"127.0.0.1:{http}\"\ndata_dir = \"{}\"\n{ENGINE}",
-        data_dir.display()
+        "listen = \"127.0.0.1:{listen}\"\nhttp = \"127.0.0.1:{http}\"\ndata_dir = \"{}\"\n{}{ENGINE}",
+        data_dir.display(),
+        tls_toml(certs, NAMES[2]),
     )
 }
 
@@ -239,6 +262,7 @@ async fn demo(dir: &Path, started: Instant) -> Result<String, String> {
         )
         .map_err(|x| format!("creating the demo table: {x}"))?;
     }
+    write_certs(&dir.join("certs"))?;
     let write = |name: &str, text: String| -> Result<PathBuf, String> {
         let path = dir.join(name);
         fs::write(&path, text).map_err(|x| format!("writing {}: {x}", path.display()))?;
@@ -246,7 +270,12 @@ async fn demo(dir: &Path, started: Instant) -> Result<String, String> {
     };
     let arb_cfg = write(
         "arbiter.toml",
-        arbiter_toml(arb_listen, arb_http, &dir.join("arbiter")),
+        arbiter_toml(
+            arb_listen,
+            arb_http,
+            &dir.join("arbiter"),
+            &dir.join("certs"),
+        ),
     )?;
     let pri_cfg = write(
         "primary.toml",
@@ -261,6 +290,7 @@ async fn demo(dir: &Path, started: Instant) -> Result<String, String> {
             },
             &dir.join("primary"),
             &pri_db,
+            &dir.join("certs"),
         ),
     )?;
     let rec_cfg = write(
@@ -276,10 +306,16 @@ async fn demo(dir: &Path, started: Instant) -> Result<String, String> {
             },
             &dir.join("recovery"),
             &rec_db,
+            &dir.join("certs"),
         ),
     )?;
 
     println!("demo: directory {}", dir.display());
+    println!(
+        "demo: a throw-away CA and one key pair per party in {}; every link is mutually \
+         authenticated TLS 1.3",
+        dir.join("certs").display()
+    );
     println!(
         "demo: starting the arbiter (:{arb_listen}), the primary agent (:{pri_listen}, http :{pri_http}) \
          and the recovery agent (:{rec_listen}, http :{rec_http}) as separate processes"

@@ -168,6 +168,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ConfigCmd,
     },
+    /// Certificates: a deployment's CA and key pairs, and checking a configuration's files.
+    Certs {
+        #[command(subcommand)]
+        cmd: CertsCmd,
+    },
     /// Check an artifact file against its manifest (size and checksum).
     Verify { artifact: PathBuf },
     /// PostgreSQL's archive_command: put a finished WAL segment durably into the agent's spool.
@@ -198,6 +203,28 @@ enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum CertsCmd {
+    /// Create a CA and one key pair per site and the arbiter (ECDSA P-256). Never overwrites.
+    Init {
+        /// Directory for ca.pem, ca.key and NAME.pem / NAME.key per party.
+        #[arg(long)]
+        out: PathBuf,
+        /// The sites, as in `engine.sites` (comma-separated).
+        #[arg(long, value_delimiter = ',', required = true)]
+        sites: Vec<String>,
+        /// The arbiter's name (`[tls] arbiter`).
+        #[arg(long, default_value = "arbiter")]
+        arbiter: String,
+        /// Days the parties' certificates are valid.
+        #[arg(long, default_value_t = lifeboat_io_tokio::certs::PARTY_DAYS)]
+        days: i64,
+    },
+    /// Check the certificates a site or arbiter file names: signed by its CA, valid now, for
+    /// that party's name, and the key matches. Exit 0 only if all are right.
+    Check { file: PathBuf },
 }
 
 #[derive(Subcommand, Debug)]
@@ -233,6 +260,7 @@ fn main() {
         cli.cmd,
         Cmd::Status { .. }
             | Cmd::Config { .. }
+            | Cmd::Certs { .. }
             | Cmd::Verify { .. }
             | Cmd::Demo { .. }
             | Cmd::WalPush { .. }
@@ -331,6 +359,33 @@ fn main() {
                 exit::USAGE
             }
         },
+        Cmd::Certs {
+            cmd:
+                CertsCmd::Init {
+                    out,
+                    sites,
+                    arbiter,
+                    days,
+                },
+        } => match lifeboat_io_tokio::certs::init(&out, &sites, &arbiter, days) {
+            Ok(files) => {
+                for f in files {
+                    println!("wrote {}", f.display());
+                }
+                println!(
+                    "each party's [tls]: ca = ca.pem, cert = NAME.pem, key = NAME.key; keep ca.key \
+                     away from the sites"
+                );
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("certs init: {e:#}");
+                exit::USAGE
+            }
+        },
+        Cmd::Certs {
+            cmd: CertsCmd::Check { file },
+        } => lifeboat_io_tokio::certs::check_config(&file),
         Cmd::Verify { artifact } => cli::verify::run(&artifact),
         Cmd::WalPush { path, config } => lifeboat_io_tokio::drivers::postgres::cli::run(&[
             "wal-push".into(),

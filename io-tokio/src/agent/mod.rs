@@ -57,7 +57,13 @@ pub async fn run(file: SiteFile, config_path: std::path::PathBuf) -> anyhow::Res
     let inbox = Inbox::open(file.data_dir.join("inbox"), cfg.databases.clone())
         .with_context(|| format!("opening the inbox under {}", file.data_dir.display()))?;
     let receiving = inbox.transfers().clone();
-    let tcfg = TransportConfig::default();
+    let tcfg = TransportConfig {
+        tls: file
+            .tls
+            .load(&cfg, Peer::Site(me))
+            .with_context(|| format!("[tls] in {}", config_path.display()))?,
+        ..TransportConfig::default()
+    };
     let listener = Arc::new(
         Listener::bind(
             &file.listen,
@@ -119,6 +125,7 @@ pub async fn run(file: SiteFile, config_path: std::path::PathBuf) -> anyhow::Res
         &file,
         board.clone(),
         exec.probe_kit(),
+        tcfg.tls.clone(),
     ));
     status::serve(&file.http, board.clone(), feed.clone(), lp.peeker(), tools)
         .await

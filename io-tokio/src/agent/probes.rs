@@ -146,10 +146,15 @@ impl Prober {
         runs.push(ProbeRun::timed("site", format!("peer {}", self.peer), self.site_seen()).await);
         if let Some(addr) = &self.arbiter {
             let me = self.me;
+            let tls = self
+                .links
+                .as_ref()
+                .and_then(|(ship, _, _)| ship.config().tls.clone());
             let cfg = TransportConfig {
                 connect_timeout: self.timeout,
                 handshake_timeout: self.timeout,
                 io_timeout: self.timeout,
+                tls,
                 ..TransportConfig::default()
             };
             let check = async move {

@@ -38,16 +38,17 @@ pub async fn run(file: ArbiterFile) -> anyhow::Result<()> {
     lp.feed().forward(events);
     let inbox = Inbox::open(file.data_dir.join("inbox"), cfg.databases.clone())
         .with_context(|| format!("creating {}", file.data_dir.display()))?;
+    let tcfg = TransportConfig {
+        tls: file
+            .tls
+            .load(&cfg, Peer::Arbiter)
+            .context("[tls] in the arbiter's configuration")?,
+        ..TransportConfig::default()
+    };
     let listener = Arc::new(
-        Listener::bind(
-            &file.listen,
-            Peer::Arbiter,
-            inbox,
-            TransportConfig::default(),
-            tx,
-        )
-        .await
-        .with_context(|| format!("listening on {} (listen)", file.listen))?,
+        Listener::bind(&file.listen, Peer::Arbiter, inbox, tcfg, tx)
+            .await
+            .with_context(|| format!("listening on {} (listen)", file.listen))?,
     );
     if let Some(addr) = &file.http {
         let l = tokio::net::TcpListener::bind(addr)

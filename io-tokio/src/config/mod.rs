@@ -26,6 +26,10 @@
 //! url = "http://127.0.0.1:9000/alerts"
 //! [hooks]                          # commands run for the engine
 //! fence = ["/usr/local/bin/fence-old-primary"]
+//! [tls]                            # mutually authenticated TLS (see `lifeboat certs init`)
+//! ca = "certs/ca.pem"
+//! cert = "certs/primary.pem"
+//! key = "certs/primary.key"
 //! ```
 
 mod driver;
@@ -78,6 +82,8 @@ pub struct SiteFile {
     pub journal: JournalSettings,
     #[serde(default)]
     pub disk: DiskSettings,
+    #[serde(default)]
+    pub tls: TlsSettings,
 }
 
 /// `arbiter.toml`.
@@ -92,6 +98,142 @@ pub struct ArbiterFile {
     pub engine: Config,
     #[serde(default)]
     pub journal: JournalSettings,
+    #[serde(default)]
+    pub tls: TlsSettings,
+}
+
+/// `[tls]`: the transport's and the operator API's certificates. Every party needs the
+/// deployment's CA and its own certificate and key (`lifeboat certs init` makes them); plain TCP
+/// only with `insecure = true`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// The deployment's CA certificate (PEM).
+    pub ca: Option<PathBuf>,
+    /// This party's certificate (PEM), issued for its deployment name.
+    pub cert: Option<PathBuf>,
+    /// This party's private key (PEM).
+    pub key: Option<PathBuf>,
+    /// The name the arbiter's certificate carries.
+    pub arbiter: String,
+    /// A file (mode 0600) holding the bearer token operator requests may present instead of a
+    /// client certificate.
+    pub api_token: Option<PathBuf>,
+    /// Plain TCP and plain HTTP: anyone who reaches a port can act as a site, the arbiter or an
+    /// operator. For a private test network only; `config check` warns.
+    pub insecure: bool,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            ca: None,
+            cert: None,
+            key: None,
+            arbiter: crate::transport::tls::DEFAULT_ARBITER_NAME.to_string(),
+            api_token: None,
+            insecure: false,
+        }
+    }
+}
+
+impl TlsSettings {
+    /// The three files, when TLS is on.
+    pub fn files(&self) -> Option<crate::transport::TlsFiles> {
+        if self.insecure {
+            return None;
+        }
+        Some(crate::transport::TlsFiles {
+            ca: self.ca.clone()?,
+            cert: self.cert.clone()?,
+            key: self.key.clone()?,
+        })
+    }
+
+    /// The deployment's names for `engine`.
+    pub fn names(&self, engine: &Config) -> crate::transport::Names {
+        crate::transport::Names {
+            sites: engine.sites.clone(),
+            arbiter: self.arbiter.clone(),
+        }
+    }
+
+    /// The transport's TLS for party `me`, loaded and checked; `None` when insecure.
+    pub fn load(
+        &self,
+        engine: &Config,
+        me: lifeboat_core::Peer,
+    ) -> Result<Option<std::sync::Arc<crate::transport::Tls>>, crate::transport::TlsError> {
+        match self.files() {
+            None => Ok(None),
+            Some(files) => Ok(Some(std::sync::Arc::new(crate::transport::Tls::load(
+                &files,
+                self.names(engine),
+                me,
+            )?))),
+        }
+    }
+
+    fn check(&mut self, path: &Path, text: &str, engine: &Config) -> Result<(), ConfigFileError> {
+        for p in [
+            &mut self.ca,
+            &mut self.cert,
+            &mut self.key,
+            &mut self.api_token,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *p = resolve(path, p);
+        }
+        if self.insecure {
+            return Ok(());
+        }
+        let missing: Vec<&str> = [
+            ("ca", self.ca.is_none()),
+            ("cert", self.cert.is_none()),
+            ("key", self.key.is_none()),
+        ]
+        .into_iter()
+        .filter(|(_, m)| *m)
+        .map(|(k, _)| k)
+        .collect();
+        if !missing.is_empty() {
+            return Err(semantic(
+                path,
+                text,
+                "tls",
+                format!(
+                    "[tls] {} {} not set: every link is mutually authenticated TLS. Make the \
+                     files with `lifeboat certs init --out certs --sites {} --arbiter {}` and \
+                     name them under [tls] (ca, cert, key), or set `insecure = true` under [tls] \
+                     for a private test network (then anyone who reaches a port can act as a \
+                     site, the arbiter or an operator)",
+                    missing.join(", "),
+                    if missing.len() == 1 { "is" } else { "are" },
+                    engine.sites.join(","),
+                    self.arbiter,
+                ),
+            ));
+        }
+        for name in engine.sites.iter().chain(std::iter::once(&self.arbiter)) {
+            if let Err(why) = crate::certs::check_name(name) {
+                return Err(semantic(path, text, "sites", why));
+            }
+        }
+        if engine.sites.contains(&self.arbiter) {
+            return Err(semantic(
+                path,
+                text,
+                "arbiter",
+                format!(
+                    "[tls] arbiter = {:?} is also a site's name; the arbiter needs a name of its own",
+                    self.arbiter
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -493,6 +635,7 @@ impl SiteFile {
         }
         f.driver.resolve_paths(|p| resolve(path, p));
         f.data_dir = resolve(path, &f.data_dir);
+        f.tls.check(path, text, &f.engine)?;
         Ok(f)
     }
 
@@ -555,7 +698,18 @@ impl ArbiterFile {
             addr_check(path, text, "http", a)?;
         }
         f.data_dir = resolve(path, &f.data_dir);
+        f.tls.check(path, text, &f.engine)?;
         Ok(f)
+    }
+}
+
+fn insecure_warning(tls: &TlsSettings) -> &'static str {
+    if tls.insecure {
+        "\nwarning: [tls] insecure = true: plain TCP and HTTP, no authentication; anyone who \
+         reaches a port can act as a site, the arbiter or an operator. Use it on a private test \
+         network only (`lifeboat certs init` makes the certificates)."
+    } else {
+        ""
     }
 }
 
@@ -571,20 +725,22 @@ pub fn check_any(path: &Path) -> Result<String, ConfigFileError> {
     if is_site {
         let f = SiteFile::parse(path, &text)?;
         Ok(format!(
-            "{}: a valid site file for site {:?} ({} database(s): {}; arbiter {})",
+            "{}: a valid site file for site {:?} ({} database(s): {}; arbiter {}){}",
             path.display(),
             f.site,
             f.engine.databases.len(),
             f.engine.databases.join(", "),
-            if f.engine.arbiter { "on" } else { "off" }
+            if f.engine.arbiter { "on" } else { "off" },
+            insecure_warning(&f.tls),
         ))
     } else {
         let f = ArbiterFile::parse(path, &text)?;
         Ok(format!(
-            "{}: a valid arbiter file (listen {}; sites {})",
+            "{}: a valid arbiter file (listen {}; sites {}){}",
             path.display(),
             f.listen,
-            f.engine.sites.join(", ")
+            f.engine.sites.join(", "),
+            insecure_warning(&f.tls),
         ))
     }
 }
@@ -600,6 +756,8 @@ peer = "127.0.0.1:7402"
 arbiter = "127.0.0.1:7400"
 http = "127.0.0.1:7481"
 data_dir = "data"
+[tls]
+insecure = true
 "#;
 
     #[test]
@@ -614,7 +772,7 @@ data_dir = "data"
         let text = format!("{MIN}\n[engine]\ndatabses = [\"a\"]\n");
         let e = SiteFile::parse(Path::new("site.toml"), &text).unwrap_err();
         let s = e.to_string();
-        assert_eq!(e.line, Some(10), "{s}");
+        assert_eq!(e.line, Some(12), "{s}");
         assert!(s.contains("databses") && s.contains("databases"), "{s}");
     }
 
@@ -644,7 +802,7 @@ data_dir = "data"
         let text = format!("{MIN}\n[engine.lease]\nlease_ms = 2500\n");
         let e = SiteFile::parse(Path::new("site.toml"), &text).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("engine.lease.lease_ms"));
-        assert_eq!(e.line, Some(10), "{e}");
+        assert_eq!(e.line, Some(12), "{e}");
     }
 
     /// Found by the `site_config` fuzz target: durations the engine and the adapter add to
@@ -657,11 +815,11 @@ data_dir = "data"
             e.field.as_deref(),
             Some("engine.alerts.critical_after_minutes")
         );
-        assert_eq!(e.line, Some(10), "{e}");
+        assert_eq!(e.line, Some(12), "{e}");
         let text = format!("{MIN}\n[disk]\ncheck_every_ms = 9223372036854775807\n");
         let e = SiteFile::parse(Path::new("site.toml"), &text).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("disk.check_every_ms"), "{e}");
-        assert_eq!(e.line, Some(10), "{e}");
+        assert_eq!(e.line, Some(12), "{e}");
     }
 
     #[test]

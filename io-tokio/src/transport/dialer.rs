@@ -57,6 +57,11 @@ impl Transport {
         &self.shared.transfers
     }
 
+    /// The timeouts, sizes and TLS this transport dials with.
+    pub fn config(&self) -> &TransportConfig {
+        &self.shared.cfg
+    }
+
     /// The address this transport dials.
     pub fn addr(&self) -> &str {
         &self.shared.addr

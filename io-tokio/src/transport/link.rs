@@ -9,6 +9,7 @@
 
 use super::frame::{FrameError, FrameKind};
 use super::ship::{KeyText, ShipErrorKind};
+use super::tls::{ReadHalf, Stream, WriteHalf};
 use super::wire::{Frame, FrameReader, FrameWriter, Hello, LinkKind, Welcome, PROTOCOL_VERSION};
 use super::{Event, TransportConfig};
 use lifeboat_core::{ArtifactKey, Peer};
@@ -16,7 +17,6 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Mutex, Notify};
 use tokio::task::JoinHandle;
@@ -92,7 +92,7 @@ impl std::error::Error for ShipError {
     }
 }
 
-pub(super) type SharedWriter = Arc<Mutex<FrameWriter<OwnedWriteHalf>>>;
+pub(super) type SharedWriter = Arc<Mutex<FrameWriter<WriteHalf>>>;
 
 /// One open control link: its writer, shared by everyone who sends, and a bell any of them rings
 /// when a write fails so the reading side tears the link down.
@@ -104,7 +104,7 @@ pub(super) struct ControlLink {
 }
 
 impl ControlLink {
-    pub(super) fn new(remote: Peer, writer: FrameWriter<OwnedWriteHalf>) -> ControlLink {
+    pub(super) fn new(remote: Peer, writer: FrameWriter<WriteHalf>) -> ControlLink {
         ControlLink {
             remote,
             writer: Arc::new(Mutex::new(writer)),
@@ -124,8 +124,8 @@ impl ControlLink {
 /// A connection after the handshake.
 pub(super) struct Dialed {
     pub(super) remote: Peer,
-    pub(super) reader: FrameReader<OwnedReadHalf>,
-    pub(super) writer: FrameWriter<OwnedWriteHalf>,
+    pub(super) reader: FrameReader<ReadHalf>,
+    pub(super) writer: FrameWriter<WriteHalf>,
 }
 
 /// Why a handshake failed: what the first frame of a connection was, and what was wrong.
@@ -189,7 +189,23 @@ pub(super) async fn dial(
         .map_err(|_| ShipErrorKind::ConnectTimeout(cfg.connect_timeout))?
         .map_err(ShipErrorKind::Connect)?;
     let _ = stream.set_nodelay(true);
-    let (r, w) = stream.into_split();
+    // With TLS, who the listener is comes from its certificate; its `Welcome` must agree.
+    let (stream, proven): (Stream, Option<Peer>) = match &cfg.tls {
+        None => (Box::new(stream), None),
+        Some(tls) => {
+            let (s, peer) = tokio::time::timeout(cfg.handshake_timeout, tls.connect(stream))
+                .await
+                .map_err(|_| {
+                    ShipErrorKind::Handshake(format!(
+                        "no TLS handshake within {:?}",
+                        cfg.handshake_timeout
+                    ))
+                })?
+                .map_err(ShipErrorKind::Handshake)?;
+            (s, Some(peer))
+        }
+    };
+    let (r, w) = tokio::io::split(stream);
     let mut reader = FrameReader::new(r);
     let mut writer = FrameWriter::new(w, cfg.io_timeout);
     let hello = Hello {
@@ -200,6 +216,12 @@ pub(super) async fn dial(
     writer.send(&Frame::Hello(hello)).await?;
     let welcome = check_welcome(reader.next(cfg.handshake_timeout).await?)
         .map_err(|e| ShipErrorKind::Handshake(e.to_string()))?;
+    if let Some(proven) = proven.filter(|p| *p != welcome.peer) {
+        return Err(ShipErrorKind::Handshake(format!(
+            "the listener's certificate is {proven:?}'s but it says it is {:?}",
+            welcome.peer
+        )));
+    }
     Ok(Dialed {
         remote: welcome.peer,
         reader,
@@ -232,7 +254,7 @@ impl fmt::Display for LinkEnd {
 
 /// Deliver a control link's messages as events until it ends.
 pub(super) async fn run_control_link(
-    reader: &mut FrameReader<OwnedReadHalf>,
+    reader: &mut FrameReader<ReadHalf>,
     link: &ControlLink,
     events: &mpsc::Sender<Event>,
     idle_timeout: Duration,

@@ -8,6 +8,7 @@ use super::link::{
     SendError,
 };
 use super::ship::receive_artifact;
+use super::tls::{ReadHalf, Stream, WriteHalf};
 use super::wire::{Frame, FrameReader, FrameWriter, LinkKind, Welcome, PROTOCOL_VERSION};
 use super::{Event, TransportConfig};
 use lifeboat_core::{Message, Peer};
@@ -17,7 +18,6 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
@@ -55,14 +55,22 @@ pub const FRAME_BUDGET: u32 = 16 * 1024 * 1024;
 /// A kind of refused connection is logged at most once per this interval (with a count).
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// One log line per kind of refused connection per interval, not one per connection.
+/// One log line per kind of refused connection per interval, not one per connection; every
+/// refusal counted by kind.
 #[derive(Default)]
 struct RefusalLog {
     kinds: std::sync::Mutex<HashMap<&'static str, (Option<std::time::Instant>, u64)>>,
+    counts: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl RefusalLog {
     fn note(&self, kind: &'static str, addr: SocketAddr, detail: &str) {
+        *self
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(kind)
+            .or_default() += 1;
         let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
         let (last, quiet) = kinds.entry(kind).or_default();
         let now = std::time::Instant::now();
@@ -155,6 +163,18 @@ impl Listener {
         self.local_addr
     }
 
+    /// Refused connections since start, by kind (`connection cap`, `tls handshake failed`,
+    /// `identity mismatch`, `handshake refused`, `handshake failed`).
+    pub fn refusals(&self) -> Vec<(&'static str, u64)> {
+        let counts = self
+            .shared
+            .refusals
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        counts.iter().map(|(k, n)| (*k, *n)).collect()
+    }
+
     /// Payload bytes of the frame budget not taken by links reading a large frame now.
     pub fn frame_budget_free(&self) -> usize {
         self.shared.budget.available_permits()
@@ -239,7 +259,19 @@ async fn serve_connection(stream: TcpStream, addr: SocketAddr, place: Handshakin
     let shared = place.shared.clone();
     let cfg = &shared.cfg;
     let _ = stream.set_nodelay(true);
-    let (r, w) = stream.into_split();
+    // With TLS the peer is who its certificate says, decided before a frame is read.
+    let (stream, proven): (Stream, Option<Peer>) = match &cfg.tls {
+        None => (Box::new(stream), None),
+        Some(tls) => match tokio::time::timeout(cfg.handshake_timeout, tls.accept(stream)).await {
+            Ok(Ok((s, peer))) => (s, Some(peer)),
+            Ok(Err(why)) => return shared.refusals.note("tls handshake failed", addr, &why),
+            Err(_) => {
+                let why = format!("no TLS handshake within {:?}", cfg.handshake_timeout);
+                return shared.refusals.note("tls handshake failed", addr, &why);
+            }
+        },
+    };
+    let (r, w) = tokio::io::split(stream);
     let mut reader = FrameReader::new(r).with_budget(shared.budget.clone());
     let mut writer = FrameWriter::new(w, cfg.io_timeout);
     let hello = match reader
@@ -265,6 +297,15 @@ async fn serve_connection(stream: TcpStream, addr: SocketAddr, place: Handshakin
             return;
         }
     };
+    if let Some(proven) = proven.filter(|p| *p != hello.peer) {
+        let why = format!(
+            "the certificate is {proven:?}'s but the Hello claims {:?}",
+            hello.peer
+        );
+        shared.refusals.note("identity mismatch", addr, &why);
+        writer.close(&why).await;
+        return;
+    }
     drop(place);
     let shared = &*shared;
     let from = hello.peer;
@@ -301,8 +342,8 @@ async fn serve_connection(stream: TcpStream, addr: SocketAddr, place: Handshakin
 }
 
 async fn serve_control(
-    mut reader: FrameReader<OwnedReadHalf>,
-    writer: FrameWriter<OwnedWriteHalf>,
+    mut reader: FrameReader<ReadHalf>,
+    writer: FrameWriter<WriteHalf>,
     welcome: Frame,
     addr: SocketAddr,
     from: Peer,
@@ -328,8 +369,8 @@ async fn serve_control(
 }
 
 async fn serve_ship(
-    mut reader: FrameReader<OwnedReadHalf>,
-    mut writer: FrameWriter<OwnedWriteHalf>,
+    mut reader: FrameReader<ReadHalf>,
+    mut writer: FrameWriter<WriteHalf>,
     addr: SocketAddr,
     from: Peer,
     shared: &ListenShared,

@@ -8,6 +8,7 @@
 //! link.rs    the handshake, the control link both ends share, backoff, errors
 //! dialer.rs  Transport: dials one peer, keeps the control link up, ships artifacts
 //! listener.rs Listener: accepts peers, serves control, ship and ping links
+//! tls.rs     mutually authenticated TLS 1.3; a peer's identity from its certificate
 //! ping.rs    path pings of an operator: round trips and throughput over a link of their own
 //! ```
 //!
@@ -30,7 +31,9 @@
 //! # Ok(()) }
 //! ```
 //!
-//! There is no authentication or encryption: run it on a private link or inside a VPN/tunnel.
+//! With `TransportConfig::tls` set (the default in every configuration file), every link is
+//! TLS 1.3 with certificates on both ends, and a peer is who its certificate says. Without it
+//! (`[tls] insecure = true`) there is no authentication or encryption at all.
 
 mod buffers;
 mod dialer;
@@ -42,6 +45,7 @@ mod listener;
 pub mod ping;
 pub mod progress;
 mod ship;
+pub mod tls;
 pub mod wire;
 
 #[cfg(test)]
@@ -60,7 +64,9 @@ pub use ship::{
 
 use lifeboat_core::{ArtifactMeta, Checksum, Input, Message, Peer};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+pub use tls::{Names, Tls, TlsError, TlsFiles};
 
 /// Bytes per artifact chunk (1 MiB): large enough that per-frame costs vanish, small enough that
 /// a resumed transfer repeats little.
@@ -84,7 +90,7 @@ pub const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_millis(100);
 pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// Timeouts, backoff and sizes of the transport. Every default is a constant above.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct TransportConfig {
     pub connect_timeout: Duration,
     pub handshake_timeout: Duration,
@@ -97,7 +103,43 @@ pub struct TransportConfig {
     pub chunk_size: usize,
     /// Chunks in flight between disk and network on each side.
     pub window: usize,
+    /// Mutually authenticated TLS on every link; `None` is plain TCP (`insecure = true`).
+    pub tls: Option<Arc<Tls>>,
 }
+
+impl PartialEq for TransportConfig {
+    fn eq(&self, other: &Self) -> bool {
+        let tls_eq = match (&self.tls, &other.tls) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        tls_eq
+            && (
+                self.connect_timeout,
+                self.handshake_timeout,
+                self.io_timeout,
+                self.keepalive_every,
+                self.idle_timeout,
+                self.backoff_initial,
+                self.backoff_max,
+                self.chunk_size,
+                self.window,
+            ) == (
+                other.connect_timeout,
+                other.handshake_timeout,
+                other.io_timeout,
+                other.keepalive_every,
+                other.idle_timeout,
+                other.backoff_initial,
+                other.backoff_max,
+                other.chunk_size,
+                other.window,
+            )
+    }
+}
+
+impl Eq for TransportConfig {}
 
 impl Default for TransportConfig {
     fn default() -> Self {
@@ -111,6 +153,7 @@ impl Default for TransportConfig {
             backoff_max: DEFAULT_BACKOFF_MAX,
             chunk_size: DEFAULT_CHUNK_SIZE,
             window: DEFAULT_WINDOW,
+            tls: None,
         }
     }
 }

@@ -33,6 +33,7 @@ fn config() -> TransportConfig {
         backoff_max: Duration::from_millis(100),
         chunk_size: 256 * 1024,
         window: 4,
+        tls: None,
     }
 }
 
@@ -791,4 +792,210 @@ async fn a_path_ping_measures_round_trips_and_throughput_beside_a_live_control_l
     )
     .await;
     assert!(matches!(refused, Err(ping::PingError::TooManyBytes(_))));
+}
+
+// ---- TLS: who a peer is comes from its certificate
+
+const ARBITER_NAME: &str = "arbiter";
+
+fn deployment_names() -> Names {
+    Names {
+        sites: vec!["primary".into(), "recovery".into()],
+        arbiter: ARBITER_NAME.into(),
+    }
+}
+
+/// A CA and key pairs for the primary, the recovery site and the arbiter.
+fn deployment() -> crate::certs::Generated {
+    let names = ["primary", "recovery", ARBITER_NAME].map(String::from);
+    crate::certs::generate(&names, time::OffsetDateTime::now_utc(), 30).unwrap()
+}
+
+/// The TLS set-up of party `name` (acting as `me`) of deployment `g`.
+fn tls_of(g: &crate::certs::Generated, name: &str, me: Peer) -> Arc<Tls> {
+    let (_, pem) = g.parties.iter().find(|(n, _)| n == name).unwrap();
+    let files = TlsFiles {
+        ca: "ca.pem".into(),
+        cert: format!("{name}.pem").into(),
+        key: format!("{name}.key").into(),
+    };
+    let tls = Tls::from_pem(
+        &files,
+        g.ca.cert.as_bytes(),
+        pem.cert.as_bytes(),
+        pem.key.as_bytes(),
+        deployment_names(),
+        me,
+    )
+    .unwrap();
+    Arc::new(tls)
+}
+
+fn with_tls(tls: Arc<Tls>) -> TransportConfig {
+    TransportConfig {
+        tls: Some(tls),
+        ..config()
+    }
+}
+
+async fn tls_secondary(g: &crate::certs::Generated) -> Secondary {
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = Inbox::open(dir.path().join("inbox"), vec!["sales".into()]).unwrap();
+    let (tx, events) = mpsc::channel(64);
+    let cfg = with_tls(tls_of(g, "recovery", SECONDARY));
+    let listener = Listener::bind("127.0.0.1:0", SECONDARY, inbox, cfg, tx)
+        .await
+        .unwrap();
+    Secondary {
+        listener,
+        events,
+        _dir: dir,
+    }
+}
+
+/// Nothing reaches the listener's events for a while.
+async fn assert_no_event(events: &mut mpsc::Receiver<Event>) {
+    if let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(300), events.recv()).await {
+        panic!("no event expected, got {e:?}");
+    }
+}
+
+fn refused(listener: &Listener, kind: &str) -> u64 {
+    listener
+        .refusals()
+        .into_iter()
+        .find(|(k, _)| *k == kind)
+        .map_or(0, |(_, n)| n)
+}
+
+#[tokio::test]
+async fn over_tls_messages_and_artifacts_flow_and_each_end_is_who_its_certificate_says() {
+    let g = deployment();
+    let mut site = tls_secondary(&g).await;
+    let cfg = with_tls(tls_of(&g, "primary", PRIMARY));
+    let (transport, _replies) = primary(site.listener.local_addr(), cfg);
+    assert_eq!(transport.wait_connected(WAIT).await, Some(SECONDARY));
+    transport
+        .send_message(Message::Query { req: 7 })
+        .await
+        .unwrap();
+    assert_eq!(
+        next_event(&mut site.events).await,
+        Event::Message {
+            from: PRIMARY,
+            msg: Message::Query { req: 7 }
+        }
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (meta, path) = artifact(dir.path(), 3 * MIB + 17, 4);
+    let shipped = transport.ship(meta, &path).await.unwrap();
+    let (got, computed, received) = next_artifact(&mut site.events).await;
+    assert_eq!((got, computed), (meta, shipped.computed));
+    assert_same_file(&path, &received);
+}
+
+#[tokio::test]
+async fn a_hello_claiming_the_peer_identity_without_its_certificate_is_refused() {
+    let g = deployment();
+    let mut site = tls_secondary(&g).await;
+    let addr = site.listener.local_addr();
+
+    // 1. Plain TCP, a Hello that says "primary": no TLS, no link.
+    let (r, mut w) = TcpStream::connect(addr).await.unwrap().into_split();
+    let hello = Hello {
+        protocol: PROTOCOL_VERSION,
+        peer: PRIMARY,
+        link: LinkKind::Control,
+    };
+    w.write_all(&encode_frame(FrameKind::Hello, &hello).unwrap())
+        .await
+        .unwrap();
+    let mut reader = FrameReader::new(r);
+    assert!(
+        reader.next(WAIT).await.is_err(),
+        "no Welcome over plain TCP"
+    );
+    // A forged epoch notice on that connection reaches nobody.
+    let _ = w
+        .write_all(
+            &encode_frame(
+                FrameKind::Message,
+                &Message::EpochNotice {
+                    epoch: Epoch(77),
+                    holder: SiteId(1),
+                },
+            )
+            .unwrap(),
+        )
+        .await;
+
+    // 2. A certificate named "primary" from another deployment's CA.
+    let other = deployment();
+    let (impostor, _) = primary(addr, with_tls(tls_of(&other, "primary", PRIMARY)));
+    assert_eq!(
+        impostor.wait_connected(Duration::from_millis(500)).await,
+        None
+    );
+    drop(impostor);
+
+    // 3. This deployment's arbiter certificate, with a Hello that claims the primary.
+    let (liar, _) = primary(addr, with_tls(tls_of(&g, ARBITER_NAME, Peer::Arbiter)));
+    assert_eq!(liar.wait_connected(Duration::from_millis(500)).await, None);
+    drop(liar);
+
+    assert_no_event(&mut site.events).await;
+    assert_eq!(site.listener.connected_peers(), vec![]);
+    assert!(refused(&site.listener, "tls handshake failed") >= 2);
+    assert!(refused(&site.listener, "identity mismatch") >= 1);
+
+    // The real primary still gets in, as itself.
+    let (real, _) = primary(addr, with_tls(tls_of(&g, "primary", PRIMARY)));
+    real.send_message(Message::Query { req: 1 }).await.unwrap();
+    assert_eq!(
+        next_event(&mut site.events).await,
+        Event::Message {
+            from: PRIMARY,
+            msg: Message::Query { req: 1 }
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_listener_with_a_site_certificate_cannot_answer_as_the_arbiter() {
+    // A holder of the recovery site's key listens where the primary dials the arbiter and
+    // welcomes it as the arbiter: the primary refuses, so no `Granted` from it is ever taken as
+    // the arbiter's.
+    let g = deployment();
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = Inbox::open(dir.path().join("inbox"), vec!["sales".into()]).unwrap();
+    let (tx, _events) = mpsc::channel(64);
+    let fake = Listener::bind(
+        "127.0.0.1:0",
+        Peer::Arbiter,
+        inbox,
+        with_tls(tls_of(&g, "recovery", SECONDARY)),
+        tx,
+    )
+    .await
+    .unwrap();
+    let cfg = with_tls(tls_of(&g, "primary", PRIMARY));
+    let (transport, mut from_fake) = primary(fake.local_addr(), cfg.clone());
+    assert_eq!(
+        transport.wait_connected(Duration::from_millis(700)).await,
+        None
+    );
+    assert!(from_fake.try_recv().is_err());
+    let e = dial(
+        &fake.local_addr().to_string(),
+        PRIMARY,
+        LinkKind::Ship,
+        &cfg,
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(
+        e.to_string().contains("certificate is Site(SiteId(1))'s"),
+        "{e}"
+    );
 }

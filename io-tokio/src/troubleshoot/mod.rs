@@ -133,6 +133,8 @@ pub struct Troubleshoot {
     probing: Arc<Semaphore>,
     /// One path ping at a time: the path is shared with shipping.
     pinging: Arc<Semaphore>,
+    /// The transport's TLS, for path pings.
+    tls: Option<Arc<crate::transport::Tls>>,
 }
 
 fn error(status: u16, message: impl Into<String>) -> Response {
@@ -140,7 +142,12 @@ fn error(status: u16, message: impl Into<String>) -> Response {
 }
 
 impl Troubleshoot {
-    pub fn new(file: &SiteFile, board: Arc<StatusBoard>, probes: ProbeKit) -> Troubleshoot {
+    pub fn new(
+        file: &SiteFile,
+        board: Arc<StatusBoard>,
+        probes: ProbeKit,
+        tls: Option<Arc<crate::transport::Tls>>,
+    ) -> Troubleshoot {
         let me = file.site_id();
         let peer = SiteId(1 - me.0.min(1));
         Troubleshoot {
@@ -152,6 +159,7 @@ impl Troubleshoot {
             probes,
             probing: Arc::new(Semaphore::new(1)),
             pinging: Arc::new(Semaphore::new(1)),
+            tls,
         }
     }
 
@@ -252,7 +260,10 @@ impl Troubleshoot {
             self.peer_addr.clone(),
             self.me,
         );
-        let cfg = TransportConfig::default();
+        let cfg = TransportConfig {
+            tls: self.tls.clone(),
+            ..TransportConfig::default()
+        };
         let result = ping::ping_path(&addr, me, &cfg, count, bytes).await;
         drop(permit);
         match result {

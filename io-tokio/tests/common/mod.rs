@@ -246,6 +246,7 @@ impl Cluster {
                 )
         };
         let d = dir.path();
+        lifeboat_io_tokio::demo::write_certs(&d.join("certs")).unwrap();
         let (rec_peer, rec_peer_http) = match &to_primary {
             Some((t, h)) => (t.port, h.port),
             None => (pri_listen, pri_http),
@@ -258,7 +259,12 @@ impl Cluster {
         };
         let arb = write(
             "arbiter.toml",
-            tune(arbiter_toml(arb_listen, arb_http, &d.join("arbiter"))),
+            tune(arbiter_toml(
+                arb_listen,
+                arb_http,
+                &d.join("arbiter"),
+                &d.join("certs"),
+            )),
         );
         let pri = write(
             "primary.toml",
@@ -273,6 +279,7 @@ impl Cluster {
                 },
                 &d.join("primary"),
                 &pri_db,
+                &d.join("certs"),
             )),
         );
         let rec = write(
@@ -288,6 +295,7 @@ impl Cluster {
                 },
                 &d.join("recovery"),
                 &rec_db,
+                &d.join("certs"),
             )),
         );
         for f in [&pri, &rec] {

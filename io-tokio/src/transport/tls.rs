@@ -1,0 +1,401 @@
+//! Mutually authenticated TLS 1.3 for every link, and who a peer is.
+//!
+//! Every site and the arbiter has a key and a certificate signed by the deployment's CA. The
+//! certificate's DNS name is the party's *deployment name*: a site's name from `engine.sites`, or
+//! the arbiter's name (`[tls] arbiter`, default `arbiter`). A peer's identity comes from the
+//! certificate it proved it holds the key of, never from what its `Hello` says: the listener
+//! refuses a `Hello` that claims another identity, and the dialer a `Welcome` that does.
+//!
+//! Host names play no part: the dialer accepts a certificate valid for *any* deployment name and
+//! then attributes every message of the link to the name it is valid for, so a peer that answers
+//! at an unexpected address can still only speak as itself.
+
+use lifeboat_core::Peer;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+/// The name the arbiter's certificate carries unless `[tls] arbiter` says otherwise.
+pub const DEFAULT_ARBITER_NAME: &str = "arbiter";
+
+/// A connection's byte stream: plain TCP (only with `insecure = true`) or TLS over TCP.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+pub(crate) type Stream = Box<dyn Io>;
+pub(crate) type ReadHalf = tokio::io::ReadHalf<Stream>;
+pub(crate) type WriteHalf = tokio::io::WriteHalf<Stream>;
+
+/// Where a party's CA certificate, certificate and key are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The deployment's names: the sites by id, and the arbiter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Names {
+    pub sites: Vec<String>,
+    pub arbiter: String,
+}
+
+impl Names {
+    fn all(&self) -> impl Iterator<Item = (Peer, &str)> {
+        let sites = self.sites.iter().enumerate().map(|(i, n)| {
+            (
+                Peer::Site(lifeboat_core::SiteId(u16::try_from(i).unwrap_or(u16::MAX))),
+                n.as_str(),
+            )
+        });
+        sites.chain(std::iter::once((Peer::Arbiter, self.arbiter.as_str())))
+    }
+
+    /// The deployment name of `peer`.
+    pub fn name_of(&self, peer: Peer) -> Option<&str> {
+        self.all().find(|(p, _)| *p == peer).map(|(_, n)| n)
+    }
+
+    fn listed(&self) -> String {
+        let sites: Vec<&str> = self.sites.iter().map(String::as_str).collect();
+        format!("sites {sites:?}, arbiter {:?}", self.arbiter)
+    }
+}
+
+/// Why TLS could not be set up, naming the file and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{what} {}: {why}", path.display())]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        why: String,
+    },
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// A party's TLS set-up: its acceptor and connector, both requiring the deployment's CA on the
+/// other side, and the names that tell who a verified peer is.
+pub struct Tls {
+    acceptor: TlsAcceptor,
+    connector: TlsConnector,
+    names: Names,
+    roots: Arc<RootCertStore>,
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls").field("names", &self.names).finish()
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|e| TlsError::File {
+        what,
+        path: path.to_path_buf(),
+        why: format!("{e}; create the files with `lifeboat certs init`"),
+    })
+}
+
+/// The certificates in a PEM file (at least one).
+pub fn certs_from_pem(
+    what: &'static str,
+    path: &Path,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem).collect();
+    match certs {
+        Ok(c) if !c.is_empty() => Ok(c),
+        Ok(_) => Err(TlsError::File {
+            what,
+            path: path.to_path_buf(),
+            why: "holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+        }),
+        Err(e) => Err(TlsError::File {
+            what,
+            path: path.to_path_buf(),
+            why: format!("is not a PEM certificate file: {e}"),
+        }),
+    }
+}
+
+fn key_from_pem(path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| TlsError::File {
+        what: "key",
+        path: path.to_path_buf(),
+        why: format!("holds no PEM private key: {e}"),
+    })
+}
+
+/// The deployment names a certificate is valid for (by its DNS names).
+pub fn names_in(cert: &CertificateDer<'_>, names: &Names) -> Vec<Peer> {
+    let Ok(ee) = webpki::EndEntityCert::try_from(cert) else {
+        return Vec::new();
+    };
+    names
+        .all()
+        .filter(|(_, name)| {
+            ServerName::try_from(*name)
+                .is_ok_and(|sn| ee.verify_is_valid_for_subject_name(&sn).is_ok())
+        })
+        .map(|(p, _)| p)
+        .collect()
+}
+
+/// Who a verified certificate chain belongs to: the one deployment name it is valid for.
+pub fn identity(chain: Option<&[CertificateDer<'_>]>, names: &Names) -> Result<Peer, String> {
+    let Some(cert) = chain.and_then(|c| c.first()) else {
+        return Err("the peer presented no certificate".into());
+    };
+    match names_in(cert, names)[..] {
+        [peer] => Ok(peer),
+        [] => Err(format!(
+            "the peer's certificate names none of this deployment's parties ({})",
+            names.listed()
+        )),
+        _ => Err(format!(
+            "the peer's certificate names several of this deployment's parties ({}); \
+             each party needs a certificate of its own",
+            names.listed()
+        )),
+    }
+}
+
+/// What is wrong with a certificate chain checked against the CA, in words a person can act on.
+pub fn explain(e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(C::Expired) => {
+            "it has expired; issue a new one (`lifeboat certs init`, or your CA)".into()
+        }
+        rustls::Error::InvalidCertificate(C::NotValidYet) => {
+            "it is not valid yet (check the clocks, or the certificate's start date)".into()
+        }
+        rustls::Error::InvalidCertificate(C::UnknownIssuer) => {
+            "it is not signed by this deployment's CA (wrong CA file, or a certificate of another deployment)".into()
+        }
+        rustls::Error::InvalidCertificate(C::BadSignature) => {
+            "its signature does not verify (corrupted, or not from this CA)".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Accepts a server certificate from the deployment's CA that is valid for any deployment name;
+/// the link is then attributed to that name.
+#[derive(Debug)]
+struct DeploymentServer {
+    inner: Arc<WebPkiServerVerifier>,
+    names: Vec<ServerName<'static>>,
+}
+
+impl ServerCertVerifier for DeploymentServer {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let mut last = rustls::Error::General("this deployment has no names".into());
+        for name in &self.names {
+            match self
+                .inner
+                .verify_server_cert(end_entity, intermediates, name, ocsp_response, now)
+            {
+                Ok(v) => return Ok(v),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+impl Tls {
+    /// Load a party's files and check its own certificate: signed by the CA, valid now, and
+    /// for `me`'s deployment name.
+    pub fn load(files: &TlsFiles, names: Names, me: Peer) -> Result<Tls, TlsError> {
+        let ca = read_file("CA certificate", &files.ca)?;
+        let cert = read_file("certificate", &files.cert)?;
+        let key = read_file("key", &files.key)?;
+        Tls::from_pem(files, &ca, &cert, &key, names, me)
+    }
+
+    /// As [`Tls::load`], from PEM bytes; `files` only names them in errors.
+    pub fn from_pem(
+        files: &TlsFiles,
+        ca: &[u8],
+        cert: &[u8],
+        key: &[u8],
+        names: Names,
+        me: Peer,
+    ) -> Result<Tls, TlsError> {
+        let provider = provider();
+        let mut roots = RootCertStore::empty();
+        for c in certs_from_pem("CA certificate", &files.ca, ca)? {
+            roots.add(c).map_err(|e| TlsError::File {
+                what: "CA certificate",
+                path: files.ca.clone(),
+                why: format!("is not a usable CA certificate: {e}"),
+            })?;
+        }
+        let roots = Arc::new(roots);
+        let chain = certs_from_pem("certificate", &files.cert, cert)?;
+        let key = key_from_pem(&files.key, key)?;
+        let setup = |what: &str, e: rustls::Error| {
+            TlsError::Setup(format!(
+                "{what} with {} and {}: {e}",
+                files.cert.display(),
+                files.key.display()
+            ))
+        };
+        let clients = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .map_err(|e| TlsError::Setup(format!("client verifier: {e}")))?;
+        // Our own certificate must be one the other parties accept as `me`.
+        check_chain(&*clients, &chain).map_err(|why| TlsError::File {
+            what: "certificate",
+            path: files.cert.clone(),
+            why: format!("{why} (CA {})", files.ca.display()),
+        })?;
+        let mine = names_in(&chain[0], &names);
+        if mine != [me] {
+            let want = names.name_of(me).unwrap_or("?");
+            return Err(TlsError::File {
+                what: "certificate",
+                path: files.cert.clone(),
+                why: format!(
+                    "is not for {want:?}, this party's deployment name (it is valid for {:?}); \
+                     each party uses the certificate issued for its own name",
+                    mine.iter()
+                        .filter_map(|p| names.name_of(*p))
+                        .collect::<Vec<_>>()
+                ),
+            });
+        }
+        let tls13 = [&rustls::version::TLS13];
+        let server = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&tls13)
+            .map_err(|e| setup("server", e))?
+            .with_client_cert_verifier(clients)
+            .with_single_cert(chain.clone(), key.clone_key())
+            .map_err(|e| setup("server certificate", e))?;
+        let servers = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .map_err(|e| TlsError::Setup(format!("server verifier: {e}")))?;
+        let verifier = DeploymentServer {
+            inner: servers,
+            names: names
+                .all()
+                .filter_map(|(_, n)| ServerName::try_from(n.to_string()).ok())
+                .collect(),
+        };
+        let mut client = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&tls13)
+            .map_err(|e| setup("client", e))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| setup("client certificate", e))?;
+        client.enable_sni = false;
+        Ok(Tls {
+            acceptor: TlsAcceptor::from(Arc::new(server)),
+            connector: TlsConnector::from(Arc::new(client)),
+            names,
+            roots,
+        })
+    }
+
+    pub fn names(&self) -> &Names {
+        &self.names
+    }
+
+    /// The CA roots, for the operator API's client-certificate check.
+    pub fn roots(&self) -> Arc<RootCertStore> {
+        self.roots.clone()
+    }
+
+    /// The TLS server side of an accepted connection; the peer's identity from its certificate.
+    pub(crate) async fn accept(&self, tcp: TcpStream) -> Result<(Stream, Peer), String> {
+        let s = self
+            .acceptor
+            .accept(tcp)
+            .await
+            .map_err(|e| format!("TLS handshake: {e}"))?;
+        let peer = identity(s.get_ref().1.peer_certificates(), &self.names)?;
+        Ok((Box::new(s), peer))
+    }
+
+    /// The TLS client side of a dialed connection; the peer's identity from its certificate.
+    pub(crate) async fn connect(&self, tcp: TcpStream) -> Result<(Stream, Peer), String> {
+        // Not used for verification (see `DeploymentServer`); SNI is off.
+        let name = ServerName::try_from("lifeboat").expect("a valid DNS name");
+        let s = self
+            .connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS handshake: {e}"))?;
+        let peer = identity(s.get_ref().1.peer_certificates(), &self.names)?;
+        Ok((Box::new(s), peer))
+    }
+}
+
+/// Verify a certificate chain against the CA as a client certificate, now.
+pub fn check_chain(
+    verifier: &dyn ClientCertVerifier,
+    chain: &[CertificateDer<'static>],
+) -> Result<(), String> {
+    let Some((ee, rest)) = chain.split_first() else {
+        return Err("holds no certificate".into());
+    };
+    verifier
+        .verify_client_cert(ee, rest, UnixTime::now())
+        .map(|_| ())
+        .map_err(|e| explain(&e))
+}
+
+/// A verifier of client certificates against a CA file's roots (for `certs check`).
+pub fn client_verifier(roots: Arc<RootCertStore>) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    WebPkiClientVerifier::builder_with_provider(roots, provider())
+        .build()
+        .map_err(|e| TlsError::Setup(format!("client verifier: {e}")))
+}
