@@ -1,35 +1,31 @@
-//! Fuzz body for the HTTP request reader (`lifeboat_io_tokio::http::read_request`), what any
-//! client of `/status`, `/metrics` and the operator endpoints can send.
-//!
-//! The reader is driven over an in-memory reader (`&[u8]`) by polling its future once with a
-//! waker that does nothing: a complete buffer never makes a read wait, so no runtime is needed,
-//! and a read that does wait is a hang.
+//! Fuzz body for the operator API's HTTP server (`lifeboat_io_tokio::http::serve_connection`:
+//! hyper's HTTP/1.1 parser plus lifeboat's access rules), what any client of `/status`,
+//! `/metrics` and the operator endpoints can send. The server runs on a current-thread runtime
+//! over an in-memory duplex; the bytes are written and the write side closed.
 //!
 //! The first byte picks what the rest is:
 //! - `0`: the request's bytes, as is;
-//! - `1`: a well-formed request built from the bytes: a method, a path, a query, header lines
-//!   (any case of `Content-Length`, `\r\n` or `\n` line ends) and a body of the announced length;
-//! - `2`: a request over one limit: a request line or a header line longer than `MAX_LINE`,
-//!   more than `MAX_HEADER_LINES` headers, a Content-Length over `MAX_BODY`, or a body shorter
-//!   than announced.
+//! - `1`: a request built from the bytes: a method, a path (guarded or open), a query, with or
+//!   without the right bearer token, an `Origin`, a JSON or form content type, a body;
+//! - `2`: a request over a limit (a header line of 1 MiB: hyper's read buffer is capped at
+//!   64 KiB and grows in steps, so a head past ~128 KiB is refused with 431).
 //!
 //! Checked:
-//! - nothing panics and nothing waits;
-//! - the reader never consumes more than `MAX_HEAD` bytes of head plus the announced body (so
-//!   it never buffers more), and a request that reads consumed exactly its head and its body;
-//! - a request that reads has a non-empty method and a path without whitespace, a body of at
-//!   most `MAX_BODY` bytes, and reads back the same (method, path, body) when written out again;
-//! - a well-formed request reads as built: method, path, decoded query pairs and body;
-//! - a request over a limit is refused with the error of that limit (`LineTooLong`,
-//!   `TooManyHeaders`, `BodyTooLarge`, `BodyTruncated`), and every error has a message.
+//! - nothing panics and the connection ends (no hang);
+//! - the answer, if any, is HTTP (1.1, or 1.0 to a 1.0 request);
+//! - the handler never sees an anonymous request to `/operator/` or with a method other than
+//!   `GET`/`HEAD`, nor one with an `Origin`;
+//! - a built request gets the status its credentials, origin and content type call for (401,
+//!   403, 415, 400, or the handler's 200), and the handler sees its decoded query parameter;
+//! - a request over the limit never reaches the handler.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
 
-use lifeboat_io_tokio::http::{
-    read_request, HttpError, Request, MAX_BODY, MAX_HEAD, MAX_HEADER_LINES, MAX_LINE,
-};
+use lifeboat_io_tokio::http::{serve_connection, Access, Caller, Request, Response, Token};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::bytes::Bytes;
 
@@ -54,224 +50,187 @@ pub(crate) fn complete<F: Future>(fut: F) -> F::Output {
     }
 }
 
+const TOKEN: &str = "fuzz-token-0123456789";
+
+/// One request the handler saw: method, path, the `x` parameter, the caller.
+type Call = (String, String, Option<String>, Caller);
+type Seen = Arc<Mutex<Vec<Call>>>;
+
+/// Serve `bytes` as one client's connection; the answer's bytes and what the handler saw.
+fn exchange(bytes: &[u8]) -> (Vec<u8>, Vec<Call>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    let seen: Seen = Arc::default();
+    let out = rt.block_on(async {
+        let (client, server) = tokio::io::duplex(256 << 10);
+        let (mut rd, mut wr) = tokio::io::split(client);
+        let s = seen.clone();
+        let handler = Arc::new(move |r: Request| {
+            s.lock().unwrap().push((
+                r.method.clone(),
+                r.path.clone(),
+                r.param("x").map(str::to_string),
+                r.caller.clone(),
+            ));
+            std::future::ready(Response::text(200, "ok"))
+        });
+        let access = Arc::new(Access {
+            tls: None,
+            token: Some(Token::new(TOKEN)),
+        });
+        let task = tokio::spawn(serve_connection(server, None, handler, access));
+        let write = async {
+            let _ = wr.write_all(bytes).await;
+            let _ = wr.shutdown().await;
+        };
+        let mut answer = Vec::new();
+        let read = rd.read_to_end(&mut answer);
+        // The server's own header timeout (10 s) ends a connection that stops mid-request.
+        let (_, r) = tokio::join!(write, tokio::time::timeout(Duration::from_secs(60), read));
+        assert!(r.is_ok(), "the connection did not end: a hang");
+        let _ = task.await;
+        answer
+    });
+    let seen = seen.lock().unwrap().clone();
+    (out, seen)
+}
+
+fn guarded(method: &str, path: &str) -> bool {
+    !matches!(method, "GET" | "HEAD") || path.starts_with("/operator/")
+}
+
+fn check_common(answer: &[u8], seen: &[Call]) {
+    assert!(
+        answer.is_empty() || answer.starts_with(b"HTTP/1.1 ") || answer.starts_with(b"HTTP/1.0 "),
+        "not an HTTP answer: {:?}",
+        String::from_utf8_lossy(&answer[..answer.len().min(80)])
+    );
+    for (m, p, _, caller) in seen {
+        if guarded(m, p) {
+            assert_eq!(
+                *caller,
+                Caller::Token,
+                "{m} {p} reached the handler without credentials"
+            );
+        }
+    }
+}
+
+fn status_of(answer: &[u8]) -> Option<u16> {
+    std::str::from_utf8(answer.get(9..12)?).ok()?.parse().ok()
+}
+
 pub fn http_request(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
     match mode % 3 {
         0 => {
-            let _ = check_raw(rest);
+            let (answer, seen) = exchange(rest);
+            check_common(&answer, &seen);
         }
-        1 => check_well_formed(rest),
-        _ => check_over_limit(rest),
-    }
-}
-
-/// Read `bytes` as a request; check what every outcome must satisfy. Returns the outcome and how
-/// many bytes the reader consumed.
-fn check_raw(bytes: &[u8]) -> (Result<Request, HttpError>, usize) {
-    let mut rest: &[u8] = bytes;
-    let result = complete(read_request(&mut rest));
-    let consumed = bytes.len() - rest.len();
-    assert!(
-        consumed <= MAX_HEAD + MAX_BODY,
-        "the reader consumed {consumed} bytes, more than a head and a body can take"
-    );
-    match &result {
-        Ok(req) => {
-            assert!(!req.method.is_empty(), "a request without a method");
-            assert!(
-                !req.method.contains(char::is_whitespace)
-                    && !req.path.contains(char::is_whitespace),
-                "whitespace in {:?} {:?}",
-                req.method,
-                req.path
-            );
-            assert!(req.body.len() <= MAX_BODY);
-            assert!(
-                consumed >= req.body.len() && consumed - req.body.len() <= MAX_HEAD,
-                "a head of {} bytes was accepted",
-                consumed - req.body.len()
-            );
-            assert_eq!(
-                bytes[consumed - req.body.len()..consumed],
-                req.body[..],
-                "the body is not the bytes after the head"
-            );
-            // Written out again (with an empty query: decoding one is lossy, and `?` keeps an
-            // empty path a target), it reads the same.
-            let again = format!(
-                "{} {}? HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
-                req.method,
-                req.path,
-                req.body.len()
-            );
-            let mut again = again.into_bytes();
-            again.extend_from_slice(&req.body);
-            let mut r: &[u8] = &again;
-            match complete(read_request(&mut r)) {
-                Ok(back) => {
-                    assert_eq!(
-                        (&back.method, &back.path, &back.body),
-                        (&req.method, &req.path, &req.body)
-                    );
-                    assert!(
-                        r.is_empty(),
-                        "the re-written request was not read to its end"
-                    );
-                }
-                // A path at the line limit may not fit with the rest of the request line.
-                Err(HttpError::LineTooLong { .. }) => {
-                    assert!(req.method.len() + req.path.len() + 12 > MAX_LINE)
-                }
-                Err(e) => panic!("a request that read does not read again written out: {e}"),
-            }
-        }
-        Err(e) => {
-            assert!(!e.to_string().is_empty());
-            if let HttpError::BodyTruncated { got, len } = e {
-                assert!(got < len && *len <= MAX_BODY);
-                assert_eq!(rest.len(), 0, "a truncated body ends the stream");
-            }
-        }
-    }
-    (result, consumed)
-}
-
-/// One character of a token from the bytes: letters, digits and a few marks, now and then a
-/// non-ASCII one.
-fn token_char(r: &mut Bytes<'_>, extra: &str) -> char {
-    const PLAIN: &str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~";
-    let b = r.u8();
-    match b {
-        0..=239 => {
-            let set: Vec<char> = PLAIN.chars().chain(extra.chars()).collect();
-            set[usize::from(b) % set.len()]
-        }
-        240..=247 => 'é',
-        _ => '✓',
-    }
-}
-
-fn token(r: &mut Bytes<'_>, max: usize, extra: &str) -> String {
-    let n = 1 + r.below(max);
-    (0..n).map(|_| token_char(r, extra)).collect()
-}
-
-fn check_well_formed(rest: &[u8]) {
-    let mut r = Bytes::new(rest);
-    let method = token(&mut r, 8, "");
-    let mut path = String::from("/");
-    for _ in 0..r.below(4) {
-        path.push_str(&token(&mut r, 12, "/:@!$'()*,;"));
-        path.push('/');
-    }
-    let mut query = Vec::new();
-    for _ in 0..r.below(4) {
-        let k = token(&mut r, 6, "+");
-        let v = if r.bool() {
-            format!("{}%20{}", token(&mut r, 4, "+"), token(&mut r, 4, ""))
-        } else {
-            token(&mut r, 8, "+/:?")
-        };
-        query.push((k, v));
-    }
-    let target = if query.is_empty() {
-        path.clone()
-    } else {
-        let q: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        format!("{path}?{}", q.join("&"))
-    };
-    let eol = if r.bool() { "\r\n" } else { "\n" };
-    let body = r.slice(300).to_vec();
-    let mut head = format!("{method} {target} HTTP/1.1{eol}");
-    let headers = r.below(6);
-    let length_at = r.below(headers + 1);
-    for i in 0..=headers {
-        if i == length_at {
-            let name = ["Content-Length", "content-length", "CONTENT-LENGTH"][r.below(3)];
-            let pad = if r.bool() { " " } else { "" };
-            head.push_str(&format!("{name}:{pad}{}{pad}{eol}", body.len()));
-        }
-        if i < headers {
-            let name = format!("x-{}", token(&mut r, 10, ""));
-            head.push_str(&format!("{name}: {}{eol}", token(&mut r, 20, " :;=,/")));
-        }
-    }
-    head.push_str(eol);
-    let mut bytes = head.into_bytes();
-    let head_len = bytes.len();
-    bytes.extend_from_slice(&body);
-    // Whatever follows the body (a pipelined request) is not read.
-    bytes.extend_from_slice(r.rest());
-
-    let (result, consumed) = check_raw(&bytes);
-    let req = result.unwrap_or_else(|e| panic!("a well-formed request is refused: {e}"));
-    assert_eq!(consumed, head_len + body.len(), "read past the body");
-    assert_eq!(req.method, method);
-    assert_eq!(req.path, path);
-    assert_eq!(req.body, body);
-    let decode = |s: &str| s.replace('+', " ").replace("%20", " ");
-    let expected: Vec<(String, String)> =
-        query.iter().map(|(k, v)| (decode(k), decode(v))).collect();
-    assert_eq!(req.query, expected);
-}
-
-fn check_over_limit(rest: &[u8]) {
-    let mut r = Bytes::new(rest);
-    let eol = if r.bool() { "\r\n" } else { "\n" };
-    let fill = |r: &mut Bytes<'_>, n: usize| -> String {
-        let c = token_char(r, "");
-        std::iter::repeat_n(c, n).collect()
-    };
-    let over = 1 + r.below(64);
-    let (bytes, what) = match r.below(5) {
-        0 => {
-            let line = format!("GET /{} HTTP/1.1", fill(&mut r, MAX_LINE + over));
-            (format!("{line}{eol}{eol}").into_bytes(), "line")
-        }
-        1 => {
-            let value = fill(&mut r, MAX_LINE + over);
-            (
-                format!("GET / HTTP/1.1{eol}x-long: {value}{eol}{eol}").into_bytes(),
-                "line",
-            )
-        }
-        2 => {
-            let mut head = format!("GET / HTTP/1.1{eol}");
-            for i in 0..MAX_HEADER_LINES + over {
-                head.push_str(&format!("x-{i}: {}{eol}", fill(&mut r, 3)));
-            }
-            head.push_str(eol);
-            (head.into_bytes(), "headers")
-        }
-        3 => {
-            let len = MAX_BODY as u64 + 1 + u64::from(r.u32());
-            (
-                format!("POST /x HTTP/1.1{eol}Content-Length: {len}{eol}{eol}").into_bytes(),
-                "body",
-            )
-        }
+        1 => check_built(rest),
         _ => {
-            let body = r.slice(200);
-            let len = body.len() + over;
-            let mut bytes =
-                format!("POST /x HTTP/1.1{eol}Content-Length: {len}{eol}{eol}").into_bytes();
-            bytes.extend_from_slice(body);
-            (bytes, "short")
-        }
-    };
-    let (result, consumed) = check_raw(&bytes);
-    match (what, result) {
-        ("line", Err(HttpError::LineTooLong { .. })) => {
+            let mut req = b"GET /status HTTP/1.1\r\nHost: x\r\nX-Long: ".to_vec();
+            let fill = rest.first().copied().unwrap_or(b'a').clamp(b'a', b'z');
+            req.extend(std::iter::repeat_n(fill, 1 << 20));
+            req.extend_from_slice(b"\r\n\r\n");
+            let (answer, seen) = exchange(&req);
+            check_common(&answer, &seen);
             assert!(
-                consumed <= 2 * MAX_LINE,
-                "read {consumed} bytes for an overlong line"
-            )
+                seen.is_empty(),
+                "a request over the limit reached the handler"
+            );
+            if let Some(s) = status_of(&answer) {
+                assert!(s >= 400, "a request over the limit answered {s}");
+            }
         }
-        ("headers", Err(HttpError::TooManyHeaders)) => assert!(consumed <= MAX_HEAD),
-        ("body", Err(HttpError::BodyTooLarge { len })) => assert!(len > MAX_BODY),
-        ("short", Err(HttpError::BodyTruncated { got, len })) => assert!(got < len),
-        (what, other) => panic!("a request over the {what} limit: {other:?}"),
     }
+}
+
+/// A request built from the bytes; its expected status.
+fn check_built(rest: &[u8]) {
+    let mut r = Bytes::new(rest);
+    let method = ["GET", "POST", "PUT", "DELETE"][usize::from(r.u8() % 4)];
+    let path =
+        ["/status", "/operator/pause", "/operator/logs", "/metrics"][usize::from(r.u8() % 4)];
+    let x: String = (0..r.u8() % 8)
+        .map(|_| ['a', ' ', '&', '=', '%', '+', 'z', '\u{e9}'][usize::from(r.u8() % 8)])
+        .collect();
+    let auth = r.u8() % 3; // none, right, wrong
+    let origin = r.bool();
+    let json = r.bool();
+    let body_kind = r.u8() % 3; // {}, [1], garbage
+    let query: String = form_encode(&x);
+    let body: &[u8] = match body_kind {
+        0 => b"{}",
+        1 => b"[1]",
+        _ => b"{not json",
+    };
+    let mut req = format!("{method} {path}?x={query} HTTP/1.1\r\nHost: agent\r\n");
+    match auth {
+        1 => req.push_str(&format!("Authorization: Bearer {TOKEN}\r\n")),
+        2 => req.push_str("Authorization: Bearer fuzz-token-0123456788\r\n"),
+        _ => {}
+    }
+    if origin {
+        req.push_str("Origin: https://elsewhere.example\r\n");
+    }
+    let ctype = if json {
+        "application/json"
+    } else {
+        "application/x-www-form-urlencoded"
+    };
+    req.push_str(&format!(
+        "Content-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    ));
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    let (answer, seen) = exchange(&bytes);
+    check_common(&answer, &seen);
+    let g = guarded(method, path);
+    let want = if g && origin {
+        403
+    } else if g && auth != 1 {
+        401
+    } else if method == "POST" && !json {
+        415
+    } else if method == "POST" && body_kind != 0 {
+        400
+    } else {
+        200
+    };
+    assert_eq!(
+        status_of(&answer),
+        Some(want),
+        "{method} {path} auth {auth} origin {origin} json {json} body {body_kind}"
+    );
+    if want == 200 {
+        assert_eq!(seen.len(), 1);
+        assert_eq!(
+            seen[0].2.as_deref(),
+            Some(x.as_str()),
+            "the query parameter decodes as sent"
+        );
+    } else {
+        assert!(seen.is_empty(), "a refused request reached the handler");
+    }
+}
+
+/// `application/x-www-form-urlencoded` encoding of a query value.
+fn form_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }

@@ -202,8 +202,36 @@ fn tail(path: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-async fn status(http: u16) -> Option<StatusDoc> {
-    cli::get_status(&format!("127.0.0.1:{http}")).await.ok()
+/// The demo's operator credentials: the primary site's certificate.
+fn demo_client(certs: &Path) -> Result<crate::http::Client, String> {
+    use crate::transport::{Names, Tls, TlsFiles};
+    let files = TlsFiles {
+        ca: certs.join("ca.pem"),
+        cert: certs.join(format!("{}.pem", NAMES[0])),
+        key: certs.join(format!("{}.key", NAMES[0])),
+    };
+    let names = Names {
+        sites: vec![NAMES[0].into(), NAMES[1].into()],
+        arbiter: NAMES[2].into(),
+    };
+    let tls = Tls::load(
+        &files,
+        names,
+        lifeboat_core::Peer::Site(lifeboat_core::SiteId(0)),
+    )
+    .map_err(|e| e.to_string())?;
+    crate::http::Client::agents(Some(&tls), None)
+}
+
+fn demo_agent(client: &crate::http::Client, http: u16) -> cli::Agent {
+    cli::Agent {
+        addr: format!("127.0.0.1:{http}"),
+        client: client.clone(),
+    }
+}
+
+async fn status(client: &crate::http::Client, http: u16) -> Option<StatusDoc> {
+    cli::get_status(&demo_agent(client, http)).await.ok()
 }
 
 /// The demo's one database in a status document.
@@ -263,6 +291,7 @@ async fn demo(dir: &Path, started: Instant) -> Result<String, String> {
         .map_err(|x| format!("creating the demo table: {x}"))?;
     }
     write_certs(&dir.join("certs"))?;
+    let client = demo_client(&dir.join("certs"))?;
     let write = |name: &str, text: String| -> Result<PathBuf, String> {
         let path = dir.join(name);
         fs::write(&path, text).map_err(|x| format!("writing {}: {x}", path.display()))?;
@@ -335,7 +364,7 @@ async fn demo(dir: &Path, started: Instant) -> Result<String, String> {
     // Wait for the primary to hold the lease and accept writes.
     let t0 = Instant::now();
     loop {
-        if let Some(d) = status(pri_http).await {
+        if let Some(d) = status(&client, pri_http).await {
             if d.writable {
                 break;
             }
@@ -369,7 +398,10 @@ async fn demo(dir: &Path, started: Instant) -> Result<String, String> {
     let mut restored_once = false;
     loop {
         tokio::time::sleep(Duration::from_millis(1000)).await;
-        let (pd, rd) = (status(pri_http).await, status(rec_http).await);
+        let (pd, rd) = (
+            status(&client, pri_http).await,
+            status(&client, rec_http).await,
+        );
         if let (Some(pd), Some(rd)) = (&pd, &rd) {
             let (Some(p), Some(r)) = (db0(pd), db0(rd)) else {
                 return Err("a status document without the database `app`".into());
@@ -398,7 +430,7 @@ async fn demo(dir: &Path, started: Instant) -> Result<String, String> {
             return Err("the recovery site restored nothing within 25 s".into());
         }
     }
-    if let Ok(sites) = cli::all_status(&format!("127.0.0.1:{rec_http}")).await {
+    if let Ok(sites) = cli::all_status(&demo_agent(&client, rec_http)).await {
         println!("demo: `lifeboat status` before the disaster:");
         for line in cli::render(&sites).lines() {
             println!("  {line}");
@@ -423,7 +455,7 @@ async fn demo(dir: &Path, started: Instant) -> Result<String, String> {
     let mut last_role = None;
     let mut printed_alerts = std::collections::BTreeSet::new();
     let alert_key = |a: &AlertDoc| format!("{}/{}/{}", a.kind.as_str(), a.change.as_str(), a.count);
-    if let Some(rd) = status(rec_http).await {
+    if let Some(rd) = status(&client, rec_http).await {
         for a in &rd.recent_alerts {
             printed_alerts.insert(alert_key(a));
         }
@@ -433,7 +465,7 @@ async fn demo(dir: &Path, started: Instant) -> Result<String, String> {
             return Err("no failover report within 30 s".into());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let Some(rd) = status(rec_http).await else {
+        let Some(rd) = status(&client, rec_http).await else {
             continue;
         };
         for a in &rd.recent_alerts {
@@ -522,7 +554,7 @@ async fn demo(dir: &Path, started: Instant) -> Result<String, String> {
         ));
     }
     // The new primary accepts writes.
-    if let Some(d) = status(rec_http).await {
+    if let Some(d) = status(&client, rec_http).await {
         println!(
             "demo: the recovery site is {} and {}accepting writes; total demo time {:.1}s",
             d.role.as_str(),

@@ -1,60 +1,50 @@
-//! A minimal HTTP/1.1 server and client over tokio TCP: enough for `/status`, `/metrics`,
-//! `/health`, operator requests, HTTP probes and webhooks, without a web framework.
-//! One request per connection (`Connection: close`), bodies bounded.
+//! The operator API's HTTP: hyper's HTTP/1.1 server over the deployment's TLS, and a reqwest
+//! client for the CLI, HTTP probes and webhooks.
+//!
+//! Who may do what (enforced here, for every handler alike):
+//!
+//! - `GET` outside `/operator/` (`/status`, `/metrics`, `/health`) is open to anyone who can
+//!   reach the address (over TLS when the deployment has it).
+//! - Everything under `/operator/` and every method but `GET`/`HEAD` needs credentials: a client
+//!   certificate of the deployment's CA (verified in the TLS handshake), or `Authorization:
+//!   Bearer <token>` with the token of `[tls] api_token`. Otherwise `401`.
+//! - Such requests from a browser page of another origin (`Origin`, `Sec-Fetch-Site:
+//!   cross-site`) are refused with `403`, and a `POST` must carry a JSON object
+//!   (`Content-Type: application/json`, which a page cannot send cross-origin without a
+//!   preflight this server never answers). Its fields are the request's parameters.
 //!
 //! Handlers are async: an answer that takes a while (a status document built between two
-//! batches of the engine loop, probes run now, a path ping) is awaited by the connection's task,
-//! within [`DEFERRED_TIMEOUT`].
+//! batches of the engine loop, probes run now, a path ping) is awaited within
+//! [`DEFERRED_TIMEOUT`].
 
+use crate::transport::Tls;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, ORIGIN, WWW_AUTHENTICATE};
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
 /// Largest request or response body accepted.
 pub const MAX_BODY: usize = 4 << 20;
-/// Most header lines after the request (or status) line.
-pub const MAX_HEADER_LINES: usize = 100;
-/// Longest request, status or header line, its line end included (8 KiB).
-pub const MAX_LINE: usize = 8 << 10;
-/// The most bytes a request's head can take: the request line, [`MAX_HEADER_LINES`] headers
-/// and the blank line that ends them, every one full.
-pub const MAX_HEAD: usize = MAX_LINE * (MAX_HEADER_LINES + 2);
-/// A body buffer starts at most this large and grows as the bytes arrive, so a request that
-/// announces a large body and sends none costs little.
-const BODY_FIRST_READ: usize = 64 << 10;
-/// A request must arrive within this, and its answer must be written within this.
+/// A request's head must arrive within this.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest an answer may take (the path ping's own limit is 60 s); then the client is
 /// answered 504.
 pub const DEFERRED_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Why a request (or an answer's head) could not be read. Every limit is checked before the
-/// bytes past it are buffered.
-#[derive(Debug, thiserror::Error)]
-pub enum HttpError {
-    #[error("reading the {what}: {source}")]
-    Io {
-        what: &'static str,
-        source: std::io::Error,
-    },
-    #[error("the {what} is longer than {MAX_LINE} bytes")]
-    LineTooLong { what: &'static str },
-    #[error("the {what} is not UTF-8")]
-    NotUtf8 { what: &'static str },
-    #[error("too many header lines (more than {MAX_HEADER_LINES})")]
-    TooManyHeaders,
-    #[error("bad Content-Length {found:?}")]
-    BadContentLength { found: String },
-    #[error("empty request line")]
-    EmptyRequestLine,
-    #[error("no request target")]
-    NoTarget,
-    #[error("body of {len} bytes exceeds {MAX_BODY}")]
-    BodyTooLarge { len: usize },
-    #[error("the body ended after {got} of {len} bytes")]
-    BodyTruncated { got: usize, len: usize },
+/// Who sent a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// A client certificate of the deployment's CA: its party's name.
+    Certificate(String),
+    /// The bearer token of `[tls] api_token`.
+    Token,
+    /// Nobody known.
+    Anonymous,
 }
 
 #[derive(Clone, Debug)]
@@ -62,9 +52,10 @@ pub struct Request {
     pub method: String,
     /// Path without the query.
     pub path: String,
-    /// `key=value` pairs of the query string (no percent-decoding beyond `+` and `%20`).
+    /// The query's `key=value` pairs (percent-decoded), then a JSON body's fields.
     pub query: Vec<(String, String)>,
     pub body: Vec<u8>,
+    pub caller: Caller,
 }
 
 impl Request {
@@ -98,28 +89,16 @@ impl Response {
             body: body.into().into_bytes(),
         }
     }
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        202 => "Accepted",
-        413 => "Payload Too Large",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        504 => "Gateway Timeout",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        409 => "Conflict",
-        503 => "Service Unavailable",
-        _ => "Status",
+    fn error(status: u16, message: impl Into<String>) -> Response {
+        Response::json(status, &serde_json::json!({ "error": message.into() }))
     }
 }
 
-/// Split `http://host:port/path?query` into (`host:port`, `/path?query`).
+/// Split `http(s)://host:port/path?query` into (`host:port`, `/path?query`).
 pub fn parse_url(url: &str) -> Option<(String, String)> {
-    let rest = url.strip_prefix("http://")?;
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -131,24 +110,73 @@ pub fn parse_url(url: &str) -> Option<(String, String)> {
     Some((hostport.to_string(), path.to_string()))
 }
 
-fn parse_query(q: &str) -> Vec<(String, String)> {
-    q.split('&')
-        .filter(|s| !s.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            let dec = |s: &str| s.replace('+', " ").replace("%20", " ");
-            (dec(k), dec(v))
-        })
-        .collect()
+/// The bearer token of `[tls] api_token`, read at start.
+#[derive(Clone)]
+pub struct Token(Vec<u8>);
+
+impl Token {
+    /// Read a token file: it must be readable by its owner only (0600) and hold at least 16
+    /// characters (surrounding whitespace ignored).
+    pub fn load(path: &std::path::Path) -> Result<Token, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path)
+            .map_err(|e| format!("the API token file {}: {e}", path.display()))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "the API token file {} is readable by others (mode {mode:o}); `chmod 600` it",
+                path.display()
+            ));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("the API token file {}: {e}", path.display()))?;
+        let token = text.trim();
+        if token.len() < 16 {
+            return Err(format!(
+                "the API token in {} is shorter than 16 characters; use e.g. `openssl rand -hex 32`",
+                path.display()
+            ));
+        }
+        Ok(Token(token.as_bytes().to_vec()))
+    }
+
+    pub fn new(token: &str) -> Token {
+        Token(token.as_bytes().to_vec())
+    }
+
+    /// Constant-time comparison with a presented token.
+    fn matches(&self, presented: &[u8]) -> bool {
+        presented.len() == self.0.len()
+            && presented
+                .iter()
+                .zip(&self.0)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
 }
 
-/// Serve until the task is dropped. `handler` is called once per request; its future runs
-/// within the request's time limit.
-pub async fn serve<H, F>(listener: TcpListener, handler: Arc<H>)
+/// How a server is reached and who may change things: its TLS (none: plain HTTP, only with
+/// `insecure = true`) and the optional bearer token.
+#[derive(Clone, Default)]
+pub struct Access {
+    pub tls: Option<Arc<Tls>>,
+    pub token: Option<Token>,
+}
+
+/// Serve until the task is dropped. `handler` is called once per request that passed the
+/// access rules; its future runs within [`DEFERRED_TIMEOUT`].
+pub async fn serve<H, F>(listener: TcpListener, handler: Arc<H>, access: Access)
 where
     H: Fn(Request) -> F + Send + Sync + 'static,
     F: std::future::Future<Output = Response> + Send + 'static,
 {
+    let access = Arc::new(access);
+    // Connections still in their TLS handshake, bounded like the transport's.
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(64));
     loop {
         let (stream, addr) = match listener.accept().await {
             Ok(x) => x,
@@ -158,209 +186,303 @@ where
                 continue;
             }
         };
-        let handler = handler.clone();
+        let Ok(place) = handshakes.clone().try_acquire_owned() else {
+            debug!(%addr, "http: too many connections in their handshake; closed");
+            continue;
+        };
+        let (handler, access) = (handler.clone(), access.clone());
         tokio::spawn(async move {
-            if let Err(e) = handle_conn(stream, handler).await {
-                debug!(%addr, error = %e, "http request failed");
+            let _ = stream.set_nodelay(true);
+            let (io, who): (crate::transport::tls::Stream, Option<String>) = match &access.tls {
+                None => (Box::new(stream), None),
+                Some(tls) => {
+                    match tokio::time::timeout(REQUEST_TIMEOUT, tls.accept_http(stream)).await {
+                        Ok(Ok(x)) => x,
+                        Ok(Err(e)) => return debug!(%addr, error = %e, "http: refused"),
+                        Err(_) => return debug!(%addr, "http: no TLS handshake in time"),
+                    }
+                }
+            };
+            drop(place);
+            if let Err(e) = serve_connection(io, who, handler, access).await {
+                debug!(%addr, error = %e, "http connection ended");
             }
         });
     }
 }
 
-/// Read one request within [`REQUEST_TIMEOUT`], answer it within [`DEFERRED_TIMEOUT`], write
-/// the answer within [`REQUEST_TIMEOUT`].
-async fn handle_conn<H, F>(stream: TcpStream, handler: Arc<H>) -> std::io::Result<()>
+/// Serve the requests of one connection (a TLS stream or plain TCP; anything that reads and
+/// writes, so the fuzz target drives it with arbitrary bytes). `who` is the party of the
+/// client certificate the TLS handshake verified.
+pub async fn serve_connection<IO, H, F>(
+    io: IO,
+    who: Option<String>,
+    handler: Arc<H>,
+    access: Arc<Access>,
+) -> Result<(), hyper::Error>
 where
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     H: Fn(Request) -> F + Send + Sync + 'static,
     F: std::future::Future<Output = Response> + Send + 'static,
 {
-    let (r, mut w) = stream.into_split();
-    let mut r = BufReader::new(r);
-    let response = match tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut r)).await {
-        Ok(Ok(req)) => answer(&*handler, req).await,
-        Ok(Err(msg)) => Response::text(400, format!("{msg}\n")),
-        Err(_) => return Err(std::io::Error::other("the request did not arrive in time")),
-    };
-    let head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        response.status,
-        reason(response.status),
-        response.content_type,
-        response.body.len()
-    );
-    let write = async {
-        w.write_all(head.as_bytes()).await?;
-        w.write_all(&response.body).await?;
-        w.shutdown().await
-    };
-    tokio::time::timeout(REQUEST_TIMEOUT, write)
+    let service = hyper::service::service_fn(move |req| {
+        let (handler, access, who) = (handler.clone(), access.clone(), who.clone());
+        async move {
+            let answer = handle(req, who, &*handler, &access).await;
+            Ok::<_, Infallible>(to_hyper(answer))
+        }
+    });
+    hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(REQUEST_TIMEOUT)
+        // A client may shut its write side once it sent the request; it still gets the answer.
+        .half_close(true)
+        .max_buf_size(64 << 10)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
         .await
-        .map_err(|_| std::io::Error::other("the answer could not be written in time"))?
 }
 
-/// The handler's answer, within [`DEFERRED_TIMEOUT`].
-async fn answer<H, F>(handler: &H, req: Request) -> Response
+fn to_hyper(r: Response) -> hyper::Response<Full<Bytes>> {
+    let mut out = hyper::Response::new(Full::new(Bytes::from(r.body)));
+    *out.status_mut() =
+        hyper::StatusCode::from_u16(r.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    out.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(r.content_type));
+    if r.status == 401 {
+        out.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"lifeboat\""),
+        );
+    }
+    out
+}
+
+/// Whether a request changes anything or reads an agent's inside (logs): it needs
+/// credentials.
+fn needs_credentials(method: &hyper::Method, path: &str) -> bool {
+    !matches!(*method, hyper::Method::GET | hyper::Method::HEAD) || path.starts_with("/operator/")
+}
+
+/// A browser page of another origin: it sends `Origin` (or `Sec-Fetch-Site: cross-site`).
+/// Command-line clients send neither.
+fn cross_origin(h: &hyper::HeaderMap) -> bool {
+    let site = h.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    h.contains_key(ORIGIN) || site.is_some_and(|s| s != "same-origin" && s != "none")
+}
+
+async fn handle<H, F>(
+    req: hyper::Request<hyper::body::Incoming>,
+    who: Option<String>,
+    handler: &H,
+    access: &Access,
+) -> Response
 where
     H: Fn(Request) -> F + Send + Sync + 'static,
     F: std::future::Future<Output = Response> + Send + 'static,
 {
-    tokio::time::timeout(DEFERRED_TIMEOUT, handler(req))
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    let mut query: Vec<(String, String)> = parts
+        .uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let caller = match (&who, bearer(&parts.headers), &access.token) {
+        (Some(name), _, _) => Caller::Certificate(name.clone()),
+        (None, Some(presented), Some(token)) if token.matches(presented) => Caller::Token,
+        _ => Caller::Anonymous,
+    };
+    let guarded = needs_credentials(&parts.method, &path);
+    if guarded && cross_origin(&parts.headers) {
+        return Response::error(
+            403,
+            "cross-origin requests are refused: operator requests come from the lifeboat CLI \
+             or a script, never from a web page",
+        );
+    }
+    if guarded && caller == Caller::Anonymous {
+        let how = if access.tls.is_some() {
+            "a client certificate of the deployment's CA (lifeboat --config site.toml) or \
+             `Authorization: Bearer <token>` ([tls] api_token)"
+        } else {
+            "`Authorization: Bearer <token>` ([tls] api_token)"
+        };
+        return Response::error(401, format!("{path} needs credentials: {how}"));
+    }
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes().to_vec(),
+        Err(e) => {
+            return Response::error(
+                413,
+                format!("the body could not be read within {MAX_BODY} bytes: {e}"),
+            )
+        }
+    };
+    if parts.method == hyper::Method::POST {
+        let json = parts
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("application/json"));
+        if !json {
+            return Response::error(
+                415,
+                "a POST carries a JSON object: `Content-Type: application/json`",
+            );
+        }
+        match json_params(&body) {
+            Ok(fields) => query.extend(fields),
+            Err(e) => return Response::error(400, e),
+        }
+    }
+    let request = Request {
+        method: parts.method.as_str().to_string(),
+        path,
+        query,
+        body,
+        caller,
+    };
+    tokio::time::timeout(DEFERRED_TIMEOUT, handler(request))
         .await
         .unwrap_or_else(|_| {
-            Response::text(
+            Response::error(
                 504,
-                format!("no answer within {DEFERRED_TIMEOUT:?}; try again\n"),
+                format!("no answer within {DEFERRED_TIMEOUT:?}; try again"),
             )
         })
 }
 
-/// One line, its line end included, of at most [`MAX_LINE`] bytes: never buffers more. Empty at
-/// the end of the stream; the last line may lack its line end.
-async fn read_line_bounded<R: tokio::io::AsyncBufRead + Unpin>(
-    r: &mut R,
-    what: &'static str,
-) -> Result<String, HttpError> {
-    let mut line = Vec::new();
-    (&mut *r)
-        .take(MAX_LINE as u64)
-        .read_until(b'\n', &mut line)
-        .await
-        .map_err(|source| HttpError::Io { what, source })?;
-    if line.len() == MAX_LINE && line.last() != Some(&b'\n') {
-        return Err(HttpError::LineTooLong { what });
-    }
-    String::from_utf8(line).map_err(|_| HttpError::NotUtf8 { what })
+fn bearer(h: &hyper::HeaderMap) -> Option<&[u8]> {
+    let v = h.get(AUTHORIZATION)?.as_bytes();
+    v.strip_prefix(b"Bearer ")
 }
 
-/// The first line and the Content-Length (0 when absent) of a request or an answer. Reads at
-/// most [`MAX_HEAD`] bytes.
-async fn read_headers<R: tokio::io::AsyncBufRead + Unpin>(
-    r: &mut R,
-    first_what: &'static str,
-) -> Result<(String, usize), HttpError> {
-    let first = read_line_bounded(r, first_what).await?;
-    let mut len = 0usize;
-    for n in 0..=MAX_HEADER_LINES {
-        let line = read_line_bounded(r, "header line").await?;
-        if line.is_empty() || line == "\r\n" || line == "\n" {
-            return Ok((first, len));
-        }
-        if n == MAX_HEADER_LINES {
-            return Err(HttpError::TooManyHeaders);
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            if k.trim().eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().map_err(|_| HttpError::BadContentLength {
-                    found: v.trim().to_string(),
-                })?;
-            }
-        }
+/// A JSON object's fields as parameters: strings as they are, numbers and booleans as text.
+/// An empty body is an empty object.
+pub fn json_params(body: &[u8]) -> Result<Vec<(String, String)>, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
     }
-    Err(HttpError::TooManyHeaders)
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let serde_json::Value::Object(map) = v else {
+        return Err("the body must be a JSON object of parameters".into());
+    };
+    map.into_iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => Ok((k, s)),
+            serde_json::Value::Bool(b) => Ok((k, b.to_string())),
+            serde_json::Value::Number(n) => Ok((k, n.to_string())),
+            serde_json::Value::Null => Ok((k, String::new())),
+            _ => Err(format!(
+                "parameter {k:?} must be a string, a number or a boolean"
+            )),
+        })
+        .collect()
 }
 
-/// Read one request: its head (at most [`MAX_HEAD`] bytes: [`MAX_LINE`] per line,
-/// [`MAX_HEADER_LINES`] headers) and a body of its Content-Length (at most [`MAX_BODY`]). The
-/// body's buffer grows with the bytes that arrive, not with the length announced. Reads nothing
-/// past the body.
-pub async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(
-    r: &mut R,
-) -> Result<Request, HttpError> {
-    let (first, len) = read_headers(r, "request line").await?;
-    let mut parts = first.split_whitespace();
-    let method = parts.next().ok_or(HttpError::EmptyRequestLine)?.to_string();
-    let target = parts.next().ok_or(HttpError::NoTarget)?;
-    if len > MAX_BODY {
-        return Err(HttpError::BodyTooLarge { len });
-    }
-    let mut body = Vec::with_capacity(len.min(BODY_FIRST_READ));
-    (&mut *r)
-        .take(len as u64)
-        .read_to_end(&mut body)
-        .await
-        .map_err(|source| HttpError::Io {
-            what: "body",
-            source,
-        })?;
-    if body.len() != len {
-        return Err(HttpError::BodyTruncated {
-            got: body.len(),
-            len,
-        });
-    }
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    Ok(Request {
-        method,
-        path: path.to_string(),
-        query: parse_query(query),
-        body,
-    })
+/// An HTTP client: to the agents (over the deployment's TLS with this party's certificate when
+/// it has one, plain HTTP otherwise), or to anything else (probes, webhooks: the system's public
+/// roots for `https://`).
+#[derive(Clone)]
+pub struct Client {
+    inner: reqwest::Client,
+    /// The agents speak HTTPS.
+    https: bool,
+    token: Option<Token>,
 }
 
-/// One HTTP request; the status and body of the answer.
-pub async fn request(
-    method: &str,
-    url: &str,
-    body: Option<(&str, &[u8])>,
-    timeout: Duration,
-) -> Result<(u16, Vec<u8>), String> {
-    let (hostport, path) =
-        parse_url(url).ok_or_else(|| format!("{url:?} is not an http:// URL"))?;
-    let fut = async {
-        let mut s = TcpStream::connect(&hostport)
-            .await
-            .map_err(|e| format!("cannot connect to {hostport}: {e}"))?;
-        let (ctype, bytes) = body.unwrap_or(("text/plain", &[]));
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: {ctype}\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n",
-            bytes.len()
-        );
-        s.write_all(head.as_bytes())
-            .await
-            .map_err(|e| format!("writing to {hostport}: {e}"))?;
-        s.write_all(bytes)
-            .await
-            .map_err(|e| format!("writing to {hostport}: {e}"))?;
-        let mut r = BufReader::new(s);
-        let (status_line, len) = read_headers(&mut r, "status line")
-            .await
-            .map_err(|e| format!("{hostport} answered: {e}"))?;
-        let status: u16 = status_line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("{hostport} answered {status_line:?}, not HTTP"))?;
-        let mut out = Vec::new();
-        if len > MAX_BODY {
+impl Client {
+    /// To the agents of this deployment.
+    pub fn agents(tls: Option<&Tls>, token: Option<Token>) -> Result<Client, String> {
+        let b = reqwest::Client::builder().no_proxy();
+        let inner = match tls {
+            Some(t) => b.use_preconfigured_tls(t.client_config()),
+            None => b,
+        }
+        .build()
+        .map_err(|e| format!("an HTTP client: {e}"))?;
+        Ok(Client {
+            inner,
+            https: tls.is_some(),
+            token,
+        })
+    }
+
+    /// To anything else: `http://`, or `https://` verified against the public roots.
+    pub fn public() -> Client {
+        Client {
+            inner: reqwest::Client::builder()
+                .build()
+                .unwrap_or_else(|_| reqwest::Client::new()),
+            https: false,
+            token: None,
+        }
+    }
+
+    /// `https://addr/path` for an agent of a TLS deployment, `http://` otherwise.
+    pub fn agent_url(&self, addr: &str, path: &str) -> String {
+        format!(
+            "{}://{addr}{path}",
+            if self.https { "https" } else { "http" }
+        )
+    }
+
+    /// One request; the status and body of the answer (at most [`MAX_BODY`] bytes). A `POST`
+    /// carries `json` (an empty object when `None`).
+    pub async fn request(
+        &self,
+        method: &str,
+        url: &str,
+        json: Option<&serde_json::Value>,
+        timeout: Duration,
+    ) -> Result<(u16, Vec<u8>), String> {
+        parse_url(url).ok_or_else(|| format!("{url:?} is not an http(s)://host:port URL"))?;
+        let m = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|_| format!("{method:?} is not an HTTP method"))?;
+        let mut rb = self.inner.request(m.clone(), url).timeout(timeout);
+        if let Some(t) = &self.token {
+            rb = rb.bearer_auth(t.as_str());
+        }
+        if m == reqwest::Method::POST {
+            let empty = serde_json::json!({});
+            let body = serde_json::to_vec(json.unwrap_or(&empty)).unwrap_or_default();
+            rb = rb.header(CONTENT_TYPE, "application/json").body(body);
+        }
+        let mut resp = rb.send().await.map_err(|e| describe(url, &e))?;
+        let status = resp.status().as_u16();
+        if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
             return Err(format!(
-                "{hostport} answered with a {len}-byte body, more than the {MAX_BODY}-byte limit"
+                "{url} answered with a body larger than the {MAX_BODY}-byte limit"
             ));
         }
-        if len > 0 {
-            // Grows with what arrives: the announced length is not trusted for an allocation.
-            (&mut r)
-                .take(len as u64)
-                .read_to_end(&mut out)
-                .await
-                .map_err(|e| format!("reading from {hostport}: {e}"))?;
-            if out.len() < len {
+        let mut out = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| describe(url, &e))? {
+            if out.len() + chunk.len() > MAX_BODY {
                 return Err(format!(
-                    "{hostport} announced {len} bytes and closed after {}",
-                    out.len()
+                    "{url} answered with a body larger than the {MAX_BODY}-byte limit"
                 ));
             }
-        } else {
-            r.take(MAX_BODY as u64)
-                .read_to_end(&mut out)
-                .await
-                .map_err(|e| format!("reading from {hostport}: {e}"))?;
+            out.extend_from_slice(&chunk);
         }
         Ok((status, out))
+    }
+}
+
+/// A reqwest error with its causes (the TLS reason, the refused connection).
+fn describe(url: &str, e: &reqwest::Error) -> String {
+    use std::error::Error;
+    let mut s = if e.is_timeout() {
+        format!("{url}: no answer in time")
+    } else {
+        format!("{url}: {e}")
     };
-    tokio::time::timeout(timeout, fut)
-        .await
-        .map_err(|_| format!("{url}: no answer within {timeout:?}"))?
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    s
 }
 
 #[cfg(test)]
@@ -374,45 +496,122 @@ mod tests {
             Some(("127.0.0.1:80".into(), "/a?b=1".into()))
         );
         assert_eq!(parse_url("http://h:1"), Some(("h:1".into(), "/".into())));
-        assert_eq!(parse_url("https://h:1/"), None);
+        assert_eq!(parse_url("https://h:1/"), Some(("h:1".into(), "/".into())));
         assert_eq!(parse_url("http://h/"), None);
+        assert_eq!(parse_url("ftp://h:1/"), None);
+    }
+
+    fn echo() -> Arc<impl Fn(Request) -> std::future::Ready<Response> + Send + Sync + 'static> {
+        Arc::new(|r: Request| {
+            std::future::ready(Response::text(
+                200,
+                format!("{} {} {:?} {:?}", r.method, r.path, r.param("x"), r.caller),
+            ))
+        })
+    }
+
+    async fn server(access: Access) -> (String, tokio::task::JoinHandle<()>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        (addr, tokio::spawn(serve(l, echo(), access)))
     }
 
     #[tokio::test]
-    async fn a_request_reaches_the_handler_and_the_answer_comes_back() {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let h = Arc::new(|r: Request| async move {
-            Response::text(200, format!("{} {} {:?}", r.method, r.path, r.param("x")))
-        });
-        let task = tokio::spawn(serve(l, h));
-        let (status, body) = request(
-            "POST",
-            &format!("http://{addr}/p?x=7"),
-            Some(("text/plain", b"hi")),
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
-        assert_eq!(status, 200);
-        assert_eq!(String::from_utf8(body).unwrap(), "POST /p Some(\"7\")");
-        task.abort();
-    }
-
-    #[tokio::test]
-    async fn a_slow_answer_is_awaited_and_sent() {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let h = Arc::new(|r: Request| async move {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            Response::text(200, format!("later {}", r.path))
-        });
-        let task = tokio::spawn(serve(l, h));
-        let url = format!("http://{addr}/slow");
-        let (status, body) = request("GET", &url, None, Duration::from_secs(5))
+    async fn reads_are_open_changes_need_a_token_and_parameters_come_decoded() {
+        let token = Token::new("0123456789abcdef0123");
+        let (addr, task) = server(Access {
+            tls: None,
+            token: Some(token.clone()),
+        })
+        .await;
+        let t = Duration::from_secs(5);
+        let anon = Client::agents(None, None).unwrap();
+        let url = |p: &str| anon.agent_url(&addr, p);
+        let (status, body) = anon
+            .request("GET", &url("/status?x=a%26b+c"), None, t)
             .await
             .unwrap();
-        assert_eq!((status, body), (200, b"later /slow".to_vec()));
+        assert_eq!(status, 200);
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            "GET /status Some(\"a&b c\") Anonymous"
+        );
+        for (m, p) in [("POST", "/operator/pause"), ("GET", "/operator/logs")] {
+            let (status, body) = anon.request(m, &url(p), None, t).await.unwrap();
+            assert_eq!(status, 401, "{m} {p}: {}", String::from_utf8_lossy(&body));
+        }
+        let wrong = Client::agents(None, Some(Token::new("0123456789abcdef0124"))).unwrap();
+        let (status, _) = wrong
+            .request("POST", &url("/operator/pause"), None, t)
+            .await
+            .unwrap();
+        assert_eq!(status, 401);
+        let ok = Client::agents(None, Some(token)).unwrap();
+        let json = serde_json::json!({"x": 7});
+        let (status, body) = ok
+            .request("POST", &url("/operator/pause"), Some(&json), t)
+            .await
+            .unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            "POST /operator/pause Some(\"7\") Token"
+        );
         task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_browser_page_of_another_origin_and_a_form_post_are_refused() {
+        let token = Token::new("0123456789abcdef0123");
+        let (addr, task) = server(Access {
+            tls: None,
+            token: Some(token.clone()),
+        })
+        .await;
+        let c = reqwest::Client::new();
+        let url = format!("http://{addr}/operator/pause");
+        let r = c
+            .post(&url)
+            .bearer_auth(token.as_str())
+            .header("Origin", "https://evil.example")
+            .header(CONTENT_TYPE, "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 403);
+        let r = c
+            .post(&url)
+            .bearer_auth(token.as_str())
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body("x=1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 415);
+        let r = c
+            .post(&url)
+            .bearer_auth(token.as_str())
+            .header(CONTENT_TYPE, "application/json")
+            .body("[1]")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400);
+        task.abort();
+    }
+
+    #[test]
+    fn a_token_file_readable_by_others_or_too_short_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("token");
+        std::fs::write(&p, "0123456789abcdef0123\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(Token::load(&p).err().unwrap().contains("chmod 600"));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(Token::load(&p).unwrap().as_str(), "0123456789abcdef0123");
+        std::fs::write(&p, "short").unwrap();
+        assert!(Token::load(&p).err().unwrap().contains("shorter than 16"));
     }
 }

@@ -306,32 +306,48 @@ fn main() {
             },
         },
         Cmd::Status { json, target } => runtime().block_on(cli::status(&target, json)),
-        Cmd::Switchover { target, wait } => {
-            runtime().block_on(cli::operator(&target, "switchover", "", wait))
-        }
+        Cmd::Switchover { target, wait } => runtime().block_on(cli::operator(
+            &target,
+            "switchover",
+            serde_json::json!({}),
+            wait,
+        )),
         Cmd::Failover {
             force,
             target,
             wait,
         } => {
-            let q = if force { "?force=1" } else { "" };
-            runtime().block_on(cli::operator(&target, "failover", q, wait))
+            let params = serde_json::json!({ "force": force });
+            runtime().block_on(cli::operator(&target, "failover", params, wait))
         }
-        Cmd::Failback { target, wait } => {
-            runtime().block_on(cli::operator(&target, "failback", "", wait))
-        }
+        Cmd::Failback { target, wait } => runtime().block_on(cli::operator(
+            &target,
+            "failback",
+            serde_json::json!({}),
+            wait,
+        )),
         Cmd::Drill { db, target, wait } => {
-            let q = db.map(|d| format!("?db={d}")).unwrap_or_default();
-            runtime().block_on(cli::operator(&target, "drill", &q, wait))
+            let params = serde_json::json!({ "db": db });
+            runtime().block_on(cli::operator(&target, "drill", params, wait))
         }
-        Cmd::Confirm { target, wait } => {
-            runtime().block_on(cli::operator(&target, "confirm", "", wait))
+        Cmd::Confirm { target, wait } => runtime().block_on(cli::operator(
+            &target,
+            "confirm",
+            serde_json::json!({}),
+            wait,
+        )),
+        Cmd::Abort { target } => {
+            runtime().block_on(cli::operator(&target, "abort", serde_json::json!({}), 0))
         }
-        Cmd::Abort { target } => runtime().block_on(cli::operator(&target, "abort", "", 0)),
-        Cmd::Pause { target } => runtime().block_on(cli::operator(&target, "pause", "", 0)),
-        Cmd::Resume { target } => runtime().block_on(cli::operator(&target, "resume", "", 0)),
+        Cmd::Pause { target } => {
+            runtime().block_on(cli::operator(&target, "pause", serde_json::json!({}), 0))
+        }
+        Cmd::Resume { target } => {
+            runtime().block_on(cli::operator(&target, "resume", serde_json::json!({}), 0))
+        }
         Cmd::Reseed { db, target, wait } => {
-            runtime().block_on(cli::operator(&target, "reseed", &format!("?db={db}"), wait))
+            let params = serde_json::json!({ "db": db });
+            runtime().block_on(cli::operator(&target, "reseed", params, wait))
         }
         Cmd::LogLevel {
             filter,

@@ -141,8 +141,8 @@ fn a_crash_mid_promotion_finishes_the_switchover_after_the_restart_with_zero_los
     loop {
         operator(&[
             "switchover",
-            "--agent",
-            &format!("127.0.0.1:{}", c.pri_http),
+            "--config",
+            c.path("primary").to_str().unwrap(),
         ]);
         let asked = Instant::now();
         while !c.exited("recovery") && asked.elapsed() < Duration::from_secs(2) {
@@ -187,8 +187,8 @@ fn a_crash_mid_reseed_finishes_the_reseed_after_the_restart() {
     operator(&[
         "reseed",
         "app",
-        "--agent",
-        &format!("127.0.0.1:{}", c.rec_http),
+        "--config",
+        c.path("recovery").to_str().unwrap(),
     ]);
     wait_for_crash(&mut c, "recovery", "mid_reseed");
     c.spawn("recovery");

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const WRITE_EVERY: Duration = Duration::from_millis(10);
 
@@ -46,7 +46,7 @@ fn steady_shipping_replays_every_committed_row_at_the_recovery_site() {
         "{text}"
     );
     let out = std::process::Command::new(BIN)
-        .args(["status", "--agent", &format!("127.0.0.1:{}", c.rec_http)])
+        .args(["status", "--config", c.path("recovery").to_str().unwrap()])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -177,8 +177,8 @@ fn planned_switchover_loses_nothing_and_swaps_the_roles() {
     let out = std::process::Command::new(BIN)
         .args([
             "switchover",
-            "--agent",
-            &format!("127.0.0.1:{}", c.pri_http),
+            "--config",
+            c.path("primary").to_str().unwrap(),
             "--wait",
             "30",
         ])
@@ -415,8 +415,8 @@ fn without_the_arbiter_only_a_forced_failover_promotes_the_recovery_site() {
     let out = std::process::Command::new(BIN)
         .args([
             "failover",
-            "--agent",
-            &format!("127.0.0.1:{rec}"),
+            "--config",
+            c.path("recovery").to_str().unwrap(),
             "--wait",
             "3",
         ])
@@ -427,8 +427,8 @@ fn without_the_arbiter_only_a_forced_failover_promotes_the_recovery_site() {
         .args([
             "failover",
             "--force",
-            "--agent",
-            &format!("127.0.0.1:{rec}"),
+            "--config",
+            c.path("recovery").to_str().unwrap(),
             "--wait",
             "30",
         ])
@@ -586,4 +586,98 @@ fn sigterm_stops_the_agents_and_the_arbiter_cleanly_and_they_resume() {
         Duration::from_secs(30),
         || status(pri).is_some_and(|d| d["writable"] == true),
     );
+}
+
+#[test]
+fn operator_requests_without_credentials_get_401_and_change_nothing() {
+    let c = Cluster::start(Opts::default());
+    let before = status(c.pri_http).unwrap();
+    for req in [
+        "pause",
+        "resume",
+        "reseed",
+        "switchover",
+        "failover",
+        "drill",
+    ] {
+        let (code, body) = https(
+            "POST",
+            c.pri_http,
+            &format!("/operator/{req}"),
+            Some("{\"db\": \"app\"}"),
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(code, 401, "{req}: {}", String::from_utf8_lossy(&body));
+    }
+    let (code, _) = https("GET", c.pri_http, "/operator/logs", None, None, None).unwrap();
+    assert_eq!(code, 401, "the logs are an agent's inside");
+    let (code, _) = https(
+        "POST",
+        c.pri_http,
+        "/operator/pause",
+        Some("{}"),
+        Some("x"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(code, 401, "a made-up token is no credential");
+    // A browser page of another origin is refused whatever it sends.
+    let (code, _) = https(
+        "POST",
+        c.pri_http,
+        "/operator/pause",
+        Some("{}"),
+        None,
+        Some("https://evil.example"),
+    )
+    .unwrap();
+    assert_eq!(code, 403);
+    std::thread::sleep(Duration::from_secs(1));
+    let after = status(c.pri_http).unwrap();
+    for key in ["role", "epoch", "backups_paused"] {
+        assert_eq!(after[key], before[key], "{key} changed");
+    }
+    assert_eq!(after["backups_paused"], false);
+    // The same request with the site's certificate (what the CLI presents) is taken.
+    let out = std::process::Command::new(BIN)
+        .args(["pause", "--config", c.path("primary").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("the pause", Duration::from_secs(5), || {
+        status(c.pri_http).is_some_and(|d| d["backups_paused"] == true)
+    });
+}
+
+#[test]
+fn a_refused_operator_request_answers_409_with_the_reason() {
+    let c = Cluster::start(Opts::default());
+    let t = Instant::now();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "failover",
+            "--config",
+            c.path("primary").to_str().unwrap(),
+            "--wait",
+            "120",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("HTTP 409") && err.contains("this site is primary"),
+        "{err}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "the refusal is the answer, not a wait for a report that never comes"
+    );
+    assert_eq!(status(c.pri_http).unwrap()["role"], "primary");
 }

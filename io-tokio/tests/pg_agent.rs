@@ -237,8 +237,8 @@ impl World {
         let (ok, out) = lifeboat(&[
             "reseed",
             "app",
-            "--agent",
-            &format!("127.0.0.1:{}", w.site("b").http),
+            "--config",
+            w.site("b").config.to_str().unwrap(),
             "--wait",
             "120",
         ]);
@@ -733,8 +733,8 @@ fn postgres_switchover_loses_no_committed_row_and_the_old_primary_follows_the_ne
     let t = Instant::now();
     let (ok, out) = lifeboat(&[
         "switchover",
-        "--agent",
-        &format!("127.0.0.1:{}", w.site("a").http),
+        "--config",
+        w.site("a").config.to_str().unwrap(),
         "--wait",
         "90",
     ]);

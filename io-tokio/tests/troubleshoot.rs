@@ -108,7 +108,7 @@ fn an_operator_at_one_site_changes_reads_probes_and_pings_both_agents() {
     };
     // The default service probe is the other agent's /health: 503 until its copy is restored.
     assert!(
-        row("service").contains(&format!("http://127.0.0.1:{}/health", c.rec_http)),
+        row("service").contains(&format!("https://127.0.0.1:{}/health", c.rec_http)),
         "{stdout}"
     );
     assert!(

@@ -1,24 +1,29 @@
 //! What the benches that start real `lifeboat` processes share.
 
 use serde_json::Value;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Child;
 use std::time::Duration;
 
-/// An agent's `/status` as JSON (`None` while it does not answer).
+/// An agent's `/status` as JSON (`None` while it does not answer). Over the agents' TLS; the
+/// benches read only, so the certificate is not verified.
 pub fn status(port: u16) -> Option<Value> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let at = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
-    serde_json::from_slice(&buf[at + 4..]).ok()
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .ok()?;
+        let r = client
+            .get(format!("https://127.0.0.1:{port}/status"))
+            .send()
+            .await
+            .ok()?;
+        serde_json::from_slice(&r.bytes().await.ok()?).ok()
+    })
 }
 
 /// Child processes, killed and reaped when dropped (a bench that fails leaves none behind).

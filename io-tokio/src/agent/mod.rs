@@ -12,6 +12,7 @@ pub mod sinks;
 
 use crate::config::SiteFile;
 use crate::engine_loop::{Dispatch, EngineLoop, Feed, PeerQueue};
+use crate::http;
 use crate::status::{self, StatusBoard};
 use crate::transport::{Inbox, Listener, Transport, TransportConfig};
 use anyhow::Context;
@@ -127,15 +128,32 @@ pub async fn run(file: SiteFile, config_path: std::path::PathBuf) -> anyhow::Res
         exec.probe_kit(),
         tcfg.tls.clone(),
     ));
-    status::serve(&file.http, board.clone(), feed.clone(), lp.peeker(), tools)
-        .await
-        .with_context(|| {
-            format!(
-                "http on {} (`http` in {})",
-                file.http,
-                config_path.display()
-            )
-        })?;
+    let access = http::Access {
+        tls: tcfg.tls.clone(),
+        token: file
+            .tls
+            .api_token
+            .as_deref()
+            .map(http::Token::load)
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
+    };
+    status::serve(
+        &file.http,
+        board.clone(),
+        feed.clone(),
+        lp.peeker(),
+        tools,
+        access,
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "http on {} (`http` in {})",
+            file.http,
+            config_path.display()
+        )
+    })?;
     exec.start_background(&file);
 
     let mut first = vec![if started.resumed {

@@ -26,6 +26,10 @@ pub struct Prober {
     /// This site, and the arbiter's transport address (operator probes only).
     me: Peer,
     arbiter: Option<String>,
+    /// HTTP to the peer's agent (its TLS), and to anything else.
+    agents: http::Client,
+    public: http::Client,
+    peer_http: Option<String>,
 }
 
 impl Prober {
@@ -37,10 +41,15 @@ impl Prober {
                 .min(file.engine.failover.probe_every_ms.max(100)),
         );
         // Default: the peer agent's /health, which answers from its driver's SQL probe.
+        let tls = links
+            .as_ref()
+            .and_then(|(ship, _, _)| ship.config().tls.clone());
+        let agents =
+            http::Client::agents(tls.as_deref(), None).unwrap_or_else(|_| http::Client::public());
         let service = if file.probes.service.is_empty() {
             match &file.peer_http {
                 Some(h) => vec![ProbeConfig::Http {
-                    url: format!("http://{h}/health"),
+                    url: agents.agent_url(h, "/health"),
                     expect: Some(200),
                 }],
                 None => vec![ProbeConfig::Tcp {
@@ -57,6 +66,9 @@ impl Prober {
             links,
             me: Peer::Site(file.site_id()),
             arbiter: file.arbiter.clone(),
+            agents,
+            public: http::Client::public(),
+            peer_http: file.peer_http.clone(),
         }
     }
 
@@ -96,7 +108,11 @@ impl Prober {
             ProbeConfig::Tcp { addr } => tcp(addr, self.timeout).await.map(|()| "connected".into()),
             ProbeConfig::Http { url, expect } => {
                 let want = expect.unwrap_or(200);
-                match http::request("GET", url, None, self.timeout).await {
+                // The peer's agent speaks the deployment's TLS; anything else public HTTPS.
+                let to_peer = http::parse_url(url)
+                    .is_some_and(|(hp, _)| self.peer_http.as_deref() == Some(hp.as_str()));
+                let client = if to_peer { &self.agents } else { &self.public };
+                match client.request("GET", url, None, self.timeout).await {
                     Ok((s, _)) if s == want => Ok(format!("HTTP {s}")),
                     Ok((s, _)) => Err(format!("HTTP {s} (expected {want})")),
                     Err(e) => Err(e),

@@ -36,6 +36,7 @@ pub fn send(tx: &mpsc::Sender<AlertDoc>, doc: AlertDoc) {
 /// the document as JSON ([`AlertDoc`]).
 pub fn start(sinks: Vec<SinkConfig>) -> mpsc::Sender<AlertDoc> {
     let (tx, mut rx) = mpsc::channel::<AlertDoc>(SINK_QUEUE);
+    let client = http::Client::public();
     tokio::spawn(async move {
         while let Some(doc) = rx.recv().await {
             log_alert(&doc);
@@ -49,14 +50,8 @@ pub fn start(sinks: Vec<SinkConfig>) -> mpsc::Sender<AlertDoc> {
                         }
                     }
                     SinkConfig::Webhook { url } => {
-                        match http::request(
-                            "POST",
-                            url,
-                            Some(("application/json", &body)),
-                            SINK_TIMEOUT,
-                        )
-                        .await
-                        {
+                        let json = serde_json::to_value(&doc).unwrap_or_default();
+                        match client.request("POST", url, Some(&json), SINK_TIMEOUT).await {
                             Ok((s, _)) if (200..300).contains(&s) => {}
                             Ok((s, _)) => warn!(%url, status = s, "webhook refused the alert"),
                             Err(e) => warn!(%url, error = %e, "webhook failed"),

@@ -45,6 +45,10 @@ pub async fn run(file: ArbiterFile) -> anyhow::Result<()> {
             .context("[tls] in the arbiter's configuration")?,
         ..TransportConfig::default()
     };
+    let access = http::Access {
+        tls: tcfg.tls.clone(),
+        token: None,
+    };
     let listener = Arc::new(
         Listener::bind(&file.listen, Peer::Arbiter, inbox, tcfg, tx)
             .await
@@ -70,6 +74,7 @@ pub async fn run(file: ArbiterFile) -> anyhow::Result<()> {
                     }
                 }
             }),
+            access,
         ));
     }
 

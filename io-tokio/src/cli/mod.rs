@@ -27,36 +27,100 @@ pub mod exit {
     pub const RUNTIME: i32 = 4;
 }
 
-/// Where the local agent answers.
+/// Where the local agent answers, and with what credentials.
 #[derive(Clone, Debug, clap::Args)]
 pub struct Target {
-    /// The local agent's site.toml (its `http` address is used).
-    #[arg(long, short = 'c', conflicts_with = "agent")]
+    /// The local agent's site.toml: its `http` address, and its `[tls]` files (the CA to verify
+    /// the agent, this site's certificate as the operator's credential).
+    #[arg(long, short = 'c')]
     pub config: Option<PathBuf>,
-    /// The local agent's HTTP address (host:port); default $LIFEBOAT_AGENT or 127.0.0.1:7480.
+    /// The agent's HTTP address (host:port), instead of site.toml's; default $LIFEBOAT_AGENT or
+    /// 127.0.0.1:7480.
     #[arg(long)]
     pub agent: Option<String>,
+    /// A file holding the API token (`[tls] api_token` of the agent), sent as a bearer token;
+    /// default $LIFEBOAT_API_TOKEN_FILE.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+}
+
+/// An agent to talk to: its address and a client that speaks its TLS.
+#[derive(Clone)]
+pub struct Agent {
+    pub addr: String,
+    pub client: http::Client,
+}
+
+impl Agent {
+    pub fn url(&self, path: &str) -> String {
+        self.client.agent_url(&self.addr, path)
+    }
+    /// Another agent of the same deployment (the peer site), with the same credentials.
+    pub fn at(&self, addr: &str) -> Agent {
+        Agent {
+            addr: addr.to_string(),
+            client: self.client.clone(),
+        }
+    }
 }
 
 impl Target {
-    pub fn addr(&self) -> Result<String, (i32, String)> {
-        if let Some(a) = &self.agent {
-            return Ok(a.clone());
-        }
-        if let Some(p) = &self.config {
-            return SiteFile::load(p)
-                .map(|f| f.http)
-                .map_err(|e| (exit::USAGE, e.to_string()));
-        }
-        Ok(std::env::var("LIFEBOAT_AGENT").unwrap_or_else(|_| "127.0.0.1:7480".into()))
+    /// The site file, when one was named.
+    pub fn file(&self) -> Result<Option<SiteFile>, (i32, String)> {
+        self.config
+            .as_ref()
+            .map(|p| SiteFile::load(p).map_err(|e| (exit::USAGE, e.to_string())))
+            .transpose()
+    }
+
+    pub fn agent(&self) -> Result<Agent, (i32, String)> {
+        let file = self.file()?;
+        let addr = match (&self.agent, &file) {
+            (Some(a), _) => a.clone(),
+            (None, Some(f)) => f.http.clone(),
+            (None, None) => {
+                std::env::var("LIFEBOAT_AGENT").unwrap_or_else(|_| "127.0.0.1:7480".into())
+            }
+        };
+        Ok(Agent {
+            addr,
+            client: self.client(file.as_ref())?,
+        })
+    }
+
+    /// A client with the site's TLS (from `--config`) and the token (from `--token-file`).
+    pub fn client(&self, file: Option<&SiteFile>) -> Result<http::Client, (i32, String)> {
+        let tls = match file {
+            Some(f) => f
+                .tls
+                .load(&f.engine, lifeboat_core::Peer::Site(f.site_id()))
+                .map_err(|e| {
+                    (
+                        exit::USAGE,
+                        format!("{e} (the CLI uses the site's [tls] files: run it as a user who can read them)"),
+                    )
+                })?,
+            None => None,
+        };
+        let token_file = self
+            .token_file
+            .clone()
+            .or_else(|| std::env::var_os("LIFEBOAT_API_TOKEN_FILE").map(PathBuf::from));
+        let token = token_file
+            .map(|p| http::Token::load(&p).map_err(|e| (exit::USAGE, e)))
+            .transpose()?;
+        http::Client::agents(tls.as_deref(), token).map_err(|e| (exit::USAGE, e))
     }
 }
 
 pub const TIMEOUT: Duration = Duration::from_secs(5);
 
-pub async fn get_status(addr: &str) -> Result<StatusDoc, String> {
-    let (code, body) =
-        http::request("GET", &format!("http://{addr}/status"), None, TIMEOUT).await?;
+pub async fn get_status(agent: &Agent) -> Result<StatusDoc, String> {
+    let addr = &agent.addr;
+    let (code, body) = agent
+        .client
+        .request("GET", &agent.url("/status"), None, TIMEOUT)
+        .await?;
     if code != 200 {
         return Err(format!("{addr} answered HTTP {code}"));
     }
@@ -64,24 +128,25 @@ pub async fn get_status(addr: &str) -> Result<StatusDoc, String> {
 }
 
 /// Status of the local site and, when it names one, the other site.
-pub async fn all_status(addr: &str) -> Result<Vec<(String, Result<StatusDoc, String>)>, String> {
-    let local = get_status(addr).await?;
-    let mut out = vec![(addr.to_string(), Ok(local.clone()))];
+pub async fn all_status(agent: &Agent) -> Result<Vec<(String, Result<StatusDoc, String>)>, String> {
+    let local = get_status(agent).await?;
+    let mut out = vec![(agent.addr.clone(), Ok(local.clone()))];
     if let Some(peer) = &local.peer_http {
-        out.push((peer.clone(), get_status(peer).await));
+        out.push((peer.clone(), get_status(&agent.at(peer)).await));
     }
     Ok(out)
 }
 
 pub async fn status(target: &Target, as_json: bool) -> i32 {
-    let addr = match target.addr() {
+    let agent = match target.agent() {
         Ok(a) => a,
         Err((code, msg)) => {
             eprintln!("lifeboat status: {msg}");
             return code;
         }
     };
-    match all_status(&addr).await {
+    let addr = &agent.addr;
+    match all_status(&agent).await {
         Ok(sites) => {
             if as_json {
                 let docs: Vec<serde_json::Value> = sites
@@ -146,23 +211,25 @@ fn show_progress(
     now
 }
 
-/// Send an operator request and, for role changes, wait for the report.
-pub async fn operator(target: &Target, name: &str, query: &str, wait: u64) -> i32 {
-    let addr = match target.addr() {
+/// Send an operator request (`params`: a JSON object) and, for role changes, wait for the
+/// report.
+pub async fn operator(target: &Target, name: &str, params: serde_json::Value, wait: u64) -> i32 {
+    let agent = match target.agent() {
         Ok(a) => a,
         Err((code, msg)) => {
             eprintln!("lifeboat {name}: {msg}");
             return code;
         }
     };
+    let addr = &agent.addr;
     let report_kind = match name {
         "switchover" | "failback" => Some("switchover"),
         "failover" | "confirm" => Some("failover"),
         "drill" => Some("drill"),
         _ => None,
     };
-    let reseed_db = query.strip_prefix("?db=").filter(|_| name == "reseed");
-    let (before, full_before) = match all_status(&addr).await {
+    let reseed_db = params["db"].as_str().filter(|_| name == "reseed");
+    let (before, full_before) = match all_status(&agent).await {
         Ok(s) => (
             report_kind.map_or_else(Vec::new, |k| reports_of(&s, k)),
             reseed_db.and_then(|db| last_full_restore(&s, db)),
@@ -172,14 +239,20 @@ pub async fn operator(target: &Target, name: &str, query: &str, wait: u64) -> i3
             return exit::UNREACHABLE;
         }
     };
-    let url = format!("http://{addr}/operator/{name}{query}");
-    match http::request("POST", &url, None, TIMEOUT).await {
+    let url = agent.url(&format!("/operator/{name}"));
+    match agent
+        .client
+        .request("POST", &url, Some(&params), TIMEOUT)
+        .await
+    {
         Ok((202, _)) => println!("{name}: accepted by the agent at {addr}"),
         Ok((code, body)) => {
-            eprintln!(
-                "lifeboat {name}: refused (HTTP {code}): {}",
-                String::from_utf8_lossy(&body).trim()
-            );
+            let doc: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let why = doc["error"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
+            eprintln!("lifeboat {name}: refused (HTTP {code}): {why}");
             return exit::FAILED;
         }
         Err(e) => {
@@ -192,7 +265,7 @@ pub async fn operator(target: &Target, name: &str, query: &str, wait: u64) -> i3
     }
     let Some(kind) = report_kind else {
         return match reseed_db {
-            Some(db) => wait_reseed(&addr, db, wait, full_before).await,
+            Some(db) => wait_reseed(&agent, db, wait, full_before).await,
             None => exit::OK,
         };
     };
@@ -200,7 +273,7 @@ pub async fn operator(target: &Target, name: &str, query: &str, wait: u64) -> i3
     let mut shown = Vec::new();
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        if let Ok(sites) = all_status(&addr).await {
+        if let Ok(sites) = all_status(&agent).await {
             shown = show_progress(&sites, shown);
             let new = reports_of(&sites, kind)
                 .into_iter()
@@ -237,13 +310,13 @@ fn last_full_restore(sites: &[(String, Result<StatusDoc, String>)], db: &str) ->
 /// received, restored and verified), showing the copy's progress. Done when the reseed was
 /// seen under way and is over, or when a full backup other than `full_before` is the last
 /// restore and no reseed is under way (a quick reseed can finish before the first look).
-async fn wait_reseed(addr: &str, db: &str, wait: u64, full_before: Option<String>) -> i32 {
+async fn wait_reseed(agent: &Agent, db: &str, wait: u64, full_before: Option<String>) -> i32 {
     let deadline = Instant::now() + Duration::from_secs(wait);
     let mut shown = Vec::new();
     let mut seen = false;
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let Ok(sites) = all_status(addr).await else {
+        let Ok(sites) = all_status(agent).await else {
             continue;
         };
         shown = show_progress(&sites, shown);

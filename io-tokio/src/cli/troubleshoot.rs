@@ -4,7 +4,6 @@
 
 use super::{exit, table::human_ms, Target, TIMEOUT};
 use crate::config::SiteFile;
-use crate::http;
 use crate::transport::ping;
 use crate::troubleshoot::{
     self as ts, filter, probe, LevelAnswer, LogsAnswer, PingAnswer, ProbeAnswer,
@@ -51,9 +50,9 @@ pub fn agent_of(
 }
 
 impl SiteTarget {
-    fn addr(&self) -> Result<String, (i32, String)> {
+    fn agent(&self) -> Result<super::Agent, (i32, String)> {
         let Some(name) = &self.site else {
-            return self.target.addr();
+            return self.target.agent();
         };
         let Some(path) = &self.target.config else {
             return Err((
@@ -64,14 +63,18 @@ impl SiteTarget {
             ));
         };
         let file = SiteFile::load(path).map_err(|e| (exit::USAGE, e.to_string()))?;
-        agent_of(
+        let addr = agent_of(
             &file.site,
             &file.engine.sites,
             &file.http,
             file.peer_http.as_deref(),
             name,
         )
-        .map_err(|e| (exit::USAGE, e))
+        .map_err(|e| (exit::USAGE, e))?;
+        Ok(super::Agent {
+            addr,
+            client: self.target.client(Some(&file))?,
+        })
     }
 }
 
@@ -96,14 +99,17 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
 
 /// A request to the agent; its typed answer, or the exit code and the message to print.
 async fn call<T: DeserializeOwned>(
+    agent: &super::Agent,
     method: &str,
-    addr: &str,
     path_query: &str,
-    body: Option<&[u8]>,
+    params: Option<Value>,
     timeout: Duration,
 ) -> Result<T, (i32, String)> {
-    let url = format!("http://{addr}{path_query}");
-    let (code, bytes) = http::request(method, &url, body.map(|b| ("text/plain", b)), timeout)
+    let addr = &agent.addr;
+    let url = agent.url(path_query);
+    let (code, bytes) = agent
+        .client
+        .request(method, &url, params.as_ref(), timeout)
         .await
         .map_err(|e| {
             (
@@ -151,10 +157,9 @@ pub async fn log_level(t: &SiteTarget, filter_text: &str, hold: &str) -> i32 {
     run("log-level", async {
         filter::validate(filter_text).map_err(|e| (exit::USAGE, e.to_string()))?;
         let hold = filter::parse_duration(hold).map_err(|e| (exit::USAGE, e.to_string()))?;
-        let addr = t.addr()?;
-        let path = format!("{}?for_s={}", ts::LOG_LEVEL, hold.as_secs());
-        let a: LevelAnswer =
-            call("POST", &addr, &path, Some(filter_text.as_bytes()), TIMEOUT).await?;
+        let agent = t.agent()?;
+        let params = serde_json::json!({ "filter": filter_text, "for_s": hold.as_secs() });
+        let a: LevelAnswer = call(&agent, "POST", ts::LOG_LEVEL, Some(params), TIMEOUT).await?;
         let until = a.filter.reverts_at.as_deref().unwrap_or("-");
         let secs = a.filter.reverts_in_s.unwrap_or(0);
         println!(
@@ -178,9 +183,9 @@ pub async fn logs(t: &SiteTarget, n: usize, as_json: bool) -> i32 {
                 format!("-n {n}: ask for 1 to {} lines", ts::ring::RING_LINES),
             ));
         }
-        let addr = t.addr()?;
+        let agent = t.agent()?;
         let a: LogsAnswer =
-            call("GET", &addr, &format!("{}?n={n}", ts::LOGS), None, TIMEOUT).await?;
+            call(&agent, "GET", &format!("{}?n={n}", ts::LOGS), None, TIMEOUT).await?;
         if as_json {
             println!("{}", serde_json::to_string_pretty(&a).unwrap_or_default());
             return Ok(());
@@ -229,8 +234,8 @@ fn render_logs(a: &LogsAnswer) -> String {
 /// `lifeboat probe [--json]`.
 pub async fn probe(t: &SiteTarget, as_json: bool) -> i32 {
     run("probe", async {
-        let addr = t.addr()?;
-        let a: ProbeAnswer = call("POST", &addr, ts::PROBE, None, ts::CLIENT_TIMEOUT).await?;
+        let agent = t.agent()?;
+        let a: ProbeAnswer = call(&agent, "POST", ts::PROBE, None, ts::CLIENT_TIMEOUT).await?;
         if as_json {
             println!("{}", serde_json::to_string_pretty(&a).unwrap_or_default());
             return Ok(());
@@ -251,9 +256,10 @@ pub async fn ping(t: &SiteTarget, bytes: &str, count: u32) -> i32 {
     run("ping", async {
         let bytes = parse_bytes(bytes).map_err(|e| (exit::USAGE, e))?;
         ping::check_request(count, bytes).map_err(|e| (exit::USAGE, e.to_string()))?;
-        let addr = t.addr()?;
-        let path = format!("{}?count={count}&bytes={bytes}", ts::PING);
-        let a: PingAnswer = call("POST", &addr, &path, None, ts::CLIENT_TIMEOUT).await?;
+        let agent = t.agent()?;
+        let params = serde_json::json!({ "count": count, "bytes": bytes });
+        let a: PingAnswer =
+            call(&agent, "POST", ts::PING, Some(params), ts::CLIENT_TIMEOUT).await?;
         print!("{}", render_ping(&a));
         Ok(())
     })

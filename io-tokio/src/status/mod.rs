@@ -281,6 +281,7 @@ pub async fn serve(
     feed: Feed,
     peeker: Peeker<SiteEngine>,
     tools: Arc<crate::troubleshoot::Troubleshoot>,
+    access: http::Access,
 ) -> std::io::Result<()> {
     let l = tokio::net::TcpListener::bind(addr).await?;
     let api = Arc::new(Api {
@@ -295,6 +296,7 @@ pub async fn serve(
             let api = api.clone();
             async move { api.handle(r).await }
         }),
+        access,
     ));
     Ok(())
 }
@@ -337,7 +339,7 @@ impl Api {
                 Response::json(if ok { 200 } else { 503 }, &doc)
             }
             ("POST", p) if p.starts_with("/operator/") => {
-                self.operator(&p["/operator/".len()..], &r)
+                self.operator(&p["/operator/".len()..], &r).await
             }
             (_, "/status" | "/metrics" | "/health") => Response::text(405, "use GET\n"),
             _ => Response::text(
@@ -347,7 +349,7 @@ impl Api {
         }
     }
 
-    fn operator(&self, name: &str, r: &Request) -> Response {
+    async fn operator(&self, name: &str, r: &Request) -> Response {
         let cfg = &self.board.cfg;
         let force = matches!(r.param("force"), Some("1" | "true" | "yes"));
         let db = match r.param("db") {
@@ -370,7 +372,43 @@ impl Api {
                     switchover, failover, failback, drill, pause, resume, reseed, confirm, abort")}),
             );
         };
+        // The engine's answer, known before anything changes: the request run on a copy of the
+        // engine as it is now (pure, so the copy decides exactly as the engine will, unless an
+        // input slips in between).
+        let tried = req.clone();
+        let refused = self
+            .peeker
+            .peek(move |engine, now, _| {
+                let mut e = engine.clone();
+                e.handle(now, Input::Operator(tried));
+                std::iter::from_fn(|| e.poll_output()).find_map(|o| match o {
+                    lifeboat_core::Output::Audit(a) if a.what.starts_with("reject ") => Some(a.why),
+                    _ => None,
+                })
+            })
+            .await;
+        let refused = match refused {
+            None => {
+                return Response::json(
+                    503,
+                    &json!({"error": "the agent is stopping or overloaded; try again"}),
+                )
+            }
+            Some(r) => r,
+        };
+        if let Some(reason) = refused {
+            return Response::json(
+                409,
+                &json!({"error": reason, "request": name, "site": self.board.site}),
+            );
+        }
         if self.feed.try_send(Input::Operator(req)) {
+            let by = match &r.caller {
+                http::Caller::Certificate(n) => format!("certificate {n}"),
+                http::Caller::Token => "API token".into(),
+                http::Caller::Anonymous => "anonymous (insecure)".into(),
+            };
+            tracing::info!(request = name, by = %by, "operator request accepted");
             Response::json(202, &json!({"accepted": name, "site": self.board.site}))
         } else {
             Response::json(503, &json!({"error": "the agent is overloaded; try again"}))

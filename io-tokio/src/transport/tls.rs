@@ -91,6 +91,10 @@ pub enum TlsError {
 pub struct Tls {
     acceptor: TlsAcceptor,
     connector: TlsConnector,
+    /// The operator API's server side: a client certificate is optional (reads are open), and
+    /// one that is presented must be this CA's.
+    http_acceptor: TlsAcceptor,
+    client: Arc<ClientConfig>,
     names: Names,
     roots: Arc<RootCertStore>,
 }
@@ -313,6 +317,17 @@ impl Tls {
             });
         }
         let tls13 = [&rustls::version::TLS13];
+        let optional = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| TlsError::Setup(format!("client verifier: {e}")))?;
+        let mut http_server = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&tls13)
+            .map_err(|e| setup("http server", e))?
+            .with_client_cert_verifier(optional)
+            .with_single_cert(chain.clone(), key.clone_key())
+            .map_err(|e| setup("http server certificate", e))?;
+        http_server.alpn_protocols = vec![b"http/1.1".to_vec()];
         let server = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&tls13)
             .map_err(|e| setup("server", e))?
@@ -337,9 +352,12 @@ impl Tls {
             .with_client_auth_cert(chain, key)
             .map_err(|e| setup("client certificate", e))?;
         client.enable_sni = false;
+        let client = Arc::new(client);
         Ok(Tls {
             acceptor: TlsAcceptor::from(Arc::new(server)),
-            connector: TlsConnector::from(Arc::new(client)),
+            connector: TlsConnector::from(client.clone()),
+            http_acceptor: TlsAcceptor::from(Arc::new(http_server)),
+            client,
             names,
             roots,
         })
@@ -352,6 +370,37 @@ impl Tls {
     /// The CA roots, for the operator API's client-certificate check.
     pub fn roots(&self) -> Arc<RootCertStore> {
         self.roots.clone()
+    }
+
+    /// This party's client side (the deployment's CA, its own certificate), for HTTPS to the
+    /// agents.
+    pub fn client_config(&self) -> ClientConfig {
+        (*self.client).clone()
+    }
+
+    /// The operator API's TLS server side: the stream, and who the client is when it presented
+    /// a certificate of this CA (its deployment name, or `a certificate of this CA`).
+    pub(crate) async fn accept_http(
+        &self,
+        tcp: TcpStream,
+    ) -> Result<(Stream, Option<String>), String> {
+        let s = self
+            .http_acceptor
+            .accept(tcp)
+            .await
+            .map_err(|e| format!("TLS handshake: {e}"))?;
+        let who = s
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| {
+                names_in(c, &self.names)
+                    .first()
+                    .and_then(|p| self.names.name_of(*p))
+                    .map_or_else(|| "a certificate of this CA".to_string(), str::to_string)
+            });
+        Ok((Box::new(s), who))
     }
 
     /// The TLS server side of an accepted connection; the peer's identity from its certificate.

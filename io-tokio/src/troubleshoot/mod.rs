@@ -3,11 +3,13 @@
 //! the operator requests; the `lifeboat` commands of the same names are in `cli/troubleshoot.rs`.
 //!
 //! ```text
-//! POST /operator/log-level?for_s=600   body: filter   change the log filter for a while
-//! GET  /operator/logs?n=200                           last log lines and recent decisions
-//! POST /operator/probe                                every probe, now (display only)
-//! POST /operator/ping?count=5&bytes=N                 this agent pings the other site's agent
-//!                                                     over the transport: RTT and throughput
+//! POST /operator/log-level {"filter": "lifeboat=debug", "for_s": 600}
+//!                                           change the log filter for a while
+//! GET  /operator/logs?n=200                 last log lines and recent decisions
+//! POST /operator/probe {}                   every probe, now (display only)
+//! POST /operator/ping {"count": 5, "bytes": N}
+//!                                           this agent pings the other site's agent over the
+//!                                           transport: RTT and throughput
 //! ```
 //!
 //! ```text
@@ -186,7 +188,12 @@ impl Troubleshoot {
                 Err(e) => return error(400, e.to_string()),
             },
         };
-        let text = String::from_utf8_lossy(&r.body);
+        let Some(text) = r.param("filter") else {
+            return error(
+                400,
+                "a log-level request names the filter: {\"filter\": \"lifeboat=debug\"}",
+            );
+        };
         match logging.filter.set(text.trim(), hold) {
             Ok(state) => Response::json(
                 200,

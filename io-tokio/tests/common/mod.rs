@@ -23,25 +23,50 @@ pub fn free_ports(n: usize) -> Vec<u16> {
     ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
+/// An HTTPS request to an agent on loopback, as an anonymous client that reads (the agents'
+/// certificates are not verified here: the tests read, and the CLI's tests check the TLS);
+/// a JSON body for a POST, and an optional bearer token. (status, body).
+pub fn https(
+    method: &str,
+    port: u16,
+    path: &str,
+    json: Option<&str>,
+    token: Option<&str>,
+    origin: Option<&str>,
+) -> Option<(u16, Vec<u8>)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .ok()?;
+        let m = reqwest::Method::from_bytes(method.as_bytes()).ok()?;
+        let mut rb = client.request(m, format!("https://127.0.0.1:{port}{path}"));
+        if let Some(j) = json {
+            rb = rb
+                .header("Content-Type", "application/json")
+                .body(j.to_string());
+        }
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        if let Some(o) = origin {
+            rb = rb.header("Origin", o);
+        }
+        let r = rb.send().await.ok()?;
+        let status = r.status().as_u16();
+        Some((status, r.bytes().await.ok()?.to_vec()))
+    })
+}
+
 /// GET or POST on loopback; (status, body).
 pub fn http(method: &str, port: u16, path: &str) -> Option<(u16, Vec<u8>)> {
-    let mut s = TcpStream::connect_timeout(
-        &format!("127.0.0.1:{port}").parse().unwrap(),
-        Duration::from_secs(2),
-    )
-    .ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let split = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&buf[..split]).to_string();
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, buf[split + 4..].to_vec()))
+    let json = (method == "POST").then_some("{}");
+    https(method, port, path, json, None, None)
 }
 
 /// The agent's `/status` as JSON. Every document the tests read must also read as the typed
@@ -198,6 +223,7 @@ pub struct Cluster {
     pub arb_http: u16,
     pub pri_http: u16,
     pub rec_http: u16,
+    pub arb_listen: u16,
     pub pri_listen: u16,
     pub rec_listen: u16,
     pub pri_db: PathBuf,
@@ -312,6 +338,7 @@ impl Cluster {
             arb_http,
             pri_http,
             rec_http,
+            arb_listen,
             pri_listen,
             rec_listen,
             pri_db,
