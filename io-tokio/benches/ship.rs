@@ -24,9 +24,7 @@ use lifeboat_core::{
     ArtifactKey, ArtifactKind, ArtifactMeta, Checksum, DbId, Epoch, Lsn, Peer, SiteId, UtcMillis,
 };
 use lifeboat_io_tokio::transport::inbox::artifact_file_name;
-use lifeboat_io_tokio::transport::{
-    Event, Inbox, Listener, Names, Tls, TlsFiles, Transport, TransportConfig,
-};
+use lifeboat_io_tokio::transport::{Event, Inbox, Listener, Names, Transport, TransportConfig};
 use rand::{RngCore, SeedableRng};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -110,20 +108,7 @@ fn configs(tls: bool) -> Result<(TransportConfig, TransportConfig)> {
         arbiter: names[2].clone(),
     };
     let side = |i: usize| -> Result<TransportConfig> {
-        let (name, pem) = &g.parties[i];
-        let files = TlsFiles {
-            ca: "ca.pem".into(),
-            cert: format!("{name}.pem").into(),
-            key: format!("{name}.key").into(),
-        };
-        let tls = Tls::from_pem(
-            &files,
-            g.ca.cert.as_bytes(),
-            pem.cert.as_bytes(),
-            pem.key.as_bytes(),
-            deployment.clone(),
-            Peer::Site(SiteId(i as u16)),
-        )?;
+        let tls = g.tls(&names[i], deployment.clone(), Peer::Site(SiteId(i as u16)))?;
         Ok(TransportConfig {
             tls: Some(Arc::new(tls)),
             ..TransportConfig::default()

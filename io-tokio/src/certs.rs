@@ -107,6 +107,36 @@ pub fn generate(
     })
 }
 
+impl Generated {
+    /// Party `name`'s TLS set-up from these PEMs (tests and benches: no files).
+    pub fn tls(
+        &self,
+        name: &str,
+        names: Names,
+        me: lifeboat_core::Peer,
+    ) -> Result<crate::transport::Tls, crate::transport::TlsError> {
+        let pem = self
+            .parties
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| p)
+            .ok_or_else(|| crate::transport::TlsError::Setup(format!("no party {name:?}")))?;
+        let files = TlsFiles {
+            ca: "ca.pem".into(),
+            cert: format!("{name}.pem").into(),
+            key: format!("{name}.key").into(),
+        };
+        crate::transport::Tls::from_pem(
+            &files,
+            self.ca.cert.as_bytes(),
+            pem.cert.as_bytes(),
+            pem.key.as_bytes(),
+            names,
+            me,
+        )
+    }
+}
+
 /// Check a name can be a certificate's DNS name (letters, digits, `-`, dots between labels).
 pub fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()

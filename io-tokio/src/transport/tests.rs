@@ -813,22 +813,7 @@ fn deployment() -> crate::certs::Generated {
 
 /// The TLS set-up of party `name` (acting as `me`) of deployment `g`.
 fn tls_of(g: &crate::certs::Generated, name: &str, me: Peer) -> Arc<Tls> {
-    let (_, pem) = g.parties.iter().find(|(n, _)| n == name).unwrap();
-    let files = TlsFiles {
-        ca: "ca.pem".into(),
-        cert: format!("{name}.pem").into(),
-        key: format!("{name}.key").into(),
-    };
-    let tls = Tls::from_pem(
-        &files,
-        g.ca.cert.as_bytes(),
-        pem.cert.as_bytes(),
-        pem.key.as_bytes(),
-        deployment_names(),
-        me,
-    )
-    .unwrap();
-    Arc::new(tls)
+    Arc::new(g.tls(name, deployment_names(), me).unwrap())
 }
 
 fn with_tls(tls: Arc<Tls>) -> TransportConfig {
