@@ -192,21 +192,11 @@ impl Arbiter {
                              not expired (plus the drift margin)",
                         ),
                         Ok(_) => {
-                            let old = self.st.holder;
-                            self.st.epoch = epoch;
-                            self.st.holder = Some(site);
-                            self.audit(
-                                now,
-                                "new epoch",
-                                format!(
-                                    "{} renews epoch {epoch}, which this arbiter did not hand out \
-                                     (a forced failover, or lost arbiter state), and the lease of \
-                                     {} expired (plus the drift margin)",
-                                    self.cfg.site_name(site),
-                                    old.map_or("nobody", |o| self.cfg.site_name(o)),
-                                ),
+                            let why = format!(
+                                "renews epoch {epoch}, which this arbiter did not hand out (a \
+                                 forced failover, or lost arbiter state),"
                             );
-                            self.grant(now, site, req, lease);
+                            self.new_epoch(now, site, epoch, req, &why);
                         }
                     }
                 } else {
@@ -221,24 +211,12 @@ impl Arbiter {
                 } else if let Err(why) = self.claim(seen) {
                     self.deny(now, site, req, why);
                 } else if self.lapsed(now) {
-                    let old = self.st.holder;
                     // Past every epoch anyone may hold: ours, and one a forced failover took
                     // without us that this site heard of.
                     let newest = self.st.claimed.map_or(0, |c| c.0);
                     let epoch = Epoch(self.st.epoch.0.max(seen.0).max(newest).saturating_add(1));
-                    self.st.epoch = epoch;
-                    self.st.holder = Some(site);
-                    self.audit(
-                        now,
-                        "new epoch",
-                        format!(
-                            "{} asked for it{} and the lease of {} expired (plus the drift margin)",
-                            self.cfg.site_name(site),
-                            if force { " (forced)" } else { "" },
-                            old.map_or("nobody", |o| self.cfg.site_name(o)),
-                        ),
-                    );
-                    self.grant(now, site, req, lease);
+                    let why = format!("asked for it{}", if force { " (forced)" } else { "" });
+                    self.new_epoch(now, site, epoch, req, &why);
                 } else {
                     self.deny(
                         now,
@@ -344,6 +322,23 @@ impl Arbiter {
             }
             _ => {}
         }
+    }
+
+    /// `site` takes `epoch` (the old lease lapsed): audited with `why` and granted.
+    fn new_epoch(&mut self, now: Millis, site: SiteId, epoch: Epoch, req: u64, why: &str) {
+        let old = self.st.holder;
+        self.st.epoch = epoch;
+        self.st.holder = Some(site);
+        self.audit(
+            now,
+            "new epoch",
+            format!(
+                "{} {why} and the lease of {} expired (plus the drift margin)",
+                self.cfg.site_name(site),
+                old.map_or("nobody", |o| self.cfg.site_name(o)),
+            ),
+        );
+        self.grant(now, site, req, self.cfg.lease.lease_ms);
     }
 
     /// A site's claim of an epoch (`Renew`, `Acquire`'s `seen`): refused beyond
