@@ -30,10 +30,12 @@ pub enum AlertKind {
     UnreadableManifest,
     /// A one-off notice: the primary's change capture healed a gap by comparing the database.
     CaptureGap,
+    /// A site sent an artifact of an epoch another site holds; quarantined, never restored.
+    ForeignEpochArtifact,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 18] = [
+    pub const ALL: [AlertKind; 19] = [
         AlertKind::MissingLog,
         AlertKind::NoNewLogs,
         AlertKind::BackupsPaused,
@@ -52,6 +54,7 @@ impl AlertKind {
         AlertKind::DiskSpace,
         AlertKind::UnreadableManifest,
         AlertKind::CaptureGap,
+        AlertKind::ForeignEpochArtifact,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +77,7 @@ impl AlertKind {
             AlertKind::DiskSpace => "disk_space",
             AlertKind::UnreadableManifest => "unreadable_manifest",
             AlertKind::CaptureGap => "capture_gap",
+            AlertKind::ForeignEpochArtifact => "foreign_epoch_artifact",
         }
     }
 

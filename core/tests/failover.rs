@@ -653,6 +653,48 @@ fn a_restarted_engine_refuses_an_older_epoch() {
 }
 
 #[test]
+fn an_artifact_of_the_current_epoch_from_a_site_that_does_not_hold_it_is_never_restored() {
+    let mut h = Harness::new(config(1));
+    h.run(30_000);
+    assert_eq!(h.sites[A].role(), Role::Primary);
+    // Site B claims an artifact of epoch 1, which site A holds, and sends it to A. Its key is
+    // real (the link is authenticated), so the forgery reaches the engine.
+    let pos = h.db[A].pos(0);
+    let forged = h.artifact(
+        DbId(0),
+        ArtifactKind::Log,
+        pos,
+        pos + 10,
+        h.sites[A].epoch(),
+        vec![7; 10],
+    );
+    h.feed(
+        A,
+        Input::ArtifactReceived {
+            meta: forged,
+            computed: forged.checksum,
+            from: SiteId(1),
+        },
+    );
+    h.run(5_000);
+    assert_eq!(h.raised("foreign_epoch_artifact"), 1);
+    assert!(!h
+        .commands_of(
+            A,
+            |c| matches!(c, Command::Quarantine { artifact, .. } if artifact.key == forged.key)
+        )
+        .is_empty());
+    assert!(h
+        .commands_of(
+            A,
+            |c| matches!(c, Command::Restore { artifact, .. } if artifact.key == forged.key)
+        )
+        .is_empty());
+    assert_eq!(h.sites[A].role(), Role::Primary);
+    h.assert_safe();
+}
+
+#[test]
 fn a_restart_on_a_new_monotonic_clock_keeps_the_lease_safe() {
     let mut h = Harness::new(config(1));
     h.run(40_000);

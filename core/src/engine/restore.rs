@@ -44,6 +44,11 @@ impl SiteEngine {
         if computed != meta.checksum && !self.cfg.planted("restore_unverified") {
             return self.checksum_mismatch(now, meta, computed, from);
         }
+        if meta.key.epoch == self.st.epoch && self.st.holder != from {
+            // Only the holder of an epoch writes its artifacts: this one is forged or misrouted.
+            self.send(Peer::Site(from), Message::Ack { key: meta.key });
+            return self.foreign_artifact(now, meta, from);
+        }
         if meta.key.epoch < self.st.epoch
             && self.st.dbs[db.0 as usize]
                 .drill_chain
@@ -183,6 +188,36 @@ impl SiteEngine {
             Some(db),
             Subject::None,
             Severity::Warning,
+            false,
+            text,
+        );
+    }
+
+    /// An artifact of the current epoch from a site that does not hold it: set aside (kept for
+    /// the operator, never restored), and said as a critical alert.
+    fn foreign_artifact(&mut self, now: Millis, meta: ArtifactMeta, from: SiteId) {
+        self.st.quarantined += 1;
+        let holder = self.cfg.site_name(self.st.holder).to_string();
+        self.command(Command::Quarantine {
+            artifact: meta,
+            reason: format!(
+                "epoch {} is held by site {holder}, not by the sender",
+                meta.key.epoch
+            ),
+        });
+        let text = texts::foreign_epoch(
+            self.db_name(meta.key.db),
+            &self.label(&meta),
+            meta.key.epoch,
+            self.cfg.site_name(from),
+            &holder,
+        );
+        self.raise(
+            now,
+            AlertKind::ForeignEpochArtifact,
+            Some(meta.key.db),
+            Subject::Site(from),
+            Severity::Critical,
             false,
             text,
         );

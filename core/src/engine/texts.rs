@@ -122,6 +122,14 @@ pub fn stale_epoch(db: &str, path: &str, epoch: Epoch, current: Epoch) -> String
     )
 }
 
+pub fn foreign_epoch(db: &str, path: &str, epoch: Epoch, from: &str, holder: &str) -> String {
+    format!(
+        "For database [{db}] the artifact [{path}] of epoch [{epoch}] arrived from site [{from}], \
+         but that epoch is held by site [{holder}]: only the holder of an epoch writes its \
+         artifacts. It is quarantined (kept, never restored); check site [{from}] and its key."
+    )
+}
+
 /// `code`: the database's error code, when the drill ran and the database refused; `None` when
 /// the engine could not start the drill (there is no code to show).
 pub fn drill_failed(db: &str, code: Option<i32>, message: &str) -> String {
