@@ -143,7 +143,7 @@ fn frame(rng: &mut ChaCha8Rng) -> Frame {
         7 => Frame::ShipResume {
             offset: rng.gen_range(0..1 << 30),
         },
-        8 => Frame::Chunk(random_bytes(rng, 64)),
+        8 => Frame::Chunk(random_bytes(rng, 64).into()),
         9 => Frame::ShipEnd,
         _ => Frame::ShipDone {
             computed: Checksum(rng.gen()),
@@ -328,7 +328,7 @@ fn write_seed_corpus() {
         }),
         Frame::Ping,
         Frame::ShipResume { offset: 4096 },
-        Frame::Chunk(b"artifact bytes".to_vec()),
+        Frame::Chunk(b"artifact bytes".to_vec().into()),
         Frame::ShipEnd,
         Frame::ShipDone {
             computed: Checksum(0x9c1e_5f0a_2b7d_4e33),

@@ -681,3 +681,115 @@ fn a_refused_operator_request_answers_409_with_the_reason() {
     );
     assert_eq!(status(c.pri_http).unwrap()["role"], "primary");
 }
+
+/// Certificates rotated on disk (a new CA and new keys for every party) and `SIGHUP`: the
+/// agents and the arbiter keep running and present the new certificates on new connections.
+/// Before the signal, a CLI that trusts only the new CA cannot read the agents; after it, it
+/// can, and the sites still replicate over links made with the new keys.
+#[test]
+fn sighup_loads_rotated_certificates_without_a_restart() {
+    let mut c = Cluster::start(Opts {
+        proxies: true,
+        ..Opts::default()
+    });
+    let certs = c.dir.path().join("certs");
+    let fresh = c.dir.path().join("rotated");
+    lifeboat_io_tokio::demo::write_certs(&fresh).unwrap();
+    for entry in std::fs::read_dir(&fresh).unwrap() {
+        let from = entry.unwrap().path();
+        std::fs::copy(&from, certs.join(from.file_name().unwrap())).unwrap();
+    }
+    let cli_reads = |c: &Cluster| {
+        let out = std::process::Command::new(BIN)
+            .args(["status", "--config", c.path("recovery").to_str().unwrap()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        out.status.success() && text.lines().any(|l| l.starts_with("primary "))
+    };
+    assert!(
+        !cli_reads(&c),
+        "the agents still present the old certificates"
+    );
+    for name in ["arbiter", "primary", "recovery"] {
+        let pid = c.pid(name).unwrap().to_string();
+        assert!(std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+    wait_for(
+        "the CLI with the new CA to read both agents",
+        Duration::from_secs(10),
+        || cli_reads(&c),
+    );
+    for name in ["arbiter", "primary", "recovery"] {
+        assert!(!c.exited(name), "{name} stopped on SIGHUP: {}", c.log(name));
+        assert!(
+            c.log(name).contains("certificates loaded again"),
+            "{name}: {}",
+            c.log(name)
+        );
+    }
+    // The sites' links are made again, now with the new keys on both ends.
+    let w = Writer::start(&c.pri_db, WRITE_EVERY);
+    c.cut_link();
+    std::thread::sleep(Duration::from_secs(2));
+    for p in [&c.to_primary, &c.to_primary_http, &c.to_recovery] {
+        p.as_ref().unwrap().heal();
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let written = w.stop();
+    assert!(written > 0);
+    converge(&c, Duration::from_secs(60));
+}
+
+/// A plain HTTP request on loopback (no TLS): (status, body).
+fn plain_http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, text))
+}
+
+/// `http_open`: a plain bind a scraper without the CA can read `/health` and `/metrics` on,
+/// and nothing else; the TLS address is unchanged.
+#[test]
+fn the_open_bind_serves_health_and_metrics_only() {
+    let mut c = Cluster::start(Opts::default());
+    let port = free_ports(1)[0];
+    assert_eq!(c.terminate("primary", Duration::from_secs(10)), Some(0));
+    let path = c.path("primary").to_path_buf();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("http_open = \"127.0.0.1:{port}\"\n{text}")).unwrap();
+    c.spawn("primary");
+    wait_for("the open bind", Duration::from_secs(20), || {
+        plain_http(port, "GET", "/health").is_some_and(|(code, _)| code == 200)
+    });
+    let (code, body) = plain_http(port, "GET", "/metrics").unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("lifeboat_"), "{body}");
+    for (method, path) in [
+        ("GET", "/status"),
+        ("GET", "/operator/logs"),
+        ("POST", "/operator/pause"),
+        ("POST", "/operator/failover"),
+    ] {
+        // Not served here: 404, or 401 where the credential check answers first.
+        let (code, body) = plain_http(port, method, path).unwrap();
+        assert!(code == 404 || code == 401, "{method} {path}: {body}");
+    }
+    let d = status(c.pri_http).unwrap();
+    assert_eq!(d["backups_paused"], false, "the open bind changed nothing");
+    // The TLS address still answers the full API.
+    assert!(status(c.pri_http).is_some());
+}

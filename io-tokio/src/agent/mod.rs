@@ -65,6 +65,9 @@ pub async fn run(file: SiteFile, config_path: std::path::PathBuf) -> anyhow::Res
             .with_context(|| format!("[tls] in {}", config_path.display()))?,
         ..TransportConfig::default()
     };
+    if let Some(tls) = &tcfg.tls {
+        tls.reload_on_hangup(format!("site {}", file.site));
+    }
     let listener = Arc::new(
         Listener::bind(
             &file.listen,
@@ -145,6 +148,7 @@ pub async fn run(file: SiteFile, config_path: std::path::PathBuf) -> anyhow::Res
         lp.peeker(),
         tools,
         access,
+        file.http_open.as_deref(),
     )
     .await
     .with_context(|| {

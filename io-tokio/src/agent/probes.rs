@@ -26,8 +26,10 @@ pub struct Prober {
     /// This site, and the arbiter's transport address (operator probes only).
     me: Peer,
     arbiter: Option<String>,
-    /// HTTP to the peer's agent (its TLS), and to anything else.
-    agents: http::Client,
+    /// HTTP to the peer's agent (its TLS; rebuilt when the keys are reloaded), and to anything
+    /// else.
+    tls: Option<Arc<crate::transport::Tls>>,
+    agents: Arc<std::sync::Mutex<(u64, http::Client)>>,
     public: http::Client,
     peer_http: Option<String>,
 }
@@ -66,10 +68,27 @@ impl Prober {
             links,
             me: Peer::Site(file.site_id()),
             arbiter: file.arbiter.clone(),
-            agents,
+            agents: Arc::new(std::sync::Mutex::new((
+                tls.as_ref().map_or(0, |t| t.generation()),
+                agents,
+            ))),
+            tls,
             public: http::Client::public(),
             peer_http: file.peer_http.clone(),
         }
+    }
+
+    /// The client to the peer's agent, made again from the current keys after a reload.
+    fn agents(&self) -> http::Client {
+        let mut agents = self.agents.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tls) = &self.tls {
+            if tls.generation() != agents.0 {
+                if let Ok(fresh) = http::Client::agents(Some(tls), None) {
+                    *agents = (tls.generation(), fresh);
+                }
+            }
+        }
+        agents.1.clone()
     }
 
     pub fn service_probes(&self) -> &[ProbeConfig] {
@@ -111,7 +130,11 @@ impl Prober {
                 // The peer's agent speaks the deployment's TLS; anything else public HTTPS.
                 let to_peer = http::parse_url(url)
                     .is_some_and(|(hp, _)| self.peer_http.as_deref() == Some(hp.as_str()));
-                let client = if to_peer { &self.agents } else { &self.public };
+                let client = if to_peer {
+                    self.agents()
+                } else {
+                    self.public.clone()
+                };
                 match client.request("GET", url, None, self.timeout).await {
                     Ok((s, _)) if s == want => Ok(format!("HTTP {s}")),
                     Ok((s, _)) => Err(format!("HTTP {s} (expected {want})")),

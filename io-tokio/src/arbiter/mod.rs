@@ -45,6 +45,9 @@ pub async fn run(file: ArbiterFile) -> anyhow::Result<()> {
             .context("[tls] in the arbiter's configuration")?,
         ..TransportConfig::default()
     };
+    if let Some(tls) = &tcfg.tls {
+        tls.reload_on_hangup("arbiter".into());
+    }
     let access = http::Access {
         tls: tcfg.tls.clone(),
         token: None,

@@ -63,6 +63,10 @@ pub struct SiteFile {
     pub arbiter: Option<String>,
     /// HTTP address of this agent (status, metrics, health, operator requests).
     pub http: String,
+    /// An extra plain-HTTP address that serves only `GET /health` and `GET /metrics`, with no
+    /// credentials (a monitoring system without the deployment's CA). Off unless set.
+    #[serde(default)]
+    pub http_open: Option<String>,
     /// HTTP address of the other site's agent (status table; default service probe).
     #[serde(default)]
     pub peer_http: Option<String>,

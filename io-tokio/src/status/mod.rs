@@ -282,22 +282,56 @@ pub async fn serve(
     peeker: Peeker<SiteEngine>,
     tools: Arc<crate::troubleshoot::Troubleshoot>,
     access: http::Access,
+    open: Option<&str>,
 ) -> std::io::Result<()> {
     let l = tokio::net::TcpListener::bind(addr).await?;
+    let open =
+        match open {
+            Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("{e} (`http_open` = {a:?})"))
+            })?),
+            None => None,
+        };
     let api = Arc::new(Api {
         board,
         feed,
         peeker,
         tools,
     });
+    let full = api.clone();
     tokio::spawn(http::serve(
         l,
         Arc::new(move |r: Request| {
-            let api = api.clone();
+            let api = full.clone();
             async move { api.handle(r).await }
         }),
         access,
     ));
+    // The open bind: plain HTTP, no credentials, and nothing but the two read-only documents a
+    // monitoring system scrapes.
+    if let Some(l) = open {
+        let none = http::Access {
+            tls: None,
+            token: None,
+        };
+        tokio::spawn(http::serve(
+            l,
+            Arc::new(move |r: Request| {
+                let api = api.clone();
+                async move {
+                    match (r.method.as_str(), r.path.as_str()) {
+                        ("GET", "/health" | "/metrics") => api.handle(r).await,
+                        _ => Response::text(
+                            404,
+                            "lifeboat agent, open bind: GET /health and /metrics only; \
+                             everything else is on the TLS address (`http`)\n",
+                        ),
+                    }
+                }
+            }),
+            none,
+        ));
+    }
     Ok(())
 }
 

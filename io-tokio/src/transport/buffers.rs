@@ -63,6 +63,85 @@ impl Pool {
     }
 }
 
+/// Memory alignment of a received chunk's bytes: a direct write takes them where they are
+/// (devices want 512 bytes, some 4096; see `direct.rs`).
+pub(crate) const PAYLOAD_ALIGN: usize = 4096;
+
+/// A frame's payload bytes: `buf[start..]`. Large chunk payloads start at an aligned address
+/// (the bytes in front are padding), so they reach the disk without another copy.
+#[derive(Clone, Default)]
+pub struct Payload {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Payload {
+    /// An empty payload with room for `len` bytes at an aligned address (a pooled buffer).
+    pub(crate) fn aligned(len: usize) -> Payload {
+        let mut buf = take(len + PAYLOAD_ALIGN);
+        let start = buf.as_ptr().align_offset(PAYLOAD_ALIGN).min(PAYLOAD_ALIGN);
+        buf.resize(start, 0);
+        Payload { buf, start }
+    }
+
+    /// The buffer the payload's bytes are appended to (after the padding).
+    pub(crate) fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    /// The bytes as a vector of their own (a copy only when there is padding in front).
+    pub fn into_vec(mut self) -> Vec<u8> {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+        }
+        self.buf
+    }
+
+    /// Give the buffer back to the pool.
+    pub(crate) fn recycle(self) {
+        give(self.buf)
+    }
+}
+
+impl From<Vec<u8>> for Payload {
+    fn from(buf: Vec<u8>) -> Payload {
+        Payload { buf, start: 0 }
+    }
+}
+
+impl std::ops::Deref for Payload {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Payload) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Payload {}
+
+impl PartialEq<Vec<u8>> for Payload {
+    fn eq(&self, other: &Vec<u8>) -> bool {
+        **self == other[..]
+    }
+}
+
+impl PartialEq<Payload> for Vec<u8> {
+    fn eq(&self, other: &Payload) -> bool {
+        self[..] == **other
+    }
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Payload({} bytes)", self.len())
+    }
+}
+
 /// The chunk buffers.
 static CHUNKS: Pool = Pool::new(KEEP, MIN_POOLED, MAX_KEPT_CAPACITY);
 
@@ -84,6 +163,17 @@ pub(crate) fn give(buf: Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_aligned_payload_starts_on_the_alignment_and_reads_back_its_bytes() {
+        let mut p = Payload::aligned(1 << 20);
+        p.buffer().extend_from_slice(&[5u8; 10_000]);
+        assert_eq!(p.as_ptr() as usize % PAYLOAD_ALIGN, 0);
+        assert_eq!(p.len(), 10_000);
+        assert_eq!(p, vec![5u8; 10_000]);
+        assert_eq!(p.clone().into_vec(), vec![5u8; 10_000]);
+        p.recycle();
+    }
 
     #[test]
     fn a_returned_chunk_buffer_is_reused_empty_and_small_ones_are_not_kept() {

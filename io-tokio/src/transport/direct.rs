@@ -7,8 +7,12 @@
 //! straight to the device in large aligned writes, and the fsync only flushes the device cache
 //! and the file's size.
 //!
-//! `O_DIRECT` wants the buffer address, the file offset and the length aligned to the device's
-//! block size ([`ALIGN`] covers every common one). The staging buffer is aligned; writes start
+//! `O_DIRECT` wants the file offset and the length aligned to the device's block size
+//! ([`ALIGN`] covers every common one), and the buffer's address aligned to what the device's
+//! DMA takes: on most current devices a few bytes, on some a whole block. A chunk that arrives
+//! while nothing is staged is written straight from the buffer it arrived in (no copy); the
+//! first time the file system refuses that for the address (`EINVAL`), this writer stages every
+//! later chunk in its aligned buffer instead. Writes start
 //! at an aligned offset (a resumed partial file is cut back to one, see `ship.rs`); the tail of
 //! the artifact that is not a whole block goes through the page cache like any other write. A
 //! file system that refuses `O_DIRECT` (tmpfs, some network file systems) is written through
@@ -38,6 +42,9 @@ pub(crate) struct ArtifactWriter {
     /// of them, so it never moves.
     buf: Vec<u8>,
     start: usize,
+    /// Whether a direct write from an unaligned address worked (`Some(true)`), was refused
+    /// (`Some(false)`: stage everything), or was not tried yet.
+    unaligned: Option<bool>,
 }
 
 impl ArtifactWriter {
@@ -63,6 +70,7 @@ impl ArtifactWriter {
             pos,
             buf,
             start,
+            unaligned: None,
         }
     }
 
@@ -83,6 +91,9 @@ impl ArtifactWriter {
             self.pos += bytes.len() as u64;
             return Ok(());
         }
+        if self.staged() == 0 && self.unaligned != Some(false) {
+            bytes = self.write_in_place(bytes)?;
+        }
         while !bytes.is_empty() {
             let n = (STAGE - self.staged()).min(bytes.len());
             self.buf.extend_from_slice(&bytes[..n]);
@@ -92,6 +103,33 @@ impl ArtifactWriter {
             }
         }
         Ok(())
+    }
+
+    /// Nothing is staged: write the whole blocks of `bytes` directly from where they are.
+    /// Returns what is left to stage (the tail, or everything when the address was refused).
+    fn write_in_place<'a>(&mut self, bytes: &'a [u8]) -> io::Result<&'a [u8]> {
+        let whole = bytes.len() - bytes.len() % ALIGN;
+        let direct = self.direct.as_ref().expect("only while direct");
+        let mut done = 0;
+        while done < whole {
+            match direct.write_at(&bytes[done..whole], self.pos) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => {
+                    done += n;
+                    self.pos += n as u64;
+                    self.unaligned = Some(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Refused before a byte was written: this device wants aligned buffers.
+                Err(e) if e.raw_os_error() == Some(EINVAL) && done == 0 => {
+                    self.unaligned = Some(false);
+                    return Ok(bytes);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // A short direct write may end inside a block: stage from there on.
+        Ok(&bytes[done..])
     }
 
     /// Write every whole block staged; the rest stays staged (or, once direct writes are
@@ -236,6 +274,24 @@ mod tests {
             let direct = write_and_check(&path, &want, held, (want.len() - held) as u64);
             assert!(held.is_multiple_of(ALIGN) || !direct);
         }
+    }
+
+    #[test]
+    fn whole_blocks_at_an_odd_address_land_byte_for_byte_in_place_or_staged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.partial");
+        let want = pattern(STAGE * 2 + ALIGN + 33, 5);
+        // One byte in front, so every chunk below starts at an odd address.
+        let mut odd = vec![0u8];
+        odd.extend_from_slice(&want);
+        let mut w = ArtifactWriter::new(open(&path), &path, 0, want.len() as u64);
+        for piece in odd[1..].chunks(1 << 20) {
+            w.write(piece).unwrap();
+        }
+        // Either the device took the odd address, or it refused it once and all was staged.
+        assert!(w.direct.is_none() || w.unaligned.is_some());
+        assert_eq!(w.finish().unwrap(), want.len() as u64);
+        assert_eq!(std::fs::read(&path).unwrap(), want);
     }
 
     #[test]

@@ -6,15 +6,19 @@
 //!      2  version  u8       FRAME_VERSION: the layout of this header
 //!      3  kind     u8       FrameKind::code
 //!      4  len      u32 BE   payload length, at most MAX_FRAME_LEN
-//!      8  crc32    u32 BE   CRC-32 (IEEE) of header bytes 0..8, then of the payload
+//!      8  crc32    u32 BE   CRC-32 (IEEE) of header bytes 0..8, then of the payload;
+//!                           0 on a TLS link (see [`Seal`])
 //!     12  payload  len bytes: bincode (fixed-width little-endian integers), raw for a Chunk
 //! ```
 //!
 //! The checksum covers the header too, so a flipped length or kind is caught, not only a flipped
-//! payload byte. A frame that fails any check is a [`FrameError`] naming what was wrong; the
+//! payload byte. On a TLS link the record layer already authenticates every byte (AES-GCM): a
+//! flipped bit fails the TLS record and closes the connection before a frame sees it, so the
+//! frames there carry no CRC of their own (it cost as much CPU as the decryption). A frame that fails any check is a [`FrameError`] naming what was wrong; the
 //! caller closes the connection, because a byte stream that lost its place cannot be trusted to
 //! find it again.
 
+pub use super::buffers::Payload;
 use bincode::Options;
 use serde::{de::DeserializeOwned, Serialize};
 use std::time::Duration;
@@ -36,6 +40,17 @@ pub const FIRST_READ: usize = 64 * 1024;
 /// The largest frame a peer may send before its handshake completed: a `Hello` is a few dozen
 /// bytes, so an unknown connection never makes this side hold more than this for it.
 pub const HANDSHAKE_MAX_LEN: u32 = 64 * 1024;
+
+/// What protects a link's bytes, and so what a frame's `crc32` field holds.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum Seal {
+    /// Plain TCP (`insecure = true`): every frame carries its CRC-32 and the reader checks it.
+    #[default]
+    Crc,
+    /// TLS: the record layer authenticates every byte; frames carry 0 there and it is not
+    /// checked (a non-zero value is refused: the two ends disagree about the link).
+    Tls,
+}
 
 /// What a frame carries. The code is the byte on the wire; never reuse a retired code.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -163,7 +178,7 @@ pub struct Header {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawFrame {
     pub kind: FrameKind,
-    pub payload: Vec<u8>,
+    pub payload: Payload,
 }
 
 /// The bincode options of every payload: fixed-width little-endian integers (the layout of
@@ -183,8 +198,17 @@ pub fn frame_crc(header_prefix: &[u8], payload: &[u8]) -> u32 {
     h.finalize()
 }
 
-/// The header of a frame carrying `payload`.
+/// The header of a frame carrying `payload` on a plain link (with its CRC).
 pub fn encode_header(kind: FrameKind, payload: &[u8]) -> Result<[u8; HEADER_LEN], FrameError> {
+    encode_header_sealed(kind, payload, Seal::Crc)
+}
+
+/// The header of a frame carrying `payload` on a link protected by `seal`.
+pub fn encode_header_sealed(
+    kind: FrameKind,
+    payload: &[u8],
+    seal: Seal,
+) -> Result<[u8; HEADER_LEN], FrameError> {
     let len = u32::try_from(payload.len())
         .ok()
         .filter(|len| *len <= MAX_FRAME_LEN)
@@ -198,8 +222,10 @@ pub fn encode_header(kind: FrameKind, payload: &[u8]) -> Result<[u8; HEADER_LEN]
     header[2] = FRAME_VERSION;
     header[3] = kind.code();
     header[4..8].copy_from_slice(&len.to_be_bytes());
-    let crc = frame_crc(&header[..8], payload);
-    header[8..12].copy_from_slice(&crc.to_be_bytes());
+    if seal == Seal::Crc {
+        let crc = frame_crc(&header[..8], payload);
+        header[8..12].copy_from_slice(&crc.to_be_bytes());
+    }
     Ok(header)
 }
 
@@ -272,18 +298,26 @@ pub fn decode_frame(bytes: &[u8]) -> Result<(RawFrame, usize), FrameError> {
         expected: end,
         got: bytes.len(),
     })?;
-    check_crc(header, &h, payload)?;
+    check_crc(header, &h, payload, Seal::Crc)?;
     Ok((
         RawFrame {
             kind: h.kind,
-            payload: payload.to_vec(),
+            payload: payload.to_vec().into(),
         },
         end,
     ))
 }
 
-fn check_crc(header: &[u8; HEADER_LEN], h: &Header, payload: &[u8]) -> Result<(), FrameError> {
-    let computed = frame_crc(&header[..8], payload);
+fn check_crc(
+    header: &[u8; HEADER_LEN],
+    h: &Header,
+    payload: &[u8],
+    seal: Seal,
+) -> Result<(), FrameError> {
+    let computed = match seal {
+        Seal::Crc => frame_crc(&header[..8], payload),
+        Seal::Tls => 0,
+    };
     if computed != h.crc {
         return Err(FrameError::BadChecksum {
             kind: h.kind,
@@ -330,17 +364,19 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 /// announces [`MAX_FRAME_LEN`] and sends a few bytes costs at most [`FIRST_READ`] bytes of
 /// buffer (or a recycled chunk buffer), and the buffer grows as the payload arrives.
 pub async fn read_frame_now<R: AsyncRead + Unpin>(r: &mut R) -> Result<RawFrame, FrameError> {
-    read_frame_at_most(r, MAX_FRAME_LEN, None).await
+    read_frame_at_most(r, MAX_FRAME_LEN, None, Seal::Crc).await
 }
 
 /// Read one frame whose payload is at most `max` bytes (a longer announcement is refused
 /// before any of its payload is read). With a `budget`, a payload longer than [`FIRST_READ`]
 /// first takes as many bytes from it (waiting for other frames to give theirs back): the
-/// payloads all links of a listener hold at once stay within the budget.
+/// payloads all links of a listener hold at once stay within the budget. `seal` says whether
+/// the frame's CRC is checked (plain link) or must be 0 (TLS link).
 pub async fn read_frame_at_most<R: AsyncRead + Unpin>(
     r: &mut R,
     max: u32,
     budget: Option<&tokio::sync::Semaphore>,
+    seal: Seal,
 ) -> Result<RawFrame, FrameError> {
     let mut header = [0u8; HEADER_LEN];
     match read_full(r, &mut header).await? {
@@ -372,24 +408,32 @@ pub async fn read_frame_at_most<R: AsyncRead + Unpin>(
             }
             _ => None,
         };
-    // Read into spare capacity of a recycled buffer when one is free (no fresh mapping, no
-    // zeroing); otherwise start small and grow with what arrives, never past `len`.
-    let mut payload =
-        super::buffers::reuse(len).unwrap_or_else(|| Vec::with_capacity(len.min(FIRST_READ)));
-    while payload.len() < len {
-        if payload.len() == payload.capacity() {
-            let grown = (payload.capacity() * 2).max(FIRST_READ).min(len);
-            payload.reserve_exact(grown - payload.len());
+    // A large chunk goes into an aligned pooled buffer (the disk takes it from there). Other
+    // payloads go into spare capacity of a recycled buffer when one is free (no fresh mapping,
+    // no zeroing); otherwise start small and grow with what arrives, never past `len`.
+    let mut payload = if h.kind == FrameKind::Chunk && len >= super::buffers::MIN_POOLED {
+        Payload::aligned(len)
+    } else {
+        super::buffers::reuse(len)
+            .unwrap_or_else(|| Vec::with_capacity(len.min(FIRST_READ)))
+            .into()
+    };
+    let start = payload.buffer().len();
+    let buf = payload.buffer();
+    while buf.len() - start < len {
+        if buf.len() == buf.capacity() {
+            let grown = (buf.capacity() * 2).max(FIRST_READ).min(start + len);
+            buf.reserve_exact(grown - buf.len());
         }
-        let want = (len - payload.len()) as u64;
-        if (&mut *r).take(want).read_buf(&mut payload).await? == 0 {
+        let want = (start + len - buf.len()) as u64;
+        if (&mut *r).take(want).read_buf(buf).await? == 0 {
             return Err(FrameError::Truncated {
                 expected: HEADER_LEN + len,
-                got: HEADER_LEN + payload.len(),
+                got: HEADER_LEN + buf.len() - start,
             });
         }
     }
-    check_crc(&header, &h, &payload)?;
+    check_crc(&header, &h, &payload, seal)?;
     Ok(RawFrame {
         kind: h.kind,
         payload,
@@ -403,7 +447,18 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     payload: &[u8],
     within: Duration,
 ) -> Result<(), FrameError> {
-    let header = encode_header(kind, payload)?;
+    write_frame_sealed(w, kind, payload, within, Seal::Crc).await
+}
+
+/// [`write_frame`] on a link protected by `seal`.
+pub async fn write_frame_sealed<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    kind: FrameKind,
+    payload: &[u8],
+    within: Duration,
+    seal: Seal,
+) -> Result<(), FrameError> {
+    let header = encode_header_sealed(kind, payload, seal)?;
     let write = async {
         w.write_all(&header).await?;
         w.write_all(payload).await?;

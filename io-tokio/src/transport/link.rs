@@ -206,8 +206,8 @@ pub(super) async fn dial(
         }
     };
     let (r, w) = tokio::io::split(stream);
-    let mut reader = FrameReader::new(r);
-    let mut writer = FrameWriter::new(w, cfg.io_timeout);
+    let mut reader = FrameReader::new(r).sealed(cfg.seal());
+    let mut writer = FrameWriter::new(w, cfg.io_timeout).sealed(cfg.seal());
     let hello = Hello {
         protocol: PROTOCOL_VERSION,
         peer: me,

@@ -272,8 +272,10 @@ async fn serve_connection(stream: TcpStream, addr: SocketAddr, place: Handshakin
         },
     };
     let (r, w) = tokio::io::split(stream);
-    let mut reader = FrameReader::new(r).with_budget(shared.budget.clone());
-    let mut writer = FrameWriter::new(w, cfg.io_timeout);
+    let mut reader = FrameReader::new(r)
+        .with_budget(shared.budget.clone())
+        .sealed(cfg.seal());
+    let mut writer = FrameWriter::new(w, cfg.io_timeout).sealed(cfg.seal());
     let hello = match reader
         .handshake(cfg.handshake_timeout)
         .await

@@ -159,6 +159,14 @@ impl Default for TransportConfig {
 }
 
 impl TransportConfig {
+    /// What protects the bytes of this configuration's links.
+    fn seal(&self) -> frame::Seal {
+        match self.tls {
+            Some(_) => frame::Seal::Tls,
+            None => frame::Seal::Crc,
+        }
+    }
+
     fn chunk_len(&self) -> usize {
         self.chunk_size.clamp(1, frame::MAX_FRAME_LEN as usize)
     }

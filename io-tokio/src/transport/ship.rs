@@ -5,7 +5,7 @@
 //! The receiver hashes (xxh3-64) as the bytes arrive; on resume it re-hashes the prefix it already
 //! holds, so the checksum it reports is always over the whole file.
 
-use super::frame::{FrameError, FrameKind};
+use super::frame::{FrameError, FrameKind, Payload};
 use super::inbox::{fsync_dir, Claim, Inbox};
 use super::wire::{Frame, FrameReader, FrameWriter};
 use super::TransportConfig;
@@ -403,7 +403,7 @@ where
         offset,
     );
     // The network task checks and forwards chunks; a disk thread writes, hashes and fsyncs.
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(cfg.window.max(1));
+    let (tx, rx) = mpsc::channel::<Payload>(cfg.window.max(1));
     let sink = {
         let path = partial.clone();
         let size = meta.size;
@@ -478,7 +478,7 @@ where
 /// Read chunks off the link into the disk thread until `ShipEnd`, never past `size`.
 async fn stream_chunks<R: AsyncRead + Unpin>(
     reader: &mut FrameReader<R>,
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::Sender<Payload>,
     key: ArtifactKey,
     offset: u64,
     size: u64,
@@ -549,14 +549,14 @@ fn write_behind(
     mut hasher: Xxh3Default,
     offset: u64,
     size: u64,
-    mut rx: mpsc::Receiver<Vec<u8>>,
+    mut rx: mpsc::Receiver<Payload>,
 ) -> io::Result<(u64, u64)> {
     let mut out =
         super::direct::ArtifactWriter::new(file, path, offset, size.saturating_sub(offset));
     while let Some(bytes) = rx.blocking_recv() {
         hasher.update(&bytes);
         let written = out.write(&bytes);
-        super::buffers::give(bytes);
+        bytes.recycle();
         written?;
     }
     crate::crash::point("receive_before_fsync");

@@ -984,3 +984,62 @@ async fn a_listener_with_a_site_certificate_cannot_answer_as_the_arbiter() {
         "{e}"
     );
 }
+
+/// Write deployment `g`'s files for the recovery site into `dir` (as `lifeboat certs init`
+/// lays them out), replacing what is there.
+fn write_recovery_files(dir: &std::path::Path, g: &crate::certs::Generated) -> super::TlsFiles {
+    let pem = &g.parties.iter().find(|(n, _)| n == "recovery").unwrap().1;
+    let files = super::TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("recovery.pem"),
+        key: dir.join("recovery.key"),
+    };
+    std::fs::write(&files.ca, &g.ca.cert).unwrap();
+    std::fs::write(&files.cert, &pem.cert).unwrap();
+    std::fs::write(&files.key, &pem.key).unwrap();
+    files
+}
+
+#[tokio::test]
+async fn a_reload_takes_rotated_certificates_for_new_links_and_a_bad_file_changes_nothing() {
+    let (old, new) = (deployment(), deployment());
+    let dir = tempfile::tempdir().unwrap();
+    let files = write_recovery_files(dir.path(), &old);
+    let tls = Arc::new(Tls::load(&files, deployment_names(), SECONDARY).unwrap());
+    let inbox_dir = tempfile::tempdir().unwrap();
+    let inbox = Inbox::open(inbox_dir.path().join("inbox"), vec!["sales".into()]).unwrap();
+    let (tx, mut events) = mpsc::channel(64);
+    let listener = Listener::bind("127.0.0.1:0", SECONDARY, inbox, with_tls(tls.clone()), tx)
+        .await
+        .unwrap();
+    let addr = listener.local_addr();
+    let connects = |g: &crate::certs::Generated| {
+        let (t, replies) = primary(addr, with_tls(tls_of(g, "primary", PRIMARY)));
+        async move {
+            let up = t.wait_connected(Duration::from_millis(700)).await;
+            drop(replies);
+            up.is_some()
+        }
+    };
+    assert!(connects(&old).await, "the old deployment's primary gets in");
+    assert!(!connects(&new).await, "the new CA is not trusted yet");
+
+    // A half-written rotation (the key is garbage): the reload says which file, and the old
+    // keys keep working.
+    std::fs::write(&files.key, "not a key").unwrap();
+    let err = tls.reload().unwrap_err().to_string();
+    assert!(err.contains("recovery.key"), "{err}");
+    assert_eq!(tls.generation(), 0);
+    assert!(
+        connects(&old).await,
+        "still the old keys after a failed reload"
+    );
+
+    // The whole rotation: new links need the new CA, old-CA parties are refused.
+    write_recovery_files(dir.path(), &new);
+    tls.reload().unwrap();
+    assert_eq!(tls.generation(), 1);
+    assert!(connects(&new).await, "the new deployment's primary gets in");
+    assert!(!connects(&old).await, "the old CA is not trusted any more");
+    while events.try_recv().is_ok() {}
+}

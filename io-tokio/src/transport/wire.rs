@@ -18,8 +18,8 @@
 //! Either side may end a connection with `Close { reason }` so the other can log why.
 
 use super::frame::{
-    decode_payload, encode_payload, read_frame, read_frame_at_most, write_frame, FrameError,
-    FrameKind, RawFrame, HANDSHAKE_MAX_LEN, MAX_FRAME_LEN,
+    decode_payload, encode_payload, read_frame_at_most, write_frame_sealed, FrameError, FrameKind,
+    Payload, RawFrame, Seal, HANDSHAKE_MAX_LEN, MAX_FRAME_LEN,
 };
 use super::ping::{PathPing, PathPong, PATH_PING_VERSION};
 use lifeboat_core::{ArtifactMeta, Checksum, Message, Peer};
@@ -73,7 +73,7 @@ pub enum Frame {
     Message(Message),
     ShipOffer(ArtifactMeta),
     ShipResume { offset: u64 },
-    Chunk(Vec<u8>),
+    Chunk(Payload),
     ShipEnd,
     ShipDone { computed: Checksum },
     PathPing(PathPing),
@@ -110,7 +110,7 @@ impl Frame {
             Frame::Message(m) => encode_payload(kind, m),
             Frame::ShipOffer(meta) => encode_payload(kind, meta),
             Frame::ShipResume { offset } => encode_payload(kind, offset),
-            Frame::Chunk(bytes) => Ok(bytes.clone()),
+            Frame::Chunk(bytes) => Ok(bytes.to_vec()),
             Frame::ShipDone { computed } => encode_payload(kind, computed),
             Frame::PathPing(p) => Ok(p.encode()),
             Frame::PathPong(p) => encode_payload(kind, p),
@@ -150,7 +150,7 @@ impl Frame {
                 computed: decode_payload(kind, p)?,
             },
             FrameKind::PathPing => {
-                let ping = PathPing::decode(raw.payload)
+                let ping = PathPing::decode(raw.payload.into_vec())
                     .map_err(|reason| FrameError::Malformed { kind, reason })?;
                 check_ping_version(kind, ping.version)?;
                 Frame::PathPing(ping)
@@ -184,6 +184,7 @@ pub struct FrameReader<R> {
     inner: BufReader<R>,
     /// Payload bytes shared by every link of a listener (see [`read_frame_at_most`]).
     budget: Option<Arc<tokio::sync::Semaphore>>,
+    seal: Seal,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -191,7 +192,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         FrameReader {
             inner: BufReader::with_capacity(IO_BUFFER, inner),
             budget: None,
+            seal: Seal::Crc,
         }
+    }
+
+    /// What protects this link's bytes (TLS frames carry no CRC).
+    pub fn sealed(mut self, seal: Seal) -> Self {
+        self.seal = seal;
+        self
     }
 
     /// Large payloads take their bytes from `budget` while they are read.
@@ -202,25 +210,25 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// The next frame, within `within`. Not cancel-safe (see [`read_frame`]).
     pub async fn next(&mut self, within: Duration) -> Result<Frame, FrameError> {
-        match &self.budget {
-            None => Frame::decode(read_frame(&mut self.inner, within).await?),
-            Some(b) => {
-                let read = read_frame_at_most(&mut self.inner, MAX_FRAME_LEN, Some(b));
-                match tokio::time::timeout(within, read).await {
-                    Ok(raw) => Frame::decode(raw?),
-                    Err(_) => Err(FrameError::Timeout {
-                        what: "waiting for a frame",
-                        after: within,
-                    }),
-                }
-            }
+        let read = read_frame_at_most(
+            &mut self.inner,
+            MAX_FRAME_LEN,
+            self.budget.as_deref(),
+            self.seal,
+        );
+        match tokio::time::timeout(within, read).await {
+            Ok(raw) => Frame::decode(raw?),
+            Err(_) => Err(FrameError::Timeout {
+                what: "waiting for a frame",
+                after: within,
+            }),
         }
     }
 
     /// The first frame of a connection (the handshake), within `within`: at most
     /// [`HANDSHAKE_MAX_LEN`] bytes, so a peer nobody knows yet holds no more memory than that.
     pub async fn handshake(&mut self, within: Duration) -> Result<Frame, FrameError> {
-        let read = read_frame_at_most(&mut self.inner, HANDSHAKE_MAX_LEN, None);
+        let read = read_frame_at_most(&mut self.inner, HANDSHAKE_MAX_LEN, None, self.seal);
         match tokio::time::timeout(within, read).await {
             Ok(raw) => Frame::decode(raw?),
             Err(_) => Err(FrameError::Timeout {
@@ -235,6 +243,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 pub struct FrameWriter<W> {
     inner: BufWriter<W>,
     io_timeout: Duration,
+    seal: Seal,
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
@@ -242,7 +251,14 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         FrameWriter {
             inner: BufWriter::with_capacity(IO_BUFFER, inner),
             io_timeout,
+            seal: Seal::Crc,
         }
+    }
+
+    /// What protects this link's bytes (TLS frames carry no CRC).
+    pub fn sealed(mut self, seal: Seal) -> Self {
+        self.seal = seal;
+        self
     }
 
     /// Write and flush one frame.
@@ -251,14 +267,16 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             Frame::Chunk(bytes) => self.send_chunk(bytes).await,
             other => {
                 let payload = other.encode_payload()?;
-                write_frame(&mut self.inner, other.kind(), &payload, self.io_timeout).await
+                let (kind, t) = (other.kind(), self.io_timeout);
+                write_frame_sealed(&mut self.inner, kind, &payload, t, self.seal).await
             }
         }
     }
 
     /// Write a `Chunk` straight from the caller's buffer (no copy).
     pub async fn send_chunk(&mut self, bytes: &[u8]) -> Result<(), FrameError> {
-        write_frame(&mut self.inner, FrameKind::Chunk, bytes, self.io_timeout).await
+        let t = self.io_timeout;
+        write_frame_sealed(&mut self.inner, FrameKind::Chunk, bytes, t, self.seal).await
     }
 
     /// Best effort: tell the peer why, then shut the write side. Errors are ignored because the
@@ -268,7 +286,14 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         let Ok(payload) = encode_payload(FrameKind::Close, &reason) else {
             return;
         };
-        let _ = write_frame(&mut self.inner, FrameKind::Close, &payload, short).await;
+        let _ = write_frame_sealed(
+            &mut self.inner,
+            FrameKind::Close,
+            &payload,
+            short,
+            self.seal,
+        )
+        .await;
         let _ = tokio::time::timeout(short, self.inner.shutdown()).await;
     }
 
@@ -322,7 +347,7 @@ mod tests {
             Frame::Message(Message::Query { req: 9 }),
             Frame::ShipOffer(meta()),
             Frame::ShipResume { offset: 1 << 40 },
-            Frame::Chunk(vec![1, 2, 3]),
+            Frame::Chunk(vec![1, 2, 3].into()),
             Frame::ShipEnd,
             Frame::ShipDone {
                 computed: Checksum(77),
