@@ -1043,3 +1043,56 @@ async fn a_reload_takes_rotated_certificates_for_new_links_and_a_bad_file_change
     assert!(!connects(&old).await, "the old CA is not trusted any more");
     while events.try_recv().is_ok() {}
 }
+
+#[tokio::test]
+async fn a_closed_impostor_link_does_not_unregister_the_real_site() {
+    let g = deployment();
+    let site = tls_secondary(&g).await;
+    let addr = site.listener.local_addr();
+    let (real, mut to_real) = primary(addr, with_tls(tls_of(&g, "primary", PRIMARY)));
+    assert_eq!(real.wait_connected(WAIT).await, Some(SECONDARY));
+
+    // Impostors claim the primary and hang up after half a second: one with another
+    // deployment's "primary" certificate, one with this deployment's arbiter certificate.
+    let other = deployment();
+    for cfg in [
+        with_tls(tls_of(&other, "primary", PRIMARY)),
+        with_tls(tls_of(&g, ARBITER_NAME, Peer::Arbiter)),
+    ] {
+        let (impostor, _) = primary(addr, cfg);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        drop(impostor);
+    }
+    // And a raw TCP connection that sends a Hello as the primary, then closes.
+    {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let hello = Hello {
+            protocol: PROTOCOL_VERSION,
+            peer: PRIMARY,
+            link: LinkKind::Control,
+        };
+        let _ = s
+            .write_all(&encode_frame(FrameKind::Hello, &hello).unwrap())
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The real primary's link is still the one registered: a message reaches it.
+    assert_eq!(site.listener.connected_peers(), vec![PRIMARY]);
+    site.listener
+        .send_to(PRIMARY, Message::Query { req: 42 })
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(WAIT, async {
+        loop {
+            match to_real.recv().await {
+                Some(Event::Message { msg, .. }) => return msg,
+                Some(_) => continue,
+                None => panic!("the real primary's events ended"),
+            }
+        }
+    })
+    .await
+    .expect("the message reached the real primary");
+    assert_eq!(got, Message::Query { req: 42 });
+}
