@@ -2,28 +2,15 @@
 
 use serde_json::Value;
 use std::process::Child;
-use std::time::Duration;
+
+#[path = "../../tests/common/https.rs"]
+mod https;
 
 /// An agent's `/status` as JSON (`None` while it does not answer). Over the agents' TLS; the
 /// benches read only, so the certificate is not verified.
 pub fn status(port: u16) -> Option<Value> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()?;
-    rt.block_on(async {
-        let client = reqwest::Client::builder()
-            .danger_accept_invalid_certs(true)
-            .timeout(Duration::from_secs(5))
-            .build()
-            .ok()?;
-        let r = client
-            .get(format!("https://127.0.0.1:{port}/status"))
-            .send()
-            .await
-            .ok()?;
-        serde_json::from_slice(&r.bytes().await.ok()?).ok()
-    })
+    let (_, body) = https::https("GET", port, "/status", None, None, None)?;
+    serde_json::from_slice(&body).ok()
 }
 
 /// Child processes, killed and reaped when dropped (a bench that fails leaves none behind).

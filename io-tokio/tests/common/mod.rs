@@ -16,51 +16,14 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_lifeboat");
 
+mod https;
+pub use https::https;
+
 pub fn free_ports(n: usize) -> Vec<u16> {
     let ls: Vec<TcpListener> = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
         .collect();
     ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
-}
-
-/// An HTTPS request to an agent on loopback, as an anonymous client that reads (the agents'
-/// certificates are not verified here: the tests read, and the CLI's tests check the TLS);
-/// a JSON body for a POST, and an optional bearer token. (status, body).
-pub fn https(
-    method: &str,
-    port: u16,
-    path: &str,
-    json: Option<&str>,
-    token: Option<&str>,
-    origin: Option<&str>,
-) -> Option<(u16, Vec<u8>)> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()?;
-    rt.block_on(async {
-        let client = reqwest::Client::builder()
-            .danger_accept_invalid_certs(true)
-            .timeout(Duration::from_secs(5))
-            .build()
-            .ok()?;
-        let m = reqwest::Method::from_bytes(method.as_bytes()).ok()?;
-        let mut rb = client.request(m, format!("https://127.0.0.1:{port}{path}"));
-        if let Some(j) = json {
-            rb = rb
-                .header("Content-Type", "application/json")
-                .body(j.to_string());
-        }
-        if let Some(t) = token {
-            rb = rb.bearer_auth(t);
-        }
-        if let Some(o) = origin {
-            rb = rb.header("Origin", o);
-        }
-        let r = rb.send().await.ok()?;
-        let status = r.status().as_u16();
-        Some((status, r.bytes().await.ok()?.to_vec()))
-    })
 }
 
 /// GET or POST on loopback; (status, body).
