@@ -14,9 +14,10 @@
 //! The checksum covers the header too, so a flipped length or kind is caught, not only a flipped
 //! payload byte. On a TLS link the record layer already authenticates every byte (AES-GCM): a
 //! flipped bit fails the TLS record and closes the connection before a frame sees it, so the
-//! frames there carry no CRC of their own (it cost as much CPU as the decryption). A frame that fails any check is a [`FrameError`] naming what was wrong; the
-//! caller closes the connection, because a byte stream that lost its place cannot be trusted to
-//! find it again.
+//! frames there carry no CRC of their own (it cost as much CPU as the decryption).
+//!
+//! A frame that fails any check is a [`FrameError`] naming what was wrong; the caller closes the
+//! connection, because a byte stream that lost its place cannot be trusted to find it again.
 
 pub use super::buffers::Payload;
 use bincode::Options;
