@@ -653,6 +653,7 @@ fn take_backup_wal(
     let out = publish_requested(slot, request, &mut next, &shadow, image, continues)?;
     let saved = ChainState::load(&slot.dir, slot.name());
     capture::persist(slot, saved.as_ref(), &next)?;
+    let next = capture::start_over_if_long(slot, pin, next);
     for a in &out {
         tracing::info!(db = slot.name(), artifact = %a.describe(), "published");
     }

@@ -19,11 +19,18 @@
 //! at the pin's snapshot, or, when the log was empty or fully backfilled as the pin began (a pin
 //! on SQLite's read slot 0), cannot run at all; either way a restart can only drop frames the
 //! driver already captured. The driver does not checkpoint every capture: that would write the
-//! application's hot pages into the database file every second instead of once per 1000 frames. Frames committed while the agent
-//! was not running may be gone: a restart the driver did not see is read past where the new log
-//! has not overwritten the old one, else healed by comparing the shadow with a snapshot of the
-//! live database (one full read; the log's transaction count is then a lower bound, and the
-//! driver says so in its log).
+//! application's hot pages into the database file every second instead of once per 1000 frames.
+//! Once the log is 1000 frames long, after the capture's artifacts are published, the driver
+//! starts it over ([`reset`]): the write lock for the length of one small checkpoint, taken
+//! between two of the application's transactions. A pin must not stay on slot 0 while the
+//! application writes: SQLite's automatic checkpoint (after every commit once the log holds 1000
+//! frames) would sort the whole new log and give up because of it, commit after commit; the
+//! pin leaves it as soon as the log has started over (`leave_slot_zero`).
+//!
+//! Frames committed while the agent was not running may be gone: a restart the driver did not
+//! see is read past where the new log has not overwritten the old one, else healed by comparing
+//! the shadow with a snapshot of the live database (one full read; the log's transaction count
+//! is then a lower bound, and the driver says so in its log).
 //!
 //! **Crash safety.** Page images go into the shadow in place under a marker file
 //! (`shadow.dirty`, durable before the first write and removed after `chain.json` records the
@@ -47,20 +54,29 @@ use super::slot::Slot;
 use super::wal::{self, AfterRestart, Committed, WalCursor, WalRead};
 use lifeboat_core::Lsn;
 use rusqlite::Connection;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// How long the pin's checkpoint waits for the application's locks (it never stalls a writer
-/// longer; a busy checkpoint is simply skipped until the next capture).
-const CHECKPOINT_BUSY: Duration = Duration::from_millis(20);
+/// How long a WAL reset's first checkpoint (no lock held) tries again while the application's
+/// automatic checkpoint runs.
+const CATCH_UP_WAIT: Duration = Duration::from_millis(500);
+/// How long the checkpoint under the write lock tries again while the application's automatic
+/// checkpoint (which started before the lock was taken) finishes; the reset is then given up
+/// until the next capture.
+const CHECKPOINT_WAIT: Duration = Duration::from_millis(20);
+const CHECKPOINT_RETRY: Duration = Duration::from_micros(200);
+/// How long a reset waits for the application's next write to start the log over.
+const RESTART_WAIT: Duration = Duration::from_millis(100);
 /// A WAL this many frames long is started over after the capture (SQLite's own automatic
 /// checkpoint starts at 1000 pages).
 const RESET_FRAMES: u64 = 1000;
-/// How long a WAL reset waits for the write lock (the application's commit in progress).
-const WRITE_LOCK_WAIT: Duration = Duration::from_millis(5);
+/// How long a WAL reset tries for the write lock between the application's transactions.
+const WRITE_LOCK_WAIT: Duration = Duration::from_millis(20);
 /// A restart in the middle of a snapshot is retried this many times.
 const SNAPSHOT_TRIES: usize = 5;
 pub const DIRTY_FILE: &str = "shadow.dirty";
@@ -76,6 +92,7 @@ pub(super) struct Pin {
     fresh: bool,
     db: File,
     wal: File,
+    shm: File,
 }
 
 impl Pin {
@@ -97,12 +114,14 @@ impl Pin {
         let db = raw(slot.path())?;
         durable::read_without_readahead(&db);
         let wal = raw(&wal_path(slot.path()))?;
+        let shm = raw(&shm_path(slot.path()))?;
         Ok(Some(Pin {
             conns: [first, second],
             active: 0,
             fresh: true,
             db,
             wal,
+            shm,
         }))
     }
 
@@ -113,13 +132,19 @@ impl Pin {
     /// No checkpoint runs here: one a second would write the application's hot pages into the
     /// database file every second instead of once per reset.
     fn renew(&mut self, slot: &Slot) -> Result<(), DriverError> {
+        self.swap(slot)?;
+        self.fresh = false;
+        Ok(())
+    }
+
+    /// Pin the newest snapshot on the other connection, then release the old pin.
+    fn swap(&mut self, slot: &Slot) -> Result<(), DriverError> {
         let next = 1 - self.active;
         begin(&self.conns[next], slot)?;
         let old = &self.conns[self.active];
         old.execute_batch("COMMIT")
             .map_err(|e| DriverError::sqlite(slot.what("releasing the old pin of"), &e))?;
         self.active = next;
-        self.fresh = false;
         Ok(())
     }
 }
@@ -128,6 +153,12 @@ fn begin(conn: &Connection, slot: &Slot) -> Result<(), DriverError> {
     conn.execute_batch("BEGIN DEFERRED")
         .and_then(|()| conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(())))
         .map_err(|e| DriverError::sqlite(slot.what("pinning a read snapshot of"), &e))
+}
+
+fn shm_path(db: &Path) -> PathBuf {
+    let mut s = db.as_os_str().to_owned();
+    s.push("-shm");
+    PathBuf::from(s)
 }
 
 pub(super) fn wal_path(db: &Path) -> PathBuf {
@@ -150,15 +181,45 @@ fn stamp_page1(file: &File, position: Lsn, page_count: u32) -> io::Result<()> {
     file.write_all_at(&counter, 92)
 }
 
-/// Write the newest images of `new` (read from the WAL) into `file`, then size it to the last
-/// commit's page count.
-fn write_frames(wal: &File, new: &Committed, page_size: u32, file: &File) -> io::Result<()> {
+/// Where a capture reads its page images: the WAL itself, or images read from it under the
+/// write lock (SQLite may start the WAL over, overwriting them, once that lock is released).
+#[derive(Copy, Clone)]
+enum Images<'a> {
+    Wal(&'a File),
+    Held(&'a BTreeMap<u64, Vec<u8>>),
+}
+
+impl<'a> Images<'a> {
+    fn page(self, offset: u64, page_size: u32) -> io::Result<Cow<'a, [u8]>> {
+        match self {
+            Images::Wal(wal) => wal::read_page(wal, offset, page_size).map(Cow::Owned),
+            Images::Held(held) => {
+                held.get(&offset)
+                    .map(|v| Cow::Borrowed(&v[..]))
+                    .ok_or_else(|| {
+                        io::Error::other(format!("no page image held for WAL offset {offset}"))
+                    })
+            }
+        }
+    }
+}
+
+/// Read the newest images of `new` from the WAL into memory.
+fn hold(wal: &File, new: &Committed, page_size: u32) -> io::Result<BTreeMap<u64, Vec<u8>>> {
+    new.pages
+        .values()
+        .map(|&offset| Ok((offset, wal::read_page(wal, offset, page_size)?)))
+        .collect()
+}
+
+/// Write the newest images of `new` into `file`, then size it to the last commit's page count.
+fn write_frames(images: Images, new: &Committed, page_size: u32, file: &File) -> io::Result<()> {
     let skip = lock_page(page_size);
     for (&page, &offset) in &new.pages {
         if page == skip || new.db_pages.is_some_and(|n| page > n) {
             continue;
         }
-        let image = wal::read_page(wal, offset, page_size)?;
+        let image = images.page(offset, page_size)?;
         file.write_all_at(&image, u64::from(page - 1) * u64::from(page_size))?;
     }
     if let Some(n) = new.db_pages {
@@ -199,7 +260,7 @@ fn snapshot(
                 Some(c) => c.page_size,
                 None => header_page_size(&out)?,
             };
-            write_frames(&pin.wal, &new, page_size, &out)?;
+            write_frames(Images::Wal(&pin.wal), &new, page_size, &out)?;
             out.write_all_at(&[1, 1], 18)?;
             out.sync_all()?;
             durable::drop_cached(&out);
@@ -325,26 +386,35 @@ pub(super) fn capture(
             )
         }
     };
-    let before = prev.clone();
-    let next = apply(slot, pin, prev, &steps)?;
-    let frames = next.wal.map_or(0, |c| c.frames);
-    let next = if frames >= RESET_FRAMES {
-        // Recorded before the checkpoint lets SQLite start the log over: after a crash past
-        // this point the frames would be gone, and `chain.json` already holds what they did.
-        persist(slot, Some(&before), &next)?;
-        reset(slot, pin, next)?
-    } else {
-        pin.renew(slot)?;
-        next
-    };
+    let next = apply(slot, Images::Wal(&pin.wal), prev, &steps)?;
+    pin.renew(slot)?;
     Ok((next, Captured::Continues))
+}
+
+/// After a capture's artifacts are published and its state persisted: start the WAL over when
+/// it is long (see [`reset`]), so that the log's latency does not include the reset. A reset
+/// that fails leaves the pin marked fresh (the next capture checks for a restart it did not
+/// see) and is only logged: what was published stands.
+pub(super) fn start_over_if_long(slot: &Slot, pin: &mut Pin, state: ChainState) -> ChainState {
+    if state.wal.map_or(0, |c| c.frames) < RESET_FRAMES {
+        return state;
+    }
+    let saved = state.clone();
+    match reset(slot, pin, state) {
+        Ok(next) => next,
+        Err(e) => {
+            pin.fresh = true;
+            tracing::warn!(db = slot.name(), error = %e, "the WAL reset failed; the next capture reads the WAL again");
+            saved
+        }
+    }
 }
 
 /// Write the captured frames into the shadow (under the marker) and record the new position
 /// and cursor.
 fn apply(
     slot: &Slot,
-    pin: &Pin,
+    images: Images,
     prev: ChainState,
     steps: &[(Committed, WalCursor)],
 ) -> Result<ChainState, DriverError> {
@@ -361,7 +431,7 @@ fn apply(
         let file =
             durable::open_rw(&shadow).map_err(io_err(format!("opening {}", shadow.display())))?;
         for (new, _) in steps {
-            write_frames(&pin.wal, new, next.page_size, &file)
+            write_frames(images, new, next.page_size, &file)
                 .map_err(io_err(format!("updating the shadow {}", shadow.display())))?;
             changed.extend(&new.pages.keys().copied().collect::<PageSet>());
             commits += new.commits;
@@ -407,55 +477,142 @@ pub(super) fn persist(
 /// Let SQLite start the WAL over once it is long: with the pins alone the log would grow for
 /// ever under a steady writer (a pin on a snapshot inside the log forbids a restart).
 ///
-/// A passive checkpoint first copies what the pin allows, without blocking anyone. Then, for
-/// a few milliseconds, the driver holds the write lock (`BEGIN IMMEDIATE`; skipped when the
-/// application is writing), reads the last committed frames (none can be added meanwhile),
-/// releases the old pin, checkpoints the rest, and pins again on a log that is fully copied:
-/// the next writer restarts it, and nothing in it was left unread.
+/// `state` is persisted. The pin moves to the newest snapshot and a passive checkpoint copies
+/// what it allows, without blocking anyone. Then the driver takes the write lock between two of
+/// the application's transactions (tried without waiting, over and over for up to
+/// [`WRITE_LOCK_WAIT`]: SQLite's busy handler sleeps a millisecond or more between tries and
+/// almost never finds a busy writer's lock free) and, while no frame can be added, only reads
+/// the frames committed since `state` into memory, releases the pin, checkpoints the few frames
+/// left and pins again on a log that is fully copied (SQLite's read slot 0, which lets the next
+/// writer restart the log). The images read are written into the shadow, synced and recorded
+/// after the lock is released: the application waits for one small checkpoint, not for the
+/// driver's fsyncs. A crash before they are recorded leaves `chain.json` at `state`, and the
+/// next capture reads the lost tail past the new log or heals by comparing pages.
 fn reset(slot: &Slot, pin: &mut Pin, state: ChainState) -> Result<ChainState, DriverError> {
+    pin.renew(slot)?;
     let other = 1 - pin.active;
-    let writer = &pin.conns[other];
-    let _ = writer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-    let _ = writer.busy_timeout(WRITE_LOCK_WAIT);
-    let locked = writer.execute_batch("BEGIN IMMEDIATE");
-    let _ = writer.busy_timeout(slot.busy);
-    if let Err(e) = locked {
+    if let Err(e) = checkpoint(&pin.conns[other], CATCH_UP_WAIT) {
+        tracing::debug!(db = slot.name(), error = %e, "checkpoint before the WAL reset");
+    }
+    if let Err(e) = take_write_lock(&pin.conns[other], slot) {
         tracing::debug!(db = slot.name(), error = %e, "WAL reset skipped: the application writes");
-        pin.renew(slot)?;
         return Ok(state);
     }
-    let outcome = (|| -> Result<ChainState, DriverError> {
-        let read = wal::read_committed(&pin.wal, state.wal.as_ref()).map_err(io_err(format!(
-            "reading the WAL of database {}",
-            slot.name()
-        )))?;
-        let state = match read {
-            WalRead::Continued { cursor, new } => {
-                let before = state.clone();
-                let state = apply(slot, pin, state, &[(new, cursor)])?;
-                persist(slot, Some(&before), &state)?;
-                state
-            }
-            // Impossible under the pin and the write lock; read again at the next capture.
-            _ => return Ok(state),
-        };
+    type Tail = (Committed, WalCursor, BTreeMap<u64, Vec<u8>>, bool);
+    let under_lock = (|| -> Result<Option<Tail>, DriverError> {
+        let read_err = || io_err(format!("reading the WAL of database {}", slot.name()));
+        let (new, cursor) =
+            match wal::read_committed(&pin.wal, state.wal.as_ref()).map_err(read_err())? {
+                WalRead::Continued { cursor, new } => (new, cursor),
+                // Impossible under the pin and the write lock; read again at the next capture.
+                _ => return Ok(None),
+            };
+        let images = hold(&pin.wal, &new, state.page_size).map_err(read_err())?;
         let held = &pin.conns[pin.active];
         held.execute_batch("COMMIT")
             .map_err(|e| DriverError::sqlite(slot.what("releasing the pin of"), &e))?;
-        let _ = held.busy_timeout(CHECKPOINT_BUSY);
-        let copied = held.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-        let _ = held.busy_timeout(slot.busy);
+        // From here on SQLite may start the log over once the lock is released.
+        pin.fresh = true;
+        let copied = checkpoint(held, CHECKPOINT_WAIT);
         begin(held, slot)?;
-        if let Err(e) = copied {
-            tracing::debug!(db = slot.name(), error = %e, "checkpoint before the WAL reset");
+        if let Err(e) = &copied {
+            tracing::debug!(db = slot.name(), error = %e, "checkpoint under the write lock");
         }
-        Ok(state)
+        Ok(Some((new, cursor, images, copied.is_ok())))
     })();
     let released = pin.conns[other].execute_batch("COMMIT");
-    pin.fresh = false;
-    let state = outcome?;
+    let tail = under_lock?;
     released.map_err(|e| DriverError::sqlite(slot.what("releasing the write lock of"), &e))?;
-    Ok(state)
+    let Some((new, cursor, images, emptied)) = tail else {
+        return Ok(state);
+    };
+    if emptied {
+        leave_slot_zero(slot, pin, cursor.salts)?;
+    }
+    let before = state.clone();
+    let next = apply(slot, Images::Held(&images), state, &[(new, cursor)])?;
+    persist(slot, Some(&before), &next)?;
+    // Every frame of the log SQLite may now start over is recorded: a restart from here is
+    // one the driver saw.
+    pin.fresh = false;
+    Ok(next)
+}
+
+/// After a reset the pin sits on a fully copied log (SQLite's read slot 0): the next writer may
+/// start the log over, but no checkpoint can copy anything while it stays there, and SQLite's
+/// automatic checkpoint after each commit would sort every frame of the growing new log and
+/// give up, commit after commit (under a busy writer, most of the application's time). So once
+/// the WAL index shows the log started over and a commit in the new one (waited for up to
+/// [`RESTART_WAIT`]), the pin moves to the newest snapshot: a frame committed and none copied
+/// (nothing can be copied while the old pin holds slot 0) puts it on a slot that forbids the
+/// next restart and lets checkpoints copy up to it. Safe without a capture for the same reason:
+/// the log cannot have started over twice.
+fn leave_slot_zero(slot: &Slot, pin: &mut Pin, old_salts: [u32; 2]) -> Result<(), DriverError> {
+    let deadline = Instant::now() + RESTART_WAIT;
+    loop {
+        let index = wal::read_index(&pin.shm).map_err(io_err(format!(
+            "reading the WAL index of database {}",
+            slot.name()
+        )))?;
+        if index.is_some_and(|i| i.salts != old_salts && i.max_frame > i.backfilled) {
+            return pin.swap(slot);
+        }
+        if Instant::now() >= deadline {
+            return Ok(());
+        }
+        std::thread::sleep(CHECKPOINT_RETRY);
+    }
+}
+
+/// A passive checkpoint on `conn` (which holds no transaction), tried again while another one
+/// (the application's automatic checkpoint) runs, for up to `within`. `Ok` once every frame is
+/// in the database file.
+fn checkpoint(conn: &Connection, within: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        });
+        let why = match done {
+            Ok((0, log, copied)) if copied == log => return Ok(()),
+            Ok((busy, log, copied)) => {
+                format!("busy {busy}, {copied} of {log} frames in the database file")
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        if Instant::now() >= deadline {
+            return Err(why);
+        }
+        std::thread::sleep(CHECKPOINT_RETRY);
+    }
+}
+
+/// `BEGIN IMMEDIATE` on `conn`, tried without waiting until it succeeds or [`WRITE_LOCK_WAIT`]
+/// has passed.
+fn take_write_lock(conn: &Connection, slot: &Slot) -> Result<(), rusqlite::Error> {
+    let _ = conn.busy_timeout(Duration::ZERO);
+    let deadline = Instant::now() + WRITE_LOCK_WAIT;
+    let taken = loop {
+        match conn.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => break Ok(()),
+            Err(e) => {
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                let busy = e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy);
+                if !busy || Instant::now() >= deadline {
+                    break Err(e);
+                }
+                std::thread::yield_now();
+            }
+        }
+    };
+    let _ = conn.busy_timeout(slot.busy);
+    taken
 }
 
 /// Start a chain at a fresh snapshot of the live database.

@@ -341,6 +341,34 @@ pub fn encode(
     out
 }
 
+/// What the WAL index (the `-shm` file SQLite maps in every process using the database) says
+/// now: the log's salts (as in the WAL header), its last committed frame and how many frames a
+/// checkpoint has copied into the database file.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct IndexState {
+    pub salts: [u32; 2],
+    pub max_frame: u32,
+    pub backfilled: u32,
+}
+
+/// Read the WAL index header (`WalIndexHdr`, two 48-byte copies that SQLite writes second copy
+/// first; a reader trusts them when they agree) and the checkpoint's progress (`nBackfill`, at
+/// byte 96). Native byte order, except the salts, copied from the WAL header as they are there.
+/// `None` when the two copies differ (a writer is updating them: read again) or the file is
+/// shorter than the header.
+pub fn read_index(shm: &File) -> io::Result<Option<IndexState>> {
+    let mut buf = [0u8; 100];
+    if !read_exact_at(shm, 0, &mut buf)? || buf[..48] != buf[48..96] {
+        return Ok(None);
+    }
+    let native = |at: usize| u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+    Ok(Some(IndexState {
+        salts: [be(&buf, 32), be(&buf, 36)],
+        max_frame: native(16),
+        backfilled: native(96),
+    }))
+}
+
 /// The page image at `offset` (from [`Committed::pages`]).
 pub fn read_page(file: &File, offset: u64, page_size: u32) -> io::Result<Vec<u8>> {
     let mut buf = vec![0u8; page_size as usize];
@@ -546,5 +574,39 @@ mod tests {
             WalRead::Restarted { new, .. } => assert_eq!(new.commits, 1),
             other => panic!("expected a restart, got {other:?}"),
         }
+    }
+
+    /// The WAL index as SQLite keeps it: the salts of the WAL header, the last frame, and the
+    /// checkpoint's progress; a torn header (copies that differ) reads as `None`.
+    #[test]
+    fn the_wal_index_says_what_sqlite_wrote_and_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("i.db");
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
+            .unwrap();
+        conn.execute_batch("PRAGMA wal_autocheckpoint=0; CREATE TABLE t(x);")
+            .unwrap();
+        for i in 0..5 {
+            conn.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
+        }
+        let shm = File::open(dir.path().join("i.db-shm")).unwrap();
+        let wal = File::open(dir.path().join("i.db-wal")).unwrap();
+        let header = read_header(&wal).unwrap().unwrap();
+        let index = read_index(&shm).unwrap().unwrap();
+        assert_eq!(index.salts, header.salts);
+        assert_eq!(
+            u64::from(index.max_frame),
+            valid_frames(&wal, &header.start()).unwrap()
+        );
+        assert_eq!(index.backfilled, 0);
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .unwrap();
+        let index = read_index(&shm).unwrap().unwrap();
+        assert_eq!(index.backfilled, index.max_frame);
+        let mut torn = std::fs::read(dir.path().join("i.db-shm")).unwrap();
+        torn[16] ^= 1;
+        assert_eq!(read_index(&file_of(&torn[..200])).unwrap(), None);
+        assert_eq!(read_index(&file_of(&[0u8; 40])).unwrap(), None);
     }
 }

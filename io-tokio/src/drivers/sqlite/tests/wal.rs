@@ -280,6 +280,76 @@ fn under_a_steady_writer_the_wal_starts_over_instead_of_growing_for_ever() {
     assert_eq!(total, 8 * 400, "every transaction counted once");
 }
 
+/// A writer that commits all the time on another connection while logs are cut: the resets
+/// take the write lock between its commits, the WAL starts over under it, and every row reaches
+/// the standby. (The writer pauses a millisecond every 20 rows so that a debug build's captures
+/// keep up; the bench's tight loop measures the speed.)
+#[test]
+fn under_a_busy_writer_the_wal_starts_over_between_its_commits_and_nothing_is_lost() {
+    let primary = site();
+    let standby = site();
+    let app = primary.wal_app();
+    insert(&app, 0, 10);
+    drop(app);
+    let full = primary.one(ArtifactKind::Full);
+    let wal = super::super::capture::wal_path(&primary.db);
+    let salts = || {
+        let f = File::open(&wal).unwrap();
+        super::super::wal::read_header(&f).unwrap().map(|h| h.salts)
+    };
+    // The writer stops by itself after a few seconds or a bounded WAL, whatever the logs do.
+    let writer = {
+        let db = primary.db.clone();
+        let wal = wal.clone();
+        std::thread::spawn(move || {
+            let conn = Connection::open(&db).unwrap();
+            conn.busy_timeout(Duration::from_secs(5)).unwrap();
+            conn.execute_batch("PRAGMA synchronous=NORMAL").unwrap();
+            let started = std::time::Instant::now();
+            let mut next = 10;
+            while started.elapsed() < Duration::from_secs(3)
+                && fs::metadata(&wal).map_or(0, |m| m.len()) < 512 << 20
+            {
+                insert(&conn, next, 1);
+                next += 1;
+                if next % 20 == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            next
+        })
+    };
+    let mut logs = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    while !writer.is_finished() {
+        std::thread::sleep(Duration::from_millis(100));
+        logs.extend(primary.backup(ArtifactKind::Log));
+        seen.insert(salts());
+    }
+    let written = writer.join().unwrap();
+    logs.extend(primary.backup(ArtifactKind::Log));
+    assert!(
+        seen.len() > 1,
+        "the WAL never started over under the busy writer ({} rows): {seen:?}",
+        written - 10
+    );
+    let mut all: Vec<&ArtifactFile> = vec![&full];
+    all.extend(logs.iter());
+    standby.restore_all(&all);
+    assert_eq!(
+        standby.rows().len() as i64,
+        written,
+        "every row reached the standby"
+    );
+    assert_eq!(standby.rows(), primary.rows());
+    assert_eq!(standby.integrity(), "ok");
+    let total: u64 = logs
+        .iter()
+        .map(|l| l.manifest.lsn_end.0 - l.manifest.lsn_start.0)
+        .sum();
+    assert_eq!(total, written as u64 - 10, "every transaction counted once");
+}
+
 /// A full backup counts its passes in the request's progress (what `/status` shows as `done`
 /// of `size`): the snapshot of the live database at the chain's start, then the artifact.
 #[test]
