@@ -15,7 +15,19 @@
 //!
 //! Prints `bench pg_wal_segments_per_sec <N>` (lifeboat, end to end) and
 //! `bench pg_vs_cp_archive_ratio <R>` (lifeboat's segments per second / cp's; higher is better),
-//! plus `bench pg_cp_wal_segments_per_sec <N>`. Without PostgreSQL it says so and prints nothing.
+//! plus `bench pg_cp_wal_segments_per_sec <N>`. The cp pair's `archive_command` is
+//! `cp %p <archive>/%f && sync <archive>/%f`, so both sides make each segment durable before
+//! PostgreSQL may recycle it.
+//!
+//! **The archive command alone** (issue 14): a third cluster with the default 16 MiB segments
+//! archives `LIFEBOAT_BENCH_PG_PUSH_SEGMENTS` segments (default 20) with plain `cp`; then each
+//! of them is archived again the way PostgreSQL's archiver does it, one process per segment
+//! (`sh -c`): `cp <seg> <dir>/ && sync <dir>/<seg>` against `lifeboat wal-push <seg>` into a
+//! fresh spool, three rounds alternating, the best round of each. Prints
+//! `bench pg_wal_push_segments_per_sec <N>`, `bench pg_cp_sync_segments_per_sec <N>` and
+//! `bench pg_wal_push_vs_cp_sync_ratio <R>`.
+//!
+//! Without PostgreSQL it says so and prints nothing.
 
 #[path = "../tests/pgkit/cluster.rs"]
 #[allow(dead_code)]
@@ -65,6 +77,118 @@ fn main() {
     println!("bench pg_wal_segments_per_sec {lb_rate:.1}");
     println!("bench pg_cp_wal_segments_per_sec {cp_rate:.1}");
     println!("bench pg_vs_cp_archive_ratio {:.3}", lb_rate / cp_rate);
+
+    let push_segments: u64 = std::env::var("LIFEBOAT_BENCH_PG_PUSH_SEGMENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    archive_command_alone(&scratch, &bin, push_segments);
+}
+
+/// `cp && sync` against `lifeboat wal-push`, each segment in its own process (see the module
+/// documentation).
+fn archive_command_alone(s: &ScratchDir, bin: &Path, segments: u64) {
+    let root = s.dir("push");
+    let archive = root.join("archive");
+    std::fs::create_dir_all(&archive).unwrap();
+    if let Some((_, u)) = cluster::server_user() {
+        std::os::unix::fs::chown(&archive, Some(u.uid), Some(u.gid)).unwrap();
+    }
+    let port = cluster::free_port();
+    let c = Cluster::initdb(&root.join("data"), port, 16).unwrap();
+    append(
+        &c.data.join("postgresql.conf"),
+        &format!(
+            "archive_mode = on\narchive_command = 'cp %p {}/%f'\n",
+            archive.display()
+        ),
+    );
+    c.start().unwrap();
+    workload(port, segments * 16);
+    let names = |dir: &Path| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.len() == 24 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let t = Instant::now();
+    while (names(&archive).len() as u64) < segments {
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "PostgreSQL did not archive {segments} segments"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(c);
+    let segs: Vec<PathBuf> = names(&archive)
+        .into_iter()
+        .take(segments as usize)
+        .collect();
+    let sh = |script: &str, args: &[&Path]| {
+        let st = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("sh")
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "{script} failed");
+    };
+    let (mut best_cp, mut best_push) = (f64::MAX, f64::MAX);
+    for round in 0..3 {
+        let dest = root.join(format!("cp-{round}"));
+        std::fs::create_dir_all(&dest).unwrap();
+        let t = Instant::now();
+        for seg in &segs {
+            sh(
+                r#"cp "$1" "$2"/ && sync "$2/$(basename "$1")""#,
+                &[seg, &dest],
+            );
+        }
+        best_cp = best_cp.min(t.elapsed().as_secs_f64());
+
+        let spool = root.join(format!("spool-{round}"));
+        for d in ["push", "history", "aside", "serve"] {
+            std::fs::create_dir_all(spool.join(d)).unwrap();
+        }
+        let config = spool.join("wal.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "format_version = 1\ndb = \"bench\"\nspool = {:?}\n",
+                spool.display().to_string()
+            ),
+        )
+        .unwrap();
+        let t = Instant::now();
+        for seg in &segs {
+            sh(r#""$1" wal-push "$2" --config "$3""#, &[bin, seg, &config]);
+        }
+        best_push = best_push.min(t.elapsed().as_secs_f64());
+        assert_eq!(
+            std::fs::read_dir(spool.join("push")).unwrap().count(),
+            segs.len(),
+            "wal-push archived every segment"
+        );
+    }
+    let n = segs.len() as f64;
+    eprintln!(
+        "archive command alone, {n} segments of 16 MiB: cp && sync {best_cp:.2}s, wal-push {best_push:.2}s"
+    );
+    println!("bench pg_wal_push_segments_per_sec {:.1}", n / best_push);
+    println!("bench pg_cp_sync_segments_per_sec {:.1}", n / best_cp);
+    println!(
+        "bench pg_wal_push_vs_cp_sync_ratio {:.3}",
+        best_cp / best_push
+    );
 }
 
 fn set_mode(p: &Path, mode: u32) {
@@ -127,7 +251,7 @@ fn cp_pair(s: &ScratchDir, segments: u64) -> f64 {
     let pport = cluster::free_port();
     let primary = Cluster::initdb(&root.join("primary"), pport, 1).unwrap();
     let conf = format!(
-        "archive_mode = on\narchive_command = 'cp %p {a}/%f'\n\
+        "archive_mode = on\narchive_command = 'cp %p {a}/%f && sync {a}/%f'\n\
          restore_command = 'cp {a}/%f %p'\nwal_retrieve_retry_interval = {RETRY_MS}ms\n\
          recovery_prefetch = off\nrecovery_init_sync_method = syncfs\n",
         a = archive.display()

@@ -52,16 +52,29 @@ pub fn rename_durably(from: &Path, to: &Path) -> io::Result<()> {
 
 /// Create (or truncate) `path` with `bytes` and fsync it; the caller renames it into place.
 pub fn write_file_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_parts_synced(path, &[bytes])
+}
+
+/// [`write_file_synced`] of the concatenation of `parts`, without building it in memory.
+fn write_parts_synced(path: &Path, parts: &[&[u8]]) -> io::Result<()> {
     let mut f = File::create(path)?;
-    f.write_all(bytes)?;
+    for part in parts {
+        f.write_all(part)?;
+    }
     f.sync_all()
 }
 
 /// Write `bytes` as the whole of `path` under the temporary tag `tag`: temporary file, fsync,
 /// rename, directory fsync. On failure the temporary file is removed and `path` is untouched.
 pub fn write_durably_as(path: &Path, tag: &str, bytes: &[u8]) -> io::Result<()> {
+    write_parts_durably_as(path, tag, &[bytes])
+}
+
+/// [`write_durably_as`] of the concatenation of `parts` (a header before a large payload, with
+/// no copy of the payload).
+pub fn write_parts_durably_as(path: &Path, tag: &str, parts: &[&[u8]]) -> io::Result<()> {
     let tmp = temp_beside(path, tag);
-    let written = write_file_synced(&tmp, bytes);
+    let written = write_parts_synced(&tmp, parts);
     if let Err(e) = written.and_then(|()| rename_durably(&tmp, path)) {
         let _ = fs::remove_file(&tmp);
         return Err(e);

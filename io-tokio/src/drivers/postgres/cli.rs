@@ -77,6 +77,22 @@ pub fn segment_artifact(
     history_dir: &Path,
     final_segment: bool,
 ) -> Result<(SegmentHeader, Vec<u8>), WalError> {
+    let (header, mut out) = segment_prefix(name, bytes, segment_size, history_dir, final_segment)?;
+    out.reserve_exact(bytes.len());
+    out.extend_from_slice(bytes);
+    Ok((header, out))
+}
+
+/// What goes before `bytes` in the segment artifact of `name` (see
+/// [`segment::encode_prefix`]): the segment is scanned (every record header followed) and
+/// hashed in memory, once each, and the artifact is this prefix followed by `bytes` as read.
+pub fn segment_prefix(
+    name: &str,
+    bytes: &[u8],
+    segment_size: u64,
+    history_dir: &Path,
+    final_segment: bool,
+) -> Result<(SegmentHeader, Vec<u8>), WalError> {
     let Some(WalFile::Segment { timeline, segno }) = WalFile::parse(name, segment_size) else {
         return Err(WalError::Failed(format!(
             "{name} is not a WAL segment name for {segment_size}-byte segments"
@@ -114,9 +130,11 @@ pub fn segment_artifact(
         payload_xxh3: String::new(),
         history,
     };
-    let bytes = segment::encode(header, bytes);
-    let (header, _) = segment::decode(&bytes).map_err(|e| WalError::Failed(e.to_string()))?;
-    Ok((header, bytes))
+    let (header, prefix) = segment::encode_prefix(header, bytes);
+    header
+        .check()
+        .map_err(|e| WalError::Failed(e.to_string()))?;
+    Ok((header, prefix))
 }
 
 /// `archive_command`: make `segment_path` (`%p`) durable in the spool. Returns only when it is.
@@ -151,10 +169,11 @@ pub fn wal_push(segment_path: &Path, cfg: &WalConfig) -> Result<Pushed, WalError
                     segment_path.display()
                 )));
             }
+            // One read; the scan and the hash run over the bytes in memory, and the artifact
+            // is written from them (a header before them), with one fsync of the file and one
+            // of the directory.
             let bytes = fs::read(segment_path)
                 .map_err(io_err(format!("reading {}", segment_path.display())))?;
-            let (_, artifact) =
-                segment_artifact(&name, &bytes, segment_size, &cfg.history_dir(), false)?;
             let dest = cfg.push_dir().join(format!("{name}{SEGMENT_SUFFIX}"));
             if let Ok(old) = fs::read(&dest) {
                 // PostgreSQL pushes a segment again when it crashed before recording the
@@ -171,7 +190,9 @@ pub fn wal_push(segment_path: &Path, cfg: &WalConfig) -> Result<Pushed, WalError
                     dest.display()
                 )));
             }
-            spool::write_durably(&dest, &artifact)
+            let (_, prefix) =
+                segment_prefix(&name, &bytes, segment_size, &cfg.history_dir(), false)?;
+            spool::write_parts_durably(&dest, &[&prefix, &bytes])
                 .map_err(io_err(format!("writing {}", dest.display())))?;
             Ok(Pushed::Segment(dest))
         }

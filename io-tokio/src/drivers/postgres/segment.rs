@@ -180,16 +180,25 @@ impl SegmentHeader {
 }
 
 /// Encode a segment artifact. The payload's checksum and size are filled in here.
-pub fn encode(mut header: SegmentHeader, payload: &[u8]) -> Vec<u8> {
+pub fn encode(header: SegmentHeader, payload: &[u8]) -> Vec<u8> {
+    let (_, mut out) = encode_prefix(header, payload);
+    out.reserve_exact(payload.len());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// What comes before `payload` in its segment artifact (magic, header length, header with the
+/// payload's size and checksum), and the header as written: the artifact is this prefix
+/// followed by the payload, which can then be written from where it already is.
+pub fn encode_prefix(mut header: SegmentHeader, payload: &[u8]) -> (SegmentHeader, Vec<u8>) {
     header.payload_size = payload.len() as u64;
     header.payload_xxh3 = hex(xxhash_rust::xxh3::xxh3_64(payload));
     let json = serde_json::to_vec(&header).expect("a segment header always encodes");
-    let mut out = Vec::with_capacity(MAGIC.len() + 4 + json.len() + payload.len());
+    let mut out = Vec::with_capacity(MAGIC.len() + 4 + json.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(json.len() as u32).to_le_bytes());
     out.extend_from_slice(&json);
-    out.extend_from_slice(payload);
-    out
+    (header, out)
 }
 
 /// Decode a segment artifact and check its payload against the header's checksum.

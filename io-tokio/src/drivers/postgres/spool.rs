@@ -34,6 +34,11 @@ pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
     crate::durable::write_durably_as(path, &std::process::id().to_string(), bytes)
 }
 
+/// [`write_durably`] of the concatenation of `parts`.
+pub fn write_parts_durably(path: &Path, parts: &[&[u8]]) -> io::Result<()> {
+    crate::durable::write_parts_durably_as(path, &std::process::id().to_string(), parts)
+}
+
 /// Write `bytes` as the whole of `path` atomically (temporary file, rename) but without fsync:
 /// for copies that are rebuilt after a crash anyway (the servable segments).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
