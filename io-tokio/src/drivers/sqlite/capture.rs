@@ -62,11 +62,11 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// How long a WAL reset's first checkpoint (no lock held) tries again while the application's
-/// automatic checkpoint runs.
+/// How long a WAL reset's first checkpoint (no lock held) waits for the application's automatic
+/// checkpoint to release SQLite's checkpoint lock.
 const CATCH_UP_WAIT: Duration = Duration::from_millis(500);
-/// How long the checkpoint under the write lock tries again while the application's automatic
-/// checkpoint (which started before the lock was taken) finishes; the reset is then given up
+/// How long the checkpoint under the write lock waits for the application's automatic
+/// checkpoint (which started before the lock was taken) to finish; the reset is then given up
 /// until the next capture.
 const CHECKPOINT_WAIT: Duration = Duration::from_millis(20);
 const CHECKPOINT_RETRY: Duration = Duration::from_micros(200);
@@ -142,8 +142,12 @@ impl Pin {
         let next = 1 - self.active;
         begin(&self.conns[next], slot)?;
         let old = &self.conns[self.active];
-        old.execute_batch("COMMIT")
-            .map_err(|e| DriverError::sqlite(slot.what("releasing the old pin of"), &e))?;
+        // A reset that failed half-way may have left the old connection without its
+        // transaction.
+        if !old.is_autocommit() {
+            old.execute_batch("COMMIT")
+                .map_err(|e| DriverError::sqlite(slot.what("releasing the old pin of"), &e))?;
+        }
         self.active = next;
         Ok(())
     }
@@ -491,7 +495,7 @@ pub(super) fn persist(
 fn reset(slot: &Slot, pin: &mut Pin, state: ChainState) -> Result<ChainState, DriverError> {
     pin.renew(slot)?;
     let other = 1 - pin.active;
-    if let Err(e) = checkpoint(&pin.conns[other], CATCH_UP_WAIT) {
+    if let Err(e) = checkpoint(&pin.conns[other], CATCH_UP_WAIT, false) {
         tracing::debug!(db = slot.name(), error = %e, "checkpoint before the WAL reset");
     }
     if let Err(e) = take_write_lock(&pin.conns[other], slot) {
@@ -513,7 +517,7 @@ fn reset(slot: &Slot, pin: &mut Pin, state: ChainState) -> Result<ChainState, Dr
             .map_err(|e| DriverError::sqlite(slot.what("releasing the pin of"), &e))?;
         // From here on SQLite may start the log over once the lock is released.
         pin.fresh = true;
-        let copied = checkpoint(held, CHECKPOINT_WAIT);
+        let copied = checkpoint(held, CHECKPOINT_WAIT, true);
         begin(held, slot)?;
         if let Err(e) = &copied {
             tracing::debug!(db = slot.name(), error = %e, "checkpoint under the write lock");
@@ -527,7 +531,11 @@ fn reset(slot: &Slot, pin: &mut Pin, state: ChainState) -> Result<ChainState, Dr
         return Ok(state);
     };
     if emptied {
-        leave_slot_zero(slot, pin, cursor.salts)?;
+        if let Err(e) = leave_slot_zero(slot, pin, cursor.salts) {
+            // The pin stays where it is: correct, only slower for the application until the
+            // next capture moves it.
+            tracing::warn!(db = slot.name(), error = %e, "the pin could not move into the new WAL");
+        }
     }
     let before = state.clone();
     let next = apply(slot, Images::Held(&images), state, &[(new, cursor)])?;
@@ -565,9 +573,10 @@ fn leave_slot_zero(slot: &Slot, pin: &mut Pin, old_salts: [u32; 2]) -> Result<()
 }
 
 /// A passive checkpoint on `conn` (which holds no transaction), tried again while another one
-/// (the application's automatic checkpoint) runs, for up to `within`. `Ok` once every frame is
-/// in the database file.
-fn checkpoint(conn: &Connection, within: Duration) -> Result<(), String> {
+/// (the application's automatic checkpoint) holds SQLite's checkpoint lock, for up to `within`.
+/// `Ok` once one ran, and, with `all`, only if it left every frame in the database file (a
+/// reader of an older snapshot can stop it short: that is not retried).
+fn checkpoint(conn: &Connection, within: Duration, all: bool) -> Result<(), String> {
     let deadline = Instant::now() + within;
     loop {
         let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
@@ -577,17 +586,17 @@ fn checkpoint(conn: &Connection, within: Duration) -> Result<(), String> {
                 r.get::<_, i64>(2)?,
             ))
         });
-        let why = match done {
-            Ok((0, log, copied)) if copied == log => return Ok(()),
-            Ok((busy, log, copied)) => {
-                format!("busy {busy}, {copied} of {log} frames in the database file")
+        match done {
+            Ok((0, log, copied)) if !all || copied == log => return Ok(()),
+            Ok((0, log, copied)) => {
+                return Err(format!(
+                "{copied} of {log} frames in the database file: a reader holds an older snapshot"
+            ))
             }
+            Ok(_) if Instant::now() < deadline => std::thread::sleep(CHECKPOINT_RETRY),
+            Ok(_) => return Err("another checkpoint kept the checkpoint lock".into()),
             Err(e) => return Err(e.to_string()),
-        };
-        if Instant::now() >= deadline {
-            return Err(why);
         }
-        std::thread::sleep(CHECKPOINT_RETRY);
     }
 }
 

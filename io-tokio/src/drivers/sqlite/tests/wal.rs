@@ -245,6 +245,31 @@ fn a_crash_mid_update_then_an_unseen_restart_carries_every_page() {
     assert_eq!(standby.rows(), primary.rows());
 }
 
+/// The salts of the WAL header of `site`'s database (they change when SQLite starts the WAL
+/// over).
+fn wal_salts(site: &Site) -> Option<[u32; 2]> {
+    let f = File::open(super::super::capture::wal_path(&site.db)).unwrap();
+    super::super::wal::read_header(&f).unwrap().map(|h| h.salts)
+}
+
+/// Restore `full` then `logs` on `standby`, check that it holds `primary`'s rows and passes
+/// `PRAGMA integrity_check`; returns the transactions the logs count.
+fn restore_and_compare(
+    primary: &Site,
+    standby: &Site,
+    full: &ArtifactFile,
+    logs: &[ArtifactFile],
+) -> u64 {
+    let mut all: Vec<&ArtifactFile> = vec![full];
+    all.extend(logs.iter());
+    standby.restore_all(&all);
+    assert_eq!(standby.rows(), primary.rows());
+    assert_eq!(standby.integrity(), "ok");
+    logs.iter()
+        .map(|l| l.manifest.lsn_end.0 - l.manifest.lsn_start.0)
+        .sum()
+}
+
 #[test]
 fn under_a_steady_writer_the_wal_starts_over_instead_of_growing_for_ever() {
     let primary = site();
@@ -253,30 +278,18 @@ fn under_a_steady_writer_the_wal_starts_over_instead_of_growing_for_ever() {
     insert(&app, 0, 10);
     let full = primary.one(ArtifactKind::Full);
     let wal = super::super::capture::wal_path(&primary.db);
-    let salts = || {
-        let f = File::open(&wal).unwrap();
-        super::super::wal::read_header(&f).unwrap().map(|h| h.salts)
-    };
     let mut logs = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     let mut longest = 0;
     for round in 0..8 {
         insert(&app, 10 + round * 400, 400);
-        seen.insert(salts());
+        seen.insert(wal_salts(&primary));
         longest = longest.max(fs::metadata(&wal).unwrap().len());
         logs.push(primary.one(ArtifactKind::Log));
     }
     assert!(seen.len() > 2, "the WAL never started over: {seen:?}");
     assert!(longest < 64 << 20, "the WAL grew to {longest} bytes");
-    let mut all: Vec<&ArtifactFile> = vec![&full];
-    all.extend(logs.iter());
-    standby.restore_all(&all);
-    assert_eq!(standby.rows(), primary.rows());
-    assert_eq!(standby.integrity(), "ok");
-    let total: u64 = logs
-        .iter()
-        .map(|l| l.manifest.lsn_end.0 - l.manifest.lsn_start.0)
-        .sum();
+    let total = restore_and_compare(&primary, &standby, &full, &logs);
     assert_eq!(total, 8 * 400, "every transaction counted once");
 }
 
@@ -293,10 +306,6 @@ fn under_a_busy_writer_the_wal_starts_over_between_its_commits_and_nothing_is_lo
     drop(app);
     let full = primary.one(ArtifactKind::Full);
     let wal = super::super::capture::wal_path(&primary.db);
-    let salts = || {
-        let f = File::open(&wal).unwrap();
-        super::super::wal::read_header(&f).unwrap().map(|h| h.salts)
-    };
     // The writer stops by itself after a few seconds or a bounded WAL, whatever the logs do.
     let writer = {
         let db = primary.db.clone();
@@ -324,7 +333,7 @@ fn under_a_busy_writer_the_wal_starts_over_between_its_commits_and_nothing_is_lo
     while !writer.is_finished() {
         std::thread::sleep(Duration::from_millis(100));
         logs.extend(primary.backup(ArtifactKind::Log));
-        seen.insert(salts());
+        seen.insert(wal_salts(&primary));
     }
     let written = writer.join().unwrap();
     logs.extend(primary.backup(ArtifactKind::Log));
@@ -333,20 +342,12 @@ fn under_a_busy_writer_the_wal_starts_over_between_its_commits_and_nothing_is_lo
         "the WAL never started over under the busy writer ({} rows): {seen:?}",
         written - 10
     );
-    let mut all: Vec<&ArtifactFile> = vec![&full];
-    all.extend(logs.iter());
-    standby.restore_all(&all);
+    let total = restore_and_compare(&primary, &standby, &full, &logs);
     assert_eq!(
         standby.rows().len() as i64,
         written,
         "every row reached the standby"
     );
-    assert_eq!(standby.rows(), primary.rows());
-    assert_eq!(standby.integrity(), "ok");
-    let total: u64 = logs
-        .iter()
-        .map(|l| l.manifest.lsn_end.0 - l.manifest.lsn_start.0)
-        .sum();
     assert_eq!(total, written as u64 - 10, "every transaction counted once");
 }
 
