@@ -193,8 +193,18 @@ impl SiteEngine {
         {
             return;
         }
+        // The primary sends the final positions again until the target answers: a repeat
+        // continues the switchover this site already follows, and its deadline runs from the
+        // first. Restarting the clock at each repeat let a target whose primary died after
+        // resending outlive the switchover timeout (swarm seed 9700163).
+        let started = self
+            .st
+            .procedure
+            .as_ref()
+            .filter(|p| self.st.role == Role::SwitchoverTarget && p.kind == ProcKind::Switchover)
+            .map_or(now, |p| p.started_at);
         self.st.role = Role::SwitchoverTarget;
-        let mut p = Procedure::new(ProcKind::Switchover, Step::ReachFinal, now, now);
+        let mut p = Procedure::new(ProcKind::Switchover, Step::ReachFinal, started, started);
         for (db, lsn) in &positions {
             if let Some(d) = self.st.dbs.get_mut(db.0 as usize) {
                 d.known_produced = d.known_produced.max(*lsn);
@@ -204,7 +214,7 @@ impl SiteEngine {
         self.st.procedure = Some(p);
         self.st.timers.set(
             Timer::RoleStep,
-            now + self.cfg.failover.switchover_timeout_ms,
+            started + self.cfg.failover.switchover_timeout_ms,
         );
         self.pump_all(now);
         self.switchover_target_check(now);
