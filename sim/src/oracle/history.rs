@@ -96,6 +96,7 @@ impl World {
                 if node < 2 {
                     let start = self.oracle.promoting_since[node];
                     self.oracle.last_failover = Some(start);
+                    self.oracle.took_over_at[node] = Some(self.now);
                 }
                 if !forced {
                     self.oracle_auto_failover(node);

@@ -281,7 +281,11 @@ impl World {
                 let held_down = self.oracle.last_failover.is_some_and(|prev| {
                     at.saturating_sub(prev) < 2 * self.oracle.hold_down
                         && self.oracle.up_since[other] <= prev
-                });
+                }) || self.oracle.took_over_at[other]
+                    // Its own takeover counts too, even when a later failover replaced it while
+                    // it was down (swarm seed 9700386: promoted at 10h38, replaced at 10h45
+                    // while down, the new primary lost at 10h56: held back until 11h04).
+                    .is_some_and(|t| at.saturating_sub(t) < 2 * self.oracle.hold_down);
                 if !replaced && !came_back && !held_down {
                     let msg = format!(
                         "the primary site {} was lost at {} with the arbiter reachable, and no \

@@ -116,6 +116,9 @@ pub struct Oracles {
     /// When the last failover of any kind (forced ones too) started: the engine's hold-down
     /// counts from every failover a site took part in (README, Hold-down).
     pub last_failover: Option<Millis>,
+    /// When each site last became the primary through a failover: its own hold-down counts
+    /// from there as well (`promoted`), whatever failovers came after it.
+    pub took_over_at: [Option<Millis>; 2],
     /// The last time the writer-gap bookkeeping saw a site accept writes.
     pub last_writer_at: Option<Millis>,
     /// `failover.hold_down_ms`, or [`HOLD_DOWN_DEFAULT`] while the configuration has no such key.
