@@ -54,8 +54,6 @@ use super::slot::Slot;
 use super::wal::{self, AfterRestart, Committed, WalCursor, WalRead};
 use lifeboat_core::Lsn;
 use rusqlite::Connection;
-use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -185,45 +183,15 @@ fn stamp_page1(file: &File, position: Lsn, page_count: u32) -> io::Result<()> {
     file.write_all_at(&counter, 92)
 }
 
-/// Where a capture reads its page images: the WAL itself, or images read from it under the
-/// write lock (SQLite may start the WAL over, overwriting them, once that lock is released).
-#[derive(Copy, Clone)]
-enum Images<'a> {
-    Wal(&'a File),
-    Held(&'a BTreeMap<u64, Vec<u8>>),
-}
-
-impl<'a> Images<'a> {
-    fn page(self, offset: u64, page_size: u32) -> io::Result<Cow<'a, [u8]>> {
-        match self {
-            Images::Wal(wal) => wal::read_page(wal, offset, page_size).map(Cow::Owned),
-            Images::Held(held) => {
-                held.get(&offset)
-                    .map(|v| Cow::Borrowed(&v[..]))
-                    .ok_or_else(|| {
-                        io::Error::other(format!("no page image held for WAL offset {offset}"))
-                    })
-            }
-        }
-    }
-}
-
-/// Read the newest images of `new` from the WAL into memory.
-fn hold(wal: &File, new: &Committed, page_size: u32) -> io::Result<BTreeMap<u64, Vec<u8>>> {
-    new.pages
-        .values()
-        .map(|&offset| Ok((offset, wal::read_page(wal, offset, page_size)?)))
-        .collect()
-}
-
-/// Write the newest images of `new` into `file`, then size it to the last commit's page count.
-fn write_frames(images: Images, new: &Committed, page_size: u32, file: &File) -> io::Result<()> {
+/// Write the newest images of `new` (read from the WAL) into `file`, then size it to the last
+/// commit's page count.
+fn write_frames(wal: &File, new: &Committed, page_size: u32, file: &File) -> io::Result<()> {
     let skip = lock_page(page_size);
     for (&page, &offset) in &new.pages {
         if page == skip || new.db_pages.is_some_and(|n| page > n) {
             continue;
         }
-        let image = images.page(offset, page_size)?;
+        let image = wal::read_page(wal, offset, page_size)?;
         file.write_all_at(&image, u64::from(page - 1) * u64::from(page_size))?;
     }
     if let Some(n) = new.db_pages {
@@ -264,7 +232,7 @@ fn snapshot(
                 Some(c) => c.page_size,
                 None => header_page_size(&out)?,
             };
-            write_frames(Images::Wal(&pin.wal), &new, page_size, &out)?;
+            write_frames(&pin.wal, &new, page_size, &out)?;
             out.write_all_at(&[1, 1], 18)?;
             out.sync_all()?;
             durable::drop_cached(&out);
@@ -390,7 +358,7 @@ pub(super) fn capture(
             )
         }
     };
-    let next = apply(slot, Images::Wal(&pin.wal), prev, &steps)?;
+    let next = apply(slot, &pin.wal, prev, &steps)?;
     pin.renew(slot)?;
     Ok((next, Captured::Continues))
 }
@@ -418,7 +386,7 @@ pub(super) fn start_over_if_long(slot: &Slot, pin: &mut Pin, state: ChainState) 
 /// and cursor.
 fn apply(
     slot: &Slot,
-    images: Images,
+    wal: &File,
     prev: ChainState,
     steps: &[(Committed, WalCursor)],
 ) -> Result<ChainState, DriverError> {
@@ -435,7 +403,7 @@ fn apply(
         let file =
             durable::open_rw(&shadow).map_err(io_err(format!("opening {}", shadow.display())))?;
         for (new, _) in steps {
-            write_frames(images, new, next.page_size, &file)
+            write_frames(wal, new, next.page_size, &file)
                 .map_err(io_err(format!("updating the shadow {}", shadow.display())))?;
             changed.extend(&new.pages.keys().copied().collect::<PageSet>());
             commits += new.commits;
@@ -485,13 +453,11 @@ pub(super) fn persist(
 /// what it allows, without blocking anyone. Then the driver takes the write lock between two of
 /// the application's transactions (tried without waiting, over and over for up to
 /// [`WRITE_LOCK_WAIT`]: SQLite's busy handler sleeps a millisecond or more between tries and
-/// almost never finds a busy writer's lock free) and, while no frame can be added, only reads
-/// the frames committed since `state` into memory, releases the pin, checkpoints the few frames
-/// left and pins again on a log that is fully copied (SQLite's read slot 0, which lets the next
-/// writer restart the log). The images read are written into the shadow, synced and recorded
-/// after the lock is released: the application waits for one small checkpoint, not for the
-/// driver's fsyncs. A crash before they are recorded leaves `chain.json` at `state`, and the
-/// next capture reads the lost tail past the new log or heals by comparing pages.
+/// almost never finds a busy writer's lock free) and, while no frame can be added, writes the
+/// frames committed since `state` into the shadow and records them, releases the pin,
+/// checkpoints the few frames left and pins again on a log that is fully copied (SQLite's read
+/// slot 0, which lets the next writer restart the log): no crash can leave frames that are gone
+/// from the WAL and not in `chain.json`.
 fn reset(slot: &Slot, pin: &mut Pin, state: ChainState) -> Result<ChainState, DriverError> {
     pin.renew(slot)?;
     let other = 1 - pin.active;
@@ -502,8 +468,7 @@ fn reset(slot: &Slot, pin: &mut Pin, state: ChainState) -> Result<ChainState, Dr
         tracing::debug!(db = slot.name(), error = %e, "WAL reset skipped: the application writes");
         return Ok(state);
     }
-    type Tail = (Committed, WalCursor, BTreeMap<u64, Vec<u8>>, bool);
-    let under_lock = (|| -> Result<Option<Tail>, DriverError> {
+    let under_lock = (|| -> Result<Option<(ChainState, [u32; 2], bool)>, DriverError> {
         let read_err = || io_err(format!("reading the WAL of database {}", slot.name()));
         let (new, cursor) =
             match wal::read_committed(&pin.wal, state.wal.as_ref()).map_err(read_err())? {
@@ -511,38 +476,33 @@ fn reset(slot: &Slot, pin: &mut Pin, state: ChainState) -> Result<ChainState, Dr
                 // Impossible under the pin and the write lock; read again at the next capture.
                 _ => return Ok(None),
             };
-        let images = hold(&pin.wal, &new, state.page_size).map_err(read_err())?;
+        // Recorded before the checkpoint lets SQLite start the log over: no crash can leave
+        // frames that are gone from the WAL and not in `chain.json`.
+        let next = apply(slot, &pin.wal, state.clone(), &[(new, cursor)])?;
+        persist(slot, Some(&state), &next)?;
         let held = &pin.conns[pin.active];
         held.execute_batch("COMMIT")
             .map_err(|e| DriverError::sqlite(slot.what("releasing the pin of"), &e))?;
-        // From here on SQLite may start the log over once the lock is released.
-        pin.fresh = true;
         let copied = checkpoint(held, CHECKPOINT_WAIT, true);
         begin(held, slot)?;
         if let Err(e) = &copied {
             tracing::debug!(db = slot.name(), error = %e, "checkpoint under the write lock");
         }
-        Ok(Some((new, cursor, images, copied.is_ok())))
+        Ok(Some((next, cursor.salts, copied.is_ok())))
     })();
     let released = pin.conns[other].execute_batch("COMMIT");
-    let tail = under_lock?;
+    let done = under_lock?;
     released.map_err(|e| DriverError::sqlite(slot.what("releasing the write lock of"), &e))?;
-    let Some((new, cursor, images, emptied)) = tail else {
+    let Some((next, salts, emptied)) = done else {
         return Ok(state);
     };
     if emptied {
-        if let Err(e) = leave_slot_zero(slot, pin, cursor.salts) {
+        if let Err(e) = leave_slot_zero(slot, pin, salts) {
             // The pin stays where it is: correct, only slower for the application until the
             // next capture moves it.
             tracing::warn!(db = slot.name(), error = %e, "the pin could not move into the new WAL");
         }
     }
-    let before = state.clone();
-    let next = apply(slot, Images::Held(&images), state, &[(new, cursor)])?;
-    persist(slot, Some(&before), &next)?;
-    // Every frame of the log SQLite may now start over is recorded: a restart from here is
-    // one the driver saw.
-    pin.fresh = false;
     Ok(next)
 }
 
