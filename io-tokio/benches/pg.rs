@@ -89,11 +89,7 @@ fn main() {
 /// documentation).
 fn archive_command_alone(s: &ScratchDir, bin: &Path, segments: u64) {
     let root = s.dir("push");
-    let archive = root.join("archive");
-    std::fs::create_dir_all(&archive).unwrap();
-    if let Some((_, u)) = cluster::server_user() {
-        std::os::unix::fs::chown(&archive, Some(u.uid), Some(u.gid)).unwrap();
-    }
+    let archive = archive_dir(&root);
     let port = cluster::free_port();
     let c = Cluster::initdb(&root.join("data"), port, 16).unwrap();
     append(
@@ -243,11 +239,7 @@ fn wait_replayed(port: u16, end: u64, within: Duration) {
 /// The baseline: `cp` to an archive directory and back.
 fn cp_pair(s: &ScratchDir, segments: u64) -> f64 {
     let root = s.dir("cp");
-    let archive = root.join("archive");
-    std::fs::create_dir_all(&archive).unwrap();
-    if let Some((_, u)) = cluster::server_user() {
-        std::os::unix::fs::chown(&archive, Some(u.uid), Some(u.gid)).unwrap();
-    }
+    let archive = archive_dir(&root);
     let pport = cluster::free_port();
     let primary = Cluster::initdb(&root.join("primary"), pport, 1).unwrap();
     let conf = format!(
@@ -302,6 +294,16 @@ fn cp_pair(s: &ScratchDir, segments: u64) -> f64 {
     resume_archiving(pport);
     wait_replayed(sport, end, Duration::from_secs(300));
     t.elapsed().as_secs_f64()
+}
+
+/// `<root>/archive`, created and given to PostgreSQL's user (its `archive_command` writes there).
+fn archive_dir(root: &Path) -> PathBuf {
+    let archive = root.join("archive");
+    std::fs::create_dir_all(&archive).unwrap();
+    if let Some((_, u)) = cluster::server_user() {
+        std::os::unix::fs::chown(&archive, Some(u.uid), Some(u.gid)).unwrap();
+    }
+    archive
 }
 
 fn append(path: &Path, text: &str) {

@@ -158,14 +158,17 @@ fn begin(conn: &Connection, slot: &Slot) -> Result<(), DriverError> {
 }
 
 fn shm_path(db: &Path) -> PathBuf {
-    let mut s = db.as_os_str().to_owned();
-    s.push("-shm");
-    PathBuf::from(s)
+    beside(db, "-shm")
 }
 
 pub(super) fn wal_path(db: &Path) -> PathBuf {
+    beside(db, "-wal")
+}
+
+/// SQLite's name for a file beside the database: its path with `suffix` appended.
+fn beside(db: &Path, suffix: &str) -> PathBuf {
     let mut s = db.as_os_str().to_owned();
-    s.push("-wal");
+    s.push(suffix);
     PathBuf::from(s)
 }
 
