@@ -363,7 +363,7 @@ impl Driver for SqliteDriver {
         if st.pin.is_none() {
             st.pin = capture::Pin::open(slot)?;
         }
-        if let Some(pin) = &st.pin {
+        if let Some(pin) = &mut st.pin {
             return capture::position(slot, pin);
         }
         let image = slot.read_live(&st, None)?;

@@ -9,8 +9,8 @@ use super::wire::{Frame, LinkKind};
 use super::{Event, TransportConfig};
 use lifeboat_core::{ArtifactMeta, Message, Peer};
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
@@ -26,6 +26,50 @@ struct DialShared {
     cfg: TransportConfig,
     link: watch::Sender<Option<ControlLink>>,
     transfers: super::Transfers,
+    /// Ship links whose last transfer succeeded, kept for the next one (see [`IdleShipLink`]).
+    idle: Mutex<Vec<IdleShipLink>>,
+}
+
+/// A ship link kept open after a transfer: logs every second would otherwise pay a TCP and TLS
+/// handshake each (on both sites, a large part of the primary's CPU at 100 tx/s). The receiver
+/// serves any number of offers on one ship link and closes it after `idle_timeout` without a
+/// frame; a link is reused only while idle for less than half of that, and only with the keys
+/// it was made with (a reload of the certificates means new links).
+struct IdleShipLink {
+    since: Instant,
+    tls_generation: u64,
+    link: Dialed,
+}
+
+/// At most this many ship links are kept idle per peer (transfers may run side by side).
+const IDLE_SHIP_LINKS: usize = 2;
+
+impl DialShared {
+    fn tls_generation(&self) -> u64 {
+        self.cfg.tls.as_ref().map_or(0, |t| t.generation())
+    }
+
+    fn take_idle(&self) -> Option<Dialed> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let (max_age, generation) = (self.cfg.idle_timeout / 2, self.tls_generation());
+        while let Some(l) = idle.pop() {
+            if l.since.elapsed() < max_age && l.tls_generation == generation {
+                return Some(l.link);
+            }
+        }
+        None
+    }
+
+    fn keep_idle(&self, link: Dialed) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < IDLE_SHIP_LINKS {
+            idle.push(IdleShipLink {
+                since: Instant::now(),
+                tls_generation: self.tls_generation(),
+                link,
+            });
+        }
+    }
 }
 
 impl Transport {
@@ -44,6 +88,7 @@ impl Transport {
             cfg,
             link: watch::Sender::new(None),
             transfers: super::Transfers::default(),
+            idle: Mutex::new(Vec::new()),
         });
         let dial_loop = AbortOnDrop(tokio::spawn(dial_loop(shared.clone(), events)));
         Transport {
@@ -108,7 +153,9 @@ impl Transport {
     /// renamed it, with the checksum the receiver computed. A failure is returned at once, never
     /// retried here: the agent reports every failed attempt to the core (`ShipFailed`), whose
     /// backoff schedule alone decides when to ship again; the next attempt resumes where the
-    /// receiver stopped.
+    /// receiver stopped. The one exception is a link kept from the previous transfer that fails
+    /// before the receiver answered the offer: it was closed meanwhile, and the same attempt
+    /// offers again on a new link.
     pub async fn ship(&self, meta: ArtifactMeta, path: &Path) -> Result<Shipped, ShipError> {
         self.ship_once(&meta, path).await.map_err(|kind| ShipError {
             key: meta.key,
@@ -120,6 +167,33 @@ impl Transport {
 
     async fn ship_once(&self, meta: &ArtifactMeta, path: &Path) -> Result<Shipped, ShipErrorKind> {
         let s = &self.shared;
+        if let Some(mut conn) = s.take_idle() {
+            let result = send_artifact(
+                &mut conn.reader,
+                &mut conn.writer,
+                meta,
+                path,
+                &s.cfg,
+                &s.transfers,
+            )
+            .await;
+            match result {
+                Ok(shipped) => {
+                    s.keep_idle(conn);
+                    return Ok(shipped);
+                }
+                // The receiver closed the kept link meanwhile (its idle timeout, a restart), or
+                // refuses the offer: a new link says which. Nothing was sent past the offer.
+                Err(e) if e.unanswered => {
+                    debug!(addr = %s.addr, error = %e.kind, "a kept ship link failed at the offer; offering on a new link");
+                    conn.writer.shutdown().await;
+                }
+                Err(e) => {
+                    conn.writer.shutdown().await;
+                    return Err(e.kind);
+                }
+            }
+        }
         let mut conn = dial(&s.addr, s.me, LinkKind::Ship, &s.cfg).await?;
         let result = send_artifact(
             &mut conn.reader,
@@ -130,8 +204,12 @@ impl Transport {
             &s.transfers,
         )
         .await;
-        conn.writer.shutdown().await;
-        result
+        if result.is_ok() {
+            s.keep_idle(conn);
+        } else {
+            conn.writer.shutdown().await;
+        }
+        result.map_err(|e| e.kind)
     }
 }
 

@@ -378,6 +378,7 @@ async fn serve_ship(
     shared: &ListenShared,
 ) {
     let cfg = &shared.cfg;
+    let mut served = 0u64;
     loop {
         match reader.next(cfg.idle_timeout).await {
             Ok(Frame::ShipOffer(meta)) => {
@@ -415,6 +416,14 @@ async fn serve_ship(
                     warn!(%addr, peer = ?from, error = %e, "could not confirm a received artifact; the sender will offer it again");
                     return;
                 }
+                served += 1;
+            }
+            // The sender keeps a link between transfers while they come often; one it no
+            // longer needs is closed here, quietly.
+            Err(FrameError::Timeout { .. }) if served > 0 => {
+                debug!(%addr, peer = ?from, served, "idle ship link closed");
+                writer.close("idle").await;
+                return;
             }
             Ok(Frame::Ping) => {
                 if writer.send(&Frame::Pong).await.is_err() {

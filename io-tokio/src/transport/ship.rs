@@ -90,6 +90,24 @@ impl ShipErrorKind {
     }
 }
 
+/// How a send failed, and whether the receiver had answered the offer: a link kept idle between
+/// transfers (`dialer.rs`) that fails before any answer was closed meanwhile, and the artifact
+/// is offered again on a new link.
+#[derive(Debug)]
+pub(crate) struct ShipFailure {
+    pub kind: ShipErrorKind,
+    pub unanswered: bool,
+}
+
+impl From<ShipErrorKind> for ShipFailure {
+    fn from(kind: ShipErrorKind) -> ShipFailure {
+        ShipFailure {
+            kind,
+            unanswered: false,
+        }
+    }
+}
+
 /// Send one artifact over an open ship link.
 pub(crate) async fn send_artifact<R, W>(
     reader: &mut FrameReader<R>,
@@ -98,11 +116,23 @@ pub(crate) async fn send_artifact<R, W>(
     path: &Path,
     cfg: &TransportConfig,
     transfers: &super::Transfers,
-) -> Result<Shipped, ShipErrorKind>
+) -> Result<Shipped, ShipFailure>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let source = open_source(meta, path).await?;
+    let offset = offer(reader, writer, meta, cfg)
+        .await
+        .map_err(|kind| ShipFailure {
+            kind,
+            unanswered: true,
+        })?;
+    Ok(stream(reader, writer, meta, path, cfg, transfers, source, offset).await?)
+}
+
+/// The artifact's file, open, once its size is the manifest's.
+async fn open_source(meta: &ArtifactMeta, path: &Path) -> Result<File, ShipErrorKind> {
     let (source, actual) = {
         let path = path.to_path_buf();
         blocking(move || {
@@ -120,16 +150,47 @@ where
         });
     }
 
+    Ok(source)
+}
+
+/// Offer `meta` on a link: the offset the receiver resumes from.
+async fn offer<R, W>(
+    reader: &mut FrameReader<R>,
+    writer: &mut FrameWriter<W>,
+    meta: &ArtifactMeta,
+    cfg: &TransportConfig,
+) -> Result<u64, ShipErrorKind>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     writer.send(&Frame::ShipOffer(*meta)).await?;
-    let offset = match reader.next(cfg.io_timeout).await? {
+    match reader.next(cfg.io_timeout).await? {
         Frame::ShipResume { offset } => {
             check_resume(offset, meta.size).map_err(|e| ShipErrorKind::Refused(e.to_string()))?;
-            offset
+            Ok(offset)
         }
-        Frame::Close { reason } => return Err(ShipErrorKind::Refused(reason)),
-        other => return Err(ShipErrorKind::Unexpected(other.kind())),
-    };
+        Frame::Close { reason } => Err(ShipErrorKind::Refused(reason)),
+        other => Err(ShipErrorKind::Unexpected(other.kind())),
+    }
+}
 
+/// The artifact's bytes from `offset` on, then the receiver's confirmation.
+#[allow(clippy::too_many_arguments)]
+async fn stream<R, W>(
+    reader: &mut FrameReader<R>,
+    writer: &mut FrameWriter<W>,
+    meta: &ArtifactMeta,
+    path: &Path,
+    cfg: &TransportConfig,
+    transfers: &super::Transfers,
+    source: File,
+    offset: u64,
+) -> Result<Shipped, ShipErrorKind>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     // A disk thread reads ahead by at most `window` chunks; the network drains them.
     let (tx, mut rx) = mpsc::channel::<io::Result<Vec<u8>>>(cfg.window.max(1));
     let chunk = cfg.chunk_len();

@@ -26,6 +26,7 @@ pub(crate) struct Proxy {
     pub addr: SocketAddr,
     fired: Arc<AtomicU32>,
     budget: Arc<AtomicU32>,
+    accepted: Arc<AtomicU32>,
     task: JoinHandle<()>,
 }
 
@@ -42,10 +43,12 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let fired = Arc::new(AtomicU32::new(0));
         let budget = Arc::new(AtomicU32::new(times));
-        let (f, b) = (fired.clone(), budget.clone());
+        let accepted = Arc::new(AtomicU32::new(0));
+        let (f, b, a) = (fired.clone(), budget.clone(), accepted.clone());
         let task = tokio::spawn(async move {
             let mut relays = tokio::task::JoinSet::new();
             while let Ok((client, _)) = listener.accept().await {
+                a.fetch_add(1, Ordering::SeqCst);
                 relays.spawn(relay(client, target, fault, f.clone(), b.clone()));
             }
         });
@@ -53,8 +56,14 @@ impl Proxy {
             addr,
             fired,
             budget,
+            accepted,
             task,
         }
+    }
+
+    /// How many connections were relayed.
+    pub(crate) fn accepted(&self) -> u32 {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     /// How many faults were injected.

@@ -300,6 +300,66 @@ async fn every_ship_is_one_attempt_and_each_failed_attempt_is_returned_once() {
     assert_same_file(&source, &path);
 }
 
+/// Logs every second reuse one ship link instead of paying a TCP and TLS handshake each; a kept
+/// link that the receiver closed meanwhile (its idle timeout) is replaced by a new one within
+/// the same `ship`, and a link idle for more than half the idle timeout is not used at all.
+#[tokio::test]
+async fn consecutive_ships_reuse_one_link_and_a_link_closed_while_kept_is_replaced() {
+    let mut site = secondary().await;
+    let proxy = Proxy::start(site.listener.local_addr(), Fault::CutAfter(u64::MAX), 0).await;
+    let outbox = tempfile::tempdir().unwrap();
+    // The sender would keep its links for 5 s; the receiver closes them after 1 s.
+    let patient = TransportConfig {
+        idle_timeout: Duration::from_secs(10),
+        ..config()
+    };
+    let (transport, _) = primary(proxy.addr, patient);
+    // The control link goes through the proxy too.
+    transport.wait_connected(WAIT).await.unwrap();
+    let base = proxy.accepted();
+    let ship = |seed| {
+        let (meta, source) = artifact(outbox.path(), 300 * 1024, seed);
+        let transport = &transport;
+        async move {
+            let shipped = transport.ship(meta, &source).await.unwrap();
+            assert_eq!(shipped.computed, meta.checksum);
+            (meta, source)
+        }
+    };
+    for seed in 10..13 {
+        let (meta, source) = ship(seed).await;
+        let (got, _, path) = next_artifact(&mut site.events).await;
+        assert_eq!(got, meta);
+        assert_same_file(&source, &path);
+    }
+    assert_eq!(proxy.accepted() - base, 1, "three ships over one link");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (meta, source) = ship(13).await;
+    let (got, _, path) = next_artifact(&mut site.events).await;
+    assert_eq!(got, meta);
+    assert_same_file(&source, &path);
+    assert_eq!(
+        proxy.accepted() - base,
+        2,
+        "the closed link was replaced once"
+    );
+
+    // With the receiver's own timeout, a link idle for over half of it is left alone.
+    let (transport, _) = primary(proxy.addr, config());
+    transport.wait_connected(WAIT).await.unwrap();
+    let base = proxy.accepted();
+    let (meta, source) = artifact(outbox.path(), 1024, 14);
+    transport.ship(meta, &source).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (meta, source) = artifact(outbox.path(), 1024, 15);
+    transport.ship(meta, &source).await.unwrap();
+    assert_eq!(
+        proxy.accepted() - base,
+        2,
+        "a new link for a ship after 0.6 s of 1 s"
+    );
+}
+
 #[tokio::test]
 async fn a_failed_ship_leaves_a_prefix_that_the_next_ship_resumes_from() {
     let mut site = secondary().await;

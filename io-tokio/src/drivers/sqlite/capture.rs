@@ -91,6 +91,19 @@ pub(super) struct Pin {
     db: File,
     wal: File,
     shm: File,
+    /// What position sampling last counted: see [`position`].
+    counted: Option<Counted>,
+}
+
+/// Transactions counted in the WAL past a chain's cursor, up to `at`: the next sample reads
+/// only the frames after `at` (samples come every heartbeat; reading from the chain's cursor
+/// each time read up to a second of the WAL again and again).
+#[derive(Copy, Clone, Debug)]
+struct Counted {
+    /// The chain the count is relative to (its position and WAL cursor).
+    from: (Lsn, Option<WalCursor>),
+    at: WalCursor,
+    commits: u64,
 }
 
 impl Pin {
@@ -120,6 +133,7 @@ impl Pin {
             db,
             wal,
             shm,
+            counted: None,
         }))
     }
 
@@ -708,21 +722,39 @@ fn heal(
 }
 
 /// The position of a WAL-mode database now: its chain's position plus the transactions
-/// committed in the WAL since (read-only: nothing is captured).
-pub(super) fn position(slot: &Slot, pin: &Pin) -> Result<Lsn, DriverError> {
+/// committed in the WAL since (read-only: nothing is captured). Frames counted by the previous
+/// sample of the same chain are not read again while the WAL has not started over.
+pub(super) fn position(slot: &Slot, pin: &mut Pin) -> Result<Lsn, DriverError> {
     let Some(state) = ChainState::load(&slot.dir, slot.name()) else {
         return Ok(chain::load_reference(&slot.dir));
     };
     if !state.wal_mode {
         return Ok(state.position);
     }
-    let more = match wal::read_committed(&pin.wal, state.wal.as_ref()).map_err(io_err(format!(
-        "reading the WAL of database {}",
-        slot.name()
-    )))? {
-        WalRead::Continued { new, .. } | WalRead::Restarted { new, .. } => new.commits,
-        WalRead::Empty => 0,
+    let read = |from: Option<&WalCursor>| {
+        wal::read_committed(&pin.wal, from).map_err(io_err(format!(
+            "reading the WAL of database {}",
+            slot.name()
+        )))
     };
+    let from = (state.position, state.wal);
+    let known = pin.counted.filter(|c| c.from == from);
+    let (at, more) = match known.map(|c| (c, read(Some(&c.at)))) {
+        Some((c, Ok(WalRead::Continued { cursor, new }))) => {
+            (Some(cursor), c.commits + new.commits)
+        }
+        _ => match read(state.wal.as_ref())? {
+            WalRead::Continued { cursor, new } | WalRead::Restarted { cursor, new } => {
+                (Some(cursor), new.commits)
+            }
+            WalRead::Empty => (None, 0),
+        },
+    };
+    pin.counted = at.map(|at| Counted {
+        from,
+        at,
+        commits: more,
+    });
     Ok(Lsn(state.position.0 + more))
 }
 
@@ -743,7 +775,7 @@ pub(super) fn demotion_position(
         st.pin = Pin::open(slot)?;
     }
     let at = match st.pin.take() {
-        Some(pin) => position(slot, &pin)?,
+        Some(mut pin) => position(slot, &mut pin)?,
         // Already in rollback-journal mode (a crash after the switch): what the chain says.
         None => chain.map_or(Lsn(0), |c| c.position),
     };

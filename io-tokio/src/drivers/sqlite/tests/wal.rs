@@ -79,6 +79,10 @@ fn checkpoints_by_the_application_between_two_logs_lose_nothing() {
     let primary = site();
     let standby = site();
     let app = primary.wal_app();
+    // Nothing else writes: a checkpoint that must wait for the pinned reader need not wait the
+    // default 5 s to give up.
+    app.busy_timeout(std::time::Duration::from_millis(100))
+        .unwrap();
     insert(&app, 0, 20);
     let full = primary.one(ArtifactKind::Full);
     let mut logs = Vec::new();
@@ -87,14 +91,22 @@ fn checkpoints_by_the_application_between_two_logs_lose_nothing() {
         .enumerate()
     {
         let from = 20 + round as i64 * 30;
+        let start = logs
+            .last()
+            .map_or(full.manifest.lsn_end, |l: &ArtifactFile| l.manifest.lsn_end);
         insert(&app, from, 15);
+        // Position samples count from where the previous sample stopped reading.
+        assert_eq!(primary.position().0 - start.0, 15, "{mode}");
         // The application checkpoints in the middle of the writes; a mode that must wait for
         // the driver's pinned reader gives up (busy) instead of blocking.
         app.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))
             .unwrap();
+        assert_eq!(primary.position().0 - start.0, 15, "{mode}");
         insert(&app, from + 15, 15);
         update(&app, 0..5, &format!("round {round}"));
+        assert_eq!(primary.position().0 - start.0, 35, "{mode}");
         let log = primary.one(ArtifactKind::Log);
+        assert_eq!(primary.position(), log.manifest.lsn_end, "{mode}");
         assert_eq!(
             log.manifest.lsn_end.0 - log.manifest.lsn_start.0,
             35,
