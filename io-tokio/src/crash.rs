@@ -19,7 +19,7 @@
 //! | `promote_before_report` | the databases were promoted and the engine is told | the engine re-issues the promotion; promoting a promoted database is a no-op |
 //! | `mid_reseed` | the new full backup is installed in place of the database and the driver's chain state is reset | the engine re-issues the reseed after its restart; installing the same full again is idempotent, and the chain state is reset then |
 //! | `snapshot_before_journal` | a new snapshot is renamed into place and the fresh journal that continues it | the old journal ends where the snapshot continues: its records are all in the snapshot, so the store starts a fresh journal (`journal_store`) |
-//! | `capture_mid_shadow` | a WAL-mode primary's captured page images are in its shadow copy (not yet fsynced) and `chain.json` records the new position | the `shadow.dirty` marker is durable first; the next capture reads the same frames from the saved cursor again (the driver's pin kept SQLite from restarting the WAL past them) and writes the same images, or, if they are gone, carries every page (`drivers/sqlite/capture.rs`) |
+//! | `capture_mid_shadow` | a WAL-mode primary's captured page images are in its shadow copy (not yet fsynced) and `chain.json` records the new position | the shadow's page 1, stamped with the new position, is durable first, so the shadow says another position than `chain.json`; the next capture reads the same frames from the saved cursor again (the driver's pin kept SQLite from restarting the WAL past them) and writes the same images, or, if they are gone, carries every page (`drivers/sqlite/capture.rs`) |
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

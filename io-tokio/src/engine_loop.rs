@@ -267,27 +267,38 @@ impl<E: Engine> EngineLoop<E> {
         }
     }
 
-    /// One batch: durable first, then handled, every output dispatched in order.
+    /// One batch: durable before its first effect, every output dispatched in order, each with
+    /// the engine as it was right after the input that caused it. The engine is pure, so an
+    /// input is handled before the batch is written: nothing leaves this process until the whole
+    /// batch (and any tail written before it) is on disk, and a failed write stops the loop with
+    /// nothing dispatched. One trip to the journal's thread per batch: write and sync together
+    /// at the first output, or only write when the batch has none.
     async fn step(&mut self, inputs: Vec<Input>, out: &mut impl Dispatch<E>) -> anyhow::Result<()> {
         let now = self.clock.now();
-        let batch: Vec<Record> = inputs.into_iter().map(|i| (now, i)).collect();
-        let batch = self
-            .blocking(move |store| store.write(&batch).map(|()| batch))
-            .await?;
+        let mut batch: Vec<Record> = inputs.into_iter().map(|i| (now, i)).collect();
         let mut synced = false;
-        for (now, input) in batch {
+        for i in 0..batch.len() {
+            let input = batch[i].1.clone();
             out.input(&input);
             self.engine.handle(now, input);
             while let Some(o) = self.engine.poll_output() {
                 if !synced {
-                    // Persist, then act: the whole batch (and any tail written before it) is
-                    // durable before its first effect.
-                    self.blocking(|store| store.sync()).await?;
+                    // Persist, then act.
+                    batch = self
+                        .blocking(move |store| {
+                            store.write(&batch)?;
+                            store.sync()?;
+                            Ok(batch)
+                        })
+                        .await?;
                     crate::crash::point("journal_before_effects");
                     synced = true;
                 }
                 out.output(&self.engine, now, o);
             }
+        }
+        if !synced {
+            self.blocking(move |store| store.write(&batch)).await?;
         }
         if self.stats.records_since_snapshot >= self.snapshot_every {
             let bytes = self

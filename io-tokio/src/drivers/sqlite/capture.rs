@@ -201,14 +201,28 @@ fn stamp_page1(file: &File, position: Lsn, page_count: u32) -> io::Result<()> {
 }
 
 /// Write the newest images of `new` (read from the WAL) into `file`, then size it to the last
-/// commit's page count.
-fn write_frames(wal: &File, new: &Committed, page_size: u32, file: &File) -> io::Result<()> {
+/// commit's page count. Page 1 is written with `stamp` (position, page count), when given,
+/// already in it.
+fn write_frames(
+    wal: &File,
+    new: &Committed,
+    page_size: u32,
+    file: &File,
+    stamp: Option<(Lsn, u32)>,
+) -> io::Result<()> {
     let skip = lock_page(page_size);
     for (&page, &offset) in &new.pages {
         if page == skip || new.db_pages.is_some_and(|n| page > n) {
             continue;
         }
-        let image = wal::read_page(wal, offset, page_size)?;
+        let mut image = wal::read_page(wal, offset, page_size)?;
+        if let Some((position, page_count)) = stamp.filter(|_| page == 1 && image.len() >= 96) {
+            let counter = (position.0 as u32).to_be_bytes();
+            image[18..20].copy_from_slice(&[1, 1]);
+            image[24..28].copy_from_slice(&counter);
+            image[28..32].copy_from_slice(&page_count.to_be_bytes());
+            image[92..96].copy_from_slice(&counter);
+        }
         file.write_all_at(&image, u64::from(page - 1) * u64::from(page_size))?;
     }
     if let Some(n) = new.db_pages {
@@ -249,7 +263,7 @@ fn snapshot(
                 Some(c) => c.page_size,
                 None => header_page_size(&out)?,
             };
-            write_frames(&pin.wal, &new, page_size, &out)?;
+            write_frames(&pin.wal, &new, page_size, &out, None)?;
             out.write_all_at(&[1, 1], 18)?;
             out.sync_all()?;
             durable::drop_cached(&out);
@@ -297,11 +311,10 @@ pub(super) fn capture(
     progress: &Progress,
 ) -> Result<(ChainState, Captured), DriverError> {
     let dir = &slot.dir;
-    let dirty = dir.join(DIRTY_FILE);
     let previous = ChainState::load(dir, slot.name());
     // A crash while page images went into the shadow: pages may be newer than its position.
     // Reading the same frames again repairs it; if they are gone, every page is carried.
-    let suspect = dirty.exists();
+    let suspect = previous.as_ref().is_some_and(|p| shadow_suspect(dir, p));
     let (prev, cursor) = match previous {
         Some(p) if p.wal_mode => {
             let c = p.wal;
@@ -399,8 +412,14 @@ pub(super) fn start_over_if_long(slot: &Slot, pin: &mut Pin, state: ChainState) 
     }
 }
 
-/// Write the captured frames into the shadow (under the marker) and record the new position
-/// and cursor.
+/// Write the captured frames into the shadow and record the new position and cursor.
+///
+/// The shadow's page 1 is its own marker: it is stamped with the new position (and page count)
+/// and synced *before* any other page is written, every image of page 1 written is stamped the
+/// same, and `chain.json` records the position only after the shadow is synced. So a shadow whose
+/// page 1 says another position than `chain.json` may be ahead of it (a crash in between), and
+/// one that says the same is exactly at it (see [`shadow_suspect`]). One sync of the file instead
+/// of a marker file created and removed (two fsyncs of the file and the directory each).
 fn apply(
     slot: &Slot,
     wal: &File,
@@ -408,32 +427,39 @@ fn apply(
     steps: &[(Committed, WalCursor)],
 ) -> Result<ChainState, DriverError> {
     let dir = &slot.dir;
-    let dirty = dir.join(DIRTY_FILE);
     let mut next = prev;
     let mut changed = PageSet::default();
-    let mut commits = 0;
     let shadow = next.shadow_path(dir);
-    if steps.iter().any(|(c, _)| c.commits > 0) {
-        if !dirty.exists() {
-            durable::write_atomically(&dirty, b"the shadow is being updated\n")?;
-        }
-        let file =
-            durable::open_rw(&shadow).map_err(io_err(format!("opening {}", shadow.display())))?;
+    let commits: u64 = steps.iter().map(|(c, _)| c.commits).sum();
+    if commits > 0 {
+        let page_count = steps
+            .iter()
+            .filter_map(|(c, _)| c.db_pages)
+            .next_back()
+            .unwrap_or(next.page_count);
+        let position = Lsn(next.position.0 + commits);
+        let updating =
+            |e: io::Error| DriverError::io(format!("updating the shadow {}", shadow.display()), &e);
+        let file = durable::open_rw(&shadow).map_err(updating)?;
+        stamp_page1(&file, position, page_count)
+            .and_then(|()| file.sync_data())
+            .map_err(updating)?;
         for (new, _) in steps {
-            write_frames(wal, new, next.page_size, &file)
-                .map_err(io_err(format!("updating the shadow {}", shadow.display())))?;
+            write_frames(
+                wal,
+                new,
+                next.page_size,
+                &file,
+                Some((position, page_count)),
+            )
+            .map_err(updating)?;
             changed.extend(&new.pages.keys().copied().collect::<PageSet>());
-            commits += new.commits;
-            if let Some(n) = new.db_pages {
-                next.page_count = n;
-            }
         }
-        next.position = Lsn(next.position.0 + commits);
+        next.position = position;
+        next.page_count = page_count;
         changed.insert(1);
         crate::crash::point("capture_mid_shadow");
-        stamp_page1(&file, next.position, next.page_count)
-            .and_then(|()| file.sync_all())
-            .map_err(io_err(format!("updating the shadow {}", shadow.display())))?;
+        file.sync_all().map_err(updating)?;
     }
     if let Some((_, last)) = steps.last() {
         next.wal = Some(*last);
@@ -442,6 +468,20 @@ fn apply(
     next.log_touched.extend(&changed);
     next.incr_touched.extend(&changed);
     Ok(next)
+}
+
+/// Whether the shadow of `state` may hold pages newer than its position: its page 1 says another
+/// position (an update the crash interrupted, see [`apply`]), or an older version's marker file
+/// is there. A shadow that cannot be read is suspect too.
+pub(super) fn shadow_suspect(dir: &Path, state: &ChainState) -> bool {
+    if dir.join(DIRTY_FILE).exists() {
+        return true;
+    }
+    let mut counter = [0u8; 4];
+    match File::open(state.shadow_path(dir)).and_then(|f| f.read_exact_at(&mut counter, 24)) {
+        Ok(()) => u32::from_be_bytes(counter) != state.position.0 as u32,
+        Err(_) => true,
+    }
 }
 
 /// Record a capture's state once what it published is in the outbox: `chain.json` (when it
@@ -454,12 +494,12 @@ pub(super) fn persist(
     state: &ChainState,
 ) -> Result<(), DriverError> {
     let dir = &slot.dir;
-    if before != Some(state) {
+    if before.map(|b| b.position) != Some(state.position) {
+        state.save_with_reference(dir)?;
+    } else if before != Some(state) {
         state.save(dir)?;
-        if before.map(|b| b.position) != Some(state.position) {
-            chain::store_reference(dir, state.position)?;
-        }
     }
+    // A marker an older version left (none is written now: see [`shadow_suspect`]).
     durable::remove_durably(&dir.join(DIRTY_FILE))
 }
 
@@ -610,11 +650,13 @@ fn start(
 ) -> Result<ChainState, DriverError> {
     let staged = slot.staged_shadow();
     let (image, cursor, _) = snapshot(pin, &staged, progress)?;
-    let reference = chain::load_reference(&slot.dir);
+    let previous = ChainState::load(&slot.dir, slot.name());
+    let reference =
+        chain::load_reference(&slot.dir).max(previous.as_ref().map_or(Lsn(0), |c| c.position));
     // A new chain starts past every position handed out before, so positions never go back.
     let position = Lsn(widen(image.counter, reference).0.max(reference.0) + 1);
     stamp(&staged, position, image.page_count)?;
-    let generation = ChainState::load(&slot.dir, slot.name()).map_or(1, |c| c.generation + 1);
+    let generation = previous.map_or(1, |c| c.generation + 1);
     let mut state = ChainState::start(
         generation,
         position,

@@ -226,8 +226,10 @@ impl ChainState {
         let shadow_len = fs::metadata(state.shadow_path(dir)).map(|m| m.len()).ok();
         // A WAL capture that stopped while it updated the shadow in place (its marker is still
         // there) may have resized it: the next capture repairs or replaces it.
-        let updating = state.wal_mode && dir.join(super::capture::DIRTY_FILE).exists();
-        let fits = shadow_len == Some(state.image().len()) || (updating && shadow_len.is_some());
+        let fits = shadow_len == Some(state.image().len())
+            || (state.wal_mode
+                && shadow_len.is_some()
+                && super::capture::shadow_suspect(dir, &state));
         if state.format_version != STATE_FORMAT_VERSION || !fits {
             tracing::warn!(db = db_name, path = %path.display(),
                 "the chain state's version or shadow copy does not match; the chain restarts");
@@ -261,6 +263,31 @@ impl ChainState {
             DriverError::new(ErrorKind::Io, format!("encoding the chain state: {e}"))
         })?;
         durable::write_atomically(&dir.join(CHAIN_FILE), &json)
+    }
+
+    /// Record this state and its position as the reference (`lsn.json`) together: both files
+    /// replaced with one directory fsync. A crash may keep either one old: an old `chain.json`
+    /// reads its frames again (its shadow says it is behind, see `capture.rs`), a reference
+    /// behind the chain only lowers the floor a restarted chain starts above, which the chain's
+    /// own position raises again.
+    pub fn save_with_reference(&self, dir: &Path) -> Result<(), DriverError> {
+        let json = self.to_json().map_err(|e| {
+            DriverError::new(ErrorKind::Io, format!("encoding the chain state: {e}"))
+        })?;
+        let (chain, reference) = (dir.join(CHAIN_FILE), dir.join(REFERENCE_FILE));
+        let lsn = reference_json(self.position);
+        crate::durable::write_all_durably(&[(&chain, &json), (&reference, lsn.as_bytes())]).map_err(
+            |e| {
+                DriverError::io(
+                    format!(
+                        "writing {} and {} durably",
+                        chain.display(),
+                        reference.display()
+                    ),
+                    &e,
+                )
+            },
+        )
     }
 
     /// Forget the chain (this database now follows another site's history).
@@ -336,11 +363,14 @@ pub fn load_reference(dir: &Path) -> Lsn {
 }
 
 pub fn store_reference(dir: &Path, lsn: Lsn) -> Result<(), DriverError> {
-    let json = format!(
+    durable::write_atomically(&dir.join(REFERENCE_FILE), reference_json(lsn).as_bytes())
+}
+
+fn reference_json(lsn: Lsn) -> String {
+    format!(
         "{{\"format_version\":{STATE_FORMAT_VERSION},\"lsn\":{}}}",
         lsn.0
-    );
-    durable::write_atomically(&dir.join(REFERENCE_FILE), json.as_bytes())
+    )
 }
 
 #[cfg(test)]

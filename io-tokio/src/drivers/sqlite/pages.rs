@@ -140,6 +140,16 @@ pub fn write_delta(
     pages: &[u32],
     source: &File,
 ) -> io::Result<()> {
+    write_delta_unsynced(path, header, pages, source)?.sync_all()
+}
+
+/// [`write_delta`] without the fsync, for a file whose next step syncs it (`manifest::publish`).
+pub fn write_delta_unsynced(
+    path: &Path,
+    header: &DeltaHeader,
+    pages: &[u32],
+    source: &File,
+) -> io::Result<File> {
     debug_assert_eq!(pages.len(), header.entries as usize);
     let file = File::create(path)?;
     let mut out = BufWriter::with_capacity(1 << 20, &file);
@@ -152,7 +162,7 @@ pub fn write_delta(
     }
     out.flush()?;
     drop(out);
-    file.sync_all()
+    Ok(file)
 }
 
 /// A delta file opened for reading, its structure checked.

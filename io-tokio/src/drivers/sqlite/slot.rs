@@ -372,8 +372,9 @@ impl Slot {
             entries: pages.len() as u32,
         };
         let staging = manifest::staging_path(&request.outbox, self.name(), kind);
+        // `publish` fsyncs the staged file before it names it.
         File::open(staged)
-            .and_then(|source| pages::write_delta(&staging, &header, &pages, &source))
+            .and_then(|source| pages::write_delta_unsynced(&staging, &header, &pages, &source))
             .map_err(|e| {
                 DriverError::io(
                     format!(

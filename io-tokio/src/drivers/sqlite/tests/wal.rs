@@ -193,25 +193,29 @@ fn a_crash_while_the_shadow_was_updated_is_repaired_from_the_same_frames() {
     let full = primary.one(ArtifactKind::Full);
     insert(&app, 10, 10);
     let log1 = primary.one(ArtifactKind::Log);
-    // A crash between page images written into the shadow and chain.json: the marker stays,
-    // and the shadow holds images newer than its recorded position.
+    // A crash between page images written into the shadow and chain.json: the shadow's page 1
+    // says the position it was being brought to (written and synced first), and the shadow
+    // holds images newer than the position chain.json records.
     let state = primary.dir.path().join("state/sales");
-    let marker = state.join(super::super::capture::DIRTY_FILE);
     insert(&app, 20, 10);
-    fs::write(&marker, b"x").unwrap();
-    // The crash came after the shadow was resized for the new pages (found by the
-    // capture_mid_shadow crash point: the chain was dropped for its length).
     let chain = ChainState::load(&state, "sales").unwrap();
     let shadow = chain.shadow_path(&state);
+    assert!(!super::super::capture::shadow_suspect(&state, &chain));
+    let ahead = ((chain.position.0 + 10) as u32).to_be_bytes();
+    let file = fs::OpenOptions::new().write(true).open(&shadow).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &ahead, 24).unwrap();
+    assert!(super::super::capture::shadow_suspect(&state, &chain));
+    // The crash came after the shadow was resized for the new pages (found by the
+    // capture_mid_shadow crash point: the chain was dropped for its length).
     let len = fs::metadata(&shadow).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&shadow)
-        .unwrap()
-        .set_len(len + 3 * 4096)
-        .unwrap();
+    file.set_len(len + 3 * 4096).unwrap();
+    drop(file);
     let log2 = primary.one(ArtifactKind::Log);
-    assert!(!marker.exists());
+    let chain = ChainState::load(&state, "sales").unwrap();
+    assert!(
+        !super::super::capture::shadow_suspect(&state, &chain),
+        "repaired: the shadow is at its recorded position again"
+    );
     assert!(
         primary.driver.capture_gaps().is_empty(),
         "the same frames repaired it: no gap"
@@ -233,7 +237,8 @@ fn a_crash_mid_update_then_an_unseen_restart_carries_every_page() {
     let log1 = primary.one(ArtifactKind::Log);
     let state = primary.dir.path().to_path_buf();
     drop(drop_pins(&primary.driver));
-    // The crash left the marker; while the agent was down the WAL was emptied.
+    // A crash left the marker file an older version wrote around shadow updates; while the
+    // agent was down the WAL was emptied.
     fs::write(
         state
             .join("state/sales")
