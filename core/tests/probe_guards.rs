@@ -447,9 +447,45 @@ fn healed(healthy_since: Millis, last_trouble: Millis, last_hb: Option<Millis>) 
         st.peer.link_trouble = Some((last_trouble - 2_000, last_trouble, 4));
         st.peer.last_heartbeat_at = last_hb;
         st.peer.site_reachable = true;
+        // As if raised for a steady outage (one raised for flapping: see below).
+        st.peer.link_flapping = false;
     });
     s.probe(ProbeTarget::Service, true);
     s
+}
+
+/// A `link_down` raised for flapping, then `calm` ms of a healthy service, a calm link and
+/// flowing heartbeats, and one more good service probe.
+fn healed_after_flapping(calm: Millis) -> Site {
+    let mut s = watcher();
+    flapping(&mut s, 2, 3_000, view(A, true, 500), 0);
+    assert!(one_more_failure_raises_link_down(&mut s));
+    assert!(s.e.state().peer.link_flapping);
+    let now = 20_000 + calm;
+    s.run_until(now);
+    s.edit(|st| {
+        st.peer.ok_streak = 2;
+        st.peer.healthy_since = Some(now - calm);
+        st.peer.link_trouble = Some((now - calm - 2_000, now - calm, 4));
+        st.peer.last_heartbeat_at = Some(now - 1_000);
+        st.peer.site_reachable = true;
+    });
+    s.probe(ProbeTarget::Service, true);
+    s
+}
+
+/// Probes near a flapping link's period land in its up windows for a minute or more at a time
+/// (swarm seed 9400195): a `link_down` raised for flapping needs the longest calm.
+#[test]
+fn link_down_raised_for_flapping_clears_only_after_the_longest_calm() {
+    let max = lifeboat_core::defaults::LINK_DOWN_CLEAR_MAX;
+    for calm in [CALM, max - 1] {
+        let s = healed_after_flapping(calm);
+        assert!(s.cleared(AlertKind::LinkDown).is_empty(), "after {calm} ms");
+    }
+    let s = healed_after_flapping(max);
+    assert_eq!(s.cleared(AlertKind::LinkDown).len(), 1);
+    assert!(!s.e.state().peer.link_flapping);
 }
 
 #[test]

@@ -162,6 +162,12 @@ pub struct PeerView {
     /// probe.
     #[serde(default)]
     pub link_trouble: Option<(Millis, Millis, u32)>,
+    /// `link_down` was raised because the link kept failing intermittently (flapping): it
+    /// clears only after the longest calm (`defaults::LINK_DOWN_CLEAR_MAX`). Probes and
+    /// heartbeats at a period near the flaps' land in their up windows for minutes at a time,
+    /// so a calm as long as the trouble seen so far is no proof the flapping stopped.
+    #[serde(default)]
+    pub link_flapping: bool,
     /// Arbiter queries that went unanswered in a row (`arbiter_unreachable` needs two).
     #[serde(default)]
     pub arbiter_misses: u32,
@@ -180,6 +186,18 @@ pub struct PeerView {
     /// site accepts writes.
     #[serde(default)]
     pub full_wanted: Option<Option<DbId>>,
+}
+
+impl PeerView {
+    /// How long a link whose trouble ran from `since` to `last` must stay up before it is calm:
+    /// `defaults::link_calm_after`, or the longest calm after flapping.
+    pub fn calm_needed(&self, since: Millis, last: Millis) -> Millis {
+        if self.link_flapping {
+            crate::defaults::LINK_DOWN_CLEAR_MAX
+        } else {
+            crate::defaults::link_calm_after(since, last)
+        }
+    }
 }
 
 /// A step of a role procedure.

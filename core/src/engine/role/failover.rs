@@ -711,6 +711,7 @@ impl SiteEngine {
                 let subject = Subject::Site(self.peer);
                 self.clear(now, AlertKind::PrimaryDown, None, subject);
                 self.clear(now, AlertKind::LinkDown, None, subject);
+                self.st.peer.link_flapping = false;
                 self.report(Report::Failover {
                     epoch,
                     new_primary: self.me,

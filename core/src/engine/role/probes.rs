@@ -2,7 +2,6 @@
 
 use super::*;
 use crate::alert::{AlertId, AlertKind, Severity, Subject};
-use crate::defaults::link_calm_after;
 use crate::engine::{texts, SiteEngine, Timer};
 use crate::ids::{DbId, Lsn, Millis, SiteId};
 use crate::protocol::{ArbiterView, Command, Heartbeat, Message, Peer, ProbeTarget};
@@ -112,9 +111,7 @@ impl SiteEngine {
         if self.watches_primary() && (stopped || lost) {
             let p = &mut self.st.peer;
             p.link_trouble = match p.link_trouble {
-                Some((since, last, n))
-                    if now.saturating_sub(last) < link_calm_after(since, last) =>
-                {
+                Some((since, last, n)) if now.saturating_sub(last) < p.calm_needed(since, last) => {
                     Some((since, now, n.saturating_add(1)))
                 }
                 _ => Some((now, now, 1)),
@@ -257,13 +254,13 @@ impl SiteEngine {
                 p.site_reachable = ok;
                 p.link_trouble = match (ok, p.link_trouble) {
                     (false, Some((since, last, n)))
-                        if now.saturating_sub(last) < link_calm_after(since, last) =>
+                        if now.saturating_sub(last) < p.calm_needed(since, last) =>
                     {
                         Some((since, now, n.saturating_add(1)))
                     }
                     (false, _) => Some((now, now, 1)),
                     (true, Some((since, last, _)))
-                        if now.saturating_sub(last) >= link_calm_after(since, last) =>
+                        if now.saturating_sub(last) >= p.calm_needed(since, last) =>
                     {
                         None
                     }
@@ -294,12 +291,14 @@ impl SiteEngine {
                         .peer
                         .last_heartbeat_at
                         .is_some_and(|t| now.saturating_sub(t) <= (3 * hb_every).max(2_000));
+                    let peer = &self.st.peer;
                     let link_calm = heartbeats_flow
-                        && self.st.peer.link_trouble.is_none_or(|(since, last, _)| {
-                            now.saturating_sub(last) >= link_calm_after(since, last)
+                        && peer.link_trouble.is_none_or(|(since, last, _)| {
+                            now.saturating_sub(last) >= peer.calm_needed(since, last)
                         });
                     if now.saturating_sub(healthy_since) >= calm && link_calm {
                         self.clear(now, AlertKind::LinkDown, None, subject);
+                        self.st.peer.link_flapping = false;
                     }
                 }
                 // Auto Pilot succeeded: the primary came back by itself (unless its lease is
@@ -357,6 +356,7 @@ impl SiteEngine {
         };
         if renewing {
             self.link_down(now, n, "the link fails again and again (flapping)");
+            self.st.peer.link_flapping = true;
         }
     }
 
@@ -455,6 +455,7 @@ impl SiteEngine {
             }
             Some(v) if v.lease_lapsed => {
                 self.clear(now, AlertKind::LinkDown, None, subject);
+                self.st.peer.link_flapping = false;
                 self.primary_down(now, &down_id, failed, secs, true);
                 if self.cfg.failover.automatic
                     && self.st.procedure.is_none()
