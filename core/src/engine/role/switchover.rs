@@ -326,6 +326,12 @@ impl SiteEngine {
             return;
         }
         if !self.cfg.arbiter {
+            // Without an arbiter only the old primary's notice of the new epoch makes this site
+            // its holder; a message claiming more (no arbiter exists to send a view) is no
+            // reason to write.
+            if self.st.holder != self.me {
+                return;
+            }
             self.st.lease.unmanaged = true;
             return self.promote(now);
         }
