@@ -4,7 +4,7 @@ use super::link::{
     dial, finish_control_link, run_control_link, spawn_keepalive, AbortOnDrop, Backoff,
     ControlLink, Dialed, LinkEnd, SendError, ShipError,
 };
-use super::ship::{send_artifact, ShipErrorKind, Shipped};
+use super::ship::{send_artifact, ShipErrorKind, ShipFailure, Shipped};
 use super::wire::{Frame, LinkKind};
 use super::{Event, TransportConfig};
 use lifeboat_core::{ArtifactMeta, Message, Peer};
@@ -58,6 +58,31 @@ impl DialShared {
             }
         }
         None
+    }
+
+    /// Send one artifact on `conn`: kept for the next transfer when it went well, closed
+    /// otherwise.
+    async fn send_on(
+        &self,
+        mut conn: Dialed,
+        meta: &ArtifactMeta,
+        path: &Path,
+    ) -> Result<Shipped, ShipFailure> {
+        let result = send_artifact(
+            &mut conn.reader,
+            &mut conn.writer,
+            meta,
+            path,
+            &self.cfg,
+            &self.transfers,
+        )
+        .await;
+        if result.is_ok() {
+            self.keep_idle(conn);
+        } else {
+            conn.writer.shutdown().await;
+        }
+        result
     }
 
     fn keep_idle(&self, link: Dialed) {
@@ -167,49 +192,18 @@ impl Transport {
 
     async fn ship_once(&self, meta: &ArtifactMeta, path: &Path) -> Result<Shipped, ShipErrorKind> {
         let s = &self.shared;
-        if let Some(mut conn) = s.take_idle() {
-            let result = send_artifact(
-                &mut conn.reader,
-                &mut conn.writer,
-                meta,
-                path,
-                &s.cfg,
-                &s.transfers,
-            )
-            .await;
-            match result {
-                Ok(shipped) => {
-                    s.keep_idle(conn);
-                    return Ok(shipped);
-                }
+        if let Some(conn) = s.take_idle() {
+            match s.send_on(conn, meta, path).await {
                 // The receiver closed the kept link meanwhile (its idle timeout, a restart), or
                 // refuses the offer: a new link says which. Nothing was sent past the offer.
                 Err(e) if e.unanswered => {
                     debug!(addr = %s.addr, error = %e.kind, "a kept ship link failed at the offer; offering on a new link");
-                    conn.writer.shutdown().await;
                 }
-                Err(e) => {
-                    conn.writer.shutdown().await;
-                    return Err(e.kind);
-                }
+                done => return done.map_err(|e| e.kind),
             }
         }
-        let mut conn = dial(&s.addr, s.me, LinkKind::Ship, &s.cfg).await?;
-        let result = send_artifact(
-            &mut conn.reader,
-            &mut conn.writer,
-            meta,
-            path,
-            &s.cfg,
-            &s.transfers,
-        )
-        .await;
-        if result.is_ok() {
-            s.keep_idle(conn);
-        } else {
-            conn.writer.shutdown().await;
-        }
-        result.map_err(|e| e.kind)
+        let conn = dial(&s.addr, s.me, LinkKind::Ship, &s.cfg).await?;
+        s.send_on(conn, meta, path).await.map_err(|e| e.kind)
     }
 }
 
