@@ -73,9 +73,16 @@ pub fn write_durably_as(path: &Path, tag: &str, bytes: &[u8]) -> io::Result<()> 
 /// [`write_durably_as`] of the concatenation of `parts` (a header before a large payload, with
 /// no copy of the payload).
 pub fn write_parts_durably_as(path: &Path, tag: &str, parts: &[&[u8]]) -> io::Result<()> {
+    replace(path, tag, parts)?;
+    sync_dir(parent_dir(path))
+}
+
+/// Temporary file, fsync, rename over `path`; the directory is not synced. On failure the
+/// temporary file is removed and `path` is untouched.
+fn replace(path: &Path, tag: &str, parts: &[&[u8]]) -> io::Result<()> {
     let tmp = temp_beside(path, tag);
     let written = write_parts_synced(&tmp, parts);
-    if let Err(e) = written.and_then(|()| rename_durably(&tmp, path)) {
+    if let Err(e) = written.and_then(|()| fs::rename(&tmp, path)) {
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }
@@ -89,11 +96,7 @@ pub fn write_parts_durably_as(path: &Path, tag: &str, parts: &[&[u8]]) -> io::Re
 pub fn write_all_durably(files: &[(&Path, &[u8])]) -> io::Result<()> {
     let mut dirs: Vec<&Path> = Vec::new();
     for (path, bytes) in files {
-        let tmp = temp_beside(path, "write");
-        if let Err(e) = write_parts_synced(&tmp, &[bytes]).and_then(|()| fs::rename(&tmp, path)) {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
+        replace(path, "write", &[bytes])?;
         if !dirs.contains(&parent_dir(path)) {
             dirs.push(parent_dir(path));
         }

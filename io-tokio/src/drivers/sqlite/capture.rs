@@ -32,11 +32,12 @@
 //! the shadow with a snapshot of the live database (one full read; the log's transaction count
 //! is then a lower bound, and the driver says so in its log).
 //!
-//! **Crash safety.** Page images go into the shadow in place under a marker file
-//! (`shadow.dirty`, durable before the first write and removed after `chain.json` records the
-//! new position, which the driver writes once per capture, after the log it cut is in the outbox,
-//! or before its own checkpoint when it resets the WAL). After a crash the marker says the shadow
-//! may hold images newer than its position: reading the same frames from the saved cursor again
+//! **Crash safety.** Page images go into the shadow in place after its page 1 says the new
+//! position (stamped and synced before the first other write; `chain.json` records the position
+//! once per capture, after the log it cut is in the outbox, or before the driver's own checkpoint
+//! when it resets the WAL). After a crash a page 1 that says another position than `chain.json`
+//! means the shadow may hold images newer than its position: reading the same frames from the
+//! saved cursor again
 //! writes the same images and repairs it (a log already published is cut again, the same
 //! artifact); if SQLite restarted the WAL meanwhile, the healing comparison carries every page.
 //!
@@ -485,9 +486,9 @@ pub(super) fn shadow_suspect(dir: &Path, state: &ChainState) -> bool {
 }
 
 /// Record a capture's state once what it published is in the outbox: `chain.json` (when it
-/// changed since `before`), the position reference, then the shadow's marker goes. One write of
-/// each per capture. A crash before this reads the same frames again (the marker says the shadow
-/// may be ahead of `chain.json`); a log published twice is the same artifact.
+/// changed since `before`) and the position reference, one write of each per capture. A crash
+/// before this reads the same frames again (the shadow's page 1 says it may be ahead of
+/// `chain.json`); a log published twice is the same artifact.
 pub(super) fn persist(
     slot: &Slot,
     before: Option<&ChainState>,

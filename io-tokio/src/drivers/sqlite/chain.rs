@@ -224,8 +224,8 @@ impl ChainState {
             }
         };
         let shadow_len = fs::metadata(state.shadow_path(dir)).map(|m| m.len()).ok();
-        // A WAL capture that stopped while it updated the shadow in place (its marker is still
-        // there) may have resized it: the next capture repairs or replaces it.
+        // A WAL capture that stopped while it updated the shadow in place (its page 1 says
+        // another position) may have resized it: the next capture repairs or replaces it.
         let fits = shadow_len == Some(state.image().len())
             || (state.wal_mode
                 && shadow_len.is_some()
@@ -259,10 +259,12 @@ impl ChainState {
 
     /// Record this state (its shadow already in place): replace `chain.json` atomically.
     pub fn save(&self, dir: &Path) -> Result<(), DriverError> {
-        let json = self.to_json().map_err(|e| {
-            DriverError::new(ErrorKind::Io, format!("encoding the chain state: {e}"))
-        })?;
-        durable::write_atomically(&dir.join(CHAIN_FILE), &json)
+        durable::write_atomically(&dir.join(CHAIN_FILE), &self.encoded()?)
+    }
+
+    fn encoded(&self) -> Result<Vec<u8>, DriverError> {
+        self.to_json()
+            .map_err(|e| DriverError::new(ErrorKind::Io, format!("encoding the chain state: {e}")))
     }
 
     /// Record this state and its position as the reference (`lsn.json`) together: both files
@@ -271,9 +273,7 @@ impl ChainState {
     /// behind the chain only lowers the floor a restarted chain starts above, which the chain's
     /// own position raises again.
     pub fn save_with_reference(&self, dir: &Path) -> Result<(), DriverError> {
-        let json = self.to_json().map_err(|e| {
-            DriverError::new(ErrorKind::Io, format!("encoding the chain state: {e}"))
-        })?;
+        let json = self.encoded()?;
         let (chain, reference) = (dir.join(CHAIN_FILE), dir.join(REFERENCE_FILE));
         let lsn = reference_json(self.position);
         crate::durable::write_all_durably(&[(&chain, &json), (&reference, lsn.as_bytes())]).map_err(
