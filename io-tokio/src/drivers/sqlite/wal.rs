@@ -26,7 +26,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
 
 pub const HEADER_LEN: u64 = 32;
 pub const FRAME_HEADER_LEN: u64 = 24;
@@ -152,17 +152,7 @@ fn checksum_of(big_endian: bool, s: [u32; 2], data: &[u8]) -> [u32; 2] {
 
 /// Fill `buf` from `offset`; false when the file ends first.
 fn read_exact_at(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<bool> {
-    use std::os::unix::fs::FileExt;
-    let mut done = 0;
-    while done < buf.len() {
-        match file.read_at(&mut buf[done..], offset + done as u64) {
-            Ok(0) => return Ok(false),
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
+    Ok(read_up_to(file, offset, buf)? == buf.len())
 }
 
 /// The file offset of frame `i`'s header (0-based).
@@ -191,40 +181,60 @@ pub fn read_committed(file: &File, from: Option<&WalCursor>) -> io::Result<WalRe
     })
 }
 
+/// Frames read by the first request of a scan; each full request doubles the next, up to
+/// [`MAX_READ_FRAMES`]. A scan usually finds a few new frames followed by the stale tail of an
+/// earlier log (SQLite restarts the WAL in place without truncating it), so a large first read
+/// would mostly read frames that do not continue the chain.
+const FIRST_READ_FRAMES: usize = 4;
+const MAX_READ_FRAMES: usize = 256;
+
+/// Fill as much of `buf` from `offset` as the file holds; the bytes read.
+fn read_up_to(file: &File, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
 /// Frames from `cursor` on, up to the last commit of the valid chain.
 fn scan(file: &File, cursor: WalCursor) -> io::Result<(WalCursor, Committed)> {
-    let frame_len = FRAME_HEADER_LEN + u64::from(cursor.page_size);
-    let mut f = file.try_clone()?;
-    f.seek(SeekFrom::Start(frame_offset(
-        cursor.page_size,
-        cursor.frames,
-    )))?;
-    let mut reader = io::BufReader::with_capacity(1 << 20, f);
-    let mut frame = vec![0u8; frame_len as usize];
+    let frame_len = (FRAME_HEADER_LEN + u64::from(cursor.page_size)) as usize;
     let (mut at, mut sum) = (cursor, cursor.checksum);
     let mut pending: Vec<(u32, u64)> = Vec::new();
     let mut out = Committed::default();
     let mut i = cursor.frames;
-    loop {
-        match reader.read_exact(&mut frame) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
-            Err(e) => return Err(e),
+    let mut want = FIRST_READ_FRAMES;
+    let mut buf = Vec::new();
+    'read: loop {
+        buf.resize(want * frame_len, 0);
+        let whole = read_up_to(file, frame_offset(cursor.page_size, i), &mut buf)? / frame_len;
+        for frame in buf.chunks_exact(frame_len).take(whole) {
+            let Some(next) = continues(frame, &cursor, sum) else {
+                break 'read;
+            };
+            sum = next;
+            let (page, db_pages) = (be(frame, 0), be(frame, 4));
+            pending.push((page, frame_offset(cursor.page_size, i) + FRAME_HEADER_LEN));
+            i += 1;
+            if db_pages != 0 {
+                out.commits += 1;
+                out.db_pages = Some(db_pages);
+                out.pages.extend(pending.drain(..));
+                at.frames = i;
+                at.checksum = sum;
+            }
         }
-        let Some(next) = continues(&frame, &cursor, sum) else {
+        if whole < want {
             break;
-        };
-        sum = next;
-        let (page, db_pages) = (be(&frame, 0), be(&frame, 4));
-        pending.push((page, frame_offset(cursor.page_size, i) + FRAME_HEADER_LEN));
-        i += 1;
-        if db_pages != 0 {
-            out.commits += 1;
-            out.db_pages = Some(db_pages);
-            out.pages.extend(pending.drain(..));
-            at.frames = i;
-            at.checksum = sum;
         }
+        want = (want * 2).min(MAX_READ_FRAMES);
     }
     Ok((at, out))
 }
@@ -463,6 +473,35 @@ mod tests {
         old.extend_from_slice(&stale[frame_offset(512, 1) as usize..]);
         let (_, new) = continued(read_committed(&file_of(&old), None).unwrap());
         assert_eq!(new.commits, 1);
+    }
+
+    #[test]
+    fn reads_in_growing_chunks_find_every_commit_before_a_stale_tail() {
+        // 1,000 frames (several chunk sizes and the largest one), a commit every 7th frame
+        // and the uncommitted rest, then an older WAL's frames left behind the valid ones.
+        let n = 1_000u32;
+        let frames: Vec<(u32, u32, u8)> = (0..n)
+            .map(|i| (i % 50 + 1, if i % 7 == 6 { 50 } else { 0 }, (i % 251) as u8))
+            .collect();
+        let mut bytes = wal(false, [3, 4], &frames);
+        let stale = wal(false, [2, 2], &frames[..400]);
+        bytes.extend_from_slice(&stale[frame_offset(512, 0) as usize..]);
+        let f = file_of(&bytes);
+        let committed = u64::from(n / 7 * 7);
+        let (cursor, new) = continued(read_committed(&f, None).unwrap());
+        assert_eq!((new.commits, cursor.frames), (u64::from(n / 7), committed));
+        // The newest image of page 1 is the last committed frame writing it.
+        let last = (0..committed).filter(|i| i % 50 == 0).max().unwrap();
+        assert_eq!(
+            read_page(&f, new.pages[&1], 512).unwrap()[0],
+            (last % 251) as u8
+        );
+        // From a cursor in the middle, only the commits after it.
+        let (mid, _) =
+            continued(read_committed(&file_of(&wal(false, [3, 4], &frames[..301])), None).unwrap());
+        let (end, rest) = continued(read_committed(&f, Some(&mid)).unwrap());
+        assert_eq!(end, cursor);
+        assert_eq!(rest.commits, u64::from(n / 7) - 301 / 7);
     }
 
     #[test]
