@@ -78,7 +78,6 @@ use super::{BackupRequest, DatabaseSpec, DrillOutcome, Driver};
 use chain::{ChainState, PageSet};
 use header::widen;
 use lifeboat_core::{ArtifactKind, DbId, Epoch, Lsn};
-use lock::open_existing;
 use serde::{Deserialize, Serialize};
 use slot::{Slot, SlotState};
 use std::fs::{self, File};
@@ -190,6 +189,7 @@ impl SqliteDriver {
                 check_every: Duration::from_millis(config.check_every_ms),
                 state: Mutex::new(SlotState::default()),
                 gaps: Mutex::new(Vec::new()),
+                probe: Mutex::new(None),
             });
         }
         let driver = SqliteDriver {
@@ -374,6 +374,9 @@ impl Driver for SqliteDriver {
         let slot = self.slot_for(artifact)?;
         manifest::check_bytes(artifact)?;
         let mut st = slot.lock();
+        // The file is replaced, applied to or switched out of WAL mode: no probe connection
+        // of this process may stay open through that.
+        slot.drop_probe();
         slot.recover(&mut st)?;
         let lsn = match artifact.manifest.kind {
             ArtifactKind::Full => {
@@ -409,6 +412,9 @@ impl Driver for SqliteDriver {
         }
         manifest::check_bytes(full)?;
         let mut st = slot.lock();
+        // The file is replaced, applied to or switched out of WAL mode: no probe connection
+        // of this process may stay open through that.
+        slot.drop_probe();
         slot.recover(&mut st)?;
         st.pin = None;
         let lsn = slot.install_full(&mut st, full, "integrity_check")?;
@@ -422,6 +428,9 @@ impl Driver for SqliteDriver {
     fn promote(&self, db: DbId, epoch: Epoch) -> Result<Lsn, DriverError> {
         let slot = self.slot(db)?;
         let mut st = slot.lock();
+        // The file is replaced, applied to or switched out of WAL mode: no probe connection
+        // of this process may stay open through that.
+        slot.drop_probe();
         slot.recover(&mut st)?;
         if !slot.path().is_file() {
             return Err(slot.missing("nothing to promote: restore a full backup into it first"));
@@ -471,21 +480,28 @@ impl Driver for SqliteDriver {
         // standby look dead and a loaded primary look down.
         let slot = self.slot(db)?;
         let timeout = Duration::from_millis(self.config.probe_timeout_ms);
-        let conn = open_existing(slot.path(), slot.name(), timeout, true)?;
+        let (conn, file) = slot.probe_connection(timeout)?;
         let answered = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
             r.get::<_, i64>(0)
         });
-        if let Err(rusqlite::Error::SqliteFailure(ffi, _)) = &answered {
-            if matches!(
-                ffi.code,
-                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
-            ) {
+        match &answered {
+            Ok(_) => {
+                slot.keep_probe(conn, file);
+                return Ok(());
+            }
+            Err(rusqlite::Error::SqliteFailure(ffi, _))
+                if matches!(
+                    ffi.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) =>
+            {
                 tracing::debug!(
                     db = slot.name(),
                     "probe: the database is locked by a live process"
                 );
                 return Ok(());
             }
+            Err(_) => {}
         }
         answered.map(|_| ()).map_err(|e| {
             DriverError::sqlite(

@@ -397,3 +397,58 @@ fn a_full_backup_counts_its_bytes_in_the_requests_progress() {
         "the last pass, the artifact, is done"
     );
 }
+
+#[test]
+fn a_probed_wal_primary_is_demoted_and_follows_the_new_one_with_its_probe_connection_kept() {
+    // The probe keeps its connection between probes; the demotion switches the old primary's
+    // file out of WAL mode, which any other open connection of this process would stop.
+    let a = site();
+    let b = site();
+    let app = a.wal_app();
+    insert(&app, 0, 10);
+    a.driver.probe(SALES).unwrap();
+    b.driver.restore(&a.one(ArtifactKind::Full)).unwrap();
+    insert(&app, 10, 10);
+    a.driver.probe(SALES).unwrap();
+    b.driver.probe(SALES).unwrap();
+    b.driver.restore(&a.one(ArtifactKind::Log)).unwrap();
+    b.driver.probe(SALES).unwrap();
+
+    insert(&app, 20, 5);
+    drop(app);
+    a.driver.fence(SALES).unwrap();
+    a.driver.probe(SALES).unwrap();
+    b.driver.restore(&a.one(ArtifactKind::Log)).unwrap();
+    b.driver.promote(SALES, Epoch(2)).unwrap();
+    b.driver.probe(SALES).unwrap();
+    let app_b = b.wal_app();
+    insert(&app_b, 100, 15);
+    b.driver.probe(SALES).unwrap();
+    let reverse = b.one(ArtifactKind::Log);
+
+    a.driver.probe(SALES).unwrap();
+    a.driver.restore(&reverse).unwrap();
+    a.driver.probe(SALES).unwrap();
+    assert_eq!(a.rows(), b.rows());
+    assert_eq!(a.journal_mode(), "delete");
+    assert_eq!(a.integrity(), "ok");
+}
+
+#[test]
+fn a_kept_probe_connection_sees_a_database_file_replaced_behind_it() {
+    let a = site();
+    let app = a.wal_app();
+    insert(&app, 0, 3);
+    drop(app);
+    a.driver.probe(SALES).unwrap();
+    // Replaced by a file that is not a database: the kept connection was on the old one.
+    let tmp = a.db.with_extension("new");
+    std::fs::write(&tmp, vec![7u8; 8192]).unwrap();
+    std::fs::rename(&tmp, &a.db).unwrap();
+    let e = a.driver.probe(SALES).unwrap_err();
+    assert!(e.message.contains("probing database sales"), "{e}");
+    // Removed: named, not answered from the old file.
+    std::fs::remove_file(&a.db).unwrap();
+    let e = a.driver.probe(SALES).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+}
