@@ -374,3 +374,24 @@ pub enum Output {
     Audit(AuditRecord),
     Report(Report),
 }
+
+impl Output {
+    /// Whether the inputs journaled so far must be durable before this output is acted on
+    /// (Contracts: journal). Only observations need not: a probe, a position sample, a service
+    /// check, a collection of finished logs. Each only feeds a later input (a result, or an
+    /// artifact that the outbox holds and a restart discovers); none tells anyone of a state
+    /// that a crash could take back, so an input whose only outputs are observations may sit in
+    /// the journal's unsynced tail like one that caused nothing. A quiet primary issues three of
+    /// them a second, each of which cost a journal fsync.
+    pub fn needs_durable_inputs(&self) -> bool {
+        !matches!(
+            self,
+            Output::Command(
+                Command::Probe
+                    | Command::SamplePositions
+                    | Command::CheckService { .. }
+                    | Command::CollectLogs { .. }
+            )
+        )
+    }
+}

@@ -411,3 +411,37 @@ fn a_damaged_snapshot_is_refused_never_misread() {
         assert!(journal::decode_snapshot::<SiteState>(&snap[..len]).is_err());
     }
 }
+
+#[test]
+fn only_observations_may_run_before_their_inputs_are_durable() {
+    use lifeboat_core::{DbId, Epoch, OpId, SiteId};
+    let observations = [
+        Command::Probe,
+        Command::SamplePositions,
+        Command::CheckService { op: OpId(1) },
+        Command::CollectLogs { epoch: Epoch(1) },
+    ];
+    for c in observations {
+        assert!(!Output::Command(c.clone()).needs_durable_inputs(), "{c:?}");
+    }
+    // Anything that tells another party something, or changes what the site is, waits.
+    let effects = [
+        Output::Command(Command::Fence { op: OpId(2) }),
+        Output::Command(Command::AllowWrites {
+            op: OpId(3),
+            epoch: Epoch(1),
+        }),
+        Output::Command(Command::TakeBackup {
+            op: OpId(4),
+            db: Some(DbId(0)),
+            kind: ArtifactKind::Log,
+        }),
+        Output::Send {
+            to: Peer::Site(SiteId(1)),
+            msg: Message::SwitchoverRequest,
+        },
+    ];
+    for o in effects {
+        assert!(o.needs_durable_inputs(), "{o:?}");
+    }
+}

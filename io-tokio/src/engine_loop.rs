@@ -4,7 +4,8 @@
 //! open:  snapshot + journal replay (outputs of replayed inputs are dropped: they happened)
 //! run:   wait for inputs, a peek, the engine's deadline or a stop signal
 //!        a batch of inputs -> journal (appended on a blocking thread)
-//!        -> engine.handle(now, input) -> poll_output -> (first output: fsync the journal)
+//!        -> engine.handle(now, input) -> poll_output -> (first output that is not an
+//!           observation: fsync the journal)
 //!        -> Dispatch (executor, peers, alerts, status)
 //!        every `snapshot_every` records: a snapshot (encoded here, written on a blocking thread)
 //! ```
@@ -269,10 +270,12 @@ impl<E: Engine> EngineLoop<E> {
 
     /// One batch: durable before its first effect, every output dispatched in order, each with
     /// the engine as it was right after the input that caused it. The engine is pure, so an
-    /// input is handled before the batch is written: nothing leaves this process until the whole
-    /// batch (and any tail written before it) is on disk, and a failed write stops the loop with
-    /// nothing dispatched. One trip to the journal's thread per batch: write and sync together
-    /// at the first output, or only write when the batch has none.
+    /// input is handled before the batch is written: nothing but observations
+    /// ([`Output::needs_durable_inputs`]: probes, position samples, service checks, log
+    /// collections) leaves this process until the whole batch (and any tail written before it)
+    /// is on disk, and a failed write stops the loop with nothing else dispatched. One trip to
+    /// the journal's thread per batch: write and sync together at the first output that needs
+    /// it, or only write when the batch has none.
     async fn step(&mut self, inputs: Vec<Input>, out: &mut impl Dispatch<E>) -> anyhow::Result<()> {
         let now = self.clock.now();
         let mut batch: Vec<Record> = inputs.into_iter().map(|i| (now, i)).collect();
@@ -282,7 +285,7 @@ impl<E: Engine> EngineLoop<E> {
             out.input(&input);
             self.engine.handle(now, input);
             while let Some(o) = self.engine.poll_output() {
-                if !synced {
+                if !synced && o.needs_durable_inputs() {
                     // Persist, then act.
                     batch = self
                         .blocking(move |store| {

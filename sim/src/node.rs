@@ -1,8 +1,9 @@
 //! A node's process: the real engine (site engine or arbiter), its clock and its journal on
 //! the simulated disk. Crash and restart go through the production path: every input is
 //! journaled with its `now` by the core's codec (`lifeboat_core::journal`); a record is synced
-//! before the commands its input caused run, so an input that caused nothing may sit in an
-//! unsynced tail that a crash tears or loses; restart = snapshot + journal replay into a fresh
+//! before the commands its input caused run (observations aside:
+//! `Output::needs_durable_inputs`), so an input that caused nothing, or only observations, may
+//! sit in an unsynced tail that a crash tears or loses; restart = snapshot + journal replay into a fresh
 //! engine, then `Input::Restarted`.
 
 use crate::clock::Clock;
@@ -189,12 +190,13 @@ impl Node {
         })?;
         let epoch = self.engine.epoch();
         self.max_epoch = self.max_epoch.max(epoch);
-        if !out.is_empty() {
+        let sync = out.iter().any(Output::needs_durable_inputs);
+        if sync {
             self.durable_epoch = self.durable_epoch.max(epoch);
         }
         let every = self.snapshot_every;
         if let Some(disk) = self.disk.as_mut() {
-            if !out.is_empty() {
+            if sync {
                 disk.synced = disk.journal.len();
             }
             if disk.since_snapshot >= every {
