@@ -320,7 +320,7 @@ impl Executor {
     /// the next scheduled log backup. The core decides when (`Command::CollectLogs`, while it
     /// accepts writes) and at which epoch; a collection still running makes this one a no-op.
     fn collect_logs(&self, epoch: Epoch) {
-        if self.collecting.swap(true, Ordering::SeqCst) {
+        if !self.driver.collects_logs() || self.collecting.swap(true, Ordering::SeqCst) {
             return;
         }
         let (d, files, feed) = (self.driver.clone(), self.files.clone(), self.feed.clone());

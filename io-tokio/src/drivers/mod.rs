@@ -123,6 +123,13 @@ pub trait Driver: Send + Sync {
     /// nothing changed since the last artifact of that kind (logs, incrementals).
     fn take_backup(&self, request: &BackupRequest) -> Result<Vec<ArtifactFile>, DriverError>;
 
+    /// Whether [`Driver::collect_logs`] can ever find something (the default finds nothing):
+    /// when not, the agent answers the core's collection timer without a trip to a blocking
+    /// thread.
+    fn collects_logs(&self) -> bool {
+        false
+    }
+
     /// Primary: publish the logs the database finished on its own since the last call (e.g.
     /// PostgreSQL's `archive_timeout`), without forcing a new one. The agent calls it often
     /// while this site is the writable primary, so such logs ship at once instead of at the

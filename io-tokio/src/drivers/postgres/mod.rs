@@ -302,6 +302,10 @@ impl Driver for PostgresDriver {
         }
     }
 
+    fn collects_logs(&self) -> bool {
+        true
+    }
+
     fn collect_logs(&self, request: &BackupRequest) -> Result<Vec<ArtifactFile>, DriverError> {
         let slot = self.slot(request.db)?;
         // Cheap when PostgreSQL archived nothing: one directory listing, no server round trip.
