@@ -1146,6 +1146,23 @@ fn archive_backlog(pgbackrest: &Path, segments: u64) -> Result<(f64, f64), Strin
 
 // ---------------------------------------------------------------------------------------------
 
+/// One failover run of `tool`, started at `t`: said on stderr, and kept when it worked.
+fn record(tool: &str, t: Instant, run: Result<Failover, String>, into: &mut Vec<Failover>) {
+    match run {
+        Ok(f) => {
+            eprintln!(
+                "  writable after {:.2}s; {} of {} acknowledged rows lost (run took {:.0}s)",
+                f.secs,
+                f.lost,
+                f.acked,
+                t.elapsed().as_secs_f64()
+            );
+            into.push(f);
+        }
+        Err(e) => eprintln!("  {tool} failover failed: {e}"),
+    }
+}
+
 fn main() {
     if let Err(why) = cluster::available() {
         eprintln!("pg_peers bench skipped: {why}");
@@ -1202,35 +1219,17 @@ fn main() {
     for run in 1..=runs {
         eprintln!("[run {run}/{runs}] lifeboat, unplanned failover with defaults");
         let t = Instant::now();
-        match LbWorld::start().and_then(LbWorld::failover) {
-            Ok(f) => {
-                eprintln!(
-                    "  writable after {:.2}s; {} of {} acknowledged rows lost (run took {:.0}s)",
-                    f.secs,
-                    f.lost,
-                    f.acked,
-                    t.elapsed().as_secs_f64()
-                );
-                lb.push(f);
-            }
-            Err(e) => eprintln!("  lifeboat failover failed: {e}"),
-        }
+        record(
+            "lifeboat",
+            t,
+            LbWorld::start().and_then(LbWorld::failover),
+            &mut lb,
+        );
         if let Some(autoctl) = &paf {
             eprintln!("[run {run}/{runs}] pg_auto_failover, unplanned failover with defaults");
             let t = Instant::now();
-            match PafWorld::start(autoctl).and_then(PafWorld::failover) {
-                Ok(f) => {
-                    eprintln!(
-                        "  writable after {:.2}s; {} of {} acknowledged rows lost (run took {:.0}s)",
-                        f.secs,
-                        f.lost,
-                        f.acked,
-                        t.elapsed().as_secs_f64()
-                    );
-                    pf.push(f);
-                }
-                Err(e) => eprintln!("  pg_auto_failover failover failed: {e}"),
-            }
+            let f = PafWorld::start(autoctl).and_then(PafWorld::failover);
+            record("pg_auto_failover", t, f, &mut pf);
         }
     }
     let summary = |v: &[Failover]| {
