@@ -29,6 +29,9 @@
 //!
 //! Without PostgreSQL it says so and prints nothing.
 
+#[allow(dead_code)]
+mod common;
+
 #[path = "../tests/pgkit/cluster.rs"]
 #[allow(dead_code)]
 mod cluster;
@@ -152,18 +155,7 @@ fn archive_command_alone(s: &ScratchDir, bin: &Path, segments: u64) {
         best_cp = best_cp.min(t.elapsed().as_secs_f64());
 
         let spool = root.join(format!("spool-{round}"));
-        for d in ["push", "history", "aside", "serve"] {
-            std::fs::create_dir_all(spool.join(d)).unwrap();
-        }
-        let config = spool.join("wal.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "format_version = 1\ndb = \"bench\"\nspool = {:?}\n",
-                spool.display().to_string()
-            ),
-        )
-        .unwrap();
+        let config = common::wal_push_spool(&spool).unwrap();
         let t = Instant::now();
         for seg in &segs {
             sh(r#""$1" wal-push "$2" --config "$3""#, &[bin, seg, &config]);

@@ -501,16 +501,14 @@ impl LbWorld {
             std::fs::write(&s.config, text).map_err(|e| format!("writing a site file: {e}"))?;
         }
         let arb = scratch.path.join("arbiter.toml");
-        std::fs::write(
-            &arb,
-            format!(
-                "listen = \"127.0.0.1:{arb_listen}\"\nhttp = \"127.0.0.1:{arb_http}\"\n\
-                 data_dir = \"{}\"\n{}{ENGINE_DEFAULTS}",
-                scratch.dir("arbiter").display(),
-                lifeboat_io_tokio::demo::tls_toml(&certs, "arbiter"),
-            ),
-        )
-        .map_err(|e| format!("writing the arbiter's file: {e}"))?;
+        let text = lifeboat_io_tokio::demo::arbiter_toml_with(
+            arb_listen,
+            arb_http,
+            &scratch.dir("arbiter"),
+            &certs,
+            ENGINE_DEFAULTS,
+        );
+        std::fs::write(&arb, text).map_err(|e| format!("writing the arbiter's file: {e}"))?;
         let mut w = LbWorld {
             procs: HashMap::new(),
             sites,
@@ -1092,18 +1090,7 @@ fn archive_backlog(pgbackrest: &Path, segments: u64) -> Result<(f64, f64), Strin
     let (mut best_push, mut best_pb) = (f64::MAX, f64::MAX);
     for round in 0..3 {
         let spool = root.join(format!("spool-{round}"));
-        for d in ["push", "history", "aside", "serve"] {
-            std::fs::create_dir_all(spool.join(d)).map_err(|e| format!("spool: {e}"))?;
-        }
-        let config = spool.join("wal.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "format_version = 1\ndb = \"bench\"\nspool = {:?}\n",
-                spool.display().to_string()
-            ),
-        )
-        .map_err(|e| format!("writing {}: {e}", config.display()))?;
+        let config = common::wal_push_spool(&spool)?;
         let t = Instant::now();
         for seg in &segs {
             sh(

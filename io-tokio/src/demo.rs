@@ -148,8 +148,19 @@ pub fn site_toml(site: &str, ports: SitePorts, data_dir: &Path, db: &Path, certs
 
 /// The arbiter's file on loopback; its certificates in `certs`.
 pub fn arbiter_toml(listen: u16, http: u16, data_dir: &Path, certs: &Path) -> String {
+    arbiter_toml_with(listen, http, data_dir, certs, ENGINE)
+}
+
+/// [`arbiter_toml`] with another `[engine]` section (tests and benches with their own timers).
+pub fn arbiter_toml_with(
+    listen: u16,
+    http: u16,
+    data_dir: &Path,
+    certs: &Path,
+    engine: &str,
+) -> String {
     format!(
-        "listen = \"127.0.0.1:{listen}\"\nhttp = \"127.0.0.1:{http}\"\ndata_dir = \"{}\"\n{}{ENGINE}",
+        "listen = \"127.0.0.1:{listen}\"\nhttp = \"127.0.0.1:{http}\"\ndata_dir = \"{}\"\n{}{engine}",
         data_dir.display(),
         tls_toml(certs, NAMES[2]),
     )

@@ -197,11 +197,12 @@ impl World {
         let arb = scratch.path.join("arbiter.toml");
         std::fs::write(
             &arb,
-            format!(
-                "listen = \"127.0.0.1:{arb_listen}\"\nhttp = \"127.0.0.1:{arb_http}\"\n\
-                 data_dir = \"{}\"\n{}{engine}",
-                scratch.dir("arbiter").display(),
-                lifeboat_io_tokio::demo::tls_toml(&certs, "arbiter"),
+            lifeboat_io_tokio::demo::arbiter_toml_with(
+                arb_listen,
+                arb_http,
+                &scratch.dir("arbiter"),
+                &certs,
+                &engine,
             ),
         )
         .unwrap();

@@ -24,3 +24,20 @@ impl Drop for Procs {
         }
     }
 }
+
+/// A fresh `wal-push` spool in `spool` for database `bench`: its directories and the
+/// `wal.toml` that `lifeboat wal-push --config` reads. Returns that file.
+#[allow(dead_code)] // the PostgreSQL benches only
+pub fn wal_push_spool(spool: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    for d in ["push", "history", "aside", "serve"] {
+        std::fs::create_dir_all(spool.join(d))
+            .map_err(|e| format!("creating {}: {e}", spool.join(d).display()))?;
+    }
+    let config = spool.join("wal.toml");
+    let text = format!(
+        "format_version = 1\ndb = \"bench\"\nspool = {:?}\n",
+        spool.display().to_string()
+    );
+    std::fs::write(&config, text).map_err(|e| format!("writing {}: {e}", config.display()))?;
+    Ok(config)
+}
