@@ -89,21 +89,6 @@ fn replace(path: &Path, tag: &str, parts: &[&[u8]]) -> io::Result<()> {
     Ok(())
 }
 
-/// Replace several small files at once, each as [`write_durably`] does (temporary file, fsync,
-/// rename) but with one fsync of each directory after the last rename: after a crash each file
-/// is whole, old or new, and all are new once this returns. For files whose combinations of old
-/// and new a reader tolerates (a crash between two [`write_durably`] calls allows them too).
-pub fn write_all_durably(files: &[(&Path, &[u8])]) -> io::Result<()> {
-    let mut dirs: Vec<&Path> = Vec::new();
-    for (path, bytes) in files {
-        replace(path, "write", &[bytes])?;
-        if !dirs.contains(&parent_dir(path)) {
-            dirs.push(parent_dir(path));
-        }
-    }
-    dirs.into_iter().try_for_each(sync_dir)
-}
-
 /// [`write_durably_as`] with the tag `write`, for a file only one process writes.
 pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_durably_as(path, "write", bytes)

@@ -31,6 +31,7 @@ pub mod engine_loop;
 pub mod http;
 pub mod journal_store;
 pub mod process;
+pub mod record;
 pub mod status;
 pub mod stop;
 pub mod transport;

@@ -30,12 +30,6 @@ pub(crate) fn rename_durably(from: &Path, to: &Path) -> Result<(), DriverError> 
     })
 }
 
-/// Write `bytes` as the whole content of `path`: temp file, fsync, rename, directory fsync.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DriverError> {
-    crate::durable::write_durably(path, bytes)
-        .map_err(|e| DriverError::io(format!("writing {} durably", path.display()), &e))
-}
-
 /// Remove a file if it exists and fsync its directory. Missing is fine.
 pub(crate) fn remove_durably(path: &Path) -> Result<(), DriverError> {
     crate::durable::remove_durably(path)

@@ -10,7 +10,7 @@
 //! big-endian u32), which SQLite increments once per committed write transaction in
 //! rollback-journal mode. So the LSN counts committed transactions and an RPO in transactions is
 //! exact. The counter is 32 bits; the driver widens it to 64 against the last position it knew
-//! (`lsn.json`), so LSNs keep growing across the wrap. In WAL mode the shadow's counter is
+//! (the reference in `chain.state`), so LSNs keep growing across the wrap. In WAL mode the shadow's counter is
 //! stamped with the position, so every artifact carries it the same way.
 //!
 //! **Snapshots in rollback-journal mode.** A consistent image of the live file is read while
@@ -54,9 +54,9 @@
 //! external `fence_hook` for that case). Applying pages to a fenced standby briefly trades the
 //! fence for an exclusive lock and takes it back after.
 //!
-//! **State directory** (`state_dir/<db>/`): `chain.json` and `shadow-<n>.db` (the primary's
-//! chain), `lsn.json` (the last known position), `apply.undo` (present only while a delta is
-//! being applied), `drill-*` (scratch copies, removed after each drill).
+//! **State directory** (`state_dir/<db>/`): `chain.state` (the primary's chain and the last
+//! known position, one record written in place) and `shadow-<n>.db`, `apply.undo` (present
+//! only while a delta is being applied), `drill-*` (scratch copies, removed after each drill).
 
 // Public for the `sqlite_delta` fuzz target (they parse bytes the driver did not write).
 pub mod apply;
@@ -344,7 +344,6 @@ impl Driver for SqliteDriver {
         let continues = matches!(continuity, Continuity::Continues) && image.page_count > 0;
         let out = publish_requested(slot, request, &mut next, &staged, image, continues)?;
         next.commit(&slot.dir, &staged)?;
-        chain::store_reference(&slot.dir, position)?;
         for a in &out {
             tracing::info!(db = slot.name(), artifact = %a.describe(), "published");
         }
@@ -392,8 +391,7 @@ impl Driver for SqliteDriver {
             }
         };
         // This copy now follows the other site's history: a chain it kept as a primary is void.
-        ChainState::clear(&slot.dir)?;
-        chain::store_reference(&slot.dir, lsn)?;
+        ChainState::clear(&slot.dir, lsn)?;
         tracing::info!(db = slot.name(), artifact = %artifact.describe(), %lsn, "restored");
         Ok(lsn)
     }
@@ -419,8 +417,7 @@ impl Driver for SqliteDriver {
         st.pin = None;
         let lsn = slot.install_full(&mut st, full, "integrity_check")?;
         crate::crash::point("mid_reseed");
-        ChainState::clear(&slot.dir)?;
-        chain::store_reference(&slot.dir, lsn)?;
+        ChainState::clear(&slot.dir, lsn)?;
         tracing::info!(db = slot.name(), artifact = %full.describe(), %lsn, "reseeded");
         Ok(lsn)
     }
@@ -443,7 +440,6 @@ impl Driver for SqliteDriver {
         let image = slot.read_live(&st, Some(&staged))?;
         let position = widen(image.counter, chain::load_reference(&slot.dir));
         ChainState::start(generation, position, image).commit(&slot.dir, &staged)?;
-        chain::store_reference(&slot.dir, position)?;
         st.fence_wanted = false;
         st.fence = None;
         tracing::info!(db = slot.name(), %epoch, %position, "promoted: writable");

@@ -33,9 +33,9 @@
 //! is then a lower bound, and the driver says so in its log).
 //!
 //! **Crash safety.** Page images go into the shadow in place after its page 1 says the new
-//! position (stamped and synced before the first other write; `chain.json` records the position
+//! position (stamped and synced before the first other write; `chain.state` records the position
 //! once per capture, after the log it cut is in the outbox, or before the driver's own checkpoint
-//! when it resets the WAL). After a crash a page 1 that says another position than `chain.json`
+//! when it resets the WAL). After a crash a page 1 that says another position than `chain.state`
 //! means the shadow may hold images newer than its position: reading the same frames from the
 //! saved cursor again
 //! writes the same images and repairs it (a log already published is cut again, the same
@@ -337,10 +337,8 @@ pub(super) fn capture(
         // No chain, or one that could not be used (its file is there): a chain that restarts
         // needs a full backup before logs can follow, so logs fail until one is taken.
         None => {
-            let why = dir
-                .join(chain::CHAIN_FILE)
-                .exists()
-                .then(|| "its chain state could not be used".to_string());
+            let why =
+                chain::state_exists(dir).then(|| "its chain state could not be used".to_string());
             return start(slot, pin, why.clone(), progress).map(|c| (c, Captured::Starts(why)));
         }
     };
@@ -417,8 +415,8 @@ pub(super) fn start_over_if_long(slot: &Slot, pin: &mut Pin, state: ChainState) 
 ///
 /// The shadow's page 1 is its own marker: it is stamped with the new position (and page count)
 /// and synced *before* any other page is written, every image of page 1 written is stamped the
-/// same, and `chain.json` records the position only after the shadow is synced. So a shadow whose
-/// page 1 says another position than `chain.json` may be ahead of it (a crash in between), and
+/// same, and `chain.state` records the position only after the shadow is synced. So a shadow whose
+/// page 1 says another position than `chain.state` may be ahead of it (a crash in between), and
 /// one that says the same is exactly at it (see [`shadow_suspect`]). One sync of the file instead
 /// of a marker file created and removed (two fsyncs of the file and the directory each).
 fn apply(
@@ -485,19 +483,17 @@ pub(super) fn shadow_suspect(dir: &Path, state: &ChainState) -> bool {
     }
 }
 
-/// Record a capture's state once what it published is in the outbox: `chain.json` (when it
+/// Record a capture's state once what it published is in the outbox: `chain.state` (when it
 /// changed since `before`) and the position reference, one write of each per capture. A crash
 /// before this reads the same frames again (the shadow's page 1 says it may be ahead of
-/// `chain.json`); a log published twice is the same artifact.
+/// `chain.state`); a log published twice is the same artifact.
 pub(super) fn persist(
     slot: &Slot,
     before: Option<&ChainState>,
     state: &ChainState,
 ) -> Result<(), DriverError> {
     let dir = &slot.dir;
-    if before.map(|b| b.position) != Some(state.position) {
-        state.save_with_reference(dir)?;
-    } else if before != Some(state) {
+    if before != Some(state) {
         state.save(dir)?;
     }
     // A marker an older version left (none is written now: see [`shadow_suspect`]).
@@ -515,7 +511,7 @@ pub(super) fn persist(
 /// frames committed since `state` into the shadow and records them, releases the pin,
 /// checkpoints the few frames left and pins again on a log that is fully copied (SQLite's read
 /// slot 0, which lets the next writer restart the log): no crash can leave frames that are gone
-/// from the WAL and not in `chain.json`.
+/// from the WAL and not in `chain.state`.
 fn reset(slot: &Slot, pin: &mut Pin, state: ChainState) -> Result<ChainState, DriverError> {
     pin.renew(slot)?;
     let other = 1 - pin.active;
@@ -535,7 +531,7 @@ fn reset(slot: &Slot, pin: &mut Pin, state: ChainState) -> Result<ChainState, Dr
                 _ => return Ok(None),
             };
         // Recorded before the checkpoint lets SQLite start the log over: no crash can leave
-        // frames that are gone from the WAL and not in `chain.json`.
+        // frames that are gone from the WAL and not in `chain.state`.
         let next = apply(slot, &pin.wal, state.clone(), &[(new, cursor)])?;
         persist(slot, Some(&state), &next)?;
         let held = &pin.conns[pin.active];
@@ -670,7 +666,6 @@ fn start(
     state.wal = cursor;
     state.commit(&slot.dir, &staged)?;
     durable::remove_durably(&slot.dir.join(DIRTY_FILE))?;
-    chain::store_reference(&slot.dir, position)?;
     if let Some(why) = why {
         tracing::info!(db = slot.name(), %position, %why, "the WAL chain starts at a new snapshot");
     }
@@ -759,7 +754,6 @@ fn heal(
     next.incr_touched.extend(&touched);
     next.wal = cursor;
     next.commit(&slot.dir, &staged)?;
-    chain::store_reference(&slot.dir, next.position)?;
     pin.renew(slot)?;
     Ok((next, Captured::Continues))
 }

@@ -8,11 +8,15 @@
 //! changed A -> B -> A between two artifacts' ends is still carried, and a log may span a full
 //! backup taken in between.
 //!
-//! Files in the database's state directory: `chain.json` (this state) names the shadow
-//! `shadow-<generation>.db` it belongs to. A commit renames the new shadow into place under a
-//! new generation, then replaces `chain.json` atomically; a crash anywhere leaves a state that
-//! names a complete shadow. Artifacts are published before the commit, so a crash in between
-//! only makes the next artifact overlap the last one, which the chain rule accepts.
+//! Files in the database's state directory: `chain.state` holds this state and the reference
+//! position (see [`load_reference`]) as one record, replaced in place (two slots, one
+//! `fdatasync`: [`crate::record`]); the state names the shadow `shadow-<generation>.db` it
+//! belongs to. A commit renames the new shadow into place under a new generation, then writes
+//! the record; a crash anywhere leaves a state that names a complete shadow. Artifacts are
+//! published before the commit, so a crash in between only makes the next artifact overlap the
+//! last one, which the chain rule accepts. Older versions kept the state in `chain.json` and the
+//! reference in `lsn.json`, each replaced through a temporary file; they are read while no
+//! `chain.state` exists and removed once it does.
 
 use super::super::durable;
 use super::super::error::{DriverError, ErrorKind};
@@ -25,12 +29,15 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-pub const CHAIN_FILE: &str = "chain.json";
-pub const REFERENCE_FILE: &str = "lsn.json";
+/// The state and the reference position, one record ([`crate::record`]).
+pub const STATE_FILE: &str = "chain.state";
+/// Where older versions kept the state and the reference; read while no `chain.state` exists.
+pub const LEGACY_CHAIN_FILE: &str = "chain.json";
+pub const LEGACY_REFERENCE_FILE: &str = "lsn.json";
 const STATE_FORMAT_VERSION: u32 = 1;
 
 /// A set of page numbers, kept (and stored) as disjoint inclusive ranges, so its size follows
-/// the number of ranges, not of pages: a `chain.json` range `[1, 4294967295]` costs one entry,
+/// the number of ranges, not of pages: a stored range `[1, 4294967295]` costs one entry,
 /// not four billion (loading used to expand every range page by page).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PageSet {
@@ -205,22 +212,32 @@ impl ChainState {
     /// the wrong length, is reported and treated as absent: the chain restarts (a full backup is
     /// then needed before logs can follow).
     pub fn load(dir: &Path, db_name: &str) -> Option<ChainState> {
-        let path = dir.join(CHAIN_FILE);
-        let bytes = match durable::read_small(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
-            Err(e) => {
+        let (path, state) = match read_record(dir) {
+            Some((path, Ok(record))) => (path, record.chain?),
+            Some((path, Err(e))) => {
                 tracing::warn!(db = db_name, path = %path.display(), error = %e,
                     "cannot read the chain state; the chain restarts");
                 return None;
             }
-        };
-        let state = match ChainState::parse(&bytes) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(db = db_name, path = %path.display(), error = %e,
-                    "the chain state is garbled; the chain restarts");
-                return None;
+            None => {
+                let path = dir.join(LEGACY_CHAIN_FILE);
+                let bytes = match durable::read_small(&path) {
+                    Ok(b) => b,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+                    Err(e) => {
+                        tracing::warn!(db = db_name, path = %path.display(), error = %e,
+                            "cannot read the chain state; the chain restarts");
+                        return None;
+                    }
+                };
+                match ChainState::parse(&bytes) {
+                    Ok(s) => (path, s),
+                    Err(e) => {
+                        tracing::warn!(db = db_name, path = %path.display(), error = %e,
+                            "the chain state is garbled; the chain restarts");
+                        return None;
+                    }
+                }
             }
         };
         let shadow_len = fs::metadata(state.shadow_path(dir)).map(|m| m.len()).ok();
@@ -238,18 +255,18 @@ impl ChainState {
         Some(state)
     }
 
-    /// Decode `chain.json`'s bytes (no check against the shadow copy).
+    /// Decode a chain state's JSON (no check against the shadow copy).
     pub fn parse(bytes: &[u8]) -> Result<ChainState, serde_json::Error> {
         serde_json::from_slice(bytes)
     }
 
-    /// The bytes of `chain.json` for this state.
+    /// This state's JSON.
     pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
         serde_json::to_vec(self)
     }
 
-    /// Make this state current: move `staged_shadow` into place as its shadow, replace
-    /// `chain.json` atomically, then remove older shadows.
+    /// Make this state current: move `staged_shadow` into place as its shadow, record the state
+    /// (and its position as the reference), then remove older shadows.
     pub fn commit(&self, dir: &Path, staged_shadow: &Path) -> Result<(), DriverError> {
         let shadow = self.shadow_path(dir);
         durable::rename_durably(staged_shadow, &shadow)?;
@@ -257,44 +274,87 @@ impl ChainState {
         remove_shadows(dir, Some(&shadow))
     }
 
-    /// Record this state (its shadow already in place): replace `chain.json` atomically.
+    /// Record this state (its shadow already in place) and its position as the reference: one
+    /// record written in place.
     pub fn save(&self, dir: &Path) -> Result<(), DriverError> {
-        durable::write_atomically(&dir.join(CHAIN_FILE), &self.encoded()?)
-    }
-
-    fn encoded(&self) -> Result<Vec<u8>, DriverError> {
-        self.to_json()
-            .map_err(|e| DriverError::new(ErrorKind::Io, format!("encoding the chain state: {e}")))
-    }
-
-    /// Record this state and its position as the reference (`lsn.json`) together: both files
-    /// replaced with one directory fsync. A crash may keep either one old: an old `chain.json`
-    /// reads its frames again (its shadow says it is behind, see `capture.rs`), a reference
-    /// behind the chain only lowers the floor a restarted chain starts above, which the chain's
-    /// own position raises again.
-    pub fn save_with_reference(&self, dir: &Path) -> Result<(), DriverError> {
-        let json = self.encoded()?;
-        let (chain, reference) = (dir.join(CHAIN_FILE), dir.join(REFERENCE_FILE));
-        let lsn = reference_json(self.position);
-        crate::durable::write_all_durably(&[(&chain, &json), (&reference, lsn.as_bytes())]).map_err(
-            |e| {
-                DriverError::io(
-                    format!(
-                        "writing {} and {} durably",
-                        chain.display(),
-                        reference.display()
-                    ),
-                    &e,
-                )
+        write_record(
+            dir,
+            &RecordRef {
+                format_version: STATE_FORMAT_VERSION,
+                lsn: self.position,
+                chain: Some(self),
             },
         )
     }
 
-    /// Forget the chain (this database now follows another site's history).
-    pub fn clear(dir: &Path) -> Result<(), DriverError> {
-        durable::remove_durably(&dir.join(CHAIN_FILE))?;
+    /// Forget the chain (this database now follows another site's history); `lsn` is the
+    /// position the database is at, the reference from now on.
+    pub fn clear(dir: &Path, lsn: Lsn) -> Result<(), DriverError> {
+        write_record(
+            dir,
+            &RecordRef {
+                format_version: STATE_FORMAT_VERSION,
+                lsn,
+                chain: None,
+            },
+        )?;
         remove_shadows(dir, None)
     }
+}
+
+/// What `chain.state` holds: the chain (none while the database follows another site) and the
+/// reference position.
+#[derive(Deserialize)]
+struct Record {
+    format_version: u32,
+    lsn: Lsn,
+    chain: Option<ChainState>,
+}
+
+#[derive(Serialize)]
+struct RecordRef<'a> {
+    format_version: u32,
+    lsn: Lsn,
+    chain: Option<&'a ChainState>,
+}
+
+/// The record in `chain.state`, with its path; `None` when the file does not exist.
+fn read_record(dir: &Path) -> Option<(PathBuf, Result<Record, String>)> {
+    let path = dir.join(STATE_FILE);
+    let record = match crate::record::read(&path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => Err(e.to_string()),
+        Ok(bytes) => match serde_json::from_slice::<Record>(&bytes) {
+            Ok(r) if r.format_version == STATE_FORMAT_VERSION => Ok(r),
+            Ok(r) => Err(format!(
+                "format version {} (this version reads {STATE_FORMAT_VERSION})",
+                r.format_version
+            )),
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    Some((path, record))
+}
+
+fn write_record(dir: &Path, record: &RecordRef<'_>) -> Result<(), DriverError> {
+    let path = dir.join(STATE_FILE);
+    let written = serde_json::to_vec(record)
+        .map_err(|e| DriverError::new(ErrorKind::Io, format!("encoding the chain state: {e}")))
+        .and_then(|bytes| {
+            crate::record::write(&path, &bytes)
+                .map_err(|e| DriverError::io(format!("writing {} durably", path.display()), &e))
+        })?;
+    if written == crate::record::Written::Replaced {
+        // An older version's files: `chain.state` is read first from now on.
+        durable::remove_durably(&dir.join(LEGACY_CHAIN_FILE))?;
+        durable::remove_durably(&dir.join(LEGACY_REFERENCE_FILE))?;
+    }
+    Ok(())
+}
+
+/// Whether a chain state file is there (usable or not).
+pub fn state_exists(dir: &Path) -> bool {
+    dir.join(STATE_FILE).exists() || dir.join(LEGACY_CHAIN_FILE).exists()
 }
 
 fn remove_shadows(dir: &Path, keep: Option<&Path>) -> Result<(), DriverError> {
@@ -349,28 +409,21 @@ pub fn changed_pages(
 }
 
 /// The last position this driver knew for the database (after a snapshot or a restore); the
-/// reference for widening the 32-bit change counter.
+/// reference for widening the 32-bit change counter, and the floor a restarted chain starts
+/// above. 0 when none was recorded or it cannot be read.
 pub fn load_reference(dir: &Path) -> Lsn {
     #[derive(Deserialize)]
     struct Reference {
         lsn: Lsn,
     }
-    durable::read_small(&dir.join(REFERENCE_FILE))
+    if let Some((_, Ok(record))) = read_record(dir) {
+        return record.lsn;
+    }
+    durable::read_small(&dir.join(LEGACY_REFERENCE_FILE))
         .ok()
         .and_then(|b| serde_json::from_slice::<Reference>(&b).ok())
         .map(|r| r.lsn)
         .unwrap_or_default()
-}
-
-pub fn store_reference(dir: &Path, lsn: Lsn) -> Result<(), DriverError> {
-    durable::write_atomically(&dir.join(REFERENCE_FILE), reference_json(lsn).as_bytes())
-}
-
-fn reference_json(lsn: Lsn) -> String {
-    format!(
-        "{{\"format_version\":{STATE_FORMAT_VERSION},\"lsn\":{}}}",
-        lsn.0
-    )
 }
 
 #[cfg(test)]
@@ -398,6 +451,78 @@ mod tests {
         assert_eq!(set.len(), u64::from(u32::MAX));
         assert_eq!(set.within(3, 4096), vec![1, 2, 3]);
         assert_eq!(serde_json::to_string(&set).unwrap(), "[[1,4294967295]]");
+    }
+
+    fn state_with_shadow(dir: &Path, generation: u64, position: u64) -> ChainState {
+        let image = Image {
+            page_size: 4096,
+            page_count: 2,
+            counter: position as u32,
+        };
+        let state = ChainState::start(generation, Lsn(position), image);
+        fs::write(state.shadow_path(dir), vec![0u8; 8192]).unwrap();
+        state
+    }
+
+    /// An older version's `chain.json` and `lsn.json` are read until the first write, which
+    /// records both in `chain.state` and removes them; later writes go in place.
+    #[test]
+    fn the_state_and_reference_move_from_the_legacy_files_into_one_record() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        assert_eq!(ChainState::load(dir, "db"), None);
+        assert_eq!(load_reference(dir), Lsn(0));
+        let old = state_with_shadow(dir, 3, 40);
+        fs::write(dir.join(LEGACY_CHAIN_FILE), old.to_json().unwrap()).unwrap();
+        fs::write(
+            dir.join(LEGACY_REFERENCE_FILE),
+            r#"{"format_version":1,"lsn":41}"#,
+        )
+        .unwrap();
+        assert_eq!(ChainState::load(dir, "db"), Some(old.clone()));
+        assert_eq!(load_reference(dir), Lsn(41));
+        assert!(state_exists(dir));
+
+        let mut next = old.clone();
+        next.position = Lsn(45);
+        next.log_touched.insert(2);
+        next.save(dir).unwrap();
+        assert!(!dir.join(LEGACY_CHAIN_FILE).exists() && !dir.join(LEGACY_REFERENCE_FILE).exists());
+        assert_eq!(ChainState::load(dir, "db"), Some(next.clone()));
+        assert_eq!(load_reference(dir), Lsn(45));
+        let len = fs::metadata(dir.join(STATE_FILE)).unwrap().len();
+        next.position = Lsn(46);
+        next.save(dir).unwrap();
+        assert_eq!(fs::metadata(dir.join(STATE_FILE)).unwrap().len(), len);
+        assert_eq!(
+            ChainState::load(dir, "db").map(|c| c.position),
+            Some(Lsn(46))
+        );
+
+        // Following another site: no chain, the restored position is the reference.
+        ChainState::clear(dir, Lsn(60)).unwrap();
+        assert_eq!(ChainState::load(dir, "db"), None);
+        assert_eq!(load_reference(dir), Lsn(60));
+        assert!(!next.shadow_path(dir).exists());
+    }
+
+    /// A damaged record is reported as an unusable state (the chain restarts with a full
+    /// backup), never as another state; the legacy files do not come back to life.
+    #[test]
+    fn a_damaged_record_is_no_state() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path();
+        let state = state_with_shadow(dir, 1, 7);
+        state.save(dir).unwrap();
+        fs::write(dir.join(LEGACY_CHAIN_FILE), state.to_json().unwrap()).unwrap();
+        fs::write(dir.join(STATE_FILE), vec![0xa5u8; 8192]).unwrap();
+        assert_eq!(ChainState::load(dir, "db"), None);
+        assert!(state_exists(dir));
+        // A record of a future format is refused the same way.
+        let future = br#"{"format_version":99,"lsn":7,"chain":null}"#;
+        fs::remove_file(dir.join(STATE_FILE)).unwrap();
+        crate::record::write(&dir.join(STATE_FILE), future).unwrap();
+        assert_eq!(ChainState::load(dir, "db"), None);
     }
 
     #[test]
