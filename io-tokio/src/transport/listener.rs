@@ -43,6 +43,8 @@ struct ListenShared {
     budget: Arc<Semaphore>,
     /// Refused connections, logged once per kind per interval.
     refusals: RefusalLog,
+    /// Where `Tunnel` links are relayed to (none: refused).
+    tunnel_target: std::sync::Mutex<Option<String>>,
 }
 
 /// Connections still in their handshake, per listener: beyond this a new one is closed at once.
@@ -149,6 +151,7 @@ impl Listener {
             handshaking: std::sync::Mutex::new((0, HashMap::new())),
             budget: Arc::new(Semaphore::new(FRAME_BUDGET as usize)),
             refusals: RefusalLog::default(),
+            tunnel_target: std::sync::Mutex::new(None),
         });
         let accept_loop = AbortOnDrop(tokio::spawn(accept_loop(listener, shared.clone())));
         info!(%local_addr, ?me, "listening");
@@ -161,6 +164,17 @@ impl Listener {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Relay `Tunnel` links from sites to `target` (a `host:port` of this site's service, e.g.
+    /// its PostgreSQL server on loopback); `None` refuses them (the default). Links already
+    /// open keep their target.
+    pub fn set_tunnel_target(&self, target: Option<String>) {
+        *self
+            .shared
+            .tunnel_target
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = target;
     }
 
     /// Refused connections since start, by kind (`connection cap`, `tls handshake failed`,
@@ -324,6 +338,19 @@ async fn serve_connection(stream: TcpStream, addr: SocketAddr, place: Handshakin
                 return;
             }
             serve_ship(reader, writer, addr, from, shared).await
+        }
+        LinkKind::Tunnel => {
+            let target = shared
+                .tunnel_target
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            match super::tunnel::serve_tunnel(reader, writer, welcome, from, target, cfg).await {
+                Ok((out, inn)) => {
+                    debug!(%addr, peer = ?from, bytes_out = out, bytes_in = inn, "tunnel closed")
+                }
+                Err(why) => warn!(%addr, peer = ?from, %why, "tunnel ended"),
+            }
         }
         LinkKind::Ping => {
             let mut writer = writer;

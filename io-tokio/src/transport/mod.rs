@@ -10,6 +10,7 @@
 //! listener.rs Listener: accepts peers, serves control, ship and ping links
 //! tls.rs     mutually authenticated TLS 1.3; a peer's identity from its certificate
 //! ping.rs    path pings of an operator: round trips and throughput over a link of their own
+//! tunnel.rs  a TCP connection to a service of the listener's site, over a link of its own
 //! ```
 //!
 //! Use:
@@ -46,6 +47,7 @@ pub mod ping;
 pub mod progress;
 mod ship;
 pub mod tls;
+pub mod tunnel;
 pub mod wire;
 
 #[cfg(test)]
@@ -61,6 +63,7 @@ pub use progress::{Direction, Transfer, Transfers};
 pub use ship::{
     check_resume, resume_offset, ChunkCount, ResumeError, ShipErrorKind, Shipped, WrongLength,
 };
+pub use tunnel::LocalTunnel;
 
 use lifeboat_core::{ArtifactMeta, Checksum, Input, Message, Peer};
 use std::path::PathBuf;

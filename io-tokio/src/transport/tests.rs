@@ -1156,3 +1156,150 @@ async fn a_closed_impostor_link_does_not_unregister_the_real_site() {
     .expect("the message reached the real primary");
     assert_eq!(got, Message::Query { req: 42 });
 }
+
+/// A service that sends back every byte it receives, then closes once the client has.
+async fn echo_service() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = conn.into_split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// Write `bytes` through `conn` and read everything back until the far end closes.
+async fn round_trip(mut conn: TcpStream, bytes: &[u8]) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let (mut r, mut w) = conn.split();
+    let write = async {
+        w.write_all(bytes).await.unwrap();
+        w.shutdown().await.unwrap();
+    };
+    let read = async {
+        let mut back = Vec::new();
+        r.read_to_end(&mut back).await.unwrap();
+        back
+    };
+    let ((), back) = tokio::time::timeout(WAIT, async { tokio::join!(write, read) })
+        .await
+        .expect("the tunnel neither relayed nor closed");
+    back
+}
+
+#[tokio::test]
+async fn a_tunnel_relays_a_tcp_connection_both_ways_to_the_listeners_service_over_tls() {
+    let g = deployment();
+    let site = tls_secondary(&g).await;
+    site.listener
+        .set_tunnel_target(Some(echo_service().await.to_string()));
+    let cfg = with_tls(tls_of(&g, "primary", PRIMARY));
+    let remote = site.listener.local_addr().to_string();
+    let tunnel = LocalTunnel::bind("127.0.0.1:0", remote, PRIMARY, cfg)
+        .await
+        .unwrap();
+    let mut bytes = vec![0u8; (3 * MIB + 5) as usize];
+    rand::rngs::StdRng::seed_from_u64(9).fill_bytes(&mut bytes);
+    // Two connections at once, each its own link; the end of the client's writes reaches the
+    // service as an end of file and the service's close reaches the client.
+    let (a, b) = tokio::join!(
+        async {
+            let c = TcpStream::connect(tunnel.local_addr()).await.unwrap();
+            round_trip(c, &bytes).await
+        },
+        async {
+            let c = TcpStream::connect(tunnel.local_addr()).await.unwrap();
+            round_trip(c, b"hello").await
+        }
+    );
+    assert!(
+        a == bytes,
+        "the 3 MiB came back changed ({} bytes)",
+        a.len()
+    );
+    assert_eq!(b, b"hello");
+    let stats = tunnel.stats();
+    assert_eq!(stats.opened.load(std::sync::atomic::Ordering::Relaxed), 2);
+    // The counters are added when a tunnel's task ends, just after the client saw the close.
+    let total = bytes.len() as u64 + 5;
+    for _ in 0..100 {
+        if stats.bytes_in.load(std::sync::atomic::Ordering::Relaxed) == total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        stats.bytes_out.load(std::sync::atomic::Ordering::Relaxed),
+        total
+    );
+    assert_eq!(
+        stats.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
+        total
+    );
+}
+
+/// A connection to a local tunnel end that is closed without a byte back (a clean close or a
+/// reset, whichever the client sees first).
+async fn closed_unanswered(tunnel: &LocalTunnel) {
+    use tokio::io::AsyncReadExt;
+    let mut c = TcpStream::connect(tunnel.local_addr()).await.unwrap();
+    let mut back = Vec::new();
+    let read = tokio::time::timeout(WAIT, c.read_to_end(&mut back))
+        .await
+        .expect("the refused tunnel's connection stayed open");
+    match read {
+        Ok(_) => {}
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+    assert!(back.is_empty());
+}
+
+#[tokio::test]
+async fn a_tunnel_is_refused_without_a_target_to_the_arbiter_and_when_the_service_is_down() {
+    let site = secondary().await;
+    let remote = site.listener.local_addr().to_string();
+    let refused_now = |tunnel: &LocalTunnel| {
+        tunnel
+            .stats()
+            .refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    // No target configured: the local client's connection is closed, nothing relayed.
+    let tunnel = LocalTunnel::bind("127.0.0.1:0", remote.clone(), PRIMARY, config())
+        .await
+        .unwrap();
+    closed_unanswered(&tunnel).await;
+    assert_eq!(refused_now(&tunnel), 1);
+
+    // A target, but the arbiter may not tunnel.
+    site.listener
+        .set_tunnel_target(Some(echo_service().await.to_string()));
+    let arbiter = LocalTunnel::bind("127.0.0.1:0", remote.clone(), Peer::Arbiter, config())
+        .await
+        .unwrap();
+    closed_unanswered(&arbiter).await;
+    assert_eq!(refused_now(&arbiter), 1);
+    // A site may.
+    let c = TcpStream::connect(tunnel.local_addr()).await.unwrap();
+    assert_eq!(round_trip(c, b"x").await, b"x");
+
+    // The service is down: refused with the reason, the client closed.
+    let down = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let down_addr = down.local_addr().unwrap();
+    drop(down);
+    site.listener.set_tunnel_target(Some(down_addr.to_string()));
+    closed_unanswered(&tunnel).await;
+    assert_eq!(refused_now(&tunnel), 2);
+    let direct = dial(&remote, PRIMARY, LinkKind::Tunnel, &config()).await;
+    let why = direct.err().expect("refused").to_string();
+    assert!(why.contains(&down_addr.to_string()), "{why}");
+
+    // The local end listens on loopback only.
+    let open = LocalTunnel::bind("0.0.0.0:0", remote, PRIMARY, config()).await;
+    assert!(open.err().unwrap().to_string().contains("loopback"));
+}
