@@ -193,6 +193,7 @@ fn kind_of(site: usize, input: &Input) -> &'static str {
             "unreadable_manifest (secondary)",
         ],
         Input::CaptureGap { .. } => ["capture_gap (primary)", "capture_gap (secondary)"],
+        Input::Promoted { .. } => ["promoted (primary)", "promoted (secondary)"],
     };
     k[site]
 }

@@ -121,8 +121,16 @@ pub enum Input {
     /// (e.g. SQLite restarted its WAL while the agent was not running) and carried them by
     /// comparing the whole database instead. Nothing is missing from the chain; transaction
     /// counts across the gap are lower bounds. `what` says what happened, in the driver's words.
-    /// Last in the enum: journals encode the variant's index.
     CaptureGap { db: DbId, what: String },
+    /// Secondary: the promotion `op` opened each database at this position, reported before
+    /// its `Completed`. A driver that received changes beyond what it restored (PostgreSQL's
+    /// streamed WAL) replays them before the database opens, so a position may be ahead of the
+    /// last restored one; the loss bounds count from it. Last in the enum: journals encode the
+    /// variant's index.
+    Promoted {
+        op: OpId,
+        positions: Vec<(DbId, Lsn)>,
+    },
 }
 
 /// Things the adapter must do. Every command that has an effect carries an operation id;

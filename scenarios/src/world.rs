@@ -99,6 +99,11 @@ pub struct WorldParams {
     /// a critical `primary_down` active this long, when that is safe: `fence_hook` is
     /// configured, or the primary site is gone and no schedule brings it back. `0`: never.
     pub force_after: Span,
+    /// The recovery site receives the primary's changes continuously beyond what it restored
+    /// (PostgreSQL's streamed WAL): each heartbeat that reaches it carries the primary's
+    /// positions as of its sending, kept on the recovery site's disk, and a promotion opens the
+    /// databases there when that continues their history (`Input::Promoted`).
+    pub stream_wal: bool,
 }
 
 /// How a hook behaves while it misbehaves.
@@ -172,6 +177,7 @@ impl Default for WorldParams {
             confirm_answer: ConfirmAnswer::Confirm,
             confirm_after: Span(60_000),
             force_after: Span(0),
+            stream_wal: false,
         }
     }
 }

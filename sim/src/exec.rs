@@ -114,6 +114,9 @@ impl World {
             );
         }
         self.settle();
+        if promote {
+            self.replay_streamed(s);
+        }
         if epoch > self.truth.epoch {
             // Self-assigned (a forced failover without the arbiter).
             self.truth.epoch = epoch;
@@ -141,6 +144,24 @@ impl World {
             1
         };
         Done::ok(after)
+    }
+
+    /// A promotion replays what the site received from the primary's stream beyond what it
+    /// restored, when that continues the history its database holds.
+    fn replay_streamed(&mut self, s: usize) {
+        for i in 0..self.sites[s].dbs.len() {
+            let Some((pos, lin)) = self.sites[s].streamed[i] else {
+                continue;
+            };
+            let (at, held) = self.sites[s].dbs[i].state();
+            if pos > at && self.lin[i].agree(held, lin, at) {
+                let dm = &mut self.sites[s].dbs[i];
+                dm.pos = pos;
+                dm.lin = lin;
+                dm.logged_upto = pos;
+                self.trace.add(&[self.now, s as u64, i as u64, pos, 0x57E4]);
+            }
+        }
     }
 
     // ------------------------------------------------------------------ probes
@@ -904,6 +925,16 @@ impl Model for World {
 
     fn open_writes(&mut self, s: usize, _: OpId, epoch: Epoch, promote: bool) -> Done<Millis> {
         self.open_databases(s, epoch, promote)
+    }
+
+    fn promoted_positions(&mut self, s: usize) -> Vec<(DbId, Lsn)> {
+        if !self.params.stream_wal {
+            return Vec::new();
+        }
+        let dbs = &self.sites[s].dbs;
+        (0..dbs.len())
+            .map(|i| (DbId(i as u32), Lsn(dbs[i].pos)))
+            .collect()
     }
 
     fn external_fence(&mut self, s: usize, _: OpId, target: SiteId, epoch: Epoch) -> Done<Millis> {

@@ -198,6 +198,8 @@ impl RunSpec {
     ///   from `world.hooks_heal_at`, inside the fault window (84);
     /// - forced failovers (85): in three seeds in ten with faults, an operator forces a failover
     ///   once the recovery site has had `primary_down` active for `world.force_after`;
+    /// - streaming (87): half the seeds receive the primary's changes continuously
+    ///   (`world.stream_wal`), so promotions open databases beyond the last restore;
     /// - timings (86): half the seeds draw the lease, renewal, fence time, heartbeat, arbiter
     ///   timeout, probe cadence and thresholds, switchover timeout and hold-down from ranges
     ///   `Config::validate` accepts.
@@ -294,6 +296,10 @@ impl RunSpec {
         let mut r = crate::world::stream(seed, 85);
         if faulty && r.gen_bool(0.3) {
             world.force_after = Span(log_uniform(&mut r, 60_000, 30 * 60_000));
+        }
+        let mut r = crate::world::stream(seed, 87);
+        if r.gen_bool(0.5) {
+            world.stream_wal = true;
         }
         if cfg.validate().is_err() {
             // A scenario's own values may not admit the draw: keep them as written.

@@ -102,6 +102,13 @@ pub fn input_fp(i: &Input) -> u64 {
             u64::from(db.0),
             what.bytes().fold(0, |h, b| h.rotate_left(5) ^ u64::from(b)),
         ]),
+        Input::Promoted { op, positions } => mix(&[
+            14,
+            op.0,
+            positions
+                .iter()
+                .fold(0, |h, (db, lsn)| h.rotate_left(7) ^ u64::from(db.0) ^ lsn.0),
+        ]),
     }
 }
 

@@ -105,6 +105,9 @@ pub struct SiteRt {
     /// A resume of paused backups that could not reach the agent (down): delivered when it is
     /// back.
     pub resume_when_up: bool,
+    /// With `world.stream_wal`: per database, the newest state received from the primary's
+    /// stream (on disk: it survives crashes of the agent).
+    pub streamed: Vec<Option<(u64, crate::db::LinId)>>,
 }
 
 impl SiteRt {
@@ -131,6 +134,7 @@ impl SiteRt {
             service_down: false,
             restart_fails: 0.0,
             resume_when_up: false,
+            streamed: vec![None; dbs],
         }
     }
     pub fn states(&self) -> crate::db::States {
@@ -178,6 +182,8 @@ pub enum Ev {
         from: usize,
         to: usize,
         msg: Box<Message>,
+        /// With `world.stream_wal`: the sender's database states when it sent a heartbeat.
+        stream: Option<Box<crate::db::States>>,
     },
     Arrive(Box<Arrival>),
     RestoreDone {
@@ -517,9 +523,25 @@ impl World {
                     self.feed(node, input, None);
                 }
             }
-            Ev::Msg { from, to, msg } => {
+            Ev::Msg {
+                from,
+                to,
+                msg,
+                stream,
+            } => {
                 if !self.net.up(from, to) || !self.node_reachable(to) {
                     return;
+                }
+                if let Some(states) = stream {
+                    // Received and kept on the recovery site's disk, whatever its engine does. A
+                    // stream is in order: a late copy never replaces what continues it.
+                    for (i, &st) in states.iter().enumerate() {
+                        let ahead = self.sites[to].streamed[i]
+                            .is_some_and(|(p, l)| p > st.0 && self.lin[i].agree(l, st.1, st.0));
+                        if !ahead {
+                            self.sites[to].streamed[i] = Some(st);
+                        }
+                    }
                 }
                 self.oracle.delivered(from, to, self.now);
                 let from = if from == ARBITER {
@@ -867,6 +889,7 @@ impl World {
         if !self.net.up(from, to) {
             return;
         }
+        let stream = self.stream_of(from, to, &msg);
         if !self.net.faulty() {
             // A connection delivers in order: jitter never lets a message overtake another.
             let base = self.net.base_latency.max(1);
@@ -874,7 +897,15 @@ impl World {
                 .max(self.net.last_at[from][to]);
             self.net.last_at[from][to] = at;
             let msg = Box::new(msg);
-            self.q.push(at, Ev::Msg { from, to, msg });
+            self.q.push(
+                at,
+                Ev::Msg {
+                    from,
+                    to,
+                    msg,
+                    stream,
+                },
+            );
             return;
         }
         let p_loss = self.net.p_loss();
@@ -891,11 +922,20 @@ impl World {
                     from,
                     to,
                     msg: Box::new(msg.clone()),
+                    stream: stream.clone(),
                 },
             );
         }
         let msg = Box::new(msg);
-        self.q.push(self.now + d, Ev::Msg { from, to, msg });
+        self.q.push(
+            self.now + d,
+            Ev::Msg {
+                from,
+                to,
+                msg,
+                stream,
+            },
+        );
     }
 
     // ------------------------------------------------------------------ databases and clients
@@ -967,6 +1007,27 @@ impl World {
                 self.sites[w].dbs.iter().map(|d| d.pos).sum(),
             ]);
         }
+    }
+
+    /// With `world.stream_wal`, what a heartbeat from site `from` to site `to` streams: the
+    /// sender's database states as it sends (its changes up to now), when it is the primary
+    /// (the receiver streams from the primary's server, whatever its engine says).
+    fn stream_of(
+        &mut self,
+        from: usize,
+        to: usize,
+        msg: &Message,
+    ) -> Option<Box<crate::db::States>> {
+        if !self.params.stream_wal
+            || from >= 2
+            || to >= 2
+            || !matches!(msg, Message::Heartbeat(_))
+            || self.current_primary() != from
+        {
+            return None;
+        }
+        self.settle();
+        Some(Box::new(self.sites[from].states()))
     }
 
     /// Writes stop at a site (fence applied, external fence, site lost).

@@ -4,7 +4,7 @@
 //! determinism test and bench, the `engine_inputs` fuzz body, the simulator) runs what the
 //! engines ask for through [`execute`]: it maps each command to the inputs its execution
 //! reports (`Completed`, `ArtifactReceived`, `ShipFailed`, `ArtifactDiscovered`, `Probe`,
-//! `WritePosition`), in one `match` without a wildcard, so a new `Command` variant is handled
+//! `WritePosition`, `Promoted`), in one `match` without a wildcard, so a new `Command` variant is handled
 //! here and the compiler points at this one place.
 //!
 //! A world brings its [`Model`]: what its databases, links and files do with each command (the
@@ -133,6 +133,14 @@ pub trait Model {
     ) -> Done<Self::When> {
         let _ = (epoch, promote);
         self.completes(site, op)
+    }
+
+    /// After a successful promotion: the position each database opened at, reported as
+    /// `Promoted` before the completion. Empty (nothing reported) by default: a model whose
+    /// promotion opens the databases where they were restored has nothing to add.
+    fn promoted_positions(&mut self, site: usize) -> Vec<(DbId, Lsn)> {
+        let _ = site;
+        Vec::new()
     }
 
     /// Run the external fence against site `target`.
@@ -301,6 +309,12 @@ pub fn execute<M: Model>(model: &mut M, site: usize, cmd: Command) {
         }
         Command::Promote { op, epoch } => {
             let done = model.open_writes(site, op, epoch, true);
+            if let Done::At(when, Ok(())) = &done {
+                let positions = model.promoted_positions(site);
+                if !positions.is_empty() {
+                    out.push(site, when.clone(), Input::Promoted { op, positions });
+                }
+            }
             out.done(site, op, done);
         }
         Command::ExternalFence { op, target, epoch } => {

@@ -239,6 +239,7 @@ impl SiteEngine {
                 reason,
             } => self.unreadable_manifest(now, outbox, &file, db, key, &reason),
             Input::CaptureGap { db, what } => self.capture_gap(now, db, &what),
+            Input::Promoted { op, positions } => self.promoted_at(now, op, &positions),
         }
         self.run_timers(now);
         if cfg!(debug_assertions) {

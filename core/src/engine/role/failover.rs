@@ -644,6 +644,58 @@ impl SiteEngine {
         }
     }
 
+    /// The positions the promotion under way opened the databases at (`Input::Promoted`). A
+    /// position only rises (a driver that replayed received changes beyond the last restored
+    /// artifact); a report for another operation, or a position below the restored one, changes
+    /// nothing. A failover's loss bounds, computed before the promotion, count from the new
+    /// positions.
+    pub(in crate::engine) fn promoted_at(
+        &mut self,
+        now: Millis,
+        op: OpId,
+        positions: &[(DbId, Lsn)],
+    ) {
+        let ours = self
+            .st
+            .procedure
+            .as_ref()
+            .is_some_and(|p| matches!(p.step, Step::Promote { op: o } if o == op));
+        if !ours {
+            return;
+        }
+        let mut raised = Vec::new();
+        for &(db, lsn) in positions {
+            let Some(d) = self.st.dbs.get_mut(db.0 as usize) else {
+                continue;
+            };
+            let before = d.position.unwrap_or_default();
+            if d.position.is_none_or(|p| p < lsn) {
+                d.position = Some(lsn);
+                let name = self
+                    .cfg
+                    .databases
+                    .get(db.0 as usize)
+                    .cloned()
+                    .unwrap_or_default();
+                raised.push((name, format!("{} -> {}", before.0, lsn.0)));
+            }
+        }
+        if raised.is_empty() {
+            return;
+        }
+        self.audit(
+            now,
+            "promoted beyond the last restore".into(),
+            "the promotion replayed changes received beyond the last restored artifact; the \
+             loss bounds count from the positions it reached"
+                .into(),
+            raised,
+        );
+        if self.st.procedure.as_ref().is_some_and(|p| p.rpo.is_some()) {
+            self.compute_rpo(now);
+        }
+    }
+
     pub(in crate::engine) fn promoted(&mut self, now: Millis) {
         if matches!(
             self.st.procedure.as_ref().map(|p| &p.kind),
