@@ -643,12 +643,22 @@ async fn run(ctx: &Ctx, job: Job) -> Result<(), Failure> {
         Command::AllowWrites { epoch, .. } => {
             blocking(move || each_db(&*d, |db| d.unfence(db, epoch))).await
         }
-        Command::Promote { epoch, .. } => {
-            let r = blocking(move || each_db(&*d, |db| d.promote(db, epoch).map(drop))).await;
-            if r.is_ok() {
-                crate::crash::point("promote_before_report");
-            }
-            r
+        Command::Promote { op, epoch } => {
+            let r = blocking(move || {
+                let mut reached = Vec::new();
+                each_db(&*d, |db| {
+                    reached.push((db, d.promote(db, epoch)?));
+                    Ok(())
+                })
+                .map(|()| reached)
+            })
+            .await;
+            let positions = r?;
+            crate::crash::point("promote_before_report");
+            // Before the completion: the loss bounds count from where each database opened
+            // (PostgreSQL may have replayed received WAL beyond the last restored segment).
+            ctx.feed.send(Input::Promoted { op, positions }).await;
+            Ok(())
         }
         Command::ExternalFence { target, epoch, .. } => {
             let Some(cmd) = &ctx.hooks.fence else {

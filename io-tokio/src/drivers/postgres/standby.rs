@@ -463,8 +463,10 @@ pub fn position(slot: &Slot, st: &PgState) -> Result<Lsn, DriverError> {
     }
 }
 
-/// `pg_ctl promote`: the standby ends recovery and starts a new timeline. Returns its write
-/// position. A primary already is one.
+/// `pg_ctl promote`: the standby ends recovery and starts a new timeline. Returns the end of
+/// the WAL it replayed before it opened (`pg_last_wal_replay_lsn()`, which stays put after
+/// recovery): what the new primary holds of the old history, for the loss report. A primary
+/// already is one: its write position.
 pub fn promote(
     d: &PostgresDriver,
     slot: &Slot,
@@ -480,6 +482,7 @@ pub fn promote(
         }
         Running::Yes => {}
     }
+    let mut replayed = None;
     if s.in_recovery()? {
         s.promote()?;
         let deadline = Instant::now() + Duration::from_secs(d.cfg.pg_ctl_timeout_s);
@@ -495,6 +498,7 @@ pub fn promote(
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        replayed = s.query_lsn("select pg_last_wal_replay_lsn()")?;
         if let Ok(files) = spool::list(&slot.wal.serve_dir()) {
             for (name, path) in files {
                 if name.ends_with(SEGMENT_SUFFIX) {
@@ -502,7 +506,7 @@ pub fn promote(
                 }
             }
         }
-        tracing::info!(db = slot.name(), %epoch, "promoted");
+        tracing::info!(db = slot.name(), %epoch, replayed = ?replayed, "promoted");
     }
     if let Ok(t) = primary::current_timeline(slot) {
         st.saw(epoch.0, t);
@@ -510,7 +514,10 @@ pub fn promote(
     // From now on this site writes: its old restored position means nothing any more.
     st.restored_to = None;
     st.save()?;
-    Ok(Lsn(s
-        .query_lsn("select pg_current_wal_lsn()")?
-        .unwrap_or(0)))
+    match replayed {
+        Some(lsn) => Ok(Lsn(lsn)),
+        None => Ok(Lsn(s
+            .query_lsn("select pg_current_wal_lsn()")?
+            .unwrap_or(0))),
+    }
 }
