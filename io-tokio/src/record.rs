@@ -16,7 +16,7 @@
 //! a write that is under way.
 
 use crate::durable;
-use std::fs::{self, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -77,6 +77,7 @@ fn encode_slot(seq: u64, payload: &[u8]) -> io::Result<Vec<u8>> {
 }
 
 /// The valid slots of a file's bytes: (slot index, record), newest first.
+#[cfg(test)]
 fn valid_slots(bytes: &[u8]) -> Vec<(usize, Slot<'_>)> {
     let Some(s) = slot_size(bytes.len()) else {
         return Vec::new();
@@ -88,18 +89,54 @@ fn valid_slots(bytes: &[u8]) -> Vec<(usize, Slot<'_>)> {
     slots
 }
 
+/// The newest valid record of an open file of slot size `s`: (slot index, sequence number,
+/// payload). Reads the two headers, then only the payload of the newest slot whose header is
+/// whole (and of the other one if that payload fails its checksum), not both slots.
+fn newest(file: &File, s: usize) -> io::Result<Option<(usize, u64, Vec<u8>)>> {
+    let mut heads: Vec<(usize, u64, usize)> = Vec::with_capacity(2);
+    for i in 0..2 {
+        let mut head = [0u8; HEADER];
+        file.read_exact_at(&mut head, (i * s) as u64)?;
+        let seq = u64::from_le_bytes(head[4..12].try_into().unwrap_or_default());
+        let len = u32::from_le_bytes(head[12..16].try_into().unwrap_or_default()) as usize;
+        if &head[..4] == MAGIC && len <= s - HEADER {
+            heads.push((i, seq, len));
+        }
+    }
+    heads.sort_by_key(|h| std::cmp::Reverse(h.1));
+    for (i, seq, len) in heads {
+        let mut bytes = vec![0u8; HEADER + len];
+        file.read_exact_at(&mut bytes, (i * s) as u64)?;
+        if let Some(r) = parse_slot(&bytes) {
+            return Ok(Some((i, seq, r.payload.to_vec())));
+        }
+    }
+    Ok(None)
+}
+
+/// The slot size of an open record file, if its length is one a record file has.
+fn file_slot_size(file: &File) -> io::Result<Option<usize>> {
+    Ok(usize::try_from(file.metadata()?.len())
+        .ok()
+        .and_then(slot_size))
+}
+
 /// The newest valid record of `path`. `NotFound` when the file is missing; `InvalidData` when
 /// neither slot holds a valid record.
 pub fn read(path: &Path) -> io::Result<Vec<u8>> {
-    let bytes = fs::read(path)?;
-    match valid_slots(&bytes).first() {
-        Some((_, r)) => Ok(r.payload.to_vec()),
+    let file = File::open(path)?;
+    let found = match file_slot_size(&file)? {
+        Some(s) => newest(&file, s)?,
+        None => None,
+    };
+    match found {
+        Some((_, _, payload)) => Ok(payload),
         None => Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
                 "{} holds no record with a valid checksum ({} bytes)",
                 path.display(),
-                bytes.len()
+                file.metadata()?.len()
             ),
         )),
     }
@@ -111,14 +148,11 @@ pub fn write(path: &Path, payload: &[u8]) -> io::Result<Written> {
     let need = HEADER + payload.len();
     let mut next_seq = 1;
     if let Ok(file) = OpenOptions::new().read(true).write(true).open(path) {
-        let len = file.metadata()?.len();
-        if let Some(s) = usize::try_from(len).ok().and_then(slot_size) {
-            let mut bytes = vec![0u8; 2 * s];
-            file.read_exact_at(&mut bytes, 0)?;
-            let slots = valid_slots(&bytes);
-            if let Some((newest, r)) = slots.first() {
-                next_seq = r.seq + 1;
+        if let Some(s) = file_slot_size(&file)? {
+            if let Some((newest, seq, _)) = newest(&file, s)? {
+                next_seq = seq + 1;
                 if need <= s {
+                    // Never over the newest valid record: a torn write leaves it readable.
                     let target = 1 - newest;
                     file.write_all_at(&encode_slot(next_seq, payload)?, (target * s) as u64)?;
                     file.sync_data()?;
@@ -137,6 +171,7 @@ pub fn write(path: &Path, payload: &[u8]) -> io::Result<Written> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn scratch() -> tempfile::TempDir {
         tempfile::tempdir().unwrap()
@@ -183,6 +218,12 @@ mod tests {
         let slots = valid_slots(&bytes);
         assert_eq!(slots[1].1.payload, b"old");
         assert!(slots[0].1.seq > slots[1].1.seq);
+        // A header torn too (its length beyond the slot): the other slot is read.
+        let mut bytes = fs::read(&p).unwrap();
+        let newest = valid_slots(&bytes)[0].0;
+        bytes[newest * s + 12..newest * s + 16].copy_from_slice(&u32::MAX.to_le_bytes());
+        fs::write(&p, &bytes).unwrap();
+        assert_eq!(read(&p).unwrap(), b"old");
     }
 
     #[test]
