@@ -104,11 +104,11 @@ fn newest(file: &File, s: usize) -> io::Result<Option<(usize, u64, Vec<u8>)>> {
         }
     }
     heads.sort_by_key(|h| std::cmp::Reverse(h.1));
-    for (i, seq, len) in heads {
+    for (i, _, len) in heads {
         let mut bytes = vec![0u8; HEADER + len];
         file.read_exact_at(&mut bytes, (i * s) as u64)?;
         if let Some(r) = parse_slot(&bytes) {
-            return Ok(Some((i, seq, r.payload.to_vec())));
+            return Ok(Some((i, r.seq, r.payload.to_vec())));
         }
     }
     Ok(None)
