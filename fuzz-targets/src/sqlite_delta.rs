@@ -1,7 +1,8 @@
 //! Fuzz body for the sqlite driver's parsers of bytes it did not write itself: the page-delta
 //! format of incrementals and logs (`driver::sqlite::pages`), applying a delta to a database
 //! (`driver::sqlite::apply`), the SQLite database header (`driver::sqlite::header`) and the
-//! primary's chain state `chain.json` with its page sets (`driver::sqlite::chain`).
+//! primary's chain state with its page sets (`driver::sqlite::chain`: the `chain.state` record
+//! file, `record.rs`, and an older version's `chain.json`).
 //!
 //! Checked:
 //! - nothing panics, whatever the bytes;
@@ -17,7 +18,9 @@
 //!   from a file is no longer than the file;
 //! - a `chain.json` that parses re-encodes to one that parses to the same state; its page sets
 //!   stay ranges (a range of four billion pages costs one entry), `within` returns sorted pages
-//!   inside the image without the lock page, and a union holds exactly the pages of both sets.
+//!   inside the image without the lock page, and a union holds exactly the pages of both sets;
+//! - the same bytes as a `chain.state` record file read without a panic, a record is shorter
+//!   than its file, and no state loads without its shadow copy.
 //!
 //! Files: the bytes are written into a per-process, per-thread directory under the system
 //! temporary directory, created once and reused (the functions under test read files).
@@ -503,6 +506,19 @@ pub(crate) fn structured_chain(r: &mut Bytes<'_>) -> Vec<u8> {
 
 fn check_chain(bytes: &[u8]) {
     let dir = scratch_dir();
+    // The same bytes as a `chain.state` record file (what a damaged disk could hold): read
+    // without a panic, and no state without its shadow copy, valid record or not.
+    let state_file = dir.join("chain.state");
+    write(&state_file, bytes);
+    if let Ok(payload) = lifeboat_io_tokio::record::read(&state_file) {
+        assert!(payload.len() < bytes.len(), "a record larger than its file");
+    }
+    assert!(
+        ChainState::load(&dir, "fuzz").is_none(),
+        "a chain state loaded from a record file without a shadow copy"
+    );
+    let _ = lifeboat_io_tokio::drivers::sqlite::chain::load_reference(&dir);
+    fs::remove_file(&state_file).expect("remove the record file");
     write(&dir.join("chain.json"), bytes);
     let parsed = ChainState::parse(bytes);
     // `load` refuses what does not parse (no shadow copy exists: it refuses the rest too).
