@@ -10,8 +10,8 @@
 //! big-endian u32), which SQLite increments once per committed write transaction in
 //! rollback-journal mode. So the LSN counts committed transactions and an RPO in transactions is
 //! exact. The counter is 32 bits; the driver widens it to 64 against the last position it knew
-//! (the reference in `chain.state`), so LSNs keep growing across the wrap. In WAL mode the shadow's counter is
-//! stamped with the position, so every artifact carries it the same way.
+//! (the reference in `chain.state`), so LSNs keep growing across the wrap. In WAL mode the
+//! shadow's counter is stamped with the position, so every artifact carries it the same way.
 //!
 //! **Snapshots in rollback-journal mode.** A consistent image of the live file is read while
 //! holding a SQLite read transaction (a SHARED lock: in rollback-journal mode no writer can
