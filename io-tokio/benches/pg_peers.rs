@@ -927,27 +927,15 @@ impl PafWorld {
     fn switchover(self) -> Result<Switchover, String> {
         let monitor = self.root.join("monitor").display().to_string();
         let r = switchover_under_writer(self.ports[1], self.ports[2], || {
-            let out = self
-                .command(&[
-                    "perform",
-                    "switchover",
-                    "--pgdata",
-                    &monitor,
-                    "--wait",
-                    "120",
-                ])
-                .output()
-                .map_err(|e| format!("pg_autoctl perform switchover: {e}"))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "pg_autoctl perform switchover failed ({}): {}{}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                ))
-            }
+            let c = self.command(&[
+                "perform",
+                "switchover",
+                "--pgdata",
+                &monitor,
+                "--wait",
+                "120",
+            ]);
+            cluster::check(c, "pg_autoctl perform switchover").map(drop)
         });
         eprintln!("  pg_auto_failover nodes then: {:?}", self.node_states());
         self.step(r)
@@ -1011,21 +999,11 @@ fn archive_backlog(pgbackrest: &Path, segments: u64) -> Result<(f64, f64), Strin
     }
     std::fs::write(&pb_conf, pb).map_err(|e| format!("writing {}: {e}", pb_conf.display()))?;
     for round in 0..3 {
-        let out = Command::new(pgbackrest)
-            .arg(format!("--config={}", pb_conf.display()))
+        let mut c = Command::new(pgbackrest);
+        c.arg(format!("--config={}", pb_conf.display()))
             .arg(format!("--stanza=r{round}"))
-            .arg("stanza-create")
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("pgbackrest stanza-create: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "pgbackrest stanza-create failed ({}): {}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
+            .arg("stanza-create");
+        cluster::check(c, "pgbackrest stanza-create")?;
     }
     // About `segments` segments of WAL in one transaction, then a switch (as benches/pg.rs).
     cluster::psql(
@@ -1068,24 +1046,9 @@ fn archive_backlog(pgbackrest: &Path, segments: u64) -> Result<(f64, f64), Strin
         .take(segments as usize)
         .collect();
     let sh = |script: &str, args: &[&Path]| -> Result<(), String> {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .arg("sh")
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("sh -c {script}: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{script} {args:?} failed ({}): {}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(script).arg("sh").args(args);
+        cluster::check(c, &format!("{script} {args:?}")).map(drop)
     };
     let (mut best_push, mut best_pb) = (f64::MAX, f64::MAX);
     for round in 0..3 {

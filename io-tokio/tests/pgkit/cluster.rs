@@ -60,7 +60,8 @@ fn as_server_user(prog: &Path) -> Command {
     }
 }
 
-fn check(mut c: Command, what: &str) -> Result<String, String> {
+/// Run `c` (no stdin); its stdout, or an error naming `what` with the exit status and output.
+pub fn check(mut c: Command, what: &str) -> Result<String, String> {
     let out = c
         .stdin(Stdio::null())
         .output()
