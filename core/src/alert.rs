@@ -32,10 +32,14 @@ pub enum AlertKind {
     CaptureGap,
     /// A site sent an artifact of an epoch another site holds; quarantined, never restored.
     ForeignEpochArtifact,
+    /// Synchronous mode degraded to asynchronous (`Input::StreamAlarm`).
+    SynchronousDegraded,
+    /// The stream's slot keeps WAL close to its bound (`Input::StreamAlarm`).
+    SlotNearBound,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 19] = [
+    pub const ALL: [AlertKind; 21] = [
         AlertKind::MissingLog,
         AlertKind::NoNewLogs,
         AlertKind::BackupsPaused,
@@ -55,6 +59,8 @@ impl AlertKind {
         AlertKind::UnreadableManifest,
         AlertKind::CaptureGap,
         AlertKind::ForeignEpochArtifact,
+        AlertKind::SynchronousDegraded,
+        AlertKind::SlotNearBound,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -78,6 +84,8 @@ impl AlertKind {
             AlertKind::UnreadableManifest => "unreadable_manifest",
             AlertKind::CaptureGap => "capture_gap",
             AlertKind::ForeignEpochArtifact => "foreign_epoch_artifact",
+            AlertKind::SynchronousDegraded => "synchronous_degraded",
+            AlertKind::SlotNearBound => "slot_near_bound",
         }
     }
 

@@ -131,6 +131,26 @@ pub enum Input {
         op: OpId,
         positions: Vec<(DbId, Lsn)>,
     },
+    /// Primary: a condition of the continuous stream of `db` to the recovery site (PostgreSQL's
+    /// streamed WAL) began (`active`) or ended. `what` says it in the driver's words. Appended
+    /// after `Promoted`, as it.
+    StreamAlarm {
+        db: DbId,
+        alarm: StreamAlarm,
+        active: bool,
+        what: String,
+    },
+}
+
+/// Conditions of a continuous stream that the primary's driver watches.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamAlarm {
+    /// Synchronous mode gave up waiting for the recovery site: commits are acknowledged without
+    /// it, and a failover may lose them.
+    SynchronousDegraded,
+    /// The primary keeps WAL for a recovery site that is not receiving it, close to the bound
+    /// past which the stream breaks (and the chain alone carries the WAL).
+    SlotNearBound,
 }
 
 /// Things the adapter must do. Every command that has an effect carries an operation id;

@@ -263,6 +263,71 @@ fn a_healed_capture_gap_is_a_warning_notice_and_nothing_else() {
     assert!(e.poll_output().is_none(), "an unknown database is ignored");
 }
 
+/// A stream alarm (`Input::StreamAlarm`) is a condition: raised once with the driver's words
+/// (synchronous mode degraded is critical, a slot near its bound a warning), raised again only
+/// as an update, cleared when the driver says it ended; it commands nothing. An unknown
+/// database is ignored.
+#[test]
+fn stream_alarms_raise_and_clear_a_condition_with_their_severity() {
+    use lifeboat_core::protocol::StreamAlarm;
+    let mut e = SiteEngine::new(config(2), SiteId(0));
+    e.handle(1_000, Input::Tick);
+    while e.poll_output().is_some() {}
+    let alarm = |e: &mut SiteEngine, alarm, active, what: &str| {
+        e.handle(
+            1_000,
+            Input::StreamAlarm {
+                db: DbId(1),
+                alarm,
+                active,
+                what: what.into(),
+            },
+        );
+        let out: Vec<Output> = std::iter::from_fn(|| e.poll_output()).collect();
+        assert!(
+            out.iter()
+                .all(|o| matches!(o, Output::Alert(_) | Output::Audit(_))),
+            "an alarm commands nothing: {out:#?}"
+        );
+        out.into_iter()
+            .filter_map(|o| match o {
+                Output::Alert(a) => Some(a),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let raised = alarm(
+        &mut e,
+        StreamAlarm::SynchronousDegraded,
+        true,
+        "not streamed for 10000 ms",
+    );
+    assert_eq!(raised.len(), 1);
+    assert_eq!(raised[0].id.kind.as_str(), "synchronous_degraded");
+    assert_eq!(raised[0].severity, Severity::Critical);
+    assert_eq!(raised[0].change, AlertChange::Raised);
+    assert!(raised[0].text.contains("10000 ms") && raised[0].text.contains("[db1]"));
+    assert_eq!(e.alerts().iter().count(), 1);
+    let slot = alarm(&mut e, StreamAlarm::SlotNearBound, true, "100 MiB left");
+    assert_eq!(slot[0].id.kind, AlertKind::SlotNearBound);
+    assert_eq!(slot[0].severity, Severity::Warning);
+    let cleared = alarm(&mut e, StreamAlarm::SynchronousDegraded, false, "");
+    assert_eq!(cleared.len(), 1);
+    assert_eq!(cleared[0].change, AlertChange::Cleared);
+    assert_eq!(e.alerts().iter().count(), 1, "the slot alarm stays");
+    assert!(alarm(&mut e, StreamAlarm::SynchronousDegraded, false, "").is_empty());
+    e.handle(
+        1_000,
+        Input::StreamAlarm {
+            db: DbId(9),
+            alarm: StreamAlarm::SlotNearBound,
+            active: true,
+            what: "x".into(),
+        },
+    );
+    assert!(e.poll_output().is_none(), "an unknown database is ignored");
+}
+
 /// The recovery site asks for a full backup again while the first one (of a large database)
 /// is still being taken or shipped: the primary takes no second one, which would only compete
 /// with the first. Once the first was refused, a new request takes a new one.

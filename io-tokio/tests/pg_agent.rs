@@ -62,6 +62,8 @@ struct Opts {
     failover: &'static str,
     /// Route a's shipping to b through a proxy that can corrupt bytes in transit.
     proxy_to_b: bool,
+    /// Lines added under both sites' `[driver]`.
+    driver: &'static str,
 }
 
 struct Site {
@@ -176,7 +178,7 @@ impl World {
                  peer_http = \"127.0.0.1:{peer_http}\"\ndata_dir = \"{data}\"\n\n\
                  [driver]\nkind = \"postgres\"\nbin_dir = \"{pgbin}\"\nspool_dir = \"{spool}\"\n\
                  lifeboat_bin = \"{bin}\"\narchive_timeout_s = {at}\nretrieve_retry_ms = 200\n\
-                 replay_timeout_ms = 30000\nstall_ms = 5000\n\n\
+                 replay_timeout_ms = 30000\nstall_ms = 5000\n{driver}\n\
                  [[driver.databases]]\nname = \"app\"\ndata_dir = \"{pgdata}\"\nport = {pg}\n\
                  {tls}{engine}",
                 tls = lifeboat_io_tokio::demo::tls_toml(&certs, s.name),
@@ -191,6 +193,7 @@ impl World {
                 at = o.archive_timeout_s.unwrap_or(60),
                 pgdata = s.pgdata.display(),
                 pg = s.pg,
+                driver = o.driver,
             );
             std::fs::write(&s.config, text).unwrap();
         }
@@ -389,6 +392,8 @@ struct Batch {
     /// After the commit was acknowledged: the commit record ends at or before this. `None` when
     /// the insert was attempted but not acknowledged (the server died): it may or may not exist.
     after: Option<u64>,
+    /// When the commit was acknowledged.
+    acked_at: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -426,6 +431,7 @@ fn write_batch(port: u16, log: &Mutex<Log>) -> bool {
         id,
         before,
         after: None,
+        acked_at: None,
     });
     let out = psql_each(
         port,
@@ -442,7 +448,10 @@ fn write_batch(port: u16, log: &Mutex<Log>) -> bool {
         .and_then(|o| o.last().and_then(|l| PgLsn::parse(l)).map(|l| l.0));
     match after {
         Some(a) => {
-            log.lock().unwrap().batches.last_mut().unwrap().after = Some(a);
+            let mut l = log.lock().unwrap();
+            let b = l.batches.last_mut().unwrap();
+            b.after = Some(a);
+            b.acked_at = Some(Instant::now());
             true
         }
         None => false,
@@ -717,6 +726,295 @@ fn killed_postgres_primary_fails_over_and_the_true_loss_lies_within_the_reported
         "secondary",
         "protection continues in reverse"
     );
+}
+
+/// 2b. Streaming, with the default schedule (a log every 5 minutes, `archive_timeout` 60 s):
+///    the primary site dies under a writer and the recovery site, which received the WAL
+///    through the tunnel as it was flushed, promotes with every row acknowledged more than a
+///    second before the kill; the reported bounds contain the true loss.
+#[test]
+fn streamed_postgres_failover_keeps_every_row_acknowledged_a_second_before_the_kill() {
+    let Some(_serial) = postgres_or_skip("streamed failover") else {
+        return;
+    };
+    let mut w = World::start(Opts {
+        log_every_ms: Some(300_000),
+        ..Opts::default()
+    });
+    let (a, b) = (w.site("a").pg, w.site("b").pg);
+    let b_http = w.site("b").http;
+    wait_for(
+        "b's receiver to stream from a",
+        Duration::from_secs(30),
+        || {
+            psql(
+                a,
+                "select count(*) from pg_stat_replication where application_name = 'lifeboat'",
+            )
+            .is_ok_and(|r| r.first().is_some_and(|n| n == "1"))
+        },
+    );
+    let log = Arc::new(Mutex::new(Log::default()));
+    let writer = Writer::start(a, log.clone(), Duration::from_millis(10));
+    std::thread::sleep(Duration::from_secs(8));
+    w.kill("a");
+    cluster::stop_immediately(&w.site("a").pgdata);
+    let killed = Instant::now();
+    let log = writer.stop();
+    let log = log.lock().unwrap();
+    let end = wal_end(&w.site("a").pgdata);
+    wait_for("b's engine to fail over", Duration::from_secs(60), || {
+        !reports(b_http, "failover").is_empty()
+    });
+    let r = reports(b_http, "failover").remove(0);
+    eprintln!("    failover report: {r}");
+    wait_for("b to accept writes", Duration::from_secs(30), || {
+        in_recovery(b) == Some(false)
+    });
+    let writable = killed.elapsed();
+    let history = psql(b, "select pg_read_file('pg_wal/00000002.history')").unwrap();
+    let restored = history
+        .iter()
+        .find_map(|l| l.split('\t').nth(1).and_then(PgLsn::parse))
+        .unwrap_or_else(|| panic!("no switch point in {history:?}"))
+        .0;
+    let kept = check_prefix(b, &log, restored, restored);
+    let lost: Vec<&Batch> = log.acked().skip((kept / ROWS_PER_BATCH) as usize).collect();
+    let oldest_lost = lost
+        .iter()
+        .filter_map(|bt| bt.acked_at)
+        .min()
+        .map(|t| killed.saturating_duration_since(t));
+    let true_loss = end.saturating_sub(restored);
+    let lower = r["rpo_lower"].as_u64().unwrap();
+    let upper = r["rpo_upper"].as_u64();
+    eprintln!(
+        "    kept {kept} of {} acknowledged rows; {} batches lost, the oldest acknowledged \
+         {oldest_lost:?} before the kill; {true_loss} bytes of WAL lost, reported [{lower}, \
+         {upper:?}]; writable {writable:?} after the kill",
+        log.rows_acked(),
+        lost.len(),
+    );
+    assert!(
+        oldest_lost.is_none_or(|d| d <= Duration::from_secs(1)),
+        "rows acknowledged more than a second before the kill were lost"
+    );
+    assert!(
+        lower <= true_loss && upper.is_none_or(|u| true_loss <= u),
+        "true loss {true_loss} outside [{lower}, {upper:?}]"
+    );
+    assert!(
+        w.log("b")
+            .contains("replaying the streamed WAL before promotion"),
+        "the promotion used the stream"
+    );
+}
+
+/// Wait until a's server has b's receiver streaming (`sync`: as its synchronous standby).
+fn await_receiver(a: u16, sync: bool) {
+    let sql = if sync {
+        "select count(*) from pg_stat_replication where application_name = 'lifeboat' \
+         and sync_state = 'sync'"
+    } else {
+        "select count(*) from pg_stat_replication where application_name = 'lifeboat'"
+    };
+    wait_for(
+        "b's receiver to stream from a",
+        Duration::from_secs(30),
+        || psql(a, sql).is_ok_and(|r| r.first().is_some_and(|n| n == "1")),
+    );
+}
+
+/// Per-commit time of `n` one-row commits in one session on `port`, with `synchronous_commit`
+/// as given.
+fn commit_time(port: u16, n: usize, synchronous_commit: &str) -> Duration {
+    let set = format!("set synchronous_commit = {synchronous_commit}");
+    let insert = "insert into lat(v) values ('x')";
+    let mut sqls = vec![set.as_str()];
+    sqls.extend(std::iter::repeat_n(insert, n));
+    let t = Instant::now();
+    psql_each(port, &sqls).expect("the commits");
+    t.elapsed() / n as u32
+}
+
+/// 2c. Synchronous mode: a commit returns once the recovery site flushed its WAL, so a kill -9
+///    of the primary site under a writer loses no acknowledged row. Prints what a commit costs
+///    (the same session with `synchronous_commit = local`, interleaved).
+#[test]
+fn synchronous_postgres_failover_loses_no_acknowledged_row() {
+    let Some(_serial) = postgres_or_skip("synchronous failover") else {
+        return;
+    };
+    let mut w = World::start(Opts {
+        log_every_ms: Some(300_000),
+        driver: "synchronous = true",
+        ..Opts::default()
+    });
+    let (a, b) = (w.site("a").pg, w.site("b").pg);
+    let b_http = w.site("b").http;
+    await_receiver(a, true);
+    psql(a, "create table lat(id bigserial primary key, v text)").unwrap();
+    let (mut sync, mut local) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        sync.push(commit_time(a, 200, "on"));
+        local.push(commit_time(a, 200, "local"));
+    }
+    sync.sort();
+    local.sort();
+    eprintln!(
+        "    commit latency, median of 3 x 200 one-row commits: synchronous {:?}, local {:?} \
+         (+{:?} per commit)",
+        sync[1],
+        local[1],
+        sync[1].saturating_sub(local[1])
+    );
+    let log = Arc::new(Mutex::new(Log::default()));
+    let writer = Writer::start(a, log.clone(), Duration::from_millis(10));
+    std::thread::sleep(Duration::from_secs(6));
+    w.kill("a");
+    cluster::stop_immediately(&w.site("a").pgdata);
+    let log = writer.stop();
+    let log = log.lock().unwrap();
+    wait_for("b's engine to fail over", Duration::from_secs(60), || {
+        !reports(b_http, "failover").is_empty()
+    });
+    let r = reports(b_http, "failover").remove(0);
+    eprintln!("    failover report: {r}");
+    wait_for("b to accept writes", Duration::from_secs(30), || {
+        in_recovery(b) == Some(false)
+    });
+    let got = batches_at(b);
+    let acked: Vec<u64> = log.acked().map(|bt| bt.id).collect();
+    let missing: Vec<&u64> = acked.iter().filter(|id| !got.contains_key(id)).collect();
+    eprintln!(
+        "    {} batches acknowledged, {} at b, {} missing",
+        acked.len(),
+        got.len(),
+        missing.len()
+    );
+    assert!(missing.is_empty(), "acknowledged batches lost: {missing:?}");
+    check_prefix(b, &log, log.last_after(), u64::MAX);
+}
+
+/// 2d. Synchronous mode with the recovery site away: commits wait at most
+///    `synchronous_timeout_ms`, then the primary degrades to asynchronous with a critical
+///    `synchronous_degraded` alert; the receiver back, synchronous mode and the alert clear.
+#[test]
+fn synchronous_postgres_degrades_while_the_recovery_site_is_away_and_recovers() {
+    let Some(_serial) = postgres_or_skip("synchronous degrade") else {
+        return;
+    };
+    let mut w = World::start(Opts {
+        driver: "synchronous = true\nsynchronous_timeout_ms = 3000",
+        ..Opts::default()
+    });
+    let a = w.site("a").pg;
+    let a_http = w.site("a").http;
+    await_receiver(a, true);
+    // The recovery site's agent (and so its receiver) goes away.
+    w.kill("b");
+    let t = Instant::now();
+    let log = Mutex::new(Log::default());
+    assert!(write_batch(a, &log), "the commit returns once degraded");
+    let waited = t.elapsed();
+    eprintln!("    a commit with the recovery site away returned after {waited:?}");
+    assert!(
+        waited >= Duration::from_secs(2),
+        "the commit did not wait for the recovery site: {waited:?}"
+    );
+    wait_for(
+        "the synchronous_degraded alert",
+        Duration::from_secs(10),
+        || alert_kinds(a_http).contains(&"synchronous_degraded".to_string()),
+    );
+    let active = |port| {
+        status(port).is_some_and(|d| {
+            d["alerts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|al| al["kind"] == "synchronous_degraded")
+        })
+    };
+    assert!(active(a_http));
+    // Commits go on at once now.
+    let t = Instant::now();
+    assert!(write_batch(a, &log));
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    // The recovery site returns: synchronous again, the alert cleared.
+    w.spawn("b");
+    await_receiver(a, true);
+    wait_for("the alert to clear", Duration::from_secs(20), || {
+        !active(a_http)
+    });
+}
+
+/// 2e. A recovery site that stops receiving does not fill the primary's disk: its slot keeps at
+///    most `max_slot_wal_keep_mb` of WAL (a `slot_near_bound` warning before the bound), is
+///    then given up by PostgreSQL, and the receiver, back, starts the stream over.
+#[test]
+fn a_recovery_site_that_stops_receiving_holds_at_most_the_slot_bound_of_the_primarys_wal() {
+    let Some(_serial) = postgres_or_skip("slot bound") else {
+        return;
+    };
+    let mut w = World::start(Opts {
+        driver: "max_slot_wal_keep_mb = 8",
+        ..Opts::default()
+    });
+    let a = w.site("a").pg;
+    let a_http = w.site("a").http;
+    await_receiver(a, false);
+    let slot = || {
+        psql(
+            a,
+            "select wal_status from pg_replication_slots where slot_name = 'lifeboat'",
+        )
+        .ok()
+        .and_then(|r| r.first().cloned())
+        .unwrap_or_default()
+    };
+    assert_eq!(slot(), "reserved");
+    w.kill("b");
+    psql(a, "create table fill(v text)").unwrap();
+    let fill = "insert into fill select repeat(md5(g::text), 32) from generate_series(1, 1000) g";
+    let mut mib = 0;
+    while !alert_kinds(a_http).contains(&"slot_near_bound".to_string()) {
+        assert!(mib < 64, "no slot_near_bound alert after {mib} MiB of WAL");
+        psql(a, fill).unwrap();
+        mib += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("    slot_near_bound raised after about {mib} MiB of WAL with the receiver away");
+    // Past the bound, a checkpoint gives the slot up instead of keeping WAL for it.
+    for _ in 0..12 {
+        psql(a, fill).unwrap();
+    }
+    psql(a, "checkpoint").unwrap();
+    let given_up = slot();
+    assert!(
+        given_up == "lost" || given_up == "unreserved",
+        "the slot still keeps WAL past its bound: {given_up}"
+    );
+    eprintln!("    past the bound the slot is {given_up}");
+    // The receiver returns: the stream starts over from what a keeps; the alert clears.
+    w.spawn("b");
+    wait_for("the stream to start over", Duration::from_secs(60), || {
+        slot() == "reserved"
+            && psql(
+                a,
+                "select count(*) from pg_stat_replication where application_name = 'lifeboat'",
+            )
+            .is_ok_and(|r| r.first().is_some_and(|n| n == "1"))
+    });
+    wait_for("the alert to clear", Duration::from_secs(20), || {
+        !status(a_http).is_some_and(|d| {
+            d["alerts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|al| al["kind"] == "slot_near_bound")
+        })
+    });
 }
 
 /// 3. Planned switchover under a write load: zero acknowledged rows lost; the old primary

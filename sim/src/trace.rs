@@ -109,6 +109,18 @@ pub fn input_fp(i: &Input) -> u64 {
                 .iter()
                 .fold(0, |h, (db, lsn)| h.rotate_left(7) ^ u64::from(db.0) ^ lsn.0),
         ]),
+        Input::StreamAlarm {
+            db,
+            alarm,
+            active,
+            what,
+        } => mix(&[
+            15,
+            u64::from(db.0),
+            *alarm as u64,
+            u64::from(*active),
+            what.bytes().fold(0, |h, b| h.rotate_left(5) ^ u64::from(b)),
+        ]),
     }
 }
 

@@ -240,6 +240,12 @@ impl SiteEngine {
             } => self.unreadable_manifest(now, outbox, &file, db, key, &reason),
             Input::CaptureGap { db, what } => self.capture_gap(now, db, &what),
             Input::Promoted { op, positions } => self.promoted_at(now, op, &positions),
+            Input::StreamAlarm {
+                db,
+                alarm,
+                active,
+                what,
+            } => self.stream_alarm(now, db, alarm, active, &what),
         }
         self.run_timers(now);
         if cfg!(debug_assertions) {

@@ -457,6 +457,37 @@ impl SiteEngine {
         );
     }
 
+    /// A condition of `db`'s stream to the recovery site began or ended (`Input::StreamAlarm`):
+    /// an alert raised or cleared. Synchronous mode degraded is critical (acknowledged commits
+    /// may now be lost in a failover); a slot near its bound is a warning.
+    pub(super) fn stream_alarm(
+        &mut self,
+        now: Millis,
+        db: DbId,
+        alarm: crate::protocol::StreamAlarm,
+        active: bool,
+        what: &str,
+    ) {
+        use crate::protocol::StreamAlarm;
+        if !self.valid_db(db) {
+            return;
+        }
+        let (kind, severity) = match alarm {
+            StreamAlarm::SynchronousDegraded => {
+                (AlertKind::SynchronousDegraded, Severity::Critical)
+            }
+            StreamAlarm::SlotNearBound => (AlertKind::SlotNearBound, Severity::Warning),
+        };
+        let subject = Subject::Site(self.me);
+        if !active {
+            self.clear(now, kind, Some(db), subject);
+            return;
+        }
+        let site = self.cfg.site_name(self.me);
+        let text = super::texts::stream_alarm(alarm, site, self.db_name(db), what);
+        self.raise(now, kind, Some(db), subject, severity, false, text);
+    }
+
     /// The outbox entry of a file that left the outbox (its identity from the adapter, else the
     /// entry whose seed-convention name is the file's): it can never be shipped, and would be
     /// retried forever. Forgotten without a `Discard` (the file is in the quarantine).

@@ -213,6 +213,28 @@ pub fn capture_gap(site: &str, db: &str, what: &str) -> String {
     )
 }
 
+pub fn stream_alarm(
+    alarm: crate::protocol::StreamAlarm,
+    site: &str,
+    db: &str,
+    what: &str,
+) -> String {
+    match alarm {
+        crate::protocol::StreamAlarm::SynchronousDegraded => format!(
+            "Synchronous mode of database [{db}] at site [{site}] is degraded: {what}. Commits \
+             are acknowledged without the recovery site, and a failover now may lose them. It \
+             returns to synchronous by itself once the recovery site receives again; check the \
+             link and the recovery site's agent."
+        ),
+        crate::protocol::StreamAlarm::SlotNearBound => format!(
+            "The WAL kept at site [{site}] for the recovery site's stream of database [{db}] is \
+             close to its bound: {what}. Past the bound the stream breaks and restarts from what \
+             the primary still has (the chain still carries every finished segment); check \
+             that the recovery site's agent is running and the link is up."
+        ),
+    }
+}
+
 pub fn unreadable_manifest(
     site: &str,
     file: &str,

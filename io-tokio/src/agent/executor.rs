@@ -107,6 +107,15 @@ pub struct Executor {
     sampling: Vec<Arc<Gate>>,
     /// One SQL probe in flight (the engine's probes, the service checks and `/health`).
     sql_probe: Arc<Gate>,
+    /// Streaming: the local tunnel end to the other site's service of each database that
+    /// streams, and the role the receivers last followed.
+    streams: std::sync::Mutex<Streams>,
+}
+
+#[derive(Default)]
+struct Streams {
+    sources: Vec<(DbId, std::net::SocketAddr)>,
+    role: Option<lifeboat_core::engine::Role>,
 }
 
 fn failure(code: i32, message: impl Into<String>, permanent: bool) -> Failure {
@@ -167,6 +176,7 @@ impl Executor {
                 .map(|_| Arc::default())
                 .collect(),
             sql_probe: Arc::default(),
+            streams: Default::default(),
         })
     }
 
@@ -188,6 +198,40 @@ impl Executor {
 
     /// Periodic work that feeds the engine facts: free disk space, local health.
     pub fn start_background(self: &Arc<Self>, file: &SiteFile) {
+        if self.driver.tunnel_targets().iter().any(Option::is_some) {
+            let me = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let d = me.driver.clone();
+                    let Ok(changes) = tokio::task::spawn_blocking(move || d.watch_streams()).await
+                    else {
+                        continue;
+                    };
+                    for (db, alarm, active, what) in changes {
+                        warn!(db = me.cfg.db_name(db), ?alarm, active, %what, "stream alarm");
+                        me.feed
+                            .send(Input::StreamAlarm {
+                                db,
+                                alarm,
+                                active,
+                                what,
+                            })
+                            .await;
+                    }
+                }
+            });
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let role = me.streams.lock().unwrap_or_else(|e| e.into_inner()).role;
+                if let Some(role) = role {
+                    me.follow_role(role, true);
+                }
+            }
+        });
         let me = self.clone();
         let every = Duration::from_millis(file.disk.check_every_ms);
         let dir = file.data_dir.clone();
@@ -213,6 +257,34 @@ impl Executor {
                 tokio::time::sleep(every).await;
             }
         });
+    }
+
+    /// The driver's services the other site's receivers may reach through tunnels.
+    pub fn tunnel_targets(&self) -> Vec<Option<String>> {
+        self.driver.tunnel_targets()
+    }
+
+    /// Streaming: the local tunnel ends through which this site's receivers reach the other
+    /// site's services, by database.
+    pub fn set_stream_sources(&self, sources: Vec<(DbId, std::net::SocketAddr)>) {
+        let mut st = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        st.sources = sources;
+        st.role = None;
+    }
+
+    /// Receivers run while this site is the secondary (a promotion stops them itself, before
+    /// it reads what they received). Cheap when nothing changed; `again` asks the driver even
+    /// so (a promotion that failed holds its receiver stopped for a while only).
+    pub fn follow_role(&self, role: lifeboat_core::engine::Role, again: bool) {
+        let mut st = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        if st.sources.is_empty() || (st.role == Some(role) && !again) {
+            return;
+        }
+        st.role = Some(role);
+        let secondary = role == lifeboat_core::engine::Role::Secondary;
+        for &(db, addr) in &st.sources {
+            self.driver.receive_from(db, secondary.then_some(addr));
+        }
     }
 
     /// Execute one command; never blocks the engine loop.

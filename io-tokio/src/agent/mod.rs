@@ -14,7 +14,7 @@ use crate::config::SiteFile;
 use crate::engine_loop::{Dispatch, EngineLoop, Feed, PeerQueue};
 use crate::http;
 use crate::status::{self, StatusBoard};
-use crate::transport::{Inbox, Listener, Transport, TransportConfig};
+use crate::transport::{Inbox, Listener, LocalTunnel, Transport, TransportConfig};
 use anyhow::Context;
 use executor::Executor;
 use lifeboat_core::engine::SiteEngine;
@@ -114,6 +114,7 @@ pub async fn run(file: SiteFile, config_path: std::path::PathBuf) -> anyhow::Res
     board.watch_transfers(receiving);
     board.watch_transfers(peer_dial.transfers().clone());
     board.set_recovery(&started);
+    let mut tunnels = Vec::new();
     let exec = Arc::new(
         Executor::start(
             &file,
@@ -124,6 +125,27 @@ pub async fn run(file: SiteFile, config_path: std::path::PathBuf) -> anyhow::Res
         )
         .context("starting the database driver")?,
     );
+    // Streaming (PostgreSQL): the other site's receivers reach this site's servers through
+    // tunnels over the listener; this site's receivers reach the other's through local ends.
+    let targets = exec.tunnel_targets();
+    if targets.iter().any(Option::is_some) {
+        listener.set_tunnel_targets(targets.clone());
+        let mut sources = Vec::new();
+        for (i, _) in targets.iter().enumerate().filter(|(_, t)| t.is_some()) {
+            let t = LocalTunnel::bind(
+                "127.0.0.1:0",
+                file.peer.clone(),
+                i as u32,
+                Peer::Site(me),
+                tcfg.clone(),
+            )
+            .await
+            .context("binding the local end of a streaming tunnel")?;
+            sources.push((lifeboat_core::DbId(i as u32), t.local_addr()));
+            tunnels.push(t);
+        }
+        exec.set_stream_sources(sources);
+    }
     // Remote troubleshooting: logs, log level, probes now, path ping (crate::troubleshoot).
     let tools = Arc::new(crate::troubleshoot::Troubleshoot::new(
         &file,
@@ -175,7 +197,9 @@ pub async fn run(file: SiteFile, config_path: std::path::PathBuf) -> anyhow::Res
         alerts: sinks::start(file.alerts.clone()),
         board,
     };
-    lp.run(first, &mut out).await
+    let ran = lp.run(first, &mut out).await;
+    drop(tunnels);
+    ran
 }
 
 /// Where the site engine's outputs go.
@@ -218,6 +242,7 @@ impl Dispatch<SiteEngine> for Outputs {
             Output::Report(r) => self.board.report(&r),
         }
         self.board.set_role(engine.role(), engine.writable());
+        self.exec.follow_role(engine.role(), false);
     }
 }
 

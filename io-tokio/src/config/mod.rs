@@ -637,6 +637,18 @@ impl SiteFile {
                 "is empty; the postgres driver needs one [[driver.databases]] entry (name, data_dir, port) per engine database".into(),
             ));
         }
+        if let DriverConfig::Postgres(p) = &f.driver {
+            if p.synchronous && !p.stream {
+                return Err(semantic(
+                    path,
+                    text,
+                    "driver.synchronous",
+                    "is on while driver.stream is off; synchronous mode waits for the streamed \
+                     WAL: turn stream on, or synchronous off"
+                        .into(),
+                ));
+            }
+        }
         f.driver.resolve_paths(|p| resolve(path, p));
         f.data_dir = resolve(path, &f.data_dir);
         f.tls.check(path, text, &f.engine)?;

@@ -169,6 +169,25 @@ pub trait Driver: Send + Sync {
     /// position it starts from.
     fn promote(&self, db: DbId, epoch: Epoch) -> Result<Lsn, DriverError>;
 
+    /// Services of this site that the other site's receiver reaches through a transport
+    /// tunnel, by database (PostgreSQL: its server, when streaming). Empty: none.
+    fn tunnel_targets(&self) -> Vec<Option<String>> {
+        Vec::new()
+    }
+
+    /// Primary: look at each database's stream to the recovery site (called every second) and
+    /// say which alarms began (`true`) or ended since the last call, in the driver's words.
+    fn watch_streams(&self) -> Vec<(DbId, lifeboat_core::protocol::StreamAlarm, bool, String)> {
+        Vec::new()
+    }
+
+    /// Receive `db`'s changes continuously from `source` (the local end of a tunnel to the
+    /// other site's service, see [`Driver::tunnel_targets`]), or stop (`None`). Called while
+    /// the site's role says so; idempotent. Default: the driver does not stream.
+    fn receive_from(&self, db: DbId, source: Option<std::net::SocketAddr>) {
+        let _ = (db, source);
+    }
+
     /// Stop the database accepting writes. Only a live agent can hold a fence: if the agent
     /// dies, the fence goes with it (the external fence hook covers that case).
     fn fence(&self, db: DbId) -> Result<(), DriverError>;

@@ -43,8 +43,8 @@ struct ListenShared {
     budget: Arc<Semaphore>,
     /// Refused connections, logged once per kind per interval.
     refusals: RefusalLog,
-    /// Where `Tunnel` links are relayed to (none: refused).
-    tunnel_target: std::sync::Mutex<Option<String>>,
+    /// Where `Tunnel` links are relayed to, by service (none: refused).
+    tunnel_targets: std::sync::Mutex<Vec<Option<String>>>,
 }
 
 /// Connections still in their handshake, per listener: beyond this a new one is closed at once.
@@ -151,7 +151,7 @@ impl Listener {
             handshaking: std::sync::Mutex::new((0, HashMap::new())),
             budget: Arc::new(Semaphore::new(FRAME_BUDGET as usize)),
             refusals: RefusalLog::default(),
-            tunnel_target: std::sync::Mutex::new(None),
+            tunnel_targets: std::sync::Mutex::new(Vec::new()),
         });
         let accept_loop = AbortOnDrop(tokio::spawn(accept_loop(listener, shared.clone())));
         info!(%local_addr, ?me, "listening");
@@ -166,15 +166,15 @@ impl Listener {
         self.local_addr
     }
 
-    /// Relay `Tunnel` links from sites to `target` (a `host:port` of this site's service, e.g.
-    /// its PostgreSQL server on loopback); `None` refuses them (the default). Links already
-    /// open keep their target.
-    pub fn set_tunnel_target(&self, target: Option<String>) {
+    /// Relay `Tunnel` links from sites for service `i` to `targets[i]` (a `host:port` of this
+    /// site's service, e.g. a database's PostgreSQL server on loopback); a service without a
+    /// target is refused (none has one by default). Links already open keep their target.
+    pub fn set_tunnel_targets(&self, targets: Vec<Option<String>>) {
         *self
             .shared
-            .tunnel_target
+            .tunnel_targets
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = target;
+            .unwrap_or_else(|e| e.into_inner()) = targets;
     }
 
     /// Refused connections since start, by kind (`connection cap`, `tls handshake failed`,
@@ -339,12 +339,14 @@ async fn serve_connection(stream: TcpStream, addr: SocketAddr, place: Handshakin
             }
             serve_ship(reader, writer, addr, from, shared).await
         }
-        LinkKind::Tunnel => {
+        LinkKind::Tunnel { service } => {
             let target = shared
-                .tunnel_target
+                .tunnel_targets
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .clone();
+                .get(service as usize)
+                .cloned()
+                .flatten();
             match super::tunnel::serve_tunnel(reader, writer, welcome, from, target, cfg).await {
                 Ok((out, inn)) => {
                     debug!(%addr, peer = ?from, bytes_out = out, bytes_in = inn, "tunnel closed")

@@ -1197,10 +1197,10 @@ async fn a_tunnel_relays_a_tcp_connection_both_ways_to_the_listeners_service_ove
     let g = deployment();
     let site = tls_secondary(&g).await;
     site.listener
-        .set_tunnel_target(Some(echo_service().await.to_string()));
+        .set_tunnel_targets(vec![Some(echo_service().await.to_string())]);
     let cfg = with_tls(tls_of(&g, "primary", PRIMARY));
     let remote = site.listener.local_addr().to_string();
-    let tunnel = LocalTunnel::bind("127.0.0.1:0", remote, PRIMARY, cfg)
+    let tunnel = LocalTunnel::bind("127.0.0.1:0", remote, 0, PRIMARY, cfg)
         .await
         .unwrap();
     let mut bytes = vec![0u8; (3 * MIB + 5) as usize];
@@ -1270,7 +1270,7 @@ async fn a_tunnel_is_refused_without_a_target_to_the_arbiter_and_when_the_servic
             .load(std::sync::atomic::Ordering::Relaxed)
     };
     // No target configured: the local client's connection is closed, nothing relayed.
-    let tunnel = LocalTunnel::bind("127.0.0.1:0", remote.clone(), PRIMARY, config())
+    let tunnel = LocalTunnel::bind("127.0.0.1:0", remote.clone(), 0, PRIMARY, config())
         .await
         .unwrap();
     closed_unanswered(&tunnel).await;
@@ -1278,8 +1278,14 @@ async fn a_tunnel_is_refused_without_a_target_to_the_arbiter_and_when_the_servic
 
     // A target, but the arbiter may not tunnel.
     site.listener
-        .set_tunnel_target(Some(echo_service().await.to_string()));
-    let arbiter = LocalTunnel::bind("127.0.0.1:0", remote.clone(), Peer::Arbiter, config())
+        .set_tunnel_targets(vec![Some(echo_service().await.to_string())]);
+    // Another service than the one named: refused.
+    let other = LocalTunnel::bind("127.0.0.1:0", remote.clone(), 1, PRIMARY, config())
+        .await
+        .unwrap();
+    closed_unanswered(&other).await;
+    assert_eq!(refused_now(&other), 1);
+    let arbiter = LocalTunnel::bind("127.0.0.1:0", remote.clone(), 0, Peer::Arbiter, config())
         .await
         .unwrap();
     closed_unanswered(&arbiter).await;
@@ -1292,14 +1298,15 @@ async fn a_tunnel_is_refused_without_a_target_to_the_arbiter_and_when_the_servic
     let down = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let down_addr = down.local_addr().unwrap();
     drop(down);
-    site.listener.set_tunnel_target(Some(down_addr.to_string()));
+    site.listener
+        .set_tunnel_targets(vec![Some(down_addr.to_string())]);
     closed_unanswered(&tunnel).await;
     assert_eq!(refused_now(&tunnel), 2);
-    let direct = dial(&remote, PRIMARY, LinkKind::Tunnel, &config()).await;
+    let direct = dial(&remote, PRIMARY, LinkKind::Tunnel { service: 0 }, &config()).await;
     let why = direct.err().expect("refused").to_string();
     assert!(why.contains(&down_addr.to_string()), "{why}");
 
     // The local end listens on loopback only.
-    let open = LocalTunnel::bind("0.0.0.0:0", remote, PRIMARY, config()).await;
+    let open = LocalTunnel::bind("0.0.0.0:0", remote, 0, PRIMARY, config()).await;
     assert!(open.err().unwrap().to_string().contains("loopback"));
 }

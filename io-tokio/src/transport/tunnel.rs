@@ -7,13 +7,14 @@
 //! ```text
 //! recovery site                                      primary site
 //! client --TCP--> LocalTunnel ==Tunnel link (TLS)==> Listener --TCP--> tunnel target
-//!                 127.0.0.1:p   Chunk frames both ways,         (set_tunnel_target)
+//!                 127.0.0.1:p   Chunk frames both ways,         (set_tunnel_targets)
 //!                               ShipEnd = end of one direction
 //! ```
 //!
-//! Each local connection gets a link of its own (`Hello` with [`LinkKind::Tunnel`]). The
-//! listener accepts tunnels only from a site (never from the arbiter) and only when its site
-//! names a target; it connects to the target before it answers `Welcome`, so a target that is
+//! Each local connection gets a link of its own (`Hello` with [`LinkKind::Tunnel`] and the
+//! service it wants: a database's index, as PostgreSQL runs one server per database). The
+//! listener accepts tunnels only from a site (never from the arbiter) and only for a service
+//! its site names a target for; it connects to the target before it answers `Welcome`, so a target that is
 //! down is a refusal the dialer is told (`Close` with the reason), and the local client sees its
 //! connection closed. Bytes are relayed in order; the end of one direction (`ShipEnd`, or EOF on
 //! the TCP side) half-closes the other side's write direction, as TCP would.
@@ -38,8 +39,8 @@ pub const TUNNEL_IDLE: Duration = Duration::from_secs(600);
 /// Bytes read from the TCP side per frame.
 const TUNNEL_CHUNK: usize = 64 * 1024;
 
-/// The dialing end: accepts local connections on `local_addr` and carries each to the listener
-/// at `remote`. Dropping it stops accepting and closes the tunnels it opened.
+/// The dialing end: accepts local connections on `local_addr` and carries each to service
+/// `service` of the listener at `remote`. Dropping it stops accepting and closes the tunnels it opened.
 pub struct LocalTunnel {
     local_addr: SocketAddr,
     stats: Arc<TunnelStats>,
@@ -57,10 +58,12 @@ pub struct TunnelStats {
 
 impl LocalTunnel {
     /// Listen on `local` (a loopback address: anyone who reaches it uses this site's identity)
-    /// and carry each connection to the transport listener at `remote` as `me`.
+    /// and carry each connection to service `service` of the transport listener at `remote` as
+    /// `me`.
     pub async fn bind(
         local: &str,
         remote: String,
+        service: u32,
         me: Peer,
         cfg: TransportConfig,
     ) -> io::Result<LocalTunnel> {
@@ -85,7 +88,7 @@ impl LocalTunnel {
                         Ok((client, from)) => {
                             let (remote, cfg, st) = (remote.clone(), cfg.clone(), st.clone());
                             tunnels.spawn(async move {
-                                carry_local(client, from, &remote, me, &cfg, &st).await
+                                carry_local(client, from, &remote, service, me, &cfg, &st).await
                             });
                         }
                         Err(e) => {
@@ -118,12 +121,13 @@ async fn carry_local(
     client: TcpStream,
     from: SocketAddr,
     remote: &str,
+    service: u32,
     me: Peer,
     cfg: &TransportConfig,
     stats: &TunnelStats,
 ) {
     let _ = client.set_nodelay(true);
-    let dialed = match dial(remote, me, LinkKind::Tunnel, cfg).await {
+    let dialed = match dial(remote, me, LinkKind::Tunnel { service }, cfg).await {
         Ok(d) => d,
         Err(e) => {
             stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -177,7 +181,10 @@ async fn open_target(
         return Err(format!("{from:?} may not open a tunnel: only a site may"));
     }
     let Some(target) = target else {
-        return Err("this site offers no tunnel (no tunnel target is configured)".into());
+        return Err(
+            "this site offers no tunnel to that service (no tunnel target is configured for it)"
+                .into(),
+        );
     };
     match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(target)).await {
         Ok(Ok(s)) => Ok(s),

@@ -45,9 +45,10 @@ pub enum LinkKind {
     /// Path pings of an operator (round trips and throughput), then closed. Appended: a
     /// listener that predates it refuses the `Hello` as malformed, and the operator is told.
     Ping,
-    /// A TCP connection to a service of the listener's site, relayed in `Chunk` frames both
-    /// ways (`tunnel.rs`). Appended, as `Ping`.
-    Tunnel,
+    /// A TCP connection to a service of the listener's site (by index: the database whose
+    /// server it reaches), relayed in `Chunk` frames both ways (`tunnel.rs`). Appended, as
+    /// `Ping`.
+    Tunnel { service: u32 },
 }
 
 /// The dialer's first frame.

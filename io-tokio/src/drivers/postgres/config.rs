@@ -28,6 +28,16 @@ pub const DEFAULT_STALL_MS: u64 = 15_000;
 pub const DEFAULT_ARCHIVE_WAIT_MS: u64 = 10_000;
 /// `pg_ctl start/stop/promote -t`.
 pub const DEFAULT_PG_CTL_TIMEOUT_S: u64 = 60;
+/// `max_slot_wal_keep_size` of the streaming slot: the most WAL the primary keeps for a
+/// recovery site that stopped receiving.
+pub const DEFAULT_MAX_SLOT_WAL_KEEP_MB: u64 = 1024;
+/// The slot alert fires when less than this share of the bound is left.
+pub const SLOT_WARN_LEFT_PERCENT: u64 = 20;
+/// A receiver that exited is started again after this long.
+pub const DEFAULT_RECEIVER_RETRY_MS: u64 = 1_000;
+/// Synchronous mode: how long commits may wait for an absent recovery site before the
+/// `on_synchronous_timeout` policy applies.
+pub const DEFAULT_SYNCHRONOUS_TIMEOUT_MS: u64 = 10_000;
 
 fn default_bin_dir() -> PathBuf {
     PathBuf::from(DEFAULT_BIN_DIR)
@@ -56,6 +66,34 @@ fn default_archive_wait() -> u64 {
 fn default_pg_ctl_timeout() -> u64 {
     DEFAULT_PG_CTL_TIMEOUT_S
 }
+fn default_true() -> bool {
+    true
+}
+fn default_max_slot_wal_keep() -> u64 {
+    DEFAULT_MAX_SLOT_WAL_KEEP_MB
+}
+fn default_receiver_retry() -> u64 {
+    DEFAULT_RECEIVER_RETRY_MS
+}
+fn default_synchronous_timeout() -> u64 {
+    DEFAULT_SYNCHRONOUS_TIMEOUT_MS
+}
+
+/// What a synchronous primary does when the recovery site has not confirmed WAL for
+/// `synchronous_timeout_ms`.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnSynchronousTimeout {
+    /// Commits go on without the recovery site (asynchronous) and a critical alert says so;
+    /// synchronous mode comes back when the receiver is streaming again. The default: losing
+    /// the recovery site must not stop the service it protects.
+    #[default]
+    Degrade,
+    /// Commits keep waiting until the recovery site confirms (no acknowledged write can be lost,
+    /// and none can be made while the recovery site is away).
+    Wait,
+}
+
 fn default_host() -> String {
     "127.0.0.1".into()
 }
@@ -99,6 +137,22 @@ pub struct PostgresConfig {
     /// `{port}` are replaced).
     #[serde(default)]
     pub fence_command: Option<String>,
+    /// Stream WAL to the recovery site as PostgreSQL flushes it (`pg_receivewal` through a
+    /// transport tunnel, see `stream.rs`); off: only finished segments travel.
+    #[serde(default = "default_true")]
+    pub stream: bool,
+    /// `max_slot_wal_keep_size` (MiB) of the streaming slot on the primary.
+    #[serde(default = "default_max_slot_wal_keep")]
+    pub max_slot_wal_keep_mb: u64,
+    #[serde(default = "default_receiver_retry")]
+    pub receiver_retry_ms: u64,
+    /// A commit returns only once the recovery site flushed its WAL (needs `stream`).
+    #[serde(default)]
+    pub synchronous: bool,
+    #[serde(default = "default_synchronous_timeout")]
+    pub synchronous_timeout_ms: u64,
+    #[serde(default)]
+    pub on_synchronous_timeout: OnSynchronousTimeout,
     pub databases: Vec<PgDatabase>,
 }
 
@@ -141,6 +195,12 @@ impl PostgresConfig {
             archive_wait_ms: DEFAULT_ARCHIVE_WAIT_MS,
             pg_ctl_timeout_s: DEFAULT_PG_CTL_TIMEOUT_S,
             fence_command: None,
+            stream: true,
+            max_slot_wal_keep_mb: DEFAULT_MAX_SLOT_WAL_KEEP_MB,
+            receiver_retry_ms: DEFAULT_RECEIVER_RETRY_MS,
+            synchronous: false,
+            synchronous_timeout_ms: DEFAULT_SYNCHRONOUS_TIMEOUT_MS,
+            on_synchronous_timeout: OnSynchronousTimeout::Degrade,
             databases,
         }
     }

@@ -67,6 +67,7 @@ mod server;
 mod setup;
 mod standby;
 mod state;
+pub mod stream;
 
 pub use cli::{wal_fetch, wal_push, Fetched, Pushed, WalError};
 pub use config::{PgDatabase, PostgresConfig, WalConfig};
@@ -91,11 +92,35 @@ struct Slot {
     wal_toml: PathBuf,
     /// Serialises the operations on this database and holds its persistent state.
     state: Mutex<PgState>,
+    /// The WAL receiver while this site is the secondary (`stream = true`).
+    receiver: Option<std::sync::Arc<stream::Receiver>>,
+    /// Synchronous mode degraded after `synchronous_timeout_ms` without the recovery site.
+    sync_degraded: std::sync::atomic::AtomicBool,
+    /// The cluster's segment size once known (a recovery site may have no cluster at start).
+    seg_size: std::sync::atomic::AtomicU64,
+    /// The primary's watch over the stream (slot bound, synchronous mode).
+    watch: Mutex<stream::Watch>,
+    /// A standby looked for a slot left from when it was the primary (once per start).
+    stale_slot_checked: std::sync::atomic::AtomicBool,
 }
 
 impl Slot {
     fn name(&self) -> &str {
         &self.server.db.name
+    }
+    /// The cluster's WAL segment size (`pg_controldata` once), 0 without a cluster.
+    fn segment_size(&self) -> u64 {
+        use std::sync::atomic::Ordering;
+        if self.wal.segment_size > 0 {
+            return self.wal.segment_size;
+        }
+        let known = self.seg_size.load(Ordering::Relaxed);
+        if known > 0 {
+            return known;
+        }
+        let size = setup::segment_size(&self.server).unwrap_or(0);
+        self.seg_size.store(size, Ordering::Relaxed);
+        size
     }
     fn lock(&self) -> MutexGuard<'_, PgState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -137,12 +162,20 @@ impl PostgresDriver {
                 fetch_wait_ms: cfg.fetch_wait_ms,
             };
             let state = PgState::load(&spool_dir)?;
+            let receiver = cfg
+                .stream
+                .then(|| stream::Receiver::new(&cfg, &db.name, &db.user, spool_dir.join("stream")));
             let slot = Slot {
                 id: DbId(i as u32),
                 server,
                 wal,
                 wal_toml: spool_dir.join("wal.toml"),
                 state: Mutex::new(state),
+                receiver,
+                sync_degraded: Default::default(),
+                seg_size: Default::default(),
+                watch: Default::default(),
+                stale_slot_checked: Default::default(),
             };
             setup::prepare_spool(&slot.wal, run_as.ids)?;
             let mut slot = slot;
@@ -340,7 +373,22 @@ impl Driver for PostgresDriver {
             ArtifactKind::Full => reseed::reseed(self, slot, &mut st, artifact),
             ArtifactKind::Log => {
                 let served = standby::serve(self, slot, &mut st, artifact)?;
-                standby::await_replay(self, slot, &mut st, &served)
+                let reached = standby::await_replay(self, slot, &mut st, &served)?;
+                if let Some(r) = &slot.receiver {
+                    stream::prune(r.dir(), slot.segment_size(), reached.0);
+                    if !slot
+                        .stale_slot_checked
+                        .swap(true, std::sync::atomic::Ordering::Relaxed)
+                    {
+                        // A former primary that follows without a reseed (switchover) keeps
+                        // the slot the other site's receiver held on it: unused, it would
+                        // keep WAL here up to its bound.
+                        if let Err(e) = slot.server.query(stream::DROP_STALE_SLOT_SQL) {
+                            tracing::warn!(db = slot.name(), error = %e, "dropping a stale slot failed");
+                        }
+                    }
+                }
+                Ok(reached)
             }
             ArtifactKind::Incremental => Err(DriverError::new(
                 ErrorKind::Unsupported,
@@ -381,6 +429,83 @@ impl Driver for PostgresDriver {
     fn probe(&self, db: DbId) -> Result<(), DriverError> {
         let slot = self.slot(db)?;
         slot.server.query_one("select 1").map(drop)
+    }
+
+    fn tunnel_targets(&self) -> Vec<Option<String>> {
+        self.slots
+            .iter()
+            .map(|s| {
+                s.receiver.as_ref()?;
+                // A socket directory is not reachable by TCP: the server's loopback then.
+                let db = &s.server.db;
+                let host = if db.host.starts_with('/') {
+                    "127.0.0.1"
+                } else {
+                    db.host.as_str()
+                };
+                Some(format!("{host}:{}", db.port))
+            })
+            .collect()
+    }
+
+    fn watch_streams(&self) -> Vec<(DbId, lifeboat_core::protocol::StreamAlarm, bool, String)> {
+        let mut out = Vec::new();
+        if !self.cfg.stream {
+            return out;
+        }
+        for slot in &self.slots {
+            let s = &slot.server;
+            // Only a primary keeps a slot and waits for confirmations.
+            if s.running() != Running::Yes || s.in_recovery().unwrap_or(true) {
+                continue;
+            }
+            let mut w = slot.watch.lock().unwrap_or_else(|e| e.into_inner());
+            if let Ok(rows) = s.query(stream::SLOT_HEALTH_SQL) {
+                let health = stream::slot_health(&rows);
+                if let Some((a, on, what)) = w.slot(&health, self.cfg.max_slot_wal_keep_mb) {
+                    out.push((slot.id, a, on, what));
+                }
+            }
+            if !self.cfg.synchronous {
+                continue;
+            }
+            let streaming = s
+                .query_one(stream::RECEIVER_SQL)
+                .is_ok_and(|n| n.trim() != "0");
+            let (change, alarm) = w.synchronous(
+                streaming,
+                std::time::Instant::now(),
+                std::time::Duration::from_millis(self.cfg.synchronous_timeout_ms),
+                self.cfg.on_synchronous_timeout == config::OnSynchronousTimeout::Degrade,
+            );
+            if let Some(degraded) = change {
+                slot.sync_degraded
+                    .store(degraded, std::sync::atomic::Ordering::SeqCst);
+                let applied = setup::write_cluster_conf(&self.cfg, slot, self.run_as.ids)
+                    .and_then(|()| s.query("select pg_reload_conf()").map(drop));
+                match applied {
+                    Ok(()) => {
+                        tracing::warn!(db = slot.name(), degraded, "synchronous mode changed")
+                    }
+                    Err(e) => tracing::warn!(db = slot.name(), degraded, error = %e,
+                                             "synchronous mode could not be changed"),
+                }
+            }
+            if let Some((a, on, what)) = alarm {
+                out.push((slot.id, a, on, what));
+            }
+        }
+        out
+    }
+
+    fn receive_from(&self, db: DbId, source: Option<std::net::SocketAddr>) {
+        if let Some(r) = self
+            .slots
+            .get(db.0 as usize)
+            .and_then(|s| s.receiver.as_ref())
+        {
+            r.set_source(source);
+        }
     }
 
     fn drill(&self, db: DbId, chain: &[ArtifactFile]) -> Result<DrillOutcome, DriverError> {

@@ -95,17 +95,36 @@ pub fn commands(cfg: &PostgresConfig, wal_toml: &Path) -> (String, String) {
 
 /// The text of `lifeboat.conf` for a slot.
 pub fn cluster_conf(cfg: &PostgresConfig, slot: &Slot) -> String {
-    conf_text(
+    let mut text = conf_text(
         cfg,
         &slot.server.db.name,
         slot.server.db.port,
         &slot.wal_toml,
-    )
+    );
+    if slot.sync_degraded.load(std::sync::atomic::Ordering::SeqCst) {
+        // Synchronous mode degraded (`on_synchronous_timeout = "degrade"`): commits go on
+        // without the recovery site until its receiver streams again.
+        text.push_str("synchronous_standby_names = ''\n");
+    }
+    text
 }
 
 /// The text of `lifeboat.conf` for database `name` on `port` whose `wal.toml` is `wal_toml`.
 pub fn conf_text(cfg: &PostgresConfig, name: &str, port: u16, wal_toml: &Path) -> String {
     let (archive, restore) = commands(cfg, wal_toml);
+    let mut stream = String::new();
+    if cfg.stream {
+        stream.push_str(&format!(
+            "max_slot_wal_keep_size = {}MB\n",
+            cfg.max_slot_wal_keep_mb
+        ));
+    }
+    if cfg.synchronous {
+        stream.push_str(&format!(
+            "synchronous_standby_names = {}\n",
+            conf_string(super::stream::SLOT)
+        ));
+    }
     format!(
         "# Managed by lifeboat's postgres driver (database {name}); rewritten on start, reseed\n\
          # and promotion. postgresql.conf includes it last: {INCLUDE_LINE}\n\
@@ -119,7 +138,8 @@ pub fn conf_text(cfg: &PostgresConfig, name: &str, port: u16, wal_toml: &Path) -
          wal_retrieve_retry_interval = {retry}\n\
          recovery_prefetch = off\n\
          recovery_init_sync_method = syncfs\n\
-         hot_standby = on\n",
+         hot_standby = on\n\
+         {stream}",
         archive = conf_string(&archive),
         restore = conf_string(&restore),
         timeout = cfg.archive_timeout_s,

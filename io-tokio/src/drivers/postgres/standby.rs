@@ -484,6 +484,9 @@ pub fn promote(
     }
     let mut replayed = None;
     if s.in_recovery()? {
+        if let Some(r) = &slot.receiver {
+            replay_stream(d, slot, r)?;
+        }
         s.promote()?;
         let deadline = Instant::now() + Duration::from_secs(d.cfg.pg_ctl_timeout_s);
         while s.in_recovery()? {
@@ -507,6 +510,9 @@ pub fn promote(
             }
         }
         tracing::info!(db = slot.name(), %epoch, replayed = ?replayed, "promoted");
+        if let Some(r) = &slot.receiver {
+            super::stream::clear(r.dir());
+        }
     }
     if let Ok(t) = primary::current_timeline(slot) {
         st.saw(epoch.0, t);
@@ -520,4 +526,51 @@ pub fn promote(
             .query_lsn("select pg_current_wal_lsn()")?
             .unwrap_or(0))),
     }
+}
+
+/// Before `pg_ctl promote`: stop the receiver, hand the streamed WAL beyond replay to the
+/// standby (`pg_wal`), and wait until it replayed it (or stopped moving: PostgreSQL stops at
+/// the first record whose CRC fails, and the promotion opens there).
+fn replay_stream(
+    d: &PostgresDriver,
+    slot: &Slot,
+    receiver: &super::stream::Receiver,
+) -> Result<(), DriverError> {
+    let s = &slot.server;
+    receiver.stop_for_promotion(Duration::from_secs(10))?;
+    let replayed = s.query_lsn("select pg_last_wal_replay_lsn()")?.unwrap_or(0);
+    let handed = super::stream::hand_over(
+        receiver.dir(),
+        s.data_dir(),
+        slot.segment_size(),
+        replayed,
+        d.run_as.ids,
+    )?;
+    if handed.end <= replayed {
+        tracing::info!(db = slot.name(), replayed = %PgLsn(replayed), "nothing streamed beyond replay");
+        return Ok(());
+    }
+    tracing::info!(db = slot.name(), files = handed.files, replayed = %PgLsn(replayed),
+                   received = %PgLsn(handed.end), "replaying the streamed WAL before promotion");
+    let deadline = Instant::now() + Duration::from_millis(d.cfg.replay_timeout_ms);
+    // PostgreSQL reads pg_wal after restore_command said "not there" (fetch_wait_ms) and at
+    // most one retry interval later: replay that has not moved for longer has stopped.
+    let still = Duration::from_millis((d.cfg.fetch_wait_ms + d.cfg.retrieve_retry_ms) * 2 + 1_000);
+    let (mut last, mut moved_at) = (replayed, Instant::now());
+    loop {
+        let now = s.query_lsn("select pg_last_wal_replay_lsn()")?.unwrap_or(0);
+        if now >= handed.end {
+            break;
+        }
+        if now > last {
+            (last, moved_at) = (now, Instant::now());
+        }
+        if moved_at.elapsed() >= still || Instant::now() >= deadline {
+            tracing::warn!(db = slot.name(), replayed = %PgLsn(now), received = %PgLsn(handed.end),
+                           "replay of the streamed WAL stopped short of what was received; promoting where it stopped");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
