@@ -48,8 +48,11 @@ pub const SHIP_MAX_IN_FLIGHT: u32 = 64;
 /// Outstanding operations (fence, promote, restores...) are re-issued after this long.
 pub const OP_TIMEOUT: Millis = 120_000;
 
-/// Lease length granted by the arbiter.
-pub const LEASE: Millis = 10_000;
+/// Lease length granted by the arbiter. 8 s: an unplanned failover with every default is
+/// writable within 10 s of the primary site's loss (the lease lapses 6.4-8.4 s after it, plus
+/// the drift margin, then the promotion), while the primary still rides out 6.6 s without an
+/// answer from the arbiter (three missed renewals) before it fences itself.
+pub const LEASE: Millis = 8_000;
 /// The holder renews this often.
 pub const LEASE_RENEW_EVERY: Millis = 2_000;
 /// Clock drift bound, in parts per million of elapsed time (a 10 s lease may drift 1 ms at 100).

@@ -23,14 +23,15 @@
 //!
 //! **lifeboat** (always): two clusters, two `lifeboat agent` processes with the postgres driver
 //! and a `lifeboat arbiter` on loopback, set up as `tests/pg_agent.rs` does, but with every
-//! engine and driver timer at its default (lease 10 s renewed every 2 s, heartbeat and probes
+//! engine and driver timer at its default (lease 8 s renewed every 2 s, heartbeat and probes
 //! every 1 s, 3 failed probes over 3 s, arbiter timeout 3 s, a log backup every 5 minutes,
 //! `archive_timeout` 60 s) and default 16 MiB WAL segments. The one thing not left to the
 //! defaults is the recovery site's first copy: `lifeboat reseed app --wait` asks for the first
 //! base backup at once instead of at the weekly full. Printed:
 //! - `pg_failover_s_default`: kill to the first insert accepted at the recovery site's server;
 //! - `pg_rows_lost_default`, with `pg_acked_default` (the acknowledged total): the writer's
-//!   8 s of rows sit in the unfinished WAL segment, which lifeboat does not ship yet;
+//!   8 s of rows sit in the unfinished WAL segment, which the recovery site streamed and
+//!   replays before promotion;
 //! - `pg_switchover_s` and `pg_switchover_rows_lost`: in a fresh pair, after 8 s of writes,
 //!   `lifeboat switchover --wait` from the primary's configuration; the clock runs from the
 //!   command's start to the first insert accepted at the other site's server (tried every
@@ -52,6 +53,13 @@
 //! perform switchover --wait` after 8 s of writes to node 1, inserts offered to node 2):
 //! `pg_paf_switchover_s`, `pg_paf_switchover_rows_lost` and
 //! `pg_paf_over_lifeboat_switchover_ratio`.
+//!
+//! **Streaming under load** (always): in a fresh pair, `pgbench -n -c 2 -j 2 -T
+//! $LIFEBOAT_BENCH_PG_STREAM_S` (default 20) at a's server (scale 10) while the bench samples
+//! every 50 ms a's `pg_current_wal_flush_lsn()` and the end of the valid WAL in b's stream
+//! directory; a flush position's lag is the time until the stream held it. Printed:
+//! `pg_stream_lag_p50_s`, `pg_stream_lag_p99_s`, `pg_stream_lag_max_s` and
+//! `pg_stream_wal_mib_per_s` (the load's WAL rate).
 //!
 //! **Archiving a backlog** (when `pgbackrest` is on the PATH; otherwise `bench
 //! pg_pgbackrest_skipped <reason>`): a third cluster with 16 MiB segments archives
@@ -622,6 +630,106 @@ impl LbWorld {
         });
         self.step(r)
     }
+}
+
+/// Streaming under a `pgbench` load at a's server for `secs`: every 50 ms the primary's flush
+/// position and the end of the valid WAL in b's stream directory; a flush position's lag is
+/// the time until the stream held it. Returns the lags (s), pgbench's tps and the WAL rate.
+fn stream_lag(w: &LbWorld, secs: u64) -> Result<(Vec<f64>, f64, f64), String> {
+    let a_pg = w.sites[0].pg;
+    let dir = w.scratch.path.join("b/spool/app/stream");
+    w.step(wait_until("b's receiver to stream", SETUP_WITHIN, || {
+        sql(
+            a_pg,
+            "select count(*) from pg_stat_replication where application_name = 'lifeboat'",
+        )
+        .is_ok_and(|r| r.first().and_then(|r| r[0].as_deref()) == Some("1"))
+    }))?;
+    let pgbench = cluster::bin_dir().join("pgbench");
+    let base = |c: &mut Command| {
+        c.args(["-h", "127.0.0.1", "-U", "postgres", "-p"])
+            .arg(a_pg.to_string());
+    };
+    let mut init = Command::new(&pgbench);
+    base(&mut init);
+    let out = init
+        .args(["-i", "-q", "-s", "10", "postgres"])
+        .output()
+        .map_err(|e| format!("pgbench -i: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "pgbench -i: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let flushed = || -> Option<u64> {
+        sql(a_pg, "select (pg_current_wal_flush_lsn() - '0/0')::bigint")
+            .ok()?
+            .first()?[0]
+            .as_deref()?
+            .parse()
+            .ok()
+    };
+    let mut run = Command::new(&pgbench);
+    base(&mut run);
+    let child = run
+        .args(["-n", "-c", "2", "-j", "2", "-T"])
+        .arg(secs.to_string())
+        .arg("postgres")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("pgbench: {e}"))?;
+    let (mut sent, mut got) = (Vec::new(), Vec::new());
+    let t0 = Instant::now();
+    let start_lsn = flushed().unwrap_or(0);
+    while t0.elapsed() < Duration::from_secs(secs) {
+        if let Some(f) = flushed() {
+            sent.push((Instant::now(), f));
+        }
+        let r = lifeboat_io_tokio::drivers::postgres::stream::received_end(&dir, 16 << 20);
+        got.push((Instant::now(), r.unwrap_or(0)));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The tail: until the stream holds the last flush position (at most 10 s more).
+    let last = sent.last().map_or(0, |s| s.1);
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        let r =
+            lifeboat_io_tokio::drivers::postgres::stream::received_end(&dir, 16 << 20).unwrap_or(0);
+        got.push((Instant::now(), r));
+        if r >= last {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("pgbench: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    let rate = (last.saturating_sub(start_lsn)) as f64 / secs as f64;
+    let lags = sent
+        .iter()
+        .map(|(t, lsn)| {
+            got.iter()
+                .find(|(u, r)| u >= t && r >= lsn)
+                .map_or(f64::INFINITY, |(u, _)| (*u - *t).as_secs_f64())
+        })
+        .collect();
+    Ok((lags, tps, rate))
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(((v.len() as f64 - 1.0) * p).round() as usize)
+        .copied()
+        .unwrap_or(f64::NAN)
 }
 
 /// What one planned switchover measured.
@@ -1243,6 +1351,31 @@ fn main() {
             }
             Err(e) => eprintln!("  pg_auto_failover switchover failed: {e}"),
         }
+    }
+
+    let lag_secs = env_u64("LIFEBOAT_BENCH_PG_STREAM_S", 20).max(5);
+    eprintln!("lifeboat, streaming under pgbench (-c 2 -j 2, scale 10) for {lag_secs}s");
+    match LbWorld::start().and_then(|w| stream_lag(&w, lag_secs)) {
+        Ok((mut lags, tps, rate)) => {
+            let (p50, p99, max) = (
+                percentile(&mut lags, 0.5),
+                percentile(&mut lags, 0.99),
+                percentile(&mut lags, 1.0),
+            );
+            eprintln!(
+                "  {} flush positions sampled; pgbench {tps:.0} tps, WAL {:.1} MiB/s",
+                lags.len(),
+                rate / f64::from(1 << 20)
+            );
+            bench("pg_stream_lag_p50_s", format!("{p50:.3}"));
+            bench("pg_stream_lag_p99_s", format!("{p99:.3}"));
+            bench("pg_stream_lag_max_s", format!("{max:.3}"));
+            bench(
+                "pg_stream_wal_mib_per_s",
+                format!("{:.1}", rate / f64::from(1 << 20)),
+            );
+        }
+        Err(e) => eprintln!("  streaming under load failed: {e}"),
     }
 
     if let Some(pb) = &pgbackrest {

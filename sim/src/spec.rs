@@ -26,7 +26,7 @@ fn log_uniform(r: &mut ChaCha8Rng, lo: u64, hi: u64) -> u64 {
 }
 
 /// Half the generated seeds draw their timings (stream 86) from ranges `Config::validate`
-/// accepts: lease 10..60 s, renewal a third to an eighth of it, fence time 0.5..3 s, heartbeats
+/// accepts: lease 6..60 s, renewal a third to an eighth of it, fence time 0.5..3 s, heartbeats
 /// 1..10 s, arbiter timeout 2..20 s, probes 1..10 s, 2..5 failed probes over at least that many
 /// periods, switchover timeout 2..10 min, hold-down 2..30 min.
 fn draw_timings(seed: u64, cfg: &mut Config) {
@@ -35,7 +35,7 @@ fn draw_timings(seed: u64, cfg: &mut Config) {
         return;
     }
     let l = &mut cfg.lease;
-    l.lease_ms = r.gen_range(10..=60) * 1_000;
+    l.lease_ms = r.gen_range(6..=60) * 1_000;
     l.renew_every_ms = r.gen_range(l.lease_ms / 8..=l.lease_ms / 3);
     l.fence_time_ms = r.gen_range(5..=30) * 100;
     l.heartbeat_every_ms = r.gen_range(1..=10) * 1_000;

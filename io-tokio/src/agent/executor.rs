@@ -201,13 +201,33 @@ impl Executor {
         if self.driver.tunnel_targets().iter().any(Option::is_some) {
             let me = self.clone();
             tokio::spawn(async move {
-                loop {
+                for tick in 0u64.. {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     let d = me.driver.clone();
-                    let Ok(changes) = tokio::task::spawn_blocking(move || d.watch_streams()).await
+                    let report = tick % 5 == 0;
+                    let Ok((changes, streams)) = tokio::task::spawn_blocking(move || {
+                        let streams = report.then(|| d.stream_reports());
+                        (d.watch_streams(), streams)
+                    })
+                    .await
                     else {
                         continue;
                     };
+                    if let Some(streams) = streams {
+                        me.board.set_streams(
+                            streams
+                                .into_iter()
+                                .map(|r| crate::status::doc::StreamDoc {
+                                    db: me.cfg.db_name(r.db).to_string(),
+                                    receiving: r.receiving,
+                                    running: r.running,
+                                    starts: r.starts,
+                                    received_lsn: r.received,
+                                    last_error: r.last_error,
+                                })
+                                .collect(),
+                        );
+                    }
                     for (db, alarm, active, what) in changes {
                         warn!(db = me.cfg.db_name(db), ?alarm, active, %what, "stream alarm");
                         me.feed

@@ -171,6 +171,22 @@ pub fn render(sites: &[(String, Result<StatusDoc, String>)]) -> String {
             });
         }
         notes.extend(transfer_lines(site, d));
+        for st in d.streams.iter().filter(|st| st.receiving || st.running) {
+            notes.push(format!(
+                "{site}: stream of {} {}, received up to {}, {} start(s){}",
+                st.db,
+                if st.running {
+                    "receiving"
+                } else {
+                    "not running"
+                },
+                opt(st.received_lsn),
+                st.starts,
+                st.last_error
+                    .as_deref()
+                    .map_or(String::new(), |e| format!("; last error: {e}"))
+            ));
+        }
         let t = &d.thresholds;
         notes.push(format!(
             "{site}: thresholds: logs every {}; no new logs after {} min; restore alert after \

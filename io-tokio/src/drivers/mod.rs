@@ -111,6 +111,17 @@ pub struct DrillOutcome {
     pub check: String,
 }
 
+/// One database's receiver of the other site's continuous stream ([`Driver::stream_reports`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamReport {
+    pub db: DbId,
+    pub receiving: bool,
+    pub running: bool,
+    pub starts: u64,
+    pub received: Option<u64>,
+    pub last_error: Option<String>,
+}
+
 /// How lifeboat talks to a database. See the module documentation for the blocking model.
 pub trait Driver: Send + Sync {
     /// The driver's configuration name (`sqlite`, `exec`).
@@ -178,6 +189,12 @@ pub trait Driver: Send + Sync {
     /// Primary: look at each database's stream to the recovery site (called every second) and
     /// say which alarms began (`true`) or ended since the last call, in the driver's words.
     fn watch_streams(&self) -> Vec<(DbId, lifeboat_core::protocol::StreamAlarm, bool, String)> {
+        Vec::new()
+    }
+
+    /// What each receiver of the other site's stream is doing (for `/status`). Reading the
+    /// received position may read the newest streamed file: called every few seconds.
+    fn stream_reports(&self) -> Vec<StreamReport> {
         Vec::new()
     }
 

@@ -146,6 +146,25 @@ pub struct StatusDoc {
     /// Blocking calls skipped because the one before was still running (a database lock held
     /// long): position samples and SQL probes, since the agent started.
     pub skipped: SkippedDoc,
+    /// Continuous streams from the other site (PostgreSQL's WAL receivers), by database.
+    #[serde(default)]
+    pub streams: Vec<StreamDoc>,
+}
+
+/// One database's receiver of the other site's continuous stream.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamDoc {
+    pub db: String,
+    /// This site asks it to receive (it is the secondary).
+    pub receiving: bool,
+    /// The receiver process runs now.
+    pub running: bool,
+    /// Runs started since the agent started.
+    pub starts: u64,
+    /// The end of the valid WAL received, when any.
+    pub received_lsn: Option<u64>,
+    /// Why the last run ended or could not start.
+    pub last_error: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -445,6 +464,7 @@ pub struct Extras<'a> {
     pub at_start: StartDoc,
     pub transfers: Vec<Transfer>,
     pub skipped: SkippedDoc,
+    pub streams: Vec<StreamDoc>,
 }
 
 impl StatusDoc {
@@ -592,6 +612,7 @@ impl StatusDoc {
             },
             transfers: x.transfers,
             skipped: x.skipped,
+            streams: x.streams,
         }
     }
 
@@ -822,6 +843,14 @@ pub(crate) mod tests {
                 samples: 3,
                 probes: 1,
             },
+            streams: vec![StreamDoc {
+                db: "app".into(),
+                receiving: true,
+                running: true,
+                starts: 2,
+                received_lsn: Some(0x0300_0a50),
+                last_error: Some("pg_receivewal exited (exit status: 1): disconnected".into()),
+            }],
         };
         let mut doc = StatusDoc::build(&cfg, &engine, 1_000, x);
         let art = |kind, ago_ms| {
@@ -1002,6 +1031,13 @@ pub(crate) mod tests {
             "skipped",
             "skipped.probes",
             "skipped.samples",
+            "streams",
+            "streams[].db",
+            "streams[].last_error",
+            "streams[].received_lsn",
+            "streams[].receiving",
+            "streams[].running",
+            "streams[].starts",
             "thresholds",
             "thresholds.backlog_age_minutes",
             "thresholds.backlog_count",

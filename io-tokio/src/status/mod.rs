@@ -82,6 +82,7 @@ struct Inner {
     /// Recent latencies from a log's creation at the primary to its verification here.
     log_verified_ms: VecDeque<u64>,
     skipped: doc::SkippedDoc,
+    streams: Vec<doc::StreamDoc>,
 }
 
 /// What the agent keeps for `/status` beside the engine.
@@ -203,6 +204,11 @@ impl StatusBoard {
         self.inner().skipped = doc::SkippedDoc { samples, probes };
     }
 
+    /// The receivers of the other site's continuous streams, by database.
+    pub fn set_streams(&self, streams: Vec<doc::StreamDoc>) {
+        self.inner().streams = streams;
+    }
+
     pub fn set_role(&self, role: Role, writable: bool) {
         self.inner().role = Some((role.into(), writable));
     }
@@ -245,6 +251,7 @@ impl StatusBoard {
             at_start: i.at_start.clone(),
             transfers: i.transfers.iter().flat_map(|t| t.snapshot()).collect(),
             skipped: i.skipped.clone(),
+            streams: i.streams.clone(),
         };
         StatusDoc::build(&self.cfg, engine, now, x)
     }

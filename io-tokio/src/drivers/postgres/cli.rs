@@ -245,6 +245,10 @@ pub fn wal_fetch(name: &str, dest: &Path, cfg: &WalConfig) -> Result<Fetched, Wa
     result
 }
 
+/// A marker in `serve/` while a promotion hands streamed WAL to `pg_wal`: `wal-fetch` then
+/// never waits for a segment (a dot file: never served or listed).
+pub const HANDING_OVER: &str = ".handing-over";
+
 fn fetch(name: &str, dest: &Path, cfg: &WalConfig) -> Result<Fetched, WalError> {
     let serve = cfg.serve_dir();
     let segment_size = if cfg.segment_size > 0 {
@@ -272,8 +276,11 @@ fn fetch(name: &str, dest: &Path, cfg: &WalConfig) -> Result<Fetched, WalError> 
                     return Err(WalError::NotThere(name.to_string()));
                 }
                 let until = Instant::now() + Duration::from_millis(cfg.fetch_wait_ms);
+                let handing_over = serve.join(HANDING_OVER);
                 while !src.exists() {
-                    if Instant::now() >= until {
+                    // A promotion handed streamed WAL to pg_wal: PostgreSQL reads it as soon as
+                    // this says "not there".
+                    if Instant::now() >= until || handing_over.exists() {
                         return Err(WalError::NotThere(name.to_string()));
                     }
                     std::thread::sleep(Duration::from_millis(5));

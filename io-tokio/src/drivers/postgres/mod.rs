@@ -498,6 +498,24 @@ impl Driver for PostgresDriver {
         out
     }
 
+    fn stream_reports(&self) -> Vec<crate::drivers::StreamReport> {
+        self.slots
+            .iter()
+            .filter_map(|slot| {
+                let r = slot.receiver.as_ref()?;
+                let st = r.state();
+                Some(crate::drivers::StreamReport {
+                    db: slot.id,
+                    receiving: st.source.is_some(),
+                    running: st.running,
+                    starts: st.starts,
+                    received: stream::received_end(r.dir(), slot.segment_size()),
+                    last_error: st.last_error,
+                })
+            })
+            .collect()
+    }
+
     fn receive_from(&self, db: DbId, source: Option<std::net::SocketAddr>) {
         if let Some(r) = self
             .slots

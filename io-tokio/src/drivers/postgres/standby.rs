@@ -484,9 +484,11 @@ pub fn promote(
     }
     let mut replayed = None;
     if s.in_recovery()? {
-        if let Some(r) = &slot.receiver {
-            replay_stream(d, slot, r)?;
-        }
+        // Held until recovery ended: `wal-fetch` does not wait meanwhile.
+        let _marker = match &slot.receiver {
+            Some(r) => Some(replay_stream(d, slot, r)?),
+            None => None,
+        };
         s.promote()?;
         let deadline = Instant::now() + Duration::from_secs(d.cfg.pg_ctl_timeout_s);
         while s.in_recovery()? {
@@ -535,9 +537,10 @@ fn replay_stream(
     d: &PostgresDriver,
     slot: &Slot,
     receiver: &super::stream::Receiver,
-) -> Result<(), DriverError> {
+) -> Result<HandingOver, DriverError> {
     let s = &slot.server;
     receiver.stop_for_promotion(Duration::from_secs(10))?;
+    let marker = HandingOver::place(&slot.wal.serve_dir().join(super::cli::HANDING_OVER), d)?;
     let replayed = s.query_lsn("select pg_last_wal_replay_lsn()")?.unwrap_or(0);
     let handed = super::stream::hand_over(
         receiver.dir(),
@@ -548,7 +551,7 @@ fn replay_stream(
     )?;
     if handed.end <= replayed {
         tracing::info!(db = slot.name(), replayed = %PgLsn(replayed), "nothing streamed beyond replay");
-        return Ok(());
+        return Ok(marker);
     }
     tracing::info!(db = slot.name(), files = handed.files, replayed = %PgLsn(replayed),
                    received = %PgLsn(handed.end), "replaying the streamed WAL before promotion");
@@ -572,5 +575,23 @@ fn replay_stream(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(())
+    Ok(marker)
+}
+
+/// The `wal-fetch` marker of a hand-over, removed when dropped.
+struct HandingOver(std::path::PathBuf);
+
+impl HandingOver {
+    fn place(path: &std::path::Path, d: &PostgresDriver) -> Result<HandingOver, DriverError> {
+        std::fs::write(path, b"")
+            .and_then(|()| spool::give_to(path, d.run_as.ids))
+            .map_err(|e| DriverError::io(format!("writing {}", path.display()), &e))?;
+        Ok(HandingOver(path.to_path_buf()))
+    }
+}
+
+impl Drop for HandingOver {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
