@@ -894,6 +894,16 @@ fn synchronous_postgres_failover_loses_no_acknowledged_row() {
     );
     assert!(missing.is_empty(), "acknowledged batches lost: {missing:?}");
     check_prefix(b, &log, log.last_after(), u64::MAX);
+    // The promoted site does not wait for a recovery site that is not there (it starts
+    // degraded until a receiver streams from it).
+    let t = Instant::now();
+    let after = Mutex::new(Log::default());
+    assert!(write_batch(b, &after), "b takes writes");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "a commit at the promoted site waited {:?}",
+        t.elapsed()
+    );
 }
 
 /// 2d. Synchronous mode with the recovery site away: commits wait at most

@@ -474,6 +474,7 @@ impl Driver for PostgresDriver {
                 .is_ok_and(|n| n.trim() != "0");
             let (change, alarm) = w.synchronous(
                 streaming,
+                slot.sync_degraded.load(std::sync::atomic::Ordering::SeqCst),
                 std::time::Instant::now(),
                 std::time::Duration::from_millis(self.cfg.synchronous_timeout_ms),
                 self.cfg.on_synchronous_timeout == config::OnSynchronousTimeout::Degrade,

@@ -512,6 +512,17 @@ pub fn promote(
             }
         }
         tracing::info!(db = slot.name(), %epoch, replayed = ?replayed, "promoted");
+        if d.cfg.synchronous
+            && d.cfg.on_synchronous_timeout == super::config::OnSynchronousTimeout::Degrade
+        {
+            // No recovery site receives from the new primary yet: its commits do not wait
+            // for one until its receiver streams (the watch turns synchronous mode back on,
+            // and raises `synchronous_degraded` if that takes longer than the timeout).
+            slot.sync_degraded
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            setup::write_cluster_conf(&d.cfg, slot, d.run_as.ids)?;
+            s.query("select pg_reload_conf()")?;
+        }
         if let Some(r) = &slot.receiver {
             super::stream::clear(r.dir());
         }

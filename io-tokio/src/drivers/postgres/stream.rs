@@ -568,7 +568,7 @@ pub const DROP_STALE_SLOT_SQL: &str = "select pg_drop_replication_slot(slot_name
      from pg_replication_slots where slot_name = 'lifeboat' and not active";
 
 /// The primary's side of the stream of one database: the slot's distance to its bound and, in
-/// synchronous mode, whether the recovery site confirms (`watch` in `mod.rs` runs it).
+/// synchronous mode, whether the recovery site confirms (`watch_streams` in `mod.rs` runs it).
 #[derive(Debug, Default)]
 pub struct Watch {
     /// The alarms as last reported (only changes are reported).
@@ -618,11 +618,13 @@ impl Watch {
         ))
     }
 
-    /// Synchronous mode: `streaming` says whether the receiver streams now. Returns whether
-    /// `synchronous_standby_names` must change (`Some(degraded)`) and the alarm change.
+    /// Synchronous mode: `streaming` says whether the receiver streams now, `conf_degraded`
+    /// whether `synchronous_standby_names` is empty now. Returns the setting to write, if it
+    /// must change (`Some(degraded)`), and the alarm change.
     pub fn synchronous(
         &mut self,
         streaming: bool,
+        conf_degraded: bool,
         now: Instant,
         timeout: Duration,
         degrade: bool,
@@ -631,21 +633,21 @@ impl Watch {
         let seen = *self.seen_at.get_or_insert(now);
         if streaming {
             self.seen_at = Some(now);
-            if self.degraded {
-                self.degraded = false;
-                return (
-                    degrade.then_some(false),
-                    Some((
-                        SynchronousDegraded,
-                        false,
-                        "the receiver streams again".into(),
-                    )),
-                );
-            }
+            let alarm = std::mem::take(&mut self.degraded).then(|| {
+                (
+                    SynchronousDegraded,
+                    false,
+                    "the receiver streams again".into(),
+                )
+            });
+            return (conf_degraded.then_some(false), alarm);
+        }
+        if now.saturating_duration_since(seen) < timeout {
             return (None, None);
         }
-        if self.degraded || now.saturating_duration_since(seen) < timeout {
-            return (None, None);
+        let change = (degrade && !conf_degraded).then_some(true);
+        if self.degraded {
+            return (change, None);
         }
         self.degraded = true;
         let what = if degrade {
@@ -661,10 +663,7 @@ impl Watch {
                 timeout.as_millis()
             )
         };
-        (
-            degrade.then_some(true),
-            Some((SynchronousDegraded, true, what)),
-        )
+        (change, Some((SynchronousDegraded, true, what)))
     }
 }
 
@@ -704,20 +703,46 @@ mod watch_tests {
         let t0 = Instant::now();
         let s = Duration::from_secs;
         let mut w = Watch::default();
-        assert_eq!(w.synchronous(true, t0, s(10), true), (None, None));
-        assert_eq!(w.synchronous(false, t0 + s(9), s(10), true), (None, None));
-        let (change, alarm) = w.synchronous(false, t0 + s(11), s(10), true);
+        assert_eq!(w.synchronous(true, false, t0, s(10), true), (None, None));
+        assert_eq!(
+            w.synchronous(false, false, t0 + s(9), s(10), true),
+            (None, None)
+        );
+        let (change, alarm) = w.synchronous(false, false, t0 + s(11), s(10), true);
         assert_eq!(change, Some(true));
         assert!(alarm.unwrap().1);
-        assert_eq!(w.synchronous(false, t0 + s(20), s(10), true), (None, None));
-        let (change, alarm) = w.synchronous(true, t0 + s(21), s(10), true);
+        assert_eq!(
+            w.synchronous(false, true, t0 + s(20), s(10), true),
+            (None, None)
+        );
+        let (change, alarm) = w.synchronous(true, true, t0 + s(21), s(10), true);
         assert_eq!(change, Some(false));
         assert!(!alarm.unwrap().1);
         // "wait": never a configuration change, the alarm all the same.
         let mut w = Watch::default();
-        w.synchronous(false, t0, s(10), false);
-        let (change, alarm) = w.synchronous(false, t0 + s(10), s(10), false);
+        w.synchronous(false, false, t0, s(10), false);
+        let (change, alarm) = w.synchronous(false, false, t0 + s(10), s(10), false);
         assert_eq!(change, None);
         assert!(alarm.unwrap().2.contains("commits wait"));
+    }
+
+    /// A promoted primary starts degraded (no recovery site receives yet): the setting comes
+    /// back when the receiver streams, with no alarm to clear if none was raised; raised if
+    /// the receiver is still away after the timeout.
+    #[test]
+    fn a_promoted_primary_starts_degraded_and_turns_synchronous_with_its_receiver() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut w = Watch::default();
+        assert_eq!(w.synchronous(false, true, t0, s(10), true), (None, None));
+        assert_eq!(
+            w.synchronous(true, true, t0 + s(3), s(10), true),
+            (Some(false), None)
+        );
+        let mut w = Watch::default();
+        w.synchronous(false, true, t0, s(10), true);
+        let (change, alarm) = w.synchronous(false, true, t0 + s(10), s(10), true);
+        assert_eq!(change, None, "already degraded");
+        assert!(alarm.unwrap().1);
     }
 }
