@@ -541,7 +541,107 @@ pub fn slot_health(rows: &[String]) -> SlotHealth {
 
 #[cfg(test)]
 mod tests {
+    use super::super::wal::tests::{build, SEG};
     use super::*;
+
+    fn name(segno: u64, partial: bool) -> String {
+        let n = wal::segment_name(1, segno, SEG);
+        if partial {
+            format!("{n}.partial")
+        } else {
+            n
+        }
+    }
+
+    /// A stream directory and a data directory with an empty `pg_wal`.
+    fn dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let t = tempfile::tempdir().unwrap();
+        let (stream, data) = (t.path().join("stream"), t.path().join("data"));
+        fs::create_dir_all(&stream).unwrap();
+        fs::create_dir_all(data.join("pg_wal")).unwrap();
+        (t, stream, data)
+    }
+
+    /// Records that fill segment `segno` (its last one crosses into the next).
+    fn full(segno: u64) -> Vec<u8> {
+        build(segno, &vec![(8_000, 10, 0); 140], None)
+    }
+
+    #[test]
+    fn the_stream_is_handed_over_from_the_replay_position_cut_at_its_last_whole_record() {
+        let (_t, stream, data) = dirs();
+        // Segment 4 was restored through the chain (older: not handed over), 5 is whole, 6
+        // is being filled; garbage names are left alone.
+        fs::write(stream.join(name(4, false)), full(4)).unwrap();
+        fs::write(stream.join(name(5, false)), full(5)).unwrap();
+        let mut partial = build(6, &[(100, 10, 0), (30, 10, 0)], Some(2_000));
+        let end = wal::scan_segment(&partial, 6, SEG).unwrap().valid_end;
+        // A torn tail after the last whole record: not handed over.
+        let cut = (end - 6 * SEG) as usize;
+        partial[cut..cut + 8].copy_from_slice(&[0xAB; 8]);
+        fs::write(stream.join(name(6, true)), &partial).unwrap();
+        fs::write(stream.join("receiver.log"), b"x").unwrap();
+        fs::write(stream.join("00000001000000000000000Z"), b"x").unwrap();
+        let replayed = 5 * SEG + 100;
+        let h = hand_over(&stream, &data, SEG, replayed, None).unwrap();
+        assert_eq!(h, HandedOver { files: 2, end });
+        let pg_wal = data.join("pg_wal");
+        assert!(!pg_wal.join(name(4, false)).exists());
+        assert_eq!(fs::read(pg_wal.join(name(5, false))).unwrap(), full(5));
+        let six = fs::read(pg_wal.join(name(6, false))).unwrap();
+        assert_eq!(six.len() as u64, SEG, "padded to the segment size");
+        assert_eq!(&six[..cut], &partial[..cut]);
+        assert!(
+            six[cut..].iter().all(|&b| b == 0),
+            "cut at the last whole record"
+        );
+        assert_eq!(received_end(&stream, SEG), Some(end));
+    }
+
+    #[test]
+    fn a_hole_or_a_segment_that_does_not_walk_ends_the_hand_over() {
+        let (_t, stream, data) = dirs();
+        // The stream starts after the segment being replayed: nothing to hand over.
+        fs::write(stream.join(name(7, false)), full(7)).unwrap();
+        let h = hand_over(&stream, &data, SEG, 5 * SEG + 100, None).unwrap();
+        assert_eq!(h, HandedOver::default());
+        // Segment 5 whole, 6 garbage, 7 whole: only 5.
+        fs::write(stream.join(name(5, false)), full(5)).unwrap();
+        fs::write(stream.join(name(6, false)), vec![0x5A; SEG as usize]).unwrap();
+        let h = hand_over(&stream, &data, SEG, 5 * SEG + 100, None).unwrap();
+        assert_eq!(h.files, 1);
+        assert!(!data.join("pg_wal").join(name(7, false)).exists());
+        // Truncated and empty files are no panic either.
+        fs::write(stream.join(name(5, false)), &full(5)[..5_000]).unwrap();
+        fs::write(stream.join(name(6, false)), b"").unwrap();
+        let h = hand_over(&stream, &data, SEG, 5 * SEG + 100, None).unwrap();
+        assert!(h.files <= 1);
+        // An impossible segment size hands nothing over.
+        assert_eq!(
+            hand_over(&stream, &data, 12_345, 0, None).unwrap(),
+            HandedOver::default()
+        );
+    }
+
+    #[test]
+    fn prune_keeps_the_segment_that_holds_the_last_restored_byte() {
+        let (_t, stream, _data) = dirs();
+        for segno in 3..=6 {
+            fs::write(stream.join(name(segno, false)), b"x").unwrap();
+        }
+        // Restored up to the end of segment 4: 4 stays (replay reports a position in it).
+        prune(&stream, SEG, 5 * SEG);
+        let left: Vec<u64> = list(&stream, SEG).iter().map(|s| s.segno).collect();
+        assert_eq!(left, vec![4, 5, 6]);
+        prune(&stream, 0, 10 * SEG);
+        assert_eq!(
+            list(&stream, SEG).len(),
+            3,
+            "no segment size: nothing removed"
+        );
+        clear(&stream);
+        assert!(list(&stream, SEG).is_empty());
+    }
 
     #[test]
     fn slot_health_reads_the_servers_answer() {

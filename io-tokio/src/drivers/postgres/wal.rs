@@ -393,10 +393,10 @@ fn skip_data(bytes: &[u8], base: u64, ptr: u64, len: u64) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const SEG: u64 = 1 << 20;
+    pub(crate) const SEG: u64 = 1 << 20;
 
     #[test]
     fn lsn_parses_and_prints_the_postgresql_way() {
@@ -491,7 +491,7 @@ mod tests {
 
     /// Build a segment: long header, then records of the given total lengths (laid out across
     /// page headers the way PostgreSQL does), then zeroes.
-    fn build(segno: u64, records: &[(u32, u8, u8)], first_cont: Option<u32>) -> Vec<u8> {
+    pub(crate) fn build(segno: u64, records: &[(u32, u8, u8)], first_cont: Option<u32>) -> Vec<u8> {
         let base = segno * SEG;
         let mut b = vec![0u8; SEG as usize];
         let header = |b: &mut Vec<u8>, off: u64, info: u16, rem: u32| {
