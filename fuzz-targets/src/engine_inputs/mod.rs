@@ -295,7 +295,22 @@ impl<'a> World<'a> {
                 let site = self.r.below(2);
                 if self.r.bool() {
                     let free_mib = u64::from(self.r.u16());
-                    if (0xFFE8..0xFFF0).contains(&free_mib) {
+                    if (0xFFE0..0xFFE8).contains(&free_mib) {
+                        // As rarely: a condition of a continuous stream began or ended.
+                        let db = DbId((free_mib as usize % (self.dbs() + 1)) as u32);
+                        let alarm = if free_mib & 2 == 0 {
+                            lifeboat_core::protocol::StreamAlarm::SynchronousDegraded
+                        } else {
+                            lifeboat_core::protocol::StreamAlarm::SlotNearBound
+                        };
+                        let input = Input::StreamAlarm {
+                            db,
+                            alarm,
+                            active: free_mib & 1 == 0,
+                            what: format!("stream condition {free_mib}"),
+                        };
+                        self.feed(site, input);
+                    } else if (0xFFE8..0xFFF0).contains(&free_mib) {
                         // As rarely: a gap the driver's change capture healed.
                         let db = DbId((free_mib as usize % (self.dbs() + 1)) as u32);
                         let what = format!("its WAL restarted ({free_mib})");
