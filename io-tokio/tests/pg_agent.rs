@@ -743,17 +743,7 @@ fn streamed_postgres_failover_keeps_every_row_acknowledged_a_second_before_the_k
     });
     let (a, b) = (w.site("a").pg, w.site("b").pg);
     let b_http = w.site("b").http;
-    wait_for(
-        "b's receiver to stream from a",
-        Duration::from_secs(30),
-        || {
-            psql(
-                a,
-                "select count(*) from pg_stat_replication where application_name = 'lifeboat'",
-            )
-            .is_ok_and(|r| r.first().is_some_and(|n| n == "1"))
-        },
-    );
+    await_receiver(a, false);
     let log = Arc::new(Mutex::new(Log::default()));
     let writer = Writer::start(a, log.clone(), Duration::from_millis(10));
     std::thread::sleep(Duration::from_secs(8));
@@ -810,19 +800,36 @@ fn streamed_postgres_failover_keeps_every_row_acknowledged_a_second_before_the_k
     );
 }
 
-/// Wait until a's server has b's receiver streaming (`sync`: as its synchronous standby).
-fn await_receiver(a: u16, sync: bool) {
+/// The server on `port` has the other site's receiver streaming from it (`sync`: as its
+/// synchronous standby).
+fn streaming_from(port: u16, sync: bool) -> bool {
     let sql = if sync {
         "select count(*) from pg_stat_replication where application_name = 'lifeboat' \
          and sync_state = 'sync'"
     } else {
         "select count(*) from pg_stat_replication where application_name = 'lifeboat'"
     };
+    psql(port, sql).is_ok_and(|r| r.first().is_some_and(|n| n == "1"))
+}
+
+/// Wait until a's server has b's receiver streaming (`sync`: as its synchronous standby).
+fn await_receiver(a: u16, sync: bool) {
     wait_for(
         "b's receiver to stream from a",
         Duration::from_secs(30),
-        || psql(a, sql).is_ok_and(|r| r.first().is_some_and(|n| n == "1")),
+        || streaming_from(a, sync),
     );
+}
+
+/// The agent on `http` has an active alert of `kind`.
+fn alert_active(http: u16, kind: &str) -> bool {
+    status(http).is_some_and(|d| {
+        d["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|al| al["kind"] == kind)
+    })
 }
 
 /// Per-commit time of `n` one-row commits in one session on `port`, with `synchronous_commit`
@@ -937,15 +944,7 @@ fn synchronous_postgres_degrades_while_the_recovery_site_is_away_and_recovers() 
         Duration::from_secs(10),
         || alert_kinds(a_http).contains(&"synchronous_degraded".to_string()),
     );
-    let active = |port| {
-        status(port).is_some_and(|d| {
-            d["alerts"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|al| al["kind"] == "synchronous_degraded")
-        })
-    };
+    let active = |http| alert_active(http, "synchronous_degraded");
     assert!(active(a_http));
     // Commits go on at once now.
     let t = Instant::now();
@@ -1009,21 +1008,10 @@ fn a_recovery_site_that_stops_receiving_holds_at_most_the_slot_bound_of_the_prim
     // The receiver returns: the stream starts over from what a keeps; the alert clears.
     w.spawn("b");
     wait_for("the stream to start over", Duration::from_secs(60), || {
-        slot() == "reserved"
-            && psql(
-                a,
-                "select count(*) from pg_stat_replication where application_name = 'lifeboat'",
-            )
-            .is_ok_and(|r| r.first().is_some_and(|n| n == "1"))
+        slot() == "reserved" && streaming_from(a, false)
     });
     wait_for("the alert to clear", Duration::from_secs(20), || {
-        !status(a_http).is_some_and(|d| {
-            d["alerts"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|al| al["kind"] == "slot_near_bound")
-        })
+        !alert_active(a_http, "slot_near_bound")
     });
 }
 
@@ -1078,6 +1066,17 @@ fn postgres_switchover_loses_no_committed_row_and_the_old_primary_follows_the_ne
         !kinds.iter().any(|k| k == "reseed"),
         "no reseed after a switchover: {kinds:?}"
     );
+    // Streaming follows the roles: a's receiver streams from b, and a no longer keeps the
+    // slot b's receiver held on it (unused, it would keep WAL at a up to its bound).
+    wait_for(
+        "a's receiver to stream from b",
+        Duration::from_secs(30),
+        || streaming_from(b, false),
+    );
+    wait_for("the stale slot at a to go", Duration::from_secs(30), || {
+        psql(a, "select count(*) from pg_replication_slots")
+            .is_ok_and(|r| r.first().is_some_and(|n| n == "0"))
+    });
 }
 
 /// 4. Segments corrupted in transit: the damage is detected, the segment copied again, and

@@ -525,6 +525,10 @@ pub fn promote(
         }
         if let Some(r) = &slot.receiver {
             super::stream::clear(r.dir());
+            // When this site follows again, it looks for the slot the other site's receiver
+            // will hold on it meanwhile.
+            slot.stale_slot_checked
+                .store(false, std::sync::atomic::Ordering::Relaxed);
         }
     }
     if let Ok(t) = primary::current_timeline(slot) {
