@@ -27,6 +27,10 @@ pub enum Report {
         rpo_upper: Option<u64>,
         /// Databases with a possible loss (others lost nothing).
         losses: Vec<DbLoss>,
+        /// The peak write rate (positions per second) the upper bound counted with: the loss
+        /// bounds divided by it are the seconds of writes lost at that rate. 0: none known.
+        #[serde(default)]
+        write_rate: u64,
         /// From detection of the failure to the promoted site being writable.
         rto_ms: Millis,
         detected_at: Millis,

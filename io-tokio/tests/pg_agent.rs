@@ -781,9 +781,19 @@ fn streamed_postgres_failover_keeps_every_row_acknowledged_a_second_before_the_k
     eprintln!(
         "    kept {kept} of {} acknowledged rows; {} batches lost, the oldest acknowledged \
          {oldest_lost:?} before the kill; {true_loss} bytes of WAL lost, reported [{lower}, \
-         {upper:?}]; writable {writable:?} after the kill",
+         {upper:?}] ({} to {} s of writes at {} bytes/s); writable {writable:?} after the kill",
         log.rows_acked(),
         lost.len(),
+        r["rpo_lower_s"],
+        r["rpo_upper_s"],
+        r["write_rate_per_s"],
+    );
+    let rate = r["write_rate_per_s"].as_u64().unwrap_or(0);
+    assert!(rate > 0, "the primary reported a write rate: {r}");
+    assert_eq!(
+        r["rpo_upper_s"].as_f64(),
+        upper.map(|u| (u as f64 / rate as f64 * 1000.0).round() / 1000.0),
+        "the upper bound in seconds of writes"
     );
     assert!(
         oldest_lost.is_none_or(|d| d <= Duration::from_secs(1)),

@@ -380,6 +380,14 @@ pub enum ReportBody {
         forced: bool,
         rpo_lower: u64,
         rpo_upper: Option<u64>,
+        /// The bounds in seconds of writes at the peak write rate (none when no rate is known).
+        #[serde(default)]
+        rpo_lower_s: Option<f64>,
+        #[serde(default)]
+        rpo_upper_s: Option<f64>,
+        /// That rate, positions per second.
+        #[serde(default)]
+        write_rate_per_s: u64,
         rto_ms: Millis,
         detected_at_ms: Millis,
         writable_at_ms: Millis,
@@ -682,6 +690,12 @@ impl DecisionDoc {
     }
 }
 
+/// `positions` of writes at `rate` positions per second, in seconds (ms precision); none
+/// without a rate.
+fn seconds_of_writes(positions: u64, rate: u64) -> Option<f64> {
+    (rate > 0).then(|| (positions as f64 / rate as f64 * 1000.0).round() / 1000.0)
+}
+
 impl ReportBody {
     /// A report with names instead of ids.
     pub fn of(cfg: &Config, r: &Report) -> Self {
@@ -693,6 +707,7 @@ impl ReportBody {
                 rpo_lower,
                 rpo_upper,
                 losses,
+                write_rate,
                 rto_ms,
                 detected_at,
                 writable_at,
@@ -702,6 +717,9 @@ impl ReportBody {
                 forced: *forced,
                 rpo_lower: *rpo_lower,
                 rpo_upper: *rpo_upper,
+                rpo_lower_s: seconds_of_writes(*rpo_lower, *write_rate),
+                rpo_upper_s: rpo_upper.and_then(|u| seconds_of_writes(u, *write_rate)),
+                write_rate_per_s: *write_rate,
                 rto_ms: *rto_ms,
                 detected_at_ms: *detected_at,
                 writable_at_ms: *writable_at,
@@ -793,6 +811,7 @@ pub(crate) mod tests {
             rpo_lower: 3,
             rpo_upper: Some(9),
             losses: vec![],
+            write_rate: 2,
             rto_ms: 1_700,
             detected_at: 100,
             writable_at: 1_800,
@@ -1020,11 +1039,14 @@ pub(crate) mod tests {
             "reports[].losses",
             "reports[].new_primary",
             "reports[].rpo_lower",
+            "reports[].rpo_lower_s",
             "reports[].rpo_upper",
+            "reports[].rpo_upper_s",
             "reports[].rto_ms",
             "reports[].seq",
             "reports[].utc",
             "reports[].writable_at_ms",
+            "reports[].write_rate_per_s",
             "role",
             "ships_in_flight",
             "site",

@@ -771,6 +771,7 @@ impl SiteEngine {
                     rpo_lower: lower,
                     rpo_upper: upper,
                     losses,
+                    write_rate: self.st.peer.peak_rate.max(self.st.own.peak_rate),
                     rto_ms: rto,
                     detected_at: p.detected_at,
                     writable_at,
