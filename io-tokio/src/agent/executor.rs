@@ -292,16 +292,22 @@ impl Executor {
         st.role = None;
     }
 
-    /// Receivers run while this site is the secondary (a promotion stops them itself, before
-    /// it reads what they received). Cheap when nothing changed; `again` asks the driver even
-    /// so (a promotion that failed holds its receiver stopped for a while only).
+    /// Receivers run while this site is the secondary, also while it prepares to take over
+    /// (failover or switchover: the old primary may still be writing); the promotion stops
+    /// them itself, just before it reads what they received. Cheap when nothing changed;
+    /// `again` asks the driver even so (a promotion that failed holds its receiver stopped
+    /// for a while only).
     pub fn follow_role(&self, role: lifeboat_core::engine::Role, again: bool) {
         let mut st = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         if st.sources.is_empty() || (st.role == Some(role) && !again) {
             return;
         }
         st.role = Some(role);
-        let secondary = role == lifeboat_core::engine::Role::Secondary;
+        use lifeboat_core::engine::Role;
+        let secondary = matches!(
+            role,
+            Role::Secondary | Role::Promoting | Role::SwitchoverTarget
+        );
         for &(db, addr) in &st.sources {
             self.driver.receive_from(db, secondary.then_some(addr));
         }

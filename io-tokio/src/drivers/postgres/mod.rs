@@ -455,11 +455,16 @@ impl Driver for PostgresDriver {
         }
         for slot in &self.slots {
             let s = &slot.server;
+            let mut w = slot.watch.lock().unwrap_or_else(|e| e.into_inner());
             // Only a primary keeps a slot and waits for confirmations.
             if s.running() != Running::Yes || s.in_recovery().unwrap_or(true) {
+                out.extend(
+                    w.reset()
+                        .into_iter()
+                        .map(|(a, on, what)| (slot.id, a, on, what)),
+                );
                 continue;
             }
-            let mut w = slot.watch.lock().unwrap_or_else(|e| e.into_inner());
             if let Ok(rows) = s.query(stream::SLOT_HEALTH_SQL) {
                 let health = stream::slot_health(&rows);
                 if let Some((a, on, what)) = w.slot(&health, self.cfg.max_slot_wal_keep_mb) {
@@ -480,16 +485,21 @@ impl Driver for PostgresDriver {
                 self.cfg.on_synchronous_timeout == config::OnSynchronousTimeout::Degrade,
             );
             if let Some(degraded) = change {
-                slot.sync_degraded
-                    .store(degraded, std::sync::atomic::Ordering::SeqCst);
+                use std::sync::atomic::Ordering;
+                slot.sync_degraded.store(degraded, Ordering::SeqCst);
                 let applied = setup::write_cluster_conf(&self.cfg, slot, self.run_as.ids)
                     .and_then(|()| s.query("select pg_reload_conf()").map(drop));
                 match applied {
                     Ok(()) => {
                         tracing::warn!(db = slot.name(), degraded, "synchronous mode changed")
                     }
-                    Err(e) => tracing::warn!(db = slot.name(), degraded, error = %e,
-                                             "synchronous mode could not be changed"),
+                    Err(e) => {
+                        // Asked again at the next look (the watch compares with the flag).
+                        slot.sync_degraded.store(!degraded, Ordering::SeqCst);
+                        let _ = setup::write_cluster_conf(&self.cfg, slot, self.run_as.ids);
+                        tracing::warn!(db = slot.name(), degraded, error = %e,
+                                       "synchronous mode could not be changed; trying again")
+                    }
                 }
             }
             if let Some((a, on, what)) = alarm {

@@ -16,6 +16,8 @@ pub const INCLUDE_LINE: &str = "include_if_exists = 'lifeboat.conf'";
 
 /// Create the spool directories of one database, owned by PostgreSQL's user.
 pub fn prepare_spool(wal: &WalConfig, user: Option<OsUser>) -> Result<(), DriverError> {
+    // A promotion's marker left by a crash would keep `wal-fetch` from waiting for good.
+    let _ = fs::remove_file(wal.serve_dir().join(super::cli::HANDING_OVER));
     for dir in [
         wal.spool.clone(),
         wal.push_dir(),

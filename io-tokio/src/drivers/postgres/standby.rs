@@ -484,9 +484,17 @@ pub fn promote(
     }
     let mut replayed = None;
     if s.in_recovery()? {
-        // Held until recovery ended: `wal-fetch` does not wait meanwhile.
+        // Held until recovery ended: `wal-fetch` does not wait meanwhile. The stream is an
+        // addition: when it cannot be used the promotion goes on with what the chain brought.
         let _marker = match &slot.receiver {
-            Some(r) => Some(replay_stream(d, slot, r)?),
+            Some(r) => match replay_stream(d, slot, r) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::warn!(db = slot.name(), error = %e,
+                                   "the streamed WAL could not be handed over; promoting without it");
+                    None
+                }
+            },
             None => None,
         };
         s.promote()?;
@@ -520,8 +528,15 @@ pub fn promote(
             // and raises `synchronous_degraded` if that takes longer than the timeout).
             slot.sync_degraded
                 .store(true, std::sync::atomic::Ordering::SeqCst);
-            setup::write_cluster_conf(&d.cfg, slot, d.run_as.ids)?;
-            s.query("select pg_reload_conf()")?;
+            let applied = setup::write_cluster_conf(&d.cfg, slot, d.run_as.ids)
+                .and_then(|()| s.query("select pg_reload_conf()").map(drop));
+            if let Err(e) = applied {
+                // The server is promoted: no reason to fail that. The watch asks again.
+                slot.sync_degraded
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
+                tracing::warn!(db = slot.name(), error = %e,
+                               "the promoted server could not be made asynchronous yet");
+            }
         }
         if let Some(r) = &slot.receiver {
             super::stream::clear(r.dir());

@@ -128,9 +128,6 @@ impl Receiver {
         if source.is_some() && c.held_until.is_some_and(|t| Instant::now() < t) {
             return;
         }
-        if source.is_none() {
-            c.held_until = None;
-        }
         if c.state.source == source {
             return;
         }
@@ -168,7 +165,9 @@ impl Receiver {
                 return Err(DriverError::new(
                     ErrorKind::Timeout,
                     format!(
-                        "the WAL receiver of database {} did not stop within {within:?}",
+                        "the WAL receiver of database {} did not stop within {within:?}; the \
+                         promotion goes on without the stream (check for a stuck \
+                         pg_receivewal process)",
                         self.db
                     ),
                 ));
@@ -247,9 +246,6 @@ impl Receiver {
             .arg(&conn)
             .arg("--no-password");
         super::server::run(create, "pg_receivewal --create-slot").map_err(|e| e.to_string())?;
-        if !self.current(generation) {
-            return Ok(());
-        }
         let mut cmd = Command::new(&self.program);
         cmd.arg("-D")
             .arg(&self.dir)
@@ -262,25 +258,42 @@ impl Receiver {
         if self.synchronous {
             cmd.arg("--synchronous");
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("starting {}: {e}", self.program.display()))?;
-        {
+        // Checked and published under one lock: a promotion that stops the receiver either
+        // sees this run or this run sees the promotion.
+        let mut child = {
             let mut c = self.lock();
+            if c.generation != generation {
+                return Ok(());
+            }
+            let child = cmd
+                .spawn()
+                .map_err(|e| format!("starting {}: {e}", self.program.display()))?;
             c.child = true;
             c.state.running = true;
             c.state.starts += 1;
             c.state.last_error = None;
-        }
+            child
+        };
         info!(db = %self.db, %source, dir = %self.dir.display(), synchronous = self.synchronous,
               "WAL receiver started");
-        let last_line = Arc::new(Mutex::new(String::new()));
+        // The receiver's last words before its final "disconnected", and whether any line said
+        // the primary no longer has the WAL it asks for.
+        let said = Arc::new(Mutex::new((String::new(), false)));
         let reader = child.stderr.take().map(|err| {
-            let (db, last) = (self.db.clone(), last_line.clone());
+            let (db, said) = (self.db.clone(), said.clone());
             std::thread::spawn(move || {
                 for line in BufReader::new(err).lines().map_while(Result::ok) {
                     debug!(db = %db, receiver = %line, "pg_receivewal");
-                    *last.lock().unwrap_or_else(|e| e.into_inner()) = line;
+                    let mut s = said.lock().unwrap_or_else(|e| e.into_inner());
+                    if line.contains("has already been removed")
+                        || line.contains("can no longer get changes")
+                        || line.contains("this slot has been invalidated")
+                    {
+                        s.1 = true;
+                    }
+                    if !line.trim_end().ends_with("error: disconnected") || s.0.is_empty() {
+                        s.0 = line;
+                    }
                 }
             })
         });
@@ -288,17 +301,9 @@ impl Receiver {
         if let Some(r) = reader {
             let _ = r.join();
         }
-        {
-            let mut c = self.lock();
-            c.child = false;
-            c.state.running = false;
-        }
-        self.changed.notify_all();
-        let last = last_line.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let Some(status) = status else {
-            return Ok(()); // stopped on purpose
-        };
-        if last.contains("has already been removed") || last.contains("can no longer get changes") {
+        let (last, behind) = said.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        // Cleanup before the run is published as ended: a promotion waits for it.
+        if status.is_some() && behind && self.current(generation) {
             // The primary no longer has the WAL after what was received (the slot went over
             // `max_slot_wal_keep_size`, or it was dropped): start over from what it has. The
             // chain still brings every finished segment.
@@ -308,9 +313,20 @@ impl Receiver {
                 .args(["--drop-slot", "--slot", SLOT, "-d"])
                 .arg(&conn)
                 .arg("--no-password");
-            let _ = super::server::run(drop_slot, "pg_receivewal --drop-slot");
+            if let Err(e) = super::server::run(drop_slot, "pg_receivewal --drop-slot") {
+                warn!(db = %self.db, error = %e, "dropping the slot failed");
+            }
             clear(&self.dir);
         }
+        {
+            let mut c = self.lock();
+            c.child = false;
+            c.state.running = false;
+        }
+        self.changed.notify_all();
+        let Some(status) = status else {
+            return Ok(()); // stopped on purpose
+        };
         Err(format!("pg_receivewal exited ({status}): {}", last.trim()))
     }
 
@@ -381,7 +397,8 @@ pub fn list(dir: &Path, segment_size: u64) -> Vec<Streamed> {
             _ => None,
         })
         .collect();
-    out.sort_by_key(|s| (s.segno, s.timeline, s.partial));
+    // Within a segment number the newest timeline first: it is the one being followed.
+    out.sort_by_key(|s| (s.segno, std::cmp::Reverse(s.timeline), s.partial));
     out
 }
 
@@ -404,8 +421,11 @@ pub struct HandedOver {
 }
 
 /// Copy the streamed segments from `replayed` on into `pg_wal` of `data_dir` (owned by
-/// `user`), each cut at the end of its valid WAL and padded to the segment size. A file whose
-/// walk fails is not handed over, and nothing after it either (a hole would not replay).
+/// `user`), each cut at the end of its valid WAL and padded to the segment size, unless
+/// `pg_wal` already holds as much of that segment (PostgreSQL keeps what it restored there,
+/// and copies the last segment into the new timeline). A file whose walk fails is not handed
+/// over, and nothing after it either (a hole would not replay); a stream that holds no more
+/// than was replayed hands nothing over.
 pub fn hand_over(
     dir: &Path,
     data_dir: &Path,
@@ -439,17 +459,27 @@ pub fn hand_over(
             }
         };
         let (start, _) = wal::segment_range(s.segno, segment_size);
-        if scan.valid_end <= start {
+        if scan.valid_end <= start.max(replayed) {
+            // The stream holds no more of this segment than the standby replayed: it lags
+            // the chain, and nothing after it can be ahead either.
             break;
         }
-        let keep = usize::try_from(scan.valid_end - start)
-            .unwrap_or(usize::MAX)
-            .min(bytes.len());
-        let mut image = bytes[..keep].to_vec();
-        image.resize(segment_size as usize, 0);
         let target = pg_wal.join(wal::segment_name(s.timeline, s.segno, segment_size));
-        write_segment(&target, &image, user)?;
-        out.files += 1;
+        // PostgreSQL keeps the segments it restored in pg_wal under their names, and copies
+        // the last one into the new timeline at promotion: never replace one by less WAL.
+        let existing = fs::read(&target)
+            .ok()
+            .and_then(|b| wal::scan_segment(&b, s.segno, segment_size).ok())
+            .map_or(0, |e| e.valid_end);
+        if existing < scan.valid_end {
+            let keep = usize::try_from(scan.valid_end - start)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            let mut image = bytes[..keep].to_vec();
+            image.resize(segment_size as usize, 0);
+            write_segment(&target, &image, user)?;
+            out.files += 1;
+        }
         out.end = out.end.max(scan.valid_end);
         // A segment that is not complete ends the stream.
         if s.partial || (scan.valid_end < start + segment_size && !scan.switched) {
@@ -498,7 +528,9 @@ fn write_segment(target: &Path, image: &[u8], user: Option<OsUser>) -> Result<()
     })
 }
 
-/// Remove every streamed file (after a promotion used them, or a reseed made them moot).
+/// Remove every streamed file (after a promotion used them; never under a running receiver,
+/// which would go on writing into a removed file). A reseed leaves them: the hand-over starts
+/// at the replay position and needs no older file.
 pub fn clear(dir: &Path) {
     for (_, path) in spool::list(dir).unwrap_or_default() {
         let _ = fs::remove_file(path);
@@ -509,8 +541,8 @@ pub fn clear(dir: &Path) {
 /// How close the primary's slot is to `max_slot_wal_keep_size`: the SQL that asks, and how to
 /// read its answer (`wal_status`, `safe_wal_size` in bytes; no row: no slot).
 pub const SLOT_HEALTH_SQL: &str =
-    "select wal_status || ' ' || coalesce(safe_wal_size::text, '-') from pg_replication_slots \
-     where slot_name = 'lifeboat'";
+    "select coalesce(wal_status, 'reserved') || ' ' || coalesce(safe_wal_size::text, '-') \
+     from pg_replication_slots where slot_name = 'lifeboat'";
 
 /// The slot's state on the primary.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -530,6 +562,8 @@ pub fn slot_health(rows: &[String]) -> SlotHealth {
     };
     let (status, left) = row.split_once(' ').unwrap_or((row.as_str(), "-"));
     match status {
+        // No WAL reserved yet (a slot made before its first feedback): nothing kept.
+        "" => SlotHealth::None,
         "reserved" | "extended" => SlotHealth::Reserved {
             left: left.parse().unwrap_or(u64::MAX),
         },
@@ -596,6 +630,26 @@ mod tests {
             "cut at the last whole record"
         );
         assert_eq!(received_end(&stream, SEG), Some(end));
+
+        // Again, with pg_wal holding all of segment 5 (restored from the chain) and a stream
+        // copy of 5 cut short: 5 is left as it is, 6 is handed over.
+        let (_t2, stream2, data2) = dirs();
+        let whole = full(5);
+        fs::write(data2.join("pg_wal").join(name(5, false)), &whole).unwrap();
+        let mut short = whole.clone();
+        short[300_000..].fill(0);
+        fs::write(stream2.join(name(5, false)), &short).unwrap();
+        fs::write(stream2.join(name(6, true)), &partial).unwrap();
+        // (The short copy ends inside 5: the hand-over stops there, nothing else is written.)
+        let h = hand_over(&stream2, &data2, SEG, replayed, None).unwrap();
+        assert_eq!(h.files, 0);
+        assert_eq!(
+            fs::read(data2.join("pg_wal").join(name(5, false))).unwrap(),
+            whole
+        );
+        // A stream that lags the replay position hands nothing over.
+        let h = hand_over(&stream2, &data2, SEG, 5 * SEG + 600_000, None).unwrap();
+        assert_eq!(h, HandedOver::default());
     }
 
     #[test]
@@ -646,6 +700,7 @@ mod tests {
     #[test]
     fn slot_health_reads_the_servers_answer() {
         assert_eq!(slot_health(&[]), SlotHealth::None);
+        assert_eq!(slot_health(&[" -".into()]), SlotHealth::None);
         assert_eq!(
             slot_health(&["reserved 1048576".into()]),
             SlotHealth::Reserved { left: 1 << 20 }
@@ -686,6 +741,24 @@ pub const RECEIVER_SQL: &str = "select count(*) from pg_stat_replication \
 pub type AlarmChange = (lifeboat_core::protocol::StreamAlarm, bool, String);
 
 impl Watch {
+    /// This site is not (or no longer) a primary: clear what it raised and forget.
+    pub fn reset(&mut self) -> Vec<AlarmChange> {
+        use lifeboat_core::protocol::StreamAlarm;
+        let mut out = Vec::new();
+        if self.near_bound {
+            out.push((StreamAlarm::SlotNearBound, false, "not the primary".into()));
+        }
+        if self.degraded {
+            out.push((
+                StreamAlarm::SynchronousDegraded,
+                false,
+                "not the primary".into(),
+            ));
+        }
+        *self = Watch::default();
+        out
+    }
+
     /// Read the slot's answer ([`SLOT_HEALTH_SQL`]) against the bound: a change of the
     /// near-bound alarm, if any.
     pub fn slot(&mut self, health: &SlotHealth, bound_mb: u64) -> Option<AlarmChange> {
@@ -796,6 +869,18 @@ mod watch_tests {
         );
         let (_, on, _) = w.slot(&SlotHealth::None, 1000).unwrap();
         assert!(!on);
+        // A site that stops being the primary clears what it raised, once.
+        w.slot(
+            &SlotHealth::Over {
+                status: "lost".into(),
+            },
+            1000,
+        );
+        w.synchronous(false, false, Instant::now(), Duration::ZERO, true);
+        let cleared = w.reset();
+        assert_eq!(cleared.len(), 2);
+        assert!(cleared.iter().all(|c| !c.1));
+        assert!(w.reset().is_empty());
     }
 
     #[test]
