@@ -204,7 +204,15 @@ impl Executor {
                 for tick in 0u64.. {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     let d = me.driver.clone();
+                    // Every 5 s: the receivers' state for /status, and the role asked again
+                    // (a failed promotion holds its receiver stopped for a while only).
                     let report = tick % 5 == 0;
+                    if report {
+                        let role = me.streams.lock().unwrap_or_else(|e| e.into_inner()).role;
+                        if let Some(role) = role {
+                            me.follow_role(role, true);
+                        }
+                    }
                     let Ok((changes, streams)) = tokio::task::spawn_blocking(move || {
                         let streams = report.then(|| d.stream_reports());
                         (d.watch_streams(), streams)
@@ -242,16 +250,6 @@ impl Executor {
                 }
             });
         }
-        let me = self.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                let role = me.streams.lock().unwrap_or_else(|e| e.into_inner()).role;
-                if let Some(role) = role {
-                    me.follow_role(role, true);
-                }
-            }
-        });
         let me = self.clone();
         let every = Duration::from_millis(file.disk.check_every_ms);
         let dir = file.data_dir.clone();

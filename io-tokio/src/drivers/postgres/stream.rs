@@ -38,7 +38,7 @@ use super::spool::{self, OsUser};
 use super::wal::{self, WalFile};
 use crate::drivers::{DriverError, ErrorKind};
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -352,10 +352,13 @@ impl Receiver {
 
 /// SIGTERM (the receiver flushes what it has and exits), then SIGKILL after 5 s.
 fn stop_child(child: &mut Child) {
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
+    if let Some(pid) = i32::try_from(child.id())
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        // ESRCH: it already exited, which is what we wanted.
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
@@ -506,26 +509,14 @@ pub fn prune(dir: &Path, segment_size: u64, restored: u64) {
 }
 
 fn write_segment(target: &Path, image: &[u8], user: Option<OsUser>) -> Result<(), DriverError> {
-    let tmp = spool::temp_beside(target);
-    let r = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(image)?;
-        f.sync_all()?;
-        drop(f);
-        spool::give_to(&tmp, user)?;
-        fs::rename(&tmp, target)?;
-        if let Some(parent) = target.parent() {
-            spool::sync_dir(parent)?;
-        }
-        Ok::<(), std::io::Error>(())
-    })();
-    r.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        DriverError::io(
-            format!("writing the streamed segment {}", target.display()),
-            &e,
-        )
-    })
+    spool::write_durably(target, image)
+        .and_then(|()| spool::give_to(target, user))
+        .map_err(|e| {
+            DriverError::io(
+                format!("writing the streamed segment {}", target.display()),
+                &e,
+            )
+        })
 }
 
 /// Remove every streamed file (after a promotion used them; never under a running receiver,
