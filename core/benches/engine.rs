@@ -195,6 +195,7 @@ fn kind_of(site: usize, input: &Input) -> &'static str {
         Input::CaptureGap { .. } => ["capture_gap (primary)", "capture_gap (secondary)"],
         Input::Promoted { .. } => ["promoted (primary)", "promoted (secondary)"],
         Input::StreamAlarm { .. } => ["stream_alarm (primary)", "stream_alarm (secondary)"],
+        Input::Archived { .. } => ["archived (primary)", "archived (secondary)"],
     };
     k[site]
 }

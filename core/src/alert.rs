@@ -36,10 +36,12 @@ pub enum AlertKind {
     SynchronousDegraded,
     /// The stream's slot keeps WAL close to its bound (`Input::StreamAlarm`).
     SlotNearBound,
+    /// An artifact could not be copied into the point-in-time archive (`Input::Archived`).
+    ArchiveFailed,
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 21] = [
+    pub const ALL: [AlertKind; 22] = [
         AlertKind::MissingLog,
         AlertKind::NoNewLogs,
         AlertKind::BackupsPaused,
@@ -61,6 +63,7 @@ impl AlertKind {
         AlertKind::ForeignEpochArtifact,
         AlertKind::SynchronousDegraded,
         AlertKind::SlotNearBound,
+        AlertKind::ArchiveFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -86,6 +89,7 @@ impl AlertKind {
             AlertKind::ForeignEpochArtifact => "foreign_epoch_artifact",
             AlertKind::SynchronousDegraded => "synchronous_degraded",
             AlertKind::SlotNearBound => "slot_near_bound",
+            AlertKind::ArchiveFailed => "archive_failed",
         }
     }
 

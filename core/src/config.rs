@@ -24,6 +24,11 @@ pub struct Config {
     pub alerts: Alerts,
     pub lease: Lease,
     pub failover: Failover,
+    /// The point-in-time archive's retention at the recovery site; `None` when this site keeps
+    /// no archive. Set by the adapter from `site.toml`'s `[archive]` (and by the simulator),
+    /// never read from `[engine]`.
+    #[serde(skip)]
+    pub archive: Option<crate::archive::Policy>,
     /// Test-only: a deliberate defect the simulator must find.
     #[cfg(feature = "planted-bugs")]
     pub planted_bug: Option<crate::planted::PlantedBug>,
@@ -138,6 +143,7 @@ impl Default for Config {
             alerts: Alerts::default(),
             lease: Lease::default(),
             failover: Failover::default(),
+            archive: None,
             #[cfg(feature = "planted-bugs")]
             planted_bug: None,
         }
@@ -477,6 +483,7 @@ fn planted_name(b: crate::planted::PlantedBug) -> &'static str {
         P::DeltaPositions => "delta_positions",
         P::DrainIgnoresRetries => "drain_ignores_retries",
         P::HandoffToUnheardTarget => "handoff_to_unheard_target",
+        P::ArchiveKeepsWindowOnly => "archive_keeps_window_only",
     }
 }
 

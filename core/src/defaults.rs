@@ -99,3 +99,15 @@ pub fn link_calm_after(since: Millis, last: Millis) -> Millis {
 /// finished on its own (PostgreSQL's `archive_timeout`), so they ship at once instead of at the
 /// next scheduled log backup.
 pub const COLLECT_LOGS_EVERY: Millis = 500;
+
+/// The archive keeps every artifact created within this long of the newest one (72 hours).
+pub const ARCHIVE_KEEP_MS: Millis = 72 * 60 * MINUTE;
+/// The archive keeps the last point of each of this many UTC days.
+pub const ARCHIVE_KEEP_DAILY: u32 = 30;
+/// The archive keeps the last point of each of this many ISO weeks.
+pub const ARCHIVE_KEEP_WEEKLY: u32 = 12;
+/// Archive retention runs at most this often (and whenever a full is archived); archiving
+/// that failed is tried again on the same schedule.
+pub const ARCHIVE_RETAIN_EVERY: Millis = 10 * MINUTE;
+/// An artifact that could not be archived is tried again after this long.
+pub const ARCHIVE_RETRY_MS: Millis = MINUTE;

@@ -51,14 +51,15 @@ pub const JOURNAL_MAGIC: [u8; 8] = *b"LBJRNL\0\0";
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"LBSNAP\0\0";
 /// The journal format this build writes and reads.
 pub const JOURNAL_FORMAT_VERSION: u16 = 1;
-/// The snapshot format this build writes and reads. Version 4: each database remembers its
+/// The snapshot format this build writes and reads. Version 5: the site state holds the
+/// point-in-time archive's index (what is archived, what waits to be). Version 4: each database remembers its
 /// drill chain, drills and prunes carry the core's choice, and a primary collects finished logs
 /// on a named timer (bincode is not self-describing: `#[serde(default)]` alone does not let a
 /// version 3 snapshot load). Version 3: each write position remembers
 /// the position the latest heartbeat carried (heartbeat positions are acknowledged). Version 2:
 /// the engine state's layout for the cache (dense write positions, compact monitor records of
 /// the last backup, copy and restore); earlier versions were written by earlier builds.
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 4;
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 5;
 /// Bytes in a journal header: magic, version, base_seq, crc.
 pub const JOURNAL_HEADER_LEN: usize = 8 + 2 + 8 + 4;
 /// Bytes in front of each record's payload: len, crc, seq.
@@ -760,7 +761,7 @@ mod tests {
             kind: crate::artifact::ArtifactKind::Log,
         };
         let snap = encode_snapshot(&(key, Checksum(9), SiteId(1)), 11).unwrap();
-        assert_eq!(hex(&snap), "4c42534e4150000004000b000000000000002a0000000000000096ee7108010000000200000000000000030000000000000004000000000000000200000009000000000000000100");
+        assert_eq!(hex(&snap), "4c42534e4150000005000b000000000000002a000000000000001960a2c2010000000200000000000000030000000000000004000000000000000200000009000000000000000100");
     }
 
     fn sample_events() -> Vec<Event> {

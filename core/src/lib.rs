@@ -15,6 +15,7 @@
 
 pub mod alert;
 pub mod arbiter;
+pub mod archive;
 pub mod artifact;
 pub mod audit;
 pub mod config;

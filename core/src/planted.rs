@@ -26,10 +26,13 @@ pub enum PlantedBug {
     /// target does not refuse the switchover although it does not hear the arbiter either (the
     /// second defence, which alone would hide the first from the sweep).
     HandoffToUnheardTarget,
+    /// Archive retention keeps only the artifacts created inside its window, not the chains
+    /// of the points it keeps (a point's full is older than the window).
+    ArchiveKeepsWindowOnly,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 8] = [
+    pub const ALL: [PlantedBug; 9] = [
         PlantedBug::SkipSelfFence,
         PlantedBug::RestoreUnverified,
         PlantedBug::IgnoreDriftMargin,
@@ -38,5 +41,6 @@ impl PlantedBug {
         PlantedBug::DeltaPositions,
         PlantedBug::DrainIgnoresRetries,
         PlantedBug::HandoffToUnheardTarget,
+        PlantedBug::ArchiveKeepsWindowOnly,
     ];
 }

@@ -140,6 +140,13 @@ pub enum Input {
         active: bool,
         what: String,
     },
+    /// Secondary: the copy of an accepted artifact into the point-in-time archive
+    /// (`Command::Archive`) is durable (`error` is `None`), or failed and says why. Appended:
+    /// journals encode the variant's index.
+    Archived {
+        key: ArtifactKey,
+        error: Option<String>,
+    },
 }
 
 /// Conditions of a continuous stream that the primary's driver watches.
@@ -230,6 +237,13 @@ pub enum Command {
     /// `archive_timeout`), stamped with `epoch`, and report each as `ArtifactDiscovered`.
     /// Nothing to complete: a collection that fails is simply tried again next time.
     CollectLogs { epoch: Epoch },
+    /// Secondary: copy an accepted artifact (file and manifest, from the inbox) into the
+    /// point-in-time archive, fsynced, and report `Input::Archived`. Idempotent: an artifact
+    /// already archived with this identity is reported archived again.
+    Archive { artifact: ArtifactMeta },
+    /// Archive retention: remove these artifacts of `db` from the archive (the core decided
+    /// with [`crate::archive::expired`]; no kept point needs them). Sorted, no duplicates.
+    ArchiveRemove { db: DbId, keys: Vec<ArtifactKey> },
 }
 
 impl Command {
@@ -253,7 +267,9 @@ impl Command {
             | Command::Quarantine { .. }
             | Command::Probe
             | Command::SamplePositions
-            | Command::CollectLogs { .. } => None,
+            | Command::CollectLogs { .. }
+            | Command::Archive { .. }
+            | Command::ArchiveRemove { .. } => None,
         }
     }
 }

@@ -92,6 +92,75 @@ impl fmt::Display for UtcDateTime {
     }
 }
 
+/// Parse an ISO 8601 UTC time: `2026-11-22T03:05:00Z`, with optional fractions of a second
+/// (`03:05:00.250Z`) and `+00:00` for `Z`. Any other offset, or none, is refused: a restore
+/// target must never depend on the machine's time zone.
+pub fn parse_iso(s: &str) -> Result<UtcMillis, String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "{s:?} is not a UTC time like 2026-11-22T03:05:00Z: {why}"
+        ))
+    };
+    let t = s.trim();
+    let body = if let Some(b) = t.strip_suffix('Z').or_else(|| t.strip_suffix('z')) {
+        b
+    } else if let Some(b) = t.strip_suffix("+00:00") {
+        b
+    } else {
+        return bad("it must end in Z (UTC)");
+    };
+    let Some((date, time)) = body.split_once(['T', 't', ' ']) else {
+        return bad("no T between the date and the time");
+    };
+    let num = |x: &str| -> Option<i64> {
+        (!x.is_empty() && x.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| x.parse().ok())
+            .flatten()
+    };
+    let d: Vec<&str> = date.split('-').collect();
+    let (sec_part, frac) = match time.split_once('.') {
+        Some((a, f)) => (a, Some(f)),
+        None => (time, None),
+    };
+    let h: Vec<&str> = sec_part.split(':').collect();
+    if d.len() != 3 || h.len() != 3 || d[0].len() != 4 {
+        return bad("expected YYYY-MM-DDTHH:MM:SS");
+    }
+    let (Some(y), Some(mo), Some(da), Some(hh), Some(mi), Some(ss)) = (
+        num(d[0]),
+        num(d[1]),
+        num(d[2]),
+        num(h[0]),
+        num(h[1]),
+        num(h[2]),
+    ) else {
+        return bad("a field is not a number");
+    };
+    if !(1..=12).contains(&mo) || hh > 23 || mi > 59 || ss > 59 {
+        return bad("a field is out of range");
+    }
+    if da < 1 || da > i64::from(days_in_month(y as i32, mo as u8)) {
+        return bad("no such day in that month");
+    }
+    let ms = match frac {
+        None => 0,
+        Some(f) if f.len() <= 9 && num(f).is_some() => {
+            let f3: String = f.chars().chain("000".chars()).take(3).collect();
+            num(&f3).unwrap_or(0)
+        }
+        Some(_) => return bad("the fraction of a second is not a number"),
+    };
+    let t = UtcDateTime {
+        year: y as i32,
+        month: mo as u8,
+        day: da as u8,
+        hour: hh as u8,
+        minute: mi as u8,
+        second: ss as u8,
+    };
+    Ok(UtcMillis(t.to_millis().0 + ms))
+}
+
 impl fmt::Display for UtcMillis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         UtcDateTime::from_millis(*self).fmt(f)
@@ -101,6 +170,30 @@ impl fmt::Display for UtcMillis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iso_times_parse_back_and_anything_not_utc_is_refused() {
+        let t = UtcMillis(1_795_392_000_000 + 3_723_250);
+        assert_eq!(parse_iso("2026-11-23T01:02:03.250Z"), Ok(t));
+        assert_eq!(
+            parse_iso("2026-11-23T01:02:03+00:00"),
+            Ok(UtcMillis(t.0 - 250))
+        );
+        assert_eq!(
+            parse_iso(&UtcMillis(1_795_392_000_000).to_string()),
+            Ok(UtcMillis(1_795_392_000_000))
+        );
+        for s in [
+            "2026-11-23T01:02:03",
+            "2026-11-23T01:02:03+01:00",
+            "2026-02-30T00:00:00Z",
+            "2026-11-23T24:00:00Z",
+            "yesterday",
+            "2026-11-23T01:02:0xZ",
+        ] {
+            assert!(parse_iso(s).is_err(), "{s}");
+        }
+    }
 
     #[test]
     fn iso_text_of_a_known_instant() {

@@ -19,6 +19,7 @@
 
 pub mod agent;
 pub mod arbiter;
+pub mod archive;
 pub mod certs;
 pub mod cli;
 pub mod config;

@@ -657,6 +657,112 @@ impl World {
         }
     }
 
+    /// The archive oracle (`archive_retention`), at every removal the engine orders: the
+    /// archive before it is what the engine knew plus what it removes; every point its policy
+    /// keeps there must keep its whole chain, each artifact of it on disk and intact, the chain
+    /// restoring one history (never two epochs' histories mixed); and nothing created within
+    /// the policy's window goes.
+    fn check_archive_removal(&mut self, s: usize, db: DbId, keys: &[ArtifactKey]) {
+        let name = self.node_name(s);
+        let Some(policy) = self.cfg.archive else {
+            return self.violation(
+                "archive_retention",
+                format!("{name}: an archive removal without an archive policy"),
+            );
+        };
+        let known: Vec<ArtifactMeta> = self.nodes[s]
+            .engine
+            .site()
+            .and_then(|e| e.state().archive.get(db.0 as usize))
+            .map(|a| a.entries.clone())
+            .unwrap_or_default();
+        let mut before = known;
+        for k in keys {
+            match self.sites[s].archive.get(k) {
+                Some(r) => before.push(r.body.meta),
+                None => {
+                    return self.violation(
+                        "archive_retention",
+                        format!("{name}: removes {k:?}, which is not in the archive"),
+                    )
+                }
+            }
+        }
+        let gone: std::collections::BTreeSet<ArtifactKey> = keys.iter().copied().collect();
+        let newest = before.iter().map(|m| m.created_utc).max();
+        if let Some(newest) = newest {
+            let window = newest.0.saturating_sub(policy.keep_ms as i64);
+            if let Some(m) = before
+                .iter()
+                .find(|m| gone.contains(&m.key) && m.created_utc.0 >= window)
+            {
+                let what = format!(
+                    "{name}: removes {:?}, created inside the kept window",
+                    m.key
+                );
+                return self.violation("archive_retention", what);
+            }
+        }
+        let points = lifeboat_core::archive::points(&before);
+        self.out.archive_removals += 1;
+        for i in lifeboat_core::archive::kept_points(&points, &before, &policy) {
+            self.out.archive_points_checked += 1;
+            let p = &points[i];
+            if let Some(m) = p.chain.iter().find(|m| gone.contains(&m.key)) {
+                let what = format!(
+                    "{name}: removes {:?}, which the kept point at {} needs",
+                    m.key, p.lsn.0
+                );
+                return self.violation("archive_retention", what);
+            }
+            if let Err(why) = self.archive_chain_restores(s, db, &p.chain) {
+                let what = format!(
+                    "{name}: the kept point at {} does not restore: {why}",
+                    p.lsn.0
+                );
+                return self.violation("archive_retention", what);
+            }
+        }
+    }
+
+    /// Whether `chain` restores from this site's archive into one history (as a drill would).
+    fn archive_chain_restores(
+        &self,
+        s: usize,
+        db: DbId,
+        chain: &[ArtifactMeta],
+    ) -> Result<(), String> {
+        let i = db.0 as usize;
+        let mut scratch: Option<(u64, crate::db::LinId)> = None;
+        for m in chain {
+            let Some(c) = self.sites[s].archive.get(&m.key) else {
+                return Err(format!("{:?} is not in the archive", m.key));
+            };
+            if c.bad || c.body.meta.checksum != m.checksum {
+                return Err(format!("{:?} does not match its manifest", m.key));
+            }
+            let (start, end) = (m.key.lsn_start.0, m.key.lsn_end.0);
+            scratch = Some(match (scratch, m.key.kind) {
+                (None, ArtifactKind::Full) => (end, c.body.lin),
+                (None, _) => return Err("the chain does not start with a full".into()),
+                (Some(_), ArtifactKind::Full) => return Err("a second full".into()),
+                (Some((pos, _)), _) if pos < start || pos >= end => {
+                    return Err(format!("{:?} does not apply at {pos}", m.key))
+                }
+                (Some((pos, lin)), _) => {
+                    if !self.lin[i].agree(lin, c.body.lin, pos) {
+                        return Err(format!(
+                            "{:?} comes from another history than the copy at {pos}",
+                            m.key
+                        ));
+                    }
+                    (end, c.body.lin)
+                }
+            });
+        }
+        Ok(())
+    }
+
     // ------------------------------------------------------------------ disks
 
     pub fn report_disk(&mut self, s: usize) {
@@ -671,6 +777,7 @@ impl World {
             + self.sites[s]
                 .inbox
                 .values()
+                .chain(self.sites[s].archive.values())
                 .map(|r| r.body.meta.size)
                 .sum::<u64>();
         let min = self.cfg.alerts.min_free_mib;
@@ -1009,6 +1116,31 @@ impl Model for World {
 
     fn discard(&mut self, s: usize, key: ArtifactKey) {
         self.sites[s].outbox.remove(&key);
+    }
+
+    fn archive(&mut self, s: usize, artifact: &ArtifactMeta) -> Option<(Millis, Option<String>)> {
+        if self.active.disk_pressure > 0 {
+            return Some((1, Some("No space left on device (os error 28)".into())));
+        }
+        match self.sites[s].inbox.get(&artifact.key).copied() {
+            Some(r) => {
+                self.sites[s].archive.insert(artifact.key, r);
+                Some((1, None))
+            }
+            None => {
+                if self.nodes[s].pruned.contains(&artifact.key) {
+                    self.wrong_keep_list(s, "an archive copy", &artifact.key);
+                }
+                Some((1, Some("the inbox no longer has it".into())))
+            }
+        }
+    }
+
+    fn archive_remove(&mut self, s: usize, db: DbId, keys: &[ArtifactKey]) {
+        self.check_archive_removal(s, db, keys);
+        for k in keys {
+            self.sites[s].archive.remove(k);
+        }
     }
 
     fn prune(&mut self, s: usize, db: DbId, before: Lsn, keep: &[ArtifactKey]) {

@@ -127,7 +127,8 @@ fn plant(spec: &mut RunSpec, bug: &str) -> Result<(), String> {
     let b = serde_json::from_value(serde_json::Value::String(bug.to_string())).map_err(|_| {
         format!(
             "unknown planted bug {bug:?}; known: skip_self_fence, restore_unverified, \
-             ignore_drift_margin, accept_stale_epoch, forget_retry_count"
+             ignore_drift_margin, accept_stale_epoch, forget_retry_count, delta_positions, \
+             drain_ignores_retries, handoff_to_unheard_target, archive_keeps_window_only"
         )
     })?;
     spec.config.planted_bug = Some(b);

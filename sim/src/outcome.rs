@@ -40,6 +40,9 @@ pub struct SeedOutcome {
     pub stale_quarantined: u32,
     pub restarts: u32,
     pub torn_tails: u32,
+    /// Archive retention: removals the oracle judged, and kept points it restored.
+    pub archive_removals: u32,
+    pub archive_points_checked: u64,
     pub transactions: u64,
     pub rpo: Vec<RpoSample>,
     pub rto_ms: Vec<Millis>,

@@ -49,6 +49,21 @@ fn draw_timings(seed: u64, cfg: &mut Config) {
     f.hold_down_ms = r.gen_range(2..=30) * 60_000;
 }
 
+/// Half the generated seeds keep a point-in-time archive at the recovery site (stream 88), with
+/// a window of 10 minutes to 6 hours and up to 3 daily and 2 weekly points, so retention runs
+/// many times a day.
+fn draw_archive(seed: u64, cfg: &mut Config) {
+    let mut r = crate::world::stream(seed, 88);
+    if !r.gen_bool(0.5) {
+        return;
+    }
+    cfg.archive = Some(lifeboat_core::archive::Policy {
+        keep_ms: r.gen_range(10..=360) * 60_000,
+        keep_daily: r.gen_range(0..=3),
+        keep_weekly: r.gen_range(0..=2),
+    });
+}
+
 /// `key = value` for every engine setting the draws changed.
 fn config_diff(base: &Config, cfg: &Config) -> Vec<String> {
     let (Ok(a), Ok(b)) = (serde_json::to_value(base), serde_json::to_value(cfg)) else {
@@ -202,7 +217,8 @@ impl RunSpec {
     ///   (`world.stream_wal`), so promotions open databases beyond the last restore;
     /// - timings (86): half the seeds draw the lease, renewal, fence time, heartbeat, arbiter
     ///   timeout, probe cadence and thresholds, switchover timeout and hold-down from ranges
-    ///   `Config::validate` accepts.
+    ///   `Config::validate` accepts;
+    /// - archive (88): half the seeds keep a point-in-time archive (see `draw_archive`).
     pub fn draws(&self, seed: u64) -> Draws {
         let mut cfg = self.config.clone();
         let mut world = self.world.clone();
@@ -309,7 +325,15 @@ impl RunSpec {
                 drawn: Vec::new(),
             };
         }
+        draw_archive(seed, &mut cfg);
         drawn.extend(config_diff(&base.0, &cfg));
+        // Not in the engine's serde form (the adapter sets it from `[archive]`).
+        if let Some(a) = cfg.archive {
+            drawn.push(format!(
+                "archive = {{ keep_ms = {}, keep_daily = {}, keep_weekly = {} }}",
+                a.keep_ms, a.keep_daily, a.keep_weekly
+            ));
+        }
         drawn.extend(world_diff(&base.1, &world));
         Draws {
             config: cfg,

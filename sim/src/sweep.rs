@@ -192,6 +192,8 @@ pub struct Summary {
     pub forced_failovers: u64,
     pub restarts: u64,
     pub transactions: u64,
+    pub archive_removals: u64,
+    pub archive_points_checked: u64,
     pub clean_seeds: u64,
     pub alerts: BTreeMap<&'static str, u64>,
     pub modes: BTreeMap<&'static str, u64>,
@@ -241,6 +243,8 @@ impl Summary {
             s.forced_failovers += u64::from(o.forced_failovers);
             s.restarts += u64::from(o.restarts);
             s.transactions += o.transactions;
+            s.archive_removals += u64::from(o.archive_removals);
+            s.archive_points_checked += o.archive_points_checked;
             let modes = o.modes();
             if modes.iter().all(|m| m.is_operation()) {
                 s.clean_seeds += 1;
@@ -301,6 +305,12 @@ impl Summary {
             self.restarts,
             self.transactions
         ));
+        if self.archive_removals > 0 {
+            t.push_str(&format!(
+                "archive retention: {} removals judged, {} kept points restored\n",
+                self.archive_removals, self.archive_points_checked
+            ));
+        }
         let mut v = self.rpo_true.clone();
         if let Some((min, med, p90, max)) = percentiles(&mut v) {
             t.push_str(&format!(

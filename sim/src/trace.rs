@@ -121,6 +121,7 @@ pub fn input_fp(i: &Input) -> u64 {
             u64::from(*active),
             what.bytes().fold(0, |h, b| h.rotate_left(5) ^ u64::from(b)),
         ]),
+        Input::Archived { key, error } => mix(&[16, key_fp(key), u64::from(error.is_some())]),
     }
 }
 
@@ -153,6 +154,12 @@ fn command_fp(c: &Command) -> u64 {
         Command::SamplePositions => 17,
         Command::CollectLogs { epoch } => mix(&[20, epoch.0]),
         Command::CheckService { .. } => 21,
+        Command::Archive { artifact } => mix(&[22, key_fp(&artifact.key)]),
+        Command::ArchiveRemove { db, keys } => mix(&[
+            23,
+            u64::from(db.0),
+            keys.iter().fold(0, |h, k| mix(&[h, key_fp(k)])),
+        ]),
     };
     mix(&[tag, op])
 }

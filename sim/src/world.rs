@@ -108,6 +108,8 @@ pub struct SiteRt {
     /// With `world.stream_wal`: per database, the newest state received from the primary's
     /// stream (on disk: it survives crashes of the agent).
     pub streamed: Vec<Option<(u64, crate::db::LinId)>>,
+    /// The point-in-time archive (`Command::Archive`): on disk, it survives crashes.
+    pub archive: BTreeMap<ArtifactKey, Received>,
 }
 
 impl SiteRt {
@@ -135,6 +137,7 @@ impl SiteRt {
             restart_fails: 0.0,
             resume_when_up: false,
             streamed: vec![None; dbs],
+            archive: BTreeMap::new(),
         }
     }
     pub fn states(&self) -> crate::db::States {

@@ -211,6 +211,22 @@ pub trait Model {
         let _ = (site, artifact, reason);
     }
 
+    /// Copy an accepted artifact into the point-in-time archive: when the copy is reported
+    /// durable (`None`) or failed (`Some(why)`); nothing reported by default.
+    fn archive(
+        &mut self,
+        site: usize,
+        artifact: &ArtifactMeta,
+    ) -> Option<(Self::When, Option<String>)> {
+        let _ = (site, artifact);
+        None
+    }
+
+    /// Remove artifacts from the archive (reports nothing).
+    fn archive_remove(&mut self, site: usize, db: DbId, keys: &[ArtifactKey]) {
+        let _ = (site, db, keys);
+    }
+
     /// Publish the logs the database finished on its own. None of the fake databases does;
     /// a model that does reports them with [`Model::deliver`].
     fn collect_logs(&mut self, site: usize, epoch: Epoch) {
@@ -235,8 +251,10 @@ pub fn reports(cmd: &Command) -> bool {
         | Command::Drill { .. }
         | Command::Probe
         | Command::SamplePositions
-        | Command::CheckService { .. } => true,
+        | Command::CheckService { .. }
+        | Command::Archive { .. } => true,
         Command::Relabel { .. }
+        | Command::ArchiveRemove { .. }
         | Command::Discard { .. }
         | Command::Prune { .. }
         | Command::Quarantine { .. }
@@ -347,6 +365,13 @@ pub fn execute<M: Model>(model: &mut M, site: usize, cmd: Command) {
         Command::Prune { db, before, keep } => model.prune(site, db, before, &keep),
         Command::Quarantine { artifact, reason } => model.quarantine(site, &artifact, &reason),
         Command::CollectLogs { epoch } => model.collect_logs(site, epoch),
+        Command::Archive { artifact } => {
+            if let Some((when, error)) = model.archive(site, &artifact) {
+                let key = artifact.key;
+                out.push(site, when, Input::Archived { key, error });
+            }
+        }
+        Command::ArchiveRemove { db, keys } => model.archive_remove(site, db, &keys),
     }
     out.deliver(model);
 }

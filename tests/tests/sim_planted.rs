@@ -73,6 +73,13 @@ fn swarm() -> RunSpec {
     RunSpec::swarm(24.0)
 }
 
+/// Half the swarm's seeds keep an archive: retention that forgets the chains of the points it
+/// keeps (their full is older than the window) is found by `archive_retention`.
+#[test]
+fn the_swarm_finds_archive_retention_that_drops_a_kept_points_full() {
+    finds(swarm(), PlantedBug::ArchiveKeepsWindowOnly, 60);
+}
+
 #[test]
 fn the_swarm_finds_a_primary_that_skips_its_self_fence() {
     finds(swarm(), PlantedBug::SkipSelfFence, 60);

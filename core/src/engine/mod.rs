@@ -2,6 +2,7 @@
 //! it verifies, orders and restores them, watches the chain and fails over when the primary site
 //! is lost. The role is decided by lease and epoch (see `role.rs`).
 
+mod archive;
 mod chain;
 mod invariants;
 mod monitor;
@@ -94,6 +95,9 @@ pub struct SiteState {
     /// Auto Pilot's view of this site's own database service, and the hold-down.
     #[serde(default)]
     pub own: role::OwnService,
+    /// Secondary: the point-in-time archive of each database (empty without `cfg.archive`).
+    #[serde(default)]
+    pub archive: Vec<archive::ArchiveDb>,
 }
 
 /// The site engine.
@@ -152,6 +156,11 @@ impl SiteEngine {
                 quarantined: 0,
                 clock_base: 0,
                 own: role::OwnService::default(),
+                archive: if cfg.archive.is_some() {
+                    vec![archive::ArchiveDb::default(); cfg.databases.len()]
+                } else {
+                    Vec::new()
+                },
             },
             out: VecDeque::new(),
             deadline: None,
@@ -240,6 +249,7 @@ impl SiteEngine {
             } => self.unreadable_manifest(now, outbox, &file, db, key, &reason),
             Input::CaptureGap { db, what } => self.capture_gap(now, db, &what),
             Input::Promoted { op, positions } => self.promoted_at(now, op, &positions),
+            Input::Archived { key, error } => self.archived(now, key, error),
             Input::StreamAlarm {
                 db,
                 alarm,
@@ -338,6 +348,7 @@ impl SiteEngine {
                 }
             }
         }
+        self.archive_restarted();
         self.role_restarted(now);
         self.try_ship(now);
         self.pump_all(now);
@@ -371,6 +382,7 @@ impl SiteEngine {
                     .timers
                     .set(Timer::Monitor, now + self.cfg.alerts.check_every_ms);
                 self.monitor(now);
+                self.archive_tick(now);
             }
             if self.st.timers.due(Timer::ShipSweep, now) {
                 fired = true;

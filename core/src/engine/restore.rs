@@ -72,6 +72,7 @@ impl SiteEngine {
         self.clear(now, AlertKind::ChecksumMismatch, Some(db), name_subject);
         self.send(Peer::Site(from), Message::Ack { key: meta.key });
         self.st.peer.last_heard = Some(now);
+        self.archive_accepted(meta);
 
         // The database's state is usually not in the cache: every read comes first and no
         // branch depends on one before all are issued, so the lines arrive together.
@@ -697,7 +698,16 @@ impl SiteEngine {
                 }
             }
         }
-        if drills {
+        // What waits to be archived stays in the inbox until its copy is durable.
+        let archiving = self
+            .st
+            .archive
+            .get(db.0 as usize)
+            .is_some_and(|a| !a.waiting.is_empty());
+        if let Some(a) = self.st.archive.get(db.0 as usize) {
+            keep.extend(a.waiting_keys());
+        }
+        if drills || archiving {
             keep.sort_unstable();
             keep.dedup();
         }

@@ -249,3 +249,12 @@ pub fn unreadable_manifest(
          shipped or restored). {next}"
     )
 }
+
+pub fn archive_failed(site: &str, db: &str, artifact: &str, why: &str) -> String {
+    format!(
+        "Artifact {artifact} of database [{db}] could not be copied into the point-in-time \
+         archive at site [{site}]: {why}. Points from it on are not restorable from the archive \
+         until it is; the inbox keeps it and the copy is tried again every minute. Check the \
+         archive directory's free space and permissions."
+    )
+}

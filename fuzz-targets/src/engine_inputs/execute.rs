@@ -76,6 +76,14 @@ impl Model for World<'_> {
         }
     }
 
+    fn archive(&mut self, _: usize, _: &ArtifactMeta) -> Option<((), Option<String>)> {
+        match self.outcome % 8 {
+            7 => Some(((), Some("No space left on device (os error 28)".into()))),
+            6 => None, // the agent died before reporting: issued again after a restart
+            _ => Some(((), None)),
+        }
+    }
+
     fn ship(&mut self, _: usize, _: OpId, artifact: ArtifactMeta, to: SiteId) -> Ship<()> {
         if to.0 >= 2 {
             return Ship::Silent;

@@ -110,6 +110,8 @@ pub struct Executor {
     /// Streaming: the local tunnel end to the other site's service of each database that
     /// streams, and the role the receivers last followed.
     streams: std::sync::Mutex<Streams>,
+    /// The point-in-time archive (`[archive]`), when this site keeps one.
+    archive: Option<Arc<crate::archive::Archive>>,
 }
 
 #[derive(Default)]
@@ -171,6 +173,10 @@ impl Executor {
             board,
             role_q,
             data_q,
+            archive: file
+                .archive
+                .as_ref()
+                .map(|a| Arc::new(crate::archive::Archive::new(&a.dir))),
             collecting: Arc::new(AtomicBool::new(false)),
             sampling: (0..file.engine.databases.len())
                 .map(|_| Arc::default())
@@ -253,9 +259,20 @@ impl Executor {
         let me = self.clone();
         let every = Duration::from_millis(file.disk.check_every_ms);
         let dir = file.data_dir.clone();
+        let archive_dir = file.archive.as_ref().map(|a| a.dir.clone());
         tokio::spawn(async move {
             loop {
-                if let Some(free_mib) = free_mib(&dir).await {
+                // The archive counts too: the smaller of the two file systems' free space.
+                let archive_free = match &archive_dir {
+                    Some(a) if a.exists() => free_mib(a).await,
+                    _ => None,
+                };
+                let inbox_free = free_mib(&dir).await;
+                let free = match (inbox_free, archive_free) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                if let Some(free_mib) = free {
                     me.feed.send(Input::DiskSpace { free_mib }).await;
                 }
                 tokio::time::sleep(every).await;
@@ -369,6 +386,18 @@ impl Executor {
             }
             Command::Probe => self.probe(),
             Command::CollectLogs { epoch } => self.collect_logs(epoch),
+            Command::Archive { artifact } => self.archive(artifact),
+            Command::ArchiveRemove { db, keys } => {
+                let Some(archive) = self.archive.clone() else {
+                    return;
+                };
+                let name = self.cfg.db_name(db).to_string();
+                let keys: BTreeSet<ArtifactKey> = keys.into_iter().collect();
+                tokio::task::spawn_blocking(move || match archive.remove(&name, &keys) {
+                    Ok(n) => debug!(removed = n, db = %name, "archive retention"),
+                    Err(e) => warn!(error = %e, db = %name, "archive retention failed"),
+                });
+            }
             Command::CheckService { op } => {
                 // Auto Pilot's check of this site's own service: every database answers the
                 // driver's probe. The result also feeds `/health`.
@@ -410,6 +439,42 @@ impl Executor {
                 }
             }
         }
+    }
+
+    /// Copy an accepted artifact from the inbox into the archive and report `Archived`.
+    fn archive(&self, artifact: ArtifactMeta) {
+        let key = artifact.key;
+        let feed = self.feed.clone();
+        let Some(archive) = self.archive.clone() else {
+            // The core archives only when `[archive]` is set: never here.
+            return;
+        };
+        let files = self.files.clone();
+        let name = self.cfg.db_name(key.db).to_string();
+        tokio::spawn(async move {
+            let res = tokio::task::spawn_blocking(move || {
+                let src = files.inbox_path(&artifact, &name).ok_or_else(|| {
+                    format!(
+                        "the inbox no longer has {}",
+                        crate::transport::inbox::artifact_file_name(&artifact, &name)
+                    )
+                })?;
+                archive
+                    .put(&src, &artifact, &name)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("the copy panicked: {e}")));
+            if let Err(e) = &res {
+                warn!(error = %e, ?key, "archiving failed");
+            }
+            feed.send(Input::Archived {
+                key,
+                error: res.err(),
+            })
+            .await;
+        });
     }
 
     /// Logs the database finished by itself (PostgreSQL's archive_timeout) ship at once, not at

@@ -88,6 +88,72 @@ pub struct SiteFile {
     pub disk: DiskSettings,
     #[serde(default)]
     pub tls: TlsSettings,
+    /// The point-in-time archive at this site (when it is the recovery site); none unless set.
+    #[serde(default)]
+    pub archive: Option<ArchiveSettings>,
+}
+
+/// `[archive]`: where the recovery site keeps every verified artifact, and for how long.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveSettings {
+    /// The archive's directory (its own disk if you like); relative to this file.
+    pub dir: PathBuf,
+    /// Every artifact created within this long of the newest one is kept: a number and a unit,
+    /// `s`, `m`, `h` or `d` (`"72h"`, `"7d"`).
+    #[serde(default = "ArchiveSettings::default_keep")]
+    pub keep: String,
+    /// A restorable chain for the last point of each of this many UTC days.
+    #[serde(default = "ArchiveSettings::default_daily")]
+    pub keep_daily: u32,
+    /// A restorable chain for the last point of each of this many ISO weeks.
+    #[serde(default = "ArchiveSettings::default_weekly")]
+    pub keep_weekly: u32,
+}
+
+impl ArchiveSettings {
+    fn default_keep() -> String {
+        "72h".into()
+    }
+    fn default_daily() -> u32 {
+        lifeboat_core::defaults::ARCHIVE_KEEP_DAILY
+    }
+    fn default_weekly() -> u32 {
+        lifeboat_core::defaults::ARCHIVE_KEEP_WEEKLY
+    }
+
+    /// The retention policy the core applies.
+    pub fn policy(&self) -> Result<lifeboat_core::archive::Policy, String> {
+        Ok(lifeboat_core::archive::Policy {
+            keep_ms: parse_span(&self.keep)?,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+        })
+    }
+}
+
+/// `"72h"`, `"30m"`, `"7d"`, `"90s"` in milliseconds.
+pub fn parse_span(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number and a unit (\"72h\", \"7d\")"))?;
+    let ms = match unit.trim() {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        u => {
+            return Err(format!(
+                "{s:?}: unknown unit {u:?}; use s, m, h or d (\"72h\", \"7d\")"
+            ))
+        }
+    };
+    n.checked_mul(ms)
+        .filter(|&v| v <= MAX_DURATION_MS)
+        .ok_or_else(|| format!("{s:?} is longer than ten years"))
 }
 
 /// `arbiter.toml`.
@@ -648,6 +714,13 @@ impl SiteFile {
                         .into(),
                 ));
             }
+        }
+        if let Some(a) = &mut f.archive {
+            match a.policy() {
+                Ok(policy) => f.engine.archive = Some(policy),
+                Err(e) => return Err(semantic(path, text, "archive.keep", e)),
+            }
+            a.dir = resolve(path, &a.dir);
         }
         f.driver.resolve_paths(|p| resolve(path, p));
         f.data_dir = resolve(path, &f.data_dir);
