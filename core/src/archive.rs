@@ -43,6 +43,8 @@ pub struct Policy {
     pub keep_daily: u32,
     /// A restorable chain for the last point of each of this many ISO weeks.
     pub keep_weekly: u32,
+    /// Restore a kept point chosen at random into scratch and check it this often (0: never).
+    pub verify_every_ms: Millis,
 }
 
 impl Default for Policy {
@@ -51,6 +53,7 @@ impl Default for Policy {
             keep_ms: crate::defaults::ARCHIVE_KEEP_MS,
             keep_daily: crate::defaults::ARCHIVE_KEEP_DAILY,
             keep_weekly: crate::defaults::ARCHIVE_KEEP_WEEKLY,
+            verify_every_ms: crate::defaults::ARCHIVE_VERIFY_EVERY_MS,
         }
     }
 }
@@ -468,6 +471,7 @@ mod tests {
             keep_ms: 6 * H as u64,
             keep_daily: 2,
             keep_weekly: 0,
+            verify_every_ms: 0,
         };
         // One full at the start: every point needs every log, so nothing goes.
         assert!(expired(&e, &policy).is_empty());
@@ -576,7 +580,7 @@ mod tests {
             daily in 0u32..4,
             weekly in 0u32..3,
         ) {
-            let policy = Policy { keep_ms: keep_h * H as u64, keep_daily: daily, keep_weekly: weekly };
+            let policy = Policy { keep_ms: keep_h * H as u64, keep_daily: daily, keep_weekly: weekly, verify_every_ms: 0 };
             let before = points(&e);
             let kept_idx = kept_points(&before, &e, &policy);
             let gone: BTreeSet<ArtifactKey> = expired(&e, &policy).into_iter().collect();

@@ -64,6 +64,10 @@ pub struct Restore {
     pub reseed_after_minutes: u64,
     /// Outstanding commands (restores, fences, promotions) are re-issued after this long.
     pub op_timeout_ms: Millis,
+    /// A standby that lags on purpose: artifacts are received and verified at once, applied
+    /// only this long after they arrived (0: at once). A failover catches up fully first, or
+    /// to the time an operator chose (`failover --until`); a switchover catches up fully.
+    pub apply_delay_ms: Millis,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,6 +180,7 @@ impl Default for Restore {
             retry_delay_ms: d::RESTORE_RETRY_DELAY,
             reseed_after_minutes: d::RESEED_AFTER_MINUTES,
             op_timeout_ms: d::OP_TIMEOUT,
+            apply_delay_ms: 0,
         }
     }
 }
@@ -328,6 +333,7 @@ impl Config {
             ("shipping.retry_max_ms", self.shipping.retry_max_ms),
             ("restore.retry_delay_ms", self.restore.retry_delay_ms),
             ("restore.op_timeout_ms", self.restore.op_timeout_ms),
+            ("restore.apply_delay_ms", self.restore.apply_delay_ms),
             ("alerts.check_every_ms", self.alerts.check_every_ms),
             ("lease.lease_ms", self.lease.lease_ms),
             ("lease.renew_every_ms", self.lease.renew_every_ms),

@@ -111,3 +111,5 @@ pub const ARCHIVE_KEEP_WEEKLY: u32 = 12;
 pub const ARCHIVE_RETAIN_EVERY: Millis = 10 * MINUTE;
 /// An artifact that could not be archived is tried again after this long.
 pub const ARCHIVE_RETRY_MS: Millis = MINUTE;
+/// The archive restores a kept point chosen at random into scratch and checks it this often.
+pub const ARCHIVE_VERIFY_EVERY_MS: Millis = 24 * 60 * MINUTE;

@@ -62,6 +62,13 @@ pub enum OperatorRequest {
     ConfirmFailover,
     /// Abort a failover that waits for confirmation.
     AbortFailover,
+    /// An unplanned failover that stops at a chosen point: artifacts created after `until`
+    /// are left out (a delayed standby taken over before a bad write reached it). Appended:
+    /// journals encode the variant's index.
+    FailoverUntil {
+        force: bool,
+        until: crate::ids::UtcMillis,
+    },
 }
 
 /// Everything that can happen to an engine.
@@ -244,6 +251,16 @@ pub enum Command {
     /// Archive retention: remove these artifacts of `db` from the archive (the core decided
     /// with [`crate::archive::expired`]; no kept point needs them). Sorted, no duplicates.
     ArchiveRemove { db: DbId, keys: Vec<ArtifactKey> },
+    /// The archive's scheduled verification: restore `chain` (a point the retention policy
+    /// keeps, the core's choice) from the archive into a scratch copy, check it, discard it;
+    /// `Completed` like a `Drill`. The adapter takes every file from the archive, never from
+    /// the inbox, and fails when one is missing.
+    ArchiveDrill {
+        op: OpId,
+        db: DbId,
+        upto: Lsn,
+        chain: Vec<ArtifactMeta>,
+    },
 }
 
 impl Command {
@@ -260,6 +277,7 @@ impl Command {
             | Command::RestartService { op }
             | Command::SwitchIdentity { op, .. }
             | Command::Drill { op, .. }
+            | Command::ArchiveDrill { op, .. }
             | Command::CheckService { op } => Some(*op),
             Command::Relabel { .. }
             | Command::Discard { .. }

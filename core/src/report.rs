@@ -16,6 +16,18 @@ pub struct DbLoss {
     pub rpo_upper: Option<u64>,
 }
 
+/// What a failover to a chosen point (`failover --until`) left out of one database: the
+/// received artifacts created after `until`, and the positions they covered (counted in the
+/// loss bounds).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeftOut {
+    pub db: DbId,
+    pub until: crate::ids::UtcMillis,
+    pub artifacts: u32,
+    pub from: Lsn,
+    pub to: Lsn,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Report {
     Failover {
@@ -31,6 +43,9 @@ pub enum Report {
         /// bounds divided by it are the seconds of writes lost at that rate. 0: none known.
         #[serde(default)]
         write_rate: u64,
+        /// What a failover to a chosen point left out (empty otherwise).
+        #[serde(default)]
+        left_out: Vec<LeftOut>,
         /// From detection of the failure to the promoted site being writable.
         rto_ms: Millis,
         detected_at: Millis,

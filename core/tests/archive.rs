@@ -41,6 +41,7 @@ fn site() -> SiteEngine {
         keep_ms: HOUR as u64,
         keep_daily: 0,
         keep_weekly: 0,
+        verify_every_ms: 0,
     });
     let mut e = SiteEngine::new(cfg, SiteId(1));
     e.handle(1_000, Input::Tick);
@@ -261,4 +262,110 @@ fn retention_removes_what_no_kept_point_needs_and_a_restart_issues_unconfirmed_c
     receive(&mut e, now + 1_000, x);
     e.handle(now + 2_000, Input::Restarted);
     assert_eq!(archives(&drain(&mut e)), vec![x.key]);
+}
+
+#[test]
+fn the_archive_is_verified_on_schedule_from_a_kept_point_and_a_failure_raises_archive_failed() {
+    let mut cfg = config(1);
+    cfg.archive = Some(Policy {
+        keep_ms: HOUR as u64,
+        keep_daily: 0,
+        keep_weekly: 0,
+        verify_every_ms: 10 * MINUTE,
+    });
+    let mut e = SiteEngine::new(cfg, SiteId(1));
+    e.handle(1_000, Input::Tick);
+    drain(&mut e);
+    let metas = [
+        meta(ArtifactKind::Full, 0, 0, T0),
+        meta(ArtifactKind::Log, 0, 10, T0 + 60_000),
+        meta(ArtifactKind::Log, 10, 20, T0 + 120_000),
+    ];
+    for m in metas {
+        receive(&mut e, 2_000, m);
+        e.handle(
+            2_000,
+            Input::Archived {
+                key: m.key,
+                error: None,
+            },
+        );
+    }
+    drain(&mut e);
+    let drills = |out: &[Output]| -> Vec<(lifeboat_core::OpId, Lsn, Vec<ArtifactMeta>)> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Command(Command::ArchiveDrill {
+                    op, upto, chain, ..
+                }) => Some((*op, *upto, chain.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    // Not before the schedule.
+    let mut now = 2_000;
+    let mut issued = Vec::new();
+    while issued.is_empty() && now < 30 * MINUTE {
+        now += 1_000;
+        e.handle(now, Input::Tick);
+        issued = drills(&drain(&mut e));
+    }
+    assert!(now >= 10 * MINUTE, "verified at {now}");
+    let (op, upto, chain) = issued[0].clone();
+    // A kept point, with its whole chain from the full.
+    assert_eq!(chain[0].key, metas[0].key);
+    assert_eq!(chain.last().unwrap().key.lsn_end, upto);
+    // One at a time: while it runs, only the same operation is issued again (an overdue
+    // operation is re-issued with its id), never a second one.
+    e.handle(now + 11 * MINUTE, Input::Tick);
+    assert!(drills(&drain(&mut e)).iter().all(|d| d.0 == op));
+    e.handle(
+        now + 11 * MINUTE,
+        Input::Completed {
+            op,
+            result: Err(lifeboat_core::Failure {
+                code: 11,
+                message: "database disk image is malformed".into(),
+                permanent: false,
+            }),
+        },
+    );
+    let out = drain(&mut e);
+    let alert = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Alert(a) if a.id.kind.as_str() == "archive_failed" => Some(a.clone()),
+            _ => None,
+        })
+        .expect("archive_failed");
+    assert!(
+        alert.text.contains("malformed") && alert.text.contains("drill --at"),
+        "{}",
+        alert.text
+    );
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Report(lifeboat_core::report::Report::Drill { ok: false, .. })
+    )));
+    // The next one, on schedule, succeeds and clears it.
+    let mut next = Vec::new();
+    let mut t = now + 11 * MINUTE;
+    while next.is_empty() && t < now + 40 * MINUTE {
+        t += 1_000;
+        e.handle(t, Input::Tick);
+        next = drills(&drain(&mut e));
+    }
+    let (op2, _, _) = next.first().cloned().expect("a second verification");
+    e.handle(
+        t,
+        Input::Completed {
+            op: op2,
+            result: Ok(()),
+        },
+    );
+    let out = drain(&mut e);
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Alert(a) if a.change == AlertChange::Cleared && a.id.kind.as_str() == "archive_failed"
+    )));
 }

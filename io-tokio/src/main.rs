@@ -68,6 +68,11 @@ enum Cmd {
         /// Accept the risk that the arbiter cannot confirm the primary is gone.
         #[arg(long)]
         force: bool,
+        /// Stop at this UTC time (`2026-11-22T03:05:00Z`): artifacts created after it are
+        /// left out (a standby that lags on purpose, taken over before a bad write reached it).
+        /// The report names what was left out and counts it in the loss.
+        #[arg(long)]
+        until: Option<String>,
         #[command(flatten)]
         target: Target,
         #[arg(long, default_value_t = 120)]
@@ -85,10 +90,46 @@ enum Cmd {
         /// One database (default: all).
         #[arg(long)]
         db: Option<String>,
+        /// Drill a point of the archive instead of the standby's position: a UTC time
+        /// (`2026-11-22T03:05:00Z`), `lsn:N` or `latest`. Runs here, from `[archive]` of
+        /// --config, without the agent.
+        #[arg(long)]
+        at: Option<String>,
+        /// With --at on PostgreSQL: the scratch server's port (default: the database's + 2000).
+        #[arg(long)]
+        port: Option<u16>,
         #[command(flatten)]
         target: Target,
         #[arg(long, default_value_t = 120)]
         wait: u64,
+    },
+    /// The point-in-time archive of this (recovery) site.
+    Archive {
+        #[command(subcommand)]
+        cmd: ArchiveCmd,
+    },
+    /// Build a point of the archive into a new place, check it and say what it reached. Never
+    /// touches the standby or the primary; needs no agent.
+    Restore {
+        /// The site.toml with the `[archive]` section.
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+        #[arg(long)]
+        db: String,
+        /// A UTC time (`2026-11-22T03:05:00Z`), `lsn:N`, or `latest`. SQLite: the last
+        /// archived log at or before it. PostgreSQL: every transaction committed at or before
+        /// it (`recovery_target_time` / `recovery_target_lsn`).
+        #[arg(long)]
+        at: String,
+        /// Where to build it: a new file (SQLite) or a new data directory (PostgreSQL).
+        #[arg(long)]
+        into: PathBuf,
+        /// PostgreSQL: what the copy does at its target.
+        #[arg(long, value_enum, default_value = "pause")]
+        action: lifeboat_io_tokio::cli::archive::PgAction,
+        /// PostgreSQL: the port of the server that replays (default: the database's + 2000).
+        #[arg(long)]
+        port: Option<u16>,
     },
     /// Confirm a failover that waits for an operator (`engine.failover.confirm = true`).
     Confirm {
@@ -202,6 +243,20 @@ enum Cmd {
         /// Use this directory instead of a new temporary one.
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ArchiveCmd {
+    /// The restorable ranges of each database (UTC times and positions), the artifacts behind
+    /// them and their size.
+    List {
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+        #[arg(long)]
+        db: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -343,10 +398,15 @@ fn main() {
         )),
         Cmd::Failover {
             force,
+            until,
             target,
             wait,
         } => {
-            let params = serde_json::json!({ "force": force });
+            if let Some(Err(e)) = until.as_deref().map(lifeboat_core::utc::parse_iso) {
+                eprintln!("lifeboat failover: --until {e}");
+                std::process::exit(exit::USAGE);
+            }
+            let params = serde_json::json!({ "force": force, "until": until });
             runtime().block_on(cli::operator(&target, "failover", params, wait))
         }
         Cmd::Failback { target, wait } => runtime().block_on(cli::operator(
@@ -355,7 +415,33 @@ fn main() {
             serde_json::json!({}),
             wait,
         )),
-        Cmd::Drill { db, target, wait } => {
+        Cmd::Drill {
+            db,
+            at: Some(at),
+            port,
+            target,
+            ..
+        } => match &target.config {
+            Some(config) => cli::archive::drill_at(config, db.as_deref(), &at, port),
+            None => {
+                eprintln!("lifeboat drill --at: needs --config (the site.toml with [archive])");
+                exit::USAGE
+            }
+        },
+        Cmd::Archive {
+            cmd: ArchiveCmd::List { config, db, json },
+        } => cli::archive::list(&config, db.as_deref(), json),
+        Cmd::Restore {
+            config,
+            db,
+            at,
+            into,
+            action,
+            port,
+        } => cli::archive::restore(&config, &db, &at, &into, action, port),
+        Cmd::Drill {
+            db, target, wait, ..
+        } => {
             let params = serde_json::json!({ "db": db });
             runtime().block_on(cli::operator(&target, "drill", params, wait))
         }

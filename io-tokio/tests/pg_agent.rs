@@ -64,6 +64,9 @@ struct Opts {
     proxy_to_b: bool,
     /// Lines added under both sites' `[driver]`.
     driver: &'static str,
+    /// Text appended to the recovery site's (b's) site.toml only, after every section (an
+    /// `[archive]` table, say).
+    recovery_extra: &'static str,
 }
 
 struct Site {
@@ -195,6 +198,11 @@ impl World {
                 pg = s.pg,
                 driver = o.driver,
             );
+            let text = if s.name == "b" {
+                format!("{text}{}", o.recovery_extra)
+            } else {
+                text
+            };
             std::fs::write(&s.config, text).unwrap();
         }
         let arb = scratch.path.join("arbiter.toml");
@@ -1253,5 +1261,256 @@ fn archive_timeout_ships_a_lone_row_within_the_timeout() {
     assert!(
         took < Duration::from_secs(2 + 4),
         "archive_timeout did not bound the RPO: {took:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The point-in-time archive at the recovery site
+
+/// Now in UTC with milliseconds (`2026-12-04T17:05:00.250Z`): the targets here are a second
+/// apart.
+fn utc_now_ms() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let t = lifeboat_core::UtcMillis(ms);
+    format!(
+        "{}.{:03}Z",
+        t.to_string().trim_end_matches('Z'),
+        ms.rem_euclid(1000)
+    )
+}
+
+/// `lifeboat <args>`: its exit code, stdout and stderr.
+fn lifeboat_run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `lifeboat archive list --json` of the site file `config`.
+fn archive_listing(config: &str) -> serde_json::Value {
+    let (code, out, err) = lifeboat_run(&["archive", "list", "-c", config, "--json"]);
+    assert_eq!(code, 0, "archive list failed: {out}{err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("archive list --json: {e}: {out}"))
+}
+
+/// The newest archived position of the first database, if it has a restorable point.
+fn archive_last_position(config: &str) -> Option<u64> {
+    archive_listing(config)["databases"][0]["ranges"]
+        .as_array()?
+        .iter()
+        .filter_map(|r| r["last_position"].as_u64())
+        .max()
+}
+
+/// `(id, v)` of every row of `pitr` at the server on `port`, as `id|v`.
+fn pitr_rows(port: u16) -> Vec<String> {
+    psql(port, "select id, v from pitr order by id").unwrap()
+}
+
+fn pitr_expected(ids: std::ops::RangeInclusive<u32>) -> Vec<String> {
+    ids.map(|i| format!("{i}|row {i}")).collect()
+}
+
+/// Each row its own commit.
+fn pitr_insert(port: u16, ids: std::ops::RangeInclusive<u32>) {
+    let sqls: Vec<String> = ids
+        .map(|i| format!("insert into pitr(id, v) values ({i}, 'row {i}')"))
+        .collect();
+    let refs: Vec<&str> = sqls.iter().map(String::as_str).collect();
+    psql_each(port, &refs).expect("the inserts");
+}
+
+/// 6. The recovery site's `[archive]` keeps the base backup and every WAL segment it accepts;
+///    after a bad `DELETE` reached the standby, `lifeboat restore --at` builds new data
+///    directories from the archive alone: promoted at a noted time (exactly the rows committed
+///    before it), paused just before the delete (every row, read-only). A time before the
+///    archive is refused, a drill of the noted time passes, and the standby is untouched.
+#[test]
+fn a_restore_from_the_archive_to_a_noted_time_brings_back_exactly_the_rows_committed_before_it() {
+    let Some(_serial) = postgres_or_skip("archive restore") else {
+        return;
+    };
+    let t0 = Instant::now();
+    let w = World::start(Opts {
+        recovery_extra: "\n[archive]\ndir = \"archive\"\nkeep = \"1h\"\n",
+        ..Opts::default()
+    });
+    let (a, b) = (w.site("a").pg, w.site("b").pg);
+    let b_http = w.site("b").http;
+    let rec = w.site("b").config.to_str().unwrap().to_string();
+    let started = t0.elapsed();
+    psql(a, "create table pitr(id int primary key, v text not null)").unwrap();
+    wait_for(
+        "the first full in b's archive",
+        Duration::from_secs(30),
+        || archive_last_position(&rec).is_some(),
+    );
+
+    // Batch A; a noted time T a second after its last commit; batch B a second later.
+    pitr_insert(a, 1..=50);
+    std::thread::sleep(Duration::from_secs(1));
+    let noted = utc_now_ms();
+    std::thread::sleep(Duration::from_secs(1));
+    pitr_insert(a, 51..=100);
+    psql(a, "select pg_switch_wal()").unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let before_delete = utc_now_ms();
+    std::thread::sleep(Duration::from_secs(1));
+    // The bad write, and the position just after it.
+    let out = psql_each(a, &["delete from pitr", "select pg_current_wal_lsn()"]).unwrap();
+    let deleted_at = PgLsn::parse(out.last().unwrap()).unwrap().0;
+    psql(a, "select pg_switch_wal()").unwrap();
+    eprintln!(
+        "    noted {noted}, before the delete {before_delete}, delete ends at {}",
+        PgLsn(deleted_at)
+    );
+    wait_for("the delete in b's archive", Duration::from_secs(30), || {
+        archive_last_position(&rec).is_some_and(|p| p >= deleted_at)
+    });
+    wait_for("the delete at b's standby", Duration::from_secs(30), || {
+        psql(b, "select count(*) from pitr").is_ok_and(|r| r == ["0"])
+    });
+    let doc = archive_listing(&rec);
+    eprintln!("    archive: {doc}");
+    let ranges = doc["databases"][0]["ranges"].as_array().unwrap();
+    assert!(
+        ranges.iter().all(|r| r["bytes"].as_u64() > Some(0)
+            && r["artifacts"].as_u64() >= Some(2)
+            && r["full"].is_object()),
+        "{doc}"
+    );
+    let restores = w.scratch.dir("restores");
+
+    // 1. To T, promoted: batch A, none of B; a later plain start is a writable primary.
+    let noted_dir = restores.join("noted");
+    let port = cluster::free_port();
+    let t = Instant::now();
+    let (code, out, err) = lifeboat_run(&[
+        "restore",
+        "-c",
+        &rec,
+        "--db",
+        "app",
+        "--at",
+        &noted,
+        "--action",
+        "promote",
+        "--into",
+        noted_dir.to_str().unwrap(),
+        "--port",
+        &port.to_string(),
+    ]);
+    eprintln!(
+        "    restore --at {noted} (promote) in {:?}: {out}{err}",
+        t.elapsed()
+    );
+    assert_eq!(code, 0, "restore to T: {out}{err}");
+    assert!(
+        out.contains("restored database app") && out.contains("checked ok"),
+        "{out}"
+    );
+    let c = cluster::Cluster::adopt(&noted_dir, port).unwrap();
+    c.start().unwrap();
+    assert_eq!(in_recovery(port), Some(false), "a primary");
+    assert_eq!(pitr_rows(port), pitr_expected(1..=50), "batch A, none of B");
+    psql(port, "insert into pitr(id, v) values (1000, 'after')").expect("it takes writes");
+    c.stop("fast").unwrap();
+
+    // 2. Just before the delete, paused: both batches, read-only, paused at the target.
+    let before_dir = restores.join("before");
+    let port = cluster::free_port();
+    let t = Instant::now();
+    let (code, out, err) = lifeboat_run(&[
+        "restore",
+        "-c",
+        &rec,
+        "--db",
+        "app",
+        "--at",
+        &before_delete,
+        "--action",
+        "pause",
+        "--into",
+        before_dir.to_str().unwrap(),
+        "--port",
+        &port.to_string(),
+    ]);
+    eprintln!(
+        "    restore --at {before_delete} (pause) in {:?}: {out}{err}",
+        t.elapsed()
+    );
+    assert_eq!(code, 0, "restore before the delete: {out}{err}");
+    assert!(out.contains("checked ok"), "{out}");
+    let c = cluster::Cluster::adopt(&before_dir, port).unwrap();
+    c.start().unwrap();
+    wait_for(
+        "the copy to pause at its target",
+        Duration::from_secs(30),
+        || psql(port, "select pg_get_wal_replay_pause_state()").is_ok_and(|r| r == ["paused"]),
+    );
+    assert_eq!(in_recovery(port), Some(true), "still in recovery");
+    assert_eq!(pitr_rows(port), pitr_expected(1..=100), "both batches");
+    let refused = psql(port, "insert into pitr(id, v) values (1000, 'after')")
+        .expect_err("a paused copy is read-only");
+    assert!(refused.contains("read-only"), "{refused}");
+    c.stop("fast").unwrap();
+
+    // 3. A time before anything archived: no point, nothing written.
+    let early = restores.join("early");
+    let (code, out, err) = lifeboat_run(&[
+        "restore",
+        "-c",
+        &rec,
+        "--db",
+        "app",
+        "--at",
+        "2001-01-01T00:00:00Z",
+        "--action",
+        "promote",
+        "--into",
+        early.to_str().unwrap(),
+        "--port",
+        &cluster::free_port().to_string(),
+    ]);
+    eprintln!("    restore --at 2001-01-01T00:00:00Z: exit {code}: {err}");
+    assert_eq!(code, 1, "a time before the archive: {out}{err}");
+    assert!(err.contains("no point at or before"), "{err}");
+    assert!(!early.exists());
+
+    // 4. A drill of T from the archive.
+    let t = Instant::now();
+    let (code, out, err) = lifeboat_run(&[
+        "drill",
+        "-c",
+        &rec,
+        "--at",
+        &noted,
+        "--port",
+        &cluster::free_port().to_string(),
+    ]);
+    eprintln!("    drill --at {noted} in {:?}: {out}{err}", t.elapsed());
+    assert_eq!(code, 0, "drill --at T: {out}{err}");
+    assert!(
+        out.contains("drill of app at") && out.contains(": ok"),
+        "{out}"
+    );
+
+    // 5. The standby is untouched: still in recovery with the delete, and it still follows.
+    assert_eq!(in_recovery(b), Some(true));
+    assert_eq!(psql(b, "select count(*) from pitr").unwrap(), ["0"]);
+    assert_eq!(status(b_http).unwrap()["role"], "secondary");
+    psql(a, "insert into pitr(id, v) values (2000, 'later')").unwrap();
+    wait_for("b to follow a's next row", Duration::from_secs(30), || {
+        psql(b, "select id from pitr").is_ok_and(|r| r == ["2000"])
+    });
+    eprintln!(
+        "    world up in {started:?}, the whole test {:?}",
+        t0.elapsed()
     );
 }

@@ -1136,6 +1136,33 @@ impl Model for World {
         }
     }
 
+    fn archive_drill(
+        &mut self,
+        s: usize,
+        op: OpId,
+        db: DbId,
+        upto: Lsn,
+        chain: &[ArtifactMeta],
+    ) -> Done<Millis> {
+        if let Some(done) = self.run_once(s, op) {
+            return done;
+        }
+        let result = match self.archive_chain_restores(s, db, chain) {
+            Ok(()) if chain.last().map(|m| m.key.lsn_end) == Some(upto) => Ok(()),
+            Ok(()) => Err(failure(4305, "the chain does not reach the point", false)),
+            Err(why) => {
+                // The engine chose a kept point: every one restores (the archive oracle).
+                let name = self.node_name(s);
+                let what = format!("{name}: the archive's verification of {}: {why}", upto.0);
+                self.violation("archive_retention", what);
+                Err(failure(22, &why, false))
+            }
+        };
+        self.out.archive_points_checked += 1;
+        let after = 3 * self.params.restore_base.0;
+        self.finish_op(s, op, result, after)
+    }
+
     fn archive_remove(&mut self, s: usize, db: DbId, keys: &[ArtifactKey]) {
         self.check_archive_removal(s, db, keys);
         for k in keys {

@@ -214,7 +214,8 @@ impl World {
                 self.operator(secondary, OperatorRequest::Drill { db })
             }
             FaultMode::ForcedFailover => {
-                self.operator(secondary, OperatorRequest::Failover { force: true })
+                let req = self.forced_failover_request();
+                self.operator(secondary, req)
             }
             FaultMode::FlappingLink => {
                 let (Some(a), Some(b)) = (

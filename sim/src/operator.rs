@@ -115,11 +115,24 @@ impl World {
         let name = self.node_name(s);
         self.trace
             .note(self.now, || format!("OPERATOR {name}: failover --force"));
-        self.feed(
-            s,
-            Input::Operator(OperatorRequest::Failover { force: true }),
-            None,
-        );
+        let req = self.forced_failover_request();
+        self.feed(s, Input::Operator(req), None);
+    }
+
+    /// An operator's forced failover. A standby that lags on purpose is taken over, every
+    /// other time, at a point inside its delay (`failover --until`): what came after is left
+    /// out, and the loss bounds must still hold the truth.
+    pub fn forced_failover_request(&self) -> OperatorRequest {
+        let delay = self.cfg.restore.apply_delay_ms;
+        if delay > 0 && (self.now / 1_000).is_multiple_of(2) {
+            let until = crate::world::UTC_AT_START + self.now.saturating_sub(delay / 2) as i64;
+            OperatorRequest::FailoverUntil {
+                force: true,
+                until: lifeboat_core::UtcMillis(until),
+            }
+        } else {
+            OperatorRequest::Failover { force: true }
+        }
     }
 
     /// A scheduled operator request; an answer to a confirmation question only while that

@@ -61,7 +61,17 @@ fn draw_archive(seed: u64, cfg: &mut Config) {
         keep_ms: r.gen_range(10..=360) * 60_000,
         keep_daily: r.gen_range(0..=3),
         keep_weekly: r.gen_range(0..=2),
+        verify_every_ms: r.gen_range(30..=360) * 60_000,
     });
+}
+
+/// A quarter of the generated seeds run a standby that lags on purpose (stream 89): artifacts
+/// are applied 1 to 30 minutes after they arrive; failovers and switchovers catch up first.
+fn draw_delay(seed: u64, cfg: &mut Config) {
+    let mut r = crate::world::stream(seed, 89);
+    if r.gen_bool(0.25) {
+        cfg.restore.apply_delay_ms = r.gen_range(1..=30) * 60_000;
+    }
 }
 
 /// `key = value` for every engine setting the draws changed.
@@ -218,7 +228,8 @@ impl RunSpec {
     /// - timings (86): half the seeds draw the lease, renewal, fence time, heartbeat, arbiter
     ///   timeout, probe cadence and thresholds, switchover timeout and hold-down from ranges
     ///   `Config::validate` accepts;
-    /// - archive (88): half the seeds keep a point-in-time archive (see `draw_archive`).
+    /// - archive (88): half the seeds keep a point-in-time archive (see `draw_archive`);
+    /// - apply delay (89): a quarter of the seeds apply artifacts 1..30 minutes late.
     pub fn draws(&self, seed: u64) -> Draws {
         let mut cfg = self.config.clone();
         let mut world = self.world.clone();
@@ -326,12 +337,13 @@ impl RunSpec {
             };
         }
         draw_archive(seed, &mut cfg);
+        draw_delay(seed, &mut cfg);
         drawn.extend(config_diff(&base.0, &cfg));
         // Not in the engine's serde form (the adapter sets it from `[archive]`).
         if let Some(a) = cfg.archive {
             drawn.push(format!(
-                "archive = {{ keep_ms = {}, keep_daily = {}, keep_weekly = {} }}",
-                a.keep_ms, a.keep_daily, a.keep_weekly
+                "archive = {{ keep_ms = {}, keep_daily = {}, keep_weekly = {}, verify_every_ms = {} }}",
+                a.keep_ms, a.keep_daily, a.keep_weekly, a.verify_every_ms
             ));
         }
         drawn.extend(world_diff(&base.1, &world));

@@ -155,6 +155,7 @@ fn command_fp(c: &Command) -> u64 {
         Command::CollectLogs { epoch } => mix(&[20, epoch.0]),
         Command::CheckService { .. } => 21,
         Command::Archive { artifact } => mix(&[22, key_fp(&artifact.key)]),
+        Command::ArchiveDrill { db, upto, .. } => mix(&[24, u64::from(db.0), upto.0]),
         Command::ArchiveRemove { db, keys } => mix(&[
             23,
             u64::from(db.0),

@@ -222,6 +222,20 @@ pub trait Model {
         None
     }
 
+    /// Restore a chain from the archive into scratch and check it (the archive's scheduled
+    /// verification).
+    fn archive_drill(
+        &mut self,
+        site: usize,
+        op: OpId,
+        db: DbId,
+        upto: Lsn,
+        chain: &[ArtifactMeta],
+    ) -> Done<Self::When> {
+        let _ = (db, upto, chain);
+        self.completes(site, op)
+    }
+
     /// Remove artifacts from the archive (reports nothing).
     fn archive_remove(&mut self, site: usize, db: DbId, keys: &[ArtifactKey]) {
         let _ = (site, db, keys);
@@ -252,7 +266,8 @@ pub fn reports(cmd: &Command) -> bool {
         | Command::Probe
         | Command::SamplePositions
         | Command::CheckService { .. }
-        | Command::Archive { .. } => true,
+        | Command::Archive { .. }
+        | Command::ArchiveDrill { .. } => true,
         Command::Relabel { .. }
         | Command::ArchiveRemove { .. }
         | Command::Discard { .. }
@@ -372,6 +387,15 @@ pub fn execute<M: Model>(model: &mut M, site: usize, cmd: Command) {
             }
         }
         Command::ArchiveRemove { db, keys } => model.archive_remove(site, db, &keys),
+        Command::ArchiveDrill {
+            op,
+            db,
+            upto,
+            chain,
+        } => {
+            let done = model.archive_drill(site, op, db, upto, &chain);
+            out.done(site, op, done);
+        }
     }
     out.deliver(model);
 }

@@ -31,6 +31,9 @@ pub struct ArchiveDb {
     pub full_since: bool,
     /// Bytes of `entries`.
     pub bytes: u64,
+    /// When the last scheduled verification was issued, and how many were.
+    pub verified_at: Option<Millis>,
+    pub verifications: u64,
 }
 
 impl ArchiveDb {
@@ -131,6 +134,110 @@ impl SiteEngine {
             if a.full_since || now.saturating_sub(a.retained_at) >= ARCHIVE_RETAIN_EVERY {
                 self.retain(now, DbId(db as u32));
             }
+            self.verify_due(now, DbId(db as u32));
+        }
+    }
+
+    /// The scheduled verification (`verify_every_ms`): a kept point chosen at random (by a
+    /// counter mixed with the time: the same inputs choose the same point) is restored from
+    /// the archive into scratch and checked. One at a time per database; the first one
+    /// `verify_every_ms` after the archive's first entry.
+    fn verify_due(&mut self, now: Millis, db: DbId) {
+        let Some(policy) = self.cfg.archive else {
+            return;
+        };
+        let every = policy.verify_every_ms;
+        let running = self
+            .st
+            .ops
+            .values()
+            .any(|e| matches!(e.purpose, super::OpPurpose::ArchiveDrill { db: x } if x == db));
+        let Some(a) = self.st.archive.get_mut(db.0 as usize) else {
+            return;
+        };
+        if every == 0 || running || a.entries.is_empty() {
+            return;
+        }
+        let Some(last) = a.verified_at else {
+            a.verified_at = Some(now);
+            return;
+        };
+        if now.saturating_sub(last) < every {
+            return;
+        }
+        a.verified_at = Some(now);
+        a.verifications += 1;
+        let points = crate::archive::points(&a.entries);
+        let kept = crate::archive::kept_points(&points, &a.entries, &policy);
+        if kept.is_empty() {
+            return;
+        }
+        let pick = mix(a.verifications ^ now.rotate_left(17)) as usize % kept.len();
+        let p = &points[kept[pick]];
+        let (upto, chain) = (p.lsn, p.chain.clone());
+        self.issue(now, super::OpPurpose::ArchiveDrill { db }, |op| {
+            Command::ArchiveDrill {
+                op,
+                db,
+                upto,
+                chain,
+            }
+        });
+    }
+
+    /// A scheduled verification of the archive finished: a drill report, and `archive_failed`
+    /// (about the archive as a whole) raised on failure, cleared on success.
+    pub(super) fn archive_drill_done(
+        &mut self,
+        now: Millis,
+        db: DbId,
+        cmd: &Command,
+        result: Result<(), crate::protocol::Failure>,
+    ) {
+        let (upto, when) = match cmd {
+            Command::ArchiveDrill { upto, chain, .. } => (
+                *upto,
+                chain
+                    .last()
+                    .map(|m| m.created_utc.to_string())
+                    .unwrap_or_default(),
+            ),
+            _ => return,
+        };
+        match result {
+            Ok(()) => {
+                self.clear(now, AlertKind::ArchiveFailed, Some(db), Subject::None);
+                self.report(crate::report::Report::Drill {
+                    db,
+                    upto,
+                    ok: true,
+                    message: format!("archive point {when} restored and checked"),
+                });
+            }
+            Err(f) => {
+                let text = texts::archive_verify_failed(
+                    self.cfg.site_name(self.me),
+                    self.db_name(db),
+                    &when,
+                    upto.0,
+                    &f.message,
+                );
+                self.raise(
+                    now,
+                    AlertKind::ArchiveFailed,
+                    Some(db),
+                    Subject::None,
+                    Severity::Failure,
+                    false,
+                    text,
+                );
+                self.report(crate::report::Report::Drill {
+                    db,
+                    upto,
+                    ok: false,
+                    message: format!("archive point {when}: {}", f.message),
+                });
+            }
         }
     }
 
@@ -184,4 +291,11 @@ impl SiteEngine {
         a.bytes = a.bytes.saturating_sub(freed);
         self.command(Command::ArchiveRemove { db, keys: gone });
     }
+}
+
+/// A 64-bit mix (SplitMix64's finalizer): the verification's "random" choice, deterministic.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }

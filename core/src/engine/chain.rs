@@ -21,6 +21,30 @@ pub struct Pending {
     pub last_error: Option<Failure>,
 }
 
+/// What the chain holds back (see [`DbState::next_at`]).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Hold {
+    /// Artifacts wait this long after they arrive before they are applied.
+    pub delay_ms: Millis,
+    /// Artifacts created after this time are left out (a failover to a chosen point).
+    pub until: Option<crate::ids::UtcMillis>,
+}
+
+impl Hold {
+    pub const NONE: Hold = Hold {
+        delay_ms: 0,
+        until: None,
+    };
+
+    fn holds(&self, x: &Pending, now: Millis) -> bool {
+        self.delay_ms > 0 && x.received_at.saturating_add(self.delay_ms) > now
+    }
+
+    pub fn leaves_out(&self, m: &ArtifactMeta) -> bool {
+        self.until.is_some_and(|u| m.created_utc > u)
+    }
+}
+
 /// A position no received artifact covers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Gap {
@@ -403,19 +427,26 @@ impl DbState {
     /// failed, then the one reaching furthest (a later artifact covering a failed range bypasses
     /// it). Fulls are used only to start a chain or by a reseed (see `restore.rs`).
     pub fn next(&self, now: Millis) -> Next {
+        self.next_at(now, &Hold::NONE)
+    }
+
+    /// [`DbState::next`] with artifacts held back: those received less than `hold.delay_ms`
+    /// ago wait (a standby that lags on purpose, `restore.apply_delay_ms`), and those created
+    /// after `hold.until` are left out as if they were not here (`failover --until`).
+    pub fn next_at(&self, now: Millis, hold: &Hold) -> Next {
         if self.in_flight.is_some() || self.pending.is_empty() {
             return Next::Nothing;
         }
         let mut best: Option<(usize, (bool, Lsn, u8))> = None;
         let mut waiting = false;
         for (i, x) in self.pending.iter().enumerate() {
-            if !self.applies(&x.meta) {
+            if hold.leaves_out(&x.meta) || !self.applies(&x.meta) {
                 continue;
             }
             if x.meta.key.kind == ArtifactKind::Full && self.position.is_some() {
                 continue;
             }
-            if x.retry_at.is_some_and(|t| t > now) {
+            if x.retry_at.is_some_and(|t| t > now) || hold.holds(x, now) {
                 waiting = true;
                 continue;
             }
@@ -437,14 +468,14 @@ impl DbState {
                 .iter()
                 .enumerate()
                 .filter(|(_, x)| x.meta.key.kind == ArtifactKind::Full)
-                .filter(|(_, x)| x.retry_at.is_none_or(|t| t <= now))
+                .filter(|(_, x)| !hold.leaves_out(&x.meta))
+                .filter(|(_, x)| x.retry_at.is_none_or(|t| t <= now) && !hold.holds(x, now))
                 .max_by_key(|(_, x)| (x.attempts == 0, x.meta.key.lsn_end))
             {
                 Some((i, _)) => Next::Restore(i),
-                None if self
-                    .pending
-                    .iter()
-                    .any(|x| x.meta.key.kind == ArtifactKind::Full) =>
+                None if self.pending.iter().any(|x| {
+                    x.meta.key.kind == ArtifactKind::Full && !hold.leaves_out(&x.meta)
+                }) =>
                 {
                     Next::Waiting
                 }
@@ -462,11 +493,11 @@ impl DbState {
         // hole: it only means the log that reaches it has not arrived yet (a false `missing_log`
         // after every scheduled full otherwise); a reseed bridges a real hole with it.
         let p = self.position.unwrap_or_default();
-        match self
-            .pending
-            .iter()
-            .position(|x| x.meta.key.lsn_end > p && x.meta.key.kind != ArtifactKind::Full)
-        {
+        match self.pending.iter().position(|x| {
+            x.meta.key.lsn_end > p
+                && x.meta.key.kind != ArtifactKind::Full
+                && !hold.leaves_out(&x.meta)
+        }) {
             Some(i) => Next::Gap { first_after: i },
             None => Next::Nothing,
         }
@@ -474,14 +505,32 @@ impl DbState {
 
     /// Received but unrestored artifacts, and the age of the oldest.
     pub fn backlog(&self, now: Millis) -> (u32, Millis) {
-        let n = self.pending.len() as u32 + u32::from(self.in_flight.is_some());
+        self.backlog_after(now, 0)
+    }
+
+    /// The backlog of a standby that applies artifacts `delay_ms` after they arrive: what is
+    /// due (received at least that long ago), and how long the oldest has been due.
+    pub fn backlog_after(&self, now: Millis, delay_ms: Millis) -> (u32, Millis) {
+        let due = |x: &&Pending| x.received_at.saturating_add(delay_ms) <= now;
+        let n =
+            self.pending.iter().filter(due).count() as u32 + u32::from(self.in_flight.is_some());
         let oldest = self
             .pending
             .iter()
-            .map(|x| x.received_at)
+            .filter(due)
+            .map(|x| x.received_at.saturating_add(delay_ms))
             .min()
             .map_or(0, |t| now.saturating_sub(t));
         (n, oldest)
+    }
+
+    /// When the first artifact held back by `hold` becomes due, if any is held.
+    pub fn held_until(&self, now: Millis, hold: &Hold) -> Option<Millis> {
+        self.pending
+            .iter()
+            .filter(|x| hold.holds(x, now) && !hold.leaves_out(&x.meta))
+            .map(|x| x.received_at.saturating_add(hold.delay_ms))
+            .min()
     }
 }
 

@@ -40,6 +40,10 @@ pub enum OpPurpose {
     },
     /// Auto Pilot's check of this site's own database service.
     SelfCheck,
+    /// The scheduled verification of a point of the archive (`Command::ArchiveDrill`).
+    ArchiveDrill {
+        db: DbId,
+    },
 }
 
 /// An operation issued and not yet completed.
@@ -595,6 +599,7 @@ impl SiteEngine {
             OpPurpose::Drill { db } => self.drill_done(now, db, &entry.cmd, result),
             OpPurpose::Role => self.role_op_done(now, op, &entry.cmd, result),
             OpPurpose::SelfCheck => self.self_check_done(now, op, result),
+            OpPurpose::ArchiveDrill { db } => self.archive_drill_done(now, db, &entry.cmd, result),
         }
     }
 

@@ -66,7 +66,9 @@ impl SiteEngine {
                 self.clear(now, AlertKind::NoNewLogs, Some(db), Subject::None);
             }
             // Backlog.
-            let (count, oldest) = self.st.dbs[i].backlog(now);
+            // A standby that lags on purpose has a backlog of what is due, not of what waits.
+            let delay = self.hold().delay_ms;
+            let (count, oldest) = self.st.dbs[i].backlog_after(now, delay);
             let id = AlertId {
                 kind: AlertKind::Backlog,
                 db: Some(db),

@@ -2,6 +2,7 @@
 //! database, with retries, bypass of failed artifacts, gaps and reseeds.
 
 use super::chain::{Gap, Next, Seen};
+use super::role::{ProcKind, Step};
 use super::texts;
 use super::{OpPurpose, Role, SiteEngine, Timer};
 use crate::alert::{AlertKind, Severity, Subject};
@@ -245,6 +246,30 @@ impl SiteEngine {
                 || !self.st.procedure.as_ref().is_some_and(|p| p.past_drain()))
     }
 
+    /// What the chain holds back now: a standby that lags on purpose waits
+    /// `restore.apply_delay_ms` until a failover reaches its drain or a switchover begins
+    /// (both catch up), and a failover to a chosen point leaves out what came after it.
+    pub(super) fn hold(&self) -> super::chain::Hold {
+        match &self.st.procedure {
+            Some(p) => match p.kind {
+                ProcKind::Failover { .. } if !(p.step == Step::Drain || p.past_drain()) => {
+                    super::chain::Hold {
+                        delay_ms: self.cfg.restore.apply_delay_ms,
+                        until: None,
+                    }
+                }
+                _ => super::chain::Hold {
+                    delay_ms: 0,
+                    until: p.until,
+                },
+            },
+            None => super::chain::Hold {
+                delay_ms: self.cfg.restore.apply_delay_ms,
+                until: None,
+            },
+        }
+    }
+
     /// Move one database forward as far as the chain rule allows.
     pub(super) fn pump(&mut self, now: Millis, db: DbId) {
         if !self.restores_may_start() {
@@ -266,10 +291,12 @@ impl SiteEngine {
             return;
         }
         let reseeding = d.reseed_since.is_some();
+        let hold = self.hold();
+        let d = &self.st.dbs[i];
         let next = match d.reseed_since {
             // The engine's own reseed still lets an untried log or incremental continue the
             // chain: restoring it is far cheaper than recreating the database.
-            Some(_) if d.reseed_auto => match d.next(now) {
+            Some(_) if d.reseed_auto => match d.next_at(now, &hold) {
                 Next::Restore(idx)
                     if d.pending[idx].attempts == 0
                         && d.pending[idx].meta.key.kind != ArtifactKind::Full =>
@@ -279,7 +306,7 @@ impl SiteEngine {
                 _ => reseed_candidate(d),
             },
             Some(_) => reseed_candidate(d),
-            None => d.next(now),
+            None => d.next_at(now, &hold),
         };
         match next {
             Next::Restore(idx) => {
@@ -314,6 +341,7 @@ impl SiteEngine {
                     .iter()
                     .filter_map(|p| p.retry_at)
                     .filter(|t| *t > now && *t != Millis::MAX)
+                    .chain(d.held_until(now, &hold))
                     .min()
                 {
                     Some(t) => {

@@ -311,6 +311,13 @@ pub struct Procedure {
     /// [`crate::defaults::DRAIN_RETRIES`] each).
     #[serde(default)]
     pub drain_retries: Vec<(ArtifactKey, u32)>,
+    /// A failover to a chosen point (`failover --until`): artifacts created after it are left
+    /// out of the drain, and the report names them.
+    #[serde(default)]
+    pub until: Option<crate::ids::UtcMillis>,
+    /// What the drain left out because of `until`, per database.
+    #[serde(default)]
+    pub left_out: Vec<crate::report::LeftOut>,
 }
 
 impl Procedure {
@@ -343,6 +350,8 @@ impl Procedure {
             writable_at: None,
             rpo: None,
             drain_retries: Vec::new(),
+            until: None,
+            left_out: Vec::new(),
         }
     }
 }

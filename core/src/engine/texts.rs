@@ -258,3 +258,12 @@ pub fn archive_failed(site: &str, db: &str, artifact: &str, why: &str) -> String
          archive directory's free space and permissions."
     )
 }
+
+pub fn archive_verify_failed(site: &str, db: &str, when: &str, lsn: u64, why: &str) -> String {
+    format!(
+        "The scheduled verification of the point-in-time archive of database [{db}] at site \
+         [{site}] failed: the point of {when} (position {lsn}) did not restore: {why}. Restores \
+         to that point (and others built on the same artifacts) may fail too. Run `lifeboat \
+         drill --at {when}` to see it, and check the archive directory's disk."
+    )
+}

@@ -159,12 +159,17 @@ fn config(r: &mut Bytes<'_>) -> Config {
     cfg.failover.confirm = flags & 8 != 0;
     cfg.failover.fence_hook = flags & 16 != 0;
     cfg.failover.switch_identity = flags & 32 != 0;
+    if flags & 128 != 0 {
+        // A standby that lags on purpose.
+        cfg.restore.apply_delay_ms = 2 * MINUTE;
+    }
     if flags & 64 != 0 {
         // A point-in-time archive with a short window, so retention runs within a fuzz case.
         cfg.archive = Some(lifeboat_core::archive::Policy {
             keep_ms: 10 * MINUTE,
-            keep_daily: u32::from(flags >> 7),
+            keep_daily: 2,
             keep_weekly: 1,
+            verify_every_ms: 5 * MINUTE,
         });
     }
     cfg.restore.max_attempts = 1 + r.below(4) as u32;

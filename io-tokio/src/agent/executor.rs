@@ -150,6 +150,10 @@ impl Executor {
             files: files.clone(),
             driver: driver.clone(),
             board: board.clone(),
+            archive: file
+                .archive
+                .as_ref()
+                .map(|a| Arc::new(crate::archive::Archive::new(&a.dir))),
             named: std::sync::Mutex::new(files.scan(true).into_iter().fold(
                 std::collections::HashMap::new(),
                 |mut m, (meta, _)| {
@@ -336,7 +340,8 @@ impl Executor {
             Command::TakeBackup { .. }
             | Command::Restore { .. }
             | Command::Reseed { .. }
-            | Command::Drill { .. } => {
+            | Command::Drill { .. }
+            | Command::ArchiveDrill { .. } => {
                 let _ = self.data_q.send(Job { cmd, epoch });
             }
             Command::Fence { .. }
@@ -624,6 +629,8 @@ struct Ctx {
     files: Arc<ArtifactFiles>,
     driver: Arc<dyn Driver>,
     board: Arc<StatusBoard>,
+    /// The point-in-time archive, when this site keeps one.
+    archive: Option<Arc<crate::archive::Archive>>,
     /// The newest creation second used per database and kind: artifact names carry the second,
     /// so two artifacts of one kind never share one (the receiving inbox refuses a taken name).
     named: std::sync::Mutex<std::collections::HashMap<(DbId, ArtifactKind), i64>>,
@@ -798,6 +805,54 @@ async fn run(ctx: &Ctx, job: Job) -> Result<(), Failure> {
             let out = drill(&ctx.files, d, db, &chain, name).await?;
             info!(db = name, position = out.position.0, upto = upto.0, applied = out.applied,
                   check = %out.check, "drill done");
+            Ok(())
+        }
+        Command::ArchiveDrill {
+            db, upto, chain, ..
+        } => {
+            let name = ctx.cfg.db_name(db).to_string();
+            let Some(archive) = ctx.archive.clone() else {
+                return Err(failure(
+                    drivers::ErrorKind::Config.code(),
+                    "no [archive] is configured at this site",
+                    true,
+                ));
+            };
+            let files = blocking(move || {
+                let found: std::collections::BTreeMap<ArtifactKey, std::path::PathBuf> = archive
+                    .scan(&name)
+                    .into_iter()
+                    .map(|(m, p)| (m.key, p))
+                    .collect();
+                chain
+                    .iter()
+                    .map(|m| match found.get(&m.key) {
+                        Some(p) => Ok(ArtifactFile {
+                            path: p.clone(),
+                            manifest: Manifest::from_meta(m, &name),
+                        }),
+                        None => Err(drivers::DriverError::new(
+                            drivers::ErrorKind::NotFound,
+                            format!(
+                                "the {} of {name} covering {}..{} is not in the archive {}",
+                                m.key.kind.text_word(),
+                                m.key.lsn_start,
+                                m.key.lsn_end,
+                                archive.db_dir(&name).display()
+                            ),
+                        )),
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+            let out = blocking(move || d.drill(db, &files)).await?;
+            info!(
+                db = ctx.cfg.db_name(db),
+                position = out.position.0,
+                upto = upto.0,
+                applied = out.applied,
+                "archive verification done"
+            );
             Ok(())
         }
         Command::Fence { .. } => blocking(move || each_db(&*d, |db| d.fence(db))).await,

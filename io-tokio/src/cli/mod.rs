@@ -1,6 +1,7 @@
 //! Operator commands: they reach the local agent over its HTTP address (`http` in site.toml, or
 //! `--agent host:port`), and `status` also asks the other site's agent (`peer_http`).
 
+pub mod archive;
 mod table;
 pub mod troubleshoot;
 pub mod verify;

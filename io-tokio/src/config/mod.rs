@@ -109,6 +109,10 @@ pub struct ArchiveSettings {
     /// A restorable chain for the last point of each of this many ISO weeks.
     #[serde(default = "ArchiveSettings::default_weekly")]
     pub keep_weekly: u32,
+    /// Restore a kept point chosen at random into scratch and check it this often (`"24h"`;
+    /// `"0s"`: never).
+    #[serde(default = "ArchiveSettings::default_verify")]
+    pub verify_every: String,
 }
 
 impl ArchiveSettings {
@@ -121,6 +125,9 @@ impl ArchiveSettings {
     fn default_weekly() -> u32 {
         lifeboat_core::defaults::ARCHIVE_KEEP_WEEKLY
     }
+    fn default_verify() -> String {
+        "24h".into()
+    }
 
     /// The retention policy the core applies.
     pub fn policy(&self) -> Result<lifeboat_core::archive::Policy, String> {
@@ -128,6 +135,8 @@ impl ArchiveSettings {
             keep_ms: parse_span(&self.keep)?,
             keep_daily: self.keep_daily,
             keep_weekly: self.keep_weekly,
+            verify_every_ms: parse_span(&self.verify_every)
+                .map_err(|e| format!("verify_every: {e}"))?,
         })
     }
 }
@@ -718,7 +727,14 @@ impl SiteFile {
         if let Some(a) = &mut f.archive {
             match a.policy() {
                 Ok(policy) => f.engine.archive = Some(policy),
-                Err(e) => return Err(semantic(path, text, "archive.keep", e)),
+                Err(e) => {
+                    let field = if e.starts_with("verify_every") {
+                        "archive.verify_every"
+                    } else {
+                        "archive.keep"
+                    };
+                    return Err(semantic(path, text, field, e));
+                }
             }
             a.dir = resolve(path, &a.dir);
         }

@@ -63,6 +63,7 @@ pub mod apply;
 mod capture;
 pub mod chain;
 mod drill;
+pub use drill::{restore_point, Restored};
 pub mod header;
 mod lock;
 pub mod pages;

@@ -392,6 +392,9 @@ pub enum ReportBody {
         detected_at_ms: Millis,
         writable_at_ms: Millis,
         losses: Vec<LossDoc>,
+        /// What a failover to a chosen point (`failover --until`) left out.
+        #[serde(default)]
+        left_out: Vec<LeftOutDoc>,
     },
     Switchover {
         epoch: u64,
@@ -409,6 +412,17 @@ pub enum ReportBody {
         db: String,
         at_lsn: u64,
     },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeftOutDoc {
+    pub db: String,
+    /// The chosen point (UTC).
+    pub until: String,
+    /// Received artifacts created after it, and the positions they covered.
+    pub artifacts: u32,
+    pub from_lsn: u64,
+    pub to_lsn: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -708,10 +722,21 @@ impl ReportBody {
                 rpo_upper,
                 losses,
                 write_rate,
+                left_out,
                 rto_ms,
                 detected_at,
                 writable_at,
             } => ReportBody::Failover {
+                left_out: left_out
+                    .iter()
+                    .map(|l| LeftOutDoc {
+                        db: cfg.db_name(l.db).to_string(),
+                        until: l.until.to_string(),
+                        artifacts: l.artifacts,
+                        from_lsn: l.from.0,
+                        to_lsn: l.to.0,
+                    })
+                    .collect(),
                 epoch: epoch.0,
                 new_primary: cfg.site_name(*new_primary).to_string(),
                 forced: *forced,
@@ -812,6 +837,7 @@ pub(crate) mod tests {
             rpo_upper: Some(9),
             losses: vec![],
             write_rate: 2,
+            left_out: vec![],
             rto_ms: 1_700,
             detected_at: 100,
             writable_at: 1_800,

@@ -406,7 +406,20 @@ impl Api {
                 }
             },
         };
-        let Some(req) = operator_request(name, force, db) else {
+        let until = match (name, r.param("until")) {
+            ("failover", Some(u)) if !u.is_empty() => match lifeboat_core::utc::parse_iso(u) {
+                Ok(t) => Some(t),
+                Err(e) => return Response::json(400, &json!({ "error": format!("until: {e}") })),
+            },
+            _ => None,
+        };
+        let req = match (operator_request(name, force, db), until) {
+            (Some(OperatorRequest::Failover { force }), Some(until)) => {
+                Some(OperatorRequest::FailoverUntil { force, until })
+            }
+            (req, _) => req,
+        };
+        let Some(req) = req else {
             return Response::json(
                 400,
                 &json!({"error": format!("unknown request {name:?} (reseed needs db=<name>); allowed: \

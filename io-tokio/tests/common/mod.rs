@@ -176,6 +176,8 @@ pub struct Opts {
     pub restore: &'static str,
     /// Text appended to both site files (e.g. `[[alerts]]` sinks).
     pub site_extra: String,
+    /// Text appended to the recovery site's file only (e.g. its `[archive]`).
+    pub recovery_extra: String,
     /// Route the recovery site's view of the primary (transport and http) through a proxy,
     /// and the primary's view of the recovery site through another.
     pub proxies: bool,
@@ -290,6 +292,9 @@ impl Cluster {
         for f in [&pri, &rec] {
             let mut text = std::fs::read_to_string(f).unwrap();
             text.push_str(&opts.site_extra);
+            if f == &rec {
+                text.push_str(&opts.recovery_extra);
+            }
             std::fs::write(f, text).unwrap();
         }
         let mut configs = HashMap::new();

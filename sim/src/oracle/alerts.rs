@@ -243,16 +243,19 @@ impl World {
                     );
                     return self.violation("alert_threshold", msg);
                 }
-                // Backlog: the oldest received-but-unrestored artifact.
+                // Backlog: the oldest received-but-unrestored artifact that is due (a standby
+                // that lags on purpose applies each `restore.apply_delay_ms` after it arrived).
                 let pos = self.sites[s].dbs[i].pos;
                 let floor = self.oracle.role_since[s];
+                let delay = self.cfg.restore.apply_delay_ms;
                 let oldest = self.sites[s]
                     .inbox
                     .range(crate::world::db_keys(DbId(i as u32)))
                     .map(|(_, r)| r)
                     .filter(|r| !r.bad && r.at >= floor && r.body.meta.key.lsn_end.0 > pos)
-                    .map(|r| r.at)
-                    .min();
+                    .map(|r| r.at + delay)
+                    .min()
+                    .filter(|due| *due <= now);
                 if let Some(t) = oldest {
                     if now - t >= backlog_age
                         && !self.oracle.raised_since(s, AlertKind::Backlog, db, t)

@@ -141,10 +141,13 @@ impl World {
             + 4 * c.lease.lease_ms
             + c.restore.retry_delay_ms * u64::from(c.alerts.after_attempts)
             + 40 * MINUTE
+            + c.restore.apply_delay_ms
     }
 
+    /// How far behind the primary a caught-up secondary may be: a few log periods, and a
+    /// standby that lags on purpose by its delay.
     fn catch_up_lag(&self) -> Millis {
-        2 * self.cfg.schedule.log_every_ms + 2 * MINUTE
+        2 * self.cfg.schedule.log_every_ms + 2 * MINUTE + self.cfg.restore.apply_delay_ms
     }
 
     pub fn oracle_start(&mut self) {

@@ -19,6 +19,21 @@ impl SiteEngine {
         view: &ArbiterView,
         why: &str,
     ) {
+        self.start_failover_until(now, forced, by_operator, detected_at, view, why, None)
+    }
+
+    /// [`Self::start_failover`] that stops at a chosen point (`until`, an operator's).
+    #[allow(clippy::too_many_arguments)]
+    pub(in crate::engine) fn start_failover_until(
+        &mut self,
+        now: Millis,
+        forced: bool,
+        by_operator: bool,
+        detected_at: Millis,
+        view: &ArbiterView,
+        why: &str,
+        until: Option<crate::ids::UtcMillis>,
+    ) {
         self.st.role = Role::Promoting;
         let f = self.cfg.failover.clone();
         let automatic = !forced && !by_operator;
@@ -40,12 +55,14 @@ impl SiteEngine {
         } else {
             Step::Drain
         };
-        self.st.procedure = Some(Procedure::new(
+        let mut procedure = Procedure::new(
             ProcKind::Failover { forced },
             step.clone(),
             now,
             detected_at,
-        ));
+        );
+        procedure.until = until;
+        self.st.procedure = Some(procedure);
         self.audit(
             now,
             "failover".into(),
@@ -62,6 +79,10 @@ impl SiteEngine {
                 Self::kv("forced", forced),
                 Self::kv("site_reachable", self.st.peer.site_reachable),
                 Self::kv("step", format!("{step:?}")),
+                Self::kv(
+                    "until",
+                    until.map_or_else(|| "the newest point".to_string(), |u| u.to_string()),
+                ),
             ],
         );
         match step {
@@ -252,11 +273,12 @@ impl SiteEngine {
         if self.restores_in_flight() {
             return; // role_progress comes back when restores finish
         }
+        let hold = self.hold();
         if self
             .st
             .dbs
             .iter()
-            .any(|d| matches!(d.next(now), crate::engine::Next::Restore(_)))
+            .any(|d| matches!(d.next_at(now, &hold), crate::engine::Next::Restore(_)))
         {
             return;
         }
@@ -265,7 +287,7 @@ impl SiteEngine {
             .dbs
             .iter()
             .enumerate()
-            .filter(|(_, d)| matches!(d.next(now), crate::engine::Next::Waiting))
+            .filter(|(_, d)| matches!(d.next_at(now, &hold), crate::engine::Next::Waiting))
             .map(|(i, d)| {
                 let name = self.cfg.databases.get(i).cloned().unwrap_or_default();
                 let keys = d
@@ -299,7 +321,44 @@ impl SiteEngine {
                 given_up,
             );
         }
+        self.note_left_out();
         self.acquire(now);
+    }
+
+    /// What a failover to a chosen point leaves out, per database, as the drain ends (before
+    /// the new epoch makes the older epoch's waiting artifacts stale).
+    fn note_left_out(&mut self) {
+        let until = self.st.procedure.as_ref().and_then(|p| p.until);
+        let left_out: Vec<crate::report::LeftOut> = until
+            .map(|until| {
+                let hold = crate::engine::chain::Hold {
+                    delay_ms: 0,
+                    until: Some(until),
+                };
+                self.st
+                    .dbs
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, d)| {
+                        let out: Vec<_> = d
+                            .pending
+                            .iter()
+                            .filter(|x| hold.leaves_out(&x.meta))
+                            .collect();
+                        Some(crate::report::LeftOut {
+                            db: DbId(i as u32),
+                            until,
+                            artifacts: out.len() as u32,
+                            from: out.iter().map(|x| x.meta.key.lsn_start).min()?,
+                            to: out.iter().map(|x| x.meta.key.lsn_end).max()?,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(p) = self.st.procedure.as_mut() {
+            p.left_out = left_out;
+        }
     }
 
     /// Make every artifact that waits for a retry due now, if the drain has not yet given it
@@ -772,6 +831,7 @@ impl SiteEngine {
                     rpo_upper: upper,
                     losses,
                     write_rate: self.st.peer.peak_rate.max(self.st.own.peak_rate),
+                    left_out: p.left_out.clone(),
                     rto_ms: rto,
                     detected_at: p.detected_at,
                     writable_at,

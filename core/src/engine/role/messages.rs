@@ -141,6 +141,39 @@ impl SiteEngine {
         }
     }
 
+    /// An operator's failover, to the newest point or (`until`) to a chosen one.
+    fn operator_failover(
+        &mut self,
+        now: Millis,
+        force: bool,
+        until: Option<crate::ids::UtcMillis>,
+    ) {
+        if self.st.role != Role::Secondary || self.st.procedure.is_some() {
+            return self.reject(
+                now,
+                "failover",
+                format!("this site is {}", self.st.role.as_str()),
+            );
+        }
+        let view = self.st.peer.arbiter_view.clone().unwrap_or(ArbiterView {
+            epoch: self.st.epoch,
+            holder: None,
+            holder_renewing: false,
+            lease_lapsed: false,
+            since_renewal_ms: None,
+        });
+        if !force && self.cfg.arbiter && !view.lease_lapsed {
+            return self.reject(now, "failover", "the arbiter does not report the primary's lease lapsed; use --force to accept the risk".into());
+        }
+        let detected = p_first(&self.st.peer, now);
+        let why = if force {
+            "an operator forced a failover"
+        } else {
+            "an operator asked for a failover and the arbiter reports the lease lapsed"
+        };
+        self.start_failover_until(now, force, true, detected, &view, why, until);
+    }
+
     pub(in crate::engine) fn operator(&mut self, now: Millis, req: OperatorRequest) {
         self.audit(
             now,
@@ -170,31 +203,9 @@ impl SiteEngine {
                     self.send_peer(Message::SwitchoverRequest);
                 }
             }
-            OperatorRequest::Failover { force } => {
-                if self.st.role != Role::Secondary || self.st.procedure.is_some() {
-                    return self.reject(
-                        now,
-                        "failover",
-                        format!("this site is {}", self.st.role.as_str()),
-                    );
-                }
-                let view = self.st.peer.arbiter_view.clone().unwrap_or(ArbiterView {
-                    epoch: self.st.epoch,
-                    holder: None,
-                    holder_renewing: false,
-                    lease_lapsed: false,
-                    since_renewal_ms: None,
-                });
-                if !force && self.cfg.arbiter && !view.lease_lapsed {
-                    return self.reject(now, "failover", "the arbiter does not report the primary's lease lapsed; use --force to accept the risk".into());
-                }
-                let detected = p_first(&self.st.peer, now);
-                let why = if force {
-                    "an operator forced a failover"
-                } else {
-                    "an operator asked for a failover and the arbiter reports the lease lapsed"
-                };
-                self.start_failover(now, force, true, detected, &view, why);
+            OperatorRequest::Failover { force } => self.operator_failover(now, force, None),
+            OperatorRequest::FailoverUntil { force, until } => {
+                self.operator_failover(now, force, Some(until))
             }
             OperatorRequest::ConfirmFailover => {
                 if self

@@ -1,6 +1,10 @@
-//! Drills: the chain restored into a scratch cluster, checked, discarded.
+//! Drills: the chain restored into a scratch cluster, checked, discarded. A drill is the
+//! throw-away sibling of a point-in-time restore ([`super::pitr`]) and shares its pieces, but
+//! replays through `wal-fetch` from a scratch spool (the path a standby's WAL takes), without
+//! fsync.
 
 use super::config::WalConfig;
+use super::pitr::{self, full_first, write_owned, Goal};
 use super::reseed::{discard, extract};
 use super::segment;
 use super::server::Server;
@@ -9,9 +13,9 @@ use super::standby::segment_path;
 use super::{setup, PostgresDriver, Slot};
 use crate::drivers::manifest::{self, ArtifactFile};
 use crate::drivers::{DrillOutcome, DriverError, ErrorKind};
-use lifeboat_core::{ArtifactKind, Lsn};
+use lifeboat_core::Lsn;
 use std::fs;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Restore `chain` (a full backup, then segments) into a scratch cluster on port
 /// `port + 1000`, let it replay everything and end recovery, check it answers, discard it.
@@ -20,18 +24,7 @@ pub fn drill(
     slot: &Slot,
     chain: &[ArtifactFile],
 ) -> Result<DrillOutcome, DriverError> {
-    let Some(full) = chain
-        .first()
-        .filter(|a| a.manifest.kind == ArtifactKind::Full)
-    else {
-        return Err(DriverError::new(
-            ErrorKind::NoBaseFull,
-            format!(
-                "a drill of database {} needs a full backup first in its chain",
-                slot.name()
-            ),
-        ));
-    };
+    let full = full_first(chain, slot.name(), "a drill")?;
     let scratch = slot.wal.spool.join(format!("drill-{}", spool::unix_ms()));
     let data = scratch.join("data");
     let wal = WalConfig {
@@ -44,7 +37,7 @@ pub fn drill(
     db.port = db.port.wrapping_add(1000);
     db.log_file = Some(scratch.join("postgresql.log"));
     let server = Server::new(&d.cfg, &db, d.run_as.clone());
-    let result = (|| {
+    let result = (|| -> Result<DrillOutcome, DriverError> {
         spool::make_dir_for(&scratch, d.run_as.ids)
             .map_err(|e| DriverError::io(format!("creating {}", scratch.display()), &e))?;
         super::setup::prepare_spool(&wal, d.run_as.ids)?;
@@ -61,21 +54,16 @@ pub fn drill(
             let (h, _) = segment::decode(&bytes)
                 .map_err(|e| DriverError::new(ErrorKind::ArtifactInvalid, e.to_string()))?;
             for hist in &h.history {
-                let p = wal.serve_dir().join(&hist.name);
-                spool::write_durably(&p, hist.text.as_bytes())
-                    .and_then(|_| spool::give_to(&p, d.run_as.ids))
-                    .map_err(|e| DriverError::io(format!("writing {}", p.display()), &e))?;
+                write_owned(
+                    &wal.serve_dir().join(&hist.name),
+                    hist.text.as_bytes(),
+                    d.run_as.ids,
+                )?;
             }
             let dest = segment_path(&wal, &h.wal_file);
             let m = serde_json::to_vec(&a.manifest).expect("a manifest encodes");
-            for (p, b) in [
-                (manifest::manifest_path(&dest), &m[..]),
-                (dest.clone(), &bytes[..]),
-            ] {
-                spool::write_durably(&p, b)
-                    .and_then(|_| spool::give_to(&p, d.run_as.ids))
-                    .map_err(|e| DriverError::io(format!("writing {}", p.display()), &e))?;
-            }
+            write_owned(&manifest::manifest_path(&dest), &m, d.run_as.ids)?;
+            write_owned(&dest, &bytes, d.run_as.ids)?;
             applied += 1;
         }
         let (_, restore) = setup::commands(&d.cfg, &wal_toml);
@@ -86,28 +74,15 @@ pub fn drill(
             db.port,
             restore.replace('\'', "''")
         );
-        let conf_path = data.join(setup::CONF_FILE);
-        spool::write_durably(&conf_path, conf.as_bytes())
-            .and_then(|_| spool::give_to(&conf_path, d.run_as.ids))
-            .map_err(|e| DriverError::io(format!("writing {}", conf_path.display()), &e))?;
-        let main = data.join("postgresql.conf");
-        let text = fs::read_to_string(&main).unwrap_or_default();
-        if !text.lines().any(|l| l.trim() == setup::INCLUDE_LINE) {
-            fs::write(&main, format!("{text}\n{}\n", setup::INCLUDE_LINE))
-                .map_err(|e| DriverError::io(format!("writing {}", main.display()), &e))?;
-        }
+        write_owned(&data.join(setup::CONF_FILE), conf.as_bytes(), d.run_as.ids)?;
+        pitr::include_lifeboat_conf(&data, d.run_as.ids)?;
         setup::touch(&data.join("recovery.signal"), d.run_as.ids)?;
-        server.start()?;
-        let deadline = Instant::now() + Duration::from_millis(d.cfg.replay_timeout_ms);
-        while server.in_recovery()? {
-            if Instant::now() >= deadline {
-                return Err(DriverError::new(
-                    ErrorKind::Timeout,
-                    "the drill's scratch copy did not finish recovery in time",
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        // No target: recovery replays every segment served, then ends (promotes).
+        let limit = Duration::from_millis(d.cfg.replay_timeout_ms);
+        pitr::start_and_await(&server, Goal::Promoted, limit).map_err(|stopped| {
+            let who = format!("the drill's scratch copy of database {}", slot.name());
+            stopped.into_error(&who, &server, limit)
+        })?;
         let position = server
             .query_lsn("select pg_last_wal_replay_lsn()")?
             .unwrap_or(0);

@@ -61,6 +61,7 @@ pub mod spool;
 pub mod wal;
 
 mod drill;
+pub mod pitr;
 mod primary;
 mod reseed;
 mod server;

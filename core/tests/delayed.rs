@@ -1,0 +1,153 @@
+//! A standby that lags on purpose (issue 15, point 5): `restore.apply_delay_ms` applies each
+//! artifact that long after it arrived; a failover catches up fully by default, or stops at a
+//! chosen point (`OperatorRequest::FailoverUntil`) and reports what it left out, counted in
+//! the loss bounds.
+
+mod common;
+use common::*;
+use lifeboat_core::engine::Role;
+use lifeboat_core::protocol::{Command, Input, OperatorRequest};
+use lifeboat_core::report::Report;
+use lifeboat_core::{Millis, UtcMillis};
+
+const DELAY: Millis = 120_000;
+/// The harness stamps artifacts `UTC0 + real time`.
+const UTC0: i64 = 1_795_000_000_000;
+
+fn delayed() -> Harness {
+    let mut c = config(1);
+    c.restore.apply_delay_ms = DELAY;
+    Harness::new(c)
+}
+
+/// (real time, artifact) of every restore `n` issued.
+fn restores(h: &Harness, n: usize) -> Vec<(Millis, lifeboat_core::ArtifactMeta)> {
+    h.commands_of(n, |c| matches!(c, Command::Restore { .. }))
+        .into_iter()
+        .filter_map(|(t, c)| match c {
+            Command::Restore { artifact, .. } => Some((t, artifact)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// When the harness made an artifact (real time).
+fn made(m: &lifeboat_core::ArtifactMeta) -> Millis {
+    (m.created_utc.0 - UTC0) as Millis
+}
+
+#[test]
+fn a_delayed_standby_applies_each_artifact_only_once_it_is_that_old_and_raises_no_backlog() {
+    let mut h = delayed();
+    h.run(10 * 60_000);
+    let r = restores(&h, B);
+    assert!(r.len() > 20, "{}", h.trace());
+    // An artifact arrives after it was made: every restore comes at least the delay later.
+    for (t, m) in &r {
+        assert!(
+            *t >= made(m) + DELAY,
+            "{:?} made at {} restored at {t}",
+            m.key,
+            made(m)
+        );
+    }
+    // And not much later: the delay plus a log period or two.
+    let (t, m) = r.last().unwrap();
+    assert!(*t <= made(m) + DELAY + 3 * h.cfg.schedule.log_every_ms);
+    let pos = h.sites[B].state().dbs[0].position.map_or(0, |l| l.0);
+    assert!(
+        pos < h.db[A].pos(0),
+        "a delayed standby is behind the primary"
+    );
+    assert_eq!(h.raised("backlog"), 0, "{}", h.trace());
+    assert_eq!(h.raised("restore_error"), 0);
+    h.assert_safe();
+}
+
+#[test]
+fn a_failover_of_a_delayed_standby_catches_up_fully_first() {
+    let mut h = delayed();
+    h.run(10 * 60_000);
+    let d = &h.sites[B].state().dbs[0];
+    let before = d.position.map_or(0, |l| l.0);
+    let received = d
+        .pending
+        .iter()
+        .map(|x| x.meta.key.lsn_end.0)
+        .max()
+        .unwrap_or(0);
+    assert!(before < received, "the delay holds artifacts back");
+    h.kill(A);
+    assert!(
+        h.run_until(120_000, |h| h.sites[B].role() == Role::Primary),
+        "{}",
+        h.trace()
+    );
+    h.run(2_000);
+    let Some(Report::Failover {
+        losses, left_out, ..
+    }) = h.failover_report().cloned()
+    else {
+        panic!("no report:\n{}", h.trace())
+    };
+    assert!(left_out.is_empty());
+    // Everything received was applied before the promotion.
+    assert!(
+        losses.iter().all(|l| l.restored.0 >= received),
+        "{losses:?}"
+    );
+    let after = h.sites[B].state().dbs[0].position.map_or(0, |l| l.0);
+    assert!(
+        after >= received,
+        "promoted at {after}, received up to {received}"
+    );
+    h.assert_safe();
+}
+
+#[test]
+fn a_failover_until_a_chosen_time_leaves_out_what_came_after_it_and_counts_it_as_loss() {
+    let mut h = delayed();
+    h.run(10 * 60_000);
+    // The chosen point: a minute ago (inside the delay: received, not applied yet).
+    let until = UtcMillis(UTC0 + (h.t - 60_000) as i64);
+    h.kill(A);
+    h.run(1_000);
+    h.operator(B, OperatorRequest::FailoverUntil { force: true, until });
+    assert!(
+        h.run_until(60_000, |h| h.sites[B].role() == Role::Primary),
+        "{}",
+        h.trace()
+    );
+    h.run(2_000);
+    let Some(Report::Failover {
+        rpo_lower,
+        left_out,
+        losses,
+        ..
+    }) = h.failover_report().cloned()
+    else {
+        panic!("no report:\n{}", h.trace())
+    };
+    // Nothing made after the chosen time was restored at B.
+    for (_, m) in restores(&h, B) {
+        assert!(
+            m.created_utc <= until,
+            "{:?} made after the chosen point was restored",
+            m.key
+        );
+    }
+    assert_eq!(left_out.len(), 1, "{left_out:?}");
+    let l = &left_out[0];
+    assert!(
+        l.artifacts >= 1 && l.from < l.to && l.until == until,
+        "{l:?}"
+    );
+    // The loss counts at least what was left out.
+    assert!(
+        rpo_lower >= l.to.0 - l.from.0,
+        "lower {rpo_lower}, left out {l:?}"
+    );
+    assert!(losses[0].restored <= l.from);
+    let _ = Input::Tick;
+    h.assert_safe();
+}
