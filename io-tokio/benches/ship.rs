@@ -16,6 +16,12 @@
 //! `bench cp_mib_per_sec <N>`. `LIFEBOAT_BENCH_DIR` chooses where the files go (default: the
 //! system temp directory; put it on the disk you care about).
 //!
+//! Then the archive's cost on the same path (issue 15): the same ships with every received file
+//! also put into a point-in-time archive as the agent does (`Archive::put`, fsynced, in
+//! parallel with the next ships), once by hard link (the archive on the inbox's file system)
+//! and once by a hashed copy (an archive on its own disk): `bench archive_link_overhead_ratio`
+//! and `bench archive_copy_overhead_ratio` (time with the archive / time without; 1.0 is free).
+//!
 //! The links are mutually authenticated TLS 1.3, as every configuration runs them (a throw-away
 //! CA made for the run); `LIFEBOAT_BENCH_TLS=0` measures plain TCP (`insecure = true`).
 
@@ -122,6 +128,7 @@ async fn ship_all(
     inbox_dir: &Path,
     parallel: usize,
     tls: bool,
+    archive: Option<lifeboat_io_tokio::archive::Archive>,
 ) -> Result<Duration> {
     let (sender_cfg, cfg) = configs(tls)?;
     let (events_tx, mut events) = tokio::sync::mpsc::channel(sources.len() + 16);
@@ -167,10 +174,20 @@ async fn ship_all(
     while let Some(result) = ships.join_next().await {
         result??;
     }
-    // Every artifact must also have been reported with a matching checksum.
+    // Every artifact must also have been reported with a matching checksum (and archived).
+    let mut puts = tokio::task::JoinSet::new();
     for _ in 0..sources.len() {
         match events.recv().await {
-            Some(Event::ArtifactReceived { meta, computed, .. }) if computed == meta.checksum => {}
+            Some(Event::ArtifactReceived {
+                meta,
+                computed,
+                path,
+                ..
+            }) if computed == meta.checksum => {
+                if let Some(a) = archive.clone() {
+                    puts.spawn_blocking(move || a.put(&path, &meta, "bench"));
+                }
+            }
             Some(Event::ArtifactReceived {
                 meta,
                 computed,
@@ -184,6 +201,9 @@ async fn ship_all(
             Some(Event::Message { .. }) => bail!("unexpected message"),
             None => bail!("the listener stopped"),
         }
+    }
+    while let Some(put) = puts.join_next().await {
+        put??;
     }
     let elapsed = start.elapsed();
     drop(listener);
@@ -229,12 +249,41 @@ fn main() -> Result<()> {
         .build()?;
     // Alternate the two, best of each: other work on the machine hits both alike.
     let (mut cp_time, mut ship_time) = (Duration::MAX, Duration::MAX);
+    let (mut link_time, mut copy_time) = (Duration::MAX, Duration::MAX);
+    let archive_dir = base.path().join("archive");
     for round in 1..=rounds {
         let cp = copy_with_cp(&sources, &cp_dir)?;
         std::fs::remove_dir_all(&cp_dir)?;
         sync()?;
+        for force_copy in [false, true] {
+            let archive = lifeboat_io_tokio::archive::Archive {
+                root: archive_dir.clone(),
+                force_copy,
+            };
+            let t = runtime.block_on(ship_all(
+                sources.clone(),
+                &inbox,
+                parallel,
+                tls,
+                Some(archive),
+            ))?;
+            std::fs::remove_dir_all(&inbox)?;
+            std::fs::remove_dir_all(&archive_dir)?;
+            sync()?;
+            let best = if force_copy {
+                &mut copy_time
+            } else {
+                &mut link_time
+            };
+            *best = (*best).min(t);
+            eprintln!(
+                "round {round}: lifeboat + archive ({}) {:.3} s",
+                if force_copy { "copy" } else { "link" },
+                t.as_secs_f64()
+            );
+        }
         let cpu_before = cpu_seconds();
-        let ship = runtime.block_on(ship_all(sources.clone(), &inbox, parallel, tls))?;
+        let ship = runtime.block_on(ship_all(sources.clone(), &inbox, parallel, tls, None))?;
         let cpu = cpu_seconds()
             .zip(cpu_before)
             .map_or(String::new(), |(after, before)| {
@@ -261,5 +310,13 @@ fn main() -> Result<()> {
     println!("bench ship_vs_cp_ratio {:.3}", cp_secs / ship_secs);
     println!("bench ship_mib_per_sec {:.1}", total_mib / ship_secs);
     println!("bench cp_mib_per_sec {:.1}", total_mib / cp_secs);
+    println!(
+        "bench archive_link_overhead_ratio {:.3}",
+        link_time.as_secs_f64() / ship_secs
+    );
+    println!(
+        "bench archive_copy_overhead_ratio {:.3}",
+        copy_time.as_secs_f64() / ship_secs
+    );
     Ok(())
 }

@@ -116,6 +116,18 @@ fn a_restore_to_a_noted_time_brings_back_exactly_the_rows_committed_before_it() 
         try_rows(&c.rec_db).is_some_and(|r| r.0 == 0)
     });
 
+    // /status shows the archive as the engine knows it.
+    let st = status(c.rec_http).expect("the recovery site's status");
+    let a = &st["archive"][0];
+    assert_eq!(a["db"], "app", "{st}");
+    assert!(
+        a["artifacts"].as_u64() >= Some(3) && a["bytes"].as_u64() > Some(0),
+        "{a}"
+    );
+    assert!(status(c.pri_http).unwrap()["archive"]
+        .as_array()
+        .is_some_and(Vec::is_empty));
+
     // The listing names a range that reaches past the delete, with its artifacts and bytes.
     let doc = listing(&rec);
     let ranges = doc["databases"][0]["ranges"].as_array().unwrap().clone();

@@ -149,6 +149,24 @@ pub struct StatusDoc {
     /// Continuous streams from the other site (PostgreSQL's WAL receivers), by database.
     #[serde(default)]
     pub streams: Vec<StreamDoc>,
+    /// The point-in-time archive, by database (empty when this site keeps none).
+    #[serde(default)]
+    pub archive: Vec<ArchiveDbDoc>,
+}
+
+/// One database's point-in-time archive, as the engine knows it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ArchiveDbDoc {
+    pub db: String,
+    pub artifacts: usize,
+    pub bytes: u64,
+    /// Accepted, not yet archived (a copy under way or to be tried again).
+    pub waiting: usize,
+    /// The oldest and newest archived artifacts' creation times (UTC).
+    pub oldest_utc: Option<String>,
+    pub newest_utc: Option<String>,
+    /// Scheduled verifications issued so far.
+    pub verifications: u64,
 }
 
 /// One database's receiver of the other site's continuous stream.
@@ -573,7 +591,32 @@ impl StatusDoc {
             since_renewal_ms: v.since_renewal_ms,
             age_ms: st.peer.arbiter_view_at.map(ago),
         });
+        let archive = st
+            .archive
+            .iter()
+            .enumerate()
+            .map(|(i, a)| ArchiveDbDoc {
+                db: cfg.db_name(DbId(i as u32)).to_string(),
+                artifacts: a.entries.len(),
+                bytes: a.bytes,
+                waiting: a.waiting.len(),
+                oldest_utc: a
+                    .entries
+                    .iter()
+                    .map(|m| m.created_utc)
+                    .min()
+                    .map(|t| t.to_string()),
+                newest_utc: a
+                    .entries
+                    .iter()
+                    .map(|m| m.created_utc)
+                    .max()
+                    .map(|t| t.to_string()),
+                verifications: a.verifications,
+            })
+            .collect();
         StatusDoc {
+            archive,
             site: x.site.to_string(),
             peer_http: x.peer_http.map(str::to_string),
             utc: x.utc,

@@ -65,6 +65,20 @@ pub fn apply_delta(
     artifact: &ArtifactFile,
     undo: Option<&Path>,
 ) -> Result<(Applied, Lsn), DriverError> {
+    apply_delta_synced(file, target, artifact, undo, true)
+}
+
+/// [`apply_delta`], with the two fsyncs that order its writes (pages, then page 1) only when
+/// `sync`: a copy that nobody opens before it is complete (a point-in-time restore, built
+/// under a temporary name and fsynced once at the end) needs neither.
+pub fn apply_delta_synced(
+    file: &File,
+    target: &Target<'_>,
+    artifact: &ArtifactFile,
+    undo: Option<&Path>,
+    sync: bool,
+) -> Result<(Applied, Lsn), DriverError> {
+    let sync_all = |f: &File| if sync { f.sync_all() } else { Ok(()) };
     let m = &artifact.manifest;
     let invalid = |why: String| {
         DriverError::new(
@@ -233,10 +247,10 @@ pub fn apply_delta(
     }
     let len = u64::from(h.page_count) * u64::from(h.page_size);
     file.set_len(len)
-        .and_then(|_| file.sync_all())
+        .and_then(|_| sync_all(file))
         .map_err(|e| write("resizing", e))?;
     file.write_all_at(&page1, 0)
-        .and_then(|_| file.sync_all())
+        .and_then(|_| sync_all(file))
         .map_err(|e| write("writing page 1 of", e))?;
     Ok((Applied::Written, m.lsn_end))
 }

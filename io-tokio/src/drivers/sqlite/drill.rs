@@ -163,8 +163,9 @@ pub fn restore_point(
         };
         let file = durable::open_rw(&tmp)
             .map_err(|e| DriverError::io(format!("opening {}", tmp.display()), &e))?;
+        // Unsynced: nothing opens the copy before it is complete and fsynced below.
         for a in &chain[1..] {
-            position = apply::apply_delta(&file, &target, a, None)?.1;
+            position = apply::apply_delta_synced(&file, &target, a, None, false)?.1;
             progress.add(a.manifest.size);
         }
         file.sync_all()
