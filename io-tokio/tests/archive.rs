@@ -82,7 +82,8 @@ fn last_point(config: &str) -> Option<String> {
 #[test]
 fn a_restore_to_a_noted_time_brings_back_exactly_the_rows_committed_before_it() {
     let mut c = Cluster::start(Opts {
-        recovery_extra: "\n[archive]\ndir = \"archive\"\nkeep = \"1h\"\n".into(),
+        recovery_extra: "\n[archive]\ndir = \"archive\"\nkeep = \"1h\"\nverify_every = \"4s\"\n"
+            .into(),
         ..Opts::default()
     });
     let rec = c.path("recovery").to_str().unwrap().to_string();
@@ -251,9 +252,92 @@ fn a_restore_to_a_noted_time_brings_back_exactly_the_rows_committed_before_it() 
         "the standby is untouched"
     );
 
+    // The scheduled verification restored a kept point from the archive and reported it.
+    wait_for(
+        "a verification of the archive",
+        Duration::from_secs(30),
+        || {
+            reports(c.rec_http, "drill").iter().any(|r| {
+                r["ok"] == true
+                    && r["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("archive point"))
+            })
+        },
+    );
+    assert!(!alert_kinds(c.rec_http).contains(&"archive_failed".to_string()));
+
     // The primary keeps no archive: asking it says so.
     let (code, _, err) = lifeboat(&["archive", "list", "-c", c.path("primary").to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(err.contains("no [archive] section"), "{err}");
+    c.terminate("recovery", Duration::from_secs(10));
+}
+
+/// A standby that lags on purpose (`restore.apply_delay_ms`) is taken over at a point before a
+/// bad write that it had received but not applied: `lifeboat failover --until` promotes it with
+/// the rows committed before that time, and the report names what it left out.
+#[test]
+fn a_delayed_standby_taken_over_until_a_time_before_the_bad_write_keeps_the_rows() {
+    let mut c = Cluster::start(Opts {
+        failover: "automatic = false",
+        restore: "apply_delay_ms = 6000",
+        ..Opts::default()
+    });
+    let rec = c.path("recovery").to_str().unwrap().to_string();
+    wait_for("a first restore", Duration::from_secs(40), || {
+        c.restored().is_some()
+    });
+    insert(&c.pri_db, 1..=50);
+    // Every row reaches the standby, a delay after it arrived.
+    wait_for("batch A at the standby", Duration::from_secs(30), || {
+        try_rows(&c.rec_db).is_some_and(|r| r.0 == 50)
+    });
+    let noted = utc_now();
+    std::thread::sleep(Duration::from_millis(1_500));
+    {
+        let _turn = sqlite_turn();
+        let conn = rusqlite::Connection::open(&c.pri_db).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        conn.execute("DELETE FROM t", []).unwrap();
+    }
+    // The delete is received within a log period or two, but held back: the standby still
+    // has A (it would apply the delete 6 s after it arrived).
+    std::thread::sleep(Duration::from_millis(2_500));
+    let st = status(c.rec_http).unwrap();
+    let d = &st["databases"][0];
+    assert!(
+        d["known_produced_lsn"].as_u64() > d["restored_lsn"].as_u64(),
+        "the delete was received and not applied: {d}"
+    );
+    assert_eq!(
+        try_rows(&c.rec_db).map(|r| r.0),
+        Some(50),
+        "the delay holds the delete"
+    );
+    // The primary site is lost; the operator takes over before the delete.
+    c.kill("primary");
+    let (code, out, err) = lifeboat(&[
+        "failover", "-c", &rec, "--force", "--until", &noted, "--wait", "60",
+    ]);
+    assert_eq!(code, 0, "failover --until failed: {out}{err}");
+    let report = reports(c.rec_http, "failover")
+        .into_iter()
+        .next()
+        .expect("a failover report");
+    let left = &report["left_out"][0];
+    assert_eq!(left["db"], "app", "{report}");
+    assert!(left["artifacts"].as_u64() >= Some(1), "{report}");
+    assert!(
+        report["rpo_lower"].as_u64() >= Some(1),
+        "the delete is counted as lost: {report}"
+    );
+    // Writable, with exactly batch A.
+    wait_for(
+        "the recovery site writable",
+        Duration::from_secs(20),
+        || status(c.rec_http).is_some_and(|s| s["writable"] == true),
+    );
+    assert_eq!(ids(&c.rec_db), (1..=50).collect::<Vec<_>>());
     c.terminate("recovery", Duration::from_secs(10));
 }

@@ -43,6 +43,8 @@ pub struct SeedOutcome {
     /// Archive retention: removals the oracle judged, and kept points it restored.
     pub archive_removals: u32,
     pub archive_points_checked: u64,
+    /// Failovers to a chosen point that left received artifacts out (`failover --until`).
+    pub failovers_left_out: u32,
     pub transactions: u64,
     pub rpo: Vec<RpoSample>,
     pub rto_ms: Vec<Millis>,

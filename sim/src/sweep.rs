@@ -194,6 +194,7 @@ pub struct Summary {
     pub transactions: u64,
     pub archive_removals: u64,
     pub archive_points_checked: u64,
+    pub failovers_left_out: u64,
     pub clean_seeds: u64,
     pub alerts: BTreeMap<&'static str, u64>,
     pub modes: BTreeMap<&'static str, u64>,
@@ -245,6 +246,7 @@ impl Summary {
             s.transactions += o.transactions;
             s.archive_removals += u64::from(o.archive_removals);
             s.archive_points_checked += o.archive_points_checked;
+            s.failovers_left_out += u64::from(o.failovers_left_out);
             let modes = o.modes();
             if modes.iter().all(|m| m.is_operation()) {
                 s.clean_seeds += 1;
@@ -305,6 +307,12 @@ impl Summary {
             self.restarts,
             self.transactions
         ));
+        if self.failovers_left_out > 0 {
+            t.push_str(&format!(
+                "failovers to a chosen point that left artifacts out: {}\n",
+                self.failovers_left_out
+            ));
+        }
         if self.archive_removals > 0 {
             t.push_str(&format!(
                 "archive retention: {} removals judged, {} kept points restored\n",

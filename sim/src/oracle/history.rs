@@ -89,9 +89,13 @@ impl World {
                 rpo_lower,
                 rpo_upper,
                 rto_ms,
+                left_out,
                 ..
             } => {
                 self.out.failovers += 1;
+                if !left_out.is_empty() {
+                    self.out.failovers_left_out += 1;
+                }
                 self.out.rto_ms.push(rto_ms);
                 if node < 2 {
                     let start = self.oracle.promoting_since[node];
