@@ -58,15 +58,18 @@ impl Default for Policy {
     }
 }
 
-/// One restorable point.
+/// One restorable point. Its chain is kept by the [`Points`] it came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Point {
     pub lsn: Lsn,
     /// When the artifact ending here was created (the state of the database at that time).
     pub utc: UtcMillis,
     pub epoch: Epoch,
-    /// What restores it: a full first, then the artifacts that continue it, in order.
-    pub chain: Vec<ArtifactMeta>,
+    /// The full its chain starts from.
+    pub full: ArtifactMeta,
+    /// Artifacts and bytes of its chain.
+    pub artifacts: u32,
+    pub bytes: u64,
 }
 
 /// Where to restore to.
@@ -92,91 +95,174 @@ pub fn week_of(t: UtcMillis) -> i64 {
     (day_of(t) + 3).div_euclid(7)
 }
 
-/// How a position was reached while walking from one full: by which artifact, from where.
-#[derive(Copy, Clone)]
+/// How a position was reached: by which artifact, from where.
+#[derive(Copy, Clone, Debug)]
 struct Step {
-    /// Index into the sorted artifacts; `None` for the full itself.
+    /// Index into the sorted artifacts; `None` for a full's own position.
     by: Option<usize>,
     from: Lsn,
+    full: usize,
     epoch: Epoch,
     utc: UtcMillis,
+    depth: u32,
+    bytes: u64,
 }
 
-/// Every restorable point of `entries` (one database's archive, any order), sorted by
-/// position. A point reachable from several fulls uses the newest of them (the shortest
-/// chain); among chains from one full, the first found in position order.
-pub fn points(entries: &[ArtifactMeta]) -> Vec<Point> {
-    let mut sorted: Vec<&ArtifactMeta> = entries.iter().collect();
-    sorted.sort_by_key(|m| (m.key.lsn_end, m.key.lsn_start, m.key));
-    sorted.dedup_by_key(|m| m.key);
-    let mut out: BTreeMap<Lsn, Point> = BTreeMap::new();
-    for full in sorted.iter().filter(|m| m.key.kind == ArtifactKind::Full) {
-        let mut reach: BTreeMap<Lsn, Step> = BTreeMap::new();
-        reach.insert(
-            full.key.lsn_end,
-            Step {
-                by: None,
-                from: full.key.lsn_end,
-                epoch: full.key.epoch,
-                utc: full.created_utc,
-            },
-        );
-        for (i, m) in sorted.iter().enumerate() {
-            let k = &m.key;
-            if k.kind == ArtifactKind::Full
-                || k.lsn_end <= full.key.lsn_end
-                || k.epoch < full.key.epoch
-                || reach.contains_key(&k.lsn_end)
-            {
-                continue;
-            }
-            if k.kind == ArtifactKind::Incremental
-                && (m.base_full != Some(full.key.lsn_end) || k.epoch != full.key.epoch)
-            {
-                continue;
-            }
-            let from = reach
-                .range(k.lsn_start..k.lsn_end)
-                .rev()
-                .find(|(r, s)| s.epoch == k.epoch || (s.epoch < k.epoch && **r == k.lsn_start))
-                .map(|(r, _)| *r);
-            if let Some(from) = from {
-                reach.insert(
-                    k.lsn_end,
-                    Step {
-                        by: Some(i),
-                        from,
-                        epoch: k.epoch,
-                        utc: m.created_utc,
-                    },
-                );
-            }
-        }
-        for (&lsn, step) in &reach {
-            // A newer full's chain (found later in this loop) replaces an older one's.
-            let mut chain = Vec::new();
-            let mut at = (lsn, *step);
-            while let Some(i) = at.1.by {
-                chain.push(*sorted[i]);
-                at = (at.1.from, reach[&at.1.from]);
-            }
-            chain.push(**full);
-            chain.reverse();
-            out.insert(
-                lsn,
-                Point {
-                    lsn,
-                    utc: step.utc,
-                    epoch: step.epoch,
-                    chain,
+/// Every restorable point of one database's archive, and the chain of each, in space linear in
+/// the archive: each position keeps the one step that reached it, and a chain is the walk back
+/// to its full.
+///
+/// A full serves the positions from its own up to the next full's: a point past a newer full
+/// is restored from that full (the shortest chain), never from an older one. A position is
+/// reached by the first artifact found in position order.
+#[derive(Clone, Debug)]
+pub struct Points {
+    arts: Vec<ArtifactMeta>,
+    steps: BTreeMap<Lsn, Step>,
+    list: Vec<Point>,
+}
+
+/// [`Points::new`].
+pub fn points(entries: &[ArtifactMeta]) -> Points {
+    Points::new(entries)
+}
+
+impl Points {
+    pub fn new(entries: &[ArtifactMeta]) -> Points {
+        let mut arts: Vec<ArtifactMeta> = entries.to_vec();
+        arts.sort_by_key(|m| (m.key.lsn_end, m.key.lsn_start, m.key));
+        arts.dedup_by_key(|m| m.key);
+        // One full per position: the last in key order (the newest epoch's).
+        let fulls: Vec<usize> = (0..arts.len())
+            .filter(|&i| arts[i].key.kind == ArtifactKind::Full)
+            .filter(|&i| {
+                !arts[i + 1..]
+                    .iter()
+                    .take_while(|m| m.key.lsn_end == arts[i].key.lsn_end)
+                    .any(|m| m.key.kind == ArtifactKind::Full)
+            })
+            .collect();
+        let mut steps: BTreeMap<Lsn, Step> = BTreeMap::new();
+        for (n, &f) in fulls.iter().enumerate() {
+            let full = arts[f];
+            let floor = full.key.lsn_end;
+            // Up to the next full at a higher position (which serves what lies past it).
+            let ceiling = fulls[n + 1..]
+                .iter()
+                .map(|&g| arts[g].key.lsn_end)
+                .find(|&l| l > floor);
+            steps.insert(
+                floor,
+                Step {
+                    by: None,
+                    from: floor,
+                    full: f,
+                    epoch: full.key.epoch,
+                    utc: full.created_utc,
+                    depth: 1,
+                    bytes: full.size,
                 },
             );
+            let first = arts.partition_point(|m| m.key.lsn_end <= floor);
+            for (i, &m) in arts.iter().enumerate().skip(first) {
+                let k = &m.key;
+                if ceiling.is_some_and(|c| k.lsn_end > c) {
+                    break;
+                }
+                if k.kind == ArtifactKind::Full
+                    || k.epoch < full.key.epoch
+                    || steps.contains_key(&k.lsn_end)
+                    || (k.kind == ArtifactKind::Incremental
+                        && (m.base_full != Some(floor) || k.epoch != full.key.epoch))
+                {
+                    continue;
+                }
+                let from = steps
+                    .range(k.lsn_start.max(floor)..k.lsn_end)
+                    .rev()
+                    .find(|(r, s)| {
+                        s.full == f
+                            && (s.epoch == k.epoch || (s.epoch < k.epoch && **r == k.lsn_start))
+                    })
+                    .map(|(r, s)| (*r, *s));
+                if let Some((r, s)) = from {
+                    steps.insert(
+                        k.lsn_end,
+                        Step {
+                            by: Some(i),
+                            from: r,
+                            full: f,
+                            epoch: k.epoch,
+                            utc: m.created_utc,
+                            depth: s.depth + 1,
+                            bytes: s.bytes.saturating_add(m.size),
+                        },
+                    );
+                }
+            }
+        }
+        let list = steps
+            .iter()
+            .map(|(&lsn, s)| Point {
+                lsn,
+                utc: s.utc,
+                epoch: s.epoch,
+                full: arts[s.full],
+                artifacts: s.depth,
+                bytes: s.bytes,
+            })
+            .collect();
+        Points { arts, steps, list }
+    }
+
+    /// Every point, sorted by position.
+    pub fn all(&self) -> &[Point] {
+        &self.list
+    }
+
+    /// What restores `p`: its full first, then the artifacts that continue it, in order.
+    pub fn chain(&self, p: &Point) -> Vec<ArtifactMeta> {
+        let mut out = Vec::new();
+        let mut at = p.lsn;
+        while let Some(s) = self.steps.get(&at) {
+            match s.by {
+                Some(i) => {
+                    out.push(self.arts[i]);
+                    at = s.from;
+                }
+                None => {
+                    out.push(self.arts[s.full]);
+                    break;
+                }
+            }
+        }
+        out.reverse();
+        out
+    }
+
+    /// Add the chain of the point at `lsn` to `keep`; `seen` holds the positions already
+    /// walked (their chains are in `keep` already), so chains sharing a prefix cost it once.
+    fn mark(&self, lsn: Lsn, keep: &mut BTreeSet<ArtifactKey>, seen: &mut BTreeSet<Lsn>) {
+        let mut at = lsn;
+        while seen.insert(at) {
+            let Some(s) = self.steps.get(&at) else {
+                return;
+            };
+            match s.by {
+                Some(i) => {
+                    keep.insert(self.arts[i].key);
+                    at = s.from;
+                }
+                None => {
+                    keep.insert(self.arts[s.full].key);
+                    return;
+                }
+            }
         }
     }
-    out.into_values().collect()
 }
 
-/// The point `at` asks for among `points` (sorted by position, as [`points`] returns them).
+/// The point `at` asks for among `points` (sorted by position, as [`Points::all`] gives them).
 pub fn point_at(points: &[Point], at: At) -> Option<&Point> {
     match at {
         At::Latest => points.last(),
@@ -191,8 +277,8 @@ pub fn point_at(points: &[Point], at: At) -> Option<&Point> {
 /// For a restore that replays a log up to a target inside it (PostgreSQL's
 /// `recovery_target_time` / `recovery_target_lsn`): among the points restorable from a full at
 /// or before `at`, the first at or after `at` (its chain holds every byte up to the target),
-/// else the newest (the target lies beyond what the archive holds).
-pub fn covering(entries: &[ArtifactMeta], at: At) -> Option<Point> {
+/// else the newest (the target lies beyond what the archive holds); with its chain.
+pub fn covering(entries: &[ArtifactMeta], at: At) -> Option<(Point, Vec<ArtifactMeta>)> {
     let usable: Vec<ArtifactMeta> = entries
         .iter()
         .filter(|m| {
@@ -205,23 +291,28 @@ pub fn covering(entries: &[ArtifactMeta], at: At) -> Option<Point> {
         })
         .copied()
         .collect();
-    let pts = points(&usable);
+    let pts = Points::new(&usable);
     let after = |p: &&Point| match at {
         At::Latest => false,
         At::Utc(t) => p.utc >= t,
         At::Lsn(l) => p.lsn >= l,
     };
-    pts.iter().find(after).or(pts.last()).cloned()
+    let p = pts.all().iter().find(after).or(pts.all().last())?;
+    Some((p.clone(), pts.chain(p)))
 }
 
-/// The points a policy keeps, as indexes into `points` (sorted, no duplicates).
-pub fn kept_points(points: &[Point], entries: &[ArtifactMeta], policy: &Policy) -> Vec<usize> {
+/// The points a policy keeps, as indexes into `pts.all()` (sorted, no duplicates): the newest;
+/// every point created within `keep_ms` of the newest artifact and the one just before that
+/// window; and for each of the last `keep_daily` UTC days and `keep_weekly` ISO weeks the point
+/// of that period whose chain is smallest (a full or an incremental when the period has one:
+/// old days cost little), the later one on a tie.
+pub fn kept_points(pts: &Points, entries: &[ArtifactMeta], policy: &Policy) -> Vec<usize> {
+    let points = pts.all();
     let Some(now) = entries.iter().map(|m| m.created_utc).max() else {
         return Vec::new();
     };
     let window = UtcMillis(now.0.saturating_sub(policy.keep_ms as i64));
     let mut keep = BTreeSet::new();
-    // The newest point, always; every point in the window, and the one just before it.
     if let Some(i) = (0..points.len()).max_by_key(|&i| (points[i].utc, points[i].lsn)) {
         keep.insert(i);
     }
@@ -234,46 +325,47 @@ pub fn kept_points(points: &[Point], entries: &[ArtifactMeta], policy: &Policy) 
         }
     }
     keep.extend(before);
-    // The last point of each kept day and week.
-    let mut last_of = |period: fn(UtcMillis) -> i64, count: u32| {
+    let mut cheapest_of = |period: fn(UtcMillis) -> i64, count: u32| {
         if count == 0 {
             return;
         }
         let newest = period(now);
         let oldest = newest - i64::from(count) + 1;
         let mut best: BTreeMap<i64, usize> = BTreeMap::new();
+        let rank = |p: &Point| (std::cmp::Reverse(p.bytes), p.utc, p.lsn);
         for (i, p) in points.iter().enumerate() {
             let k = period(p.utc);
             if k < oldest || k > newest {
                 continue;
             }
             let e = best.entry(k).or_insert(i);
-            if (points[*e].utc, points[*e].lsn) < (p.utc, p.lsn) {
+            if rank(&points[*e]) < rank(p) {
                 *e = i;
             }
         }
         keep.extend(best.into_values());
     };
-    last_of(day_of, policy.keep_daily);
-    last_of(week_of, policy.keep_weekly);
+    cheapest_of(day_of, policy.keep_daily);
+    cheapest_of(week_of, policy.keep_weekly);
     keep.into_iter().collect()
 }
 
 /// What a policy keeps of `entries` (one database's archive): every artifact in the window and
-/// the chain of every kept point; sorted, no duplicates.
+/// the chain of every kept point.
 pub fn kept(entries: &[ArtifactMeta], policy: &Policy) -> BTreeSet<ArtifactKey> {
     let Some(now) = entries.iter().map(|m| m.created_utc).max() else {
         return BTreeSet::new();
     };
     let window = UtcMillis(now.0.saturating_sub(policy.keep_ms as i64));
-    let pts = points(entries);
+    let pts = Points::new(entries);
     let mut keep: BTreeSet<ArtifactKey> = entries
         .iter()
         .filter(|m| m.created_utc >= window)
         .map(|m| m.key)
         .collect();
+    let mut seen = BTreeSet::new();
     for i in kept_points(&pts, entries, policy) {
-        keep.extend(pts[i].chain.iter().map(|m| m.key));
+        pts.mark(pts.all()[i].lsn, &mut keep, &mut seen);
     }
     keep
 }
@@ -304,43 +396,29 @@ pub struct Range {
     pub bytes: u64,
 }
 
-/// The restorable ranges of `points`, one per full, oldest first.
-pub fn ranges(points: &[Point]) -> Vec<Range> {
-    let mut by_full: BTreeMap<(Lsn, ArtifactKey), (Range, BTreeSet<ArtifactKey>)> = BTreeMap::new();
-    for p in points {
-        let Some(full) = p.chain.first() else {
-            continue;
-        };
-        let (r, seen) = by_full
-            .entry((full.key.lsn_end, full.key))
-            .or_insert_with(|| {
-                (
-                    Range {
-                        full: *full,
-                        first: (p.lsn, p.utc),
-                        last: (p.lsn, p.utc),
-                        points: 0,
-                        artifacts: 0,
-                        bytes: 0,
-                    },
-                    BTreeSet::new(),
-                )
-            });
+/// The restorable ranges of `pts`, one per full, oldest first.
+pub fn ranges(pts: &Points) -> Vec<Range> {
+    let mut by_full: BTreeMap<usize, Range> = BTreeMap::new();
+    for (p, s) in pts.all().iter().zip(pts.steps.values()) {
+        let r = by_full.entry(s.full).or_insert_with(|| Range {
+            full: p.full,
+            first: (p.lsn, p.utc),
+            last: (p.lsn, p.utc),
+            points: 0,
+            artifacts: 0,
+            bytes: 0,
+        });
         r.points += 1;
-        if (p.lsn, p.utc) < r.first {
-            r.first = (p.lsn, p.utc);
-        }
-        if (p.lsn, p.utc) > r.last {
-            r.last = (p.lsn, p.utc);
-        }
-        for m in &p.chain {
-            if seen.insert(m.key) {
-                r.artifacts += 1;
-                r.bytes += m.size;
-            }
-        }
+        r.first = r.first.min((p.lsn, p.utc));
+        r.last = r.last.max((p.lsn, p.utc));
+        // Each step is one artifact of the range (the full's own step is the full).
+        r.artifacts += 1;
+        r.bytes += match s.by {
+            Some(i) => pts.arts[i].size,
+            None => pts.arts[s.full].size,
+        };
     }
-    by_full.into_values().map(|(r, _)| r).collect()
+    by_full.into_values().collect()
 }
 
 #[cfg(test)]
@@ -374,8 +452,11 @@ mod tests {
     fn log(a: u64, b: u64, utc: i64) -> ArtifactMeta {
         meta(ArtifactKind::Log, 1, a, b, utc)
     }
-    fn lsns(points: &[Point]) -> Vec<u64> {
-        points.iter().map(|p| p.lsn.0).collect()
+    fn lsns(points: &Points) -> Vec<u64> {
+        points.all().iter().map(|p| p.lsn.0).collect()
+    }
+    fn chain_at(points: &Points, i: usize) -> Vec<ArtifactMeta> {
+        points.chain(&points.all()[i])
     }
 
     #[test]
@@ -388,13 +469,16 @@ mod tests {
         ];
         let p = points(&e);
         assert_eq!(lsns(&p), vec![10, 20, 30]);
-        assert_eq!(p[2].chain, vec![e[0], e[1], e[2]]);
+        assert_eq!(chain_at(&p, 2), vec![e[0], e[1], e[2]]);
+        assert_eq!(p.all()[2].artifacts, 3);
+        assert_eq!(p.all()[2].bytes, 30);
+        let p = p.all();
         assert_eq!(
-            point_at(&p, At::Utc(UtcMillis(T0 + 1))).unwrap().lsn,
+            point_at(p, At::Utc(UtcMillis(T0 + 1))).unwrap().lsn,
             Lsn(20)
         );
-        assert_eq!(point_at(&p, At::Lsn(Lsn(29))).unwrap().lsn, Lsn(20));
-        assert!(point_at(&p, At::Utc(UtcMillis(T0 - 1))).is_none());
+        assert_eq!(point_at(p, At::Lsn(Lsn(29))).unwrap().lsn, Lsn(20));
+        assert!(point_at(p, At::Utc(UtcMillis(T0 - 1))).is_none());
     }
 
     #[test]
@@ -406,11 +490,11 @@ mod tests {
             full(30, T0 + 250),
             log(30, 40, T0 + 300),
         ];
-        let c = |at| covering(&e, at).map(|x| x.lsn.0);
+        let c = |at| covering(&e, at).map(|x| x.0.lsn.0);
         assert_eq!(c(At::Utc(UtcMillis(T0 + 150))), Some(30));
         let x = covering(&e, At::Utc(UtcMillis(T0 + 150))).unwrap();
         assert_eq!(
-            x.chain[0].key.lsn_end,
+            x.1[0].key.lsn_end,
             Lsn(10),
             "from the full before the target"
         );
@@ -441,7 +525,12 @@ mod tests {
         ];
         let p = points(&e);
         assert_eq!(lsns(&p), vec![10, 20, 40, 50]);
-        assert_eq!(p[3].chain, vec![e[4], e[5]], "from the newest full");
+        assert_eq!(chain_at(&p, 3), vec![e[4], e[5]], "from the newest full");
+        assert_eq!(
+            chain_at(&p, 2),
+            vec![e[4]],
+            "a newer full serves its own position"
+        );
     }
 
     #[test]
@@ -456,12 +545,12 @@ mod tests {
         ];
         let p = points(&e);
         assert_eq!(lsns(&p), vec![10, 20, 30, 40, 50]);
-        let at40: Vec<_> = p[3].chain.iter().map(|m| m.key.lsn_end.0).collect();
+        let at40: Vec<_> = chain_at(&p, 3).iter().map(|m| m.key.lsn_end.0).collect();
         assert_eq!(at40, vec![10, 20, 40], "never through epoch 1's 20..30");
     }
 
     #[test]
-    fn retention_keeps_the_window_the_point_before_it_and_the_last_point_of_each_day() {
+    fn retention_keeps_the_window_the_point_before_it_and_the_cheapest_point_of_each_day() {
         let mut e = vec![full(0, T0)];
         // A log an hour for three days.
         for i in 0..72u64 {
@@ -488,18 +577,27 @@ mod tests {
         // its full and logs go.
         assert!(gone.contains(&e[0].key));
         assert!(gone.contains(&e[1].key));
-        // The last point of day 3 is restorable from what is kept.
+        // Day 3's kept point is its cheapest: the full taken that day, alone.
         let day2 = day_of(UtcMillis(T0 + 48 * H));
-        let last2 = pts
+        let cheapest = pts
+            .all()
             .iter()
             .filter(|p| day_of(p.utc) == day2)
-            .max_by_key(|p| (p.utc, p.lsn))
+            .min_by_key(|p| (p.bytes, std::cmp::Reverse((p.utc, p.lsn))))
             .unwrap();
-        assert!(last2.chain.iter().all(|m| keep.contains(&m.key)));
+        assert_eq!(cheapest.lsn, Lsn(480));
+        assert_eq!(pts.chain(cheapest), vec![e[e.len() - 1]]);
+        assert!(keep.contains(&e[e.len() - 1].key));
+        // Day 2's logs that no kept point needs go: the day before the two kept days.
+        assert!(gone.contains(&e[30].key), "{:?}", e[30].key);
         // The window's points too, and the one just before it.
         let now = T0 + 72 * H;
-        for p in pts.iter().filter(|p| p.utc.0 >= now - 7 * H) {
-            assert!(p.chain.iter().all(|m| keep.contains(&m.key)), "{:?}", p.lsn);
+        for p in pts.all().iter().filter(|p| p.utc.0 >= now - 7 * H) {
+            assert!(
+                pts.chain(p).iter().all(|m| keep.contains(&m.key)),
+                "{:?}",
+                p.lsn
+            );
         }
     }
 
@@ -587,14 +685,19 @@ mod tests {
             let left: BTreeSet<ArtifactKey> =
                 e.iter().map(|m| m.key).filter(|k| !gone.contains(k)).collect();
             for i in kept_idx {
-                let p = &before[i];
-                prop_assert!(chain_valid(&p.chain, &left), "point {:?} lost its chain", p.lsn);
+                let p = &before.all()[i];
+                let chain = before.chain(p);
+                prop_assert!(chain_valid(&chain, &left), "point {:?} lost its chain", p.lsn);
             }
-            // Every point's chain is valid before any removal.
+            // Every point's chain is valid before any removal, and its size is its chain's.
             let all: BTreeSet<ArtifactKey> = e.iter().map(|m| m.key).collect();
-            for p in &before {
-                prop_assert!(chain_valid(&p.chain, &all));
-                prop_assert_eq!(p.chain.last().unwrap().key.lsn_end, p.lsn);
+            for p in before.all() {
+                let chain = before.chain(p);
+                prop_assert!(chain_valid(&chain, &all));
+                prop_assert_eq!(chain.last().unwrap().key.lsn_end, p.lsn);
+                prop_assert_eq!(chain.len() as u32, p.artifacts);
+                prop_assert_eq!(chain.iter().map(|m| m.size).sum::<u64>(), p.bytes);
+                prop_assert_eq!(chain[0], p.full);
             }
             // Retention applied twice removes nothing more the second time... unless the
             // newest artifact went (it never does: it is in the window).

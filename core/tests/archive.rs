@@ -245,6 +245,7 @@ fn retention_removes_what_no_kept_point_needs_and_a_restart_issues_unconfirmed_c
         assert!(!kept.contains(k));
     }
     let pts = lifeboat_core::archive::points(&e.state().archive[0].entries);
+    let pts = pts.all();
     assert_eq!(pts.first().unwrap().lsn, Lsn(120));
     assert_eq!(pts.last().unwrap().lsn, Lsn(240));
     let before_window = pts

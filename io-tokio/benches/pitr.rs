@@ -152,11 +152,12 @@ fn main() -> Result<()> {
         .map(|(m, p)| (m.key, p))
         .collect();
     let points = ca::points(&entries);
-    let point = ca::point_at(&points, At::Latest).context("no point")?;
+    let point = ca::point_at(points.all(), At::Latest).context("no point")?;
+    let point_chain = points.chain(point);
     ensure!(
-        point.chain.len() == logs + 1,
+        point_chain.len() == logs + 1,
         "the newest point's chain has {} artifacts, expected the full and {logs} logs",
-        point.chain.len()
+        point_chain.len()
     );
     let size_label = if mib >= 1024 && mib % 1024 == 0 {
         format!("{}gib", mib / 1024)
@@ -164,8 +165,7 @@ fn main() -> Result<()> {
         format!("{mib}mib")
     };
 
-    let chain: Vec<_> = point
-        .chain
+    let chain: Vec<_> = point_chain
         .iter()
         .map(|m| dm::read_manifest(&files[&m.key]).map_err(anyhow::Error::from))
         .collect::<Result<_>>()?;

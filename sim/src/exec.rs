@@ -707,15 +707,20 @@ impl World {
         self.out.archive_removals += 1;
         for i in lifeboat_core::archive::kept_points(&points, &before, &policy) {
             self.out.archive_points_checked += 1;
-            let p = &points[i];
-            if let Some(m) = p.chain.iter().find(|m| gone.contains(&m.key)) {
+            let p = &points.all()[i];
+            let chain = points.chain(p);
+            if chain.last().map(|m| m.key.lsn_end) != Some(p.lsn) {
+                let what = format!("{name}: the kept point at {} has no chain to it", p.lsn.0);
+                return self.violation("archive_retention", what);
+            }
+            if let Some(m) = chain.iter().find(|m| gone.contains(&m.key)) {
                 let what = format!(
                     "{name}: removes {:?}, which the kept point at {} needs",
                     m.key, p.lsn.0
                 );
                 return self.violation("archive_retention", what);
             }
-            if let Err(why) = self.archive_chain_restores(s, db, &p.chain) {
+            if let Err(why) = self.archive_chain_restores(s, db, &chain) {
                 let what = format!(
                     "{name}: the kept point at {} does not restore: {why}",
                     p.lsn.0

@@ -173,8 +173,8 @@ impl SiteEngine {
             return;
         }
         let pick = mix(a.verifications ^ now.rotate_left(17)) as usize % kept.len();
-        let p = &points[kept[pick]];
-        let (upto, chain) = (p.lsn, p.chain.clone());
+        let p = &points.all()[kept[pick]];
+        let (upto, chain) = (p.lsn, points.chain(p));
         self.issue(now, super::OpPurpose::ArchiveDrill { db }, |op| {
             Command::ArchiveDrill {
                 op,

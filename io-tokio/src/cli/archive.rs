@@ -185,10 +185,9 @@ pub fn list(config: &Path, db: Option<&str>, json: bool) -> i32 {
     exit::OK
 }
 
-/// The chain of `point` as artifact files, each read with its manifest.
-fn chain_files(d: &DbArchive, point: &Point) -> Result<Vec<ArtifactFile>, String> {
-    point
-        .chain
+/// A chain as artifact files, each read with its manifest.
+fn chain_files(d: &DbArchive, chain: &[ArtifactMeta]) -> Result<Vec<ArtifactFile>, String> {
+    chain
         .iter()
         .map(|m| {
             let p = d
@@ -256,10 +255,10 @@ fn build(
             drill_check_sql, ..
         } => {
             let points = ca::points(&d.entries);
-            let Some(point) = ca::point_at(&points, at) else {
-                return Err(no_point(d, at, &points));
+            let Some(point) = ca::point_at(points.all(), at) else {
+                return Err(no_point(d, at, points.all()));
             };
-            let chain = chain_files(d, point)?;
+            let chain = chain_files(d, &points.chain(point))?;
             let r = with_progress(&progress, || {
                 drivers::sqlite::restore_point(
                     &d.name,
@@ -278,10 +277,10 @@ fn build(
             })
         }
         DriverConfig::Postgres(cfg) => {
-            let Some(point) = ca::covering(&d.entries, at) else {
-                return Err(no_point(d, at, &ca::points(&d.entries)));
+            let Some((_, chain)) = ca::covering(&d.entries, at) else {
+                return Err(no_point(d, at, ca::points(&d.entries).all()));
             };
-            let chain = chain_files(d, &point)?;
+            let chain = chain_files(d, &chain)?;
             let bytes = chain.iter().map(|a| a.manifest.size).sum();
             let target = match at {
                 At::Latest => pitr::Target::Latest,
