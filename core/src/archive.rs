@@ -24,8 +24,10 @@
 //!
 //! [`kept`] keeps every artifact created within `keep_ms` of now, the chain of every point
 //! from the one just before that window on (a time at the window's start is restorable), the
-//! chain of the last point of each of the last `keep_daily` UTC days and of the last
-//! `keep_weekly` ISO weeks (Monday to Sunday, UTC), and always the newest point's chain.
+//! chain of one point of each of the last `keep_daily` UTC days and of the last
+//! `keep_weekly` ISO weeks (Monday to Sunday, UTC): the point of that period with the smallest
+//! chain (a full or an incremental when it has one, so an old day costs a backup, not a day of
+//! logs), and always the newest point's chain.
 //! Everything else may go. A kept point's chain is never removed (see the tests and the
 //! simulator's archive oracle).
 
@@ -39,9 +41,9 @@ use std::collections::{BTreeMap, BTreeSet};
 pub struct Policy {
     /// Every artifact created within this long of the newest one is kept.
     pub keep_ms: Millis,
-    /// A restorable chain for the last point of each of this many UTC days.
+    /// A restorable point (its cheapest) for each of this many UTC days.
     pub keep_daily: u32,
-    /// A restorable chain for the last point of each of this many ISO weeks.
+    /// A restorable point (its cheapest) for each of this many ISO weeks.
     pub keep_weekly: u32,
     /// Restore a kept point chosen at random into scratch and check it this often (0: never).
     pub verify_every_ms: Millis,

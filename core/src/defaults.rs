@@ -102,9 +102,9 @@ pub const COLLECT_LOGS_EVERY: Millis = 500;
 
 /// The archive keeps every artifact created within this long of the newest one (72 hours).
 pub const ARCHIVE_KEEP_MS: Millis = 72 * 60 * MINUTE;
-/// The archive keeps the last point of each of this many UTC days.
+/// The archive keeps a restorable point of each of this many UTC days.
 pub const ARCHIVE_KEEP_DAILY: u32 = 30;
-/// The archive keeps the last point of each of this many ISO weeks.
+/// The archive keeps a restorable point of each of this many ISO weeks.
 pub const ARCHIVE_KEEP_WEEKLY: u32 = 12;
 /// Archive retention runs at most this often (and whenever a full is archived); archiving
 /// that failed is tried again on the same schedule.

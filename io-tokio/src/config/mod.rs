@@ -103,10 +103,10 @@ pub struct ArchiveSettings {
     /// `s`, `m`, `h` or `d` (`"72h"`, `"7d"`).
     #[serde(default = "ArchiveSettings::default_keep")]
     pub keep: String,
-    /// A restorable chain for the last point of each of this many UTC days.
+    /// A restorable point (its cheapest) for each of this many UTC days.
     #[serde(default = "ArchiveSettings::default_daily")]
     pub keep_daily: u32,
-    /// A restorable chain for the last point of each of this many ISO weeks.
+    /// A restorable point (its cheapest) for each of this many ISO weeks.
     #[serde(default = "ArchiveSettings::default_weekly")]
     pub keep_weekly: u32,
     /// Restore a kept point chosen at random into scratch and check it this often (`"24h"`;
