@@ -396,6 +396,8 @@ pub struct Range {
     /// The artifacts behind the range (the full and every chain artifact), and their bytes.
     pub artifacts: usize,
     pub bytes: u64,
+    /// Those artifacts, in position order.
+    pub members: Vec<ArtifactMeta>,
 }
 
 /// The restorable ranges of `pts`, one per full, oldest first.
@@ -409,16 +411,16 @@ pub fn ranges(pts: &Points) -> Vec<Range> {
             points: 0,
             artifacts: 0,
             bytes: 0,
+            members: Vec::new(),
         });
         r.points += 1;
         r.first = r.first.min((p.lsn, p.utc));
         r.last = r.last.max((p.lsn, p.utc));
         // Each step is one artifact of the range (the full's own step is the full).
+        let m = pts.arts[s.by.unwrap_or(s.full)];
         r.artifacts += 1;
-        r.bytes += match s.by {
-            Some(i) => pts.arts[i].size,
-            None => pts.arts[s.full].size,
-        };
+        r.bytes += m.size;
+        r.members.push(m);
     }
     by_full.into_values().collect()
 }

@@ -257,6 +257,9 @@ enum ArchiveCmd {
         db: Option<String>,
         #[arg(long)]
         json: bool,
+        /// Also name every artifact behind each range (its file, kind, positions, size).
+        #[arg(long)]
+        artifacts: bool,
     },
 }
 
@@ -429,8 +432,14 @@ fn main() {
             }
         },
         Cmd::Archive {
-            cmd: ArchiveCmd::List { config, db, json },
-        } => cli::archive::list(&config, db.as_deref(), json),
+            cmd:
+                ArchiveCmd::List {
+                    config,
+                    db,
+                    json,
+                    artifacts,
+                },
+        } => cli::archive::list(&config, db.as_deref(), json, artifacts),
         Cmd::Restore {
             config,
             db,

@@ -142,6 +142,20 @@ fn a_restore_to_a_noted_time_brings_back_exactly_the_rows_committed_before_it() 
         text.contains("database app:") && text.contains("points"),
         "{text}"
     );
+    // --artifacts names every artifact behind each range, as many as the range counts.
+    let (code, out, _) = lifeboat(&["archive", "list", "-c", &rec, "--json", "--artifacts"]);
+    assert_eq!(code, 0);
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    for r in doc["databases"][0]["ranges"].as_array().unwrap() {
+        let list = r["artifact_list"].as_array().unwrap();
+        assert_eq!(Some(list.len() as u64), r["artifacts"].as_u64(), "{r}");
+        assert_eq!(list[0]["kind"], "full", "{r}");
+        let bytes: u64 = list.iter().map(|a| a["bytes"].as_u64().unwrap()).sum();
+        assert_eq!(Some(bytes), r["bytes"].as_u64());
+        assert!(list
+            .iter()
+            .all(|a| a["file"].as_str().is_some_and(|f| f.starts_with("app_"))));
+    }
 
     // To the noted time: batch A, none of batch B.
     let at_noted = out_dir.path().join("noted.db");

@@ -111,8 +111,8 @@ fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / 1_048_576.0)
 }
 
-/// `lifeboat archive list`.
-pub fn list(config: &Path, db: Option<&str>, json: bool) -> i32 {
+/// `lifeboat archive list` (`artifacts`: also name every artifact behind each range).
+pub fn list(config: &Path, db: Option<&str>, json: bool, artifacts: bool) -> i32 {
     let (file, archive) = match open(config) {
         Ok(x) => x,
         Err(e) => return fail("archive list", &e, exit::USAGE),
@@ -151,7 +151,34 @@ pub fn list(config: &Path, db: Option<&str>, json: bool) -> i32 {
                 r.artifacts,
                 mib(r.bytes)
             ));
+            let members: Vec<serde_json::Value> = if artifacts {
+                r.members
+                    .iter()
+                    .map(|m| {
+                        let name = crate::transport::inbox::artifact_file_name(m, &d.name);
+                        text.push_str(&format!(
+                            "    {name}  {} {}..{}  {}\n",
+                            m.key.kind.name_word(),
+                            m.key.lsn_start.0,
+                            m.key.lsn_end.0,
+                            mib(m.size)
+                        ));
+                        serde_json::json!({
+                            "file": d.files.get(&m.key).and_then(|p| p.file_name()).map(|f| f.to_string_lossy().into_owned()).unwrap_or(name),
+                            "kind": m.key.kind.name_word(),
+                            "lsn_start": m.key.lsn_start.0,
+                            "lsn_end": m.key.lsn_end.0,
+                            "epoch": m.key.epoch.0,
+                            "created_utc": m.created_utc.to_string(),
+                            "bytes": m.size,
+                        })
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
             rdocs.push(serde_json::json!({
+                "artifact_list": members,
                 "full": {
                     "created_utc": r.full.created_utc.to_string(),
                     "position": r.full.key.lsn_end.0,
