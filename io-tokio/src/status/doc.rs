@@ -849,7 +849,10 @@ pub(crate) mod tests {
 
     /// A document from a real engine, with every optional part filled in.
     pub(crate) fn sample() -> StatusDoc {
-        let cfg = Config::default();
+        let cfg = Config {
+            archive: Some(lifeboat_core::archive::Policy::default()),
+            ..Config::default()
+        };
         let mut engine = SiteEngine::new(cfg.clone(), SiteId(1));
         engine.handle(1_000, lifeboat_core::Input::Tick);
         while engine.poll_output().is_some() {}
@@ -1013,6 +1016,14 @@ pub(crate) mod tests {
         got.dedup();
         let want = [
             "alerts",
+            "archive",
+            "archive[].artifacts",
+            "archive[].bytes",
+            "archive[].db",
+            "archive[].newest_utc",
+            "archive[].oldest_utc",
+            "archive[].verifications",
+            "archive[].waiting",
             "backups_paused",
             "databases",
             "databases[].backlog",
@@ -1105,6 +1116,7 @@ pub(crate) mod tests {
             "reports[].epoch",
             "reports[].forced",
             "reports[].kind",
+            "reports[].left_out",
             "reports[].losses",
             "reports[].new_primary",
             "reports[].rpo_lower",
