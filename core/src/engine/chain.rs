@@ -524,11 +524,18 @@ impl DbState {
         (n, oldest)
     }
 
-    /// When the first artifact held back by `hold` becomes due, if any is held.
+    /// When the first artifact held back by `hold` that would apply now becomes due, if any.
+    /// Only those: a held artifact that does not apply at the position must not keep the
+    /// database waiting (a dead artifact at the position leads to a reseed, and a held one
+    /// beyond it would postpone that forever: swarm seed 9980603).
     pub fn held_until(&self, now: Millis, hold: &Hold) -> Option<Millis> {
         self.pending
             .iter()
             .filter(|x| hold.holds(x, now) && !hold.leaves_out(&x.meta))
+            .filter(|x| match self.position {
+                None => x.meta.key.kind == ArtifactKind::Full,
+                Some(_) => x.meta.key.kind != ArtifactKind::Full && self.applies(&x.meta),
+            })
             .map(|x| x.received_at.saturating_add(hold.delay_ms))
             .min()
     }
@@ -766,6 +773,52 @@ mod tests {
         assert_eq!(d.next(99), Next::Waiting);
         assert_eq!(d.next(100), Next::Restore(0));
         assert_eq!(d.next(150), Next::Restore(0));
+    }
+
+    #[test]
+    fn a_delay_holds_artifacts_until_they_are_that_old_and_until_leaves_later_ones_out() {
+        let mut d = at(10, 0);
+        d.insert(log(10, 20), 100);
+        let hold = Hold {
+            delay_ms: 1_000,
+            until: None,
+        };
+        assert_eq!(d.next_at(500, &hold), Next::Waiting);
+        assert_eq!(d.held_until(500, &hold), Some(1_100));
+        assert_eq!(d.next_at(1_100, &hold), Next::Restore(0));
+        assert_eq!(d.next(500), Next::Restore(0), "no hold: at once");
+        // Left out: as if it were not here (no gap either).
+        let mut m = log(10, 20);
+        m.created_utc = UtcMillis(5);
+        let mut d = at(10, 0);
+        d.insert(m, 0);
+        let until = Hold {
+            delay_ms: 0,
+            until: Some(UtcMillis(4)),
+        };
+        assert_eq!(d.next_at(0, &until), Next::Nothing);
+        // The backlog counts only what is due.
+        let mut d = at(10, 0);
+        d.insert(log(10, 20), 100);
+        assert_eq!(d.backlog_after(500, 1_000), (0, 0));
+        assert_eq!(d.backlog_after(1_600, 1_000), (1, 500));
+    }
+
+    /// A dead artifact at the position and a held one beyond it: nothing to wait for (the
+    /// dead one leads to a reseed), whatever the held one (swarm seed 9980603).
+    #[test]
+    fn a_held_artifact_that_does_not_apply_keeps_nothing_waiting() {
+        let mut d = at(10, 0);
+        d.insert(log(10, 20), 0);
+        d.insert(log(20, 30), 900);
+        d.pending[0].attempts = 3;
+        d.pending[0].retry_at = Some(Millis::MAX);
+        let hold = Hold {
+            delay_ms: 1_000,
+            until: None,
+        };
+        assert_eq!(d.next_at(1_000, &hold), Next::Waiting);
+        assert_eq!(d.held_until(1_000, &hold), None);
     }
 
     #[test]
