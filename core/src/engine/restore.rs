@@ -247,8 +247,9 @@ impl SiteEngine {
     }
 
     /// What the chain holds back now: a standby that lags on purpose waits
-    /// `restore.apply_delay_ms` until a failover reaches its drain or a switchover begins
-    /// (both catch up), and a failover to a chosen point leaves out what came after it.
+    /// `restore.apply_delay_ms` until a failover reaches its drain or this site becomes a
+    /// switchover's target (both catch up), and a failover to a chosen point leaves out what
+    /// came after it.
     pub(super) fn hold(&self) -> super::chain::Hold {
         match &self.st.procedure {
             Some(p) => match p.kind {
@@ -263,6 +264,9 @@ impl SiteEngine {
                     until: p.until,
                 },
             },
+            // The target of a planned switchover (no procedure of its own here) must reach
+            // the old primary's final position: it catches up too.
+            None if self.st.role == Role::SwitchoverTarget => super::chain::Hold::NONE,
             None => super::chain::Hold {
                 delay_ms: self.cfg.restore.apply_delay_ms,
                 until: None,

@@ -197,7 +197,12 @@ impl SiteEngine {
                     .arbiter_view
                     .as_ref()
                     .is_some_and(|v| v.epoch == self.st.epoch && v.holder == Some(self.peer));
-                if overdue && fresh && peer_holds {
+                // Without an arbiter nobody can say who holds the epoch; a target that has not
+                // said it is ready yet cannot have been handed it, so it gives up on its own
+                // (a standby catching up a long delay while its primary died: swarm seed
+                // 9990562 waited forever).
+                let unready_alone = !self.cfg.arbiter && p.step == Step::ReachFinal;
+                if overdue && ((fresh && peer_holds) || unready_alone) {
                     return self.abandon_target(now, "the switchover did not complete in time");
                 }
                 if self.cfg.arbiter {
