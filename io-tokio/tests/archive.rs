@@ -7,31 +7,7 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-fn utc_now() -> String {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    let t = lifeboat_core::UtcMillis(ms);
-    // Milliseconds matter here: the archive's points are a second apart.
-    format!(
-        "{}.{:03}Z",
-        t.to_string().trim_end_matches('Z'),
-        ms.rem_euclid(1000)
-    )
-}
-
-fn lifeboat(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use std::time::Duration;
 
 fn insert(db: &Path, ids: std::ops::RangeInclusive<u64>) {
     let c = rusqlite::Connection::open(db).unwrap();
@@ -64,7 +40,7 @@ fn ids(db: &Path) -> Vec<u64> {
 }
 
 fn listing(config: &str) -> Value {
-    let (code, out, err) = lifeboat(&["archive", "list", "-c", config, "--json"]);
+    let (code, out, err) = lifeboat_cli(&["archive", "list", "-c", config, "--json"]);
     assert_eq!(code, 0, "archive list failed: {err}");
     serde_json::from_str(&out).unwrap()
 }
@@ -95,12 +71,12 @@ fn a_restore_to_a_noted_time_brings_back_exactly_the_rows_committed_before_it() 
     // Batch A, then a noted time well after its last commit (logs are taken every second).
     insert(&c.pri_db, 1..=50);
     std::thread::sleep(Duration::from_millis(2_500));
-    let noted = utc_now();
+    let noted = utc_now_ms();
     std::thread::sleep(Duration::from_millis(1_500));
     // Batch B, then the bad write that removes everything.
     insert(&c.pri_db, 51..=100);
     std::thread::sleep(Duration::from_millis(2_500));
-    let before_delete = utc_now();
+    let before_delete = utc_now_ms();
     std::thread::sleep(Duration::from_millis(500));
     {
         let _turn = sqlite_turn();
@@ -108,7 +84,7 @@ fn a_restore_to_a_noted_time_brings_back_exactly_the_rows_committed_before_it() 
         conn.busy_timeout(Duration::from_secs(5)).unwrap();
         conn.execute("DELETE FROM t", []).unwrap();
     }
-    let after_delete = utc_now();
+    let after_delete = utc_now_ms();
     // The delete reached the recovery site and its archive.
     wait_for("the delete in the archive", Duration::from_secs(30), || {
         last_point(&rec).is_some_and(|t| t > after_delete)
@@ -136,14 +112,14 @@ fn a_restore_to_a_noted_time_brings_back_exactly_the_rows_committed_before_it() 
     assert!(ranges
         .iter()
         .all(|r| r["bytes"].as_u64() > Some(0) && r["artifacts"].as_u64() >= Some(1)));
-    let (code, text, _) = lifeboat(&["archive", "list", "-c", &rec]);
+    let (code, text, _) = lifeboat_cli(&["archive", "list", "-c", &rec]);
     assert_eq!(code, 0);
     assert!(
         text.contains("database app:") && text.contains("points"),
         "{text}"
     );
     // --artifacts names every artifact behind each range, as many as the range counts.
-    let (code, out, _) = lifeboat(&["archive", "list", "-c", &rec, "--json", "--artifacts"]);
+    let (code, out, _) = lifeboat_cli(&["archive", "list", "-c", &rec, "--json", "--artifacts"]);
     assert_eq!(code, 0);
     let doc: Value = serde_json::from_str(&out).unwrap();
     for r in doc["databases"][0]["ranges"].as_array().unwrap() {
@@ -159,7 +135,7 @@ fn a_restore_to_a_noted_time_brings_back_exactly_the_rows_committed_before_it() 
 
     // To the noted time: batch A, none of batch B.
     let at_noted = out_dir.path().join("noted.db");
-    let (code, out, err) = lifeboat(&[
+    let (code, out, err) = lifeboat_cli(&[
         "restore",
         "-c",
         &rec,
@@ -179,7 +155,7 @@ fn a_restore_to_a_noted_time_brings_back_exactly_the_rows_committed_before_it() 
 
     // Just before the delete: both batches.
     let at_before = out_dir.path().join("before.db");
-    let (code, _, err) = lifeboat(&[
+    let (code, _, err) = lifeboat_cli(&[
         "restore",
         "-c",
         &rec,
@@ -195,7 +171,7 @@ fn a_restore_to_a_noted_time_brings_back_exactly_the_rows_committed_before_it() 
 
     // The newest point: the delete.
     let latest = out_dir.path().join("latest.db");
-    let (code, _, err) = lifeboat(&[
+    let (code, _, err) = lifeboat_cli(&[
         "restore",
         "-c",
         &rec,
@@ -210,7 +186,7 @@ fn a_restore_to_a_noted_time_brings_back_exactly_the_rows_committed_before_it() 
     assert!(ids(&latest).is_empty());
 
     // Refusals name what is wrong and change nothing.
-    let (code, _, err) = lifeboat(&[
+    let (code, _, err) = lifeboat_cli(&[
         "restore",
         "-c",
         &rec,
@@ -225,7 +201,7 @@ fn a_restore_to_a_noted_time_brings_back_exactly_the_rows_committed_before_it() 
     assert!(err.contains("already exists"), "{err}");
     assert_eq!(ids(&at_noted), (1..=50).collect::<Vec<_>>());
     let early = out_dir.path().join("early.db");
-    let (code, _, err) = lifeboat(&[
+    let (code, _, err) = lifeboat_cli(&[
         "restore",
         "-c",
         &rec,
@@ -239,7 +215,7 @@ fn a_restore_to_a_noted_time_brings_back_exactly_the_rows_committed_before_it() 
     assert_eq!(code, 1);
     assert!(err.contains("no point at or before"), "{err}");
     assert!(!early.exists());
-    let (code, _, err) = lifeboat(&[
+    let (code, _, err) = lifeboat_cli(&[
         "restore",
         "-c",
         &rec,
@@ -254,7 +230,7 @@ fn a_restore_to_a_noted_time_brings_back_exactly_the_rows_committed_before_it() 
     assert!(err.contains("2026-11-22T03:05:00Z"), "{err}");
 
     // A drill of the noted point, from the archive, without touching the standby.
-    let (code, out, err) = lifeboat(&["drill", "-c", &rec, "--at", &noted]);
+    let (code, out, err) = lifeboat_cli(&["drill", "-c", &rec, "--at", &noted]);
     assert_eq!(code, 0, "drill --at failed: {err}");
     assert!(
         out.contains("drill of app at") && out.contains(": ok"),
@@ -282,7 +258,8 @@ fn a_restore_to_a_noted_time_brings_back_exactly_the_rows_committed_before_it() 
     assert!(!alert_kinds(c.rec_http).contains(&"archive_failed".to_string()));
 
     // The primary keeps no archive: asking it says so.
-    let (code, _, err) = lifeboat(&["archive", "list", "-c", c.path("primary").to_str().unwrap()]);
+    let (code, _, err) =
+        lifeboat_cli(&["archive", "list", "-c", c.path("primary").to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(err.contains("no [archive] section"), "{err}");
     c.terminate("recovery", Duration::from_secs(10));
@@ -307,7 +284,7 @@ fn a_delayed_standby_taken_over_until_a_time_before_the_bad_write_keeps_the_rows
     wait_for("batch A at the standby", Duration::from_secs(30), || {
         try_rows(&c.rec_db).is_some_and(|r| r.0 == 50)
     });
-    let noted = utc_now();
+    let noted = utc_now_ms();
     std::thread::sleep(Duration::from_millis(1_500));
     {
         let _turn = sqlite_turn();
@@ -331,7 +308,7 @@ fn a_delayed_standby_taken_over_until_a_time_before_the_bad_write_keeps_the_rows
     );
     // The primary site is lost; the operator takes over before the delete.
     c.kill("primary");
-    let (code, out, err) = lifeboat(&[
+    let (code, out, err) = lifeboat_cli(&[
         "failover", "-c", &rec, "--force", "--until", &noted, "--wait", "60",
     ]);
     assert_eq!(code, 0, "failover --until failed: {out}{err}");

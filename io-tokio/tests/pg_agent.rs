@@ -18,7 +18,9 @@ mod common;
 mod cluster;
 
 use cluster::{psql, psql_each, ScratchDir};
-use common::{alert_kinds, free_ports, reports, status, wait_for, Proxy, BIN};
+use common::{
+    alert_kinds, free_ports, lifeboat_cli, reports, status, utc_now_ms, wait_for, Proxy, BIN,
+};
 use lifeboat_io_tokio::drivers::postgres::wal::{self, PgLsn};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -1267,34 +1269,9 @@ fn archive_timeout_ships_a_lone_row_within_the_timeout() {
 // ---------------------------------------------------------------------------------------------
 // The point-in-time archive at the recovery site
 
-/// Now in UTC with milliseconds (`2026-12-04T17:05:00.250Z`): the targets here are a second
-/// apart.
-fn utc_now_ms() -> String {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    let t = lifeboat_core::UtcMillis(ms);
-    format!(
-        "{}.{:03}Z",
-        t.to_string().trim_end_matches('Z'),
-        ms.rem_euclid(1000)
-    )
-}
-
-/// `lifeboat <args>`: its exit code, stdout and stderr.
-fn lifeboat_run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// `lifeboat archive list --json` of the site file `config`.
 fn archive_listing(config: &str) -> serde_json::Value {
-    let (code, out, err) = lifeboat_run(&["archive", "list", "-c", config, "--json"]);
+    let (code, out, err) = lifeboat_cli(&["archive", "list", "-c", config, "--json"]);
     assert_eq!(code, 0, "archive list failed: {out}{err}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("archive list --json: {e}: {out}"))
 }
@@ -1391,7 +1368,7 @@ fn a_restore_from_the_archive_to_a_noted_time_brings_back_exactly_the_rows_commi
     let noted_dir = restores.join("noted");
     let port = cluster::free_port();
     let t = Instant::now();
-    let (code, out, err) = lifeboat_run(&[
+    let (code, out, err) = lifeboat_cli(&[
         "restore",
         "-c",
         &rec,
@@ -1426,7 +1403,7 @@ fn a_restore_from_the_archive_to_a_noted_time_brings_back_exactly_the_rows_commi
     let before_dir = restores.join("before");
     let port = cluster::free_port();
     let t = Instant::now();
-    let (code, out, err) = lifeboat_run(&[
+    let (code, out, err) = lifeboat_cli(&[
         "restore",
         "-c",
         &rec,
@@ -1463,7 +1440,7 @@ fn a_restore_from_the_archive_to_a_noted_time_brings_back_exactly_the_rows_commi
 
     // 3. A time before anything archived: no point, nothing written.
     let early = restores.join("early");
-    let (code, out, err) = lifeboat_run(&[
+    let (code, out, err) = lifeboat_cli(&[
         "restore",
         "-c",
         &rec,
@@ -1485,7 +1462,7 @@ fn a_restore_from_the_archive_to_a_noted_time_brings_back_exactly_the_rows_commi
 
     // 4. A drill of T from the archive.
     let t = Instant::now();
-    let (code, out, err) = lifeboat_run(&[
+    let (code, out, err) = lifeboat_cli(&[
         "drill",
         "-c",
         &rec,

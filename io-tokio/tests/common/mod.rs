@@ -656,3 +656,28 @@ impl Webhook {
             .collect()
     }
 }
+
+/// Now in UTC with milliseconds (`2026-12-04T17:05:00.250Z`): restore targets in the tests are
+/// a second apart.
+pub fn utc_now_ms() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let t = lifeboat_core::UtcMillis(ms);
+    format!(
+        "{}.{:03}Z",
+        t.to_string().trim_end_matches('Z'),
+        ms.rem_euclid(1000)
+    )
+}
+
+/// `lifeboat <args>`: its exit code, stdout and stderr.
+pub fn lifeboat_cli(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
