@@ -92,6 +92,22 @@ impl fmt::Display for UtcDateTime {
     }
 }
 
+/// ISO 8601 UTC with milliseconds, e.g. `2026-11-22T03:05:00.250Z` (restore targets and the
+/// points they reach are often less than a second apart).
+pub fn iso_ms(t: UtcMillis) -> String {
+    let d = UtcDateTime::from_millis(t);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        d.year,
+        d.month,
+        d.day,
+        d.hour,
+        d.minute,
+        d.second,
+        t.0.rem_euclid(1000)
+    )
+}
+
 /// Parse an ISO 8601 UTC time: `2026-11-22T03:05:00Z`, with optional fractions of a second
 /// (`03:05:00.250Z`) and `+00:00` for `Z`. Any other offset, or none, is refused: a restore
 /// target must never depend on the machine's time zone.

@@ -55,7 +55,7 @@ fn describe_at(at: At) -> String {
 fn utc_ms(t: lifeboat_core::UtcMillis) -> String {
     match t.0.rem_euclid(1000) {
         0 => t.to_string(),
-        ms => format!("{}.{ms:03}Z", t.to_string().trim_end_matches('Z')),
+        _ => lifeboat_core::utc::iso_ms(t),
     }
 }
 

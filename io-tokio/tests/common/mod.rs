@@ -664,12 +664,7 @@ pub fn utc_now_ms() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    let t = lifeboat_core::UtcMillis(ms);
-    format!(
-        "{}.{:03}Z",
-        t.to_string().trim_end_matches('Z'),
-        ms.rem_euclid(1000)
-    )
+    lifeboat_core::utc::iso_ms(lifeboat_core::UtcMillis(ms))
 }
 
 /// `lifeboat <args>`: its exit code, stdout and stderr.

@@ -44,7 +44,7 @@ use super::spool::{self, OsUser};
 use super::wal::PgLsn;
 use crate::drivers::manifest::ArtifactFile;
 use crate::drivers::{DriverError, ErrorKind, Progress};
-use lifeboat_core::utc::UtcDateTime;
+use lifeboat_core::utc::{iso_ms, UtcDateTime};
 use lifeboat_core::{ArtifactKind, Lsn, UtcMillis};
 use std::fs;
 use std::io::{Read, Write};
@@ -896,21 +896,6 @@ fn action_word(action: Action) -> &'static str {
 fn names(cfg: &PostgresConfig) -> String {
     let n: Vec<&str> = cfg.databases.iter().map(|d| d.name.as_str()).collect();
     n.join(", ")
-}
-
-/// `2026-12-04T17:00:00.123Z`, for messages.
-fn iso_ms(t: UtcMillis) -> String {
-    let d = UtcDateTime::from_millis(t);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        d.year,
-        d.month,
-        d.day,
-        d.hour,
-        d.minute,
-        d.second,
-        t.0.rem_euclid(1000)
-    )
 }
 
 /// `2026-12-04 17:00:00.123+00`, for `recovery_target_time`.
