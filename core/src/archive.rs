@@ -278,9 +278,19 @@ pub fn point_at(points: &[Point], at: At) -> Option<&Point> {
 
 /// For a restore that replays a log up to a target inside it (PostgreSQL's
 /// `recovery_target_time` / `recovery_target_lsn`): among the points restorable from a full at
-/// or before `at`, the first at or after `at` (its chain holds every byte up to the target),
-/// else the newest (the target lies beyond what the archive holds); with its chain.
-pub fn covering(entries: &[ArtifactMeta], at: At) -> Option<(Point, Vec<ArtifactMeta>)> {
+/// or before `at`, the first at or after `at`, `later` points further on, else the newest (the
+/// target lies beyond what the archive holds); with its chain.
+///
+/// For a position the first point at or after it holds every byte up to the target. For a time
+/// it may not: a log's creation time is when it was finished and copied, which can be after
+/// commits that landed in the next log (a shipping backlog, or two logs finished in one second
+/// named a second apart). The replay tells: PostgreSQL stops at the first commit after the
+/// target, or says the WAL ended first; the caller then asks again with a larger `later`.
+pub fn covering(
+    entries: &[ArtifactMeta],
+    at: At,
+    later: usize,
+) -> Option<(Point, Vec<ArtifactMeta>)> {
     let usable: Vec<ArtifactMeta> = entries
         .iter()
         .filter(|m| {
@@ -299,7 +309,9 @@ pub fn covering(entries: &[ArtifactMeta], at: At) -> Option<(Point, Vec<Artifact
         At::Utc(t) => p.utc >= t,
         At::Lsn(l) => p.lsn >= l,
     };
-    let p = pts.all().iter().find(after).or(pts.all().last())?;
+    let all = pts.all();
+    let first = all.iter().position(|p| after(&p)).unwrap_or(all.len());
+    let p = all.get(first.saturating_add(later)).or(all.last())?;
     Some((p.clone(), pts.chain(p)))
 }
 
@@ -494,9 +506,19 @@ mod tests {
             full(30, T0 + 250),
             log(30, 40, T0 + 300),
         ];
-        let c = |at| covering(&e, at).map(|x| x.0.lsn.0);
+        let c = |at| covering(&e, at, 0).map(|x| x.0.lsn.0);
         assert_eq!(c(At::Utc(UtcMillis(T0 + 150))), Some(30));
-        let x = covering(&e, At::Utc(UtcMillis(T0 + 150))).unwrap();
+        assert_eq!(
+            covering(&e, At::Utc(UtcMillis(T0 + 150)), 1).map(|x| x.0.lsn.0),
+            Some(40),
+            "one point further on, for a log finished after commits of the next"
+        );
+        assert_eq!(
+            covering(&e, At::Utc(UtcMillis(T0 + 150)), 7).map(|x| x.0.lsn.0),
+            Some(40),
+            "never past the newest"
+        );
+        let x = covering(&e, At::Utc(UtcMillis(T0 + 150)), 0).unwrap();
         assert_eq!(
             x.1[0].key.lsn_end,
             Lsn(10),

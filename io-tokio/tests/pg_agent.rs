@@ -1285,6 +1285,27 @@ fn archive_last_position(config: &str) -> Option<u64> {
         .max()
 }
 
+/// Make the newest archived WAL segment of `db_dir` finished before `noted` (an ISO time) look
+/// copied 1 ms after it, as a backlog would: rewrite its manifest's creation time.
+fn late_copy(db_dir: &str, noted: &str) {
+    let t = lifeboat_core::utc::parse_iso(noted).unwrap().0;
+    let mut newest: Option<(i64, PathBuf, serde_json::Value)> = None;
+    for e in std::fs::read_dir(db_dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_none_or(|x| x != "manifest") {
+            continue;
+        }
+        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let created = m["created_utc_ms"].as_i64().unwrap();
+        if m["kind"] == "tlog" && created < t && newest.as_ref().is_none_or(|n| n.0 < created) {
+            newest = Some((created, path, m));
+        }
+    }
+    let (_, path, mut m) = newest.expect("a segment archived before the noted time");
+    m["created_utc_ms"] = serde_json::json!(t + 1);
+    std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+}
+
 /// `(id, v)` of every row of `pitr` at the server on `port`, as `id|v`.
 fn pitr_rows(port: u16) -> Vec<String> {
     psql(port, "select id, v from pitr order by id").unwrap()
@@ -1397,6 +1418,35 @@ fn a_restore_from_the_archive_to_a_noted_time_brings_back_exactly_the_rows_commi
     assert_eq!(in_recovery(port), Some(false), "a primary");
     assert_eq!(pitr_rows(port), pitr_expected(1..=50), "batch A, none of B");
     psql(port, "insert into pitr(id, v) values (1000, 'after')").expect("it takes writes");
+    c.stop("fast").unwrap();
+
+    // 1b. The segment holding batch A copied late (a shipping backlog): its archived time is
+    //     after T although batch B's commits came later still. The first segment finished
+    //     "at or after T" then ends before any commit after T; PostgreSQL says so and the
+    //     restore takes more segments, with the same rows.
+    late_copy(doc["databases"][0]["dir"].as_str().unwrap(), &noted);
+    let late_dir = restores.join("late");
+    let port = cluster::free_port();
+    let (code, out, err) = lifeboat_cli(&[
+        "restore",
+        "-c",
+        &rec,
+        "--db",
+        "app",
+        "--at",
+        &noted,
+        "--action",
+        "promote",
+        "--into",
+        late_dir.to_str().unwrap(),
+        "--port",
+        &port.to_string(),
+    ]);
+    eprintln!("    restore --at {noted} after a late copy: {out}{err}");
+    assert_eq!(code, 0, "restore to T past a late copy: {out}{err}");
+    let c = cluster::Cluster::adopt(&late_dir, port).unwrap();
+    c.start().unwrap();
+    assert_eq!(pitr_rows(port), pitr_expected(1..=50), "batch A, none of B");
     c.stop("fast").unwrap();
 
     // 2. Just before the delete, paused: both batches, read-only, paused at the target.

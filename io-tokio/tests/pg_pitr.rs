@@ -295,7 +295,7 @@ fn a_target_after_the_archived_wal_or_an_unusable_request_fails_clearly_instead_
         )
         .expect_err("a target after the WAL cannot be reached");
     let took = t0.elapsed();
-    assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
+    assert_eq!(e.kind, ErrorKind::BeyondChain, "{e}");
     eprintln!("a target after the WAL: {e}");
     let e = e.message;
     for part in [

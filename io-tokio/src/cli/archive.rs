@@ -6,7 +6,7 @@
 use super::exit;
 use crate::archive::Archive;
 use crate::config::{DriverConfig, SiteFile};
-use crate::drivers::{self, manifest as dm, postgres::pitr, ArtifactFile, Progress};
+use crate::drivers::{self, manifest as dm, postgres::pitr, ArtifactFile, ErrorKind, Progress};
 use lifeboat_core::archive::{self as ca, At, Point};
 use lifeboat_core::utc::parse_iso;
 use lifeboat_core::{ArtifactKey, ArtifactMeta, Lsn};
@@ -304,11 +304,6 @@ fn build(
             })
         }
         DriverConfig::Postgres(cfg) => {
-            let Some((_, chain)) = ca::covering(&d.entries, at) else {
-                return Err(no_point(d, at, ca::points(&d.entries).all()));
-            };
-            let chain = chain_files(d, &chain)?;
-            let bytes = chain.iter().map(|a| a.manifest.size).sum();
             let target = match at {
                 At::Latest => pitr::Target::Latest,
                 At::Utc(t) => pitr::Target::Time(t),
@@ -325,16 +320,44 @@ fn build(
                     .map_or(5432, |x| x.port)
                     .wrapping_add(2000)
             });
-            let r = with_progress(&progress, || {
-                pitr::restore_point(cfg, &d.name, &chain, &target, action, into, port, &progress)
-            })
-            .map_err(|e| e.to_string())?;
-            Ok(Built {
-                position: r.position,
-                time: r.replayed_to_utc,
-                applied: r.applied,
-                bytes,
-            })
+            // A time target's covering point may have been finished after commits that landed
+            // in the next segment: when PostgreSQL says the WAL ended before the target, the
+            // chain grows (1, 2, 4... points further on) until it reaches the target or holds
+            // every archived segment.
+            let mut later = 0usize;
+            loop {
+                let Some((point, chain)) = ca::covering(&d.entries, at, later) else {
+                    return Err(no_point(d, at, ca::points(&d.entries).all()));
+                };
+                let newest = ca::points(&d.entries).all().last().map(|p| p.lsn) == Some(point.lsn);
+                let chain = chain_files(d, &chain)?;
+                let bytes = chain.iter().map(|a| a.manifest.size).sum();
+                let r = with_progress(&progress, || {
+                    pitr::restore_point(
+                        cfg, &d.name, &chain, &target, action, into, port, &progress,
+                    )
+                });
+                match r {
+                    Ok(r) => {
+                        return Ok(Built {
+                            position: r.position,
+                            time: r.replayed_to_utc,
+                            applied: r.applied,
+                            bytes,
+                        })
+                    }
+                    Err(e)
+                        if e.kind == ErrorKind::BeyondChain
+                            && matches!(at, At::Utc(_))
+                            && !newest =>
+                    {
+                        tracing::info!(db = %d.name, later, why = %e,
+                            "the WAL ended before the target; trying with more segments");
+                        later = later.saturating_mul(2).max(1);
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
         }
         DriverConfig::Exec { .. } => Err(format!(
             "restore --at builds SQLite and PostgreSQL points; with the exec driver the archived \

@@ -48,6 +48,9 @@ pub enum ErrorKind {
     CommandFailed,
     /// An exec command ran past its time limit and was killed.
     Timeout,
+    /// A point-in-time restore's target lies after everything the chain it was given holds
+    /// (a longer chain, or a later segment, may reach it).
+    BeyondChain,
 }
 
 impl ErrorKind {
@@ -72,6 +75,7 @@ impl ErrorKind {
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::CommandFailed => "command_failed",
             ErrorKind::Timeout => "timeout",
+            ErrorKind::BeyondChain => "beyond_chain",
         }
     }
 
@@ -97,6 +101,7 @@ impl ErrorKind {
                 ErrorKind::Unsupported => 16,
                 ErrorKind::CommandFailed => 17,
                 ErrorKind::Timeout => 18,
+                ErrorKind::BeyondChain => 19,
             }
     }
 
@@ -120,7 +125,8 @@ impl ErrorKind {
             | ErrorKind::OutOfOrder
             | ErrorKind::NoBaseFull
             | ErrorKind::CommandFailed
-            | ErrorKind::Timeout => false,
+            | ErrorKind::Timeout
+            | ErrorKind::BeyondChain => false,
         }
     }
 }

@@ -341,7 +341,7 @@ impl<'a> Plan<'a> {
             .map(|s| format!("; PostgreSQL: {s}"))
             .unwrap_or_default();
         DriverError::new(
-            ErrorKind::NotFound,
+            ErrorKind::BeyondChain,
             format!(
                 "the target {} is after the last archived WAL of database {} ({last}): choose an \
                  earlier target or wait for the next segment{said}",
@@ -750,7 +750,7 @@ impl Stopped {
         let log = server.log_file.display();
         match self {
             Stopped::TargetBeyondWal(said) => DriverError::new(
-                ErrorKind::NotFound,
+                ErrorKind::BeyondChain,
                 format!("{who} ended recovery before its target: {said}"),
             ),
             Stopped::TargetBeforeConsistency => DriverError::new(

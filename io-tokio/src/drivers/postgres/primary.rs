@@ -244,11 +244,11 @@ pub fn publish_pushed(
             let _ = fs::remove_file(&path);
             continue;
         }
-        let created = st.log_created(
-            fs::metadata(&path)
-                .map(|m| m.mtime() * 1000 + m.mtime_nsec() / 1_000_000)
-                .unwrap_or(req.created_utc.0),
-        );
+        // When the segment was finished and copied: its true time, which a point-in-time
+        // restore compares with its target (names stay apart by themselves: `free_name`).
+        let created = fs::metadata(&path)
+            .map(|m| m.mtime() * 1000 + m.mtime_nsec() / 1_000_000)
+            .unwrap_or(req.created_utc.0);
         let staged = manifest::staging_path(&req.outbox, slot.name(), ArtifactKind::Log);
         move_or_copy(&path, &staged)?;
         let a = manifest::publish(

@@ -33,11 +33,6 @@ pub struct PgState {
     pub restored_to: Option<u64>,
     pub published: Vec<PublishedSegment>,
     pub timelines: Vec<EpochTimeline>,
-    /// The creation second (UTC) of the newest published segment. Artifact names carry the
-    /// second and the receiving inbox refuses a name that holds another artifact, so segments
-    /// archived within one second get consecutive seconds.
-    #[serde(default)]
-    pub last_log_second: i64,
     #[serde(skip)]
     pub path: PathBuf,
 }
@@ -83,19 +78,6 @@ impl PgState {
         }
     }
 
-    /// A creation time for a segment file written at `mtime_ms`: its own, or the second after
-    /// the previous segment's when that one already used this second.
-    pub fn log_created(&mut self, mtime_ms: i64) -> i64 {
-        let second = mtime_ms.div_euclid(1000);
-        let t = if second > self.last_log_second {
-            mtime_ms
-        } else {
-            (self.last_log_second + 1) * 1000
-        };
-        self.last_log_second = t.div_euclid(1000);
-        t
-    }
-
     /// Record that `epoch` runs on `timeline` (once per pair).
     pub fn saw(&mut self, epoch: u64, timeline: u32) -> bool {
         let pair = EpochTimeline { epoch, timeline };
@@ -112,21 +94,13 @@ mod tests {
     use super::PgState;
 
     #[test]
-    fn segments_archived_within_one_second_get_consecutive_creation_seconds() {
-        let mut st = PgState::default();
-        assert_eq!(st.log_created(1_000_500), 1_000_500);
-        assert_eq!(st.log_created(1_000_700), 1_001_000);
-        assert_eq!(st.log_created(1_000_900), 1_002_000);
-        // Time catches up: a later file keeps its own time.
-        assert_eq!(st.log_created(1_005_250), 1_005_250);
-        let text = serde_json::to_string(&st).unwrap();
-        let back: PgState = serde_json::from_str(&text).unwrap();
-        assert_eq!(back.last_log_second, 1_005);
-        // A state file from before the field existed reads as 0.
+    fn a_state_file_with_fields_of_an_earlier_version_still_reads() {
+        // `last_log_second` (creation seconds bumped to keep names apart) is gone: every
+        // directory now finds a free name itself, and a segment keeps its true time.
         let old: PgState = serde_json::from_str(
-            r#"{"format_version":1,"restored_to":null,"published":[],"timelines":[]}"#,
+            r#"{"format_version":1,"restored_to":7,"published":[],"timelines":[],"last_log_second":5}"#,
         )
         .unwrap();
-        assert_eq!(old.last_log_second, 0);
+        assert_eq!(old.restored_to, Some(7));
     }
 }
