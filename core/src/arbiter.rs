@@ -18,6 +18,16 @@
 //! new epoch of the same number: the holder is fenced by its own deadline meanwhile (at most one
 //! lease of refused writes), and no site gets an epoch before the previous holder's lease, as the
 //! lost arbiter granted it, has run out. The simulator's `arbiter_state_lost` fault checks this.
+//!
+//! Until it grants its first lease such an arbiter only *presumes* the initial primary holds
+//! epoch 1: it cannot tell a new deployment from a lost state. So it grants the presumed holder
+//! nothing while any site claims a newer epoch (the old primary, back while the real holder still
+//! writes under the lost arbiter's lease, would otherwise be a second writer: swarm seed
+//! 9994367), and, before the lease it assumed at start ran out, nothing until every site told it
+//! its epoch (`Renew`, `Acquire`, `Handoff`, `QueryAt`; a site that writes renews, one that
+//! watches queries every probe). A new deployment waits for the recovery site's first query; a
+//! claim from a site whose key was stolen can hold the presumed holder back, which an arbiter
+//! that granted a lease never lets it do.
 
 use crate::audit::AuditRecord;
 use crate::config::Config;
@@ -30,6 +40,12 @@ use std::collections::VecDeque;
 /// forced failover takes one number, and nobody forces a thousand failovers without the arbiter
 /// answering once. A claim beyond is refused, so a forged claim cannot exhaust the numbers.
 pub const MAX_EPOCH_LEAD: u64 = 1_000;
+
+/// Why an arbiter that never granted a lease refuses its presumed holder before every site
+/// told it its epoch.
+const WAIT_FOR_EVERY_SITE: &str = "this arbiter started without a record of who holds the \
+     epoch: it grants nothing until every site told it its epoch, or one lease plus the drift \
+     margin passed";
 
 /// The arbiter's durable state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,13 +143,29 @@ impl Arbiter {
     }
 
     pub fn view(&self, now: Millis) -> ArbiterView {
+        let asking = self.presumed_holder_asking(now);
         ArbiterView {
             epoch: self.st.epoch,
             holder: self.st.holder,
-            holder_renewing: now < self.st.lease_expiry,
-            lease_lapsed: self.lapsed(now),
+            holder_renewing: now < self.st.lease_expiry || asking,
+            lease_lapsed: self.lapsed(now) && !asking,
             since_renewal_ms: self.st.last_renewal.map(|t| now.saturating_sub(t)),
         }
+    }
+
+    /// Whether the presumed holder (see the module documentation) asked for its lease within
+    /// one lease while no newer epoch is claimed: it is alive and was held back by this arbiter
+    /// waiting to hear every site, not cut off. The view then says it renews, so the recovery
+    /// site whose first query completes the set sees a live primary, not a lapsed lease.
+    fn presumed_holder_asking(&self, now: Millis) -> bool {
+        let heard = |s: SiteId| self.st.last_heard.get(usize::from(s.0)).copied().flatten();
+        self.st.last_renewal.is_none()
+            && self.st.claimed.is_none_or(|c| c <= self.st.epoch)
+            && self
+                .st
+                .holder
+                .and_then(heard)
+                .is_some_and(|t| now.saturating_sub(t) < self.cfg.lease.lease_ms)
     }
 
     pub fn handle(&mut self, now: Millis, input: Input) {
@@ -149,6 +181,10 @@ impl Arbiter {
             // running from now, so no new epoch is granted before it could have lapsed.
             self.st.started = true;
             self.st.lease_expiry = self.st.lease_expiry.max(now + self.cfg.lease.lease_ms);
+            if self.st.last_renewal.is_none() {
+                // Still presuming its holder: the epochs it must hear are this start's.
+                self.st.last_heard.clear();
+            }
         }
         let Input::Message {
             from: Peer::Site(site),
@@ -161,15 +197,27 @@ impl Arbiter {
             return;
         }
         let lease = self.cfg.lease.lease_ms;
-        let i = usize::from(site.0);
-        if self.st.last_heard.len() <= i {
-            self.st.last_heard.resize(i + 1, None);
+        if matches!(
+            msg,
+            Message::Renew { .. }
+                | Message::Acquire { .. }
+                | Message::Handoff { .. }
+                | Message::QueryAt { .. }
+        ) {
+            // Heard, with the epoch the site knows (a `SiteStatus` carries none).
+            let i = usize::from(site.0);
+            if self.st.last_heard.len() <= i {
+                self.st.last_heard.resize(i + 1, None);
+            }
+            self.st.last_heard[i] = Some(now);
         }
-        self.st.last_heard[i] = Some(now);
         match msg {
             Message::Renew { epoch, req } => {
                 if epoch == self.st.epoch && self.st.holder == Some(site) {
-                    self.grant(now, site, req, lease);
+                    match self.presumed_holder_waits(now) {
+                        Some(why) => self.deny(now, site, req, why),
+                        None => self.grant(now, site, req, lease),
+                    }
                 } else if epoch > self.st.epoch
                     || (epoch == self.st.epoch && self.st.holder.is_none())
                 {
@@ -207,7 +255,10 @@ impl Arbiter {
                 if self.st.holder == Some(site) && seen <= self.st.epoch {
                     // The holder asks again (it missed our grant, or restarted mid-promotion):
                     // give it the epoch it already holds instead of burning a new one.
-                    self.grant(now, site, req, lease);
+                    match self.presumed_holder_waits(now) {
+                        Some(why) => self.deny(now, site, req, why),
+                        None => self.grant(now, site, req, lease),
+                    }
                 } else if let Err(why) = self.claim(seen) {
                     self.deny(now, site, req, why);
                 } else if self.lapsed(now) {
@@ -238,7 +289,12 @@ impl Arbiter {
                 let holder_asks = epoch == self.st.epoch
                     && self.st.holder == Some(site)
                     && usize::from(to.0) < self.cfg.sites.len();
-                if holder_asks && !target_heard {
+                let presumed = holder_asks
+                    .then(|| self.presumed_holder_waits(now))
+                    .flatten();
+                if let Some(why) = presumed {
+                    self.deny(now, site, req, why);
+                } else if holder_asks && !target_heard {
                     let heard = self.st.last_heard.get(usize::from(to.0)).copied().flatten();
                     self.audit(
                         now,
@@ -313,7 +369,14 @@ impl Arbiter {
                     },
                 });
             }
-            Message::Query { req } => {
+            Message::Query { req } | Message::QueryAt { req, .. } => {
+                if let Message::QueryAt { epoch, .. } = msg {
+                    // Only an arbiter that still presumes its holder learns from a query: one
+                    // that granted a lease trusts its own record over any site's word.
+                    if self.st.last_renewal.is_none() {
+                        let _ = self.claim(epoch);
+                    }
+                }
                 let view = self.view(now);
                 self.out.push_back(Output::Send {
                     to: Peer::Site(site),
@@ -322,6 +385,26 @@ impl Arbiter {
             }
             _ => {}
         }
+    }
+
+    /// Why the holder may not have its epoch yet, when this arbiter has granted no lease so far
+    /// and only presumes the initial primary holds epoch 1 (see the module documentation).
+    fn presumed_holder_waits(&self, now: Millis) -> Option<&'static str> {
+        if self.st.last_renewal.is_some() {
+            return None;
+        }
+        if self.st.claimed.is_some_and(|c| c > self.st.epoch) {
+            return Some(
+                "this arbiter started without a record of who holds the epoch, and a site claims \
+                 a newer one: only that site can have it, once the lease lapsed",
+            );
+        }
+        let every_site_heard = (0..self.cfg.sites.len())
+            .all(|i| self.st.last_heard.get(i).copied().flatten().is_some());
+        if !self.lapsed(now) && !every_site_heard {
+            return Some(WAIT_FOR_EVERY_SITE);
+        }
+        None
     }
 
     /// `site` takes `epoch` (the old lease lapsed): audited with `why` and granted.

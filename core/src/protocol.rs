@@ -381,7 +381,7 @@ pub enum Message {
         to: SiteId,
         req: u64,
     },
-    /// Ask for the arbiter's view.
+    /// Ask for the arbiter's view (sites now send [`Message::QueryAt`]; read from old journals).
     Query {
         req: u64,
     },
@@ -399,7 +399,7 @@ pub enum Message {
         req: u64,
         reason: String,
     },
-    /// The arbiter's view, answering `Query` (or pushed after an epoch change).
+    /// The arbiter's view, answering `QueryAt` (or pushed after an epoch change).
     View {
         view: ArbiterView,
         req: u64,
@@ -423,6 +423,13 @@ pub enum Message {
     SiteSeen {
         site: SiteId,
         heard_ms_ago: Option<Millis>,
+        req: u64,
+    },
+    /// Ask for the arbiter's view, saying the epoch this site knows (what sites send;
+    /// `Query` stays for journals written before). An arbiter that lost its state grants
+    /// nothing until every site told it its epoch (or a lease passed): see `arbiter.rs`.
+    QueryAt {
+        epoch: Epoch,
         req: u64,
     },
 }

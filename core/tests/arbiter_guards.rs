@@ -42,11 +42,14 @@ fn cfg() -> Config {
 }
 
 /// A fresh arbiter whose first input arrives at `t`: A holds epoch 1, its lease runs to
-/// `t + LEASE`, nobody has renewed yet.
+/// `t + LEASE`, nobody has renewed yet; B has told it its epoch (1) at `t`, so the presumed
+/// holder A may renew at once (see `presumed_holder_*` below for the wait without it).
 fn started_at(t: Millis) -> Arbiter {
     let mut arb = Arbiter::new(cfg());
     arb.handle(t, Input::Tick);
     assert_eq!(arb.poll_output(), None);
+    let answer = reply(&mut arb, t, B, query_at(1, 0));
+    assert!(matches!(answer, Message::View { req: 0, .. }), "{answer:?}");
     assert_eq!(
         *arb.state(),
         ArbiterState {
@@ -57,7 +60,7 @@ fn started_at(t: Millis) -> Arbiter {
             lease_expiry: t + LEASE,
             last_renewal: None,
             clock_base: 0,
-            last_heard: Vec::new(),
+            last_heard: vec![None, Some(t)],
             claimed: None,
         }
     );
@@ -118,6 +121,12 @@ fn handoff(epoch: u64, to: SiteId, req: u64) -> Message {
 }
 fn query(req: u64) -> Message {
     Message::Query { req }
+}
+fn query_at(epoch: u64, req: u64) -> Message {
+    Message::QueryAt {
+        epoch: Epoch(epoch),
+        req,
+    }
 }
 fn granted(epoch: u64, req: u64) -> Message {
     Message::Granted {
@@ -519,7 +528,7 @@ fn after_a_handoff_the_new_holder_has_a_full_lease() {
     let mut arb = started_at(0);
     assert_eq!(reply(&mut arb, 9_000, A, renew(1, 1)), granted(1, 1));
     assert_eq!(lease_of(&arb), (Epoch(1), Some(A), 19_000, Some(9_000)));
-    send(&mut arb, 14_000, B, query(77)); // the target reaches the arbiter
+    send(&mut arb, 14_000, B, query_at(1, 77)); // the target reaches the arbiter
     let outs = send(&mut arb, 15_000, A, handoff(1, B, 2));
     let v = view(2, Some(B), true, false, Some(0));
     assert_eq!(
@@ -662,7 +671,8 @@ fn the_arbiters_clock_never_runs_backwards() {
 
 #[test]
 fn site_status_says_how_long_ago_the_arbiter_last_heard_the_site_asked_about() {
-    let mut arb = started_at(0);
+    let mut arb = Arbiter::new(cfg());
+    arb.handle(0, Input::Tick);
     let seen = |site, heard_ms_ago, req| Message::SiteSeen {
         site,
         heard_ms_ago,
@@ -671,18 +681,21 @@ fn site_status_says_how_long_ago_the_arbiter_last_heard_the_site_asked_about() {
     let status = |site, req| Message::SiteStatus { site, req };
     // Never heard: unknown.
     assert_eq!(reply(&mut arb, 500, A, status(B, 1)), seen(B, None, 1));
-    let _ = reply(&mut arb, 1_000, B, query(2));
+    let _ = reply(&mut arb, 1_000, B, query_at(1, 2));
     assert_eq!(
         reply(&mut arb, 4_000, A, status(B, 3)),
         seen(B, Some(3_000), 3)
     );
-    // Asking is being heard: the asker itself was heard just now.
+    // Asking is not being heard: a status question carries no epoch, and an arbiter that
+    // presumes its holder counts only sites that told it theirs.
+    assert_eq!(reply(&mut arb, 4_500, B, status(A, 4)), seen(A, None, 4));
+    let _ = send(&mut arb, 5_000, A, renew(1, 5));
     assert_eq!(
-        reply(&mut arb, 4_500, B, status(A, 4)),
-        seen(A, Some(500), 4)
+        reply(&mut arb, 5_500, B, status(A, 6)),
+        seen(A, Some(500), 6)
     );
-    // Asking changes nothing of the lease.
-    assert_eq!(lease_of(&arb), (Epoch(1), Some(A), 10_000, None));
+    // Asking changes nothing of the lease (the renewal did).
+    assert_eq!(lease_of(&arb), (Epoch(1), Some(A), 15_000, Some(5_000)));
 }
 
 #[test]
@@ -730,10 +743,16 @@ fn a_restarted_arbiter_grants_no_new_epoch_before_a_full_lease_plus_margin_from_
 /// cannot reach the arbiter could never renew, and nobody would accept writes.
 #[test]
 fn a_handoff_to_a_target_not_heard_within_one_lease_is_refused_and_changes_nothing() {
-    let mut arb = started_at(0);
-    assert_eq!(reply(&mut arb, 1_000, A, renew(1, 1)), granted(1, 1));
+    let mut arb = Arbiter::new(cfg());
+    arb.handle(0, Input::Tick);
+    // B never told the arbiter anything: the presumed holder A has its lease once the one
+    // assumed at start lapsed.
+    assert_eq!(
+        reply(&mut arb, LEASE + MARGIN, A, renew(1, 1)),
+        granted(1, 1)
+    );
     // Never heard.
-    let outs = send(&mut arb, 2_000, A, handoff(1, B, 2));
+    let outs = send(&mut arb, 11_000, A, handoff(1, B, 2));
     assert_eq!(audits(&outs), vec!["hand-off refused".to_string()]);
     assert!(matches!(
         sent(&outs)[..],
@@ -741,16 +760,140 @@ fn a_handoff_to_a_target_not_heard_within_one_lease_is_refused_and_changes_nothi
     ));
     assert_eq!((arb.epoch(), arb.holder()), (Epoch(1), Some(A)));
     // Heard, but more than one lease ago.
-    send(&mut arb, 3_000, B, query(3));
-    assert_eq!(reply(&mut arb, 12_000, A, renew(1, 4)), granted(1, 4));
-    let outs = send(&mut arb, 3_000 + LEASE + 1, A, handoff(1, B, 5));
+    send(&mut arb, 12_000, B, query_at(1, 3));
+    assert_eq!(reply(&mut arb, 20_000, A, renew(1, 4)), granted(1, 4));
+    let outs = send(&mut arb, 12_000 + LEASE + 1, A, handoff(1, B, 5));
     assert_eq!(audits(&outs), vec!["hand-off refused".to_string()]);
     assert_eq!((arb.epoch(), arb.holder()), (Epoch(1), Some(A)));
     // Heard exactly one lease ago: accepted.
-    send(&mut arb, 14_000, B, query(6));
-    let outs = send(&mut arb, 14_000 + LEASE, A, handoff(1, B, 7));
+    send(&mut arb, 23_000, B, query_at(1, 6));
+    let outs = send(&mut arb, 23_000 + LEASE, A, handoff(1, B, 7));
     assert_eq!(audits(&outs), vec!["hand-off".to_string()]);
     assert_eq!((arb.epoch(), arb.holder()), (Epoch(2), Some(B)));
+}
+
+/// An arbiter that never granted a lease presumes A holds epoch 1 (a new deployment and a lost
+/// state look alike). Before the lease it assumed at start lapsed, it grants A only once every
+/// site told it its epoch.
+#[test]
+fn a_fresh_arbiter_grants_the_presumed_holder_once_every_site_told_its_epoch_or_a_lease_passed() {
+    const WAIT: &str = "this arbiter started without a record of who holds the epoch: it grants nothing until every site told it its epoch, or one lease plus the drift margin passed";
+    let mut arb = Arbiter::new(cfg());
+    arb.handle(0, Input::Tick);
+    assert_eq!(
+        reply(&mut arb, 100, A, renew(1, 1)),
+        denied(view(1, Some(A), true, false, None), 1, WAIT)
+    );
+    // A status question is no epoch.
+    let _ = reply(&mut arb, 150, B, Message::SiteStatus { site: A, req: 2 });
+    assert_eq!(
+        reply(&mut arb, 200, A, acquire(1, 3)),
+        denied(view(1, Some(A), true, false, None), 3, WAIT)
+    );
+    let _ = reply(&mut arb, 300, B, query_at(1, 4));
+    assert_eq!(reply(&mut arb, 400, A, renew(1, 5)), granted(1, 5));
+    assert_eq!(lease_of(&arb), (Epoch(1), Some(A), 10_400, Some(400)));
+
+    // Nobody else speaks: the lease assumed at start, plus the margin, is the wait.
+    let mut arb = Arbiter::new(cfg());
+    arb.handle(0, Input::Tick);
+    assert_eq!(
+        reply(&mut arb, LEASE + MARGIN - 1, A, renew(1, 1)),
+        denied(view(1, Some(A), true, false, None), 1, WAIT)
+    );
+    assert_eq!(
+        reply(&mut arb, LEASE + MARGIN, A, renew(1, 2)),
+        granted(1, 2)
+    );
+
+    // Swarm seed 197: the recovery site's first query comes after the assumed lease lapsed.
+    // The holder it held back asked within a lease: the view says it renews, so the recovery
+    // site sees a live primary, not a lapsed lease (which would start a failover).
+    let mut arb = Arbiter::new(cfg());
+    arb.handle(0, Input::Tick);
+    let _ = reply(&mut arb, 9_000, A, renew(1, 1));
+    assert_eq!(
+        reply(&mut arb, 11_000, B, query_at(1, 2)),
+        answered(view(1, Some(A), true, false, None), 2)
+    );
+    assert_eq!(
+        reply(&mut arb, 19_000 - 1, B, query_at(1, 3)),
+        answered(view(1, Some(A), true, false, None), 3)
+    );
+    assert_eq!(reply(&mut arb, 19_000, A, renew(1, 4)), granted(1, 4));
+    // Silent for a lease, it is reported lapsed like any holder.
+    let mut arb = Arbiter::new(cfg());
+    arb.handle(0, Input::Tick);
+    let _ = reply(&mut arb, 9_000, A, renew(1, 1));
+    assert_eq!(
+        reply(&mut arb, 19_000, B, query_at(1, 2)),
+        answered(view(1, Some(A), false, true, None), 2)
+    );
+}
+
+/// Swarm seed 9994367: the arbiter lost its state while B held epoch 2; A, the old primary, came
+/// back and renewed epoch 1 while B still wrote under the lost arbiter's lease. A fresh arbiter
+/// grants its presumed holder nothing while a newer epoch is claimed (by a renewal or a query),
+/// not even once the assumed lease lapsed; the claimant gets its epoch then.
+#[test]
+fn a_fresh_arbiter_never_grants_the_presumed_holder_while_a_site_claims_a_newer_epoch() {
+    const NEWER: &str = "this arbiter started without a record of who holds the epoch, and a site claims a newer one: only that site can have it, once the lease lapsed";
+    for claim in [renew(2, 1), query_at(2, 1)] {
+        let mut arb = Arbiter::new(cfg());
+        arb.handle(0, Input::Tick);
+        let _ = reply(&mut arb, 100, B, claim.clone());
+        assert_eq!(arb.state().claimed, Some(Epoch(2)), "{claim:?}");
+        assert_eq!(
+            reply(&mut arb, 200, A, renew(1, 2)),
+            denied(view(1, Some(A), true, false, None), 2, NEWER)
+        );
+        assert_eq!(
+            reply(&mut arb, 300, A, acquire(1, 3)),
+            denied(view(1, Some(A), true, false, None), 3, NEWER)
+        );
+        let outs = send(&mut arb, 400, A, handoff(1, B, 4));
+        assert!(audits(&outs).is_empty(), "{outs:?}");
+        assert_eq!(
+            sent(&outs),
+            vec![(
+                Peer::Site(A),
+                denied(view(1, Some(A), true, false, None), 4, NEWER)
+            )]
+        );
+        assert_eq!(
+            reply(&mut arb, LEASE + MARGIN, A, renew(1, 5)),
+            denied(view(1, Some(A), false, true, None), 5, NEWER)
+        );
+        assert_eq!(lease_of(&arb), (Epoch(1), Some(A), LEASE, None));
+        // The claimant has its epoch once the assumed lease lapsed.
+        assert_eq!(
+            reply(&mut arb, LEASE + MARGIN + 1, B, renew(2, 6)),
+            granted(2, 6)
+        );
+        assert_eq!(
+            lease_of(&arb),
+            (
+                Epoch(2),
+                Some(B),
+                2 * LEASE + MARGIN + 1,
+                Some(LEASE + MARGIN + 1)
+            )
+        );
+    }
+}
+
+/// Once it granted a lease an arbiter trusts its own record: a query quoting a newer epoch
+/// records no claim and holds nobody back.
+#[test]
+fn a_query_quoting_a_newer_epoch_changes_nothing_once_the_arbiter_granted_a_lease() {
+    let mut arb = started_at(0);
+    assert_eq!(reply(&mut arb, 1_000, A, renew(1, 1)), granted(1, 1));
+    assert_eq!(
+        reply(&mut arb, 2_000, B, query_at(7, 2)),
+        answered(view(1, Some(A), true, false, Some(1_000)), 2)
+    );
+    assert_eq!(arb.state().claimed, None);
+    assert_eq!(reply(&mut arb, 3_000, A, renew(1, 3)), granted(1, 3));
 }
 
 // ---- Any sequence ----
@@ -774,6 +917,10 @@ enum Step {
     Query {
         site: u16,
     },
+    QueryAt {
+        site: u16,
+        delta: i64,
+    },
     /// The arbiter restarts from its state on a new monotonic clock.
     Restart {
         clock: Millis,
@@ -789,9 +936,10 @@ fn steps() -> impl Strategy<Value = Vec<(Millis, Step)>> {
         4 => (site.clone(), delta.clone()).prop_map(|(site, delta)| Step::Renew { site, delta }),
         4 => (site.clone(), delta.clone(), any::<bool>())
             .prop_map(|(site, delta, force)| Step::Acquire { site, delta, force }),
-        3 => (site.clone(), delta, 0u16..3)
+        3 => (site.clone(), delta.clone(), 0u16..3)
             .prop_map(|(site, delta, to)| Step::Handoff { site, delta, to }),
-        2 => site.prop_map(|site| Step::Query { site }),
+        1 => site.clone().prop_map(|site| Step::Query { site }),
+        2 => (site.clone(), delta.clone()).prop_map(|(site, delta)| Step::QueryAt { site, delta }),
         1 => (0u64..100_000).prop_map(|clock| Step::Restart { clock }),
     ];
     prop::collection::vec((0u64..12_000, step), 1..80)
@@ -848,6 +996,10 @@ proptest! {
                     Message::Handoff { epoch: quoted(&arb, delta), to: SiteId(to), req: i as u64 },
                 ),
                 Step::Query { site } => (SiteId(site), Message::Query { req: i as u64 }),
+                Step::QueryAt { site, delta } => (
+                    SiteId(site),
+                    Message::QueryAt { epoch: quoted(&arb, delta), req: i as u64 },
+                ),
             };
             clock += dt;
             let outs = send(&mut arb, clock, from, msg.clone());

@@ -48,6 +48,7 @@ fn msg_fp(m: &Message) -> u64 {
         Message::Acquire { seen, req, force } => mix(&[12, seen.0, *req, u64::from(*force)]),
         Message::Handoff { epoch, to, req } => mix(&[13, epoch.0, u64::from(to.0), *req]),
         Message::Query { req } => mix(&[14, *req]),
+        Message::QueryAt { epoch, req } => mix(&[21, epoch.0, *req]),
         Message::Granted {
             epoch,
             lease_ms,

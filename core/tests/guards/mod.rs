@@ -179,7 +179,7 @@ impl Site {
                 }
                 Output::Send {
                     to: Peer::Arbiter,
-                    msg: Message::Query { req },
+                    msg: Message::QueryAt { req, .. },
                 } => {
                     if let Some(view) = self.arbiter.clone() {
                         let req = *req;
@@ -238,7 +238,7 @@ impl Site {
     pub fn queries(&self) -> Vec<Millis> {
         self.sent(Peer::Arbiter)
             .into_iter()
-            .filter(|(_, m)| matches!(m, Message::Query { .. }))
+            .filter(|(_, m)| matches!(m, Message::QueryAt { .. }))
             .map(|(t, _)| t)
             .collect()
     }

@@ -213,7 +213,8 @@ impl SiteEngine {
         let req = self.new_req();
         let first = self.st.peer.arbiter_query.map_or(now, |(_, t)| t);
         self.st.peer.arbiter_query = Some((req, first));
-        self.send(Peer::Arbiter, Message::Query { req });
+        let epoch = self.st.epoch;
+        self.send(Peer::Arbiter, Message::QueryAt { epoch, req });
     }
 
     pub(in crate::engine) fn on_view(&mut self, now: Millis, view: ArbiterView) {
