@@ -180,6 +180,9 @@ fn an_outstanding_arbiter_query_is_not_sent_again_before_the_arbiter_timeout() {
     s.run_until(12_000);
     let ticks = s.probe_ticks();
     let queries = s.queries();
+    // As it starts the site tells the arbiter its epoch, without waiting for an answer.
+    assert_eq!(queries[0], 0, "{queries:?}");
+    let queries = queries[1..].to_vec();
     let timeout = s.cfg.lease.arbiter_timeout_ms;
     // The first query goes out with the first probe; it stays outstanding (unanswered) and
     // is asked again at the first probe tick at least `arbiter_timeout_ms` after it, and then
@@ -198,7 +201,8 @@ fn an_outstanding_arbiter_query_is_not_sent_again_before_the_arbiter_timeout() {
 fn one_unanswered_query_is_no_outage_but_two_over_two_arbiter_timeouts_are() {
     let mut s = Site::secondary();
     s.run_until(12_000);
-    let first = s.queries()[0];
+    // The first query after the one that tells the arbiter this site's epoch as it starts.
+    let first = s.queries()[1];
     let raised = s.raised(AlertKind::ArbiterUnreachable);
     assert_eq!(raised.len(), 1, "{raised:#?}");
     let at = raised[0].0;
@@ -2540,4 +2544,54 @@ fn a_local_restart_is_asked_for_once_an_outage_counted_from_its_first_failed_pro
             "asked {earlier_by} ms before the outage"
         );
     }
+}
+
+// ================================================================ a new arbiter
+
+/// A new arbiter presumes the initial primary holds epoch 1 and tells it to wait until it heard
+/// every site: the primary asks again 100 ms later, not a renewal period later, so its service
+/// takes writes as soon as the arbiter may grant. Any other refusal keeps the renewal period.
+#[test]
+fn a_primary_told_to_wait_by_a_new_arbiter_asks_again_soon() {
+    let renewals = |s: &Site| -> Vec<Millis> {
+        s.sent(Peer::Arbiter)
+            .into_iter()
+            .filter(|(_, m)| matches!(m, Message::Renew { .. }))
+            .map(|(t, _)| t)
+            .collect()
+    };
+    let denied = |holder| Message::Denied {
+        view: view(1, Some(holder), true, false),
+        req: 0,
+        reason: "wait".into(),
+    };
+    let mut s = Site::new(cfg(), A);
+    assert_eq!(renewals(&s), vec![0], "a starting primary renews at once");
+    s.run_until(50);
+    s.message(Peer::Arbiter, denied(A));
+    s.run_until(1_000);
+    assert_eq!(renewals(&s), vec![0, 150]);
+    // Not presumed (another holder): the next renewal keeps its period.
+    s.message(Peer::Arbiter, denied(B));
+    s.run_until(1_900);
+    assert_eq!(renewals(&s), vec![0, 150]);
+    assert_eq!(s.e.state().role, Role::Fenced);
+}
+
+/// The recovery site tells the arbiter its epoch as it starts (a new arbiter waits for it to
+/// grant the primary's first lease), without waiting for an answer.
+#[test]
+fn a_starting_recovery_site_tells_the_arbiter_its_epoch() {
+    let s = Site::secondary();
+    assert_eq!(
+        s.sent(Peer::Arbiter),
+        vec![(
+            0,
+            Message::QueryAt {
+                epoch: Epoch(1),
+                req: 1
+            }
+        )]
+    );
+    assert_eq!(s.e.state().peer.arbiter_query, None);
 }

@@ -16,6 +16,10 @@ use crate::protocol::{ArbiterView, Command, Message, Peer};
 use crate::report::DbLoss;
 use serde::{Deserialize, Serialize};
 
+/// How soon a fenced site that a new arbiter presumes to hold the epoch asks again after being
+/// told to wait (see `Role::Fenced` in `denied`).
+const PRESUMED_RETRY: Millis = 100;
+
 mod autopilot;
 mod failover;
 mod messages;
@@ -381,6 +385,12 @@ impl SiteEngine {
             } else {
                 self.st.timers.set(Timer::LeaseRenew, now);
             }
+        } else if self.cfg.arbiter && self.watches_primary() {
+            // Tell the arbiter this site's epoch at once: a new arbiter grants the primary its
+            // first lease only once it heard every site (see `arbiter.rs`). Not an outstanding
+            // query: an arbiter not up yet must not delay the first probe's query.
+            let (epoch, req) = (self.st.epoch, self.new_req());
+            self.send(Peer::Arbiter, Message::QueryAt { epoch, req });
         }
     }
 
@@ -826,6 +836,15 @@ impl SiteEngine {
             }
         }
         match self.st.role {
+            Role::Fenced | Role::Primary
+                if view.holder == Some(self.me) && view.epoch == self.st.epoch =>
+            {
+                // A new arbiter presumes this site holds the epoch and waits to hear every
+                // site (or a claim to pass): ask again soon, not a renewal period later, so
+                // the service takes writes as soon as it may.
+                let retry = now + self.cfg.lease.renew_every_ms.min(PRESUMED_RETRY);
+                self.st.timers.set_earliest(Timer::LeaseRenew, retry);
+            }
             Role::Promoting => {
                 let at_acquire = self
                     .st
