@@ -490,6 +490,7 @@ fn planted_name(b: crate::planted::PlantedBug) -> &'static str {
         P::DrainIgnoresRetries => "drain_ignores_retries",
         P::HandoffToUnheardTarget => "handoff_to_unheard_target",
         P::ArchiveKeepsWindowOnly => "archive_keeps_window_only",
+        P::PresumedHolderGranted => "presumed_holder_granted",
     }
 }
 

@@ -29,10 +29,13 @@ pub enum PlantedBug {
     /// Archive retention keeps only the artifacts created inside its window, not the chains
     /// of the points it keeps (a point's full is older than the window).
     ArchiveKeepsWindowOnly,
+    /// An arbiter that never granted a lease (it lost its state) grants its presumed holder at
+    /// once, even while another site claims a newer epoch (swarm seed 9994367).
+    PresumedHolderGranted,
 }
 
 impl PlantedBug {
-    pub const ALL: [PlantedBug; 9] = [
+    pub const ALL: [PlantedBug; 10] = [
         PlantedBug::SkipSelfFence,
         PlantedBug::RestoreUnverified,
         PlantedBug::IgnoreDriftMargin,
@@ -42,5 +45,6 @@ impl PlantedBug {
         PlantedBug::DrainIgnoresRetries,
         PlantedBug::HandoffToUnheardTarget,
         PlantedBug::ArchiveKeepsWindowOnly,
+        PlantedBug::PresumedHolderGranted,
     ];
 }

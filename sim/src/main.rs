@@ -128,7 +128,8 @@ fn plant(spec: &mut RunSpec, bug: &str) -> Result<(), String> {
         format!(
             "unknown planted bug {bug:?}; known: skip_self_fence, restore_unverified, \
              ignore_drift_margin, accept_stale_epoch, forget_retry_count, delta_positions, \
-             drain_ignores_retries, handoff_to_unheard_target, archive_keeps_window_only"
+             drain_ignores_retries, handoff_to_unheard_target, archive_keeps_window_only, \
+             presumed_holder_granted"
         )
     })?;
     spec.config.planted_bug = Some(b);

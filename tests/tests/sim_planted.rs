@@ -172,6 +172,16 @@ fn a_sweep_of_failovers_with_failing_restores_finds_a_restore_of_a_stale_epoch()
     finds(stale_sweep(), PlantedBug::AcceptStaleEpoch, 40);
 }
 
+/// Swarm seed 9994367, aimed: the arbiter loses its disk just as the old primary comes back and
+/// renews epoch 1, cut off from the recovery site that holds epoch 2 (its own scenario file).
+#[test]
+fn an_arbiter_that_lost_its_state_and_grants_its_presumed_holder_is_found() {
+    let path = lifeboat_scenarios::scenarios_dir().join("arbiter_state_lost_old_primary_back.toml");
+    let sc = lifeboat_scenarios::Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let spec = RunSpec::from_scenario(&sc, Some(path.display().to_string()));
+    finds(spec, PlantedBug::PresumedHolderGranted, 20);
+}
+
 #[test]
 fn the_aimed_sweeps_are_clean_without_planted_bugs() {
     for spec in [drift_sweep(), stale_sweep()] {
