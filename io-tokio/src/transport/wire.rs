@@ -30,7 +30,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 
 /// The version of the protocol spoken inside the frames (the `Hello` exchange checks it).
 /// 2: heartbeat acknowledgements, the arbiter's site status (messages appended to the enum).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// 3: sites query the arbiter with their epoch (`QueryAt`, appended): an arbiter of protocol 2
+/// would not understand it, and one that lost its state needs it.
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Buffer of each connection half: small frames coalesce, large chunks pass straight through.
 const IO_BUFFER: usize = 64 * 1024;
