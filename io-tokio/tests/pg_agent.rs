@@ -1285,6 +1285,32 @@ fn archive_last_position(config: &str) -> Option<u64> {
         .max()
 }
 
+/// `lifeboat restore` of database `app` from the recovery site's archive (`config`) to `at`,
+/// then `action`, into `into`, checked on `port`: exit code, stdout, stderr.
+fn restore_cli(
+    config: &str,
+    at: &str,
+    action: &str,
+    into: &Path,
+    port: u16,
+) -> (i32, String, String) {
+    lifeboat_cli(&[
+        "restore",
+        "-c",
+        config,
+        "--db",
+        "app",
+        "--at",
+        at,
+        "--action",
+        action,
+        "--into",
+        into.to_str().unwrap(),
+        "--port",
+        &port.to_string(),
+    ])
+}
+
 /// Make the newest archived WAL segment of `db_dir` finished before `noted` (an ISO time) look
 /// copied 1 ms after it, as a backlog would: rewrite its manifest's creation time.
 fn late_copy(db_dir: &str, noted: &str) {
@@ -1389,21 +1415,7 @@ fn a_restore_from_the_archive_to_a_noted_time_brings_back_exactly_the_rows_commi
     let noted_dir = restores.join("noted");
     let port = cluster::free_port();
     let t = Instant::now();
-    let (code, out, err) = lifeboat_cli(&[
-        "restore",
-        "-c",
-        &rec,
-        "--db",
-        "app",
-        "--at",
-        &noted,
-        "--action",
-        "promote",
-        "--into",
-        noted_dir.to_str().unwrap(),
-        "--port",
-        &port.to_string(),
-    ]);
+    let (code, out, err) = restore_cli(&rec, &noted, "promote", &noted_dir, port);
     eprintln!(
         "    restore --at {noted} (promote) in {:?}: {out}{err}",
         t.elapsed()
@@ -1427,21 +1439,7 @@ fn a_restore_from_the_archive_to_a_noted_time_brings_back_exactly_the_rows_commi
     late_copy(doc["databases"][0]["dir"].as_str().unwrap(), &noted);
     let late_dir = restores.join("late");
     let port = cluster::free_port();
-    let (code, out, err) = lifeboat_cli(&[
-        "restore",
-        "-c",
-        &rec,
-        "--db",
-        "app",
-        "--at",
-        &noted,
-        "--action",
-        "promote",
-        "--into",
-        late_dir.to_str().unwrap(),
-        "--port",
-        &port.to_string(),
-    ]);
+    let (code, out, err) = restore_cli(&rec, &noted, "promote", &late_dir, port);
     eprintln!("    restore --at {noted} after a late copy: {out}{err}");
     assert_eq!(code, 0, "restore to T past a late copy: {out}{err}");
     let c = cluster::Cluster::adopt(&late_dir, port).unwrap();
@@ -1453,21 +1451,7 @@ fn a_restore_from_the_archive_to_a_noted_time_brings_back_exactly_the_rows_commi
     let before_dir = restores.join("before");
     let port = cluster::free_port();
     let t = Instant::now();
-    let (code, out, err) = lifeboat_cli(&[
-        "restore",
-        "-c",
-        &rec,
-        "--db",
-        "app",
-        "--at",
-        &before_delete,
-        "--action",
-        "pause",
-        "--into",
-        before_dir.to_str().unwrap(),
-        "--port",
-        &port.to_string(),
-    ]);
+    let (code, out, err) = restore_cli(&rec, &before_delete, "pause", &before_dir, port);
     eprintln!(
         "    restore --at {before_delete} (pause) in {:?}: {out}{err}",
         t.elapsed()
