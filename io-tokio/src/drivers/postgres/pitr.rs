@@ -900,17 +900,8 @@ fn names(cfg: &PostgresConfig) -> String {
 
 /// `2026-12-04 17:00:00.123+00`, for `recovery_target_time`.
 fn pg_timestamp(t: UtcMillis) -> String {
-    let d = UtcDateTime::from_millis(t);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}+00",
-        d.year,
-        d.month,
-        d.day,
-        d.hour,
-        d.minute,
-        d.second,
-        t.0.rem_euclid(1000)
-    )
+    let iso = lifeboat_core::utc::iso_ms(t);
+    format!("{}+00", iso.trim_end_matches('Z').replacen('T', " ", 1))
 }
 
 #[cfg(test)]
