@@ -324,12 +324,13 @@ fn build(
             // in the next segment: when PostgreSQL says the WAL ended before the target, the
             // chain grows (1, 2, 4... points further on) until it reaches the target or holds
             // every archived segment.
+            let newest = ca::points(&d.entries).all().last().map(|p| p.lsn);
             let mut later = 0usize;
             loop {
                 let Some((point, chain)) = ca::covering(&d.entries, at, later) else {
                     return Err(no_point(d, at, ca::points(&d.entries).all()));
                 };
-                let newest = ca::points(&d.entries).all().last().map(|p| p.lsn) == Some(point.lsn);
+                let newest = newest == Some(point.lsn);
                 let chain = chain_files(d, &chain)?;
                 let bytes = chain.iter().map(|a| a.manifest.size).sum();
                 let r = with_progress(&progress, || {
