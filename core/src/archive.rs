@@ -283,8 +283,7 @@ pub fn point_at(points: &[Point], at: At) -> Option<&Point> {
 ///
 /// For a position the first point at or after it holds every byte up to the target. For a time
 /// it may not: a log's creation time is when it was finished and copied, which can be after
-/// commits that landed in the next log (a shipping backlog, or two logs finished in one second
-/// named a second apart). The replay tells: PostgreSQL stops at the first commit after the
+/// commits that landed in the next log (a shipping backlog). The replay tells: PostgreSQL stops at the first commit after the
 /// target, or says the WAL ended first; the caller then asks again with a larger `later`.
 pub fn covering(
     entries: &[ArtifactMeta],
