@@ -21,6 +21,7 @@ pub mod audit;
 pub mod config;
 pub mod defaults;
 pub mod engine;
+pub mod etcd;
 pub mod ids;
 pub mod journal;
 pub mod name;
