@@ -7,7 +7,7 @@
 //! lease TTL is 11 s (10.5 s rounded up to whole seconds).
 
 use lifeboat_core::etcd::model::Store;
-use lifeboat_core::etcd::{init_op, Answer, Call, EtcdWitness, Keys, Next, Op, Record};
+use lifeboat_core::etcd::{init_ops, Answer, Call, EtcdWitness, Keys, Next, Op, Record};
 use lifeboat_core::protocol::{ArbiterView, Message};
 use lifeboat_core::{Config, Epoch, Millis, SiteId};
 use proptest::prelude::*;
@@ -38,8 +38,10 @@ impl World {
         let cfg = cfg();
         assert_eq!(EtcdWitness::ttl_s(&cfg), 11);
         let mut store = Store::new();
-        let init = store.apply(0, &init_op(&cfg, &Keys::new(PREFIX))).unwrap();
-        assert_eq!(init, Answer::Txn { succeeded: true });
+        let init = store
+            .run(0, &init_ops(&cfg, &Keys::new(PREFIX), 99))
+            .unwrap();
+        assert_eq!(init, vec![Answer::Granted, Answer::Txn { succeeded: true }]);
         World {
             store,
             sites: [
@@ -154,12 +156,12 @@ fn init_never_overwrites_a_prefix_that_has_keys() {
     let keys = Keys::new(PREFIX);
     let mut store = Store::new();
     assert_eq!(
-        store.apply(0, &init_op(&cfg, &keys)),
-        Ok(Answer::Txn { succeeded: true })
+        store.run(0, &init_ops(&cfg, &keys, 5)),
+        Ok(vec![Answer::Granted, Answer::Txn { succeeded: true }])
     );
     assert_eq!(
-        store.apply(1, &init_op(&cfg, &keys)),
-        Ok(Answer::Txn { succeeded: false })
+        store.run(1, &init_ops(&cfg, &keys, 6)),
+        Ok(vec![Answer::Granted, Answer::Txn { succeeded: false }])
     );
     assert_eq!(
         Record::decode(&store.get(&keys.epoch()).unwrap().value),
@@ -222,7 +224,7 @@ fn the_initial_primary_renews_and_the_recovery_site_is_denied_until_the_ttl_ran_
 #[test]
 fn an_acquire_applied_but_unanswered_is_granted_the_same_epoch_when_asked_again() {
     let mut w = World::new();
-    // A never renewed: nothing is alive.
+    // A never renewed: the lease `witness init` started for it ran out.
     let acquire = Message::Acquire {
         seen: Epoch(1),
         req: 7,
@@ -230,18 +232,18 @@ fn an_acquire_applied_but_unanswered_is_granted_the_same_epoch_when_asked_again(
     };
     let wb = &mut w.sites[1];
     let call = wb.request(acquire.clone()).unwrap();
-    let answers = w.store.run(100, &call.ops);
+    let answers = w.store.run(TTL_MS + 100, &call.ops);
     let Next::Call(write) = wb.answer(call, answers) else {
         panic!("a write")
     };
     // Applied at etcd, but the answer is lost.
-    let _ = w.store.run(100, &write.ops).unwrap();
+    let _ = w.store.run(TTL_MS + 100, &write.ops).unwrap();
     assert_eq!(
         wb.answer(write, Err("deadline exceeded".into())),
         Next::Nothing("etcd did not answer: deadline exceeded".into())
     );
     // Asked again: the record already names B; no epoch is burnt.
-    assert_eq!(w.reply(B, 200, acquire), granted(2, 7));
+    assert_eq!(w.reply(B, TTL_MS + 200, acquire), granted(2, 7));
     assert_eq!(w.record().epoch, Epoch(2));
 }
 
@@ -253,19 +255,19 @@ fn two_acquisitions_interleaved_grant_one_epoch_to_one_site() {
         req,
         force: true,
     };
-    // Both read an empty `alive` before either writes.
+    // Past the lease `witness init` started: both read an empty `alive` before either writes.
     let ca = w.sites[0].request(acquire(1)).unwrap();
     let cb = w.sites[1].request(acquire(2)).unwrap();
-    let ra = w.store.run(10, &ca.ops);
-    let rb = w.store.run(10, &cb.ops);
+    let ra = w.store.run(TTL_MS + 10, &ca.ops);
+    let rb = w.store.run(TTL_MS + 10, &cb.ops);
     let Next::Call(wa) = w.sites[0].answer(ca, ra) else {
         panic!()
     };
     let Next::Call(wb) = w.sites[1].answer(cb, rb) else {
         panic!()
     };
-    let ra = w.store.run(11, &wb.ops);
-    let rb = w.store.run(12, &wa.ops);
+    let ra = w.store.run(TTL_MS + 11, &wb.ops);
+    let rb = w.store.run(TTL_MS + 12, &wa.ops);
     assert_eq!(w.sites[1].answer(wb, ra), Next::Reply(granted(2, 2)));
     match w.sites[0].answer(wa, rb) {
         Next::Reply(m) => assert_eq!(
@@ -532,6 +534,48 @@ fn a_forced_failovers_epoch_is_remembered_and_later_epochs_go_past_it() {
     assert!(denied_reason(&m)
         .0
         .starts_with("that epoch is further ahead"));
+}
+
+#[test]
+fn a_new_deployment_counts_its_initial_primary_as_holding_for_one_lease_from_init() {
+    let mut w = World::new();
+    let q = w.reply(
+        B,
+        TTL_MS - 1,
+        Message::QueryAt {
+            epoch: Epoch(1),
+            req: 1,
+        },
+    );
+    let v = view_of(&q);
+    assert!(v.holder_renewing && !v.lease_lapsed, "{v:?}");
+    let acquire = |req| Message::Acquire {
+        seen: Epoch(1),
+        req,
+        force: false,
+    };
+    let m = w.reply(B, TTL_MS - 1, acquire(2));
+    assert_eq!(
+        denied_reason(&m).0,
+        "the holder's lease has not expired (plus the drift margin)"
+    );
+    // The primary's first renewal keeps the lease init started.
+    assert_eq!(
+        w.reply(
+            A,
+            TTL_MS - 1,
+            Message::Renew {
+                epoch: Epoch(1),
+                req: 3
+            }
+        ),
+        granted(1, 3)
+    );
+    let m = w.reply(B, 2 * TTL_MS - 2, acquire(4));
+    assert!(denied_reason(&m).1.holder_renewing);
+    // A primary that never starts: its lease runs out and the recovery site takes over.
+    let mut w = World::new();
+    assert_eq!(w.reply(B, TTL_MS, acquire(5)), granted(2, 5));
 }
 
 #[test]

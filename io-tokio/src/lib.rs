@@ -37,3 +37,4 @@ pub mod status;
 pub mod stop;
 pub mod transport;
 pub mod troubleshoot;
+pub mod witness;

@@ -209,6 +209,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ConfigCmd,
     },
+    /// The witness on etcd: create a deployment's keys.
+    Witness {
+        #[command(subcommand)]
+        cmd: WitnessCmd,
+    },
     /// Certificates: a deployment's CA and key pairs, and checking a configuration's files.
     Certs {
         #[command(subcommand)]
@@ -288,7 +293,24 @@ enum CertsCmd {
 #[derive(Subcommand, Debug)]
 enum ConfigCmd {
     /// Validate a site or arbiter file without starting anything.
-    Check { file: PathBuf },
+    Check {
+        file: PathBuf,
+        /// Also reach the witness: every etcd endpoint (healthy, leader) and this deployment's
+        /// keys, or the arbiter's address.
+        #[arg(long)]
+        connect: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum WitnessCmd {
+    /// Create this deployment's keys in etcd (`[witness] kind = "etcd"`): epoch 1 held by the
+    /// initial primary. Never overwrites another deployment's prefix; run it once, from either
+    /// site.
+    Init {
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+    },
 }
 
 fn init_logs(format: LogFormat, filter: Option<String>) {
@@ -488,17 +510,24 @@ fn main() {
             target,
         } => runtime().block_on(cli::troubleshoot::ping(&target, &bytes, count)),
         Cmd::Config {
-            cmd: ConfigCmd::Check { file },
+            cmd: ConfigCmd::Check { file, connect },
         } => match lifeboat_io_tokio::config::check_any(&file) {
             Ok(msg) => {
                 println!("{msg}");
-                exit::OK
+                if connect {
+                    runtime().block_on(cli::witness::connect(&file))
+                } else {
+                    exit::OK
+                }
             }
             Err(e) => {
                 eprintln!("{e}");
                 exit::USAGE
             }
         },
+        Cmd::Witness {
+            cmd: WitnessCmd::Init { config },
+        } => runtime().block_on(cli::witness::init(&config)),
         Cmd::Certs {
             cmd:
                 CertsCmd::Init {

@@ -219,28 +219,42 @@ pub fn deployment_value(cfg: &Config) -> Vec<u8> {
     format!("sites={}", cfg.sites.join(",")).into_bytes()
 }
 
-/// The transaction that creates a new deployment's keys: the deployment and epoch 1 held by
-/// the initial primary, only where neither exists (an existing prefix is never overwritten).
-pub fn init_op(cfg: &Config, keys: &Keys) -> Op {
+/// The operations that create a new deployment's keys: the deployment, and epoch 1 held by the
+/// initial primary with its liveness on a lease of [`EtcdWitness::ttl_s`] (`lease`: a new ID),
+/// only where neither key exists (an existing prefix is never overwritten). Like an arbiter at
+/// its start, the witness thus counts the initial primary as holding for one lease: the recovery
+/// site cannot take a new deployment over before the primary's first renewal.
+pub fn init_ops(cfg: &Config, keys: &Keys, lease: i64) -> Vec<Op> {
     let record = Record {
         epoch: Epoch(1),
         holder: cfg.initial_primary_id(),
     };
-    Op::Txn {
-        when: vec![(keys.deployment(), 0), (keys.epoch(), 0)],
-        then: vec![
-            Put {
-                key: keys.deployment(),
-                value: deployment_value(cfg),
-                lease: 0,
-            },
-            Put {
-                key: keys.epoch(),
-                value: record.encode(),
-                lease: 0,
-            },
-        ],
-    }
+    vec![
+        Op::Grant {
+            lease,
+            ttl_s: EtcdWitness::ttl_s(cfg),
+        },
+        Op::Txn {
+            when: vec![(keys.deployment(), 0), (keys.epoch(), 0)],
+            then: vec![
+                Put {
+                    key: keys.deployment(),
+                    value: deployment_value(cfg),
+                    lease: 0,
+                },
+                Put {
+                    key: keys.epoch(),
+                    value: record.encode(),
+                    lease: 0,
+                },
+                Put {
+                    key: keys.alive(),
+                    value: record.encode(),
+                    lease,
+                },
+            ],
+        },
+    ]
 }
 
 /// One site's translation.

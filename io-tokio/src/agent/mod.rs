@@ -100,17 +100,25 @@ pub async fn run(file: SiteFile, config_path: std::path::PathBuf) -> anyhow::Res
         listener.clone(),
         Peer::Site(peer),
     );
-    let to_arbiter = file.arbiter.as_deref().map(|addr| {
-        PeerQueue::start(
+    let to_arbiter = match (&file.arbiter, file.witness.is_etcd()) {
+        (_, true) => Some(Witness::Etcd(
+            crate::witness::EtcdWitnessClient::start(&file, ev_tx.clone())
+                .with_context(|| format!("[witness] in {}", config_path.display()))?,
+        )),
+        (Some(addr), false) => Some(Witness::Arbiter(PeerQueue::start(
             "arbiter".into(),
             Some(dial(addr)),
             listener.clone(),
             Peer::Arbiter,
-        )
-    });
+        ))),
+        (None, false) => None,
+    };
 
     // ---- executor, alert sinks, status
     let board = Arc::new(StatusBoard::new(&file));
+    if let Some(Witness::Etcd(w)) = &to_arbiter {
+        board.set_witness(w.clone());
+    }
     board.watch_transfers(receiving);
     board.watch_transfers(peer_dial.transfers().clone());
     board.set_recovery(&started);
@@ -202,12 +210,19 @@ pub async fn run(file: SiteFile, config_path: std::path::PathBuf) -> anyhow::Res
     ran
 }
 
+/// Where the engine's witness messages go: the arbiter process, or etcd through the
+/// translation of `lifeboat_core::etcd`.
+enum Witness {
+    Arbiter(PeerQueue),
+    Etcd(crate::witness::EtcdWitnessClient),
+}
+
 /// Where the site engine's outputs go.
 struct Outputs {
     exec: Arc<Executor>,
     peer: SiteId,
     to_peer: PeerQueue,
-    to_arbiter: Option<PeerQueue>,
+    to_arbiter: Option<Witness>,
     alerts: mpsc::Sender<crate::status::doc::AlertDoc>,
     board: Arc<StatusBoard>,
 }
@@ -226,7 +241,8 @@ impl Dispatch<SiteEngine> for Outputs {
             Output::Send { to, msg } => match to {
                 Peer::Site(s) if s == self.peer => self.to_peer.send(msg),
                 Peer::Arbiter => match &self.to_arbiter {
-                    Some(q) => q.send(msg),
+                    Some(Witness::Arbiter(q)) => q.send(msg),
+                    Some(Witness::Etcd(w)) => w.send(msg),
                     None => debug!("no arbiter configured: message to it not sent"),
                 },
                 Peer::Site(s) => warn!(

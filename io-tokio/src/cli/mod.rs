@@ -5,6 +5,7 @@ pub mod archive;
 mod table;
 pub mod troubleshoot;
 pub mod verify;
+pub mod witness;
 
 use crate::config::SiteFile;
 use crate::http;

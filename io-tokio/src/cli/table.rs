@@ -127,6 +127,28 @@ pub fn render(sites: &[(String, Result<StatusDoc, String>)]) -> String {
                 },
             ]);
         }
+        let w = &d.witness;
+        if w.kind != "none" && !w.kind.is_empty() {
+            let seen = match (w.epoch, &w.holder) {
+                (Some(e), Some(h)) => format!(
+                    "epoch {e} held by {h}{}",
+                    w.lease_age_ms
+                        .map_or(String::new(), |a| format!(", renewed {} ago", human_ms(a)))
+                ),
+                _ => "no answer yet".into(),
+            };
+            let health = match (w.reachable, &w.last_error) {
+                (Some(false), Some(e)) => format!(" (NOT answering: {e})"),
+                (Some(true), _) => " (answering)".into(),
+                _ => String::new(),
+            };
+            notes.push(format!(
+                "{site}: witness {} {}{}: {seen}",
+                w.kind,
+                w.endpoints.join(","),
+                health
+            ));
+        }
         for a in &d.alerts {
             notes.push(format!(
                 "{site}: [{}] {} x{}: {}",

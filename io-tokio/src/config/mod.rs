@@ -91,6 +91,169 @@ pub struct SiteFile {
     /// The point-in-time archive at this site (when it is the recovery site); none unless set.
     #[serde(default)]
     pub archive: Option<ArchiveSettings>,
+    /// Which witness decides failover: the built-in arbiter (default) or etcd.
+    #[serde(default)]
+    pub witness: WitnessSettings,
+}
+
+/// `[witness]`: the built-in arbiter (`kind = "arbiter"`, at the `arbiter` address) or etcd
+/// (`kind = "etcd"`): no arbiter process, each agent talks to the etcd cluster itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WitnessSettings {
+    pub kind: WitnessKind,
+    /// etcd's client URLs, `https://host:port` (or `http://` with `insecure = true`).
+    pub endpoints: Vec<String>,
+    /// The deployment's key prefix, e.g. `/lifeboat/sales`.
+    pub prefix: Option<String>,
+    /// The CA that signed etcd's server certificates; default: `[tls] ca`.
+    pub ca: Option<PathBuf>,
+    /// This site's client certificate and key for etcd; default: `[tls] cert` and `key`.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// The name etcd's server certificates carry; default: the endpoint's host.
+    pub server_name: Option<String>,
+    /// Time limit of one round trip to etcd (a request takes one to three).
+    pub timeout_ms: u64,
+    /// Plain `http://` endpoints: anyone who reaches them can move the epoch. Test networks only.
+    pub insecure: bool,
+}
+
+/// The witness kinds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WitnessKind {
+    #[default]
+    Arbiter,
+    Etcd,
+}
+
+/// Default time limit of one etcd round trip: a request of three round trips still answers
+/// within the engine's default arbiter timeout (3 s).
+pub const DEFAULT_WITNESS_TIMEOUT_MS: u64 = 1_000;
+
+impl Default for WitnessSettings {
+    fn default() -> Self {
+        WitnessSettings {
+            kind: WitnessKind::Arbiter,
+            endpoints: Vec::new(),
+            prefix: None,
+            ca: None,
+            cert: None,
+            key: None,
+            server_name: None,
+            timeout_ms: DEFAULT_WITNESS_TIMEOUT_MS,
+            insecure: false,
+        }
+    }
+}
+
+impl WitnessSettings {
+    pub fn is_etcd(&self) -> bool {
+        self.kind == WitnessKind::Etcd
+    }
+
+    /// The prefix, once checked (etcd mode).
+    pub fn prefix(&self) -> &str {
+        self.prefix.as_deref().unwrap_or("")
+    }
+
+    fn check(
+        &self,
+        path: &Path,
+        text: &str,
+        arbiter: Option<&String>,
+    ) -> Result<(), ConfigFileError> {
+        let err = |field: &str, why: String| Err(semantic(path, text, field, why));
+        if !self.is_etcd() {
+            if !self.endpoints.is_empty() || self.prefix.is_some() {
+                return err(
+                    "witness.endpoints",
+                    "are set but witness.kind is \"arbiter\" (the default): set kind = \"etcd\" to \
+                     use etcd as the witness, or remove them"
+                        .into(),
+                );
+            }
+            return Ok(());
+        }
+        if let Some(a) = arbiter {
+            return err(
+                "arbiter",
+                format!(
+                    "is set ({a:?}) while witness.kind is \"etcd\": with etcd no arbiter process \
+                     runs; remove `arbiter`, or use kind = \"arbiter\""
+                ),
+            );
+        }
+        if self.endpoints.is_empty() {
+            return err(
+                "witness.endpoints",
+                "is empty: list etcd's client URLs, e.g. [\"https://10.0.0.5:2379\", \
+                 \"https://10.0.0.6:2379\", \"https://10.0.0.7:2379\"]"
+                    .into(),
+            );
+        }
+        for e in &self.endpoints {
+            let rest = match (e.strip_prefix("https://"), e.strip_prefix("http://")) {
+                (Some(r), _) => r,
+                (None, Some(r)) if self.insecure => r,
+                (None, Some(_)) => {
+                    return err(
+                        "witness.endpoints",
+                        format!(
+                            "{e:?} is plain http: anyone who reaches it could move the epoch. Use \
+                             https:// (etcd with TLS and client certificates), or set \
+                             witness.insecure = true on a private test network"
+                        ),
+                    )
+                }
+                (None, None) => {
+                    return err(
+                        "witness.endpoints",
+                        format!("{e:?} is not an https://host:port URL"),
+                    )
+                }
+            };
+            if crate::http::parse_url(&format!("http://{rest}/")).is_none() || rest.contains('/') {
+                return err(
+                    "witness.endpoints",
+                    format!("{e:?} is not an https://host:port URL"),
+                );
+            }
+        }
+        match self.prefix.as_deref() {
+            None => return err(
+                "witness.prefix",
+                "is missing: give this deployment its own key prefix, e.g. \"/lifeboat/sales\" \
+                     (both sites use the same one)"
+                    .into(),
+            ),
+            Some(p) if !p.starts_with('/') || p.ends_with('/') || p.len() < 2 => {
+                return err(
+                    "witness.prefix",
+                    format!(
+                        "{p:?} must start with '/' and not end with one, e.g. \"/lifeboat/sales\""
+                    ),
+                )
+            }
+            Some(_) => {}
+        }
+        if self.cert.is_some() != self.key.is_some() {
+            return err(
+                "witness.cert",
+                "and witness.key go together: give both, or neither (then [tls] cert and key \
+                 are used)"
+                    .into(),
+            );
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > MAX_DURATION_MS {
+            return err(
+                "witness.timeout_ms",
+                "must be between 1 and ten years (the default is 1000)".into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// `[archive]`: where the recovery site keeps every verified artifact, and for how long.
@@ -584,8 +747,10 @@ impl SiteFile {
         if let Some(a) = &f.peer_http {
             addr_check(path, text, "peer_http", a)?;
         }
+        f.witness.check(path, text, f.arbiter.as_ref())?;
         match (&f.arbiter, f.engine.arbiter) {
             (Some(a), _) => addr_check(path, text, "arbiter", a)?,
+            (None, true) if f.witness.is_etcd() => {}
             (None, true) => {
                 return Err(semantic(
                     path,
@@ -741,6 +906,10 @@ impl SiteFile {
         f.driver.resolve_paths(|p| resolve(path, p));
         f.data_dir = resolve(path, &f.data_dir);
         f.tls.check(path, text, &f.engine)?;
+        let w = &mut f.witness;
+        for p in [&mut w.ca, &mut w.cert, &mut w.key].into_iter().flatten() {
+            *p = resolve(path, p);
+        }
         Ok(f)
     }
 
@@ -864,6 +1033,84 @@ data_dir = "data"
 [tls]
 insecure = true
 "#;
+
+    /// [`MIN`] with the witness on etcd instead of the arbiter, and `extra` in `[witness]`.
+    fn etcd_site(extra: &str) -> String {
+        format!(
+            "{}\n[witness]\nkind = \"etcd\"\n{extra}\n",
+            MIN.replace("arbiter = \"127.0.0.1:7400\"\n", "")
+        )
+    }
+
+    #[test]
+    fn an_etcd_witness_needs_endpoints_a_prefix_and_no_arbiter_address() {
+        let good = etcd_site(
+            "endpoints = [\"https://10.0.0.5:2379\", \"https://10.0.0.6:2379\"]\nprefix = \"/lifeboat/sales\"\nca = \"certs/etcd-ca.pem\"",
+        );
+        let f = SiteFile::parse(Path::new("/etc/lifeboat/site.toml"), &good).unwrap();
+        assert!(f.witness.is_etcd());
+        assert_eq!(f.witness.prefix(), "/lifeboat/sales");
+        assert_eq!(
+            f.witness.ca.as_deref(),
+            Some(Path::new("/etc/lifeboat/certs/etcd-ca.pem"))
+        );
+        assert_eq!(f.witness.timeout_ms, DEFAULT_WITNESS_TIMEOUT_MS);
+        let cases: [(String, &str, &str); 7] = [
+            (
+                etcd_site("prefix = \"/x\""),
+                "witness.endpoints",
+                "is empty",
+            ),
+            (
+                etcd_site("endpoints = [\"https://10.0.0.5:2379\"]"),
+                "witness.prefix",
+                "is missing",
+            ),
+            (
+                etcd_site("endpoints = [\"https://10.0.0.5:2379\"]\nprefix = \"lifeboat\""),
+                "witness.prefix",
+                "must start with '/'",
+            ),
+            (
+                etcd_site("endpoints = [\"http://10.0.0.5:2379\"]\nprefix = \"/x\""),
+                "witness.endpoints",
+                "is plain http",
+            ),
+            (
+                etcd_site("endpoints = [\"10.0.0.5:2379\"]\nprefix = \"/x\""),
+                "witness.endpoints",
+                "is not an https://host:port URL",
+            ),
+            (
+                etcd_site(
+                    "endpoints = [\"https://10.0.0.5:2379\"]\nprefix = \"/x\"\ncert = \"c.pem\"",
+                ),
+                "witness.cert",
+                "go together",
+            ),
+            (
+                format!(
+                    "arbiter = \"127.0.0.1:7400\"\n{}",
+                    etcd_site("endpoints = [\"https://10.0.0.5:2379\"]\nprefix = \"/x\"")
+                ),
+                "arbiter",
+                "while witness.kind is \"etcd\"",
+            ),
+        ];
+        for (text, field, why) in cases {
+            let e = SiteFile::parse(Path::new("site.toml"), &text).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(field), "{e}");
+            assert!(e.to_string().contains(why), "{e}");
+        }
+        // Plain http only when asked for.
+        let insecure =
+            etcd_site("endpoints = [\"http://127.0.0.1:2379\"]\nprefix = \"/x\"\ninsecure = true");
+        assert!(SiteFile::parse(Path::new("site.toml"), &insecure).is_ok());
+        // Endpoints with the arbiter kind are a mistake, not ignored.
+        let text = format!("{MIN}\n[witness]\nendpoints = [\"https://10.0.0.5:2379\"]\n");
+        let e = SiteFile::parse(Path::new("site.toml"), &text).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("witness.endpoints"), "{e}");
+    }
 
     #[test]
     fn a_minimal_site_file_is_valid_and_resolves_data_dir_beside_it() {

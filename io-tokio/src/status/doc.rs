@@ -152,6 +152,30 @@ pub struct StatusDoc {
     /// The point-in-time archive, by database (empty when this site keeps none).
     #[serde(default)]
     pub archive: Vec<ArchiveDbDoc>,
+    /// The witness this site asks (the arbiter or etcd).
+    #[serde(default)]
+    pub witness: WitnessDoc,
+}
+
+/// The witness this site asks: its kind, where it is, whether it answers, and what it said
+/// last (from the engine's last view of it).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WitnessDoc {
+    /// `arbiter`, `etcd`, or `none` (no witness: automatic failover is off).
+    pub kind: String,
+    /// The arbiter's address, or etcd's client URLs.
+    pub endpoints: Vec<String>,
+    /// etcd: the deployment's key prefix.
+    pub prefix: Option<String>,
+    /// etcd: whether the last round trip succeeded, how long ago one last did, the last error.
+    pub reachable: Option<bool>,
+    pub last_ok_ms_ago: Option<u64>,
+    pub last_error: Option<String>,
+    /// The epoch and its holder as the witness last said, and how long ago the holder last
+    /// renewed (as of now: the view's age included).
+    pub epoch: Option<u64>,
+    pub holder: Option<String>,
+    pub lease_age_ms: Option<u64>,
 }
 
 /// One database's point-in-time archive, as the engine knows it.
@@ -505,6 +529,7 @@ pub struct Extras<'a> {
     pub transfers: Vec<Transfer>,
     pub skipped: SkippedDoc,
     pub streams: Vec<StreamDoc>,
+    pub witness: WitnessDoc,
 }
 
 impl StatusDoc {
@@ -591,6 +616,27 @@ impl StatusDoc {
             since_renewal_ms: v.since_renewal_ms,
             age_ms: st.peer.arbiter_view_at.map(ago),
         });
+        // What the witness said last: its grant when this site holds the epoch (a holder does
+        // not query), else its last view.
+        let mut witness = x.witness;
+        match (&arbiter_view, st.lease.last_grant_at) {
+            (v, Some(granted))
+                if st.holder == engine.site()
+                    && v.as_ref().is_none_or(|v| v.epoch <= st.epoch.0) =>
+            {
+                witness.epoch = Some(st.epoch.0);
+                witness.holder = Some(cfg.site_name(st.holder).to_string());
+                witness.lease_age_ms = Some(ago(granted));
+            }
+            (Some(v), _) => {
+                witness.epoch = Some(v.epoch);
+                witness.holder = v.holder.clone();
+                witness.lease_age_ms = v
+                    .since_renewal_ms
+                    .map(|s| s.saturating_add(v.age_ms.unwrap_or(0)));
+            }
+            (None, _) => {}
+        }
         let archive = st
             .archive
             .iter()
@@ -678,6 +724,7 @@ impl StatusDoc {
             transfers: x.transfers,
             skipped: x.skipped,
             streams: x.streams,
+            witness,
         }
     }
 
@@ -942,6 +989,14 @@ pub(crate) mod tests {
                 received_lsn: Some(0x0300_0a50),
                 last_error: Some("pg_receivewal exited (exit status: 1): disconnected".into()),
             }],
+            witness: WitnessDoc {
+                kind: "etcd".into(),
+                endpoints: vec!["https://10.0.0.5:2379".into()],
+                prefix: Some("/lifeboat/sales".into()),
+                reachable: Some(true),
+                last_ok_ms_ago: Some(40),
+                ..WitnessDoc::default()
+            },
         };
         let mut doc = StatusDoc::build(&cfg, &engine, 1_000, x);
         let art = |kind, ago_ms| {
@@ -1157,6 +1212,16 @@ pub(crate) mod tests {
             "transfers[].resumed_from",
             "transfers[].size",
             "utc",
+            "witness",
+            "witness.endpoints",
+            "witness.epoch",
+            "witness.holder",
+            "witness.kind",
+            "witness.last_error",
+            "witness.last_ok_ms_ago",
+            "witness.lease_age_ms",
+            "witness.prefix",
+            "witness.reachable",
             "work",
             "work[].db",
             "work[].done",

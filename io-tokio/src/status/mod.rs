@@ -92,6 +92,9 @@ pub struct StatusBoard {
     peer_http: Option<String>,
     reports_file: PathBuf,
     inner: Mutex<Inner>,
+    /// The witness as configured, and the etcd client whose health it reports.
+    witness: doc::WitnessDoc,
+    etcd: Mutex<Option<crate::witness::EtcdWitnessClient>>,
 }
 
 impl StatusBoard {
@@ -109,7 +112,27 @@ impl StatusBoard {
                 }
             })
             .collect();
+        let w = &file.witness;
+        let witness = match (&file.arbiter, w.is_etcd()) {
+            (_, true) => doc::WitnessDoc {
+                kind: "etcd".into(),
+                endpoints: w.endpoints.clone(),
+                prefix: w.prefix.clone(),
+                ..doc::WitnessDoc::default()
+            },
+            (Some(a), false) => doc::WitnessDoc {
+                kind: "arbiter".into(),
+                endpoints: vec![a.clone()],
+                ..doc::WitnessDoc::default()
+            },
+            (None, false) => doc::WitnessDoc {
+                kind: "none".into(),
+                ..doc::WitnessDoc::default()
+            },
+        };
         StatusBoard {
+            witness,
+            etcd: Mutex::new(None),
             cfg: file.engine.clone(),
             site: file.site.clone(),
             peer_http: file.peer_http.clone(),
@@ -252,8 +275,25 @@ impl StatusBoard {
             transfers: i.transfers.iter().flat_map(|t| t.snapshot()).collect(),
             skipped: i.skipped.clone(),
             streams: i.streams.clone(),
+            witness: self.witness_doc(),
         };
         StatusDoc::build(&self.cfg, engine, now, x)
+    }
+
+    /// The etcd witness whose health `/status` reports.
+    pub fn set_witness(&self, client: crate::witness::EtcdWitnessClient) {
+        *self.etcd.lock().unwrap_or_else(|e| e.into_inner()) = Some(client);
+    }
+
+    fn witness_doc(&self) -> doc::WitnessDoc {
+        let mut d = self.witness.clone();
+        if let Some(c) = self.etcd.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let h = c.health();
+            d.reachable = h.reachable;
+            d.last_ok_ms_ago = h.last_ok_ms_ago;
+            d.last_error = h.last_error;
+        }
+        d
     }
 
     /// `/health`: 200 while the database answers its probe (or before the first probe).

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_lifeboat");
 
+pub mod etcd;
 mod https;
 pub use https::https;
 
@@ -181,6 +182,10 @@ pub struct Opts {
     /// Route the recovery site's view of the primary (transport and http) through a proxy,
     /// and the primary's view of the recovery site through another.
     pub proxies: bool,
+    /// The witness on etcd instead of the arbiter: the sites' `[witness]` table, and the
+    /// certificates directory the etcd cluster uses (the cluster's parties use it too). No
+    /// arbiter process runs; `lifeboat witness init` creates the keys before the agents start.
+    pub etcd: Option<(String, PathBuf)>,
 }
 
 pub struct Cluster {
@@ -237,6 +242,12 @@ impl Cluster {
                 )
         };
         let d = dir.path();
+        if let Some((_, certs)) = &opts.etcd {
+            std::fs::create_dir_all(d.join("certs")).unwrap();
+            for e in std::fs::read_dir(certs).unwrap().flatten() {
+                std::fs::copy(e.path(), d.join("certs").join(e.file_name())).unwrap();
+            }
+        }
         lifeboat_io_tokio::demo::write_certs(&d.join("certs")).unwrap();
         let (rec_peer, rec_peer_http) = match &to_primary {
             Some((t, h)) => (t.port, h.port),
@@ -291,6 +302,12 @@ impl Cluster {
         );
         for f in [&pri, &rec] {
             let mut text = std::fs::read_to_string(f).unwrap();
+            if let Some((witness, _)) = &opts.etcd {
+                let line = format!("arbiter = \"127.0.0.1:{arb_listen}\"\n");
+                assert!(text.contains(&line));
+                text = text.replace(&line, "");
+                text.push_str(witness);
+            }
             text.push_str(&opts.site_extra);
             if f == &rec {
                 text.push_str(&opts.recovery_extra);
@@ -323,8 +340,16 @@ impl Cluster {
             to_primary: to_primary.map(|(t, _)| t),
             to_recovery,
         };
+        if opts.etcd.is_some() {
+            let pri = cl.path("primary").display().to_string();
+            let (code, out, err) = lifeboat_cli(&["witness", "init", "-c", &pri]);
+            assert_eq!(code, 0, "witness init: {out}{err}");
+            cl.configs.remove("arbiter");
+        }
         for n in ["arbiter", "primary", "recovery"] {
-            cl.spawn(n);
+            if cl.configs.contains_key(n) {
+                cl.spawn(n);
+            }
         }
         let pri_http = cl.pri_http;
         wait_for(
