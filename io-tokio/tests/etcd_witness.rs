@@ -22,6 +22,14 @@ use std::time::{Duration, Instant};
 const WRITE_EVERY: Duration = Duration::from_millis(10);
 const PREFIX: &str = "/lifeboat/test";
 
+/// One test at a time: each runs three etcd members and two agents with timing assertions
+/// (a fence deadline, a lease lapse), which a 2-core machine running four at once would blur.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A three-member etcd cluster in `dir` with the demo's certificates in `dir/certs`.
 fn etcd3(dir: &Path) -> EtcdCluster {
     let certs = dir.join("certs");
@@ -41,6 +49,7 @@ fn with_etcd_as_witness_the_primary_site_killed_fails_over_with_rpo_and_rto() {
     if !etcd::available() {
         return;
     }
+    let _one = serial();
     let dir = tempfile::tempdir().unwrap();
     let e = etcd3(dir.path());
     let mut c = Cluster::start(with_etcd(&e, dir.path()));
@@ -97,6 +106,7 @@ fn with_etcd_as_witness_one_member_killed_changes_nothing() {
     if !etcd::available() {
         return;
     }
+    let _one = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut e = etcd3(dir.path());
     let c = Cluster::start(with_etcd(&e, dir.path()));
@@ -144,6 +154,7 @@ fn with_etcd_as_witness_quorum_lost_fences_the_primary_and_the_recovery_site_wai
     if !etcd::available() {
         return;
     }
+    let _one = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut e = etcd3(dir.path());
     let c = Cluster::start(with_etcd(&e, dir.path()));
@@ -254,6 +265,7 @@ fn with_etcd_as_witness_the_leader_killed_during_a_failover_leaves_one_writer_ro
     if !etcd::available() {
         return;
     }
+    let _one = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut e = etcd3(dir.path());
     // The primary reaches etcd through proxies that the test cuts; the recovery site directly.

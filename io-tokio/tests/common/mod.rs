@@ -186,6 +186,8 @@ pub struct Opts {
     /// certificates directory the etcd cluster uses (the cluster's parties use it too). No
     /// arbiter process runs; `lifeboat witness init` creates the keys before the agents start.
     pub etcd: Option<(String, PathBuf)>,
+    /// The engine's default lease and failover timers instead of the demo's fast ones.
+    pub default_timers: bool,
 }
 
 pub struct Cluster {
@@ -231,7 +233,8 @@ impl Cluster {
         drop(c);
         // Frequent snapshots: restarts exercise snapshot + replay, not only replay.
         let tune = |s: String| {
-            s.replace("snapshot_every = 500", "snapshot_every = 50")
+            let s = s
+                .replace("snapshot_every = 500", "snapshot_every = 50")
                 .replace(
                     "unhealthy_for_ms = 600\n",
                     &format!("unhealthy_for_ms = 600\n{}\n", opts.failover),
@@ -239,7 +242,19 @@ impl Cluster {
                 .replace(
                     "op_timeout_ms = 5000\n",
                     &format!("op_timeout_ms = 5000\n{}\n", opts.restore),
-                )
+                );
+            if !opts.default_timers {
+                return s;
+            }
+            s.replace(
+                "lease_ms = 2000\nrenew_every_ms = 400\nfence_time_ms = 200\n\
+                 heartbeat_every_ms = 300\narbiter_timeout_ms = 1000\n",
+                "",
+            )
+            .replace(
+                "probe_every_ms = 200\nunhealthy_count = 3\nunhealthy_for_ms = 600\n",
+                "",
+            )
         };
         let d = dir.path();
         if let Some((_, certs)) = &opts.etcd {
