@@ -148,6 +148,17 @@ pub fn render(sites: &[(String, Result<StatusDoc, String>)]) -> String {
                 w.endpoints.join(","),
                 health
             ));
+            for m in &w.members {
+                notes.push(format!(
+                    "{site}:   etcd {}: {}",
+                    m.endpoint,
+                    match (&m.error, m.leader) {
+                        (Some(e), _) => format!("NOT healthy: {e}"),
+                        (None, true) => "healthy (leader)".into(),
+                        (None, false) => "healthy".into(),
+                    }
+                ));
+            }
         }
         for a in &d.alerts {
             notes.push(format!(

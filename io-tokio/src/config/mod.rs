@@ -31,6 +31,23 @@
 //! cert = "certs/primary.pem"
 //! key = "certs/primary.key"
 //! ```
+//!
+//! The witness is the arbiter process at `arbiter` unless `[witness]` says etcd; then there is
+//! no `arbiter` line (giving both is an error) and `lifeboat witness init` creates the keys:
+//!
+//! ```toml
+//! [witness]
+//! kind = "etcd"                    # "arbiter" (the default) | "etcd"
+//! endpoints = ["https://10.0.0.5:2379", "https://10.0.0.6:2379", "https://10.0.0.7:2379"]
+//! prefix = "/lifeboat/sales"       # this deployment's keys (the same at both sites)
+//! ca = "certs/etcd-ca.pem"         # default: [tls] ca
+//! cert = "certs/primary-etcd.pem"  # this site's client certificate and key, both or neither;
+//! key = "certs/primary-etcd.key"   #   default: [tls] cert and key
+//! # server_name = "etcd"           # the name etcd's certificates carry (default: the host)
+//! # timeout_ms = 1500              # one call (default: half of lease.arbiter_timeout_ms)
+//! # connect_timeout_ms = 1500      # connecting to one endpoint (default: timeout_ms)
+//! # insecure = true                # allows http:// endpoints (no TLS): test networks only
+//! ```
 
 mod driver;
 
@@ -40,6 +57,7 @@ use lifeboat_core::Config;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Default HTTP timeout of probes and webhooks.
 pub const DEFAULT_PROBE_TIMEOUT_MS: u64 = 1_000;
@@ -113,8 +131,11 @@ pub struct WitnessSettings {
     pub key: Option<PathBuf>,
     /// The name etcd's server certificates carry; default: the endpoint's host.
     pub server_name: Option<String>,
-    /// Time limit of one round trip to etcd (a request takes one to three).
-    pub timeout_ms: u64,
+    /// Time limit of one call to etcd (a few operations in order; a request makes one to
+    /// three calls); default: [`default_witness_timeout_ms`].
+    pub timeout_ms: Option<u64>,
+    /// Time limit of connecting to one endpoint (TCP and TLS); default: the call's limit.
+    pub connect_timeout_ms: Option<u64>,
     /// Plain `http://` endpoints: anyone who reaches them can move the epoch. Test networks only.
     pub insecure: bool,
 }
@@ -128,9 +149,14 @@ pub enum WitnessKind {
     Etcd,
 }
 
-/// Default time limit of one etcd round trip: a request of three round trips still answers
-/// within the engine's default arbiter timeout (3 s).
-pub const DEFAULT_WITNESS_TIMEOUT_MS: u64 = 1_000;
+/// Default time limit of one call to etcd: half the engine's `lease.arbiter_timeout_ms` (1.5 s
+/// at the defaults). A request is usually two calls (a read, then a keep-alive or a
+/// transaction), so it is answered, or given up on its member, within the time the engine waits
+/// for a witness's answer; a member that does not answer in time is left for the next one while
+/// the engine's next request can still be answered.
+pub fn default_witness_timeout_ms(engine: &Config) -> u64 {
+    (engine.lease.arbiter_timeout_ms / 2).max(1)
+}
 
 impl Default for WitnessSettings {
     fn default() -> Self {
@@ -142,7 +168,8 @@ impl Default for WitnessSettings {
             cert: None,
             key: None,
             server_name: None,
-            timeout_ms: DEFAULT_WITNESS_TIMEOUT_MS,
+            timeout_ms: None,
+            connect_timeout_ms: None,
             insecure: false,
         }
     }
@@ -158,19 +185,54 @@ impl WitnessSettings {
         self.prefix.as_deref().unwrap_or("")
     }
 
+    /// Time limit of one call to etcd.
+    pub fn call_timeout(&self, engine: &Config) -> Duration {
+        Duration::from_millis(
+            self.timeout_ms
+                .unwrap_or_else(|| default_witness_timeout_ms(engine)),
+        )
+    }
+
+    /// Time limit of connecting to one endpoint.
+    pub fn connect_timeout(&self, engine: &Config) -> Duration {
+        self.connect_timeout_ms
+            .map_or_else(|| self.call_timeout(engine), Duration::from_millis)
+    }
+
+    /// Whether the endpoints speak TLS (checked: all of them or none).
+    pub fn tls(&self) -> bool {
+        self.endpoints.iter().all(|e| e.starts_with("https://"))
+    }
+
     fn check(
         &self,
         path: &Path,
         text: &str,
         arbiter: Option<&String>,
+        engine: &Config,
+        tls: &TlsSettings,
     ) -> Result<(), ConfigFileError> {
         let err = |field: &str, why: String| Err(semantic(path, text, field, why));
         if !self.is_etcd() {
-            if !self.endpoints.is_empty() || self.prefix.is_some() {
+            let etcd_only = [
+                ("witness.endpoints", !self.endpoints.is_empty()),
+                ("witness.prefix", self.prefix.is_some()),
+                ("witness.ca", self.ca.is_some()),
+                ("witness.cert", self.cert.is_some()),
+                ("witness.key", self.key.is_some()),
+                ("witness.server_name", self.server_name.is_some()),
+                ("witness.timeout_ms", self.timeout_ms.is_some()),
+                (
+                    "witness.connect_timeout_ms",
+                    self.connect_timeout_ms.is_some(),
+                ),
+                ("witness.insecure", self.insecure),
+            ];
+            if let Some((field, _)) = etcd_only.iter().find(|(_, set)| *set) {
                 return err(
-                    "witness.endpoints",
-                    "are set but witness.kind is \"arbiter\" (the default): set kind = \"etcd\" to \
-                     use etcd as the witness, or remove them"
+                    field,
+                    "is set but witness.kind is \"arbiter\" (the default), which uses only the \
+                     `arbiter` address: set kind = \"etcd\" to use etcd as the witness, or remove it"
                         .into(),
                 );
             }
@@ -181,8 +243,17 @@ impl WitnessSettings {
                 "arbiter",
                 format!(
                     "is set ({a:?}) while witness.kind is \"etcd\": with etcd no arbiter process \
-                     runs; remove `arbiter`, or use kind = \"arbiter\""
+                     runs; remove `arbiter`, or use witness.kind = \"arbiter\""
                 ),
+            );
+        }
+        if !engine.arbiter {
+            return err(
+                "engine.arbiter",
+                "is false while witness.kind is \"etcd\": etcd is the witness, so the engine must \
+                 have one; remove `arbiter = false` from [engine], or remove [witness] to run two \
+                 sites without a witness"
+                    .into(),
             );
         }
         if self.endpoints.is_empty() {
@@ -221,6 +292,19 @@ impl WitnessSettings {
                 );
             }
         }
+        let https = self
+            .endpoints
+            .iter()
+            .filter(|e| e.starts_with("https://"))
+            .count();
+        if https != 0 && https != self.endpoints.len() {
+            return err(
+                "witness.endpoints",
+                "mix https:// and http:// URLs: the members of one etcd cluster serve clients \
+                 one way; use https:// for all of them"
+                    .into(),
+            );
+        }
         match self.prefix.as_deref() {
             None => return err(
                 "witness.prefix",
@@ -246,11 +330,60 @@ impl WitnessSettings {
                     .into(),
             );
         }
-        if self.timeout_ms == 0 || self.timeout_ms > MAX_DURATION_MS {
-            return err(
-                "witness.timeout_ms",
-                "must be between 1 and ten years (the default is 1000)".into(),
-            );
+        if self.tls() {
+            if self.ca.is_none() && tls.ca.is_none() {
+                return err(
+                    "witness.ca",
+                    "is missing, and so is [tls] ca: https endpoints need the CA that signed \
+                     etcd's server certificates; give witness.ca (or [tls] ca)"
+                        .into(),
+                );
+            }
+        } else {
+            let tls_only = [
+                ("witness.ca", self.ca.is_some()),
+                ("witness.cert", self.cert.is_some()),
+                ("witness.server_name", self.server_name.is_some()),
+            ];
+            if let Some((field, _)) = tls_only.iter().find(|(_, set)| *set) {
+                return err(
+                    field,
+                    "is set but the endpoints are plain http://, which uses no TLS: use https:// \
+                     endpoints, or remove it"
+                        .into(),
+                );
+            }
+        }
+        let arbiter_timeout = engine.lease.arbiter_timeout_ms;
+        for (field, value) in [
+            ("witness.timeout_ms", self.timeout_ms),
+            ("witness.connect_timeout_ms", self.connect_timeout_ms),
+        ] {
+            match value {
+                Some(0) => {
+                    return err(
+                        field,
+                        format!(
+                            "must be at least 1 (the default is half of \
+                             engine.lease.arbiter_timeout_ms: {} ms)",
+                            default_witness_timeout_ms(engine)
+                        ),
+                    )
+                }
+                Some(ms) if ms > arbiter_timeout => {
+                    return err(
+                        field,
+                        format!(
+                            "is {ms} ms, over engine.lease.arbiter_timeout_ms ({arbiter_timeout} \
+                             ms): the engine counts a witness's answer as lost after that, so a \
+                             member that hangs would be waited for in vain instead of left for \
+                             the next one. Leave it out (default {} ms) or lower it",
+                            default_witness_timeout_ms(engine)
+                        ),
+                    )
+                }
+                _ => {}
+            }
         }
         Ok(())
     }
@@ -747,7 +880,8 @@ impl SiteFile {
         if let Some(a) = &f.peer_http {
             addr_check(path, text, "peer_http", a)?;
         }
-        f.witness.check(path, text, f.arbiter.as_ref())?;
+        f.witness
+            .check(path, text, f.arbiter.as_ref(), &f.engine, &f.tls)?;
         match (&f.arbiter, f.engine.arbiter) {
             (Some(a), _) => addr_check(path, text, "arbiter", a)?,
             (None, true) if f.witness.is_etcd() => {}
@@ -998,14 +1132,28 @@ pub fn check_any(path: &Path) -> Result<String, ConfigFileError> {
     });
     if is_site {
         let f = SiteFile::parse(path, &text)?;
+        let witness = match (&f.arbiter, f.witness.is_etcd()) {
+            (_, true) => format!(
+                "witness etcd under {} at {}",
+                f.witness.prefix(),
+                f.witness.endpoints.join(", ")
+            ),
+            (Some(a), false) => format!("witness the arbiter at {a}"),
+            (None, false) => "no witness: automatic failover off".into(),
+        };
         Ok(format!(
-            "{}: a valid site file for site {:?} ({} database(s): {}; arbiter {}){}",
+            "{}: a valid site file for site {:?} ({} database(s): {}; {witness}){}{}",
             path.display(),
             f.site,
             f.engine.databases.len(),
             f.engine.databases.join(", "),
-            if f.engine.arbiter { "on" } else { "off" },
             insecure_warning(&f.tls),
+            if f.witness.is_etcd() && !f.witness.tls() {
+                "\nwarning: [witness] insecure = true: etcd is reached over plain http; anyone \
+                 who reaches it can move the epoch. Use https:// endpoints outside a test network."
+            } else {
+                ""
+            },
         ))
     } else {
         let f = ArbiterFile::parse(path, &text)?;
@@ -1054,7 +1202,15 @@ insecure = true
             f.witness.ca.as_deref(),
             Some(Path::new("/etc/lifeboat/certs/etcd-ca.pem"))
         );
-        assert_eq!(f.witness.timeout_ms, DEFAULT_WITNESS_TIMEOUT_MS);
+        // Half the engine's arbiter timeout (3 s at the defaults) per call.
+        assert_eq!(
+            f.witness.call_timeout(&f.engine),
+            Duration::from_millis(1_500)
+        );
+        assert_eq!(
+            f.witness.connect_timeout(&f.engine),
+            Duration::from_millis(1_500)
+        );
         let cases: [(String, &str, &str); 7] = [
             (
                 etcd_site("prefix = \"/x\""),
@@ -1110,6 +1266,128 @@ insecure = true
         let text = format!("{MIN}\n[witness]\nendpoints = [\"https://10.0.0.5:2379\"]\n");
         let e = SiteFile::parse(Path::new("site.toml"), &text).unwrap_err();
         assert_eq!(e.field.as_deref(), Some("witness.endpoints"), "{e}");
+    }
+
+    /// The field a site file's error names, and its message.
+    fn witness_error(text: &str) -> (String, String) {
+        let e = SiteFile::parse(Path::new("site.toml"), text).unwrap_err();
+        (e.field.clone().unwrap_or_default(), e.to_string())
+    }
+
+    const HTTPS_X: &str =
+        "endpoints = [\"https://10.0.0.5:2379\"]\nprefix = \"/x\"\nca = \"ca.pem\"";
+
+    #[test]
+    fn etcd_witness_timeouts_default_from_the_engines_arbiter_timeout_and_stay_under_it() {
+        let text = format!(
+            "{}\n[engine.lease]\narbiter_timeout_ms = 1000\n",
+            etcd_site(HTTPS_X)
+        );
+        let f = SiteFile::parse(Path::new("site.toml"), &text).unwrap();
+        assert_eq!(
+            f.witness.call_timeout(&f.engine),
+            Duration::from_millis(500)
+        );
+        let text = etcd_site(&format!(
+            "{HTTPS_X}\ntimeout_ms = 800\nconnect_timeout_ms = 300"
+        ));
+        let f = SiteFile::parse(Path::new("site.toml"), &text).unwrap();
+        assert_eq!(
+            f.witness.call_timeout(&f.engine),
+            Duration::from_millis(800)
+        );
+        assert_eq!(
+            f.witness.connect_timeout(&f.engine),
+            Duration::from_millis(300)
+        );
+        let (field, why) = witness_error(&etcd_site(&format!("{HTTPS_X}\ntimeout_ms = 0")));
+        assert_eq!(field, "witness.timeout_ms", "{why}");
+        assert!(why.contains("at least 1"), "{why}");
+        let (field, why) =
+            witness_error(&etcd_site(&format!("{HTTPS_X}\nconnect_timeout_ms = 5000")));
+        assert_eq!(field, "witness.connect_timeout_ms", "{why}");
+        assert!(
+            why.contains("over engine.lease.arbiter_timeout_ms (3000 ms)"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn etcd_witness_tls_needs_a_ca_and_plain_http_needs_insecure_and_no_tls_files() {
+        // https with neither witness.ca nor [tls] ca (MIN's [tls] is insecure).
+        let (field, why) = witness_error(&etcd_site(
+            "endpoints = [\"https://10.0.0.5:2379\"]\nprefix = \"/x\"",
+        ));
+        assert_eq!(field, "witness.ca", "{why}");
+        assert!(why.contains("[tls] ca"), "{why}");
+        // One cluster, one scheme.
+        let (field, why) = witness_error(&etcd_site(
+            "endpoints = [\"https://10.0.0.5:2379\", \"http://10.0.0.6:2379\"]\nprefix = \"/x\"\n\
+             insecure = true\nca = \"ca.pem\"",
+        ));
+        assert_eq!(field, "witness.endpoints", "{why}");
+        assert!(why.contains("mix https:// and http://"), "{why}");
+        // Certificates for plain http would be ignored: refused rather than trusted in vain.
+        let (field, why) = witness_error(&etcd_site(
+            "endpoints = [\"http://127.0.0.1:2379\"]\nprefix = \"/x\"\ninsecure = true\n\
+             ca = \"ca.pem\"",
+        ));
+        assert_eq!(field, "witness.ca", "{why}");
+        assert!(why.contains("plain http://"), "{why}");
+        let f = SiteFile::parse(
+            Path::new("site.toml"),
+            &etcd_site("endpoints = [\"http://127.0.0.1:2379\"]\nprefix = \"/x\"\ninsecure = true"),
+        )
+        .unwrap();
+        assert!(!f.witness.tls());
+        let checked = {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("site.toml");
+            std::fs::write(
+                &path,
+                etcd_site(
+                    "endpoints = [\"http://127.0.0.1:2379\"]\nprefix = \"/x\"\ninsecure = true",
+                ),
+            )
+            .unwrap();
+            check_any(&path).unwrap()
+        };
+        assert!(
+            checked.contains("witness etcd under /x at http://127.0.0.1:2379"),
+            "{checked}"
+        );
+        assert!(checked.contains("[witness] insecure = true"), "{checked}");
+    }
+
+    #[test]
+    fn an_etcd_witness_needs_the_engine_to_have_a_witness_and_arbiter_kind_takes_no_etcd_keys() {
+        let text = format!("{}\n[engine]\narbiter = false\n", etcd_site(HTTPS_X));
+        let (field, why) = witness_error(&text);
+        assert_eq!(field, "engine.arbiter", "{why}");
+        assert!(why.contains("etcd is the witness"), "{why}");
+        for (key, line) in [
+            ("witness.prefix", "prefix = \"/x\""),
+            ("witness.timeout_ms", "timeout_ms = 500"),
+            ("witness.insecure", "insecure = true"),
+            ("witness.ca", "ca = \"ca.pem\""),
+        ] {
+            let (field, why) = witness_error(&format!("{MIN}\n[witness]\n{line}\n"));
+            assert_eq!(field, key, "{why}");
+            assert!(why.contains("witness.kind is \"arbiter\""), "{why}");
+        }
+        // The default kind, spelled out, is today's arbiter.
+        let f = SiteFile::parse(
+            Path::new("site.toml"),
+            &format!("{MIN}\n[witness]\nkind = \"arbiter\"\n"),
+        )
+        .unwrap();
+        assert!(!f.witness.is_etcd());
+        assert_eq!(f.arbiter.as_deref(), Some("127.0.0.1:7400"));
+        let (_, why) = witness_error(&format!("{MIN}\n[witness]\nkind = \"zookeeper\"\n"));
+        assert!(
+            why.contains("`zookeeper`, expected `arbiter` or `etcd`"),
+            "{why}"
+        );
     }
 
     #[test]

@@ -157,6 +157,15 @@ pub struct StatusDoc {
     pub witness: WitnessDoc,
 }
 
+/// One etcd endpoint's health.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WitnessMemberDoc {
+    pub endpoint: String,
+    pub healthy: bool,
+    pub leader: bool,
+    pub error: Option<String>,
+}
+
 /// The witness this site asks: its kind, where it is, whether it answers, and what it said
 /// last (from the engine's last view of it).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -171,6 +180,9 @@ pub struct WitnessDoc {
     pub reachable: Option<bool>,
     pub last_ok_ms_ago: Option<u64>,
     pub last_error: Option<String>,
+    /// etcd: each endpoint at the last health check (every 10 s).
+    #[serde(default)]
+    pub members: Vec<WitnessMemberDoc>,
     /// The epoch and its holder as the witness last said, and how long ago the holder last
     /// renewed (as of now: the view's age included).
     pub epoch: Option<u64>,
@@ -995,6 +1007,12 @@ pub(crate) mod tests {
                 prefix: Some("/lifeboat/sales".into()),
                 reachable: Some(true),
                 last_ok_ms_ago: Some(40),
+                members: vec![WitnessMemberDoc {
+                    endpoint: "https://10.0.0.5:2379".into(),
+                    healthy: true,
+                    leader: true,
+                    error: None,
+                }],
                 ..WitnessDoc::default()
             },
         };
@@ -1220,6 +1238,11 @@ pub(crate) mod tests {
             "witness.last_error",
             "witness.last_ok_ms_ago",
             "witness.lease_age_ms",
+            "witness.members",
+            "witness.members[].endpoint",
+            "witness.members[].error",
+            "witness.members[].healthy",
+            "witness.members[].leader",
             "witness.prefix",
             "witness.reachable",
             "work",

@@ -292,6 +292,16 @@ impl StatusBoard {
             d.reachable = h.reachable;
             d.last_ok_ms_ago = h.last_ok_ms_ago;
             d.last_error = h.last_error;
+            d.members = h
+                .endpoints
+                .into_iter()
+                .map(|(endpoint, r)| doc::WitnessMemberDoc {
+                    endpoint,
+                    healthy: r.is_ok(),
+                    leader: r.as_ref().is_ok_and(|l| *l),
+                    error: r.err(),
+                })
+                .collect();
         }
         d
     }

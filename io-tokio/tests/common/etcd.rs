@@ -1,8 +1,9 @@
 //! A real etcd cluster on loopback for the etcd witness's tests: `members` processes of
 //! `/usr/bin/etcd` (Debian's etcd-server, 3.4), each with its own data directory and ports,
 //! clients on TLS with client certificates (the deployment's CA; the servers carry the
-//! arbiter's certificate, so the sites name it with `[witness] server_name`). Members can be
-//! killed and started again; the leader is found from each member's status.
+//! arbiter's certificate, so the sites name it with `[witness] server_name`), or on plain http
+//! ([`EtcdCluster::start_plain`], `[witness] insecure = true`). Members can be killed and
+//! started again; the leader is found from each member's status.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -34,13 +35,23 @@ pub struct Member {
 
 pub struct EtcdCluster {
     pub members: Vec<Member>,
-    certs: PathBuf,
+    /// The certificates of `demo::write_certs` (TLS with client certificates), or plain http.
+    certs: Option<PathBuf>,
     initial: String,
 }
 
 impl EtcdCluster {
     /// Start `n` members under `dir`, with the certificates of `demo::write_certs` in `certs`.
     pub fn start(n: usize, dir: &Path, certs: &Path) -> EtcdCluster {
+        Self::start_with(n, dir, Some(certs))
+    }
+
+    /// Start `n` members under `dir` serving clients on plain http.
+    pub fn start_plain(n: usize, dir: &Path) -> EtcdCluster {
+        Self::start_with(n, dir, None)
+    }
+
+    fn start_with(n: usize, dir: &Path, certs: Option<&Path>) -> EtcdCluster {
         let ports = super::free_ports(2 * n);
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
@@ -58,7 +69,7 @@ impl EtcdCluster {
             .join(",");
         let mut c = EtcdCluster {
             members,
-            certs: certs.to_path_buf(),
+            certs: certs.map(Path::to_path_buf),
             initial,
         };
         for i in 0..n {
@@ -68,25 +79,40 @@ impl EtcdCluster {
         c
     }
 
+    /// Member `i`'s client URL.
+    pub fn endpoint(&self, i: usize) -> String {
+        let scheme = if self.certs.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.members[i].client_port)
+    }
+
     /// The client URLs, for `[witness] endpoints`.
     pub fn endpoints(&self) -> Vec<String> {
-        self.members
-            .iter()
-            .map(|m| format!("https://127.0.0.1:{}", m.client_port))
-            .collect()
+        (0..self.members.len()).map(|i| self.endpoint(i)).collect()
     }
 
     /// `[witness]` for a site of this deployment.
     pub fn witness_toml(&self, prefix: &str) -> String {
         let list: Vec<String> = self.endpoints().iter().map(|e| format!("{e:?}")).collect();
+        let access = if self.certs.is_some() {
+            "server_name = \"arbiter\""
+        } else {
+            "insecure = true"
+        };
         format!(
-            "\n[witness]\nkind = \"etcd\"\nendpoints = [{}]\nprefix = \"{prefix}\"\nserver_name = \"arbiter\"\n",
+            "\n[witness]\nkind = \"etcd\"\nendpoints = [{}]\nprefix = \"{prefix}\"\n{access}\n",
             list.join(", ")
         )
     }
 
+    /// Start member `i` (again, after [`kill`](Self::kill): on its data directory, as the same
+    /// member).
     pub fn spawn(&mut self, i: usize) {
-        let c = self.certs.display().to_string();
+        let client = self.endpoint(i);
+        let certs = self.certs.clone();
         let m = &mut self.members[i];
         std::fs::create_dir_all(&m.dir).unwrap();
         let log = std::fs::OpenOptions::new()
@@ -94,10 +120,9 @@ impl EtcdCluster {
             .append(true)
             .open(m.dir.with_extension("log"))
             .unwrap();
-        let client = format!("https://127.0.0.1:{}", m.client_port);
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
-        let child = Command::new(ETCD)
-            .args(["--name", &m.name])
+        let mut cmd = Command::new(ETCD);
+        cmd.args(["--name", &m.name])
             .arg("--data-dir")
             .arg(&m.dir)
             .args(["--listen-client-urls", &client])
@@ -107,18 +132,35 @@ impl EtcdCluster {
             .args(["--initial-cluster", &self.initial])
             .args(["--initial-cluster-state", "new"])
             .args(["--initial-cluster-token", "lifeboat-test"])
-            .args(["--cert-file", &format!("{c}/arbiter.pem")])
-            .args(["--key-file", &format!("{c}/arbiter.key")])
-            .args(["--trusted-ca-file", &format!("{c}/ca.pem")])
-            .arg("--client-cert-auth")
             // Loopback: elections in a few hundred milliseconds.
-            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"]);
+        if let Some(c) = certs {
+            let c = c.display();
+            cmd.args(["--cert-file", &format!("{c}/arbiter.pem")])
+                .args(["--key-file", &format!("{c}/arbiter.key")])
+                .args(["--trusted-ca-file", &format!("{c}/ca.pem")])
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
             .expect("starting etcd");
         m.child = Some(child);
+    }
+
+    /// Start member `i` again after [`kill`](Self::kill), and wait until it answers.
+    pub fn restart(&mut self, i: usize, within: Duration) {
+        self.spawn(i);
+        let t = Instant::now();
+        while !self.statuses().iter().any(|(m, _)| *m == i) {
+            assert!(
+                t.elapsed() < within,
+                "etcd member {i} does not answer within {within:?} of its restart"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     pub fn kill(&mut self, i: usize) {
@@ -138,23 +180,28 @@ impl EtcdCluster {
             .enable_all()
             .build()
             .unwrap();
-        let ca = std::fs::read(self.certs.join("ca.pem")).unwrap();
-        let cert = std::fs::read(self.certs.join("primary.pem")).unwrap();
-        let key = std::fs::read(self.certs.join("primary.key")).unwrap();
+        let tls = self.certs.as_ref().map(|c| {
+            let read = |f: &str| std::fs::read(c.join(f)).unwrap();
+            etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(read("ca.pem")))
+                .identity(etcd_client::Identity::from_pem(
+                    read("primary.pem"),
+                    read("primary.key"),
+                ))
+                .domain_name("arbiter")
+        });
         let mut out = Vec::new();
         for (i, m) in self.members.iter().enumerate() {
             if m.child.is_none() {
                 continue;
             }
-            let url = format!("https://127.0.0.1:{}", m.client_port);
-            let tls = etcd_client::TlsOptions::new()
-                .ca_certificate(etcd_client::Certificate::from_pem(ca.clone()))
-                .identity(etcd_client::Identity::from_pem(cert.clone(), key.clone()))
-                .domain_name("arbiter");
-            let options = etcd_client::ConnectOptions::new()
-                .with_tls(tls)
+            let url = self.endpoint(i);
+            let mut options = etcd_client::ConnectOptions::new()
                 .with_timeout(Duration::from_millis(500))
                 .with_connect_timeout(Duration::from_millis(500));
+            if let Some(tls) = &tls {
+                options = options.with_tls(tls.clone());
+            }
             let r = rt.block_on(async {
                 let mut c = etcd_client::Client::connect([url], Some(options))
                     .await
