@@ -711,3 +711,27 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_read_that_failed_starts_a_new_presence_lease_with_the_next_request() {
+    let mut w = World::new();
+    let q = |req| Message::QueryAt {
+        epoch: Epoch(1),
+        req,
+    };
+    let _ = w.reply(B, 0, q(1));
+    let wb = &mut w.sites[1];
+    let call = wb.request(q(2)).unwrap();
+    assert!(
+        matches!(call.ops[0], Op::KeepAlive { .. }),
+        "{:?}",
+        call.ops
+    );
+    assert!(matches!(
+        wb.answer(call, Err("timeout".into())),
+        Next::Nothing(_)
+    ));
+    // The keep-alive may or may not have reached etcd: a new lease, not a dead one kept.
+    let call = wb.request(q(3)).unwrap();
+    assert!(matches!(call.ops[0], Op::Grant { .. }), "{:?}", call.ops);
+}

@@ -378,12 +378,10 @@ impl EtcdWitness {
                 ))
             }
             Err(why) => {
-                if let Plan::Read {
-                    presence: Presence::Granting(_),
-                    ..
-                } = call.plan
-                {
-                    // The presence lease may or may not exist: start a new one next time.
+                if let Plan::Read { .. } = call.plan {
+                    // Whether the presence lease exists (a grant that may not have happened) or
+                    // still lives (a keep-alive that may have come too late) is unknown: start
+                    // a new one next time. The old one, if any, runs out by itself.
                     self.presence = None;
                 }
                 return Next::Nothing(format!("etcd did not answer: {why}"));
