@@ -28,7 +28,7 @@ pub mod world;
 
 pub use duration::{format_span, parse_span, Span};
 pub use mode::{parse_modes, FaultMode};
-pub use world::{world_config, ConfirmAnswer, Hook, WorldParams};
+pub use world::{world_config, ConfirmAnswer, Hook, Witness, WorldParams};
 
 use lifeboat_core::alert::Severity;
 use lifeboat_core::config::Config;
@@ -274,6 +274,8 @@ impl FaultSpec {
                 | FaultMode::OldPrimaryReturns
                 | FaultMode::FlappingLink
                 | FaultMode::ServiceDown
+                | FaultMode::WitnessSlow
+                | FaultMode::WitnessAnswerLost
         );
         if needs_window && self.duration.0 == 0 {
             return Err(format!("{name}: needs a duration"));
@@ -312,11 +314,12 @@ impl FaultSpec {
                 | FaultMode::CorruptInTransit
                 | FaultMode::TruncateInTransit
                 | FaultMode::RestoreErrorTransient
+                | FaultMode::WitnessAnswerLost
         ) && self.probability.is_none()
         {
             return Err(format!("{name}: needs a probability"));
         }
-        if mode == FaultMode::Latency && self.latency.is_none() {
+        if matches!(mode, FaultMode::Latency | FaultMode::WitnessSlow) && self.latency.is_none() {
             return Err(format!("{name}: needs a latency"));
         }
         if mode == FaultMode::ClockDrift && self.drift_ppm.is_none() {

@@ -59,7 +59,9 @@ pub enum FaultMode {
     SiteLoss,
     /// The primary site is lost, then comes back with its disk (and its unshipped writes).
     OldPrimaryReturns,
-    /// The arbiter is down for a while, then restarts from its journal.
+    /// The arbiter is down for a while, then restarts from its journal. With the witness on
+    /// etcd: the cluster loses its quorum for a while (nothing is applied or answered, no lease
+    /// expires), then a new leader runs every lease's TTL again in full.
     ArbiterLoss,
     // ---- operator actions (not faults, but part of a schedule) ----
     /// An operator asks for a planned switchover.
@@ -80,11 +82,25 @@ pub enum FaultMode {
     ServiceDown,
     /// The arbiter's machine is lost with its disk: a new arbiter starts later with an empty
     /// `data_dir` and must learn the epoch from the sites without ever granting it twice.
+    /// etcd keeps its state by quorum: with the witness on etcd this acts as `arbiter_loss`
+    /// (and the swarm does not draw it for etcd seeds).
     ArbiterStateLost,
+    // ---- the witness on etcd (`world.witness = "etcd"`): no effect with the built-in
+    // arbiter, and the swarm draws them only for etcd seeds ----
+    /// The etcd cluster changes leader: for the election window (the fault's duration, a few
+    /// hundred milliseconds) no request is applied or answered and no lease expires; the new
+    /// leader then runs every lease's full TTL again from its start.
+    EtcdLeaderChange,
+    /// etcd is slow: every request waits up to `latency` (drawn per request) before it is
+    /// applied and answered, for the fault's duration.
+    WitnessSlow,
+    /// etcd applies a request but its answer is lost, with a probability, for the fault's
+    /// duration: the agent times out on a request that took effect.
+    WitnessAnswerLost,
 }
 
 impl FaultMode {
-    pub const ALL: [FaultMode; 31] = [
+    pub const ALL: [FaultMode; 34] = [
         FaultMode::Partition,
         FaultMode::PartitionOneWay,
         FaultMode::Isolate,
@@ -116,6 +132,9 @@ impl FaultMode {
         FaultMode::FlappingLink,
         FaultMode::ServiceDown,
         FaultMode::ArbiterStateLost,
+        FaultMode::EtcdLeaderChange,
+        FaultMode::WitnessSlow,
+        FaultMode::WitnessAnswerLost,
     ];
 
     /// The modes a swarm seed draws from. `forced_failover` is left out: it accepts a
@@ -159,11 +178,23 @@ impl FaultMode {
             FaultMode::FlappingLink => "flapping_link",
             FaultMode::ServiceDown => "service_down",
             FaultMode::ArbiterStateLost => "arbiter_state_lost",
+            FaultMode::EtcdLeaderChange => "etcd_leader_change",
+            FaultMode::WitnessSlow => "witness_slow",
+            FaultMode::WitnessAnswerLost => "witness_answer_lost",
         }
     }
 
     pub fn from_name(name: &str) -> Option<FaultMode> {
         FaultMode::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+
+    /// Faults of the witness on etcd: they act only when the world's witness is etcd
+    /// (`world.witness = "etcd"`), and a schedule with one runs with etcd.
+    pub fn is_etcd_only(self) -> bool {
+        matches!(
+            self,
+            FaultMode::EtcdLeaderChange | FaultMode::WitnessSlow | FaultMode::WitnessAnswerLost
+        )
     }
 
     /// Operator actions are part of a schedule but are not faults: a run with only these is
@@ -206,7 +237,8 @@ impl FaultMode {
                 "the primary site lost, then back with its disk (duration)"
             }
             FaultMode::ArbiterLoss => {
-                "the arbiter down, then restarted from its journal (duration)"
+                "the arbiter down, then restarted from its journal (duration); with etcd: quorum \
+                 lost for the duration"
             }
             FaultMode::Switchover => "operator: planned switchover",
             FaultMode::Failback => "operator: failback to the original primary",
@@ -219,7 +251,18 @@ impl FaultMode {
                 "the primary's database service down, agent up (probability a restart fails, duration)"
             }
             FaultMode::ArbiterStateLost => {
-                "the arbiter's machine lost with its disk, a fresh arbiter started later (duration)"
+                "the arbiter's machine lost with its disk, a fresh arbiter started later (duration); \
+                 with etcd: quorum lost for the duration, state kept (like arbiter_loss)"
+            }
+            FaultMode::EtcdLeaderChange => {
+                "etcd only: a leader election (duration: the window without answers), then every \
+                 lease's TTL runs again in full"
+            }
+            FaultMode::WitnessSlow => {
+                "etcd only: requests applied and answered up to `latency` late (latency, duration)"
+            }
+            FaultMode::WitnessAnswerLost => {
+                "etcd only: a request applied but its answer lost (probability, duration)"
             }
         }
     }

@@ -104,6 +104,46 @@ pub struct WorldParams {
     /// positions as of its sending, kept on the recovery site's disk, and a promotion opens the
     /// databases there when that continues their history (`Input::Promoted`).
     pub stream_wal: bool,
+    /// The witness: the built-in `arbiter` (the third node runs `lifeboat_core::arbiter`), or
+    /// `etcd` (the third node is an etcd cluster, `lifeboat_core::etcd::model::Store` on the
+    /// leader's clock, and each site translates its witness messages with
+    /// `lifeboat_core::etcd::EtcdWitness`).
+    pub witness: Witness,
+    /// With the witness on etcd: the recovery site's agent starts only once the initial primary
+    /// holds its first grant (or a minute after its own start time), as an operator deploying
+    /// would start them. `witness init` leaves no liveness key, and until the initial primary's
+    /// first renewal creates one the translation reports its lease lapsed, so a recovery site
+    /// that asks first fails over at once (the built-in arbiter presumes the initial holder for a
+    /// lease after its start instead).
+    pub etcd_primary_first: bool,
+}
+
+/// Which witness decides epochs.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Witness {
+    /// The built-in arbiter process.
+    #[default]
+    Arbiter,
+    /// An etcd cluster, through the Sans-IO translation.
+    Etcd,
+}
+
+impl Witness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Witness::Arbiter => "arbiter",
+            Witness::Etcd => "etcd",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Witness> {
+        match name {
+            "arbiter" => Some(Witness::Arbiter),
+            "etcd" => Some(Witness::Etcd),
+            _ => None,
+        }
+    }
 }
 
 /// How a hook behaves while it misbehaves.
@@ -178,6 +218,8 @@ impl Default for WorldParams {
             confirm_after: Span(60_000),
             force_after: Span(0),
             stream_wal: false,
+            witness: Witness::Arbiter,
+            etcd_primary_first: true,
         }
     }
 }

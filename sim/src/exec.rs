@@ -818,8 +818,13 @@ impl World {
         });
         self.trace.add(&[self.now, n as u64, 0xC2A5, lost as u64]);
         let name = self.node_name(n);
+        let etcd = n == ARBITER && self.etcd.is_some();
         self.trace.note(self.now, || {
-            format!("{name} CRASH ({lost} unsynced journal bytes lost)")
+            if etcd {
+                "etcd QUORUM LOST (nothing applied or answered, no lease expires)".into()
+            } else {
+                format!("{name} CRASH ({lost} unsynced journal bytes lost)")
+            }
         });
         self.oracle.node_down(n, self.now);
         self.oracle_paths_changed();
@@ -867,13 +872,21 @@ impl World {
         self.nodes[n].max_epoch = epoch;
         let name = self.node_name(n);
         let torn = replay.torn;
+        let etcd = n == ARBITER && self.etcd.is_some();
         self.trace.note(self.now, || {
+            if etcd {
+                return "etcd QUORUM BACK: a leader is elected".into();
+            }
             format!(
                 "{name} RESTART: {} records replayed{}",
                 replay.records,
                 if torn { ", torn tail truncated" } else { "" }
             )
         });
+        if n < 2 {
+            // A new agent process: a new etcd client and translation, nothing in flight.
+            self.etcd_site_restarted(n);
+        }
         self.oracle.node_up(n, self.now);
         self.oracle_paths_changed();
         self.nodes[n].wake_at = None;

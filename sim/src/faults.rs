@@ -191,6 +191,15 @@ impl World {
                 self.oracle.arbiter_lost(self.now);
                 targets = vec![ARBITER];
             }
+            FaultMode::ArbiterStateLost if self.etcd.is_some() => {
+                // etcd keeps its state by quorum: its members' disks are not all lost at once.
+                self.trace.note(self.now, || {
+                    "etcd keeps its state by quorum: arbiter_state_lost acts as arbiter_loss".into()
+                });
+                self.crash(ARBITER);
+                self.oracle.arbiter_lost(self.now);
+                targets = vec![ARBITER];
+            }
             FaultMode::ArbiterStateLost => {
                 self.crash(ARBITER);
                 self.nodes[ARBITER].wipe_disk();
@@ -232,6 +241,37 @@ impl World {
                 self.flap(i, true);
                 self.oracle_flapping_started(i, a, b);
                 targets = vec![a, b];
+            }
+            FaultMode::EtcdLeaderChange | FaultMode::WitnessSlow | FaultMode::WitnessAnswerLost
+                if self.etcd.is_none() =>
+            {
+                self.trace.note(self.now, || {
+                    format!("{name}: no effect, the witness is the built-in arbiter")
+                });
+                return;
+            }
+            FaultMode::EtcdLeaderChange => {
+                self.etcd_election(true);
+                if until.is_none() {
+                    // No window: the new leader at once.
+                    self.etcd_election(false);
+                } else {
+                    targets = vec![ARBITER];
+                }
+            }
+            FaultMode::WitnessSlow => {
+                let hold = f.latency.map_or(1_000, |s| s.0);
+                if let Some(e) = self.etcd.as_mut() {
+                    e.slow.push((i, hold));
+                }
+                targets = vec![ARBITER];
+            }
+            FaultMode::WitnessAnswerLost => {
+                let p = f.probability.unwrap_or(0.1);
+                if let Some(e) = self.etcd.as_mut() {
+                    e.lost.push((i, p));
+                }
+                targets = vec![ARBITER];
             }
             FaultMode::ServiceDown => {
                 let s = f
@@ -351,6 +391,13 @@ impl World {
             FaultMode::ServiceDown => {
                 if let [s] = targets[..] {
                     self.set_service_down(s, false);
+                }
+            }
+            FaultMode::EtcdLeaderChange if !targets.is_empty() => self.etcd_election(false),
+            FaultMode::WitnessSlow | FaultMode::WitnessAnswerLost => {
+                if let Some(e) = self.etcd.as_mut() {
+                    e.slow.retain(|x| x.0 != i);
+                    e.lost.retain(|x| x.0 != i);
                 }
             }
             _ => {}

@@ -2,7 +2,8 @@
 //!
 //! A deterministic discrete-event simulator in the manner of FoundationDB's simulation and
 //! TigerBeetle's VOPR: one seed decides the whole world. It runs the **real** engines of
-//! `lifeboat-core` — both site engines and the arbiter, unchanged — against a simulated world
+//! `lifeboat-core` — both site engines and the arbiter (or the etcd translation against a
+//! model of etcd), unchanged — against a simulated world
 //! (clients, databases, backup jobs, disks, links, clocks), injects named faults, and checks the
 //! failover invariants with oracles that are separate from the engines.
 //!
@@ -15,6 +16,7 @@
 //! node.rs     an engine process: clock, journal on the simulated disk, replay
 //! db.rs       the database model: positions on lineages (divergence shows)
 //! net.rs      links and network faults        clock.rs   drifting, stepping clocks
+//! etcd.rs     the witness on etcd: the store, the sites' translations, calls on the wire
 //! oracle/     the oracles                     trace.rs   the trace hash, the last events
 //! sweep.rs    many seeds on all cores, the summary      shrink.rs  minimal fault schedules
 //! ```
@@ -23,6 +25,7 @@
 
 pub mod clock;
 pub mod db;
+pub mod etcd;
 pub mod exec;
 pub mod faults;
 pub mod net;

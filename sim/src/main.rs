@@ -2,7 +2,7 @@
 //! schedule, list the fault modes, measure speed.
 //!
 //! ```text
-//! lifeboat-sim run --seeds 0..200 --hours 24 [--faults LIST | --swarm LIST] [--scenario FILE] [--json]
+//! lifeboat-sim run --seeds 0..200 --hours 24 [--faults LIST | --swarm LIST] [--scenario FILE] [--witness arbiter|etcd|both] [--json]
 //! lifeboat-sim run --seeds random:500 --hours 24      # 500 seeds from OS entropy, printed first
 //! lifeboat-sim replay --seed 17 --hours 24 --faults partition,loss [--trace]
 //! lifeboat-sim shrink --seed 17 --hours 24 --faults partition,loss > shrunk.toml
@@ -11,8 +11,8 @@
 //! ```
 
 use clap::{Args, Parser, Subcommand};
-use lifeboat_scenarios::{parse_modes, FaultMode, Scenario};
-use lifeboat_sim::spec::{FaultChoice, RunSpec};
+use lifeboat_scenarios::{parse_modes, FaultMode, Scenario, Witness};
+use lifeboat_sim::spec::{FaultChoice, RunSpec, WitnessChoice};
 use lifeboat_sim::sweep::{
     default_jobs, describe_violation, parse_seeds, run_seed_list, stderr_progress, Seeds, Summary,
 };
@@ -92,6 +92,11 @@ struct WorldArgs {
     /// Plant a known bug in the engines (test builds with the `planted-bugs` feature).
     #[arg(long)]
     planted: Option<String>,
+    /// The witness: `arbiter` (the built-in arbiter process), `etcd` (an etcd cluster through
+    /// the Sans-IO translation) or `both` (half the seeds each, drawn per seed). Default: both
+    /// for generated seeds, the file's `world.witness` for a scenario.
+    #[arg(long)]
+    witness: Option<String>,
 }
 
 impl WorldArgs {
@@ -117,6 +122,15 @@ impl WorldArgs {
         }
         if let Some(bug) = &self.planted {
             plant(&mut spec, bug)?;
+        }
+        match self.witness.as_deref() {
+            None => {}
+            Some("both") => spec.witness = WitnessChoice::Both,
+            Some(name) => {
+                spec.world.witness = Witness::from_name(name)
+                    .ok_or_else(|| format!("--witness {name:?}: expected arbiter, etcd or both"))?;
+                spec.witness = WitnessChoice::World;
+            }
         }
         Ok(spec)
     }

@@ -1,5 +1,5 @@
-//! A node's process: the real engine (site engine or arbiter), its clock and its journal on
-//! the simulated disk. Crash and restart go through the production path: every input is
+//! A node's process: the real engine (site engine or arbiter, or the etcd cluster that stands
+//! in for the arbiter), its clock and its journal on the simulated disk. Crash and restart go through the production path: every input is
 //! journaled with its `now` by the core's codec (`lifeboat_core::journal`); a record is synced
 //! before the commands its input caused run (observations aside:
 //! `Output::needs_durable_inputs`), so an input that caused nothing, or only observations, may
@@ -9,6 +9,8 @@
 use crate::clock::Clock;
 use lifeboat_core::arbiter::{Arbiter, ArbiterState};
 use lifeboat_core::engine::{SiteEngine, SiteState};
+use lifeboat_core::etcd::model::Store;
+use lifeboat_core::etcd::{Keys, Record};
 use lifeboat_core::journal::{self, JournalWriter, Tail};
 use lifeboat_core::protocol::{Input, Output};
 use lifeboat_core::{ArtifactKey, Config, Epoch, Millis, SiteId};
@@ -19,6 +21,32 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 pub enum Engine {
     Site(Box<SiteEngine>),
     Arbiter(Box<Arbiter>),
+    /// The etcd cluster in place of the arbiter (`world.witness = "etcd"`).
+    Etcd(Box<Etcd>),
+}
+
+/// The etcd cluster: a linearizable store with TTL leases on the leader's clock (the node's),
+/// and the deployment's keys. Its state survives a loss of quorum (the members keep their
+/// disks); it keeps no journal of its own here.
+#[derive(Clone, Debug)]
+pub struct Etcd {
+    pub store: Store,
+    pub keys: Keys,
+}
+
+impl Etcd {
+    /// The epoch record (`<prefix>/epoch`).
+    pub fn record(&self) -> Option<Record> {
+        self.store
+            .get(&self.keys.epoch())
+            .and_then(|kv| Record::decode(&kv.value))
+    }
+    /// The holder's liveness (`<prefix>/alive`) and its lease.
+    pub fn alive(&self) -> Option<(Record, i64)> {
+        self.store
+            .get(&self.keys.alive())
+            .and_then(|kv| Record::decode(&kv.value).map(|r| (r, kv.lease)))
+    }
 }
 
 impl Engine {
@@ -26,18 +54,33 @@ impl Engine {
         match self {
             Engine::Site(e) => e.epoch(),
             Engine::Arbiter(a) => a.epoch(),
+            Engine::Etcd(e) => e.record().map_or(Epoch(0), |r| r.epoch),
         }
     }
     pub fn poll_timeout(&self) -> Option<Millis> {
         match self {
             Engine::Site(e) => e.poll_timeout(),
             Engine::Arbiter(a) => a.poll_timeout(),
+            // The next lease to expire (etcd revokes it then, requests or not).
+            Engine::Etcd(e) => e.store.next_expiry(),
         }
     }
     pub fn site(&self) -> Option<&SiteEngine> {
         match self {
             Engine::Site(e) => Some(e),
-            Engine::Arbiter(_) => None,
+            Engine::Arbiter(_) | Engine::Etcd(_) => None,
+        }
+    }
+    pub fn etcd(&self) -> Option<&Etcd> {
+        match self {
+            Engine::Etcd(e) => Some(e),
+            _ => None,
+        }
+    }
+    pub fn etcd_mut(&mut self) -> Option<&mut Etcd> {
+        match self {
+            Engine::Etcd(e) => Some(e),
+            _ => None,
         }
     }
 }
@@ -99,6 +142,7 @@ pub struct Node {
 pub enum EngineState {
     Site(Box<SiteState>),
     Arbiter(ArbiterState),
+    Etcd(Box<Store>),
 }
 
 thread_local! {
@@ -156,6 +200,7 @@ impl Node {
         match &self.engine {
             Engine::Site(e) => EngineState::Site(Box::new(e.state().clone())),
             Engine::Arbiter(a) => EngineState::Arbiter(a.state().clone()),
+            Engine::Etcd(e) => EngineState::Etcd(Box::new(e.store.clone())),
         }
     }
 
@@ -187,6 +232,11 @@ impl Node {
                     out.push(o);
                 }
             }
+            Engine::Etcd(e) => {
+                if matches!(input, Input::Tick) {
+                    e.store.expire(now);
+                }
+            }
         })?;
         let epoch = self.engine.epoch();
         self.max_epoch = self.max_epoch.max(epoch);
@@ -204,6 +254,7 @@ impl Node {
                 let snap = match &self.engine {
                     Engine::Site(e) => journal::encode_snapshot(e.state(), next),
                     Engine::Arbiter(a) => journal::encode_snapshot(a.state(), next),
+                    Engine::Etcd(_) => return Err("etcd keeps no journal here".into()),
                 }
                 .map_err(|e| format!("snapshot failed: {e}"))?;
                 // Written to a temporary file, fsynced and renamed: atomic and durable.
@@ -250,6 +301,16 @@ impl Node {
     /// Rebuild the engine from its disk (snapshot, then the journal's intact records) and
     /// truncate a torn tail. The caller then feeds `Input::Restarted`.
     pub fn recover(&mut self, cfg: &Config, me: Option<SiteId>) -> Result<Replay, String> {
+        if let Engine::Etcd(_) = self.engine {
+            // The cluster regains its quorum with the state its members kept.
+            self.up = true;
+            self.inc += 1;
+            return Ok(Replay {
+                records: 0,
+                torn: false,
+                lost_bytes: 0,
+            });
+        }
         let disk = self
             .disk
             .as_mut()
@@ -287,6 +348,7 @@ impl Node {
                         a.handle(now, input);
                         while a.poll_output().is_some() {}
                     }
+                    Engine::Etcd(_) => {}
                 }
             }
         })?;

@@ -60,6 +60,11 @@ pub struct SeedOutcome {
     pub drawn: Vec<String>,
     /// The site writable at the end (by name), if any.
     pub final_primary: Option<String>,
+    /// The witness the run had: `arbiter`, `etcd` or `none` (`arbiter = false`).
+    pub witness: &'static str,
+    /// With etcd: calls the sites sent, leader changes (elections, quorum back).
+    pub etcd_calls: u64,
+    pub etcd_leader_changes: u64,
     /// The last events before the first violation (filled by a recording re-run).
     pub last_events: Vec<String>,
     /// Wall-clock time the run took (not part of the trace).

@@ -6,7 +6,8 @@ use crate::world::World;
 use lifeboat_core::config::OnConfirmTimeout;
 use lifeboat_core::Config;
 use lifeboat_scenarios::{
-    world_config, ConfirmAnswer, Expect, FaultMode, FaultSpec, Hook, Scenario, Span, WorldParams,
+    world_config, ConfirmAnswer, Expect, FaultMode, FaultSpec, Hook, Scenario, Span, Witness,
+    WorldParams,
 };
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -126,12 +127,23 @@ pub enum FaultChoice {
     Fixed(Vec<FaultSpec>),
 }
 
+/// Which witness each seed runs with.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum WitnessChoice {
+    /// The world's (`world.witness`: a scenario's as written, or `--witness arbiter|etcd`).
+    World,
+    /// Each seed draws (stream 90): half the seeds run with etcd, half with the built-in
+    /// arbiter; a schedule with an etcd-only fault (`FaultMode::is_etcd_only`) runs with etcd.
+    Both,
+}
+
 #[derive(Clone, Debug)]
 pub struct RunSpec {
     pub name: String,
     pub config: Config,
     pub world: WorldParams,
     pub faults: FaultChoice,
+    pub witness: WitnessChoice,
     pub expect: Option<Expect>,
     /// The scenario file, for reproduction commands.
     pub scenario_path: Option<String>,
@@ -148,6 +160,7 @@ impl RunSpec {
                 ..WorldParams::default()
             },
             faults: FaultChoice::Swarm(FaultMode::swarm().collect()),
+            witness: WitnessChoice::Both,
             expect: None,
             scenario_path: None,
         }
@@ -159,8 +172,29 @@ impl RunSpec {
             config: sc.config.clone(),
             world: sc.world.clone(),
             faults: FaultChoice::Fixed(sc.faults.clone()),
+            witness: WitnessChoice::World,
             expect: Some(sc.expect.clone()),
             scenario_path: path,
+        }
+    }
+
+    /// The witness of one seed: the world's, or (`WitnessChoice::Both`) etcd when the schedule
+    /// has an etcd-only fault, else drawn from stream 90 (one seed in two), so a swarm seed and
+    /// its reproduction (`--faults` with its modes) run with the same witness, and the arbiter
+    /// seeds keep every other draw and their schedules.
+    pub fn witness_for(&self, seed: u64) -> Witness {
+        if self.witness == WitnessChoice::World {
+            return self.world.witness;
+        }
+        let forced = match &self.faults {
+            FaultChoice::Swarm(_) => false,
+            FaultChoice::Exact(modes) => modes.iter().any(|m| m.is_etcd_only()),
+            FaultChoice::Fixed(s) => s.iter().any(|f| f.mode.is_some_and(|m| m.is_etcd_only())),
+        };
+        if forced || crate::world::stream(seed, 90).gen_bool(0.5) {
+            Witness::Etcd
+        } else {
+            Witness::Arbiter
         }
     }
 
@@ -175,7 +209,8 @@ impl RunSpec {
                 crate::swarm::schedule(seed, modes, &cfg, &self.world)
             }
             FaultChoice::Swarm(pool) => {
-                let modes = crate::swarm::choose_modes(seed, pool);
+                let pool = crate::swarm::pool_for(pool, self.witness_for(seed));
+                let modes = crate::swarm::choose_modes(seed, &pool);
                 let cfg = self.config_for(seed).0;
                 crate::swarm::schedule(seed, &modes, &cfg, &self.world)
             }
@@ -187,7 +222,10 @@ impl RunSpec {
         match &self.faults {
             FaultChoice::Fixed(_) => None,
             FaultChoice::Exact(modes) => Some(modes.clone()),
-            FaultChoice::Swarm(pool) => Some(crate::swarm::choose_modes(seed, pool)),
+            FaultChoice::Swarm(pool) => Some(crate::swarm::choose_modes(
+                seed,
+                &crate::swarm::pool_for(pool, self.witness_for(seed)),
+            )),
         }
     }
 
@@ -229,8 +267,20 @@ impl RunSpec {
     ///   timeout, probe cadence and thresholds, switchover timeout and hold-down from ranges
     ///   `Config::validate` accepts;
     /// - archive (88): half the seeds keep a point-in-time archive (see `draw_archive`);
-    /// - apply delay (89): a quarter of the seeds apply artifacts 1..30 minutes late.
+    /// - apply delay (89): a quarter of the seeds apply artifacts 1..30 minutes late;
+    /// - the witness (90, with `WitnessChoice::Both`): see [`RunSpec::witness_for`].
     pub fn draws(&self, seed: u64) -> Draws {
+        let mut d = self.draws_but_the_witness(seed);
+        let witness = self.witness_for(seed);
+        if witness != d.world.witness {
+            d.world.witness = witness;
+            d.drawn
+                .push(format!("world.witness = {}", witness.as_str()));
+        }
+        d
+    }
+
+    fn draws_but_the_witness(&self, seed: u64) -> Draws {
         let mut cfg = self.config.clone();
         let mut world = self.world.clone();
         let mut drawn = Vec::new();
@@ -422,6 +472,15 @@ impl RunSpec {
                         .join(",")
                 };
                 cmd.push_str(&format!(" --faults {list}"));
+            }
+        }
+        match (self.witness, &self.faults) {
+            // A scenario's witness is in its file (or given with --witness).
+            (WitnessChoice::World, FaultChoice::Fixed(_))
+                if self.world.witness == Witness::Arbiter => {}
+            _ => {
+                let w = self.witness_for(out.seed);
+                cmd.push_str(&format!(" --witness {}", w.as_str()));
             }
         }
         if let Some(bug) = planted_name(&self.config) {
@@ -768,6 +827,48 @@ mod tests {
         assert_eq!(spec.config_for(3).0, spec.config);
     }
 
+    /// Half the swarm's seeds run with etcd, drawn from their own stream: an arbiter seed draws
+    /// the modes and schedule it drew before the etcd faults existed, an etcd seed never draws
+    /// `arbiter_state_lost`, and a seed's exact list of modes runs with the same witness.
+    #[test]
+    fn the_swarm_runs_both_witnesses_and_each_draws_its_own_faults() {
+        let spec = RunSpec::swarm(24.0);
+        let old_pool: Vec<FaultMode> = FaultMode::swarm().filter(|m| !m.is_etcd_only()).collect();
+        let mut etcd = 0;
+        for seed in 0..200 {
+            let w = spec.witness_for(seed);
+            let modes = spec.modes(seed).unwrap_or_default();
+            assert_eq!(spec.world_for(seed).witness, w);
+            match w {
+                Witness::Etcd => {
+                    etcd += 1;
+                    assert!(!modes.contains(&FaultMode::ArbiterStateLost), "seed {seed}");
+                }
+                Witness::Arbiter => {
+                    assert_eq!(modes, crate::swarm::choose_modes(seed, &old_pool));
+                    assert!(modes.iter().all(|m| !m.is_etcd_only()), "seed {seed}");
+                }
+            }
+            let mut exact = spec.clone();
+            exact.faults = FaultChoice::Exact(modes.clone());
+            assert_eq!(exact.witness_for(seed), w, "seed {seed}");
+            assert_eq!(exact.schedule(seed), spec.schedule(seed), "seed {seed}");
+            assert!(spec
+                .repro(&SeedOutcome {
+                    seed,
+                    ..Default::default()
+                })
+                .ends_with(&format!("--witness {}", w.as_str())));
+        }
+        assert!((70..=130).contains(&etcd), "{etcd} etcd seeds in 200");
+        // An etcd-only fault runs with etcd; `--witness` decides for every seed.
+        let mut exact = spec.clone();
+        exact.faults = FaultChoice::Exact(vec![FaultMode::WitnessSlow]);
+        assert!((0..50).all(|s| exact.witness_for(s) == Witness::Etcd));
+        exact.witness = WitnessChoice::World;
+        assert!((0..50).all(|s| exact.witness_for(s) == Witness::Arbiter));
+    }
+
     /// Every drawn configuration is valid, its replay draws the same, every value it changed is
     /// in its `drawn` list, and the draws reach every branch the issue asks for.
     #[test]
@@ -803,6 +904,7 @@ mod tests {
             "world.restart_hook = fails",
             "world.fence_hook = hangs",
             "world.fence_hook = fails",
+            "world.witness = etcd",
         ] {
             assert!(seen.contains(want), "no seed drew {want}: {seen:?}");
         }

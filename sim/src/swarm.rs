@@ -5,7 +5,7 @@
 
 use crate::world::stream;
 use lifeboat_core::{Config, Millis, MINUTE};
-use lifeboat_scenarios::{FaultMode, FaultSpec, NodeRef, Span, WorldParams};
+use lifeboat_scenarios::{FaultMode, FaultSpec, NodeRef, Span, Witness, WorldParams};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -25,6 +25,20 @@ pub fn choose_modes(seed: u64, pool: &[FaultMode]) -> Vec<FaultMode> {
     }
     out.sort();
     out
+}
+
+/// The modes a seed with this witness draws from: the etcd-only faults only with etcd, and
+/// `arbiter_state_lost` only with the built-in arbiter (etcd keeps its state by quorum). An
+/// arbiter seed draws from the same pool as before the etcd faults existed, so it keeps its
+/// modes and schedule.
+pub fn pool_for(pool: &[FaultMode], witness: Witness) -> Vec<FaultMode> {
+    pool.iter()
+        .copied()
+        .filter(|m| match witness {
+            Witness::Arbiter => !m.is_etcd_only(),
+            Witness::Etcd => *m != FaultMode::ArbiterStateLost,
+        })
+        .collect()
 }
 
 fn log_uniform(r: &mut ChaCha8Rng, lo: Millis, hi: Millis) -> Millis {
@@ -327,6 +341,28 @@ fn generate(
                 let down = log_uniform(r, 1_000, 8_000);
                 f.down = Some(Span(down));
                 f.every = Some(Span(down + log_uniform(r, 1_000, 8_000)));
+                v.push(f);
+            }
+        }
+        FaultMode::EtcdLeaderChange => {
+            // Elections of 100 ms to 2 s, a few a day.
+            for _ in 0..r.gen_range(1..=6) {
+                v.push(spec(at(r), log_uniform(r, 100, 2_000)));
+            }
+        }
+        FaultMode::WitnessSlow => {
+            for _ in 0..r.gen_range(1..=2) {
+                let a = at(r);
+                let mut f = spec(a, clip(a, log_uniform(r, MINUTE, 2 * 60 * MINUTE)));
+                f.latency = Some(Span(log_uniform(r, 200, 8_000)));
+                v.push(f);
+            }
+        }
+        FaultMode::WitnessAnswerLost => {
+            for _ in 0..r.gen_range(1..=2) {
+                let a = at(r);
+                let mut f = spec(a, clip(a, log_uniform(r, MINUTE, 3 * 60 * MINUTE)));
+                f.probability = Some(p_log(r, 0.01, 0.5));
                 v.push(f);
             }
         }

@@ -196,6 +196,11 @@ pub struct Summary {
     pub archive_points_checked: u64,
     pub failovers_left_out: u64,
     pub clean_seeds: u64,
+    /// Seeds by witness (`arbiter`, `etcd`, `none`), and the etcd seeds' calls and leader
+    /// changes.
+    pub witness: BTreeMap<&'static str, u64>,
+    pub etcd_calls: u64,
+    pub etcd_leader_changes: u64,
     pub alerts: BTreeMap<&'static str, u64>,
     pub modes: BTreeMap<&'static str, u64>,
     /// True losses of failovers, and how far the upper bound sat above them.
@@ -207,6 +212,8 @@ pub struct Summary {
     pub slowest: Vec<(Duration, u64, u64)>,
     /// The longest time without a writable site in any seed, and the most severe alert.
     pub longest_writer_gap: u64,
+    /// The seed of that longest gap.
+    pub longest_writer_gap_seed: Option<u64>,
     pub max_severity: Option<lifeboat_core::Severity>,
     /// Per kind: the latest first raise, from the first fault, over the seeds that raised it.
     pub first_raise_after_fault: BTreeMap<&'static str, u64>,
@@ -247,6 +254,11 @@ impl Summary {
             s.archive_removals += u64::from(o.archive_removals);
             s.archive_points_checked += o.archive_points_checked;
             s.failovers_left_out += u64::from(o.failovers_left_out);
+            if !o.witness.is_empty() {
+                *s.witness.entry(o.witness).or_default() += 1;
+            }
+            s.etcd_calls += o.etcd_calls;
+            s.etcd_leader_changes += o.etcd_leader_changes;
             let modes = o.modes();
             if modes.iter().all(|m| m.is_operation()) {
                 s.clean_seeds += 1;
@@ -257,7 +269,10 @@ impl Summary {
             for (k, n) in &o.alerts {
                 *s.alerts.entry(k).or_default() += u64::from(*n);
             }
-            s.longest_writer_gap = s.longest_writer_gap.max(o.longest_writer_gap);
+            if o.longest_writer_gap > s.longest_writer_gap {
+                s.longest_writer_gap = o.longest_writer_gap;
+                s.longest_writer_gap_seed = Some(o.seed);
+            }
             s.max_severity = s.max_severity.max(o.max_severity);
             let first_fault = o.schedule.iter().map(|f| f.at.0).min().unwrap_or(0);
             for (k, t) in &o.first_raise {
@@ -307,6 +322,15 @@ impl Summary {
             self.restarts,
             self.transactions
         ));
+        let kinds = |k: &str| self.witness.get(k).copied().unwrap_or(0);
+        t.push_str(&format!(
+            "witness: {} seeds arbiter, {} etcd ({} calls, {} leader changes), {} none\n",
+            kinds("arbiter"),
+            kinds("etcd"),
+            self.etcd_calls,
+            self.etcd_leader_changes,
+            kinds("none")
+        ));
         if self.failovers_left_out > 0 {
             t.push_str(&format!(
                 "failovers to a chosen point that left artifacts out: {}\n",
@@ -346,8 +370,10 @@ impl Summary {
             t.push_str(&format!("seeds per fault mode: {}\n", m.join(", ")));
         }
         t.push_str(&format!(
-            "longest time without a writable site: {}; most severe alert: {}\n",
+            "longest time without a writable site: {}{}; most severe alert: {}\n",
             lifeboat_scenarios::format_span(self.longest_writer_gap),
+            self.longest_writer_gap_seed
+                .map_or(String::new(), |s| format!(" (seed {s})")),
             self.max_severity.map_or("none", |s| s.as_str())
         ));
         let slow: Vec<_> = self
@@ -381,6 +407,9 @@ impl Summary {
             "forced_failovers": self.forced_failovers,
             "engine_restarts": self.restarts,
             "clean_seeds": self.clean_seeds,
+            "witness": self.witness,
+            "etcd_calls": self.etcd_calls,
+            "etcd_leader_changes": self.etcd_leader_changes,
             "transactions": self.transactions,
             "rpo_true_loss": rpo,
             "rpo_unknown_upper": self.rpo_unknown,

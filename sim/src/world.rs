@@ -17,7 +17,7 @@ use lifeboat_core::{
     AlertKind, ArtifactKey, ArtifactKind, ArtifactMeta, Checksum, Config, DbId, Epoch, Lsn, Millis,
     OpId, SiteId, UtcMillis,
 };
-use lifeboat_scenarios::{FaultMode, FaultSpec, WorldParams};
+use lifeboat_scenarios::{FaultMode, FaultSpec, Witness, WorldParams};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
@@ -189,6 +189,28 @@ pub enum Ev {
         stream: Option<Box<crate::db::States>>,
     },
     Arrive(Box<Arrival>),
+    /// A site's etcd call reaches etcd (`held`: again, after `witness_slow` held it, with the
+    /// answer's own hold).
+    EtcdCall {
+        site: usize,
+        inc: u32,
+        id: u64,
+        call: Box<crate::etcd::CallEv>,
+        held: Option<Millis>,
+    },
+    /// etcd's answers reach the site.
+    EtcdAnswer {
+        site: usize,
+        inc: u32,
+        id: u64,
+        answer: Box<crate::etcd::AnswerEv>,
+    },
+    /// The site's etcd client gives up on a call.
+    EtcdTimeout {
+        site: usize,
+        inc: u32,
+        id: u64,
+    },
     RestoreDone {
         site: usize,
         inc: u32,
@@ -308,9 +330,11 @@ pub struct World {
     /// Events in the current simulated minute.
     storm: (Millis, u64),
     /// When each node's process first starts.
-    boot: Vec<Millis>,
+    pub boot: Vec<Millis>,
     /// The simulated operator (confirmations, forced failovers).
     pub operator: crate::operator::Operator,
+    /// With the witness on etcd: the sites' translations and calls, the witness faults.
+    pub etcd: Option<Box<crate::etcd::EtcdSim>>,
 }
 
 impl World {
@@ -338,14 +362,20 @@ impl World {
         let mut rng_world = stream(seed, 0);
         let ndb = cfg.databases.len();
         let primary = cfg.initial_primary_id().0 as usize;
+        let etcd = params.witness == Witness::Etcd;
         let nodes: Vec<Node> = (0..NODES)
             .map(|n| {
                 let offset = rng_world.gen_range(0..3_600_000u64);
-                let engine = if n == ARBITER {
-                    Engine::Arbiter(Box::new(Arbiter::new(cfg.clone())))
-                } else {
-                    Engine::Site(Box::new(SiteEngine::new(cfg.clone(), SiteId(n as u16))))
+                let engine = match (n == ARBITER, etcd) {
+                    (true, false) => Engine::Arbiter(Box::new(Arbiter::new(cfg.clone()))),
+                    (true, true) => Engine::Etcd(Box::new(crate::node::Etcd {
+                        store: lifeboat_core::etcd::model::Store::new(),
+                        keys: lifeboat_core::etcd::Keys::new(crate::etcd::PREFIX),
+                    })),
+                    _ => Engine::Site(Box::new(SiteEngine::new(cfg.clone(), SiteId(n as u16)))),
                 };
+                // etcd keeps its state by quorum: no journal of its own.
+                let journal = journal && !(n == ARBITER && etcd);
                 Node::new(engine, Clock::new(offset), journal, params.snapshot_every)
             })
             .collect();
@@ -353,9 +383,14 @@ impl World {
             .map(|_| params.write_rate * rng_world.gen_range(0.5..1.5))
             .collect();
         // Each process starts at its own moment, so timer phases differ from seed to seed.
-        let boot: Vec<Millis> = (0..NODES).map(|_| rng_world.gen_range(0..5_000)).collect();
+        let mut boot: Vec<Millis> = (0..NODES).map(|_| rng_world.gen_range(0..5_000)).collect();
+        if etcd {
+            // An etcd cluster is infrastructure that runs before the deployment's agents do.
+            boot[ARBITER] = 0;
+        }
         let end = params.run_ms();
-        World {
+        let etcd = etcd.then(|| Box::new(crate::etcd::EtcdSim::new(&cfg, seed)));
+        let mut w = World {
             lin: (0..ndb).map(|_| Lineages::new(primary as u8)).collect(),
             sites: (0..2).map(|_| SiteRt::new(ndb)).collect(),
             net: Net::new(params.latency.0),
@@ -399,9 +434,14 @@ impl World {
             storm: (0, 0),
             boot,
             operator: Default::default(),
+            etcd,
             cfg,
             params,
+        };
+        if w.etcd.is_some() {
+            w.etcd_init();
         }
+        w
     }
 
     // ------------------------------------------------------------------ the loop
@@ -465,6 +505,9 @@ impl World {
         self.q.push(self.end, Ev::End);
         for n in 0..NODES {
             self.nodes[n].up = false;
+            if self.etcd_holds_boot(n) {
+                continue;
+            }
             self.q.push(self.boot[n], Ev::Boot { node: n });
         }
         // Log shipping starts from a full backup of every database, taken at the primary.
@@ -555,6 +598,20 @@ impl World {
                 self.feed(to, Input::Message { from, msg: *msg }, None);
             }
             Ev::Arrive(a) => self.arrive(a.from, a.to, a.inc, a.meta, a.body, a.bad),
+            Ev::EtcdCall {
+                site,
+                inc,
+                id,
+                call,
+                held,
+            } => self.etcd_arrive(site, inc, id, call, held),
+            Ev::EtcdAnswer {
+                site,
+                inc,
+                id,
+                answer,
+            } => self.etcd_answer(site, inc, id, *answer),
+            Ev::EtcdTimeout { site, inc, id } => self.etcd_timeout(site, inc, id),
             Ev::RestoreDone {
                 site,
                 inc,
@@ -585,6 +642,7 @@ impl World {
                 self.feed(node, Input::Tick, None);
             }
             Ev::OracleTick => {
+                self.etcd_release_boot(false);
                 self.settle();
                 self.oracle_tick();
                 let every = self.cfg.alerts.check_every_ms.max(1_000);
@@ -612,7 +670,9 @@ impl World {
     // ------------------------------------------------------------------ engines
 
     pub fn node_name(&self, n: usize) -> String {
-        if n == ARBITER {
+        if n == ARBITER && self.etcd.is_some() {
+            "etcd".into()
+        } else if n == ARBITER {
             "arbiter".into()
         } else {
             format!("site {}", self.cfg.site_name(SiteId(n as u16)))
@@ -627,7 +687,7 @@ impl World {
     pub fn site_engine(&self, s: usize) -> &SiteEngine {
         match &self.nodes[s].engine {
             Engine::Site(e) => e,
-            Engine::Arbiter(_) => unreachable!("node {s} is a site"),
+            _ => unreachable!("node {s} is a site"),
         }
     }
 
@@ -645,6 +705,9 @@ impl World {
     ) {
         if !self.nodes[node].up || self.stop {
             return;
+        }
+        if node == ARBITER && self.etcd.is_some() {
+            return self.etcd_tick(input);
         }
         let local = self.nodes[node].clock.local(self.now);
         self.trace.add(&[self.now, node as u64, input_fp(&input)]);
@@ -699,7 +762,7 @@ impl World {
         if let Some((from, restarted)) = arbiter_input {
             let at = match &self.nodes[ARBITER].engine {
                 crate::node::Engine::Arbiter(a) => a.state().now,
-                crate::node::Engine::Site(_) => 0,
+                _ => 0,
             };
             self.check_arbiter_outputs(from, restarted, at, &out);
         }
@@ -742,7 +805,7 @@ impl World {
         self.rearm(node);
     }
 
-    fn arbiter_epoch(&mut self, epoch: Epoch) {
+    pub(crate) fn arbiter_epoch(&mut self, epoch: Epoch) {
         if self.oracle.arbiter.adopted.is_some_and(|a| a >= epoch) {
             // An epoch a forced failover took without the arbiter: it begins when that site
             // opens its databases (after its external fence), not when the arbiter hears of it.
@@ -806,6 +869,10 @@ impl World {
                 };
                 if to == node {
                     return;
+                }
+                if to == ARBITER && node < 2 && self.etcd.is_some() {
+                    // No arbiter process: the site's agent translates it into etcd calls.
+                    return self.etcd_request(node, msg);
                 }
                 self.send(node, to, msg);
             }
@@ -1141,6 +1208,11 @@ impl World {
         let writers: Vec<usize> = (0..2)
             .filter(|&s| self.sites[s].alive && self.sites[s].writable)
             .collect();
+        self.out.witness = match (self.cfg.arbiter, self.etcd.is_some()) {
+            (false, _) => "none",
+            (true, false) => "arbiter",
+            (true, true) => "etcd",
+        };
         self.out.final_primary = writers
             .first()
             .map(|&s| self.cfg.site_name(SiteId(s as u16)).to_string());

@@ -111,3 +111,32 @@ fn bad_arguments_name_the_problem() {
     let o = sim(&["run", "--seeds", "9..3"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn witness_chooses_etcd_for_every_seed_and_names_a_wrong_kind() {
+    let o = sim(&[
+        "run",
+        "--seeds",
+        "0..2",
+        "--hours",
+        "1",
+        "--faults",
+        "none",
+        "--witness",
+        "etcd",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = stdout(&o);
+    let v: serde_json::Value =
+        serde_json::from_str(text.lines().last().expect("output")).expect("JSON");
+    let n = |k: &str| v["witness"][k].as_u64().unwrap_or(0);
+    assert_eq!(n("etcd") + n("none"), 2, "{}", v["witness"]);
+    assert_eq!(n("arbiter"), 0);
+    if n("etcd") > 0 {
+        assert!(v["etcd_calls"].as_u64().unwrap_or(0) > 0);
+    }
+    let o = sim(&["run", "--witness", "zookeeper"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("zookeeper"));
+}

@@ -1,6 +1,8 @@
 //! The swarm sweeps: 200 fixed seeds of 24 simulated hours, each with a random subset of the
-//! fault modes at random intensities, checked by every oracle after every step; and a daily
-//! sweep of fresh seeds whose base changes with the UTC date (printed, with its replay command).
+//! fault modes at random intensities and one of the two witnesses (the built-in arbiter or etcd
+//! through the core's translation, half the seeds each), checked by every oracle after every
+//! step; and a daily sweep of fresh seeds whose base changes with the UTC date (printed, with its
+//! replay command).
 
 use lifeboat_sim::sweep::{default_jobs, describe_violation, run_seeds, Summary};
 use lifeboat_sim::RunSpec;
@@ -22,6 +24,18 @@ fn swarm_of_200_seeds_over_24_hours_finds_no_violation() {
     // The sweep exercises what it claims to: failovers, switchovers, restarts, clean seeds.
     assert!(summary.failovers > 0 && summary.switchovers > 0 && summary.restarts > 0);
     assert!(summary.clean_seeds > 0);
+    // Both witnesses, and etcd with its own faults.
+    let seeds_with = |w: &str| summary.witness.get(w).copied().unwrap_or(0);
+    assert!(
+        seeds_with("arbiter") > 50 && seeds_with("etcd") > 50,
+        "{:?}",
+        summary.witness
+    );
+    assert!(summary.etcd_calls > 0 && summary.etcd_leader_changes > 0);
+    assert!(summary
+        .modes
+        .get("witness_answer_lost")
+        .is_some_and(|n| *n > 0));
     let bad: Vec<String> = outcomes
         .iter()
         .filter(|o| !o.ok())

@@ -103,13 +103,17 @@ impl World {
     }
 
     /// Site `s` could hold a lease and write: it exists, its agent and service run, and (with an
-    /// arbiter) the arbiter runs and both directions of their link are up.
+    /// arbiter) the arbiter runs (etcd: has its quorum and no witness fault is active) and both
+    /// directions of their link are up.
     pub(crate) fn lease_path_ok(&self, s: usize) -> bool {
         self.sites[s].alive
             && self.nodes[s].up
             && !self.sites[s].service_down
             && (!self.cfg.arbiter
-                || (self.nodes[ARBITER].up && self.net.up(s, ARBITER) && self.net.up(ARBITER, s)))
+                || (self.nodes[ARBITER].up
+                    && self.witness_serving()
+                    && self.net.up(s, ARBITER)
+                    && self.net.up(ARBITER, s)))
     }
 
     /// A critical alert is active at a node that is running.

@@ -314,6 +314,7 @@ impl World {
         let ok = self.sites[s].alive
             && self.nodes[s].up
             && self.nodes[ARBITER].up
+            && self.witness_serving()
             && self.net.up(s, ARBITER)
             && self.net.up(ARBITER, s)
             && self.role(s) == Some(Role::Secondary)

@@ -20,8 +20,8 @@
 //! | `failover_hold_down` | at most one automatic failover per `failover.hold_down_ms` (`availability.rs`) |
 //! | `auto_pilot` | every Auto Pilot path ends with a writable site or an active critical alert (`availability.rs`) |
 //! | `drain_barrier` | a takeover asks for the epoch only after restoring every received, verified log that continues its chain (or after that log failed every drain retry) — `world.rs` |
-//! | `handoff_heard` | the arbiter hands an epoch only to a site that reached it within one lease — `world.rs` |
-//! | `arbiter_epochs` | on the arbiter's own outputs: its epoch never goes backwards, one holder per epoch, renewals granted only to the holder, hand-offs only from it, a new epoch only after the lease plus the drift margin (`promises.rs`) |
+//! | `handoff_heard` | the arbiter hands an epoch only to a site that reached it within one lease — `world.rs`; with etcd, only to a site whose calls reached etcd within the presence TTL (`witness.rs`) |
+//! | `arbiter_epochs` | on the arbiter's own outputs: its epoch never goes backwards, one holder per epoch, renewals granted only to the holder, hand-offs only from it, a new epoch only after the lease plus the drift margin (`promises.rs`); with etcd, the same rules on the store's epoch record around every call and on every reply a site's translation makes (`witness.rs`) |
 //! | `arbiter_reachable` | no `arbiter_unreachable` while the arbiter answers the site (`promises.rs`) |
 //! | `primary_down_announced` | a lost primary is announced (critical `primary_down`) within the detection bound when the arbiter is reachable (`promises.rs`) |
 //! | `switchover_ends` | a planned switchover completes or aborts within `switchover_timeout_ms` (`promises.rs`) |
@@ -34,10 +34,12 @@ mod history;
 pub(crate) mod liveness;
 mod promises;
 mod restores;
+mod witness;
 
 pub use availability::{hold_down_ms, SwitchWatch, FLAP_REPORT_WITHIN, HOLD_DOWN_DEFAULT};
 pub use liveness::Check;
 pub use promises::{ArbiterWords, SwitchEnd};
+pub use witness::EtcdWords;
 
 use lifeboat_core::alert::AlertId;
 use lifeboat_core::{

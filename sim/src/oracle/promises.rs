@@ -245,12 +245,14 @@ impl World {
 
     // ------------------------------------------------------------------ arbiter_reachable
 
-    /// Whether site `s` and the arbiter answer each other now, with nothing on the way.
+    /// Whether site `s` and the arbiter answer each other now, with nothing on the way (with
+    /// etcd: no election, slowness or lost answers either).
     fn arbiter_answers(&self, s: usize) -> bool {
         self.cfg.arbiter
             && self.sites[s].alive
             && self.nodes[s].up
             && self.nodes[ARBITER].up
+            && self.witness_serving()
             && self.net.up(s, ARBITER)
             && self.net.up(ARBITER, s)
             && !self.net.faulty()
