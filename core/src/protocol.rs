@@ -261,9 +261,23 @@ pub enum Command {
         upto: Lsn,
         chain: Vec<ArtifactMeta>,
     },
+    /// [`Command::Promote`] for a failover to a chosen point (`lifeboat failover --until`):
+    /// the database opens at the last position the chain restored, without WAL the driver
+    /// holds beyond it (PostgreSQL's streamed WAL), which may have been written after `until`.
+    /// Appended: snapshots encode the variant's index.
+    PromoteUntil {
+        op: OpId,
+        epoch: Epoch,
+        until: crate::ids::UtcMillis,
+    },
 }
 
 impl Command {
+    /// A promotion, to the newest point or to a chosen one.
+    pub fn is_promote(&self) -> bool {
+        matches!(self, Command::Promote { .. } | Command::PromoteUntil { .. })
+    }
+
     pub fn op(&self) -> Option<OpId> {
         match self {
             Command::Ship { op, .. }
@@ -273,6 +287,7 @@ impl Command {
             | Command::Fence { op }
             | Command::AllowWrites { op, .. }
             | Command::Promote { op, .. }
+            | Command::PromoteUntil { op, .. }
             | Command::ExternalFence { op, .. }
             | Command::RestartService { op }
             | Command::SwitchIdentity { op, .. }

@@ -91,6 +91,10 @@ fn a_failover_of_a_delayed_standby_catches_up_fully_first() {
         panic!("no report:\n{}", h.trace())
     };
     assert!(left_out.is_empty());
+    assert!(h
+        .commands_of(B, |c| c.is_promote())
+        .iter()
+        .all(|(_, c)| matches!(c, Command::Promote { .. })));
     // Everything received was applied before the promotion.
     assert!(
         losses.iter().all(|l| l.restored.0 >= received),
@@ -148,6 +152,16 @@ fn a_failover_until_a_chosen_time_leaves_out_what_came_after_it_and_counts_it_as
         "lower {rpo_lower}, left out {l:?}"
     );
     assert!(losses[0].restored <= l.from);
+    // The promotion carries the point, so a driver holding WAL beyond the restored position
+    // (PostgreSQL's stream) leaves it out; a plain `Promote` would replay it.
+    let promotions = h.commands_of(B, |c| c.is_promote());
+    assert!(!promotions.is_empty(), "{}", h.trace());
+    for (_, c) in &promotions {
+        assert!(
+            matches!(c, Command::PromoteUntil { until: u, .. } if *u == until),
+            "{c:?}"
+        );
+    }
     let _ = Input::Tick;
     h.assert_safe();
 }

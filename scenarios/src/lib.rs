@@ -369,6 +369,10 @@ pub struct Expect {
     /// At least this many drills succeed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drills_ok: Option<u32>,
+    /// Whether at least one failover stops at a chosen point and leaves artifacts out
+    /// (`failover --until`, reported in `Report::Failover::left_out`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub left_out: Option<bool>,
     /// Whether the service identity moves at all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub identity_moves: Option<bool>,

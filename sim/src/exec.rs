@@ -97,7 +97,16 @@ impl World {
 
     // ------------------------------------------------------------------ writes
 
-    fn open_databases(&mut self, s: usize, epoch: Epoch, promote: bool) -> Done<Millis> {
+    /// Open site `s`'s databases at `epoch`; a promotion (`promote`) first replays what the
+    /// site received from the primary's stream, unless it stops at a chosen point (`stream`
+    /// false: streamed WAL may come from after it).
+    fn open_databases(
+        &mut self,
+        s: usize,
+        epoch: Epoch,
+        promote: bool,
+        stream: bool,
+    ) -> Done<Millis> {
         if epoch < self.sites[s].fence_epoch {
             let msg = format!(
                 "the database refuses writes: fenced externally at epoch {}",
@@ -114,7 +123,7 @@ impl World {
             );
         }
         self.settle();
-        if promote {
+        if promote && stream {
             self.replay_streamed(s);
         }
         if epoch > self.truth.epoch {
@@ -1049,7 +1058,17 @@ impl Model for World {
     }
 
     fn open_writes(&mut self, s: usize, _: OpId, epoch: Epoch, promote: bool) -> Done<Millis> {
-        self.open_databases(s, epoch, promote)
+        self.open_databases(s, epoch, promote, true)
+    }
+
+    fn promote_until(
+        &mut self,
+        s: usize,
+        _: OpId,
+        epoch: Epoch,
+        _: lifeboat_core::UtcMillis,
+    ) -> Done<Millis> {
+        self.open_databases(s, epoch, true, false)
     }
 
     fn promoted_positions(&mut self, s: usize) -> Vec<(DbId, Lsn)> {

@@ -521,6 +521,15 @@ pub fn check_expectations(e: &Expect, out: &mut SeedOutcome) {
             found.push(format!("expected {n} switchovers, saw {}", out.switchovers));
         }
     }
+    if let Some(want) = e.left_out {
+        if want != (out.failovers_left_out > 0) {
+            found.push(format!(
+                "expected {} failover that leaves artifacts out, saw {}",
+                if want { "a" } else { "no" },
+                out.failovers_left_out
+            ));
+        }
+    }
     if let Some(max) = e.max_data_loss {
         if let Some(worst) = out.rpo.iter().map(|r| r.true_loss).max() {
             if worst > max {

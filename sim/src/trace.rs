@@ -147,6 +147,7 @@ fn command_fp(c: &Command) -> u64 {
         Command::Fence { .. } => 9,
         Command::AllowWrites { epoch, .. } => mix(&[10, epoch.0]),
         Command::Promote { epoch, .. } => mix(&[11, epoch.0]),
+        Command::PromoteUntil { epoch, until, .. } => mix(&[11, epoch.0, until.0 as u64]),
         Command::ExternalFence { epoch, .. } => mix(&[12, epoch.0]),
         Command::RestartService { .. } => 13,
         Command::SwitchIdentity { epoch, .. } => mix(&[14, epoch.0]),

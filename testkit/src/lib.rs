@@ -135,6 +135,19 @@ pub trait Model {
         self.completes(site, op)
     }
 
+    /// `PromoteUntil`: promote the standbys at the position the chain restored, without
+    /// anything the site holds beyond it (streamed WAL may come from after `until`).
+    fn promote_until(
+        &mut self,
+        site: usize,
+        op: OpId,
+        epoch: Epoch,
+        until: lifeboat_core::UtcMillis,
+    ) -> Done<Self::When> {
+        let _ = until;
+        self.open_writes(site, op, epoch, true)
+    }
+
     /// After a successful promotion: the position each database opened at, reported as
     /// `Promoted` before the completion. Empty (nothing reported) by default: a model whose
     /// promotion opens the databases where they were restored has nothing to add.
@@ -259,6 +272,7 @@ pub fn reports(cmd: &Command) -> bool {
         | Command::Fence { .. }
         | Command::AllowWrites { .. }
         | Command::Promote { .. }
+        | Command::PromoteUntil { .. }
         | Command::ExternalFence { .. }
         | Command::RestartService { .. }
         | Command::SwitchIdentity { .. }
@@ -278,6 +292,24 @@ pub fn reports(cmd: &Command) -> bool {
 }
 
 /// Execute a command `site`'s engine issued against `model`, and deliver what it reports.
+/// A promotion's completion, after the positions each database opened at (when the model
+/// knows them: the loss bounds count from there).
+fn promoted<M: Model>(
+    model: &mut M,
+    out: &mut Reports<M::When>,
+    site: usize,
+    op: OpId,
+    done: Done<M::When>,
+) {
+    if let Done::At(when, Ok(())) = &done {
+        let positions = model.promoted_positions(site);
+        if !positions.is_empty() {
+            out.push(site, when.clone(), Input::Promoted { op, positions });
+        }
+    }
+    out.done(site, op, done);
+}
+
 pub fn execute<M: Model>(model: &mut M, site: usize, cmd: Command) {
     let mut out = Reports::default();
     match cmd {
@@ -342,13 +374,11 @@ pub fn execute<M: Model>(model: &mut M, site: usize, cmd: Command) {
         }
         Command::Promote { op, epoch } => {
             let done = model.open_writes(site, op, epoch, true);
-            if let Done::At(when, Ok(())) = &done {
-                let positions = model.promoted_positions(site);
-                if !positions.is_empty() {
-                    out.push(site, when.clone(), Input::Promoted { op, positions });
-                }
-            }
-            out.done(site, op, done);
+            promoted(model, &mut out, site, op, done);
+        }
+        Command::PromoteUntil { op, epoch, until } => {
+            let done = model.promote_until(site, op, epoch, until);
+            promoted(model, &mut out, site, op, done);
         }
         Command::ExternalFence { op, target, epoch } => {
             let done = model.external_fence(site, op, target, epoch);

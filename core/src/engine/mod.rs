@@ -334,7 +334,7 @@ impl SiteEngine {
             .st
             .ops
             .values()
-            .filter(|o| !matches!(o.cmd, Command::Promote { .. }))
+            .filter(|o| !o.cmd.is_promote())
             .map(|o| o.cmd.clone())
             .collect();
         for op in self.st.ops.values_mut() {

@@ -411,9 +411,7 @@ impl SiteEngine {
         // A promotion never goes out again before the lease is renewed (Contracts: Restart:
         // writable only after renewing). `restarted` held it back; the renewal re-issues it
         // with the same id (see `resume_promotion`).
-        self.st
-            .ops
-            .retain(|_, e| !matches!(e.cmd, Command::Promote { .. }));
+        self.st.ops.retain(|_, e| !e.cmd.is_promote());
         let promoting = self
             .st
             .procedure

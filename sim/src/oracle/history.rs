@@ -1,11 +1,11 @@
-//! `prefix`, `switchover_loss` and `rpo_bounds`: histories compared through the database
+//! `prefix`, `switchover_loss`, `rpo_bounds` and `left_out`: histories compared through the database
 //! model's lineages.
 
 use crate::db::{LinId, States};
 use crate::outcome::RpoSample;
 use crate::world::World;
 use lifeboat_core::engine::Role;
-use lifeboat_core::report::Report;
+use lifeboat_core::report::{LeftOut, Report};
 use lifeboat_core::{DbId, Epoch, SiteId};
 
 impl World {
@@ -80,6 +80,31 @@ impl World {
         Some((prev, old, after))
     }
 
+    /// `left_out`: a failover to a chosen point opens no database past the first artifact it
+    /// says it left out (neither by restoring it nor by replaying streamed WAL from after it).
+    fn oracle_left_out(&mut self, epoch: Epoch, new: usize, left_out: &[LeftOut]) {
+        let Some(opened) = self.sites[new].promote_state.get(&epoch).cloned() else {
+            return;
+        };
+        for lo in left_out {
+            let Some(&(at, _)) = opened.get(lo.db.0 as usize) else {
+                continue;
+            };
+            if at > lo.from.0 {
+                let msg = format!(
+                    "failover to site {} at epoch {epoch} (until {}) left out {} artifacts of \
+                     database {} from position {}, but the database opened at position {at}",
+                    self.site_name_of(new),
+                    lo.until.0,
+                    lo.artifacts,
+                    lo.db.0,
+                    lo.from.0
+                );
+                self.violation("left_out", msg);
+            }
+        }
+    }
+
     pub fn on_report(&mut self, node: usize, r: Report) {
         match r {
             Report::Failover {
@@ -106,6 +131,7 @@ impl World {
                     self.oracle_auto_failover(node);
                 }
                 let new = (new_primary.0 as usize).min(1);
+                self.oracle_left_out(epoch, new, &left_out);
                 let Some((prev, old, after)) = self.before_and_after(epoch, new) else {
                     return;
                 };

@@ -11,6 +11,8 @@
 //! | `epochs_grow` | no engine's epoch goes down, across restarts too — `world.rs`, `exec.rs` |
 //! | `switchover_loss` | a planned switchover loses no acknowledged transaction (`history.rs`) |
 //! | `rpo_bounds` | a failover's true loss lies within its reported `[rpo_lower, rpo_upper]` (`history.rs`) |
+//! | `left_out` | a failover to a chosen point opens no database past the first artifact it reports left out (`history.rs`) |
+//! | `archive_retention` | the archive never removes an artifact a kept point needs, and every archive verification restores a chain of the lineage it names (`exec.rs`) |
 //! | `alert_threshold` | corruption, gaps, staleness, backlog, failing restores, disk pressure and a silent recovery site raise their alert within the threshold (`alerts.rs`) |
 //! | `quiet` | a run without faults raises no alert (`alerts.rs`) |
 //! | `catch_up` | after the faults heal, a writer exists and the secondary catches up within a bound (`liveness.rs`) |

@@ -607,7 +607,10 @@ impl SiteEngine {
             );
         }
         let epoch = self.st.epoch;
-        let cmd = Command::Promote { op, epoch };
+        let cmd = match self.st.procedure.as_ref().and_then(|p| p.until) {
+            Some(until) => Command::PromoteUntil { op, epoch, until },
+            None => Command::Promote { op, epoch },
+        };
         self.st.ops.insert(
             op,
             crate::engine::OpEntry {
@@ -688,7 +691,7 @@ impl SiteEngine {
                 }
                 self.promote(now)
             }
-            (Step::Promote { op: o }, Command::Promote { .. }) if *o == op => self.promoted(now),
+            (Step::Promote { op: o }, c) if c.is_promote() && *o == op => self.promoted(now),
             (Step::SwitchIdentity { op: o }, Command::SwitchIdentity { .. }) if *o == op => {
                 self.finish(now)
             }
