@@ -820,6 +820,90 @@ fn streamed_postgres_failover_keeps_every_row_acknowledged_a_second_before_the_k
     );
 }
 
+/// A standby that lags on purpose (`restore.apply_delay_ms`) while it streams: a bad `DELETE`
+/// reaches the recovery site twice (in its finished segment, held back by the delay, and in the
+/// stream) before the primary site is lost. `lifeboat failover --until` a time noted before the
+/// delete promotes the standby with every row: the held segment is left out and reported, and
+/// the streamed WAL, which carries the delete too, is not replayed. The loss bounds count the
+/// delete as lost.
+#[test]
+fn a_streaming_delayed_postgres_standby_failed_over_until_before_a_delete_keeps_every_row() {
+    let Some(_serial) = postgres_or_skip("delayed failover until") else {
+        return;
+    };
+    let mut w = World::start(Opts {
+        restore: "apply_delay_ms = 8000",
+        failover: "automatic = false",
+        ..Opts::default()
+    });
+    let (a, b) = (w.site("a").pg, w.site("b").pg);
+    let b_http = w.site("b").http;
+    let rec = w.site("b").config.to_str().unwrap().to_string();
+    await_receiver(a, false);
+    psql(a, "create table pitr(id int primary key, v text not null)").unwrap();
+    pitr_insert(a, 1..=50);
+    psql(a, "select pg_switch_wal()").unwrap();
+    wait_for("batch A at b's standby", Duration::from_secs(60), || {
+        psql(b, "select count(*) from pitr").is_ok_and(|r| r == ["50"])
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let noted = utc_now_ms();
+    std::thread::sleep(Duration::from_secs(1));
+    let out = psql_each(a, &["delete from pitr", "select pg_current_wal_lsn()"]).unwrap();
+    let deleted_at = PgLsn::parse(out.last().unwrap()).unwrap().0;
+    psql(a, "select pg_switch_wal()").unwrap();
+    // Received both ways, applied neither: the stream holds the delete, and so does the
+    // finished segment the delay holds back.
+    wait_for("the delete streamed to b", Duration::from_secs(20), || {
+        status(b_http).is_some_and(|d| d["streams"][0]["received_lsn"].as_u64() >= Some(deleted_at))
+    });
+    wait_for(
+        "the delete's segment received at b",
+        Duration::from_secs(20),
+        || {
+            status(b_http).is_some_and(|d| {
+                d["databases"][0]["known_produced_lsn"].as_u64() >= Some(deleted_at)
+            })
+        },
+    );
+    assert_eq!(
+        psql(b, "select count(*) from pitr").unwrap(),
+        ["50"],
+        "the delay holds the delete back"
+    );
+    w.kill("a");
+    cluster::stop_immediately(&w.site("a").pgdata);
+    let (code, out, err) = lifeboat_cli(&[
+        "failover", "-c", &rec, "--force", "--until", &noted, "--wait", "90",
+    ]);
+    assert_eq!(code, 0, "failover --until failed: {out}{err}");
+    let r = reports(b_http, "failover")
+        .into_iter()
+        .next()
+        .expect("a failover report");
+    eprintln!("    failover report: {r}");
+    let left = &r["left_out"][0];
+    assert_eq!(left["db"], "app", "{r}");
+    assert!(left["artifacts"].as_u64() >= Some(1), "{r}");
+    assert!(
+        r["rpo_lower"].as_u64() >= Some(1),
+        "the delete is counted as lost: {r}"
+    );
+    wait_for("b to accept writes", Duration::from_secs(30), || {
+        in_recovery(b) == Some(false)
+    });
+    assert_eq!(
+        pitr_rows(b),
+        pitr_expected(1..=50),
+        "every row committed before the noted time, none deleted"
+    );
+    assert!(
+        w.log("b").contains("the streamed WAL is left out"),
+        "the promotion left the stream out"
+    );
+    psql(b, "insert into pitr(id, v) values (51, 'after')").expect("b takes writes");
+}
+
 /// The server on `port` has the other site's receiver streaming from it (`sync`: as its
 /// synchronous standby).
 fn streaming_from(port: u16, sync: bool) -> bool {

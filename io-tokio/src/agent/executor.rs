@@ -347,6 +347,7 @@ impl Executor {
             Command::Fence { .. }
             | Command::AllowWrites { .. }
             | Command::Promote { .. }
+            | Command::PromoteUntil { .. }
             | Command::ExternalFence { .. }
             | Command::RestartService { .. }
             | Command::SwitchIdentity { .. } => {
@@ -859,11 +860,18 @@ async fn run(ctx: &Ctx, job: Job) -> Result<(), Failure> {
         Command::AllowWrites { epoch, .. } => {
             blocking(move || each_db(&*d, |db| d.unfence(db, epoch))).await
         }
-        Command::Promote { op, epoch } => {
+        Command::Promote { op, epoch } | Command::PromoteUntil { op, epoch, .. } => {
+            // To a chosen point: what the chain restored is all the core let through.
+            let restored = matches!(job.cmd, Command::PromoteUntil { .. });
             let r = blocking(move || {
                 let mut reached = Vec::new();
                 each_db(&*d, |db| {
-                    reached.push((db, d.promote(db, epoch)?));
+                    let at = if restored {
+                        d.promote_restored(db, epoch)?
+                    } else {
+                        d.promote(db, epoch)?
+                    };
+                    reached.push((db, at));
                     Ok(())
                 })
                 .map(|()| reached)

@@ -180,6 +180,14 @@ pub trait Driver: Send + Sync {
     /// position it starts from.
     fn promote(&self, db: DbId, epoch: Epoch) -> Result<Lsn, DriverError>;
 
+    /// [`Driver::promote`] for a failover to a chosen point (`lifeboat failover --until`): open
+    /// at the position the chain restored, without anything this site received beyond it
+    /// (PostgreSQL's streamed WAL, which may hold writes from after the point). A driver that
+    /// holds nothing beyond its restored position promotes as usual.
+    fn promote_restored(&self, db: DbId, epoch: Epoch) -> Result<Lsn, DriverError> {
+        self.promote(db, epoch)
+    }
+
     /// Services of this site that the other site's receiver reaches through a transport
     /// tunnel, by database (PostgreSQL: its server, when streaming). Empty: none.
     fn tunnel_targets(&self) -> Vec<Option<String>> {

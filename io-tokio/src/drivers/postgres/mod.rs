@@ -412,7 +412,13 @@ impl Driver for PostgresDriver {
     fn promote(&self, db: DbId, epoch: Epoch) -> Result<Lsn, DriverError> {
         let slot = self.slot(db)?;
         let mut st = slot.lock();
-        standby::promote(self, slot, &mut st, epoch)
+        standby::promote(self, slot, &mut st, epoch, standby::Stream::Replay)
+    }
+
+    fn promote_restored(&self, db: DbId, epoch: Epoch) -> Result<Lsn, DriverError> {
+        let slot = self.slot(db)?;
+        let mut st = slot.lock();
+        standby::promote(self, slot, &mut st, epoch, standby::Stream::Leave)
     }
 
     fn fence(&self, db: DbId) -> Result<(), DriverError> {

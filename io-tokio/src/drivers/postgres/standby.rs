@@ -463,6 +463,17 @@ pub fn position(slot: &Slot, st: &PgState) -> Result<Lsn, DriverError> {
     }
 }
 
+/// What a promotion does with the WAL the receiver streamed beyond the restored segments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    /// Replay it first: the failover loses only what the stream had not carried yet.
+    Replay,
+    /// Leave it out: a failover to a chosen point (`failover --until`) opens at the last
+    /// segment the chain restored, before the stream's newer writes (the bad write the
+    /// operator goes back before); it is cleared with the rest once promoted.
+    Leave,
+}
+
 /// `pg_ctl promote`: the standby ends recovery and starts a new timeline. Returns the end of
 /// the WAL it replayed before it opened (`pg_last_wal_replay_lsn()`, which stays put after
 /// recovery): what the new primary holds of the old history, for the loss report. A primary
@@ -472,6 +483,7 @@ pub fn promote(
     slot: &Slot,
     st: &mut PgState,
     epoch: Epoch,
+    stream: Stream,
 ) -> Result<Lsn, DriverError> {
     let s = &slot.server;
     match s.running() {
@@ -487,6 +499,16 @@ pub fn promote(
         // Held until recovery ended: `wal-fetch` does not wait meanwhile. The stream is an
         // addition: when it cannot be used the promotion goes on with what the chain brought.
         let _marker = match &slot.receiver {
+            Some(r) if stream == Stream::Leave => {
+                // Stopped all the same: no receiver may add WAL from the old primary to a
+                // server about to take writes of its own.
+                r.stop_for_promotion(Duration::from_secs(10))?;
+                tracing::info!(
+                    db = slot.name(),
+                    "promoting at the restored position: the streamed WAL is left out"
+                );
+                None
+            }
             Some(r) => match replay_stream(d, slot, r) {
                 Ok(m) => Some(m),
                 Err(e) => {
