@@ -236,6 +236,15 @@ fn a_restore_to_a_noted_time_brings_back_exactly_the_rows_committed_before_it() 
         out.contains("drill of app at") && out.contains(": ok"),
         "{out}"
     );
+    // …and the running agent shows it with its own reports.
+    assert!(
+        reports(c.rec_http, "drill").iter().any(|r| r["ok"] == true
+            && r["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("drill of app at") && m.contains(": ok"))),
+        "{:?}",
+        reports(c.rec_http, "drill")
+    );
     assert_eq!(
         try_rows(&c.rec_db).map(|r| r.0),
         Some(0),

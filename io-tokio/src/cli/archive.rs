@@ -7,6 +7,7 @@ use super::exit;
 use crate::archive::Archive;
 use crate::config::{DriverConfig, SiteFile};
 use crate::drivers::{self, manifest as dm, postgres::pitr, ArtifactFile, ErrorKind, Progress};
+use crate::status::doc::ReportBody;
 use lifeboat_core::archive::{self as ca, At, Point};
 use lifeboat_core::utc::parse_iso;
 use lifeboat_core::{ArtifactKey, ArtifactMeta, Lsn};
@@ -339,6 +340,17 @@ fn build(
                     )
                 });
                 match r {
+                    Ok(r) if r.check != "ok" => {
+                        return Err(format!(
+                            "database {} was restored to position {} into {}, but its check \
+                             failed: {}; the copy is left there for inspection, do not put it \
+                             in service",
+                            d.name,
+                            r.position.0,
+                            into.display(),
+                            r.check
+                        ))
+                    }
                     Ok(r) => {
                         return Ok(Built {
                             position: r.position,
@@ -462,21 +474,43 @@ pub fn drill_at(config: &Path, db: Option<&str>, at: &str, port: Option<u16>) ->
             .map_err(|e| format!("creating {}: {e}", scratch.display()))
             .and_then(|_| build(&file, &d, at, &into, PgAction::Promote, port));
         let _ = std::fs::remove_dir_all(&scratch);
-        match res {
-            Ok(b) => println!(
-                "drill of {name} at {}: ok (position {}{}, {} artifacts, {})",
-                describe_at(at),
-                b.position.0,
-                b.time
-                    .map(|t| format!(", the database as of {}", utc_ms(t)))
-                    .unwrap_or_default(),
-                b.applied,
-                mib(b.bytes)
-            ),
+        let body = match res {
+            Ok(b) => {
+                let what = format!(
+                    "drill of {name} at {}: ok (position {}{}, {} artifacts, {})",
+                    describe_at(at),
+                    b.position.0,
+                    b.time
+                        .map(|t| format!(", the database as of {}", utc_ms(t)))
+                        .unwrap_or_default(),
+                    b.applied,
+                    mib(b.bytes)
+                );
+                println!("{what}");
+                ReportBody::Drill {
+                    db: name.to_string(),
+                    upto_lsn: b.position.0,
+                    ok: true,
+                    message: what,
+                }
+            }
             Err(e) => {
                 eprintln!("lifeboat drill: {name}: FAILED: {e}");
                 code = exit::FAILED;
+                ReportBody::Drill {
+                    db: name.to_string(),
+                    upto_lsn: 0,
+                    ok: false,
+                    message: format!("drill of {name} at {}: FAILED: {e}", describe_at(at)),
+                }
             }
+        };
+        // Shown with the agent's own reports in `/status` (and `lifeboat status`).
+        if let Err(e) = crate::status::append_report(&file.data_dir, body) {
+            eprintln!(
+                "lifeboat drill: the result of {name} could not be recorded in {}: {e}",
+                file.data_dir.join("reports.jsonl").display()
+            );
         }
     }
     code

@@ -62,6 +62,50 @@ fn counted(doc: &WorkDoc, progress: Option<&crate::drivers::Progress>) -> WorkDo
     doc
 }
 
+/// Record a report made outside the agent (`lifeboat drill --at`) in `reports.jsonl` of
+/// `data_dir`, synced, where the agent's `/status` shows it with its own.
+pub fn append_report(data_dir: &std::path::Path, body: ReportBody) -> std::io::Result<()> {
+    let path = data_dir.join("reports.jsonl");
+    let mut known = Vec::new();
+    read_reports(&path, 0, &mut known);
+    let doc = ReportDoc {
+        seq: known.len() as u64 + 1,
+        utc: iso(utc_now()),
+        body,
+    };
+    let line = serde_json::to_string(&doc).map_err(std::io::Error::other)?;
+    crate::durable::append_line_durably(&path, &line)
+}
+
+/// Append the whole lines of `path` from byte `from` on to `out`; returns where the next read
+/// starts (after the last whole line: a line being appended is read once it is complete). A
+/// line that is not a report stays in the file and is not shown.
+pub(crate) fn read_reports(path: &std::path::Path, from: u64, out: &mut Vec<ReportDoc>) -> u64 {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut bytes = Vec::new();
+    let read = std::fs::File::open(path).and_then(|mut f| {
+        f.seek(SeekFrom::Start(from))?;
+        f.read_to_end(&mut bytes)
+    });
+    if read.is_err() {
+        return from;
+    }
+    let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+    for l in String::from_utf8_lossy(&bytes[..whole]).lines() {
+        if l.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str(l) {
+            Ok(r) => out.push(r),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, line = l,
+                    "a line of reports.jsonl is not a report; it stays in the file and is not shown");
+            }
+        }
+    }
+    from + whole as u64
+}
+
 fn utc_of(t: Millis, now: Millis) -> String {
     iso(UtcMillis(utc_now().0 - now.saturating_sub(t) as i64))
 }
@@ -71,6 +115,9 @@ struct Inner {
     alerts: VecDeque<AlertDoc>,
     audits: VecDeque<DecisionDoc>,
     reports: Vec<ReportDoc>,
+    /// Bytes of `reports.jsonl` read into `reports` (other processes append to it too:
+    /// `lifeboat drill --at` records its result there).
+    reports_read: u64,
     health: Option<bool>,
     /// The role and writability after the last output (for `/health`, without the loop).
     role: Option<(RoleName, bool)>,
@@ -100,18 +147,8 @@ pub struct StatusBoard {
 impl StatusBoard {
     pub fn new(file: &SiteFile) -> StatusBoard {
         let reports_file = file.data_dir.join("reports.jsonl");
-        let reports = std::fs::read_to_string(&reports_file)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| match serde_json::from_str(l) {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    tracing::warn!(path = %reports_file.display(), error = %e, line = l,
-                        "a line of reports.jsonl is not a report; it stays in the file and is not shown");
-                    None
-                }
-            })
-            .collect();
+        let mut reports = Vec::new();
+        let read = read_reports(&reports_file, 0, &mut reports);
         let w = &file.witness;
         let witness = match (&file.arbiter, w.is_etcd()) {
             (_, true) => doc::WitnessDoc {
@@ -139,6 +176,7 @@ impl StatusBoard {
             reports_file,
             inner: Mutex::new(Inner {
                 reports,
+                reports_read: read,
                 ..Inner::default()
             }),
         }
@@ -190,6 +228,7 @@ impl StatusBoard {
     /// Keep a report (also in `reports.jsonl`, so it survives restarts) and log it.
     pub fn report(&self, r: &Report) {
         let mut i = self.inner();
+        self.read_new_reports(&mut i);
         let doc = ReportDoc {
             seq: i.reports.len() as u64 + 1,
             utc: iso(utc_now()),
@@ -199,15 +238,27 @@ impl StatusBoard {
         tracing::info!(report = %line, "report");
         // A failover's RPO and RTO must not vanish: the file is synced (and its directory when
         // the file is new), and if it cannot be written the whole report goes to the log.
-        if let Err(e) = crate::durable::append_line_durably(&self.reports_file, &line) {
-            tracing::error!(
-                path = %self.reports_file.display(),
-                error = %e,
-                report = %line,
-                "the report could not be kept in reports.jsonl; it is in this log line instead"
-            );
+        match crate::durable::append_line_durably(&self.reports_file, &line) {
+            // Read back from the file, with anything another process appended meanwhile.
+            Ok(()) => self.read_new_reports(&mut i),
+            Err(e) => {
+                tracing::error!(
+                    path = %self.reports_file.display(),
+                    error = %e,
+                    report = %line,
+                    "the report could not be kept in reports.jsonl; it is in this log line instead"
+                );
+                i.reports.push(doc);
+            }
         }
-        i.reports.push(doc);
+    }
+
+    /// Reports other processes appended to `reports.jsonl` since the last read.
+    fn read_new_reports(&self, i: &mut Inner) {
+        let len = std::fs::metadata(&self.reports_file).map_or(0, |m| m.len());
+        if len > i.reports_read {
+            i.reports_read = read_reports(&self.reports_file, i.reports_read, &mut i.reports);
+        }
     }
 
     pub fn set_recovery(&self, s: &Started) {
@@ -255,7 +306,8 @@ impl StatusBoard {
 
     /// The status document of `engine` now.
     pub fn doc(&self, engine: &SiteEngine, now: Millis, journal: JournalStats) -> StatusDoc {
-        let i = self.inner();
+        let mut i = self.inner();
+        self.read_new_reports(&mut i);
         let x = Extras {
             site: &self.site,
             peer_http: self.peer_http.as_deref(),
@@ -517,5 +569,54 @@ impl Api {
         } else {
             Response::json(503, &json!({"error": "the agent is overloaded; try again"}))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drill(db: &str, ok: bool) -> ReportBody {
+        ReportBody::Drill {
+            db: db.into(),
+            upto_lsn: 7,
+            ok,
+            message: format!("drill of {db}"),
+        }
+    }
+
+    #[test]
+    fn reports_appended_by_another_process_are_read_whole_lines_at_a_time() {
+        let dir = std::env::temp_dir().join(format!("lifeboat-reports-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("reports.jsonl");
+        append_report(&dir, drill("app", true)).unwrap();
+        let mut seen = Vec::new();
+        let at = read_reports(&path, 0, &mut seen);
+        assert_eq!(seen.len(), 1);
+        assert_eq!((seen[0].seq, &seen[0].body), (1, &drill("app", true)));
+        // A line still being written is left for the next read; garbage is skipped.
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"not a report\n{\"seq\":2,\"kind\":\"drill\"")
+            .unwrap();
+        let at2 = read_reports(&path, at, &mut seen);
+        assert_eq!(seen.len(), 1);
+        assert_eq!(at2, at + "not a report\n".len() as u64);
+        f.write_all(b",\"db\":\"b\",\"upto_lsn\":1,\"ok\":false,\"message\":\"x\"}\n")
+            .unwrap();
+        let at3 = read_reports(&path, at2, &mut seen);
+        assert_eq!(at3, std::fs::metadata(&path).unwrap().len());
+        assert_eq!(seen.len(), 2);
+        assert!(matches!(&seen[1].body, ReportBody::Drill { db, ok: false, .. } if db == "b"));
+        // The next report made outside the agent is numbered after every report in the file.
+        append_report(&dir, drill("app", false)).unwrap();
+        read_reports(&path, at3, &mut seen);
+        assert_eq!(seen.last().map(|r| r.seq), Some(3));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
