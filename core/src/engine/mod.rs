@@ -648,7 +648,8 @@ impl SiteEngine {
         let min = self.cfg.alerts.min_free_mib;
         let subject = Subject::Site(self.me);
         if free_mib < min {
-            let text = texts::disk_space(self.cfg.site_name(self.me), free_mib, min);
+            let archive = self.cfg.archive.is_some();
+            let text = texts::disk_space(self.cfg.site_name(self.me), free_mib, min, archive);
             self.raise(
                 now,
                 AlertKind::DiskSpace,

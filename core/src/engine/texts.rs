@@ -139,11 +139,21 @@ pub fn drill_failed(db: &str, code: Option<i32>, message: &str) -> String {
     }
 }
 
-pub fn disk_space(site: &str, free_mib: u64, min_mib: u64) -> String {
-    format!(
-        "Free space for artifacts at site [{site}] is [{free_mib}] MiB, under the threshold of \
-         [{min_mib}] MiB; free space before it fills."
-    )
+/// `archive`: the site keeps a point-in-time archive, whose file system counts too.
+pub fn disk_space(site: &str, free_mib: u64, min_mib: u64, archive: bool) -> String {
+    if archive {
+        format!(
+            "Free space for artifacts at site [{site}] is [{free_mib}] MiB on the fuller of its \
+             data directory's and its archive's file systems (the agent's log names which), \
+             under the threshold of [{min_mib}] MiB; free space, or shorten the archive's \
+             retention (archive.keep, keep_daily, keep_weekly), before it fills."
+        )
+    } else {
+        format!(
+            "Free space for artifacts at site [{site}] is [{free_mib}] MiB, under the threshold \
+             of [{min_mib}] MiB; free space before it fills."
+        )
+    }
 }
 
 pub fn failover(

@@ -264,6 +264,7 @@ impl Executor {
         let every = Duration::from_millis(file.disk.check_every_ms);
         let dir = file.data_dir.clone();
         let archive_dir = file.archive.as_ref().map(|a| a.dir.clone());
+        let min_free = file.engine.alerts.min_free_mib;
         tokio::spawn(async move {
             loop {
                 // The archive counts too: the smaller of the two file systems' free space.
@@ -276,6 +277,15 @@ impl Executor {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
+                // The alert says "the fuller of the two": the log names which.
+                for (path, f) in [(Some(&dir), inbox_free), (archive_dir.as_ref(), archive_free)] {
+                    if let (Some(path), Some(f)) = (path, f) {
+                        if f < min_free {
+                            tracing::warn!(path = %path.display(), free_mib = f, min_free_mib = min_free,
+                                           "free space under the alert threshold");
+                        }
+                    }
+                }
                 if let Some(free_mib) = free {
                     me.feed.send(Input::DiskSpace { free_mib }).await;
                 }
