@@ -1857,6 +1857,56 @@ fn a_forced_failover_bounds_the_loss_up_to_its_external_fence() {
     );
 }
 
+/// Swarm seed 60335: a failover's external fence hook that failed or hung held the failover,
+/// with no site accepting writes, for 22 hours and no alert said why. Each failed or overdue
+/// attempt raises (then updates) a critical `failover` alert about the site to fence; the
+/// hook's success clears it and the failover completes.
+#[test]
+fn a_failing_fence_hook_raises_a_critical_alert_until_it_works() {
+    let mut cfg = config(1);
+    cfg.failover.fence_hook = true;
+    let mut h = Harness::new(cfg);
+    h.fence_hook_fails = 3;
+    h.run(30_000);
+    h.kill(A);
+    assert!(
+        h.run_until(3_600_000, |h| h.db[B].writable),
+        "{}",
+        h.trace()
+    );
+    h.run(10_000);
+    let events = h.alerts_of("failover");
+    let about_a: Vec<_> = events
+        .iter()
+        .filter(|a| a.id.subject == lifeboat_core::alert::Subject::Site(SiteId(0)))
+        .collect();
+    assert_eq!(
+        about_a
+            .iter()
+            .filter(|a| a.change == lifeboat_core::alert::AlertChange::Raised)
+            .count(),
+        1,
+        "{about_a:?}"
+    );
+    let raised = about_a[0];
+    assert_eq!(raised.severity, lifeboat_core::alert::Severity::Critical);
+    assert!(
+        raised
+            .text
+            .contains("waits for the external fence of site [primary]")
+            && raised.text.contains("exited with status 7"),
+        "{}",
+        raised.text
+    );
+    assert!(about_a.len() >= 3, "updated at each attempt: {about_a:?}");
+    assert_eq!(
+        about_a.last().map(|a| a.change),
+        Some(lifeboat_core::alert::AlertChange::Cleared),
+        "{about_a:?}"
+    );
+    assert!(h.failover_report().is_some());
+}
+
 /// Swarm seed 232301: the arbiter came up 4 s after the primary, just after the primary's
 /// second renewal; the primary raised `arbiter_unreachable` as it sent its third, a renewal
 /// period later, and the arbiter answered it 24 ms after. The primary asks again once a

@@ -614,6 +614,10 @@ impl SiteEngine {
             }
         }
         for cmd in again {
+            if let Command::ExternalFence { op, target, .. } = cmd {
+                // Overdue: the hook hangs (or its completion was lost).
+                self.fence_waits(now, op, target, None);
+            }
             self.command(cmd);
         }
     }

@@ -139,6 +139,20 @@ pub fn drill_failed(db: &str, code: Option<i32>, message: &str) -> String {
     }
 }
 
+/// A failover held at its external fence: the hook failed (`error`) or did not finish.
+pub fn fence_waits(site: &str, target: &str, minutes: u64, error: Option<&str>) -> String {
+    let what = match error {
+        Some(e) => format!("failed ({e})"),
+        None => "has not finished".to_string(),
+    };
+    format!(
+        "The failover to site [{site}] waits for the external fence of site [{target}]: the \
+         fence hook {what}, [{minutes}] minutes since the failover began. \
+         No site accepts writes until it succeeds. Fence [{target}] by other means (power, \
+         firewall) and fix the hook; the failover goes on once the hook succeeds."
+    )
+}
+
 /// `archive`: the site keeps a point-in-time archive, whose file system counts too.
 pub fn disk_space(site: &str, free_mib: u64, min_mib: u64, archive: bool) -> String {
     if archive {

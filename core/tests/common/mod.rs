@@ -125,6 +125,8 @@ pub struct Harness {
     /// How long a `Fence` takes to stop writes (the database accepts writes until then).
     /// Defaults to the configured longest fence time: the worst case the safety model allows.
     pub fence_delay: Millis,
+    /// The external fence hook fails this many more times before it works.
+    pub fence_hook_fails: u32,
     /// Fences under way: (real time they take effect, site).
     pub pending_fences: Vec<(Millis, usize)>,
     /// Extra random delay of a message, up to this many ms (reorders messages).
@@ -227,6 +229,7 @@ impl Harness {
             up: [[true; 3]; 3],
             latency: 5,
             fence_delay,
+            fence_hook_fails: 0,
             pending_fences: Vec::new(),
             jitter: 0,
             loss_pct: 0,
@@ -902,6 +905,13 @@ impl Model for Harness {
     }
 
     fn external_fence(&mut self, _: usize, _: OpId, target: SiteId, _: Epoch) -> Done<Millis> {
+        if self.fence_hook_fails > 0 {
+            self.fence_hook_fails -= 1;
+            return Done::At(
+                1,
+                Err(failure(7, "the fence hook exited with status 7", false)),
+            );
+        }
         let d = self.fence_delay;
         self.fence_after(target.0 as usize, d);
         Done::ok(d + 1)

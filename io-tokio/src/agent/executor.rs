@@ -278,7 +278,10 @@ impl Executor {
                     (a, b) => a.or(b),
                 };
                 // The alert says "the fuller of the two": the log names which.
-                for (path, f) in [(Some(&dir), inbox_free), (archive_dir.as_ref(), archive_free)] {
+                for (path, f) in [
+                    (Some(&dir), inbox_free),
+                    (archive_dir.as_ref(), archive_free),
+                ] {
                     if let (Some(path), Some(f)) = (path, f) {
                         if f < min_free {
                             tracing::warn!(path = %path.display(), free_mib = f, min_free_mib = min_free,

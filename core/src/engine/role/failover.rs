@@ -587,6 +587,42 @@ impl SiteEngine {
         }
     }
 
+    /// The external fence of a failover failed or did not finish in time: a critical alert
+    /// about the fenced site, raised again at each attempt (the alert counts them) until the
+    /// hook succeeds.
+    /// Without it a failing hook held the failover silently (swarm seed 60335: 22 hours
+    /// without a writable site and no alert saying why).
+    pub(in crate::engine) fn fence_waits(
+        &mut self,
+        now: Millis,
+        op: OpId,
+        target: SiteId,
+        error: Option<&str>,
+    ) {
+        let Some(p) = self.st.procedure.as_ref() else {
+            return;
+        };
+        if !matches!(p.step, Step::ExternalFence { op: o } if o == op) {
+            return;
+        }
+        let text = texts::fence_waits(
+            self.cfg.site_name(self.me),
+            self.cfg.site_name(target),
+            now.saturating_sub(p.started_at) / 60_000,
+            error,
+        );
+        let subject = crate::alert::Subject::Site(target);
+        self.raise(
+            now,
+            AlertKind::Failover,
+            None,
+            subject,
+            Severity::Critical,
+            false,
+            text,
+        );
+    }
+
     pub(in crate::engine) fn promote(&mut self, now: Millis) {
         let op = self.new_op_id();
         self.set_step(Step::Promote { op });
@@ -630,6 +666,9 @@ impl SiteEngine {
         result: Result<(), Failure>,
     ) {
         if let Err(f) = &result {
+            if let Command::ExternalFence { target, .. } = cmd {
+                self.fence_waits(now, op, *target, Some(&f.message));
+            }
             // Retry the same operation (same id) after the op timeout.
             self.audit(
                 now,
@@ -681,7 +720,9 @@ impl SiteEngine {
             return;
         };
         match (&p.step, cmd) {
-            (Step::ExternalFence { op: o }, Command::ExternalFence { .. }) if *o == op => {
+            (Step::ExternalFence { op: o }, Command::ExternalFence { target, .. }) if *o == op => {
+                let subject = crate::alert::Subject::Site(*target);
+                self.clear(now, AlertKind::Failover, None, subject);
                 // A forced failover gave itself the epoch without the old primary's lease
                 // running out: that primary may have written until this fence took hold
                 // (a failing fence hook kept it writing for six minutes: swarm seed 7291).
