@@ -1478,9 +1478,20 @@ fn a_restore_from_the_archive_to_a_noted_time_brings_back_exactly_the_rows_commi
         "    noted {noted}, before the delete {before_delete}, delete ends at {}",
         PgLsn(deleted_at)
     );
-    wait_for("the delete in b's archive", Duration::from_secs(30), || {
-        archive_last_position(&rec).is_some_and(|p| p >= deleted_at)
-    });
+    let waited = Instant::now();
+    while archive_last_position(&rec).is_none_or(|p| p < deleted_at) {
+        // Once seen in CI and not since: say what the archive and the agent held.
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "timed out after 30s waiting for the delete in b's archive: archive {}; status {}",
+            archive_listing(&rec),
+            status(b_http).map_or_else(String::new, |d| format!(
+                "databases {} alerts {} decisions {}",
+                d["databases"], d["alerts"], d["recent_decisions"]
+            ))
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     wait_for("the delete at b's standby", Duration::from_secs(30), || {
         psql(b, "select count(*) from pitr").is_ok_and(|r| r == ["0"])
     });
