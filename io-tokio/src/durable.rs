@@ -89,6 +89,12 @@ fn replace(path: &Path, tag: &str, parts: &[&[u8]]) -> io::Result<()> {
     Ok(())
 }
 
+/// Write `bytes` to a temporary file beside `path`, fsync it and rename it over `path`, without
+/// syncing the directory: for a caller that syncs it once after several renames.
+pub fn replace_unsynced_dir(path: &Path, tag: &str, bytes: &[u8]) -> io::Result<()> {
+    replace(path, tag, &[bytes])
+}
+
 /// [`write_durably_as`] with the tag `write`, for a file only one process writes.
 pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_durably_as(path, "write", bytes)

@@ -436,9 +436,27 @@ pub fn publish(
         )
     })?;
     let path = free_name(outbox, new.db_name, new.kind, new.created_utc)?;
-    durable::rename_durably(staged, &path)?;
     let manifest = Manifest::from_meta(&meta, new.db_name);
-    put_manifest(&path, &manifest)?;
+    // The artifact's name, then its manifest's (written and synced under a temporary name), then
+    // one sync of the directory for both. A crash before it may leave either name without the
+    // other: an artifact without a manifest is an incomplete copy and a manifest without its
+    // artifact names nothing; scans pass over both, and nothing was acknowledged yet.
+    std::fs::rename(staged, &path)
+        .and_then(|()| {
+            let json = serde_json::to_vec(&manifest).map_err(io::Error::other)?;
+            crate::durable::replace_unsynced_dir(&manifest_path(&path), "write", &json)
+        })
+        .and_then(|()| crate::durable::sync_dir(outbox))
+        .map_err(|e| {
+            DriverError::io(
+                format!(
+                    "publishing {} as {} with its manifest",
+                    staged.display(),
+                    path.display()
+                ),
+                &e,
+            )
+        })?;
     Ok(ArtifactFile { path, manifest })
 }
 
