@@ -48,7 +48,7 @@
 use super::super::durable;
 use super::super::error::{DriverError, ErrorKind};
 use super::super::Progress;
-use super::chain::{self, ChainState, PageSet};
+use super::chain::{self, ChainState, PageSet, Unsynced};
 use super::header::{lock_page, read_image, widen, Image};
 use super::lock::open_existing;
 use super::slot::Slot;
@@ -94,6 +94,9 @@ pub(super) struct Pin {
     shm: File,
     /// What position sampling last counted: see [`position`].
     counted: Option<Counted>,
+    /// The first capture under this pin checked that the shadow's file holds every image the
+    /// chain says it does (see [`resync`]).
+    checked: bool,
 }
 
 /// Transactions counted in the WAL past a chain's cursor, up to `at`: the next sample reads
@@ -135,6 +138,7 @@ impl Pin {
             wal,
             shm,
             counted: None,
+            checked: false,
         }))
     }
 
@@ -227,7 +231,12 @@ fn write_frames(
         file.write_all_at(&image, u64::from(page - 1) * u64::from(page_size))?;
     }
     if let Some(n) = new.db_pages {
-        file.set_len(u64::from(n) * u64::from(page_size))?;
+        // Only when the size changes: a truncate to the same size still updates the file's
+        // times, an inode write at the next sync.
+        let len = u64::from(n) * u64::from(page_size);
+        if file.metadata()?.len() != len {
+            file.set_len(len)?;
+        }
     }
     Ok(())
 }
@@ -317,7 +326,19 @@ pub(super) fn capture(
     // Reading the same frames again repairs it; if they are gone, every page is carried.
     let suspect = previous.as_ref().is_some_and(|p| shadow_suspect(dir, p));
     let (prev, cursor) = match previous {
-        Some(p) if p.wal_mode => {
+        Some(mut p) if p.wal_mode => {
+            if !pin.checked && !resync(slot, pin, &mut p)? {
+                return heal(
+                    slot,
+                    pin,
+                    p,
+                    true,
+                    "the machine restarted before the shadow copy's newest page images were \
+                     synced, and the WAL no longer holds them",
+                    progress,
+                );
+            }
+            pin.checked = true;
             let c = p.wal;
             (p, c)
         }
@@ -387,7 +408,7 @@ pub(super) fn capture(
             )
         }
     };
-    let next = apply(slot, &pin.wal, prev, &steps)?;
+    let next = apply(slot, &pin.wal, prev, &steps, false)?;
     pin.renew(slot)?;
     Ok((next, Captured::Continues))
 }
@@ -414,22 +435,39 @@ pub(super) fn start_over_if_long(slot: &Slot, pin: &mut Pin, state: ChainState) 
 /// Write the captured frames into the shadow and record the new position and cursor.
 ///
 /// The shadow's page 1 is its own marker: it is stamped with the new position (and page count)
-/// and synced *before* any other page is written, every image of page 1 written is stamped the
-/// same, and `chain.state` records the position only after the shadow is synced. So a shadow whose
-/// page 1 says another position than `chain.state` may be ahead of it (a crash in between), and
-/// one that says the same is exactly at it (see [`shadow_suspect`]). One sync of the file instead
-/// of a marker file created and removed (two fsyncs of the file and the directory each).
+/// before any other page is written, every image of page 1 written is stamped the same, and
+/// `chain.state` records the position only after the capture. So a shadow whose page 1 says
+/// another position than `chain.state` may be ahead of it (a crash in between), and one that
+/// says the same is exactly at it (see [`shadow_suspect`]).
+///
+/// **Syncs.** The images are not synced at every capture: the page cache keeps them across a
+/// crash of the agent, and only a crash of the machine can lose them. The file is synced when
+/// `sync` asks (the driver's WAL reset, before SQLite may start the log over and drop the
+/// frames), when the WAL started over since the last sync (frames written since are no longer
+/// all in it), and the first time after a sync also right after page 1 is stamped (so that on
+/// disk too, the stamp precedes every image of the update). Meanwhile `chain.state` records where
+/// the file was last synced and in which boot ([`Unsynced`]); after a new boot the first capture
+/// writes those frames again ([`resync`]). One sync every WAL reset (a thousand frames) instead
+/// of two per capture.
 fn apply(
     slot: &Slot,
     wal: &File,
     prev: ChainState,
     steps: &[(Committed, WalCursor)],
+    sync: bool,
 ) -> Result<ChainState, DriverError> {
     let dir = &slot.dir;
     let mut next = prev;
     let mut changed = PageSet::default();
     let shadow = next.shadow_path(dir);
+    let updating =
+        |e: io::Error| DriverError::io(format!("updating the shadow {}", shadow.display()), &e);
     let commits: u64 = steps.iter().map(|(c, _)| c.commits).sum();
+    let synced_at = match &next.unsynced {
+        Some(u) => u.since,
+        None => next.wal,
+    };
+    let mut file = None;
     if commits > 0 {
         let page_count = steps
             .iter()
@@ -437,28 +475,36 @@ fn apply(
             .next_back()
             .unwrap_or(next.page_count);
         let position = Lsn(next.position.0 + commits);
-        let updating =
-            |e: io::Error| DriverError::io(format!("updating the shadow {}", shadow.display()), &e);
-        let file = durable::open_rw(&shadow).map_err(updating)?;
-        stamp_page1(&file, position, page_count)
-            .and_then(|()| file.sync_data())
-            .map_err(updating)?;
+        let f = durable::open_rw(&shadow).map_err(updating)?;
+        stamp_page1(&f, position, page_count).map_err(updating)?;
+        if next.unsynced.is_none() {
+            f.sync_data().map_err(updating)?;
+            next.unsynced = Some(Unsynced {
+                since: synced_at,
+                boot: boot_id(),
+            });
+        }
         for (new, _) in steps {
-            write_frames(
-                wal,
-                new,
-                next.page_size,
-                &file,
-                Some((position, page_count)),
-            )
-            .map_err(updating)?;
+            write_frames(wal, new, next.page_size, &f, Some((position, page_count)))
+                .map_err(updating)?;
             changed.extend(&new.pages.keys().copied().collect::<PageSet>());
         }
         next.position = position;
         next.page_count = page_count;
         changed.insert(1);
         crate::crash::point("capture_mid_shadow");
-        file.sync_all().map_err(updating)?;
+        file = Some(f);
+    }
+    let restarted = steps
+        .iter()
+        .any(|(_, c)| synced_at.map(|s| s.salts) != Some(c.salts));
+    if next.unsynced.is_some() && (sync || restarted) {
+        let f = match file {
+            Some(f) => f,
+            None => durable::open_rw(&shadow).map_err(updating)?,
+        };
+        f.sync_all().map_err(updating)?;
+        next.unsynced = None;
     }
     if let Some((_, last)) = steps.last() {
         next.wal = Some(*last);
@@ -467,6 +513,61 @@ fn apply(
     next.log_touched.extend(&changed);
     next.incr_touched.extend(&changed);
     Ok(next)
+}
+
+/// This boot of the machine (empty when it cannot be read: then every start counts as a new
+/// boot).
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// At the first capture of a chain whose shadow file holds images not yet synced, written in
+/// another boot of the machine (see [`apply`]): write again every frame committed since the
+/// file was last synced, from the WAL (the newest image of each page, which the capture that
+/// follows may write once more), stamp page 1 with the chain's position and sync. `false` when
+/// the WAL no longer holds those frames: the caller compares the whole database instead.
+fn resync(slot: &Slot, pin: &Pin, state: &mut ChainState) -> Result<bool, DriverError> {
+    let Some(u) = state.unsynced.clone() else {
+        return Ok(true);
+    };
+    if !u.boot.is_empty() && u.boot == boot_id() {
+        return Ok(true);
+    }
+    let read_err = || io_err(format!("reading the WAL of database {}", slot.name()));
+    let steps = match (
+        wal::read_committed(&pin.wal, u.since.as_ref()).map_err(read_err())?,
+        u.since,
+    ) {
+        (WalRead::Continued { new, .. }, _) => vec![new],
+        (WalRead::Restarted { .. }, Some(old)) => {
+            match wal::read_after_restart(&pin.wal, &old).map_err(read_err())? {
+                AfterRestart::Complete { old_tail, new, .. } => vec![old_tail, new],
+                AfterRestart::Unknown => return Ok(false),
+            }
+        }
+        _ => return Ok(false),
+    };
+    let shadow = state.shadow_path(&slot.dir);
+    (|| {
+        let file = durable::open_rw(&shadow)?;
+        for new in &steps {
+            write_frames(
+                &pin.wal,
+                new,
+                state.page_size,
+                &file,
+                Some((state.position, state.page_count)),
+            )?;
+        }
+        stamp_page1(&file, state.position, state.page_count)?;
+        file.sync_all()
+    })()
+    .map_err(|e| DriverError::io(format!("writing again the shadow {}", shadow.display()), &e))?;
+    tracing::info!(db = slot.name(), "the machine restarted: the shadow copy's images written since its last sync are written again from the WAL");
+    state.unsynced = None;
+    Ok(true)
 }
 
 /// Whether the shadow of `state` may hold pages newer than its position: its page 1 says another
@@ -532,7 +633,7 @@ fn reset(slot: &Slot, pin: &mut Pin, state: ChainState) -> Result<ChainState, Dr
             };
         // Recorded before the checkpoint lets SQLite start the log over: no crash can leave
         // frames that are gone from the WAL and not in `chain.state`.
-        let next = apply(slot, &pin.wal, state.clone(), &[(new, cursor)])?;
+        let next = apply(slot, &pin.wal, state.clone(), &[(new, cursor)], true)?;
         persist(slot, Some(&state), &next)?;
         let held = &pin.conns[pin.active];
         held.execute_batch("COMMIT")
@@ -734,6 +835,7 @@ fn heal(
     };
     let mut next = prev;
     next.generation += 1;
+    next.unsynced = None;
     // Exact when the database switched to WAL mode right after the snapshot (every transaction
     // since is in the WAL); a lower bound when frames were lost.
     let moved = suspect || !touched.is_empty() || commits > 0;

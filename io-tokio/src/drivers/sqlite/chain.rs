@@ -176,6 +176,22 @@ pub struct ChainState {
     /// Where the last capture stopped in the WAL (none: read it from its start).
     #[serde(default)]
     pub wal: Option<super::wal::WalCursor>,
+    /// The shadow's file has page images written since it was last synced (`capture.rs`):
+    /// a crash of the machine may have lost them. `None`: the file is synced at `wal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsynced: Option<Unsynced>,
+}
+
+/// Page images in the shadow's file that are not yet synced: where it was last synced and in
+/// which boot of the machine they were written. The page cache keeps them across a crash of the
+/// agent; only a new boot can have lost them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Unsynced {
+    /// The WAL cursor the file was synced at (`None`: the start of the WAL).
+    pub since: Option<super::wal::WalCursor>,
+    /// The machine's boot id when the images were written (empty when it could not be read).
+    pub boot: String,
 }
 
 impl ChainState {
@@ -193,6 +209,7 @@ impl ChainState {
             incr_touched: PageSet::default(),
             wal_mode: false,
             wal: None,
+            unsynced: None,
         }
     }
 
@@ -243,10 +260,12 @@ impl ChainState {
         let shadow_len = fs::metadata(state.shadow_path(dir)).map(|m| m.len()).ok();
         // A WAL capture that stopped while it updated the shadow in place (its page 1 says
         // another position) may have resized it: the next capture repairs or replaces it.
+        // One not synced before the machine crashed may have lost its last resize too: the next
+        // capture writes its frames again.
         let fits = shadow_len == Some(state.image().len())
             || (state.wal_mode
                 && shadow_len.is_some()
-                && super::capture::shadow_suspect(dir, &state));
+                && (state.unsynced.is_some() || super::capture::shadow_suspect(dir, &state)));
         if state.format_version != STATE_FORMAT_VERSION || !fits {
             tracing::warn!(db = db_name, path = %path.display(),
                 "the chain state's version or shadow copy does not match; the chain restarts");

@@ -262,6 +262,112 @@ fn a_crash_mid_update_then_an_unseen_restart_carries_every_page() {
     assert_eq!(standby.rows(), primary.rows());
 }
 
+/// A crash of the machine loses what the shadow's file held only in the page cache: every image
+/// written since its last sync (the driver syncs it at WAL resets, not at every capture).
+/// `chain.state` names that sync and the boot; the first capture in a new boot writes those
+/// frames again from the WAL, so the logs and a full cut from the shadow afterwards restore the
+/// primary's rows exactly.
+#[test]
+fn a_machine_crash_that_loses_the_shadows_unsynced_images_is_repaired_from_the_wal() {
+    let primary = site();
+    let standby = site();
+    let app = primary.wal_app();
+    insert(&app, 0, 30);
+    let full = primary.one(ArtifactKind::Full);
+    let dir = primary.dir.path().join("state/sales");
+    let chain = ChainState::load(&dir, "sales").unwrap();
+    assert_eq!(chain.unsynced, None, "a new shadow is synced");
+    let synced_at = chain.wal;
+    let shadow = chain.shadow_path(&dir);
+    let on_disk = fs::read(&shadow).unwrap();
+    insert(&app, 30, 20);
+    update(&app, 0..10, "first");
+    let log1 = primary.one(ArtifactKind::Log);
+    insert(&app, 50, 20);
+    let log2 = primary.one(ArtifactKind::Log);
+    let mut chain = ChainState::load(&dir, "sales").unwrap();
+    let unsynced = chain
+        .unsynced
+        .clone()
+        .expect("captures leave the shadow unsynced");
+    assert_eq!(unsynced.since, synced_at);
+    assert!(!unsynced.boot.is_empty());
+    // The machine crashes: the shadow's file is what was synced, the page cache is gone, and
+    // the next start is another boot.
+    drop(drop_pins(&primary.driver));
+    fs::write(&shadow, &on_disk).unwrap();
+    chain.unsynced = Some(chain::Unsynced {
+        boot: "an earlier boot".into(),
+        ..unsynced
+    });
+    chain.save(&dir).unwrap();
+    update(&app, 20..25, "after");
+    let (log3, gaps) = log_after_restart(&primary, primary.dir.path());
+    assert!(gaps.is_empty(), "the WAL still held every frame: {gaps:?}");
+    assert_eq!(log3.manifest.lsn_start, log2.manifest.lsn_end);
+    assert_eq!(log3.manifest.lsn_end.0 - log3.manifest.lsn_start.0, 5);
+    standby.restore_all(&[&full, &log1, &log2, &log3]);
+    assert_eq!(standby.rows(), primary.rows());
+    assert_eq!(standby.integrity(), "ok");
+    // The shadow itself is whole again: a full cut from it restores the same rows.
+    let restarted = open_driver(primary.dir.path(), &primary.db);
+    let full2 = restarted
+        .take_backup(&BackupRequest {
+            db: SALES,
+            kind: ArtifactKind::Full,
+            epoch: Epoch(1),
+            created_utc: UtcMillis(T0 + 120_000),
+            outbox: primary.outbox.clone(),
+            progress: Default::default(),
+        })
+        .unwrap()
+        .remove(0);
+    let fresh = site();
+    fresh.restore_all(&[&full2]);
+    assert_eq!(fresh.rows(), primary.rows());
+    assert_eq!(fresh.integrity(), "ok");
+}
+
+/// The same crash, but the WAL started over while the machine was down: the frames are gone, so
+/// the first capture compares the whole database and carries every page (the shadow's file
+/// cannot be trusted), and says so.
+#[test]
+fn a_machine_crash_then_a_wal_restart_carries_every_page() {
+    let primary = site();
+    let standby = site();
+    let app = primary.wal_app();
+    insert(&app, 0, 30);
+    let full = primary.one(ArtifactKind::Full);
+    let dir = primary.dir.path().join("state/sales");
+    let shadow = ChainState::load(&dir, "sales").unwrap().shadow_path(&dir);
+    let on_disk = fs::read(&shadow).unwrap();
+    insert(&app, 30, 20);
+    let log1 = primary.one(ArtifactKind::Log);
+    let mut chain = ChainState::load(&dir, "sales").unwrap();
+    drop(drop_pins(&primary.driver));
+    fs::write(&shadow, &on_disk).unwrap();
+    let mut unsynced = chain.unsynced.clone().unwrap();
+    unsynced.boot = "an earlier boot".into();
+    chain.unsynced = Some(unsynced);
+    chain.save(&dir).unwrap();
+    update(&app, 0..5, "down");
+    app.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    insert(&app, 50, 3);
+    let (log2, gaps) = log_after_restart(&primary, primary.dir.path());
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert!(gaps[0].1.contains("machine restarted"), "{gaps:?}");
+    let (reader, pages) = pages::DeltaReader::open(&log2.path).unwrap();
+    assert_eq!(
+        pages.len() as u32,
+        reader.header.page_count,
+        "every page is carried"
+    );
+    standby.restore_all(&[&full, &log1, &log2]);
+    assert_eq!(standby.rows(), primary.rows());
+    assert_eq!(standby.integrity(), "ok");
+}
+
 /// The salts of the WAL header of `site`'s database (they change when SQLite starts the WAL
 /// over).
 fn wal_salts(site: &Site) -> Option<[u32; 2]> {
