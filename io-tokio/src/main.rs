@@ -346,6 +346,20 @@ fn runtime() -> tokio::runtime::Runtime {
 /// that touches a disk or a database runs on the blocking pool; a second worker is woken for
 /// tasks it could steal (the SQLite bench at 10 MiB, runs interleaved: 0.27-0.31 CPU s a minute
 /// with one worker, 0.31-0.34 with two, lower in every pair).
+/// Run an agent or the arbiter on [`service_runtime`]'s worker, not on the main thread that
+/// `block_on` drives: with the service's loop on the main thread, each of its wake-ups by a task
+/// on the worker (a frame, a timer, a finished disk write) was a wake-up of another thread, a
+/// futex and a context switch. On the worker, they share one thread.
+fn run_service(
+    service: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+) -> anyhow::Result<()> {
+    service_runtime().block_on(async move {
+        tokio::spawn(service)
+            .await
+            .unwrap_or_else(|e| Err(anyhow::anyhow!("the service's task ended abnormally: {e}")))
+    })
+}
+
 fn service_runtime() -> tokio::runtime::Runtime {
     let workers = match std::env::var("LIFEBOAT_WORKER_THREADS") {
         Ok(v) => match v.trim().parse::<usize>() {
@@ -393,7 +407,7 @@ fn main() {
                 eprintln!("lifeboat agent: {e}");
                 exit::USAGE
             }
-            Ok(file) => match service_runtime().block_on(agent::run(file, config)) {
+            Ok(file) => match run_service(agent::run(file, config)) {
                 Ok(()) => exit::OK,
                 Err(e) => {
                     eprintln!("lifeboat agent: {e:#}");
@@ -406,7 +420,7 @@ fn main() {
                 eprintln!("lifeboat arbiter: {e}");
                 exit::USAGE
             }
-            Ok(file) => match service_runtime().block_on(arbiter::run(file)) {
+            Ok(file) => match run_service(arbiter::run(file)) {
                 Ok(()) => exit::OK,
                 Err(e) => {
                     eprintln!("lifeboat arbiter: {e:#}");
