@@ -22,7 +22,7 @@ use crate::transport::{Event, Listener, Transport};
 use anyhow::Context;
 use lifeboat_core::arbiter::{Arbiter, ArbiterState};
 use lifeboat_core::engine::{SiteEngine, SiteState};
-use lifeboat_core::protocol::Message;
+use lifeboat_core::protocol::{Command, Message};
 use lifeboat_core::{Input, Millis, Output, Peer};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -175,10 +175,29 @@ pub struct EngineLoop<E: Engine> {
     /// next batch that syncs (or once [`HOLD_MAX`] are held, or at a snapshot or a stop). A
     /// crash loses them like any unsynced tail; nothing outside saw an effect of them.
     held: Vec<Record>,
+    /// Outputs that need their inputs durable but not at once ([`waits_for_a_later_sync`]),
+    /// with the engine time the oldest was deferred: dispatched right after the next sync, which
+    /// comes at the latest [`DEFER_MAX`] after it.
+    deferred: Vec<Output>,
+    deferred_since: Option<Millis>,
 }
 
 /// Most records held in memory before they are written without a sync.
 const HOLD_MAX: usize = 64;
+
+/// Longest an output waits for a later sync ([`waits_for_a_later_sync`]) before the loop syncs
+/// for it alone.
+const DEFER_MAX: Millis = 2_000;
+
+/// Whether `o`, which needs the inputs before it durable, may wait for the next sync that
+/// another output (or [`DEFER_MAX`]) causes instead of causing one: the removal of an
+/// acknowledged artifact from the outbox. Done late, it only keeps a file a while longer; done
+/// before its acknowledgement is durable, a crash could forget the acknowledgement of an
+/// artifact that is gone. On a primary writing steadily, each log's acknowledgement cost a
+/// journal sync of its own, a few milliseconds after the one its shipment caused.
+fn waits_for_a_later_sync(o: &Output) -> bool {
+    matches!(o, Output::Command(Command::Discard { .. }))
+}
 
 impl<E: Engine> EngineLoop<E> {
     /// Open the journal in `dir`, build the engine from its snapshot (`make(None)` for a new
@@ -222,6 +241,8 @@ impl<E: Engine> EngineLoop<E> {
             feed: Feed(in_tx),
             peeker: Peeker(peek_tx),
             held: Vec::new(),
+            deferred: Vec::new(),
+            deferred_since: None,
         };
         Ok((lp, started))
     }
@@ -248,7 +269,12 @@ impl<E: Engine> EngineLoop<E> {
         loop {
             if pending.is_empty() {
                 let deadline = self.engine.poll_timeout();
-                let sleep = tokio::time::sleep(deadline.map_or(DAY, |t| self.clock.until(t)));
+                let flush_at = self.deferred_since.map(|t| t + DEFER_MAX);
+                let wake = match (deadline, flush_at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let sleep = tokio::time::sleep(wake.map_or(DAY, |t| self.clock.until(t)));
                 tokio::select! {
                     why = &mut stop => {
                         let held = std::mem::take(&mut self.held);
@@ -257,6 +283,7 @@ impl<E: Engine> EngineLoop<E> {
                             store.sync()
                         })
                         .await?;
+                        self.dispatch_deferred(out);
                         info!(signal = why, "stopping: the journal is whole up to the last batch");
                         return Ok(());
                     }
@@ -275,6 +302,10 @@ impl<E: Engine> EngineLoop<E> {
                     }
                 }
                 if pending.is_empty() {
+                    if flush_at.is_some_and(|t| t <= self.clock.now()) {
+                        // Only deferred outputs are due: a step without inputs syncs for them.
+                        self.step(Vec::new(), out).await?;
+                    }
                     continue;
                 }
             }
@@ -290,6 +321,8 @@ impl<E: Engine> EngineLoop<E> {
     /// on disk, and a failed write stops the loop with nothing else dispatched. At most one
     /// trip to the journal's thread per batch: write and sync together at the first output
     /// that needs it; a batch without one is held in memory and written with a later batch.
+    /// An output that may wait for a later sync ([`waits_for_a_later_sync`]) is kept until the
+    /// next one (at most [`DEFER_MAX`]) instead of causing one.
     async fn step(&mut self, inputs: Vec<Input>, out: &mut impl Dispatch<E>) -> anyhow::Result<()> {
         let now = self.clock.now();
         let mut batch = std::mem::take(&mut self.held);
@@ -302,19 +335,23 @@ impl<E: Engine> EngineLoop<E> {
             self.engine.handle(now, input);
             while let Some(o) = self.engine.poll_output() {
                 if !synced && o.needs_durable_inputs() {
+                    if waits_for_a_later_sync(&o) {
+                        self.deferred_since.get_or_insert(now);
+                        self.deferred.push(o);
+                        continue;
+                    }
                     // Persist, then act.
-                    batch = self
-                        .blocking(move |store| {
-                            store.write(&batch)?;
-                            store.sync()?;
-                            Ok(batch)
-                        })
-                        .await?;
-                    crate::crash::point("journal_before_effects");
+                    batch = self.write_and_sync(batch).await?;
                     synced = true;
+                    self.dispatch_deferred(out);
                 }
                 out.output(&self.engine, now, o);
             }
+        }
+        if !synced && self.deferred_since.is_some_and(|t| t + DEFER_MAX <= now) {
+            batch = self.write_and_sync(batch).await?;
+            synced = true;
+            self.dispatch_deferred(out);
         }
         let unwritten = if synced { Vec::new() } else { batch };
         let total = self.stats.records_since_snapshot + unwritten.len() as u64;
@@ -337,6 +374,29 @@ impl<E: Engine> EngineLoop<E> {
             self.held = unwritten;
         }
         Ok(())
+    }
+
+    /// Write `batch` (the held records first) and sync the journal: every input so far is
+    /// durable.
+    async fn write_and_sync(&mut self, batch: Vec<Record>) -> anyhow::Result<Vec<Record>> {
+        let batch = self
+            .blocking(move |store| {
+                store.write(&batch)?;
+                store.sync()?;
+                Ok(batch)
+            })
+            .await?;
+        crate::crash::point("journal_before_effects");
+        Ok(batch)
+    }
+
+    /// Dispatch the outputs that waited for a sync (the journal was just synced).
+    fn dispatch_deferred(&mut self, out: &mut impl Dispatch<E>) {
+        self.deferred_since = None;
+        let now = self.clock.now();
+        for o in std::mem::take(&mut self.deferred) {
+            out.output(&self.engine, now, o);
+        }
     }
 
     /// `f` on the journal on a blocking thread (fsync must not stall a tokio worker).
@@ -414,7 +474,8 @@ mod tests {
     use std::collections::VecDeque;
 
     /// An engine that records each `DiskSpace` value it handles and answers by its remainder
-    /// mod 3: nothing (0), an observation (1), or a message to the arbiter (2).
+    /// mod 3: nothing (0), an observation (1), or a message to the arbiter (2); from 1000 on, a
+    /// discard.
     struct Fake {
         seen: Seen,
         out: VecDeque<Output>,
@@ -432,6 +493,18 @@ mod tests {
             self.seen.now = now;
             if let Input::DiskSpace { free_mib } = input {
                 self.seen.values.push(free_mib);
+                if free_mib >= 1000 {
+                    self.out.push_back(Output::Command(Command::Discard {
+                        key: lifeboat_core::ArtifactKey {
+                            db: lifeboat_core::DbId(0),
+                            epoch: lifeboat_core::Epoch(1),
+                            lsn_start: lifeboat_core::Lsn(free_mib),
+                            lsn_end: lifeboat_core::Lsn(free_mib + 1),
+                            kind: lifeboat_core::ArtifactKind::Log,
+                        },
+                    }));
+                    return;
+                }
                 match free_mib % 3 {
                     1 => self.out.push_back(Output::Command(Command::Probe)),
                     2 => self.out.push_back(Output::Send {
@@ -534,5 +607,36 @@ mod tests {
         lp.step(inputs(&[2]), &mut sink).await.unwrap();
         drop(lp);
         assert_eq!(after_crash(dir.path()), [3, 6, 9, 12, 15, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_discard_waits_for_the_next_sync_and_never_longer_than_defer_max() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lp = open(dir.path(), u64::MAX);
+        let mut sink = Sink::default();
+        let is_discard = |o: &Output| matches!(o, Output::Command(Command::Discard { .. }));
+        // A discard causes no sync and waits; an observation still goes at once.
+        lp.step(inputs(&[1000]), &mut sink).await.unwrap();
+        lp.step(inputs(&[4]), &mut sink).await.unwrap();
+        assert_eq!(sink.0, [Output::Command(Command::Probe)]);
+        assert_eq!(after_crash(dir.path()), Vec::<u64>::new());
+        // The next output that syncs: the discard right after the sync, before that output.
+        lp.step(inputs(&[5]), &mut sink).await.unwrap();
+        assert_eq!(sink.0.len(), 3);
+        assert!(is_discard(&sink.0[1]), "{:?}", sink.0);
+        assert!(matches!(sink.0[2], Output::Send { .. }));
+        assert_eq!(after_crash(dir.path()), [1000, 4, 5]);
+        // Alone, it waits until DEFER_MAX has passed, then a step without inputs syncs for it.
+        lp.step(inputs(&[1003]), &mut sink).await.unwrap();
+        lp.step(Vec::new(), &mut sink).await.unwrap();
+        assert_eq!(sink.0.len(), 3);
+        assert_eq!(after_crash(dir.path()), [1000, 4, 5]);
+        assert!(lp.deferred_since.is_some(), "a discard waits");
+        lp.clock = EngineClock::new(lp.clock.now() + DEFER_MAX);
+        lp.step(Vec::new(), &mut sink).await.unwrap();
+        assert_eq!(sink.0.len(), 4);
+        assert!(is_discard(&sink.0[3]));
+        assert_eq!(lp.deferred_since, None);
+        assert_eq!(after_crash(dir.path()), [1000, 4, 5, 1003]);
     }
 }

@@ -279,9 +279,8 @@ fn an_artifact_corrupted_on_disk_before_shipping_is_detected_and_never_restored(
     // The recovery site goes away; logs pile up in the primary's outbox.
     c.kill("recovery");
     let outbox = c.dir.path().join("primary/outbox");
-    let mut victim = None;
-    wait_for("a log in the outbox", Duration::from_secs(10), || {
-        victim = std::fs::read_dir(&outbox)
+    let logs = || -> std::collections::BTreeSet<std::path::PathBuf> {
+        std::fs::read_dir(&outbox)
             .unwrap()
             .flatten()
             .map(|e| e.path())
@@ -289,7 +288,14 @@ fn an_artifact_corrupted_on_disk_before_shipping_is_detected_and_never_restored(
                 p.to_string_lossy().contains("_tlog_")
                     && !p.to_string_lossy().ends_with(".manifest")
             })
-            .min();
+            .collect()
+    };
+    // A log made after the recovery site went away: one there before may be acknowledged
+    // already (its removal waits for the primary's next journal sync).
+    let before = logs();
+    let mut victim = None;
+    wait_for("a new log in the outbox", Duration::from_secs(10), || {
+        victim = logs().difference(&before).next().cloned();
         victim.is_some()
     });
     let victim = victim.unwrap();

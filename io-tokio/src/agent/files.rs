@@ -196,12 +196,17 @@ impl ArtifactFiles {
             .map(|(_, p)| p)
     }
 
-    /// Remove an artifact's file and manifest from the outbox (acknowledged).
+    /// Remove an artifact's file and manifest from the outbox (acknowledged), without syncing
+    /// the directory: the next artifact published there syncs it (`drivers/manifest.rs`
+    /// `publish`, a second later at a one-second log interval). A removal that a crash of the
+    /// machine takes back leaves an acknowledged artifact in the outbox; the restart finds it,
+    /// ships it again and the recovery site takes it as a duplicate. One directory sync per log
+    /// fewer.
     pub fn discard(&self, key: &ArtifactKey) -> io::Result<()> {
         let path = self.index().remove(key);
         let path = path.or_else(|| self.find(true, key));
         if let Some(p) = path {
-            remove_pair(&p)?;
+            remove_pair_unsynced(&p)?;
         }
         Ok(())
     }
@@ -353,6 +358,12 @@ fn scan_checked(dir: &Path) -> (Vec<(ArtifactMeta, PathBuf)>, Vec<Damaged>) {
 }
 
 fn remove_pair(path: &Path) -> io::Result<()> {
+    remove_pair_unsynced(path)?;
+    fsync_dir(parent(path))
+}
+
+/// [`remove_pair`] without the directory's sync.
+fn remove_pair_unsynced(path: &Path) -> io::Result<()> {
     let m = dm::manifest_path(path);
     // Manifest first: a file without a manifest is an incomplete copy, never a valid artifact.
     match fs::remove_file(&m) {
@@ -365,7 +376,7 @@ fn remove_pair(path: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    fsync_dir(parent(path))
+    Ok(())
 }
 
 /// The database name in an artifact's seed-convention file name (`?` when it does not parse).
