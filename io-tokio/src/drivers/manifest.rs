@@ -389,26 +389,45 @@ pub fn staging_path(outbox: &Path, db_name: &str, kind: ArtifactKind) -> PathBuf
     ))
 }
 
+/// A database name that can be part of an artifact's file name.
+fn check_db_name(db_name: &str) -> Result<(), DriverError> {
+    if db_name.is_empty() || db_name.contains(['/', '\0']) || db_name.starts_with('.') {
+        return Err(DriverError::new(
+            ErrorKind::Config,
+            format!(
+                "database name {db_name:?} cannot be part of an artifact file name (empty, starts \
+                 with `.`, or contains `/`): rename the database in the configuration",
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Publish a staged artifact file into `outbox`: fsync it, hash it, give it its seed-convention
-/// name, rename it into place, then write its manifest durably (temp, fsync, rename, directory
-/// fsync). The manifest appears last, so a manifest always describes a complete file.
+/// name, rename it into place, then write its manifest (temp, fsync, rename) and fsync the
+/// directory once for both. The manifest appears last, so a manifest always describes a
+/// complete file.
 pub fn publish(
     outbox: &Path,
     staged: &Path,
     new: &NewArtifact<'_>,
 ) -> Result<ArtifactFile, DriverError> {
-    if new.db_name.is_empty() || new.db_name.contains(['/', '\0']) || new.db_name.starts_with('.') {
-        return Err(DriverError::new(
-            ErrorKind::Config,
-            format!(
-                "database name {:?} cannot be part of an artifact file name (empty, starts with \
-                 `.`, or contains `/`): rename the database in the configuration",
-                new.db_name
-            ),
-        ));
-    }
+    check_db_name(new.db_name)?;
     durable::sync_file(staged)?;
     let (size, checksum) = hash_file(staged)?;
+    publish_synced(outbox, staged, new, size, checksum)
+}
+
+/// [`publish`] for a staged file its writer already synced, `size` bytes hashing to `checksum`
+/// (measured while writing it): no second open to sync it, no second read to hash it.
+pub fn publish_synced(
+    outbox: &Path,
+    staged: &Path,
+    new: &NewArtifact<'_>,
+    size: u64,
+    checksum: Checksum,
+) -> Result<ArtifactFile, DriverError> {
+    check_db_name(new.db_name)?;
     let meta = ArtifactMeta {
         key: ArtifactKey {
             db: new.db,

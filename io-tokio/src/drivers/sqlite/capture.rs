@@ -162,7 +162,8 @@ impl Pin {
         // A reset that failed half-way may have left the old connection without its
         // transaction.
         if !old.is_autocommit() {
-            old.execute_batch("COMMIT")
+            old.prepare_cached("COMMIT")
+                .and_then(|mut c| c.execute([]).map(|_| ()))
                 .map_err(|e| DriverError::sqlite(slot.what("releasing the old pin of"), &e))?;
         }
         self.active = next;
@@ -171,8 +172,13 @@ impl Pin {
 }
 
 fn begin(conn: &Connection, slot: &Slot) -> Result<(), DriverError> {
-    conn.execute_batch("BEGIN DEFERRED")
-        .and_then(|()| conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(())))
+    // Cached statements: a pin moves at every capture.
+    conn.prepare_cached("BEGIN DEFERRED")
+        .and_then(|mut b| b.execute([]).map(|_| ()))
+        .and_then(|()| {
+            conn.prepare_cached("SELECT count(*) FROM sqlite_schema")
+                .and_then(|mut q| q.query_row([], |_| Ok(())))
+        })
         .map_err(|e| DriverError::sqlite(slot.what("pinning a read snapshot of"), &e))
 }
 

@@ -140,29 +140,38 @@ pub fn write_delta(
     pages: &[u32],
     source: &File,
 ) -> io::Result<()> {
-    write_delta_unsynced(path, header, pages, source)?.sync_all()
+    write_delta_hashed(path, header, pages, source).map(|_| ())
 }
 
-/// [`write_delta`] without the fsync, for a file whose next step syncs it (`manifest::publish`).
-pub fn write_delta_unsynced(
+/// [`write_delta`], returning the file's size and checksum, hashed as it was written (what
+/// `manifest::publish_synced` needs without reading the file again).
+pub fn write_delta_hashed(
     path: &Path,
     header: &DeltaHeader,
     pages: &[u32],
     source: &File,
-) -> io::Result<File> {
+) -> io::Result<(u64, lifeboat_core::Checksum)> {
     debug_assert_eq!(pages.len(), header.entries as usize);
     let file = File::create(path)?;
     let mut out = BufWriter::with_capacity(1 << 20, &file);
-    out.write_all(&header.encode())?;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut size = 0u64;
+    let mut put = |out: &mut BufWriter<&File>, bytes: &[u8]| {
+        hasher.update(bytes);
+        size += bytes.len() as u64;
+        out.write_all(bytes)
+    };
+    put(&mut out, &header.encode())?;
     let mut buf = vec![0u8; header.page_size as usize];
     for &page in pages {
         source.read_exact_at(&mut buf, u64::from(page - 1) * u64::from(header.page_size))?;
-        out.write_all(&page.to_le_bytes())?;
-        out.write_all(&buf)?;
+        put(&mut out, &page.to_le_bytes())?;
+        put(&mut out, &buf)?;
     }
     out.flush()?;
     drop(out);
-    Ok(file)
+    file.sync_all()?;
+    Ok((size, lifeboat_core::Checksum(hasher.digest())))
 }
 
 /// A delta file opened for reading, its structure checked.
@@ -253,5 +262,35 @@ mod tests {
         let mut bad = h.encode();
         bad[16..20].copy_from_slice(&1000u32.to_le_bytes());
         assert!(DeltaHeader::decode(&bad).unwrap_err().contains("page size"));
+    }
+
+    #[test]
+    fn a_delta_written_hashed_reports_the_size_and_checksum_of_what_is_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let source_path = dir.path().join("source.db");
+        let image: Vec<u8> = (0..4u32 * 512).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&source_path, &image).unwrap();
+        let source = File::open(&source_path).unwrap();
+        let header = DeltaHeader {
+            kind: DeltaKind::Log,
+            page_size: 512,
+            page_count: 4,
+            lsn_start: 3,
+            lsn_end: 5,
+            base_full: None,
+            entries: 2,
+        };
+        let out = dir.path().join("delta");
+        let (size, checksum) = write_delta_hashed(&out, &header, &[2, 4], &source).unwrap();
+        assert_eq!(size, header.file_len());
+        assert_eq!(
+            crate::drivers::manifest::hash_file(&out).unwrap(),
+            (size, checksum)
+        );
+        let (reader, pages) = DeltaReader::open(&out).unwrap();
+        assert_eq!(pages, [2, 4]);
+        let mut buf = vec![0u8; 512];
+        reader.read_image(1, &mut buf).unwrap();
+        assert_eq!(buf, image[3 * 512..]);
     }
 }

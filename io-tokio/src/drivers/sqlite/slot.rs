@@ -420,9 +420,8 @@ impl Slot {
             entries: pages.len() as u32,
         };
         let staging = manifest::staging_path(&request.outbox, self.name(), kind);
-        // `publish` fsyncs the staged file before it names it.
-        File::open(staged)
-            .and_then(|source| pages::write_delta_unsynced(&staging, &header, &pages, &source))
+        let (size, checksum) = File::open(staged)
+            .and_then(|source| pages::write_delta_hashed(&staging, &header, &pages, &source))
             .map_err(|e| {
                 DriverError::io(
                     format!(
@@ -434,10 +433,12 @@ impl Slot {
                     &e,
                 )
             })?;
-        manifest::publish(
+        manifest::publish_synced(
             &request.outbox,
             &staging,
             &self.new_artifact(request, kind, from, to, base_full),
+            size,
+            checksum,
         )
     }
 
