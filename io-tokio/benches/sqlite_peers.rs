@@ -8,6 +8,9 @@
 //! - `LIFEBOAT_BENCH_SQLITE_RUN_S`: seconds of steady writes measured per size and tool once
 //!   protection is established (default 60);
 //! - `LIFEBOAT_BENCH_SQLITE_TIGHT_S`: seconds of each tight-loop writer measure (default 10);
+//! - `LIFEBOAT_BENCH_SQLITE_ROUNDS`: rounds per size (default 1); the tools alternate, each
+//!   round's figures go to stderr and each printed figure is the median over the rounds (this
+//!   machine's per-minute CPU figures vary by a third between runs);
 //! - `LIFEBOAT_BENCH_SQLITE_LOG`: the agents' log filter (default `warn`; logs go to files in the
 //!   run's temporary directory); `LIFEBOAT_BENCH_SQLITE_KEEP=1` keeps that directory.
 //!
@@ -526,6 +529,7 @@ fn wchar(pid: u32) -> Option<u64> {
 }
 
 /// What one tool did in its steady window.
+#[derive(Debug)]
 struct Figures {
     protected_s: f64,
     lag_p50: u64,
@@ -535,6 +539,25 @@ struct Figures {
     wchar_mib_per_min: f64,
     worst_commit_ms: f64,
     writer_ratio: f64,
+}
+
+/// Each figure's median over `runs` (the upper middle of an even count); `None` for none.
+fn median(runs: &[Figures]) -> Option<Figures> {
+    fn mid<T: Copy + PartialOrd>(runs: &[Figures], f: impl Fn(&Figures) -> T) -> T {
+        let mut v: Vec<T> = runs.iter().map(f).collect();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        v[v.len() / 2]
+    }
+    (!runs.is_empty()).then(|| Figures {
+        protected_s: mid(runs, |f| f.protected_s),
+        lag_p50: mid(runs, |f| f.lag_p50),
+        lag_p99: mid(runs, |f| f.lag_p99),
+        cpu_per_min: mid(runs, |f| f.cpu_per_min),
+        write_mib_per_min: mid(runs, |f| f.write_mib_per_min),
+        wchar_mib_per_min: mid(runs, |f| f.wchar_mib_per_min),
+        worst_commit_ms: mid(runs, |f| f.worst_commit_ms),
+        writer_ratio: mid(runs, |f| f.writer_ratio),
+    })
 }
 
 /// CPU and bytes of `pid` over a window of steady writes; the window's commits.
@@ -901,6 +924,7 @@ fn main() {
         .expect("a temporary directory");
     eprintln!("working in {}", root.path().display());
     let keep = std::env::var_os("LIFEBOAT_BENCH_SQLITE_KEEP").is_some();
+    let rounds = env_u64("LIFEBOAT_BENCH_SQLITE_ROUNDS", 1).max(1);
     for mib in sizes {
         let size = label(mib);
         let pristine = root.path().join(format!("pristine-{size}.db"));
@@ -912,49 +936,59 @@ fn main() {
             t.elapsed().as_secs_f64()
         );
 
-        eprintln!("[{size}] lifeboat");
-        let base = baseline(&pristine, root.path(), &s);
-        let (d, db) = fresh(root.path(), "lifeboat", &pristine);
-        let lb = run_lifeboat(&d, &db, &s).map(|mut f| {
-            f.writer_ratio /= base;
-            f
-        });
-        if !keep {
-            let _ = std::fs::remove_dir_all(&d);
-        }
-        match &lb {
-            Ok(f) => print_figures("sqlite", "primary_", "", &size, f),
-            Err(e) => eprintln!("[{size}] lifeboat failed: {e}"),
-        }
-
-        if litestream {
-            eprintln!("[{size}] litestream");
+        // Rounds alternate the tools, so that a slow period of the machine weighs on both;
+        // each figure printed is the median over the rounds.
+        let mut lbs = Vec::new();
+        let mut lss = Vec::new();
+        for round in 1..=rounds {
+            eprintln!("[{size}] lifeboat, round {round} of {rounds}");
             let base = baseline(&pristine, root.path(), &s);
-            let (d, db) = fresh(root.path(), "litestream", &pristine);
-            let ls = run_litestream(&d, &db, &s).map(|mut f| {
-                f.writer_ratio /= base;
-                f
-            });
+            let (d, db) = fresh(root.path(), "lifeboat", &pristine);
+            match run_lifeboat(&d, &db, &s) {
+                Ok(mut f) => {
+                    f.writer_ratio /= base;
+                    eprintln!("[{size}] lifeboat round {round}: {f:?}");
+                    lbs.push(f);
+                }
+                Err(e) => eprintln!("[{size}] lifeboat failed: {e}"),
+            }
             if !keep {
                 let _ = std::fs::remove_dir_all(&d);
             }
-            match (&ls, &lb) {
-                (Ok(f), lb) => {
-                    print_figures("litestream", "", "write_", &size, f);
-                    if let Ok(l) = lb {
-                        let pairs = [
-                            ("lag_p50", l.lag_p50 as f64, f.lag_p50 as f64),
-                            ("lag_p99", l.lag_p99 as f64, f.lag_p99 as f64),
-                            ("cpu", l.cpu_per_min, f.cpu_per_min),
-                            ("write", l.write_mib_per_min, f.write_mib_per_min),
-                            ("writer_ratio", l.writer_ratio, f.writer_ratio),
-                        ];
-                        for (name, a, b) in pairs {
-                            bench(&format!("sqlite_{name}_vs_litestream_{size}"), ratio(a, b));
-                        }
+            if litestream {
+                eprintln!("[{size}] litestream, round {round} of {rounds}");
+                let base = baseline(&pristine, root.path(), &s);
+                let (d, db) = fresh(root.path(), "litestream", &pristine);
+                match run_litestream(&d, &db, &s) {
+                    Ok(mut f) => {
+                        f.writer_ratio /= base;
+                        eprintln!("[{size}] litestream round {round}: {f:?}");
+                        lss.push(f);
                     }
+                    Err(e) => eprintln!("[{size}] litestream failed: {e}"),
                 }
-                (Err(e), _) => eprintln!("[{size}] litestream failed: {e}"),
+                if !keep {
+                    let _ = std::fs::remove_dir_all(&d);
+                }
+            }
+        }
+        let lb = median(&lbs);
+        if let Some(f) = &lb {
+            print_figures("sqlite", "primary_", "", &size, f);
+        }
+        if let Some(f) = median(&lss) {
+            print_figures("litestream", "", "write_", &size, &f);
+            if let Some(l) = &lb {
+                let pairs = [
+                    ("lag_p50", l.lag_p50 as f64, f.lag_p50 as f64),
+                    ("lag_p99", l.lag_p99 as f64, f.lag_p99 as f64),
+                    ("cpu", l.cpu_per_min, f.cpu_per_min),
+                    ("write", l.write_mib_per_min, f.write_mib_per_min),
+                    ("writer_ratio", l.writer_ratio, f.writer_ratio),
+                ];
+                for (name, a, b) in pairs {
+                    bench(&format!("sqlite_{name}_vs_litestream_{size}"), ratio(a, b));
+                }
             }
         }
         let _ = std::fs::remove_file(&pristine);
