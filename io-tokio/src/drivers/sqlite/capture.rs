@@ -625,6 +625,17 @@ fn reset(slot: &Slot, pin: &mut Pin, state: ChainState) -> Result<ChainState, Dr
     if let Err(e) = checkpoint(&pin.conns[other], CATCH_UP_WAIT, false) {
         tracing::debug!(db = slot.name(), error = %e, "checkpoint before the WAL reset");
     }
+    // The shadow's images since its last sync are synced before the write lock is taken: under
+    // it, only the last few frames' are (see [`apply`]), and the application's writer does not
+    // wait for every page it touched since the last reset to reach the disk.
+    let mut state = state;
+    if state.unsynced.is_some() {
+        let shadow = state.shadow_path(&slot.dir);
+        durable::open_rw(&shadow)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| DriverError::io(format!("syncing the shadow {}", shadow.display()), &e))?;
+        state.unsynced = None;
+    }
     if let Err(e) = take_write_lock(&pin.conns[other], slot) {
         tracing::debug!(db = slot.name(), error = %e, "WAL reset skipped: the application writes");
         return Ok(state);
