@@ -688,6 +688,9 @@ fn production_timers(toml: String) -> String {
     out
 }
 
+/// One tool's run on a fresh copy: [`run_lifeboat`] or [`run_litestream`].
+type Runner = fn(&Path, &Path, &Settings) -> Result<Figures, String>;
+
 fn run_lifeboat(d: &Path, db: &Path, s: &Settings) -> Result<Figures, String> {
     let p = free_ports(6);
     let rec_db = d.join("rdb/app.db");
@@ -941,35 +944,29 @@ fn main() {
         let mut lbs = Vec::new();
         let mut lss = Vec::new();
         for round in 1..=rounds {
-            eprintln!("[{size}] lifeboat, round {round} of {rounds}");
-            let base = baseline(&pristine, root.path(), &s);
-            let (d, db) = fresh(root.path(), "lifeboat", &pristine);
-            match run_lifeboat(&d, &db, &s) {
-                Ok(mut f) => {
-                    f.writer_ratio /= base;
-                    eprintln!("[{size}] lifeboat round {round}: {f:?}");
-                    lbs.push(f);
-                }
-                Err(e) => eprintln!("[{size}] lifeboat failed: {e}"),
-            }
-            if !keep {
-                let _ = std::fs::remove_dir_all(&d);
-            }
-            if litestream {
-                eprintln!("[{size}] litestream, round {round} of {rounds}");
+            let one = |tool: &str, run: Runner| -> Option<Figures> {
+                eprintln!("[{size}] {tool}, round {round} of {rounds}");
                 let base = baseline(&pristine, root.path(), &s);
-                let (d, db) = fresh(root.path(), "litestream", &pristine);
-                match run_litestream(&d, &db, &s) {
-                    Ok(mut f) => {
-                        f.writer_ratio /= base;
-                        eprintln!("[{size}] litestream round {round}: {f:?}");
-                        lss.push(f);
-                    }
-                    Err(e) => eprintln!("[{size}] litestream failed: {e}"),
-                }
+                let (d, db) = fresh(root.path(), tool, &pristine);
+                let got = run(&d, &db, &s);
                 if !keep {
                     let _ = std::fs::remove_dir_all(&d);
                 }
+                match got {
+                    Ok(mut f) => {
+                        f.writer_ratio /= base;
+                        eprintln!("[{size}] {tool} round {round}: {f:?}");
+                        Some(f)
+                    }
+                    Err(e) => {
+                        eprintln!("[{size}] {tool} failed: {e}");
+                        None
+                    }
+                }
+            };
+            lbs.extend(one("lifeboat", run_lifeboat));
+            if litestream {
+                lss.extend(one("litestream", run_litestream));
             }
         }
         let lb = median(&lbs);

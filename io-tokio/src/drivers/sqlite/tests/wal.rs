@@ -306,9 +306,7 @@ fn a_machine_crash_that_loses_the_shadows_unsynced_images_is_repaired_from_the_w
     assert!(gaps.is_empty(), "the WAL still held every frame: {gaps:?}");
     assert_eq!(log3.manifest.lsn_start, log2.manifest.lsn_end);
     assert_eq!(log3.manifest.lsn_end.0 - log3.manifest.lsn_start.0, 5);
-    standby.restore_all(&[&full, &log1, &log2, &log3]);
-    assert_eq!(standby.rows(), primary.rows());
-    assert_eq!(standby.integrity(), "ok");
+    restore_and_compare(&primary, &standby, &full, &[log1, log2, log3]);
     // The shadow itself is whole again: a full cut from it restores the same rows.
     let restarted = open_driver(primary.dir.path(), &primary.db);
     let full2 = restarted
@@ -322,10 +320,7 @@ fn a_machine_crash_that_loses_the_shadows_unsynced_images_is_repaired_from_the_w
         })
         .unwrap()
         .remove(0);
-    let fresh = site();
-    fresh.restore_all(&[&full2]);
-    assert_eq!(fresh.rows(), primary.rows());
-    assert_eq!(fresh.integrity(), "ok");
+    restore_and_compare(&primary, &site(), &full2, &[]);
 }
 
 /// The same crash, but the WAL started over while the machine was down: the frames are gone, so
@@ -363,9 +358,7 @@ fn a_machine_crash_then_a_wal_restart_carries_every_page() {
         reader.header.page_count,
         "every page is carried"
     );
-    standby.restore_all(&[&full, &log1, &log2]);
-    assert_eq!(standby.rows(), primary.rows());
-    assert_eq!(standby.integrity(), "ok");
+    restore_and_compare(&primary, &standby, &full, &[log1, log2]);
 }
 
 /// The salts of the WAL header of `site`'s database (they change when SQLite starts the WAL
