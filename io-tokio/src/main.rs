@@ -341,11 +341,6 @@ fn runtime() -> tokio::runtime::Runtime {
     runtime_with(None)
 }
 
-/// An agent's or the arbiter's runtime: one async worker unless `LIFEBOAT_WORKER_THREADS` says
-/// otherwise. Their async work is small (timers, frames, TLS, the operator API) and everything
-/// that touches a disk or a database runs on the blocking pool; a second worker is woken for
-/// tasks it could steal (the SQLite bench at 10 MiB, runs interleaved: 0.27-0.31 CPU s a minute
-/// with one worker, 0.31-0.34 with two, lower in every pair).
 /// Run an agent or the arbiter on [`service_runtime`]'s worker, not on the main thread that
 /// `block_on` drives: with the service's loop on the main thread, each of its wake-ups by a task
 /// on the worker (a frame, a timer, a finished disk write) was a wake-up of another thread, a
@@ -360,6 +355,11 @@ fn run_service(
     })
 }
 
+/// An agent's or the arbiter's runtime: one async worker unless `LIFEBOAT_WORKER_THREADS` says
+/// otherwise. Their async work is small (timers, frames, TLS, the operator API) and everything
+/// that touches a disk or a database runs on the blocking pool; a second worker is woken for
+/// tasks it could steal (the SQLite bench at 10 MiB, runs interleaved: 0.27-0.31 CPU s a minute
+/// with one worker, 0.31-0.34 with two, lower in every pair).
 fn service_runtime() -> tokio::runtime::Runtime {
     let workers = match std::env::var("LIFEBOAT_WORKER_THREADS") {
         Ok(v) => match v.trim().parse::<usize>() {
