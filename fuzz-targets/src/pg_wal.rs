@@ -11,6 +11,8 @@
 //! - a header that passes `check` has a PostgreSQL segment size, the segment's own file name,
 //!   `.history` names only, and its range, replay target and floor inside the segment;
 //! - a scan that succeeds reports positions inside the segment, in order;
+//! - counting commits (`scan_commits`) scans the same way and counts no more commits than
+//!   records;
 //! - `WalFile::parse(f.name(size), size) == f`, and a name that parses is the name of what it
 //!   parsed to (up to the case of the hex digits);
 //! - `PgLsn` prints to a text that parses back to it, and a text that parses prints to a text
@@ -22,8 +24,8 @@ use lifeboat_io_tokio::drivers::postgres::segment::{
     self, HistoryFile, SegmentHeader, SEGMENT_FORMAT_VERSION,
 };
 use lifeboat_io_tokio::drivers::postgres::wal::{
-    checked_segment_range, scan_segment, segment_range, valid_segment_size, PgLsn, ScanError,
-    WalFile, MIN_SEGMENT, PAGE_MAGIC_PG15, WAL_PAGE,
+    checked_segment_range, scan_commits, scan_segment, segment_range, valid_segment_size, PgLsn,
+    ScanError, WalFile, MIN_SEGMENT, PAGE_MAGIC_PG15, WAL_PAGE,
 };
 
 /// The segment size of the structured inputs: the smallest PostgreSQL allows, so a whole
@@ -307,6 +309,22 @@ fn build_segment(r: &mut Bytes<'_>, segno: u64, size: u64) -> Vec<u8> {
 }
 
 fn check_scan(bytes: &[u8], segno: u64, size: u64) {
+    // Counting commits walks the same records: the same scan, and a count no larger than the
+    // records that start in the segment.
+    let base = checked_segment_range(segno, size).map_or(0, |(b, _)| b);
+    let from = base + (bytes.len() as u64 / 3);
+    match (
+        scan_segment(bytes, segno, size),
+        scan_commits(bytes, segno, size, from),
+    ) {
+        (Ok(a), Ok((b, c))) => {
+            assert_eq!(a, b, "the commit walk scanned differently");
+            assert!(c.count <= a.records, "{c:?} of {a:?}");
+            assert!(c.first_ms.is_some() || c.last_ms.is_none(), "{c:?}");
+        }
+        (Err(a), Err(b)) => assert_eq!(a, b),
+        (a, b) => panic!("scan {a:?} but commit walk {b:?}"),
+    }
     match scan_segment(bytes, segno, size) {
         Err(e) => {
             assert!(!e.to_string().is_empty(), "an empty reason");

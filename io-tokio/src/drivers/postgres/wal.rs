@@ -30,6 +30,19 @@ const XLP_FIRST_IS_CONTRECORD: u16 = 0x0001;
 const XLP_LONG_HEADER: u16 = 0x0002;
 const RM_XLOG_ID: u8 = 0;
 const XLOG_SWITCH: u8 = 0x40;
+const RM_XACT_ID: u8 = 1;
+/// `XLOG_XACT_OPMASK` and the two operations that commit a transaction.
+const XLOG_XACT_OPMASK: u8 = 0x70;
+const XLOG_XACT_COMMIT: u8 = 0x00;
+const XLOG_XACT_COMMIT_PREPARED: u8 = 0x30;
+/// Record header block ids (`XLR_BLOCK_ID_*`) that can come before a commit's main data.
+const XLR_BLOCK_ID_DATA_SHORT: u8 = 255;
+const XLR_BLOCK_ID_DATA_LONG: u8 = 254;
+const XLR_BLOCK_ID_ORIGIN: u8 = 253;
+const XLR_BLOCK_ID_TOPLEVEL_XID: u8 = 252;
+/// PostgreSQL's timestamps count microseconds from 2000-01-01 UTC; this is that instant in
+/// milliseconds since the Unix epoch.
+const PG_EPOCH_UNIX_MS: i64 = 946_684_800_000;
 
 /// A WAL position printed the PostgreSQL way (`0/3000028`).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -269,6 +282,93 @@ fn maxalign(x: u64) -> u64 {
 /// Walk the records of segment `segno` (the file's bytes): find where the last record inside it
 /// ends and where valid WAL stops. Works on complete segments and on files still being written.
 pub fn scan_segment(bytes: &[u8], segno: u64, segment_size: u64) -> Result<SegmentScan, ScanError> {
+    walk_segment(bytes, segno, segment_size, |_| {})
+}
+
+/// One record that starts in a segment, as [`walk_segment`] meets it.
+struct Record<'a> {
+    start: u64,
+    rmid: u8,
+    info: u8,
+    /// The bytes from the record's start to the end of its page (all of its header when
+    /// `rmid` is known).
+    on_page: &'a [u8],
+}
+
+/// Commit records found by [`scan_commits`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Commits {
+    /// Transactions committed (`COMMIT` and `COMMIT PREPARED` records).
+    pub count: u64,
+    /// The earliest and latest commit times read (ms since the Unix epoch); a commit whose
+    /// header crosses a page is counted without its time.
+    pub first_ms: Option<i64>,
+    pub last_ms: Option<i64>,
+    /// The latest commit time read before `from` (in this segment).
+    pub before_ms: Option<i64>,
+}
+
+/// [`scan_segment`], also counting the transactions committed by records that start at or
+/// after `from`.
+pub fn scan_commits(
+    bytes: &[u8],
+    segno: u64,
+    segment_size: u64,
+    from: u64,
+) -> Result<(SegmentScan, Commits), ScanError> {
+    let mut c = Commits::default();
+    let scan = walk_segment(bytes, segno, segment_size, |r| {
+        if r.rmid != RM_XACT_ID {
+            return;
+        }
+        let op = r.info & XLOG_XACT_OPMASK;
+        if op != XLOG_XACT_COMMIT && op != XLOG_XACT_COMMIT_PREPARED {
+            return;
+        }
+        if r.start < from {
+            if let Some(t) = commit_time(r.on_page) {
+                c.before_ms = Some(c.before_ms.map_or(t, |b| b.max(t)));
+            }
+            return;
+        }
+        c.count += 1;
+        if let Some(t) = commit_time(r.on_page) {
+            c.first_ms = Some(c.first_ms.map_or(t, |f| f.min(t)));
+            c.last_ms = Some(c.last_ms.map_or(t, |l| l.max(t)));
+        }
+    })?;
+    Ok((scan, c))
+}
+
+/// A commit record's time (`xl_xact_commit.xact_time`, the first field of its main data) when
+/// the header up to it lies on the record's first page.
+fn commit_time(rec: &[u8]) -> Option<i64> {
+    let mut at = RECORD_HEADER as usize;
+    loop {
+        match *rec.get(at)? {
+            XLR_BLOCK_ID_ORIGIN => at += 1 + 2,
+            XLR_BLOCK_ID_TOPLEVEL_XID => at += 1 + 4,
+            XLR_BLOCK_ID_DATA_SHORT => {
+                at += 1 + 1;
+                break;
+            }
+            XLR_BLOCK_ID_DATA_LONG => {
+                at += 1 + 4;
+                break;
+            }
+            _ => return None, // a block reference: no commit carries one
+        }
+    }
+    let us = i64::from_le_bytes(rec.get(at..at + 8)?.try_into().ok()?);
+    PG_EPOCH_UNIX_MS.checked_add(us.div_euclid(1000))
+}
+
+fn walk_segment(
+    bytes: &[u8],
+    segno: u64,
+    segment_size: u64,
+    mut visit: impl FnMut(Record<'_>),
+) -> Result<SegmentScan, ScanError> {
     if bytes.len() as u64 != segment_size {
         return Err(ScanError::WrongSize {
             size: bytes.len() as u64,
@@ -342,6 +442,12 @@ pub fn scan_segment(bytes: &[u8], segno: u64, segment_size: u64) -> Result<Segme
             return Ok(scan); // the rest of the record is not written yet
         };
         scan.records += 1;
+        visit(Record {
+            start: ptr,
+            rmid,
+            info,
+            on_page: &bytes[o..o + page_left as usize],
+        });
         if rmid == RM_XLOG_ID && info & 0xF0 == XLOG_SWITCH {
             scan.switched = true;
             scan.last_record_start = Some(ptr);
@@ -589,5 +695,73 @@ pub(crate) mod tests {
         // A segment recycled from another position: its page address is wrong.
         let b = build(9, &[(100, 10, 0)], None);
         assert!(scan_segment(&b, 10, SEG).is_err());
+    }
+
+    #[test]
+    fn commits_are_counted_from_a_position_with_their_times() {
+        // An insert, a commit, an abort, a commit with an origin, a commit prepared.
+        let recs = [
+            (100, 10, 0),
+            (40, RM_XACT_ID, XLOG_XACT_COMMIT),
+            (40, RM_XACT_ID, 0x20),
+            (48, RM_XACT_ID, XLOG_XACT_COMMIT | 0x80),
+            (40, RM_XACT_ID, XLOG_XACT_COMMIT_PREPARED),
+        ];
+        let mut b = build(5, &recs, None);
+        let starts: Vec<u64> = recs
+            .iter()
+            .scan(LONG_HEADER, |pos, r| {
+                let at = *pos;
+                *pos += maxalign(u64::from(r.0));
+                Some(at)
+            })
+            .collect();
+        // 2026-12-05T14:00:00Z is 849_794_400 s after PostgreSQL's epoch.
+        let t0: i64 = 849_794_400_000_000;
+        let put = |b: &mut Vec<u8>, rec: usize, header: &[u8], us: i64| {
+            let o = starts[rec] as usize + RECORD_HEADER as usize;
+            b[o..o + header.len()].copy_from_slice(header);
+            let o = o + header.len();
+            b[o..o + 8].copy_from_slice(&us.to_le_bytes());
+        };
+        put(&mut b, 1, &[XLR_BLOCK_ID_DATA_SHORT, 8], t0);
+        put(&mut b, 2, &[XLR_BLOCK_ID_DATA_SHORT, 8], t0 + 1_000);
+        put(
+            &mut b,
+            3,
+            &[XLR_BLOCK_ID_ORIGIN, 1, 0, XLR_BLOCK_ID_DATA_SHORT, 8],
+            t0 + 2_500,
+        );
+        put(&mut b, 4, &[XLR_BLOCK_ID_DATA_LONG, 8, 0, 0, 0], t0 + 7_000);
+        let unix = PG_EPOCH_UNIX_MS + t0 / 1000;
+        let (scan, all) = scan_commits(&b, 5, SEG, 0).unwrap();
+        assert_eq!(scan, scan_segment(&b, 5, SEG).unwrap());
+        assert_eq!(
+            all,
+            Commits {
+                count: 3,
+                first_ms: Some(unix),
+                last_ms: Some(unix + 7),
+                before_ms: None,
+            }
+        );
+        let (_, later) = scan_commits(&b, 5, SEG, 5 * SEG + starts[2]).unwrap();
+        assert_eq!(
+            later,
+            Commits {
+                count: 2,
+                first_ms: Some(unix + 2),
+                last_ms: Some(unix + 7),
+                before_ms: Some(unix),
+            }
+        );
+        assert_eq!(
+            lifeboat_core::utc::iso_ms(lifeboat_core::UtcMillis(unix)),
+            "2026-12-05T14:00:00.000Z"
+        );
+        // A block reference where the main data should be: counted, without a time.
+        put(&mut b, 1, &[0, 8], t0);
+        let (_, c) = scan_commits(&b, 5, SEG, 0).unwrap();
+        assert_eq!((c.count, c.first_ms), (3, Some(unix + 2)));
     }
 }
