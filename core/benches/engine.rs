@@ -196,6 +196,7 @@ fn kind_of(site: usize, input: &Input) -> &'static str {
         Input::Promoted { .. } => ["promoted (primary)", "promoted (secondary)"],
         Input::StreamAlarm { .. } => ["stream_alarm (primary)", "stream_alarm (secondary)"],
         Input::Archived { .. } => ["archived (primary)", "archived (secondary)"],
+        Input::LostWrites(_) => ["lost_writes (primary)", "lost_writes (secondary)"],
     };
     k[site]
 }

@@ -154,6 +154,33 @@ pub enum Input {
         key: ArtifactKey,
         error: Option<String>,
     },
+    /// A rebuild (`Command::Reseed`) found writes this site's old copy took that the new
+    /// primary's history lacks: the exact loss of the failover that made this site stale, where
+    /// the failover's report could only bound it. Reported before the reseed's `Completed`.
+    /// Appended: journals encode the variant's index.
+    LostWrites(LostWrites),
+}
+
+/// Writes a former primary took that the new primary never received, found by its driver when
+/// it was rebuilt (PostgreSQL: the old timeline's WAL past the new timeline's switch point).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LostWrites {
+    pub db: DbId,
+    /// Where the new primary's history left the old copy's: the new primary has everything
+    /// before it.
+    pub from: Lsn,
+    /// The end of the old copy's valid log: `to - from` positions were lost.
+    pub to: Lsn,
+    /// Transactions committed in `[from, to)`, when the driver can count them.
+    pub transactions: Option<u64>,
+    /// The first and last of their commit times, when the driver can read them.
+    pub first_commit: Option<crate::ids::UtcMillis>,
+    pub last_commit: Option<crate::ids::UtcMillis>,
+    /// The last commit time before `from` (the newest write the new primary holds), when the
+    /// driver read one: `last_commit` minus it is the loss in time.
+    pub last_kept_commit: Option<crate::ids::UtcMillis>,
+    /// Where the driver kept them at the site that found them, for an operator to read.
+    pub kept: String,
 }
 
 /// Conditions of a continuous stream that the primary's driver watches.
@@ -447,6 +474,10 @@ pub enum Message {
         epoch: Epoch,
         req: u64,
     },
+    // ---- site to site (appended) ----
+    /// A rebuilt former primary tells the new primary what its old copy held that the new
+    /// history lacks (`Input::LostWrites`): the failover's loss, exactly.
+    LostWrites(LostWrites),
 }
 
 /// Everything an engine asks of its adapter.

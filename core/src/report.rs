@@ -66,4 +66,12 @@ pub enum Report {
     },
     /// A database was rebuilt from a full backup.
     Reseeded { db: DbId, at: Lsn },
+    /// The exact loss of a failover, known once the former primary (`site`) was rebuilt and
+    /// its driver compared its old copy with the new primary's history (`Input::LostWrites`).
+    /// `epoch`: the epoch the reporting site knew. Reported by both sites.
+    LostWrites {
+        site: SiteId,
+        epoch: Epoch,
+        lost: crate::protocol::LostWrites,
+    },
 }

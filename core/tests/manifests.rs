@@ -328,6 +328,114 @@ fn stream_alarms_raise_and_clear_a_condition_with_their_severity() {
     assert!(e.poll_output().is_none(), "an unknown database is ignored");
 }
 
+/// A rebuild's driver found a former primary's lost writes (`Input::LostWrites`): the site
+/// reports them and tells its peer, whose engine reports them as the peer's; neither commands
+/// anything. A description that is not one (an unknown database, an end before its start) is
+/// rejected with an audit, neither reported nor sent.
+#[test]
+fn lost_writes_are_reported_at_both_sites_and_nonsense_is_rejected() {
+    use lifeboat_core::protocol::{LostWrites, Message};
+    use lifeboat_core::report::Report;
+    use lifeboat_core::{Lsn, Peer, UtcMillis};
+    let mut old = SiteEngine::new(config(2), SiteId(1));
+    let mut new = SiteEngine::new(config(2), SiteId(0));
+    for e in [&mut old, &mut new] {
+        e.handle(1_000, Input::Tick);
+        while e.poll_output().is_some() {}
+    }
+    let lost = LostWrites {
+        db: DbId(1),
+        from: Lsn(0x300_0100),
+        to: Lsn(0x300_2100),
+        transactions: Some(12),
+        first_commit: Some(UtcMillis(1_000)),
+        last_commit: Some(UtcMillis(1_450)),
+        last_kept_commit: Some(UtcMillis(990)),
+        kept: "/spool/db1/diverged/00000001-0000000003000100".into(),
+    };
+    old.handle(1_000, Input::LostWrites(lost.clone()));
+    let out: Vec<Output> = std::iter::from_fn(|| old.poll_output()).collect();
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Command(_))),
+        "{out:#?}"
+    );
+    let audit = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Audit(a) => Some(a),
+            _ => None,
+        })
+        .expect("audited");
+    assert!(
+        audit.why.contains("8192 positions") && audit.why.contains("12 transactions"),
+        "{}",
+        audit.why
+    );
+    let reported: Vec<&Report> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Report(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reported,
+        [&Report::LostWrites {
+            site: SiteId(1),
+            epoch: old.state().epoch,
+            lost: lost.clone()
+        }]
+    );
+    let sent = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Send { to, msg } => Some((*to, msg.clone())),
+            _ => None,
+        })
+        .expect("told to the peer");
+    assert_eq!(
+        sent,
+        (Peer::Site(SiteId(0)), Message::LostWrites(lost.clone()))
+    );
+    new.handle(
+        1_001,
+        Input::Message {
+            from: Peer::Site(SiteId(1)),
+            msg: sent.1,
+        },
+    );
+    let out: Vec<Output> = std::iter::from_fn(|| new.poll_output()).collect();
+    assert!(
+        out.iter().any(
+            |o| matches!(o, Output::Report(Report::LostWrites { site, lost: l, .. })
+            if *site == SiteId(1) && *l == lost)
+        ),
+        "{out:#?}"
+    );
+    assert!(!out
+        .iter()
+        .any(|o| matches!(o, Output::Send { .. } | Output::Command(_))));
+    for bad in [
+        LostWrites {
+            db: DbId(7),
+            ..lost.clone()
+        },
+        LostWrites {
+            to: Lsn(5),
+            ..lost.clone()
+        },
+    ] {
+        old.handle(1_002, Input::LostWrites(bad));
+        let out: Vec<Output> = std::iter::from_fn(|| old.poll_output()).collect();
+        assert!(
+            out.iter()
+                .all(|o| matches!(o, Output::Audit(a) if a.what == "reject lost writes")),
+            "{out:#?}"
+        );
+        assert_eq!(out.len(), 1);
+    }
+}
+
 /// The recovery site asks for a full backup again while the first one (of a large database)
 /// is still being taken or shipped: the primary takes no second one, which would only compete
 /// with the first. Once the first was refused, a new request takes a new one.

@@ -74,7 +74,17 @@ fn msg_fp(m: &Message) -> u64 {
             heard_ms_ago.map_or(u64::MAX, |m| m),
             *req,
         ]),
+        Message::LostWrites(l) => mix(&[22, lost_fp(l)]),
     }
+}
+
+fn lost_fp(l: &lifeboat_core::protocol::LostWrites) -> u64 {
+    mix(&[
+        u64::from(l.db.0),
+        l.from.0,
+        l.to.0,
+        l.transactions.map_or(u64::MAX, |t| t),
+    ])
 }
 
 pub fn input_fp(i: &Input) -> u64 {
@@ -123,6 +133,7 @@ pub fn input_fp(i: &Input) -> u64 {
             what.bytes().fold(0, |h, b| h.rotate_left(5) ^ u64::from(b)),
         ]),
         Input::Archived { key, error } => mix(&[16, key_fp(key), u64::from(error.is_some())]),
+        Input::LostWrites(l) => mix(&[17, lost_fp(l)]),
     }
 }
 

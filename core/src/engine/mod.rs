@@ -260,6 +260,7 @@ impl SiteEngine {
                 active,
                 what,
             } => self.stream_alarm(now, db, alarm, active, &what),
+            Input::LostWrites(lost) => self.lost_writes_found(now, lost),
         }
         self.run_timers(now);
         if cfg!(debug_assertions) {

@@ -308,7 +308,27 @@ impl<'a> World<'a> {
                 let site = self.r.below(2);
                 if self.r.bool() {
                     let free_mib = u64::from(self.r.u16());
-                    if (0xFFE0..0xFFE8).contains(&free_mib) {
+                    if (0xFFD8..0xFFE0).contains(&free_mib) {
+                        // As rarely: a rebuild found a former primary's lost writes (an
+                        // unknown database, or an end before its start, now and then).
+                        let db = DbId((free_mib as usize % (self.dbs() + 1)) as u32);
+                        let (from, to) = if free_mib & 1 == 0 {
+                            (free_mib, free_mib + 4096)
+                        } else {
+                            (free_mib, 7)
+                        };
+                        let lost = lifeboat_core::protocol::LostWrites {
+                            db,
+                            from: Lsn(from),
+                            to: Lsn(to),
+                            transactions: (free_mib & 2 == 0).then_some(3),
+                            first_commit: None,
+                            last_commit: None,
+                            last_kept_commit: None,
+                            kept: format!("diverged/{free_mib}"),
+                        };
+                        self.feed(site, Input::LostWrites(lost));
+                    } else if (0xFFE0..0xFFE8).contains(&free_mib) {
                         // As rarely: a condition of a continuous stream began or ended.
                         let db = DbId((free_mib as usize % (self.dbs() + 1)) as u32);
                         let alarm = if free_mib & 2 == 0 {

@@ -466,6 +466,26 @@ pub enum ReportBody {
         db: String,
         at_lsn: u64,
     },
+    /// A failover's exact loss, found when the former primary (`site`) was rebuilt.
+    LostWrites {
+        site: String,
+        epoch: u64,
+        db: String,
+        from_lsn: u64,
+        to_lsn: u64,
+        /// Positions lost (`to_lsn - from_lsn`; bytes of WAL for PostgreSQL).
+        lost: u64,
+        /// Transactions committed in them, when counted.
+        transactions: Option<u64>,
+        /// The first and last lost commit (UTC), and the last commit the new primary holds.
+        first_commit: Option<String>,
+        last_commit: Option<String>,
+        last_kept_commit: Option<String>,
+        /// The loss in time: from the last commit kept to the last commit lost, in seconds.
+        lost_s: Option<f64>,
+        /// Where the former primary's site kept them.
+        kept: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -887,6 +907,23 @@ impl ReportBody {
                 db: cfg.db_name(*db).to_string(),
                 at_lsn: at.0,
             },
+            Report::LostWrites { site, epoch, lost } => ReportBody::LostWrites {
+                site: cfg.site_name(*site).to_string(),
+                epoch: epoch.0,
+                db: cfg.db_name(lost.db).to_string(),
+                from_lsn: lost.from.0,
+                to_lsn: lost.to.0,
+                lost: lost.to.0.saturating_sub(lost.from.0),
+                transactions: lost.transactions,
+                first_commit: lost.first_commit.map(lifeboat_core::utc::iso_ms),
+                last_commit: lost.last_commit.map(lifeboat_core::utc::iso_ms),
+                last_kept_commit: lost.last_kept_commit.map(lifeboat_core::utc::iso_ms),
+                lost_s: lost
+                    .last_kept_commit
+                    .zip(lost.last_commit)
+                    .map(|(k, l)| l.0.saturating_sub(k.0) as f64 / 1000.0),
+                kept: lost.kept.clone(),
+            },
         }
     }
 
@@ -896,6 +933,7 @@ impl ReportBody {
             ReportBody::Switchover { .. } => "switchover",
             ReportBody::Drill { .. } => "drill",
             ReportBody::Reseeded { .. } => "reseeded",
+            ReportBody::LostWrites { .. } => "lost_writes",
         }
     }
 }
@@ -934,6 +972,20 @@ pub(crate) mod tests {
             last_seen: 900,
             text: "a log is missing".into(),
         };
+        let lost = Report::LostWrites {
+            site: SiteId(0),
+            epoch: Epoch(2),
+            lost: lifeboat_core::protocol::LostWrites {
+                db: DbId(0),
+                from: Lsn(0x0300_0100),
+                to: Lsn(0x0300_2100),
+                transactions: Some(12),
+                first_commit: Some(lifeboat_core::UtcMillis(1_796_479_000_000)),
+                last_commit: Some(lifeboat_core::UtcMillis(1_796_479_000_450)),
+                last_kept_commit: Some(lifeboat_core::UtcMillis(1_796_478_999_990)),
+                kept: "/var/lib/lifeboat/spool/app/diverged/00000001-0000000003000100".into(),
+            },
+        };
         let report = Report::Failover {
             epoch: Epoch(2),
             new_primary: SiteId(1),
@@ -967,11 +1019,18 @@ pub(crate) mod tests {
                 size: 4096,
                 done: None,
             }],
-            reports: vec![ReportDoc {
-                seq: 1,
-                utc: "2026-12-03T10:00:00Z".into(),
-                body: ReportBody::of(&cfg, &report),
-            }],
+            reports: vec![
+                ReportDoc {
+                    seq: 1,
+                    utc: "2026-12-03T10:00:00Z".into(),
+                    body: ReportBody::of(&cfg, &report),
+                },
+                ReportDoc {
+                    seq: 2,
+                    utc: "2026-12-03T10:05:00Z".into(),
+                    body: ReportBody::of(&cfg, &lost),
+                },
+            ],
             latencies: vec![400, 600, 900],
             journal: JournalStats {
                 records_since_snapshot: 12,
@@ -1185,12 +1244,20 @@ pub(crate) mod tests {
             "recent_decisions[].what",
             "recent_decisions[].why",
             "reports",
+            "reports[].db",
             "reports[].detected_at_ms",
             "reports[].epoch",
+            "reports[].first_commit",
             "reports[].forced",
+            "reports[].from_lsn",
+            "reports[].kept",
             "reports[].kind",
+            "reports[].last_commit",
+            "reports[].last_kept_commit",
             "reports[].left_out",
             "reports[].losses",
+            "reports[].lost",
+            "reports[].lost_s",
             "reports[].new_primary",
             "reports[].rpo_lower",
             "reports[].rpo_lower_s",
@@ -1198,6 +1265,9 @@ pub(crate) mod tests {
             "reports[].rpo_upper_s",
             "reports[].rto_ms",
             "reports[].seq",
+            "reports[].site",
+            "reports[].to_lsn",
+            "reports[].transactions",
             "reports[].utc",
             "reports[].writable_at_ms",
             "reports[].write_rate_per_s",

@@ -5,7 +5,7 @@ use crate::alert::{AlertKind, Severity, Subject};
 use crate::artifact::ArtifactKind;
 use crate::engine::{texts, OpPurpose, SiteEngine, Timer};
 use crate::ids::{DbId, Epoch, Millis, OpId};
-use crate::protocol::{ArbiterView, Command, Failure, Message, Peer};
+use crate::protocol::{ArbiterView, Command, Failure, LostWrites, Message, Peer};
 use crate::report::{DbLoss, Report};
 
 impl SiteEngine {
@@ -464,6 +464,53 @@ impl SiteEngine {
         if let Some(p) = self.st.procedure.as_mut() {
             p.rpo = Some((lower, upper, losses));
         }
+    }
+
+    /// `Input::LostWrites`: this site's rebuild found what its old copy wrote that the new
+    /// primary's history lacks. Reported here and told to the new primary, whose failover
+    /// report could only bound the loss.
+    pub(in crate::engine) fn lost_writes_found(&mut self, now: Millis, lost: LostWrites) {
+        let me = self.me;
+        if self.lost_writes(now, me, lost.clone()) {
+            self.send_peer(Message::LostWrites(lost));
+        }
+    }
+
+    /// Record a failover's exact loss found at `site` (this one or the peer). False when the
+    /// description is not one (an unknown database, an end before the start).
+    pub(in crate::engine) fn lost_writes(
+        &mut self,
+        now: Millis,
+        site: SiteId,
+        lost: LostWrites,
+    ) -> bool {
+        if !self.valid_db(lost.db) || lost.to < lost.from {
+            let why = format!("not a loss of a configured database: {lost:?}");
+            self.reject(now, "lost writes", why);
+            return false;
+        }
+        let tx = lost
+            .transactions
+            .map_or_else(|| "uncounted".to_string(), |t| t.to_string());
+        self.audit(
+            now,
+            "writes lost in a failover".into(),
+            format!(
+                "{}'s old copy of {} held {} positions the new primary's history lacks                  ({tx} transactions), kept in {} there",
+                self.cfg.site_name(site),
+                self.db_name(lost.db),
+                lost.to.0 - lost.from.0,
+                lost.kept
+            ),
+            vec![
+                Self::kv("from", lost.from),
+                Self::kv("to", lost.to),
+                Self::kv("transactions", tx),
+            ],
+        );
+        let epoch = self.st.epoch;
+        self.report(Report::LostWrites { site, epoch, lost });
+        true
     }
 
     pub(in crate::engine) fn acquire(&mut self, now: Millis) {

@@ -137,6 +137,9 @@ impl SiteEngine {
                 self.st.peer.peer_seen = Some((now, heard_ms_ago));
                 self.peer_lost_check(now);
             }
+            (Peer::Site(s), Message::LostWrites(lost)) if s == self.peer => {
+                self.lost_writes(now, s, lost);
+            }
             (from, msg) => self.reject(now, "message", format!("unexpected {msg:?} from {from:?}")),
         }
     }
