@@ -724,6 +724,8 @@ fn killed_postgres_primary_fails_over_and_the_true_loss_lies_within_the_reported
         Duration::from_secs(120),
         || in_recovery(a) == Some(true) && count(a) == count(b),
     );
+    // Its rebuild compared the old copy with b's history.
+    check_lost_writes(&w, &log, restored, end);
     for _ in 0..3 {
         assert!(write_batch(b, &after));
     }
@@ -736,6 +738,67 @@ fn killed_postgres_primary_fails_over_and_the_true_loss_lies_within_the_reported
         "secondary",
         "protection continues in reverse"
     );
+}
+
+/// After a's rebuild (following a kill of its site and a failover to b): the exact loss, which
+/// the failover report could only bound, is reported by both sites with the true figures, and
+/// the lost WAL is kept at a; nothing when nothing was lost. a reports it before its reseed
+/// completes, so before it replays b's rows.
+fn check_lost_writes(w: &World, log: &Log, restored: u64, end: u64) {
+    let true_loss = end.saturating_sub(restored);
+    let at_a = reports(w.site("a").http, "lost_writes");
+    if true_loss == 0 {
+        assert!(at_a.is_empty(), "nothing was lost, yet a reports {at_a:?}");
+        return;
+    }
+    assert_eq!(at_a.len(), 1, "a reports what it found: {at_a:?}");
+    wait_for("b to hear of the loss", Duration::from_secs(10), || {
+        !reports(w.site("b").http, "lost_writes").is_empty()
+    });
+    let found = reports(w.site("b").http, "lost_writes").remove(0);
+    eprintln!("    lost writes: {found}");
+    assert_eq!(found["site"], "a");
+    assert_eq!(found["from_lsn"].as_u64(), Some(restored), "{found}");
+    assert_eq!(found["to_lsn"].as_u64(), Some(end), "{found}");
+    assert_eq!(found["lost"].as_u64(), Some(true_loss));
+    // Each batch is one transaction: every acknowledged batch that began after the switch
+    // point was lost, and at most every batch whose commit may lie after it (the one in
+    // flight at the kill included).
+    let surely = log.acked().filter(|bt| bt.before >= restored).count() as u64;
+    let maybe = log
+        .batches
+        .iter()
+        .filter(|bt| bt.after.is_none_or(|a| a > restored))
+        .count() as u64;
+    let tx = found["transactions"].as_u64().unwrap();
+    assert!(
+        surely <= tx && tx <= maybe,
+        "{tx} lost transactions counted, {surely}..={maybe} batches lost"
+    );
+    if tx > 0 {
+        assert!(found["first_commit"].is_string() && found["last_commit"].is_string());
+    }
+    let kept = PathBuf::from(found["kept"].as_str().unwrap());
+    assert!(kept.join("loss.json").is_file(), "{}", kept.display());
+    // The loss in time, from the newest commit b holds to the newest a lost: what the
+    // writer's acknowledgements span (commits are acknowledged within milliseconds).
+    let kept_ack = log
+        .acked()
+        .filter(|bt| bt.after.unwrap() <= restored)
+        .filter_map(|bt| bt.acked_at)
+        .max();
+    let lost_ack = log
+        .acked()
+        .filter(|bt| bt.before >= restored)
+        .filter_map(|bt| bt.acked_at)
+        .max();
+    if let (Some(k), Some(l), Some(s)) = (kept_ack, lost_ack, found["lost_s"].as_f64()) {
+        let acks = l.duration_since(k).as_secs_f64();
+        assert!(
+            (s - acks).abs() <= 0.25,
+            "lost_s {s} against {acks} s between the acknowledgements: {found}"
+        );
+    }
 }
 
 /// 2b. Streaming, with the default schedule (a log every 5 minutes, `archive_timeout` 60 s):

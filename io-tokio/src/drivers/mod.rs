@@ -188,6 +188,13 @@ pub trait Driver: Send + Sync {
         self.promote(db, epoch)
     }
 
+    /// What the last rebuilds ([`Driver::reseed`]) found that this site's old copy wrote and
+    /// the new primary's history lacks (a former primary's writes lost in a failover), taken
+    /// once. Default: the driver cannot tell.
+    fn take_lost_writes(&self) -> Vec<lifeboat_core::protocol::LostWrites> {
+        Vec::new()
+    }
+
     /// Services of this site that the other site's receiver reaches through a transport
     /// tunnel, by database (PostgreSQL: its server, when streaming). Empty: none.
     fn tunnel_targets(&self) -> Vec<Option<String>> {

@@ -60,6 +60,7 @@ pub mod segment;
 pub mod spool;
 pub mod wal;
 
+mod diverged;
 mod drill;
 pub mod pitr;
 mod primary;
@@ -134,6 +135,8 @@ pub struct PostgresDriver {
     specs: Vec<DatabaseSpec>,
     run_as: RunAs,
     slots: Vec<Slot>,
+    /// Lost writes the reseeds found, until the agent takes them.
+    lost: Mutex<Vec<lifeboat_core::protocol::LostWrites>>,
 }
 
 impl PostgresDriver {
@@ -194,6 +197,7 @@ impl PostgresDriver {
             specs,
             run_as,
             slots,
+            lost: Mutex::default(),
         })
     }
 
@@ -407,6 +411,10 @@ impl Driver for PostgresDriver {
         let mut st = slot.lock();
         crate::drivers::check_bytes(full)?;
         reseed::reseed(self, slot, &mut st, full)
+    }
+
+    fn take_lost_writes(&self) -> Vec<lifeboat_core::protocol::LostWrites> {
+        std::mem::take(&mut *self.lost.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn promote(&self, db: DbId, epoch: Epoch) -> Result<Lsn, DriverError> {

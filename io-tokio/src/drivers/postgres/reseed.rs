@@ -4,7 +4,7 @@ use super::server::{run, Running};
 use super::spool;
 use super::state::PgState;
 use super::wal::PgLsn;
-use super::{setup, PostgresDriver, Slot};
+use super::{diverged, setup, PostgresDriver, Slot};
 use crate::drivers::manifest::ArtifactFile;
 use crate::drivers::{DriverError, ErrorKind};
 use lifeboat_core::{ArtifactKind, Lsn};
@@ -109,7 +109,7 @@ pub fn reseed(
     match attempt {
         Ok(()) => {
             if had_old {
-                discard(&old);
+                keep_lost_writes(d, slot, &old, &data);
             }
             st.restored_to = Some(full.manifest.lsn_end.0);
             st.save()?;
@@ -162,6 +162,43 @@ pub fn reseed(
                 slot.name(),
                 full.path.display()
             )))
+        }
+    }
+}
+
+/// Before the old copy goes: keep what it wrote beyond the new primary's history (a former
+/// primary's writes lost in a failover, see `diverged`), then remove it. If that comparison
+/// fails, the old copy is kept whole under a new name instead, and the error names it.
+fn keep_lost_writes(d: &PostgresDriver, slot: &Slot, old: &Path, data: &Path) {
+    let size = slot.segment_size();
+    let found = if size == 0 {
+        Err("the cluster's WAL segment size is unknown".to_string())
+    } else {
+        diverged::find_and_keep(
+            slot.id,
+            slot.name(),
+            old,
+            data,
+            size,
+            &slot.wal.spool.join("diverged"),
+        )
+    };
+    match found {
+        Ok(lost) => {
+            if let Some(l) = lost {
+                tracing::warn!(db = slot.name(), from = %PgLsn(l.from.0), to = %PgLsn(l.to.0),
+                    bytes = l.to.0 - l.from.0, transactions = ?l.transactions, kept = %l.kept,
+                    "the old copy held writes the new primary lacks: lost in the failover, kept");
+                d.lost.lock().unwrap_or_else(|e| e.into_inner()).push(l);
+            }
+            discard(old);
+        }
+        Err(e) => {
+            let aside = sibling(data, &format!("lifeboat-kept-{}", spool::unix_ms()));
+            let kept = fs::rename(old, &aside).map_or_else(|_| old.to_path_buf(), |_| aside);
+            tracing::error!(db = slot.name(), error = %e, kept = %kept.display(),
+                "could not compare the old copy with the new primary's history; it is kept \
+                 whole: read its pg_wal for writes the failover lost, then remove it");
         }
     }
 }
