@@ -412,10 +412,9 @@ pub fn publish(
     staged: &Path,
     new: &NewArtifact<'_>,
 ) -> Result<ArtifactFile, DriverError> {
-    check_db_name(new.db_name)?;
     durable::sync_file(staged)?;
     let (size, checksum) = hash_file(staged)?;
-    publish_named(outbox, staged, new, size, checksum)
+    publish_synced(outbox, staged, new, size, checksum)
 }
 
 /// [`publish`] for a staged file its writer already synced, `size` bytes hashing to `checksum`
@@ -428,18 +427,6 @@ pub fn publish_synced(
     checksum: Checksum,
 ) -> Result<ArtifactFile, DriverError> {
     check_db_name(new.db_name)?;
-    publish_named(outbox, staged, new, size, checksum)
-}
-
-/// The steps [`publish`] and [`publish_synced`] share once the name is checked and the staged
-/// file synced and hashed: its manifest, its name, and the directory's sync.
-fn publish_named(
-    outbox: &Path,
-    staged: &Path,
-    new: &NewArtifact<'_>,
-    size: u64,
-    checksum: Checksum,
-) -> Result<ArtifactFile, DriverError> {
     let meta = ArtifactMeta {
         key: ArtifactKey {
             db: new.db,
