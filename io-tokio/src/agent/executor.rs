@@ -811,9 +811,8 @@ async fn run(ctx: &Ctx, job: Job) -> Result<(), Failure> {
                 crate::crash::point("restore_before_report");
                 // Before the completion, as a promotion's positions: what the rebuilt old
                 // copy held beyond the new history (the driver kept it on disk already).
+                // (The driver logged each one as it kept it.)
                 for lost in ctx.driver.take_lost_writes() {
-                    warn!(db = ctx.cfg.db_name(lost.db), from = lost.from.0, to = lost.to.0,
-                          kept = %lost.kept, "writes lost in a failover");
                     ctx.feed.send(Input::LostWrites(lost)).await;
                 }
             }
