@@ -4,7 +4,8 @@
 //! - **cp**: `archive_command = 'cp %p <archive>/%f'`, the standby's
 //!   `restore_command = 'cp <archive>/%f %p'`;
 //! - **lifeboat**: `archive_command = 'lifeboat wal-push …'` (durable in the spool), the driver's
-//!   `take_backup(Log)` publishing each segment into the outbox with its manifest, delivery to
+//!   `collect_logs` (what the agent runs every `COLLECT_LOGS_EVERY` while it takes writes; here
+//!   as fast as the loop turns) publishing each segment into the outbox with its manifest, delivery to
 //!   the standby's inbox and verification (checksum against the manifest), then `restore`
 //!   (served through `lifeboat wal-fetch`, which checks it again, and waited for until
 //!   `pg_last_wal_replay_lsn()` passes it), shipping and restoring concurrently as an agent does.
@@ -329,6 +330,20 @@ fn take(d: &PostgresDriver, kind: ArtifactKind, outbox: &Path) -> Vec<ArtifactFi
     .unwrap()
 }
 
+/// What the agent does every `COLLECT_LOGS_EVERY` while the primary takes writes: publish the
+/// segments PostgreSQL archived (here as fast as the loop turns).
+fn collect(d: &PostgresDriver, outbox: &Path) -> Vec<ArtifactFile> {
+    d.collect_logs(&BackupRequest {
+        db: DB,
+        kind: ArtifactKind::Log,
+        epoch: Epoch(1),
+        created_utc: UtcMillis(1_795_316_700_000),
+        outbox: outbox.to_path_buf(),
+        progress: Default::default(),
+    })
+    .unwrap()
+}
+
 /// Deliver into the inbox and verify against the manifest (the transport's job).
 fn ship(arts: &[ArtifactFile], inbox: &Path) -> Vec<ArtifactFile> {
     arts.iter()
@@ -340,7 +355,7 @@ fn ship(arts: &[ArtifactFile], inbox: &Path) -> Vec<ArtifactFile> {
         .collect()
 }
 
-/// lifeboat: wal-push, take_backup(Log), deliver + verify, restore through wal-fetch.
+/// lifeboat: wal-push, collect_logs, deliver + verify, restore through wal-fetch.
 fn lifeboat_pair(s: &ScratchDir, bin: &Path, segments: u64) -> f64 {
     let proot = s.dir("lb-primary");
     let sroot = s.dir("lb-standby");
@@ -369,7 +384,7 @@ fn lifeboat_pair(s: &ScratchDir, bin: &Path, segments: u64) -> f64 {
     let shipper = std::thread::spawn(move || {
         let mut shipped_to = 0;
         while shipped_to < end {
-            for a in ship(&take(&pd, ArtifactKind::Log, &outbox), &inbox) {
+            for a in ship(&collect(&pd, &outbox), &inbox) {
                 shipped_to = shipped_to.max(a.manifest.lsn_end.0);
                 tx.send(a).unwrap();
             }

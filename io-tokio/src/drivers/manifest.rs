@@ -328,7 +328,6 @@ pub fn verify_artifact(path: &Path) -> Result<ArtifactFile, DriverError> {
 /// Check an artifact's size and checksum against its manifest.
 pub fn check_bytes(artifact: &ArtifactFile) -> Result<(), DriverError> {
     let path = &artifact.path;
-    let m = &artifact.manifest;
     let on_disk = match fs::metadata(path) {
         Ok(meta) => meta.len(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -338,34 +337,44 @@ pub fn check_bytes(artifact: &ArtifactFile) -> Result<(), DriverError> {
                     "artifact {} of database {} is missing although its manifest exists: \
                      re-copy it from the primary",
                     path.display(),
-                    m.db
+                    artifact.manifest.db
                 ),
             )
             .with_permanent(true))
         }
         Err(e) => return Err(DriverError::io(format!("reading {}", path.display()), &e)),
     };
-    let mismatch_size = |actual: u64| {
-        DriverError::new(
+    check_sum(artifact, on_disk, None)?;
+    let (size, sum) = hash_file(path)?;
+    check_sum(artifact, size, Some(sum))
+}
+
+/// [`check_bytes`] for an artifact already read whole into `bytes` (one read, one hash).
+pub fn check_read(artifact: &ArtifactFile, bytes: &[u8]) -> Result<(), DriverError> {
+    check_sum(
+        artifact,
+        bytes.len() as u64,
+        Some(Checksum(xxhash_rust::xxh3::xxh3_64(bytes))),
+    )
+}
+
+/// `size` bytes (and their checksum `sum`, when known) against the manifest.
+fn check_sum(artifact: &ArtifactFile, size: u64, sum: Option<Checksum>) -> Result<(), DriverError> {
+    let (path, m) = (&artifact.path, &artifact.manifest);
+    if size != m.size {
+        return Err(DriverError::new(
             ErrorKind::SizeMismatch,
             format!(
-                "artifact {} of database {} is {actual} bytes, its manifest says {}: the copy \
+                "artifact {} of database {} is {size} bytes, its manifest says {}: the copy \
                  is truncated or damaged; re-copy it from the primary",
                 path.display(),
                 m.db,
                 m.size
             ),
-        )
-    };
-    if on_disk != m.size {
-        return Err(mismatch_size(on_disk));
+        ));
     }
-    let (size, sum) = hash_file(path)?;
-    if size != m.size {
-        return Err(mismatch_size(size));
-    }
-    if sum != m.checksum {
-        return Err(DriverError::new(
+    match sum {
+        Some(sum) if sum != m.checksum => Err(DriverError::new(
             ErrorKind::ChecksumMismatch,
             format!(
                 "artifact {} of database {} has checksum {sum}, its manifest says {}: the file \
@@ -374,9 +383,9 @@ pub fn check_bytes(artifact: &ArtifactFile) -> Result<(), DriverError> {
                 m.db,
                 m.checksum
             ),
-        ));
+        )),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Where a driver stages a new artifact of `db_name` before publishing it: a hidden file in the

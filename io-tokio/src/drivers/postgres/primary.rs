@@ -10,6 +10,7 @@ use super::wal::{segment_of, PgLsn, WalFile};
 use super::{setup, PostgresDriver, Slot};
 use crate::drivers::manifest::{self, ArtifactFile, NewArtifact};
 use crate::drivers::{BackupRequest, DriverError, ErrorKind};
+use lifeboat_core::Checksum;
 use lifeboat_core::{ArtifactKind, Epoch, Lsn, UtcMillis};
 use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
@@ -217,13 +218,14 @@ pub fn publish_pushed(
         if !name.ends_with(SEGMENT_SUFFIX) {
             continue;
         }
+        // One read: the header is checked and the whole file hashed for its manifest here.
         let decoded = fs::read(&path).map_err(|e| e.to_string()).and_then(|b| {
             segment::decode(&b)
-                .map(|(h, _)| h)
+                .map(|(h, _)| (h, b.len() as u64, Checksum(xxhash_rust::xxh3::xxh3_64(&b))))
                 .map_err(|e| e.to_string())
         });
         match decoded {
-            Ok(h) => ready.push((h, path)),
+            Ok((h, size, sum)) => ready.push((h, path, size, sum)),
             Err(why) => {
                 let aside = slot.wal.aside_dir().join(format!("{name}.damaged"));
                 tracing::error!(db = slot.name(), file = %path.display(), why = %why,
@@ -232,9 +234,24 @@ pub fn publish_pushed(
             }
         }
     }
-    ready.sort_by_key(|(h, _)| (h.lsn_start, h.lsn_end, h.timeline));
+    ready.sort_by_key(|(h, ..)| (h.lsn_start, h.lsn_end, h.timeline));
     let mut out = Vec::new();
-    for (h, path) in ready {
+    let published = publish_ready(slot, st, req, ready, &mut out);
+    // The state once for the whole batch, before any of it is acknowledged (returned).
+    if !out.is_empty() {
+        st.save()?;
+    }
+    published.map(|()| out)
+}
+
+fn publish_ready(
+    slot: &Slot,
+    st: &mut PgState,
+    req: &BackupRequest,
+    ready: Vec<(segment::SegmentHeader, PathBuf, u64, Checksum)>,
+    out: &mut Vec<ArtifactFile>,
+) -> Result<(), DriverError> {
+    for (h, path, size, sum) in ready {
         let key = PublishedSegment {
             timeline: h.timeline,
             segno: h.segno,
@@ -250,34 +267,33 @@ pub fn publish_pushed(
             .map(|m| m.mtime() * 1000 + m.mtime_nsec() / 1_000_000)
             .unwrap_or(req.created_utc.0);
         let staged = manifest::staging_path(&req.outbox, slot.name(), ArtifactKind::Log);
-        move_or_copy(&path, &staged)?;
-        let a = manifest::publish(
-            &req.outbox,
-            &staged,
-            &NewArtifact {
-                db_name: slot.name(),
-                db: slot.id,
-                kind: ArtifactKind::Log,
-                epoch: req.epoch,
-                lsn_start: Lsn(h.lsn_start),
-                lsn_end: Lsn(h.lsn_end),
-                base_full: None,
-                created_utc: UtcMillis(created),
-            },
-        )?;
+        let new = NewArtifact {
+            db_name: slot.name(),
+            db: slot.id,
+            kind: ArtifactKind::Log,
+            epoch: req.epoch,
+            lsn_start: Lsn(h.lsn_start),
+            lsn_end: Lsn(h.lsn_end),
+            base_full: None,
+            created_utc: UtcMillis(created),
+        };
+        // wal-push synced the file and nothing rewrites it: renamed, it is the file just
+        // hashed. A copy to another file system is synced and hashed again.
+        let a = if fs::rename(&path, &staged).is_ok() {
+            manifest::publish_synced(&req.outbox, &staged, &new, size, sum)?
+        } else {
+            copy_across(&path, &staged)?;
+            manifest::publish(&req.outbox, &staged, &new)?
+        };
         st.remember_published(key);
         st.saw(req.epoch.0, h.timeline);
-        st.save()?;
         out.push(a);
     }
-    Ok(out)
+    Ok(())
 }
 
-/// Rename `from` to `to`, or copy and fsync when they are on different file systems.
-fn move_or_copy(from: &Path, to: &Path) -> Result<(), DriverError> {
-    if fs::rename(from, to).is_ok() {
-        return Ok(());
-    }
+/// Copy `from` to `to` and fsync the copy, then remove `from` (different file systems).
+fn copy_across(from: &Path, to: &Path) -> Result<(), DriverError> {
     let copied = (|| {
         let mut src = File::open(from)?;
         let mut dst = File::create(to)?;

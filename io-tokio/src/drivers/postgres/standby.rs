@@ -13,6 +13,7 @@ use crate::drivers::manifest::{self, ArtifactFile, Manifest};
 use crate::drivers::{DriverError, ErrorKind};
 use lifeboat_core::{ArtifactKind, DbId, Epoch, Lsn};
 use std::fs;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -68,6 +69,14 @@ fn not_found(slot: &Slot, what: &str) -> DriverError {
 /// had: it must be reseeded.
 fn ensure_standby(d: &PostgresDriver, slot: &Slot, st: &mut PgState) -> Result<(), DriverError> {
     let signal = slot.server.data_dir().join("standby.signal");
+    // The common case, once per segment: the standby answers on its session that it is in
+    // recovery. `running()` runs `pg_ctl status` as the server's user (milliseconds), so it is
+    // asked only when the session does not answer so.
+    if slot.server.data_dir().join("PG_VERSION").exists()
+        && matches!(slot.server.in_recovery(), Ok(true))
+    {
+        return Ok(());
+    }
     match slot.server.running() {
         Running::NoCluster => Err(not_found(slot, "there is nothing to replay into")),
         Running::Yes => {
@@ -295,12 +304,18 @@ fn requests(served: &Served, wal: &WalConfig) -> Requests {
         later_asked: false,
         refused: None,
     };
-    let Ok(text) = fs::read_to_string(wal.request_log()) else {
+    // Only what was appended since the segment was served: the log grows to REQUEST_LOG_MAX.
+    let Ok(mut f) = fs::File::open(wal.request_log()) else {
         return r;
     };
-    let from = (served.requests_from as usize).min(text.len());
+    let mut text = String::new();
+    if f.seek(SeekFrom::Start(served.requests_from)).is_err()
+        || f.read_to_string(&mut text).is_err()
+    {
+        return r;
+    }
     let h = &served.header;
-    for line in text.get(from..).unwrap_or("").lines() {
+    for line in text.lines() {
         let mut words = line.splitn(4, ' ');
         let (_, name, outcome) = (
             words.next(),
@@ -337,7 +352,7 @@ pub fn await_replay(
     let stall = Duration::from_millis(d.cfg.stall_ms);
     let mut last = 0u64;
     let mut moved_at = Instant::now();
-    let mut nap = Duration::from_millis(2);
+    let mut nap = Duration::from_millis(1);
     let fail = |e: DriverError| {
         unserve(&served.artifact);
         Err(e)
@@ -432,7 +447,7 @@ pub fn await_replay(
             ));
         }
         std::thread::sleep(nap);
-        nap = (nap * 2).min(Duration::from_millis(4));
+        nap = (nap * 2).min(Duration::from_millis(2));
     }
 }
 
