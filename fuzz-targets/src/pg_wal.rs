@@ -12,7 +12,7 @@
 //!   `.history` names only, and its range, replay target and floor inside the segment;
 //! - a scan that succeeds reports positions inside the segment, in order;
 //! - counting commits (`scan_commits`) scans the same way and counts no more commits than
-//!   records;
+//!   records; a walk in chunks (`Walker`, as `wal-push` walks while it reads) ends the same way;
 //! - `WalFile::parse(f.name(size), size) == f`, and a name that parses is the name of what it
 //!   parsed to (up to the case of the hex digits);
 //! - `PgLsn` prints to a text that parses back to it, and a text that parses prints to a text
@@ -25,7 +25,7 @@ use lifeboat_io_tokio::drivers::postgres::segment::{
 };
 use lifeboat_io_tokio::drivers::postgres::wal::{
     checked_segment_range, scan_commits, scan_segment, segment_range, valid_segment_size, PgLsn,
-    ScanError, WalFile, MIN_SEGMENT, PAGE_MAGIC_PG15, WAL_PAGE,
+    ScanError, WalFile, Walker, MIN_SEGMENT, PAGE_MAGIC_PG15, WAL_PAGE,
 };
 
 /// The segment size of the structured inputs: the smallest PostgreSQL allows, so a whole
@@ -324,6 +324,26 @@ fn check_scan(bytes: &[u8], segno: u64, size: u64) {
         }
         (Err(a), Err(b)) => assert_eq!(a, b),
         (a, b) => panic!("scan {a:?} but commit walk {b:?}"),
+    }
+    // A walk in chunks, as `wal-push` walks a segment while it reads it, ends the same way.
+    if bytes.len() as u64 == size {
+        if let Ok(mut w) = Walker::new(segno, size) {
+            let chunk = 3000 + (segno % 7) as usize * WAL_PAGE as usize;
+            let mut avail = 0;
+            let chunked = loop {
+                avail = (avail + chunk).min(bytes.len());
+                match w.advance(bytes, avail, &mut |_| {}) {
+                    Ok(None) => assert!(avail < bytes.len(), "the whole segment ends the walk"),
+                    Ok(Some(scan)) => break Ok(scan),
+                    Err(e) => break Err(e),
+                }
+            };
+            assert_eq!(
+                chunked,
+                scan_segment(bytes, segno, size),
+                "the chunked walk differs"
+            );
+        }
     }
     match scan_segment(bytes, segno, size) {
         Err(e) => {

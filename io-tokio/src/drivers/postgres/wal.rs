@@ -286,7 +286,7 @@ pub fn scan_segment(bytes: &[u8], segno: u64, segment_size: u64) -> Result<Segme
 }
 
 /// One record that starts in a segment, as [`walk_segment`] meets it.
-struct Record<'a> {
+pub struct Record<'a> {
     start: u64,
     rmid: u8,
     info: u8,
@@ -375,93 +375,185 @@ fn walk_segment(
             expected: segment_size,
         });
     }
-    // The walk relies on whole WAL pages and on positions that cannot overflow.
-    if !valid_segment_size(segment_size) {
-        return Err(ScanError::BadSegment(format!(
-            "{segment_size} bytes is not a PostgreSQL segment size (a power of two, 1 MiB to 1 GiB)"
-        )));
-    }
-    let Some((base, seg_end)) = checked_segment_range(segno, segment_size) else {
-        return Err(ScanError::BadSegment(format!(
-            "segment {segno} of {segment_size}-byte segments lies beyond the end of the WAL"
-        )));
-    };
-    let first = page_at(bytes, base, 0).ok_or_else(|| {
-        ScanError::BadFirstPage(format!(
-            "no PostgreSQL 15 page header for {} at offset 0",
-            PgLsn(base)
-        ))
-    })?;
-    if first.info & XLP_LONG_HEADER == 0 {
-        return Err(ScanError::BadFirstPage("no long page header".into()));
-    }
-    let mut scan = SegmentScan {
-        last_record_end: None,
-        last_record_start: None,
-        valid_end: base + first.header,
-        switched: false,
-        records: 0,
-    };
-    // Skip the tail of a record that started in an earlier segment.
-    let mut ptr = base + first.header;
-    if first.info & XLP_FIRST_IS_CONTRECORD != 0 {
-        match skip_data(bytes, base, ptr, u64::from(first.rem_len)) {
-            Some(end) if end <= seg_end => {
-                ptr = maxalign(end);
-                scan.last_record_end = Some(ptr);
-                scan.valid_end = ptr;
-            }
-            Some(_) => return Ok(scan_full(scan, seg_end)),
-            None => return Ok(scan),
+    let mut walker = Walker::new(segno, segment_size)?;
+    let done = walker.advance(bytes, bytes.len(), &mut visit)?;
+    Ok(done.expect("a walk over the whole segment finishes"))
+}
+
+/// A walk over a segment that is still being read: [`Walker::advance`] follows the records as
+/// far as the bytes read so far reach (whole WAL pages), so a reader can walk each chunk while
+/// it is still in the cache, and the result is the same as one walk over the whole segment.
+pub struct Walker {
+    base: u64,
+    seg_end: u64,
+    /// `None` until the first page (and any continuation at its start) is walked.
+    at: Option<(u64, SegmentScan)>,
+    done: bool,
+}
+
+/// Where [`skip_data`] got to.
+enum Skip {
+    /// The position after the record's last byte (past the segment: it continues in the next).
+    End(u64),
+    /// A page it needs is not valid WAL (yet).
+    Invalid,
+    /// A page it needs is not read yet.
+    NeedMore,
+}
+
+impl Walker {
+    /// A walk of segment `segno` of `segment_size`-byte segments.
+    pub fn new(segno: u64, segment_size: u64) -> Result<Walker, ScanError> {
+        // The walk relies on whole WAL pages and on positions that cannot overflow.
+        if !valid_segment_size(segment_size) {
+            return Err(ScanError::BadSegment(format!(
+                "{segment_size} bytes is not a PostgreSQL segment size (a power of two, 1 MiB to 1 GiB)"
+            )));
         }
-    }
-    loop {
-        // A record starts at a page boundary only after that page's header.
-        if ptr >= seg_end {
-            scan.valid_end = seg_end;
-            return Ok(scan);
-        }
-        if ptr.is_multiple_of(WAL_PAGE) {
-            match page_at(bytes, base, ptr - base) {
-                Some(p) if p.info & XLP_FIRST_IS_CONTRECORD == 0 => ptr += p.header,
-                _ => return Ok(scan),
-            }
-        }
-        let o = (ptr - base) as usize;
-        let tot_len = u64::from(le_u32(bytes, o));
-        if tot_len < RECORD_HEADER {
-            return Ok(scan); // zeroes: the end of valid WAL
-        }
-        let page_left = WAL_PAGE - ptr % WAL_PAGE;
-        let (rmid, info) = if page_left >= RECORD_HEADER {
-            (bytes[o + 17], bytes[o + 16])
-        } else {
-            (u8::MAX, 0) // a header split across pages is never a switch record's
+        let Some((base, seg_end)) = checked_segment_range(segno, segment_size) else {
+            return Err(ScanError::BadSegment(format!(
+                "segment {segno} of {segment_size}-byte segments lies beyond the end of the WAL"
+            )));
         };
-        let Some(end) = skip_data(bytes, base, ptr, tot_len) else {
-            return Ok(scan); // the rest of the record is not written yet
+        Ok(Walker {
+            base,
+            seg_end,
+            at: None,
+            done: false,
+        })
+    }
+
+    /// Walk on through `bytes[..avail]` (the segment's first `avail` bytes; `bytes` may be
+    /// longer, but only that much is read). Returns the scan once the walk is over, which it
+    /// always is when `avail` is the whole segment; `None` while it needs more bytes. After the
+    /// scan was returned, later calls return it again without visiting anything.
+    pub fn advance(
+        &mut self,
+        bytes: &[u8],
+        avail: usize,
+        visit: &mut impl FnMut(Record<'_>),
+    ) -> Result<Option<SegmentScan>, ScanError> {
+        let size = self.seg_end - self.base;
+        let avail = avail.min(bytes.len());
+        let (base, seg_end) = (self.base, self.seg_end);
+        let whole = avail as u64 >= size;
+        if whole && bytes.len() as u64 != size {
+            return Err(ScanError::WrongSize {
+                size: bytes.len() as u64,
+                expected: size,
+            });
+        }
+        // Whether the bytes up to segment position `end` are read.
+        let have = |end: u64| whole || end <= base + avail as u64;
+        if self.at.is_none() {
+            if !have(base + WAL_PAGE) {
+                return Ok(None);
+            }
+            let first = page_at(bytes, base, 0).ok_or_else(|| {
+                ScanError::BadFirstPage(format!(
+                    "no PostgreSQL 15 page header for {} at offset 0",
+                    PgLsn(base)
+                ))
+            })?;
+            if first.info & XLP_LONG_HEADER == 0 {
+                return Err(ScanError::BadFirstPage("no long page header".into()));
+            }
+            let mut scan = SegmentScan {
+                last_record_end: None,
+                last_record_start: None,
+                valid_end: base + first.header,
+                switched: false,
+                records: 0,
+            };
+            // Skip the tail of a record that started in an earlier segment.
+            let mut ptr = base + first.header;
+            if first.info & XLP_FIRST_IS_CONTRECORD != 0 {
+                match skip_data(bytes, base, seg_end, ptr, u64::from(first.rem_len), &have) {
+                    Skip::NeedMore => return Ok(None),
+                    Skip::End(end) if end <= seg_end => {
+                        ptr = maxalign(end);
+                        scan.last_record_end = Some(ptr);
+                        scan.valid_end = ptr;
+                    }
+                    Skip::End(_) => return Ok(Some(self.finish(scan_full(scan, seg_end), ptr))),
+                    Skip::Invalid => return Ok(Some(self.finish(scan, ptr))),
+                }
+            }
+            self.at = Some((ptr, scan));
+        }
+        let (mut ptr, mut scan) = self.at.clone().expect("set above");
+        if self.done {
+            return Ok(Some(scan));
+        }
+        let result = loop {
+            // A record starts at a page boundary only after that page's header.
+            if ptr >= seg_end {
+                scan.valid_end = seg_end;
+                break Ok(scan);
+            }
+            // The whole page the record starts on (its header is read from it).
+            if !have((ptr / WAL_PAGE + 1) * WAL_PAGE) {
+                break Err(scan);
+            }
+            let mut rec = ptr;
+            if rec.is_multiple_of(WAL_PAGE) {
+                match page_at(bytes, base, rec - base) {
+                    Some(p) if p.info & XLP_FIRST_IS_CONTRECORD == 0 => rec += p.header,
+                    _ => break Ok(scan),
+                }
+            }
+            let o = (rec - base) as usize;
+            let tot_len = u64::from(le_u32(bytes, o));
+            if tot_len < RECORD_HEADER {
+                break Ok(scan); // zeroes: the end of valid WAL
+            }
+            let page_left = WAL_PAGE - rec % WAL_PAGE;
+            let (rmid, info) = if page_left >= RECORD_HEADER {
+                (bytes[o + 17], bytes[o + 16])
+            } else {
+                (u8::MAX, 0) // a header split across pages is never a switch record's
+            };
+            let end = match skip_data(bytes, base, seg_end, rec, tot_len, &have) {
+                Skip::End(end) => end,
+                Skip::Invalid => break Ok(scan), // the rest of the record is not written yet
+                Skip::NeedMore => break Err(scan),
+            };
+            scan.records += 1;
+            visit(Record {
+                start: rec,
+                rmid,
+                info,
+                on_page: &bytes[o..o + page_left as usize],
+            });
+            if rmid == RM_XLOG_ID && info & 0xF0 == XLOG_SWITCH {
+                scan.switched = true;
+                scan.last_record_start = Some(rec);
+                scan.last_record_end = Some(seg_end);
+                scan.valid_end = seg_end;
+                break Ok(scan);
+            }
+            if end > seg_end {
+                break Ok(scan_full(scan, seg_end));
+            }
+            scan.last_record_start = Some(rec);
+            ptr = maxalign(end);
+            scan.last_record_end = Some(ptr);
+            scan.valid_end = ptr;
         };
-        scan.records += 1;
-        visit(Record {
-            start: ptr,
-            rmid,
-            info,
-            on_page: &bytes[o..o + page_left as usize],
-        });
-        if rmid == RM_XLOG_ID && info & 0xF0 == XLOG_SWITCH {
-            scan.switched = true;
-            scan.last_record_start = Some(ptr);
-            scan.last_record_end = Some(seg_end);
-            scan.valid_end = seg_end;
-            return Ok(scan);
+        // `Ok`: the walk is over; `Err`: it stopped where bytes are missing.
+        match result {
+            Ok(scan) => Ok(Some(self.finish(scan, ptr))),
+            Err(scan) => {
+                self.at = Some((ptr, scan));
+                Ok(None)
+            }
         }
-        if end > seg_end {
-            return Ok(scan_full(scan, seg_end));
-        }
-        scan.last_record_start = Some(ptr);
-        ptr = maxalign(end);
-        scan.last_record_end = Some(ptr);
-        scan.valid_end = ptr;
+    }
+
+    fn finish(&mut self, scan: SegmentScan, ptr: u64) -> SegmentScan {
+        self.at = Some((ptr, scan.clone()));
+        self.done = true;
+        scan
     }
 }
 
@@ -472,27 +564,38 @@ fn scan_full(mut scan: SegmentScan, seg_end: u64) -> SegmentScan {
 }
 
 /// Follow `len` bytes of record data starting at `ptr` (a record's start, or just after the
-/// first page header for a continuation), crossing page headers. Returns the position after
-/// the last byte; a position past the segment means the record continues in the next segment.
-/// `None` when a page it needs is not valid WAL yet.
-fn skip_data(bytes: &[u8], base: u64, ptr: u64, len: u64) -> Option<u64> {
-    let seg_end = base + bytes.len() as u64;
+/// first page header for a continuation), crossing page headers: the position after the last
+/// byte (past the segment's end `seg_end` when the record continues in the next segment), or
+/// that a page it needs is not valid WAL yet, or not read yet (`have(page end)` is false).
+fn skip_data(
+    bytes: &[u8],
+    base: u64,
+    seg_end: u64,
+    ptr: u64,
+    len: u64,
+    have: &impl Fn(u64) -> bool,
+) -> Skip {
     let mut pos = ptr;
     let mut left = len;
     loop {
         let page_left = WAL_PAGE - pos % WAL_PAGE;
         if left <= page_left {
-            return Some(pos + left);
+            return Skip::End(pos + left);
         }
         left -= page_left;
         pos += page_left; // the next page's start
         if pos >= seg_end {
             // Past the segment either way; saturating for the very last segment of the WAL.
-            return Some(seg_end.saturating_add(left));
+            return Skip::End(seg_end.saturating_add(left));
         }
-        let p = page_at(bytes, base, pos - base)?;
+        if !have(pos + WAL_PAGE) {
+            return Skip::NeedMore;
+        }
+        let Some(p) = page_at(bytes, base, pos - base) else {
+            return Skip::Invalid;
+        };
         if p.info & XLP_FIRST_IS_CONTRECORD == 0 || u64::from(p.rem_len) != left {
-            return None;
+            return Skip::Invalid;
         }
         pos += p.header;
     }
@@ -680,6 +783,75 @@ pub(crate) mod tests {
         assert_eq!(s.valid_end, 3 * SEG, "the file is full of valid WAL");
         let last = s.last_record_end.unwrap();
         assert!(last < 3 * SEG && last > 2 * SEG);
+    }
+
+    /// Every record a walk visits, and its scan.
+    fn walk_in_chunks(b: &[u8], segno: u64, chunk: usize) -> (Vec<(u64, u8, u8)>, SegmentScan) {
+        let mut seen = Vec::new();
+        let mut visit = |r: Record<'_>| seen.push((r.start, r.rmid, r.info));
+        let mut w = Walker::new(segno, SEG).unwrap();
+        let mut avail = 0;
+        let scan = loop {
+            avail = (avail + chunk).min(b.len());
+            // What is not read yet is not there: a walk that peeked would see zeroes.
+            let mut partial = b[..avail].to_vec();
+            partial.resize(b.len(), 0);
+            if let Some(scan) = w.advance(&partial, avail, &mut visit).unwrap() {
+                break scan;
+            }
+            assert!(avail < b.len(), "the whole segment always ends the walk");
+        };
+        // Done is done: nothing is visited again.
+        assert_eq!(
+            w.advance(b, b.len(), &mut |_| panic!("visited twice"))
+                .unwrap(),
+            Some(scan.clone())
+        );
+        (seen, scan)
+    }
+
+    #[test]
+    fn a_walk_in_chunks_finds_what_one_walk_over_the_segment_finds() {
+        let mut segments = vec![
+            (5, build(5, &[(100, 10, 0), (30, 10, 0)], None)),
+            (
+                7,
+                build(
+                    7,
+                    &[(20_000, 10, 0), (24, RM_XLOG_ID, XLOG_SWITCH)],
+                    Some(50),
+                ),
+            ),
+        ];
+        let mut recs = vec![(8000u32, 10u8, 0u8); 130];
+        recs.push((60_000, 10, 0));
+        segments.push((2, build(2, &recs, None)));
+        // Records of odd lengths, some spanning several pages; then the same with a page header
+        // broken in the middle (WAL that is not valid from there on).
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut odd = Vec::new();
+        for _ in 0..400 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            odd.push(((24 + x % 30_000) as u32, (x >> 40) as u8 % 20, 0));
+        }
+        let whole = build(11, &odd, None);
+        let mut broken = whole.clone();
+        let at = (SEG / 2) as usize - (SEG / 2) as usize % WAL_PAGE as usize;
+        broken[at] ^= 0xff;
+        segments.push((11, whole));
+        segments.push((11, broken));
+        for (segno, b) in &segments {
+            let mut one = Vec::new();
+            let want =
+                walk_segment(b, *segno, SEG, |r| one.push((r.start, r.rmid, r.info))).unwrap();
+            for chunk in [4095usize, 8192, 10_000, 65_536, 300_001, SEG as usize] {
+                let (seen, scan) = walk_in_chunks(b, *segno, chunk);
+                assert_eq!(scan, want, "segment {segno}, chunks of {chunk}");
+                assert_eq!(seen, one, "segment {segno}, chunks of {chunk}");
+            }
+        }
     }
 
     #[test]
