@@ -24,7 +24,7 @@
 //! archives `LIFEBOAT_BENCH_PG_PUSH_SEGMENTS` segments (default 20) with plain `cp`; then each
 //! of them is archived again the way PostgreSQL's archiver does it, one process per segment
 //! (`sh -c`): `cp <seg> <dir>/ && sync <dir>/<seg>` against `lifeboat wal-push <seg>` into a
-//! fresh spool, three rounds alternating, the best round of each. Prints
+//! fresh spool, three rounds alternating, each after a `sync`, the best round of each. Prints
 //! `bench pg_wal_push_segments_per_sec <N>`, `bench pg_cp_sync_segments_per_sec <N>` and
 //! `bench pg_wal_push_vs_cp_sync_ratio <R>`.
 //!
@@ -142,10 +142,17 @@ fn archive_command_alone(s: &ScratchDir, bin: &Path, segments: u64) {
             .unwrap();
         assert!(st.success(), "{script} failed");
     };
+    // Both start from a clean page cache: a journal commit also writes back whatever else is
+    // dirty (the archive PostgreSQL just filled, the previous round), which one side would pay.
+    let settle = || {
+        let st = std::process::Command::new("sync").status().unwrap();
+        assert!(st.success(), "sync failed");
+    };
     let (mut best_cp, mut best_push) = (f64::MAX, f64::MAX);
     for round in 0..3 {
         let dest = root.join(format!("cp-{round}"));
         std::fs::create_dir_all(&dest).unwrap();
+        settle();
         let t = Instant::now();
         for seg in &segs {
             sh(
@@ -157,6 +164,7 @@ fn archive_command_alone(s: &ScratchDir, bin: &Path, segments: u64) {
 
         let spool = root.join(format!("spool-{round}"));
         let config = common::wal_push_spool(&spool).unwrap();
+        settle();
         let t = Instant::now();
         for seg in &segs {
             sh(r#""$1" wal-push "$2" --config "$3""#, &[bin, seg, &config]);

@@ -38,7 +38,7 @@
 
 mod buffers;
 mod dialer;
-mod direct;
+pub(crate) mod direct;
 pub mod frame;
 pub mod inbox;
 mod link;

@@ -20,10 +20,16 @@
 use super::config::WalConfig;
 use super::segment::{self, HistoryFile, SegmentHeader, SEGMENT_FORMAT_VERSION};
 use super::spool;
-use super::wal::{scan_segment, segment_range, valid_segment_size, PgLsn, WalFile, MIN_SEGMENT};
+use super::wal::{
+    scan_segment, segment_range, valid_segment_size, PgLsn, ScanError, SegmentScan, WalFile,
+    Walker, MIN_SEGMENT,
+};
 use crate::drivers::manifest;
+use crate::transport::direct::{ArtifactWriter, ALIGN};
 use std::fmt;
 use std::fs;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -93,13 +99,49 @@ pub fn segment_prefix(
     history_dir: &Path,
     final_segment: bool,
 ) -> Result<(SegmentHeader, Vec<u8>), WalError> {
-    let Some(WalFile::Segment { timeline, segno }) = WalFile::parse(name, segment_size) else {
-        return Err(WalError::Failed(format!(
+    let (timeline, segno) = segment_name(name, segment_size)?;
+    let scan = scan_segment(bytes, segno, segment_size).map_err(|e| cannot_archive(name, e))?;
+    let history = history_of(timeline, segment_size, history_dir);
+    let header = segment_header(
+        name,
+        timeline,
+        segno,
+        segment_size,
+        &scan,
+        history,
+        final_segment,
+    )?;
+    let (header, prefix) = segment::encode_prefix(header, bytes);
+    header
+        .check()
+        .map_err(|e| WalError::Failed(e.to_string()))?;
+    Ok((header, prefix))
+}
+
+fn segment_name(name: &str, segment_size: u64) -> Result<(u32, u64), WalError> {
+    match WalFile::parse(name, segment_size) {
+        Some(WalFile::Segment { timeline, segno }) => Ok((timeline, segno)),
+        _ => Err(WalError::Failed(format!(
             "{name} is not a WAL segment name for {segment_size}-byte segments"
-        )));
-    };
-    let scan = scan_segment(bytes, segno, segment_size)
-        .map_err(|e| WalError::Failed(format!("WAL segment {name} cannot be archived: {e}")))?;
+        ))),
+    }
+}
+
+fn cannot_archive(name: &str, e: ScanError) -> WalError {
+    WalError::Failed(format!("WAL segment {name} cannot be archived: {e}"))
+}
+
+/// The header of segment `name`'s artifact from its walk (payload size and checksum not yet
+/// filled in), with its timeline's history when there is one.
+fn segment_header(
+    name: &str,
+    timeline: u32,
+    segno: u64,
+    segment_size: u64,
+    scan: &SegmentScan,
+    history: Vec<HistoryFile>,
+    final_segment: bool,
+) -> Result<SegmentHeader, WalError> {
     let (start, end) = segment_range(segno, segment_size);
     let lsn_end = if final_segment { scan.valid_end } else { end };
     if lsn_end <= start {
@@ -108,14 +150,7 @@ pub fn segment_prefix(
         )));
     }
     let replay_target = scan.last_record_end.map(|t| t.min(lsn_end));
-    let mut history = Vec::new();
-    if timeline > 1 {
-        let hname = WalFile::History { timeline }.name(segment_size);
-        if let Ok(text) = fs::read_to_string(history_dir.join(&hname)) {
-            history.push(HistoryFile { name: hname, text });
-        }
-    }
-    let header = SegmentHeader {
+    Ok(SegmentHeader {
         format_version: SEGMENT_FORMAT_VERSION,
         wal_file: name.to_string(),
         timeline,
@@ -129,12 +164,135 @@ pub fn segment_prefix(
         payload_size: 0,
         payload_xxh3: String::new(),
         history,
-    };
-    let (header, prefix) = segment::encode_prefix(header, bytes);
-    header
-        .check()
-        .map_err(|e| WalError::Failed(e.to_string()))?;
-    Ok((header, prefix))
+    })
+}
+
+fn history_of(timeline: u32, segment_size: u64, history_dir: &Path) -> Vec<HistoryFile> {
+    if timeline <= 1 {
+        return Vec::new();
+    }
+    let hname = WalFile::History { timeline }.name(segment_size);
+    match fs::read_to_string(history_dir.join(&hname)) {
+        Ok(text) => vec![HistoryFile { name: hname, text }],
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Bytes read, walked, hashed and written at a time by [`push_segment`]: small enough that
+/// the walk and the hash find them in the cache the read left them in.
+const PUSH_CHUNK: usize = 1 << 20;
+
+/// Archive complete segment `name` from `src` (`segment_size` bytes) as the artifact `dest`,
+/// in one pass: each chunk is read once, walked, hashed and written while it is in the cache,
+/// the payload at a fixed offset (whole blocks, bypassing the page cache where the file system
+/// allows) and the header before it once the walk is over; then one fsync of the file, the
+/// rename and one fsync of the directory.
+fn push_segment(
+    name: &str,
+    src: &Path,
+    segment_size: u64,
+    history_dir: &Path,
+    dest: &Path,
+) -> Result<(), WalError> {
+    let (timeline, segno) = segment_name(name, segment_size)?;
+    let size = usize::try_from(segment_size)
+        .map_err(|_| WalError::Failed(format!("{segment_size}-byte segments do not fit here")))?;
+    let mut walker = Walker::new(segno, segment_size).map_err(|e| cannot_archive(name, e))?;
+    // The widest header this segment can get (its history is known before the walk).
+    let template = segment_header(
+        name,
+        timeline,
+        segno,
+        segment_size,
+        &SegmentScan {
+            last_record_end: None,
+            last_record_start: None,
+            valid_end: segment_range(segno, segment_size).1,
+            switched: false,
+            records: 0,
+        },
+        history_of(timeline, segment_size, history_dir),
+        false,
+    )?;
+    let room = segment::prefix_room(&template, ALIGN);
+    let reading = format!("reading {}", src.display());
+    let mut input = fs::File::open(src).map_err(io_err(&reading))?;
+    let tmp = spool::temp_beside(dest);
+    let written = (|| {
+        let file = fs::File::create(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
+        let writing = format!("writing {}", tmp.display());
+        let mut out = ArtifactWriter::new(
+            file.try_clone().map_err(io_err(&writing))?,
+            &tmp,
+            room as u64,
+            segment_size,
+        );
+        // The segment in memory at a block-aligned address, so whole chunks go to the device
+        // from where they were read.
+        let mut buf = vec![0u8; size + ALIGN];
+        let at = buf.as_ptr().align_offset(ALIGN).min(ALIGN);
+        let seg = &mut buf[at..at + size];
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        let mut read = 0;
+        while read < size {
+            let n = PUSH_CHUNK.min(size - read);
+            let chunk = &mut seg[read..read + n];
+            input.read_exact(chunk).map_err(|e| {
+                WalError::Failed(format!(
+                    "{reading}: {e} after {read} bytes (a segment is {segment_size}); was it \
+                     truncated while it was archived?"
+                ))
+            })?;
+            hasher.update(chunk);
+            out.write(chunk).map_err(io_err(&writing))?;
+            read += n;
+            walker
+                .advance(seg, read, &mut |_| {})
+                .map_err(|e| cannot_archive(name, e))?;
+        }
+        let mut extra = [0u8; 1];
+        if input.read(&mut extra).map_err(io_err(&reading))? != 0 {
+            return Err(WalError::Failed(format!(
+                "{} grew beyond {segment_size} bytes while it was archived",
+                src.display()
+            )));
+        }
+        let scan = walker
+            .advance(seg, size, &mut |_| {})
+            .map_err(|e| cannot_archive(name, e))?
+            .expect("the whole segment ends the walk");
+        let header = segment_header(
+            name,
+            timeline,
+            segno,
+            segment_size,
+            &scan,
+            template.history.clone(),
+            false,
+        )?;
+        let (header, prefix) =
+            segment::encode_prefix_in(header, segment_size, hasher.digest(), room).ok_or_else(
+                || {
+                    WalError::Failed(format!(
+                        "the header of {name} does not fit its {room} bytes"
+                    ))
+                },
+            )?;
+        header
+            .check()
+            .map_err(|e| WalError::Failed(e.to_string()))?;
+        file.write_all_at(&prefix, 0).map_err(io_err(&writing))?;
+        out.finish().map_err(io_err(&writing))?;
+        fs::rename(&tmp, dest).map_err(io_err(format!("renaming {}", tmp.display())))?;
+        spool::sync_dir(dest.parent().unwrap_or(Path::new("."))).map_err(io_err(format!(
+            "syncing the directory of {}",
+            dest.display()
+        )))
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// `archive_command`: make `segment_path` (`%p`) durable in the spool. Returns only when it is.
@@ -169,13 +327,10 @@ pub fn wal_push(segment_path: &Path, cfg: &WalConfig) -> Result<Pushed, WalError
                     segment_path.display()
                 )));
             }
-            // One read; the scan and the hash run over the bytes in memory, and the artifact
-            // is written from them (a header before them), with one fsync of the file and one
-            // of the directory.
-            let bytes = fs::read(segment_path)
-                .map_err(io_err(format!("reading {}", segment_path.display())))?;
             let dest = cfg.push_dir().join(format!("{name}{SEGMENT_SUFFIX}"));
             if let Ok(old) = fs::read(&dest) {
+                let bytes = fs::read(segment_path)
+                    .map_err(io_err(format!("reading {}", segment_path.display())))?;
                 // PostgreSQL pushes a segment again when it crashed before recording the
                 // first push: the same bytes are fine, different bytes are never overwritten.
                 let same = segment::decode(&old)
@@ -190,10 +345,7 @@ pub fn wal_push(segment_path: &Path, cfg: &WalConfig) -> Result<Pushed, WalError
                     dest.display()
                 )));
             }
-            let (_, prefix) =
-                segment_prefix(&name, &bytes, segment_size, &cfg.history_dir(), false)?;
-            spool::write_parts_durably(&dest, &[&prefix, &bytes])
-                .map_err(io_err(format!("writing {}", dest.display())))?;
+            push_segment(&name, segment_path, segment_size, &cfg.history_dir(), &dest)?;
             Ok(Pushed::Segment(dest))
         }
         Some(WalFile::History { .. }) => keep(cfg.history_dir()).map(Pushed::History),
@@ -385,5 +537,94 @@ pub fn run(args: &[String]) -> i32 {
             eprintln!("{USAGE}");
             2
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drivers::postgres::wal::tests::build;
+
+    const MIB: u64 = 1 << 20;
+
+    /// Push `bytes` as segment `name` and check the artifact against the in-memory encoder's.
+    fn push_and_compare(name: &str, bytes: &[u8], size: u64, history: Option<&str>) {
+        let t = tempfile::tempdir().unwrap();
+        let hist = t.path().join("history");
+        std::fs::create_dir_all(&hist).unwrap();
+        if let Some(text) = history {
+            std::fs::write(hist.join("00000002.history"), text).unwrap();
+        }
+        let src = t.path().join(name);
+        std::fs::write(&src, bytes).unwrap();
+        let dest = t.path().join(format!("{name}{SEGMENT_SUFFIX}"));
+        push_segment(name, &src, size, &hist, &dest).unwrap();
+        let artifact = std::fs::read(&dest).unwrap();
+        let (header, payload) = segment::decode(&artifact).unwrap();
+        assert!(
+            payload == bytes,
+            "the payload is the segment, byte for byte"
+        );
+        let (want, _) = segment_prefix(name, bytes, size, &hist, false).unwrap();
+        assert_eq!(header, want, "the same header as the in-memory encoder's");
+        assert_eq!(header.history.len(), usize::from(history.is_some()));
+        assert_eq!(
+            (artifact.len() - payload.len()) % ALIGN,
+            0,
+            "the payload starts on a block boundary"
+        );
+        assert_eq!(
+            std::fs::read_dir(t.path()).unwrap().count(),
+            3,
+            "no temporary left"
+        );
+    }
+
+    #[test]
+    fn a_pushed_segment_is_the_artifact_the_in_memory_encoder_makes() {
+        // 1 MiB: through the page cache.
+        let mut recs = vec![(8000u32, 10u8, 0u8); 100];
+        recs.push((24, 0, 0x40)); // a switch record
+        let one = build(3, &recs, None);
+        push_and_compare("000000010000000000000003", &one, MIB, None);
+        // 16 MiB (segment 2 of them starts where segment 32 of 1 MiB does): whole blocks go
+        // around the page cache where the file system allows, with a history in the header.
+        let mut big = build(32, &[(20_000, 10, 0), (300, 10, 0)], Some(40));
+        big.resize((16 * MIB) as usize, 0);
+        push_and_compare(
+            "000000020000000000000002",
+            &big,
+            16 * MIB,
+            Some("1\t0/1FFFFA0\tno recovery target specified\n"),
+        );
+    }
+
+    #[test]
+    fn a_short_or_foreign_segment_is_refused_and_leaves_nothing_behind() {
+        let t = tempfile::tempdir().unwrap();
+        let name = "000000010000000000000003";
+        let dest = t.path().join("out").join(format!("{name}{SEGMENT_SUFFIX}"));
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        let src = t.path().join(name);
+        let seg = build(3, &[(100, 10, 0)], None);
+        // Cut short while archived.
+        std::fs::write(&src, &seg[..(MIB / 2) as usize]).unwrap();
+        let e = push_segment(name, &src, MIB, t.path(), &dest).unwrap_err();
+        assert!(e.to_string().contains("truncated"), "{e}");
+        // Another segment's bytes (its page addresses say so).
+        std::fs::write(&src, build(4, &[(100, 10, 0)], None)).unwrap();
+        let e = push_segment(name, &src, MIB, t.path(), &dest).unwrap_err();
+        assert!(e.to_string().contains("cannot be archived"), "{e}");
+        // Longer than a segment.
+        let mut long = seg.clone();
+        long.push(0);
+        std::fs::write(&src, &long).unwrap();
+        let e = push_segment(name, &src, MIB, t.path(), &dest).unwrap_err();
+        assert!(e.to_string().contains("grew beyond"), "{e}");
+        assert_eq!(
+            std::fs::read_dir(dest.parent().unwrap()).unwrap().count(),
+            0,
+            "neither an artifact nor a temporary file"
+        );
     }
 }

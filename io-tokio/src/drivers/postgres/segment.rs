@@ -201,6 +201,47 @@ pub fn encode_prefix(mut header: SegmentHeader, payload: &[u8]) -> (SegmentHeade
     (header, out)
 }
 
+/// Room for the prefix of `header`'s artifact whatever its walk finds and its payload hashes
+/// to, in whole `align`-byte blocks: a writer can put the payload at this offset before the
+/// header is known, then write the header before it with [`encode_prefix_in`].
+pub fn prefix_room(header: &SegmentHeader, align: usize) -> usize {
+    let widest = SegmentHeader {
+        lsn_end: u64::MAX,
+        replay_target: Some(u64::MAX),
+        replay_floor: Some(u64::MAX),
+        final_segment: false,
+        payload_size: u64::MAX,
+        payload_xxh3: hex(u64::MAX),
+        ..header.clone()
+    };
+    let json = serde_json::to_vec(&widest).expect("a segment header always encodes");
+    (MAGIC.len() + 4 + json.len()).div_ceil(align) * align
+}
+
+/// The prefix of `header`'s artifact (its payload of `payload_size` bytes hashing to
+/// `payload_xxh3` follows) in exactly `room` bytes: the header is padded with spaces, which a
+/// JSON reader passes over. `None` when it does not fit.
+pub fn encode_prefix_in(
+    mut header: SegmentHeader,
+    payload_size: u64,
+    payload_xxh3: u64,
+    room: usize,
+) -> Option<(SegmentHeader, Vec<u8>)> {
+    header.payload_size = payload_size;
+    header.payload_xxh3 = hex(payload_xxh3);
+    let json = serde_json::to_vec(&header).expect("a segment header always encodes");
+    let len = room.checked_sub(MAGIC.len() + 4)?;
+    if json.len() > len || len > MAX_HEADER {
+        return None;
+    }
+    let mut out = Vec::with_capacity(room);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(len as u32).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.resize(room, b' ');
+    Some((header, out))
+}
+
 /// Decode a segment artifact and check its payload against the header's checksum.
 pub fn decode(bytes: &[u8]) -> Result<(SegmentHeader, &[u8]), SegmentError> {
     if bytes.len() < MAGIC.len() + 4 || &bytes[..MAGIC.len()] != MAGIC {
