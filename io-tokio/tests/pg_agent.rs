@@ -746,6 +746,11 @@ fn killed_postgres_primary_fails_over_and_the_true_loss_lies_within_the_reported
 /// completes, so before it replays b's rows.
 fn check_lost_writes(w: &World, log: &Log, restored: u64, end: u64) {
     let true_loss = end.saturating_sub(restored);
+    // The server runs (and counts b's rows) a moment before the agent has taken the reseed's
+    // outcome: the lost writes come in just before the `reseeded` report.
+    wait_for("a to report its reseed", Duration::from_secs(10), || {
+        !reports(w.site("a").http, "reseeded").is_empty()
+    });
     let at_a = reports(w.site("a").http, "lost_writes");
     if true_loss == 0 {
         assert!(at_a.is_empty(), "nothing was lost, yet a reports {at_a:?}");
