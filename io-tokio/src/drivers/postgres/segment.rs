@@ -314,6 +314,34 @@ mod tests {
     }
 
     #[test]
+    fn a_prefix_padded_into_its_room_decodes_like_a_tight_one() {
+        let payload = vec![7u8; 1 << 20];
+        let room = prefix_room(&header(), 4096);
+        assert_eq!(room % 4096, 0);
+        let sum = xxhash_rust::xxh3::xxh3_64(&payload);
+        // The widest values the walk and the hash can give still fit.
+        let widest = SegmentHeader {
+            lsn_end: u64::MAX,
+            replay_target: Some(u64::MAX),
+            replay_floor: Some(u64::MAX),
+            ..header()
+        };
+        assert!(encode_prefix_in(widest, u64::MAX, u64::MAX, room).is_some());
+        let (h, mut bytes) = encode_prefix_in(header(), payload.len() as u64, sum, room).unwrap();
+        assert_eq!(bytes.len(), room);
+        bytes.extend_from_slice(&payload);
+        let (decoded, p) = decode(&bytes).unwrap();
+        assert_eq!((decoded, p), (h, &payload[..]));
+        assert_eq!(
+            decode(&encode(header(), &payload)).unwrap().0,
+            decode(&bytes).unwrap().0
+        );
+        // Too little room is refused, never cut.
+        assert!(encode_prefix_in(header(), payload.len() as u64, sum, 100).is_none());
+        assert!(encode_prefix_in(header(), payload.len() as u64, sum, 4).is_none());
+    }
+
+    #[test]
     fn one_flipped_payload_byte_is_refused() {
         let mut bytes = encode(header(), &vec![7u8; 1 << 20]);
         let n = bytes.len();
