@@ -12,7 +12,8 @@
 //!
 //! Each pair's standby is seeded and running; archiving is paused while the workload writes
 //! `LIFEBOAT_BENCH_PG_SEGMENTS` segments (default 64 × 1 MiB); the clock runs from resuming
-//! archiving until the standby has replayed the last of them.
+//! archiving until the standby has replayed the last of them. Three rounds per pair, the best
+//! of each.
 //!
 //! Prints `bench pg_wal_segments_per_sec <N>` (lifeboat, end to end) and
 //! `bench pg_vs_cp_archive_ratio <R>` (lifeboat's segments per second / cp's; higher is better),
@@ -47,6 +48,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const DB: DbId = DbId(0);
+/// Timed rounds per pair (the best counts): which side wins a race between a standby asking for
+/// the next segment and its archive receiving it (a lost one costs `RETRY_MS`) varies by run.
+const ROUNDS: usize = 3;
 /// The standbys' `wal_retrieve_retry_interval`, the same for both pairs.
 const RETRY_MS: u64 = 200;
 
@@ -289,12 +293,16 @@ fn cp_pair(s: &ScratchDir, segments: u64) -> f64 {
     }
     let standby = Cluster::adopt(&sdata, sport).unwrap();
     standby.start().unwrap();
-    pause_archiving(pport);
-    let end = workload(pport, segments);
-    let t = Instant::now();
-    resume_archiving(pport);
-    wait_replayed(sport, end, Duration::from_secs(300));
-    t.elapsed().as_secs_f64()
+    let mut best = f64::MAX;
+    for _ in 0..ROUNDS {
+        pause_archiving(pport);
+        let end = workload(pport, segments);
+        let t = Instant::now();
+        resume_archiving(pport);
+        wait_replayed(sport, end, Duration::from_secs(300));
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    best
 }
 
 /// `<root>/archive`, created and given to PostgreSQL's user (its `archive_command` writes there).
@@ -383,41 +391,46 @@ fn lifeboat_pair(s: &ScratchDir, bin: &Path, segments: u64) -> f64 {
             position = sd.restore(&a).unwrap().0;
         }
     }
-    pause_archiving(pport);
-    let end = workload(pport, segments);
-    let t = Instant::now();
-    resume_archiving(pport);
-    // Shipping and restoring run concurrently, as in an agent.
-    let (tx, rx) = mpsc::channel::<ArtifactFile>();
-    let shipper = std::thread::spawn(move || {
-        let mut shipped_to = 0;
-        while shipped_to < end {
-            for a in ship(&collect(&pd, &outbox), &inbox) {
-                shipped_to = shipped_to.max(a.manifest.lsn_end.0);
-                tx.send(a).unwrap();
+    let mut pd = pd;
+    let mut best = f64::MAX;
+    for _ in 0..ROUNDS {
+        pause_archiving(pport);
+        let end = workload(pport, segments);
+        let t = Instant::now();
+        resume_archiving(pport);
+        // Shipping and restoring run concurrently, as in an agent.
+        let (tx, rx) = mpsc::channel::<ArtifactFile>();
+        let (outbox, inbox) = (outbox.clone(), inbox.clone());
+        let shipper = std::thread::spawn(move || {
+            let mut shipped_to = 0;
+            while shipped_to < end {
+                for a in ship(&collect(&pd, &outbox), &inbox) {
+                    shipped_to = shipped_to.max(a.manifest.lsn_end.0);
+                    tx.send(a).unwrap();
+                }
+                std::thread::sleep(Duration::from_millis(5));
             }
-            std::thread::sleep(Duration::from_millis(5));
+            pd
+        });
+        let mut pending: Vec<ArtifactFile> = Vec::new();
+        while position < end {
+            assert!(
+                t.elapsed() < Duration::from_secs(300),
+                "lifeboat did not catch up"
+            );
+            pending.extend(rx.recv_timeout(Duration::from_secs(60)));
+            pending.sort_by_key(|a| a.manifest.lsn_start);
+            while let Some(i) = pending
+                .iter()
+                .position(|a| a.manifest.lsn_start.0 <= position && position < a.manifest.lsn_end.0)
+            {
+                let a = pending.remove(i);
+                position = sd.restore(&a).unwrap().0;
+            }
+            pending.retain(|a| a.manifest.lsn_end.0 > position);
         }
-        pd
-    });
-    let mut pending: Vec<ArtifactFile> = Vec::new();
-    while position < end {
-        assert!(
-            t.elapsed() < Duration::from_secs(300),
-            "lifeboat did not catch up"
-        );
-        pending.extend(rx.recv_timeout(Duration::from_secs(60)));
-        pending.sort_by_key(|a| a.manifest.lsn_start);
-        while let Some(i) = pending
-            .iter()
-            .position(|a| a.manifest.lsn_start.0 <= position && position < a.manifest.lsn_end.0)
-        {
-            let a = pending.remove(i);
-            position = sd.restore(&a).unwrap().0;
-        }
-        pending.retain(|a| a.manifest.lsn_end.0 > position);
+        best = best.min(t.elapsed().as_secs_f64());
+        pd = shipper.join().unwrap();
     }
-    let secs = t.elapsed().as_secs_f64();
-    drop(shipper.join().unwrap());
-    secs
+    best
 }

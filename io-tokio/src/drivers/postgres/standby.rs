@@ -352,7 +352,9 @@ pub fn await_replay(
     let stall = Duration::from_millis(d.cfg.stall_ms);
     let mut last = 0u64;
     let mut moved_at = Instant::now();
-    let mut nap = Duration::from_millis(1);
+    // Each poll is a round trip to the server that replays: polling at 1-2 ms took enough CPU
+    // from its replay on two cores that the pg bench's backlog came in slower than at 2-4 ms.
+    let mut nap = Duration::from_millis(2);
     let fail = |e: DriverError| {
         unserve(&served.artifact);
         Err(e)
@@ -447,7 +449,7 @@ pub fn await_replay(
             ));
         }
         std::thread::sleep(nap);
-        nap = (nap * 2).min(Duration::from_millis(2));
+        nap = (nap * 2).min(Duration::from_millis(4));
     }
 }
 
