@@ -293,13 +293,21 @@ fn cp_pair(s: &ScratchDir, segments: u64) -> f64 {
     }
     let standby = Cluster::adopt(&sdata, sport).unwrap();
     standby.start().unwrap();
+    best_round(pport, segments, |end| {
+        wait_replayed(sport, end, Duration::from_secs(300))
+    })
+}
+
+/// `ROUNDS` times: archiving paused, the workload written, archiving resumed, and the time
+/// until `catch_up(end)` returns; the best.
+fn best_round(pport: u16, segments: u64, mut catch_up: impl FnMut(u64)) -> f64 {
     let mut best = f64::MAX;
     for _ in 0..ROUNDS {
         pause_archiving(pport);
         let end = workload(pport, segments);
         let t = Instant::now();
         resume_archiving(pport);
-        wait_replayed(sport, end, Duration::from_secs(300));
+        catch_up(end);
         best = best.min(t.elapsed().as_secs_f64());
     }
     best
@@ -391,26 +399,22 @@ fn lifeboat_pair(s: &ScratchDir, bin: &Path, segments: u64) -> f64 {
             position = sd.restore(&a).unwrap().0;
         }
     }
-    let mut pd = pd;
-    let mut best = f64::MAX;
-    for _ in 0..ROUNDS {
-        pause_archiving(pport);
-        let end = workload(pport, segments);
+    let mut pd = Some(pd);
+    best_round(pport, segments, |end| {
         let t = Instant::now();
-        resume_archiving(pport);
         // Shipping and restoring run concurrently, as in an agent.
         let (tx, rx) = mpsc::channel::<ArtifactFile>();
-        let (outbox, inbox) = (outbox.clone(), inbox.clone());
+        let (outbox, inbox, p) = (outbox.clone(), inbox.clone(), pd.take().unwrap());
         let shipper = std::thread::spawn(move || {
             let mut shipped_to = 0;
             while shipped_to < end {
-                for a in ship(&collect(&pd, &outbox), &inbox) {
+                for a in ship(&collect(&p, &outbox), &inbox) {
                     shipped_to = shipped_to.max(a.manifest.lsn_end.0);
                     tx.send(a).unwrap();
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
-            pd
+            p
         });
         let mut pending: Vec<ArtifactFile> = Vec::new();
         while position < end {
@@ -429,8 +433,6 @@ fn lifeboat_pair(s: &ScratchDir, bin: &Path, segments: u64) -> f64 {
             }
             pending.retain(|a| a.manifest.lsn_end.0 > position);
         }
-        best = best.min(t.elapsed().as_secs_f64());
-        pd = shipper.join().unwrap();
-    }
-    best
+        pd = Some(shipper.join().unwrap());
+    })
 }

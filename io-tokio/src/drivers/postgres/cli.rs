@@ -99,18 +99,9 @@ pub fn segment_prefix(
     history_dir: &Path,
     final_segment: bool,
 ) -> Result<(SegmentHeader, Vec<u8>), WalError> {
-    let (timeline, segno) = segment_name(name, segment_size)?;
-    let scan = scan_segment(bytes, segno, segment_size).map_err(|e| cannot_archive(name, e))?;
-    let history = history_of(timeline, segment_size, history_dir);
-    let header = segment_header(
-        name,
-        timeline,
-        segno,
-        segment_size,
-        &scan,
-        history,
-        final_segment,
-    )?;
+    let seg = Seg::parse(name, segment_size)?;
+    let scan = scan_segment(bytes, seg.segno, segment_size).map_err(|e| cannot_archive(name, e))?;
+    let header = seg.header(&scan, seg.history(history_dir), final_segment)?;
     let (header, prefix) = segment::encode_prefix(header, bytes);
     header
         .check()
@@ -118,64 +109,81 @@ pub fn segment_prefix(
     Ok((header, prefix))
 }
 
-fn segment_name(name: &str, segment_size: u64) -> Result<(u32, u64), WalError> {
-    match WalFile::parse(name, segment_size) {
-        Some(WalFile::Segment { timeline, segno }) => Ok((timeline, segno)),
-        _ => Err(WalError::Failed(format!(
-            "{name} is not a WAL segment name for {segment_size}-byte segments"
-        ))),
+/// Segment `name` of `size`-byte segments: `segno` on `timeline`.
+struct Seg<'a> {
+    name: &'a str,
+    timeline: u32,
+    segno: u64,
+    size: u64,
+}
+
+impl<'a> Seg<'a> {
+    fn parse(name: &'a str, size: u64) -> Result<Seg<'a>, WalError> {
+        match WalFile::parse(name, size) {
+            Some(WalFile::Segment { timeline, segno }) => Ok(Seg {
+                name,
+                timeline,
+                segno,
+                size,
+            }),
+            _ => Err(WalError::Failed(format!(
+                "{name} is not a WAL segment name for {size}-byte segments"
+            ))),
+        }
+    }
+
+    /// The header of this segment's artifact from its walk (payload size and checksum not yet
+    /// filled in), with its timeline's history when there is one.
+    fn header(
+        &self,
+        scan: &SegmentScan,
+        history: Vec<HistoryFile>,
+        final_segment: bool,
+    ) -> Result<SegmentHeader, WalError> {
+        let (start, end) = segment_range(self.segno, self.size);
+        let lsn_end = if final_segment { scan.valid_end } else { end };
+        if lsn_end <= start {
+            return Err(WalError::Failed(format!(
+                "WAL segment {} holds no complete record yet",
+                self.name
+            )));
+        }
+        let replay_target = scan.last_record_end.map(|t| t.min(lsn_end));
+        Ok(SegmentHeader {
+            format_version: SEGMENT_FORMAT_VERSION,
+            wal_file: self.name.to_string(),
+            timeline: self.timeline,
+            segno: self.segno,
+            segment_size: self.size,
+            lsn_start: start,
+            lsn_end,
+            replay_target,
+            replay_floor: scan.last_record_start.filter(|_| replay_target.is_some()),
+            final_segment,
+            payload_size: 0,
+            payload_xxh3: String::new(),
+            history,
+        })
+    }
+
+    /// The `.history` file of this segment's timeline, from `history_dir` (none on timeline 1).
+    fn history(&self, history_dir: &Path) -> Vec<HistoryFile> {
+        if self.timeline <= 1 {
+            return Vec::new();
+        }
+        let hname = WalFile::History {
+            timeline: self.timeline,
+        }
+        .name(self.size);
+        match fs::read_to_string(history_dir.join(&hname)) {
+            Ok(text) => vec![HistoryFile { name: hname, text }],
+            Err(_) => Vec::new(),
+        }
     }
 }
 
 fn cannot_archive(name: &str, e: ScanError) -> WalError {
     WalError::Failed(format!("WAL segment {name} cannot be archived: {e}"))
-}
-
-/// The header of segment `name`'s artifact from its walk (payload size and checksum not yet
-/// filled in), with its timeline's history when there is one.
-fn segment_header(
-    name: &str,
-    timeline: u32,
-    segno: u64,
-    segment_size: u64,
-    scan: &SegmentScan,
-    history: Vec<HistoryFile>,
-    final_segment: bool,
-) -> Result<SegmentHeader, WalError> {
-    let (start, end) = segment_range(segno, segment_size);
-    let lsn_end = if final_segment { scan.valid_end } else { end };
-    if lsn_end <= start {
-        return Err(WalError::Failed(format!(
-            "WAL segment {name} holds no complete record yet"
-        )));
-    }
-    let replay_target = scan.last_record_end.map(|t| t.min(lsn_end));
-    Ok(SegmentHeader {
-        format_version: SEGMENT_FORMAT_VERSION,
-        wal_file: name.to_string(),
-        timeline,
-        segno,
-        segment_size,
-        lsn_start: start,
-        lsn_end,
-        replay_target,
-        replay_floor: scan.last_record_start.filter(|_| replay_target.is_some()),
-        final_segment,
-        payload_size: 0,
-        payload_xxh3: String::new(),
-        history,
-    })
-}
-
-fn history_of(timeline: u32, segment_size: u64, history_dir: &Path) -> Vec<HistoryFile> {
-    if timeline <= 1 {
-        return Vec::new();
-    }
-    let hname = WalFile::History { timeline }.name(segment_size);
-    match fs::read_to_string(history_dir.join(&hname)) {
-        Ok(text) => vec![HistoryFile { name: hname, text }],
-        Err(_) => Vec::new(),
-    }
 }
 
 /// Bytes read, walked, hashed and written at a time by [`push_segment`]: small enough that
@@ -194,27 +202,20 @@ fn push_segment(
     history_dir: &Path,
     dest: &Path,
 ) -> Result<(), WalError> {
-    let (timeline, segno) = segment_name(name, segment_size)?;
+    let id = Seg::parse(name, segment_size)?;
     let size = usize::try_from(segment_size)
         .map_err(|_| WalError::Failed(format!("{segment_size}-byte segments do not fit here")))?;
-    let mut walker = Walker::new(segno, segment_size).map_err(|e| cannot_archive(name, e))?;
-    // The widest header this segment can get (its history is known before the walk).
-    let template = segment_header(
-        name,
-        timeline,
-        segno,
-        segment_size,
-        &SegmentScan {
-            last_record_end: None,
-            last_record_start: None,
-            valid_end: segment_range(segno, segment_size).1,
-            switched: false,
-            records: 0,
-        },
-        history_of(timeline, segment_size, history_dir),
-        false,
-    )?;
-    let room = segment::prefix_room(&template, ALIGN);
+    let mut walker = Walker::new(id.segno, segment_size).map_err(|e| cannot_archive(name, e))?;
+    // Room for the widest header this segment can get (its history is known before the walk).
+    let history = id.history(history_dir);
+    let empty = SegmentScan {
+        last_record_end: None,
+        last_record_start: None,
+        valid_end: segment_range(id.segno, segment_size).1,
+        switched: false,
+        records: 0,
+    };
+    let room = segment::prefix_room(&id.header(&empty, history.clone(), false)?, ALIGN);
     let reading = format!("reading {}", src.display());
     let mut input = fs::File::open(src).map_err(io_err(&reading))?;
     let tmp = spool::temp_beside(dest);
@@ -261,15 +262,7 @@ fn push_segment(
             .advance(seg, size, &mut |_| {})
             .map_err(|e| cannot_archive(name, e))?
             .expect("the whole segment ends the walk");
-        let header = segment_header(
-            name,
-            timeline,
-            segno,
-            segment_size,
-            &scan,
-            template.history.clone(),
-            false,
-        )?;
+        let header = id.header(&scan, history, false)?;
         let (header, prefix) =
             segment::encode_prefix_in(header, segment_size, hasher.digest(), room).ok_or_else(
                 || {
