@@ -816,6 +816,7 @@ impl World {
             self.settle();
             self.truth.epoch = epoch;
             self.truth.epoch_began = self.now;
+            self.oracle_epoch_moved();
         }
     }
 

@@ -3,7 +3,8 @@
 //! - `switchover_availability`: a planned switchover leaves no site writable for at most
 //!   `failover.switchover_timeout_ms` + one lease (plus the time the simulated database takes to
 //!   stop and open, and the drift bound), unless the world took the way away: the switchover's
-//!   source lost its path to the arbiter before the hand-off, or the target after it.
+//!   source lost its path to the arbiter before the hand-off, or the target after it (or had none
+//!   when it was handed the epoch).
 //! - `flapping_link`: an inter-site link that flaps (down a few seconds out of every few seconds,
 //!   down at least half the time) for at least [`FLAP_MIN_WINDOW`], with nothing else going on
 //!   and both sites in their roles all along, yields exactly one `link_down`
@@ -194,6 +195,8 @@ impl World {
             disturbed: false,
         };
         self.oracle.switch_watch = Some(w);
+        // A source that has no path to the arbiter as the switchover begins has lost its way.
+        self.switch_watch_paths();
         self.oracle_paths_changed();
         let at = self.now + self.switchover_gap_bound();
         if at < self.end {
@@ -209,6 +212,20 @@ impl World {
     pub fn oracle_paths_changed(&mut self) {
         self.oracle_arbiter_paths();
         self.switch_ends_paths();
+        self.switch_watch_paths();
+    }
+
+    /// The arbiter moved to a newer epoch: a switchover under watch was handed over. A target
+    /// that has no path to the arbiter at that moment lost its way as surely as one whose path
+    /// is cut right after it; path changes alone do not show a cut that came first (swarm seed
+    /// 92380: the arbiter-to-target direction cut 9 s before the switchover began).
+    pub fn oracle_epoch_moved(&mut self) {
+        self.switch_watch_paths();
+    }
+
+    /// Whether the switchover under watch lost its way: the source's path before the hand-off,
+    /// the target's after it.
+    fn switch_watch_paths(&mut self) {
         let Some(w) = self.oracle.switch_watch.clone() else {
             return;
         };
@@ -559,6 +576,20 @@ mod tests {
         w.now = started + 2_000 + w.switchover_gap_bound();
         w.check_switchover_writer(started);
         assert!(w.out.violations.is_empty());
+        // A target cut from the arbiter before it is handed the epoch, and still cut then, has
+        // lost its way too (swarm seed 92380); with its path whole the gap is judged.
+        for cut in [true, false] {
+            let mut w = world();
+            watching(&mut w, started);
+            if cut {
+                w.net.cut(ARBITER, 1);
+            }
+            w.now = started + 1_000;
+            w.arbiter_epoch(Epoch(2));
+            w.now = started + 2_000 + w.switchover_gap_bound();
+            w.check_switchover_writer(started);
+            assert_eq!(w.out.violations.is_empty(), cut, "cut: {cut}");
+        }
         // A gap shorter than the bound is looked at again later, not judged.
         let mut w = world();
         watching(&mut w, started);
