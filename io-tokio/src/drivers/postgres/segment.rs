@@ -190,15 +190,9 @@ pub fn encode(header: SegmentHeader, payload: &[u8]) -> Vec<u8> {
 /// What comes before `payload` in its segment artifact (magic, header length, header with the
 /// payload's size and checksum), and the header as written: the artifact is this prefix
 /// followed by the payload, which can then be written from where it already is.
-pub fn encode_prefix(mut header: SegmentHeader, payload: &[u8]) -> (SegmentHeader, Vec<u8>) {
-    header.payload_size = payload.len() as u64;
-    header.payload_xxh3 = hex(xxhash_rust::xxh3::xxh3_64(payload));
-    let json = serde_json::to_vec(&header).expect("a segment header always encodes");
-    let mut out = Vec::with_capacity(MAGIC.len() + 4 + json.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
-    out.extend_from_slice(&json);
-    (header, out)
+pub fn encode_prefix(header: SegmentHeader, payload: &[u8]) -> (SegmentHeader, Vec<u8>) {
+    let sum = xxhash_rust::xxh3::xxh3_64(payload);
+    prefix(header, payload.len() as u64, sum, None).expect("a prefix without padding fits")
 }
 
 /// Room for the prefix of `header`'s artifact whatever its walk finds and its payload hashes
@@ -222,23 +216,37 @@ pub fn prefix_room(header: &SegmentHeader, align: usize) -> usize {
 /// `payload_xxh3` follows) in exactly `room` bytes: the header is padded with spaces, which a
 /// JSON reader passes over. `None` when it does not fit.
 pub fn encode_prefix_in(
-    mut header: SegmentHeader,
+    header: SegmentHeader,
     payload_size: u64,
     payload_xxh3: u64,
     room: usize,
 ) -> Option<(SegmentHeader, Vec<u8>)> {
+    prefix(header, payload_size, payload_xxh3, Some(room))
+}
+
+/// Magic, header length and header (with the payload's size and checksum), padded to `room`
+/// bytes when it is given (`None` when the header does not fit it), else as long as it is.
+fn prefix(
+    mut header: SegmentHeader,
+    payload_size: u64,
+    payload_xxh3: u64,
+    room: Option<usize>,
+) -> Option<(SegmentHeader, Vec<u8>)> {
     header.payload_size = payload_size;
     header.payload_xxh3 = hex(payload_xxh3);
     let json = serde_json::to_vec(&header).expect("a segment header always encodes");
-    let len = room.checked_sub(MAGIC.len() + 4)?;
-    if json.len() > len || len > MAX_HEADER {
+    let len = match room {
+        Some(room) => room.checked_sub(MAGIC.len() + 4)?,
+        None => json.len(),
+    };
+    if json.len() > len || (room.is_some() && len > MAX_HEADER) {
         return None;
     }
-    let mut out = Vec::with_capacity(room);
+    let mut out = Vec::with_capacity(MAGIC.len() + 4 + len);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(len as u32).to_le_bytes());
     out.extend_from_slice(&json);
-    out.resize(room, b' ');
+    out.resize(MAGIC.len() + 4 + len, b' ');
     Some((header, out))
 }
 
