@@ -14,7 +14,6 @@ use common::{status, Procs};
 use lifeboat_io_tokio::demo::{arbiter_toml, site_toml, SitePorts};
 use lifeboat_io_tokio::status::doc::quantile;
 use serde_json::Value;
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -32,12 +31,7 @@ fn env_or(name: &str, default: usize) -> usize {
 fn log_to_verified(logs: usize) -> Vec<u64> {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let p: Vec<u16> = {
-        let ls: Vec<TcpListener> = (0..6)
-            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-            .collect();
-        ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
-    };
+    let p: Vec<u16> = lifeboat_io_tokio::ports::free_loopback_ports(6).unwrap();
     let pri_db = d.join("pdb/app.db");
     std::fs::create_dir_all(pri_db.parent().unwrap()).unwrap();
     std::fs::create_dir_all(d.join("rdb")).unwrap();

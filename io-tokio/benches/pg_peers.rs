@@ -782,12 +782,7 @@ impl Drop for LbWorld {
 }
 
 fn free_ports(n: usize) -> Vec<u16> {
-    let ls: Vec<std::net::TcpListener> = (0..n)
-        .filter_map(|_| std::net::TcpListener::bind("127.0.0.1:0").ok())
-        .collect();
-    ls.iter()
-        .filter_map(|l| l.local_addr().ok().map(|a| a.port()))
-        .collect()
+    lifeboat_io_tokio::ports::free_loopback_ports(n).unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------------

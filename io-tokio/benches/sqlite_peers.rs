@@ -88,7 +88,6 @@ use rusqlite::{Connection, OpenFlags};
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::Read;
-use std::net::TcpListener;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -648,10 +647,7 @@ fn summarize(rows: &[Commit], l: (Vec<u64>, usize)) -> (u64, u64) {
 }
 
 fn free_ports(n: usize) -> Vec<u16> {
-    let ls: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
+    lifeboat_io_tokio::ports::free_loopback_ports(n).unwrap()
 }
 
 fn tail(path: &Path) -> String {

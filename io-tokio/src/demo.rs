@@ -47,15 +47,6 @@ impl Drop for Procs {
     }
 }
 
-fn free_ports(n: usize) -> std::io::Result<Vec<u16>> {
-    let ls: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()?;
-    ls.iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect()
-}
-
 /// The engine settings of the demo: short timers so everything happens in seconds.
 pub const ENGINE: &str = r#"
 [engine]
@@ -286,7 +277,7 @@ async fn demo(dir: &Path, started: Instant) -> Result<String, String> {
         move |err: std::io::Error| format!("{what}: {err}")
     };
     fs::create_dir_all(dir).map_err(e("creating the demo directory"))?;
-    let p = free_ports(6).map_err(e("finding free loopback ports"))?;
+    let p = crate::ports::free_loopback_ports(6).map_err(e("finding free loopback ports"))?;
     let (arb_listen, arb_http, pri_listen, pri_http, rec_listen, rec_http) =
         (p[0], p[1], p[2], p[3], p[4], p[5]);
     let pri_db = dir.join("primary-db").join("app.db");

@@ -5,6 +5,7 @@
 //! arbiter/       the arbiter process
 //! journal_store  the engine journal and snapshots on disk; the engines' monotonic clock
 //! durable        durable files: temporary name, fsync, rename, directory fsync
+//! ports          free loopback ports, outside the ephemeral range, for processes started later
 //! process/       commands and hooks: validated templates, process groups, time limits
 //! config/        site.toml and arbiter.toml
 //! crash          named crash points for the end-to-end tests (`LIFEBOAT_CRASH_AT`)
@@ -31,6 +32,7 @@ pub mod durable;
 pub mod engine_loop;
 pub mod http;
 pub mod journal_store;
+pub mod ports;
 pub mod process;
 pub mod record;
 pub mod status;

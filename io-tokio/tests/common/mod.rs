@@ -20,11 +20,10 @@ pub mod etcd;
 mod https;
 pub use https::https;
 
+/// `n` loopback ports for processes started later, outside the ephemeral range (see
+/// `lifeboat_io_tokio::ports`).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let ls: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
+    lifeboat_io_tokio::ports::free_loopback_ports(n).expect("free loopback ports")
 }
 
 /// GET or POST on loopback; (status, body).

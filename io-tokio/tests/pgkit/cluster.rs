@@ -261,12 +261,10 @@ pub fn psql(port: u16, sql: &str) -> Result<Vec<String>, String> {
     psql_each(port, &[sql])
 }
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
+/// A free TCP port on 127.0.0.1 for a server started later, outside the ephemeral range (see
+/// `lifeboat_io_tokio::ports`).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    lifeboat_io_tokio::ports::free_loopback_ports(1).map_or(0, |p| p[0])
 }
 
 /// Run several SQL commands on 127.0.0.1:`port`, each in its own transaction (`psql -c … -c …`);
