@@ -165,3 +165,89 @@ fn a_failover_until_a_chosen_time_leaves_out_what_came_after_it_and_counts_it_as
     let _ = Input::Tick;
     h.assert_safe();
 }
+
+/// A standby that already applied writes made after the chosen point cannot be rewound: the
+/// request is refused with the reason, nothing is promoted, and a failover without a point
+/// still works.
+#[test]
+fn a_failover_until_a_point_the_standby_already_passed_is_refused_and_a_plain_one_still_works() {
+    let mut h = Harness::new(config(2)); // no apply delay: every artifact is applied at once
+    h.run(10 * 60_000);
+    let until = UtcMillis(UTC0 + (h.t - 60_000) as i64);
+    let last = h.sites[B].state().dbs[0].last_restore.unwrap();
+    assert!(last.created_utc > until, "{last:?}");
+    // The arbiter goes too: only an operator's failover promotes B.
+    h.kill(A);
+    h.kill_arbiter();
+    h.run(1_000);
+    h.operator(B, OperatorRequest::FailoverUntil { force: true, until });
+    h.run(30_000);
+    assert_eq!(h.sites[B].role(), Role::Secondary, "{}", h.trace());
+    assert!(h.commands_of(B, |c| c.is_promote()).is_empty());
+    let refused = h.audits_of(B, "reject failover");
+    assert_eq!(refused.len(), 1, "{}", h.trace());
+    let why = &refused[0].why;
+    assert!(
+        why.starts_with("2 of 2 databases already hold writes made after the chosen point")
+            && why.contains("[db0] restored the transaction log ending at position")
+            && why.contains("Fail over without a point, or choose one at or after"),
+        "{why}"
+    );
+    h.operator(B, OperatorRequest::Failover { force: true });
+    assert!(
+        h.run_until(60_000, |h| h.sites[B].role() == Role::Primary),
+        "{}",
+        h.trace()
+    );
+    h.assert_safe();
+}
+
+/// A restore that was running when the point was chosen, of an artifact made after it, ends
+/// the drain past the point: the failover is abandoned before it takes an epoch, with the
+/// reason, and a failover without a point still works.
+#[test]
+fn a_failover_until_a_point_a_running_restore_passes_is_abandoned_before_the_epoch() {
+    let mut h = delayed();
+    h.run(10 * 60_000);
+    // The arbiter goes too: only an operator's failover promotes B.
+    h.kill(A);
+    h.kill_arbiter();
+    h.run(1_000);
+    // Wait for a restore in flight whose artifact was made after everything restored so far.
+    let ok = h.run_until(DELAY, |h| {
+        let d = &h.sites[B].state().dbs[0];
+        d.in_flight.is_some() && d.last_restore.is_some()
+    });
+    assert!(ok, "{}", h.trace());
+    let d = &h.sites[B].state().dbs[0];
+    let (_, key) = d.in_flight.unwrap();
+    let running = d.pending.iter().find(|x| x.meta.key == key).unwrap().meta;
+    let last = d.last_restore.unwrap();
+    assert!(running.created_utc > last.created_utc);
+    let until = UtcMillis(running.created_utc.0 - 1);
+    h.operator(B, OperatorRequest::FailoverUntil { force: true, until });
+    assert!(
+        h.audits_of(B, "reject failover").is_empty(),
+        "{}",
+        h.trace()
+    );
+    h.run(30_000);
+    assert_eq!(h.sites[B].role(), Role::Secondary, "{}", h.trace());
+    assert!(h.commands_of(B, |c| c.is_promote()).is_empty());
+    let aborted = h.audits_of(B, "abort");
+    assert_eq!(aborted.len(), 1, "{}", h.trace());
+    assert!(
+        aborted[0]
+            .why
+            .contains("already hold writes made after the chosen point"),
+        "{}",
+        aborted[0].why
+    );
+    h.operator(B, OperatorRequest::Failover { force: true });
+    assert!(
+        h.run_until(60_000, |h| h.sites[B].role() == Role::Primary),
+        "{}",
+        h.trace()
+    );
+    h.assert_safe();
+}

@@ -326,8 +326,48 @@ impl SiteEngine {
                 given_up,
             );
         }
+        // A restore that was running when the point was chosen may have passed it.
+        if let Some(why) = self
+            .st
+            .procedure
+            .as_ref()
+            .and_then(|p| p.until)
+            .and_then(|u| self.past_point(u))
+        {
+            return self.abort_procedure(now, &why);
+        }
         self.note_left_out();
         self.acquire(now);
+    }
+
+    /// Why a failover here cannot stop at `until`: a database already holds an artifact made
+    /// after it (a standby without an apply delay, a delay shorter than the point's age, or a
+    /// reseed or rebuild, which restores its full at once). A database cannot be rewound in
+    /// place, so promoting it would open writes the operator chose to leave out. `None` when
+    /// every database's last restore was made at or before the point.
+    pub(in crate::engine) fn past_point(&self, until: crate::ids::UtcMillis) -> Option<String> {
+        let past: Vec<(usize, &crate::engine::chain::Seen)> = self
+            .st
+            .dbs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| d.last_restore.as_ref().map(|s| (i, s)))
+            .filter(|(_, s)| s.created_utc > until)
+            .collect();
+        let (i, first) = past.first()?;
+        let newest = past.iter().map(|(_, s)| s.created_utc).max()?;
+        Some(format!(
+            "{} of {} databases already hold writes made after the chosen point {until}: \
+             [{}] restored the {} ending at position {}, made at {}. A database cannot be \
+             rewound in place, so this site cannot stop at that point. Fail over without a \
+             point, or choose one at or after {newest}",
+            past.len(),
+            self.st.dbs.len(),
+            self.db_name(DbId(*i as u32)),
+            first.kind.text_word(),
+            first.lsn_end.0,
+            first.created_utc,
+        ))
     }
 
     /// What a failover to a chosen point leaves out, per database, as the drain ends (before
@@ -345,16 +385,19 @@ impl SiteEngine {
                     .iter()
                     .enumerate()
                     .filter_map(|(i, d)| {
+                        // What the database holds already is not left out, even where an
+                        // artifact made after the point overlaps it.
+                        let at = d.position.unwrap_or_default();
                         let out: Vec<_> = d
                             .pending
                             .iter()
-                            .filter(|x| hold.leaves_out(&x.meta))
+                            .filter(|x| hold.leaves_out(&x.meta) && x.meta.key.lsn_end > at)
                             .collect();
                         Some(crate::report::LeftOut {
                             db: DbId(i as u32),
                             until,
                             artifacts: out.len() as u32,
-                            from: out.iter().map(|x| x.meta.key.lsn_start).min()?,
+                            from: out.iter().map(|x| x.meta.key.lsn_start).min()?.max(at),
                             to: out.iter().map(|x| x.meta.key.lsn_end).max()?,
                         })
                     })

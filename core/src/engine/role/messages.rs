@@ -168,6 +168,9 @@ impl SiteEngine {
         if !force && self.cfg.arbiter && !view.lease_lapsed {
             return self.reject(now, "failover", "the arbiter does not report the primary's lease lapsed; use --force to accept the risk".into());
         }
+        if let Some(why) = until.and_then(|u| self.past_point(u)) {
+            return self.reject(now, "failover", why);
+        }
         let detected = p_first(&self.st.peer, now);
         let why = if force {
             "an operator forced a failover"
