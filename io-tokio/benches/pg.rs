@@ -11,9 +11,9 @@
 //!   `pg_last_wal_replay_lsn()` passes it), shipping and restoring concurrently as an agent does.
 //!
 //! Each pair's standby is seeded and running; archiving is paused while the workload writes
-//! `LIFEBOAT_BENCH_PG_SEGMENTS` segments (default 64 × 1 MiB); the clock runs from resuming
-//! archiving until the standby has replayed the last of them. Three rounds per pair, the best
-//! of each.
+//! `LIFEBOAT_BENCH_PG_SEGMENTS` segments (default 64 × 1 MiB); then a `sync`, and the clock
+//! runs from resuming archiving until the standby has replayed the last of them. Three rounds
+//! per pair, the best of each.
 //!
 //! Prints `bench pg_wal_segments_per_sec <N>` (lifeboat, end to end) and
 //! `bench pg_vs_cp_archive_ratio <R>` (lifeboat's segments per second / cp's; higher is better),
@@ -305,6 +305,10 @@ fn best_round(pport: u16, segments: u64, mut catch_up: impl FnMut(u64)) -> f64 {
     for _ in 0..ROUNDS {
         pause_archiving(pport);
         let end = workload(pport, segments);
+        // Start each round with nothing dirty: writeback left from a build or from the pair
+        // before would slow whichever side's fsyncs it lands on.
+        let st = std::process::Command::new("sync").status().unwrap();
+        assert!(st.success(), "sync failed");
         let t = Instant::now();
         resume_archiving(pport);
         catch_up(end);
