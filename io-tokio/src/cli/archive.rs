@@ -268,6 +268,15 @@ struct Built {
     bytes: u64,
 }
 
+impl Built {
+    /// ", the database as of <time>" when the last artifact applied told its time.
+    fn as_of(&self) -> String {
+        self.time
+            .map(|t| format!(", the database as of {}", utc_ms(t)))
+            .unwrap_or_default()
+    }
+}
+
 /// Build the point `at` of `db` into `into` with the site's driver.
 fn build(
     file: &SiteFile,
@@ -433,9 +442,7 @@ pub fn restore(
                  checked ok",
                 describe_at(at),
                 b.position.0,
-                b.time
-                    .map(|t| format!(", the database as of {}", utc_ms(t)))
-                    .unwrap_or_default(),
+                b.as_of(),
                 b.applied,
                 mib(b.bytes),
                 into.display()
@@ -480,9 +487,7 @@ pub fn drill_at(config: &Path, db: Option<&str>, at: &str, port: Option<u16>) ->
                     "drill of {name} at {}: ok (position {}{}, {} artifacts, {})",
                     describe_at(at),
                     b.position.0,
-                    b.time
-                        .map(|t| format!(", the database as of {}", utc_ms(t)))
-                        .unwrap_or_default(),
+                    b.as_of(),
                     b.applied,
                     mib(b.bytes)
                 );
