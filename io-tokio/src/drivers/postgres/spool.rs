@@ -8,11 +8,12 @@
 //!              serve/          segments the driver made servable, in chain order, and
 //!                              requests.log (what PostgreSQL asked for, what it got)
 //!              postgresql.log  the server log when the driver starts the server
-//!              state.json      the driver's memory (restored position, epoch ↔ timeline)
+//!              state.rec       the driver's memory (restored position, epoch ↔ timeline), a
+//!                              record replaced in place (`crate::record`)
 //! ```
 //!
-//! Every file that must survive a crash is written to a temporary name, fsynced, renamed into
-//! place, and its directory fsynced.
+//! Every other file that must survive a crash is written to a temporary name, fsynced, renamed
+//! into place, and its directory fsynced.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
