@@ -1927,3 +1927,68 @@ fn an_arbiter_that_comes_up_after_the_primary_is_not_called_unreachable() {
     h.run(30_000);
     assert!(h.raised("arbiter_unreachable") >= 1, "{}", h.trace());
 }
+
+/// A primary whose grants stop coming back (the arbiter-to-primary direction cut) pauses its
+/// renewals so the lease lapses and the recovery site can take over. With confirmation on, that
+/// takeover waits for an operator: the pause must outlast the question, or the primary renews
+/// again, the takeover ends as "healthy again", and a confirmation near the end of the window
+/// finds nothing to confirm (swarm seed 92380).
+#[test]
+fn a_primary_cut_off_from_its_grants_stays_quiet_while_the_operator_is_asked() {
+    let mut h = Harness::new(confirm_config(OnConfirmTimeout::Abort));
+    h.run(30_000);
+    h.cut_one_way(ARB, A);
+    assert!(
+        h.run_until(120_000, |h| h.sites[B].role() == Role::Promoting),
+        "{}",
+        h.trace()
+    );
+    // The operator answers late in the window (40 s).
+    h.run(35_000);
+    assert_eq!(h.sites[B].role(), Role::Promoting, "{}", h.trace());
+    h.operator(B, OperatorRequest::ConfirmFailover);
+    assert!(
+        h.run_until(30_000, |h| h.sites[B].role() == Role::Primary),
+        "{}",
+        h.trace()
+    );
+    assert!(h.db[B].writable);
+    h.assert_safe();
+}
+
+/// The same cut with nobody answering: the question times out (configured to abort) and is not
+/// asked again while the primary's lease stays lapsed, though its service answers every probe.
+#[test]
+fn an_unanswered_question_about_a_primary_cut_off_from_its_grants_is_not_asked_again_at_once() {
+    let mut h = Harness::new(confirm_config(OnConfirmTimeout::Abort));
+    h.fenced_service_answers = true;
+    h.run(30_000);
+    h.cut_one_way(ARB, A);
+    assert!(
+        h.run_until(120_000, |h| h.sites[B].role() == Role::Promoting),
+        "{}",
+        h.trace()
+    );
+    let asked = h.t;
+    assert!(h.run_until(60_000, |h| h.sites[B].role() == Role::Secondary));
+    let aborts = h.audits_of(B, "abort");
+    assert_eq!(aborts.len(), 1, "{}", h.trace());
+    assert!(aborts[0].why.contains("confirmation"), "{}", aborts[0].why);
+    assert!(
+        h.audits_of(B, "failover")[0]
+            .why
+            .contains("although its service answers here"),
+        "{}",
+        h.trace()
+    );
+    // The primary stays quiet a while longer: no second question in that time.
+    h.run(20_000);
+    assert_eq!(
+        h.audits_of(B, "failover").len(),
+        1,
+        "asked again at once after the question at {asked}:\n{}",
+        h.trace()
+    );
+    assert!(h.commands_of(B, is_promote).is_empty());
+    h.assert_safe();
+}

@@ -603,8 +603,14 @@ impl SiteEngine {
     /// A holder whose renewals reach the arbiter but whose grants never come back (the
     /// arbiter-to-site direction cut) keeps the arbiter's lease alive while it cannot write:
     /// nobody would accept writes until the cut heals. After one lease plus two arbiter timeouts
-    /// without a grant it stops renewing for a lease plus the drift margin, so the lease lapses
-    /// and a site that reaches the arbiter takes over; then it asks again.
+    /// without a grant it stops renewing for a lease plus the drift margin plus an arbiter
+    /// timeout, so the lease lapses and a site that reaches the arbiter takes over; then it asks
+    /// again. The pause also covers what that takeover waits for before it asks the arbiter: an
+    /// Auto Pilot restart and an operator's confirmation, when configured. Renewing again before
+    /// then would end the takeover as "the primary is healthy again", and a confirmation given
+    /// in time would find nothing to confirm (swarm seed 92380). It costs nothing while the cut
+    /// lasts (no grant comes back, so this site cannot write); when the cut heals sooner, this
+    /// site waits out the pause before it asks again.
     pub(super) fn renewals_paused(&mut self, now: Millis) -> bool {
         let lease = self.cfg.lease.lease_ms;
         let timeout = self.cfg.lease.arbiter_timeout_ms;
@@ -620,13 +626,20 @@ impl SiteEngine {
         if now.saturating_sub(since) < lease + 2 * timeout {
             return false;
         }
-        let until = now + lease + self.cfg.drift_margin() + timeout;
+        let f = &self.cfg.failover;
+        let takeover = if f.local_restart {
+            f.local_restart_wait_ms
+        } else {
+            0
+        } + if f.confirm { f.confirm_timeout_ms } else { 0 };
+        let until = now + lease + self.cfg.drift_margin() + timeout + takeover;
         self.st.lease.quiet_until = Some(until);
         self.audit(
             now,
             "renewals paused".into(),
             "no grant came back for a lease plus two arbiter timeouts: the lease is left to lapse \
-             so that a site which reaches the arbiter can take over"
+             so that a site which reaches the arbiter can take over (and the pause outlasts its \
+             Auto Pilot restart and confirmation, when configured)"
                 .into(),
             vec![
                 Self::kv("asking_since", since),

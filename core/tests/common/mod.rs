@@ -164,6 +164,9 @@ pub struct Harness {
     pub dup_pct: u32,
     /// The recovery site's service probe fails whatever the primary's state (a wrong probe).
     pub probe_broken: bool,
+    /// A fenced database's service still answers its probe (a server that serves reads while
+    /// it refuses writes), so only the arbiter tells that the primary lost its lease.
+    pub fenced_service_answers: bool,
     /// Artifacts damaged at the source (see `DbModel::damage_next_log`).
     pub damaged: BTreeSet<ArtifactKey>,
     epochs_seen: [Epoch; 3],
@@ -252,6 +255,7 @@ impl Harness {
             last_writable: [None; 2],
             dup_pct: 0,
             probe_broken: false,
+            fenced_service_answers: false,
             damaged: BTreeSet::new(),
             epochs_seen: [Epoch(1); 3],
             max_acked_epoch: 0,
@@ -877,7 +881,8 @@ impl Model for Harness {
         let p = &self.db[peer];
         let site = links && p.site_up && p.agent_up;
         // A fenced database fails the service probe: its service is unhealthy.
-        let service = links && p.accepts_writes() && !self.probe_broken;
+        let service =
+            links && (p.accepts_writes() || self.fenced_service_answers) && !self.probe_broken;
         let results = vec![(ProbeTarget::Site, site), (ProbeTarget::Service, service)];
         (2 * self.latency, results)
     }

@@ -275,7 +275,17 @@ impl SiteEngine {
             (ProbeTarget::Service, true) => {
                 p.failed_probes = 0;
                 p.first_failure = None;
-                p.declined_at = None;
+                // A declined failover is asked again once the primary is seen healthy: its
+                // service answering while the arbiter reports its lease lapsed is not that (it
+                // cannot write), or an unanswered question would be asked again at once, every
+                // time (swarm seed 92380).
+                let lapsed_here = p
+                    .arbiter_view
+                    .as_ref()
+                    .is_some_and(|v| v.lease_lapsed && v.epoch == self.st.epoch);
+                if !lapsed_here {
+                    p.declined_at = None;
+                }
                 p.ok_streak = p.ok_streak.saturating_add(1);
                 let healthy_since = *p.healthy_since.get_or_insert(now);
                 if p.ok_streak >= self.cfg.failover.unhealthy_count {
@@ -501,9 +511,11 @@ impl SiteEngine {
         }
         let text = texts::primary_lapsed(self.cfg.site_name(primary));
         self.raise_primary_down(now, Subject::Site(primary), text);
+        // The service answers, so each probe ends the probes' outage: a decline stands until the
+        // primary is seen healthy with its lease (the service probe clears it then).
         if self.cfg.failover.automatic
             && self.st.procedure.is_none()
-            && !self.declined_this_episode()
+            && self.st.peer.declined_at.is_none()
             && self.may_take_over(now)
         {
             // No local restart: the service answers; it is the lease that is gone.
