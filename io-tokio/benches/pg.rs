@@ -29,6 +29,10 @@
 //! `bench pg_wal_push_segments_per_sec <N>`, `bench pg_cp_sync_segments_per_sec <N>` and
 //! `bench pg_wal_push_vs_cp_sync_ratio <R>`.
 //!
+//! **The standby's state save** (once per segment, while PostgreSQL waits for the next): a
+//! record replaced in place against a whole-file replacement, the same bytes. Prints
+//! `bench pg_state_save_record_us <N>`, `bench pg_state_save_whole_file_us <N>` and their ratio.
+//!
 //! Without PostgreSQL it says so and prints nothing.
 
 #[allow(dead_code)]
@@ -91,6 +95,43 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
     archive_command_alone(&scratch, &bin, push_segments);
+    state_save(&scratch);
+}
+
+/// The standby's state saved after every segment: a record replaced in place (one positioned
+/// write, one `fdatasync`) against the whole-file replacement it used before (temporary file,
+/// fsync, rename, directory fsync), the same bytes, 300 saves a round, three rounds alternating,
+/// the best of each.
+fn state_save(s: &ScratchDir) {
+    let dir = s.dir("state-save");
+    let (rec, whole) = (dir.join("state.rec"), dir.join("state.json"));
+    let bytes = |at: u64| {
+        format!(
+            r#"{{"format_version":1,"restored_to":{at},"published":[],"timelines":[{{"epoch":1,"timeline":1}}]}}"#
+        )
+    };
+    const SAVES: u64 = 300;
+    let (mut best_rec, mut best_whole) = (Duration::MAX, Duration::MAX);
+    for round in 0..ROUNDS as u64 {
+        let t = Instant::now();
+        for i in 0..SAVES {
+            lifeboat_io_tokio::record::write(&rec, bytes(round * SAVES + i).as_bytes()).unwrap();
+        }
+        best_rec = best_rec.min(t.elapsed() / SAVES as u32);
+        let t = Instant::now();
+        for i in 0..SAVES {
+            lifeboat_io_tokio::durable::write_durably(&whole, bytes(round * SAVES + i).as_bytes())
+                .unwrap();
+        }
+        best_whole = best_whole.min(t.elapsed() / SAVES as u32);
+    }
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    println!("bench pg_state_save_record_us {:.0}", us(best_rec));
+    println!("bench pg_state_save_whole_file_us {:.0}", us(best_whole));
+    println!(
+        "bench pg_state_save_whole_file_over_record_ratio {:.2}",
+        us(best_whole) / us(best_rec)
+    );
 }
 
 /// `cp && sync` against `lifeboat wal-push`, each segment in its own process (see the module
