@@ -193,13 +193,7 @@ fn a_failover_until_a_point_the_standby_already_passed_is_refused_and_a_plain_on
             && why.contains("Fail over without a point, or choose one at or after"),
         "{why}"
     );
-    h.operator(B, OperatorRequest::Failover { force: true });
-    assert!(
-        h.run_until(60_000, |h| h.sites[B].role() == Role::Primary),
-        "{}",
-        h.trace()
-    );
-    h.assert_safe();
+    a_plain_forced_failover_promotes_b(&mut h);
 }
 
 /// A restore that was running when the point was chosen, of an artifact made after it, ends
@@ -243,6 +237,11 @@ fn a_failover_until_a_point_a_running_restore_passes_is_abandoned_before_the_epo
         "{}",
         aborted[0].why
     );
+    a_plain_forced_failover_promotes_b(&mut h);
+}
+
+/// After a refused or abandoned failover to a point: one without a point still promotes B.
+fn a_plain_forced_failover_promotes_b(h: &mut Harness) {
     h.operator(B, OperatorRequest::Failover { force: true });
     assert!(
         h.run_until(60_000, |h| h.sites[B].role() == Role::Primary),
