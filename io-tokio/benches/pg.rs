@@ -187,12 +187,6 @@ fn archive_command_alone(s: &ScratchDir, bin: &Path, segments: u64) {
             .unwrap();
         assert!(st.success(), "{script} failed");
     };
-    // Both start from a clean page cache: a journal commit also writes back whatever else is
-    // dirty (the archive PostgreSQL just filled, the previous round), which one side would pay.
-    let settle = || {
-        let st = std::process::Command::new("sync").status().unwrap();
-        assert!(st.success(), "sync failed");
-    };
     let (mut best_cp, mut best_push) = (f64::MAX, f64::MAX);
     for round in 0..3 {
         let dest = root.join(format!("cp-{round}"));
@@ -339,6 +333,14 @@ fn cp_pair(s: &ScratchDir, segments: u64) -> f64 {
     })
 }
 
+/// Nothing dirty before a timed round: a journal commit also writes back whatever else is
+/// dirty (a build, the archive PostgreSQL just filled, the round or pair before), which
+/// whichever side's fsyncs it lands on would pay.
+fn settle() {
+    let st = std::process::Command::new("sync").status().unwrap();
+    assert!(st.success(), "sync failed");
+}
+
 /// `ROUNDS` times: archiving paused, the workload written, archiving resumed, and the time
 /// until `catch_up(end)` returns; the best.
 fn best_round(pport: u16, segments: u64, mut catch_up: impl FnMut(u64)) -> f64 {
@@ -346,10 +348,7 @@ fn best_round(pport: u16, segments: u64, mut catch_up: impl FnMut(u64)) -> f64 {
     for _ in 0..ROUNDS {
         pause_archiving(pport);
         let end = workload(pport, segments);
-        // Start each round with nothing dirty: writeback left from a build or from the pair
-        // before would slow whichever side's fsyncs it lands on.
-        let st = std::process::Command::new("sync").status().unwrap();
-        assert!(st.success(), "sync failed");
+        settle();
         let t = Instant::now();
         resume_archiving(pport);
         catch_up(end);
