@@ -330,23 +330,37 @@ pub fn check_bytes(artifact: &ArtifactFile) -> Result<(), DriverError> {
     let path = &artifact.path;
     let on_disk = match fs::metadata(path) {
         Ok(meta) => meta.len(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(DriverError::new(
-                ErrorKind::NotFound,
-                format!(
-                    "artifact {} of database {} is missing although its manifest exists: \
-                     re-copy it from the primary",
-                    path.display(),
-                    artifact.manifest.db
-                ),
-            )
-            .with_permanent(true))
-        }
-        Err(e) => return Err(DriverError::io(format!("reading {}", path.display()), &e)),
+        Err(e) => return Err(missing_or_io(artifact, &e)),
     };
     check_sum(artifact, on_disk, None)?;
     let (size, sum) = hash_file(path)?;
     check_sum(artifact, size, Some(sum))
+}
+
+/// [`check_bytes`] that keeps what it read: the artifact whole, checked against its manifest
+/// (one read, one hash), for a caller that goes on to use the bytes.
+pub fn read_checked(artifact: &ArtifactFile) -> Result<Vec<u8>, DriverError> {
+    let bytes = fs::read(&artifact.path).map_err(|e| missing_or_io(artifact, &e))?;
+    check_read(artifact, &bytes)?;
+    Ok(bytes)
+}
+
+/// A missing artifact (permanent: re-copy it), or the I/O error that reading it met.
+fn missing_or_io(artifact: &ArtifactFile, e: &io::Error) -> DriverError {
+    let path = &artifact.path;
+    if e.kind() == io::ErrorKind::NotFound {
+        return DriverError::new(
+            ErrorKind::NotFound,
+            format!(
+                "artifact {} of database {} is missing although its manifest exists: re-copy it \
+                 from the primary",
+                path.display(),
+                artifact.manifest.db
+            ),
+        )
+        .with_permanent(true);
+    }
+    DriverError::io(format!("reading {}", path.display()), e)
 }
 
 /// [`check_bytes`] for an artifact already read whole into `bytes` (one read, one hash).

@@ -373,7 +373,10 @@ impl Driver for PostgresDriver {
     fn restore(&self, artifact: &ArtifactFile) -> Result<Lsn, DriverError> {
         let slot = self.slot_for(artifact)?;
         let mut st = slot.lock();
-        crate::drivers::check_bytes(artifact)?;
+        // A segment is checked against its manifest by `serve`, on the bytes it copies.
+        if artifact.manifest.kind != ArtifactKind::Log {
+            crate::drivers::check_bytes(artifact)?;
+        }
         match artifact.manifest.kind {
             ArtifactKind::Full => reseed::reseed(self, slot, &mut st, artifact),
             ArtifactKind::Log => {

@@ -174,8 +174,8 @@ pub fn serve(
             format!("{} is not a WAL segment", artifact.describe()),
         ));
     }
-    let bytes = fs::read(&artifact.path)
-        .map_err(|e| DriverError::io(format!("reading {}", artifact.path.display()), &e))?;
+    // The verification and the copy below share one read.
+    let bytes = manifest::read_checked(artifact)?;
     let (header, _) = segment::decode(&bytes).map_err(|e| {
         DriverError::new(
             ErrorKind::ArtifactInvalid,
